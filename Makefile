@@ -1,0 +1,31 @@
+# Every target goes through scripts/libtorch.sh, which installs libtorch 2.13.0 once (from the
+# torch wheel on PyPI, cached in ~/.cache/torchfit) unless LIBTORCH is set, then runs cargo.
+WITH_TORCH := scripts/libtorch.sh
+BIN := target/release/torchfit
+
+.PHONY: build run test bench libtorch fmt clean
+
+build:
+	$(WITH_TORCH) cargo build --release
+
+## Train the embedded default (the Keras example) and print where the run went.
+run: build
+	$(BIN) train
+
+## Unit tests and end-to-end tests of the real binary, in release mode (shares `build`'s
+## compiled dependencies, so libtorch's C++ glue is compiled once).
+test:
+	$(WITH_TORCH) cargo test --release
+
+## Speed and memory side by side with the references; writes docs/benchmarks.md.
+bench: build
+	$(WITH_TORCH) python3 bench/run.py --binary $(BIN) --output docs/benchmarks.md
+
+libtorch:
+	$(WITH_TORCH)
+
+fmt:
+	cargo fmt
+
+clean:
+	cargo clean

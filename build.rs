@@ -1,0 +1,69 @@
+//! Links torchfit against libtorch so the binary runs without `LD_LIBRARY_PATH` and sees CUDA
+//! whenever the libtorch it was built with has it, and compiles the small C++ shim in `csrc/`
+//! that builds TorchScript modules (tch does not expose `torch::jit::Module`'s builder API).
+use std::path::{Path, PathBuf};
+
+fn main() {
+    // torch-sys publishes the libtorch lib directory it linked against; only crates that
+    // depend on torch-sys directly receive it, which is why Cargo.toml names torch-sys.
+    let lib_dir = match std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => {
+            eprintln!("torch-sys did not report a libtorch directory; set LIBTORCH (see README)");
+            std::process::exit(1);
+        }
+    };
+    let torch_root = lib_dir.parent().unwrap_or(&lib_dir).to_path_buf();
+
+    // Record where libtorch lives in the binary itself (RUNPATH), so that `torchfit` and the
+    // test binaries find libtorch*.so without LD_LIBRARY_PATH.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    // rustc links with --as-needed, which drops any library none of our symbols reference.
+    // libtorch_cuda.so is such a library: it registers the CUDA backend from static
+    // initialisers when it is loaded, so dropping it silently turns CUDA off.
+    // --no-as-needed applies to every library named after it on the command line.
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    // libtorch.so is a thin library whose dependencies are libtorch_cpu.so and, in CUDA
+    // builds, libtorch_cuda.so: linking it (kept by the flag above) loads the CUDA backend.
+    println!("cargo:rustc-link-arg=-ltorch");
+
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false)
+        .include(torch_root.join("include"))
+        .include(torch_root.join("include/torch/csrc/api/include"))
+        // The PyPI wheels (and torch-sys's default) use the C++11 string ABI.
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .file("csrc/torchscript.cpp")
+        .compile("torchfit_shim");
+    println!("cargo:rerun-if-changed=csrc/torchscript.cpp");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    println!(
+        "cargo:rustc-env=TORCHFIT_LIBTORCH_VERSION={}",
+        libtorch_version(&torch_root)
+    );
+}
+
+/// The libtorch version, from a pip install's `version.py` or a libtorch zip's `build-version`.
+fn libtorch_version(torch_root: &Path) -> String {
+    let from_python = std::fs::read_to_string(torch_root.join("version.py"))
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let rest = line.strip_prefix("__version__")?;
+                Some(
+                    rest.trim_start_matches([' ', '='])
+                        .trim()
+                        .trim_matches('\'')
+                        .to_string(),
+                )
+            })
+        });
+    from_python
+        .or_else(|| std::fs::read_to_string(torch_root.join("build-version")).ok())
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}

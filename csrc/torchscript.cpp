@@ -1,0 +1,106 @@
+// The narrow part of the libtorch C++ API that torchfit needs and tch does not expose:
+// building a torch::jit::Module with real parameters and buffers, giving it methods from
+// TorchScript source, and saving/reading it with extra files. Wrapped safely in
+// src/export/script.rs; every function returns nullptr on success or an error message that
+// the caller frees with tf_string_free.
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace {
+
+char* copy_string(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+// Runs f and turns any C++ exception into a message: none may cross into Rust.
+template <typename F>
+char* guarded(F f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return copy_string(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return copy_string(e.what());
+  } catch (...) {
+    return copy_string("unknown C++ exception");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void tf_string_free(char* s) { std::free(s); }
+
+// A new, empty module whose TorchScript class is `class_name` (e.g. "torchfit.Dense0").
+char* tf_module_new(const char* class_name, void** out) {
+  return guarded([&] { *out = new torch::jit::Module(c10::QualifiedName(class_name)); });
+}
+
+void tf_module_free(void* module) { delete static_cast<torch::jit::Module*>(module); }
+
+// Registers a CPU copy of `tensor` (a tch tensor, i.e. a torch::Tensor*) as a parameter
+// (requires_grad set, as nn.Module does) or, with is_buffer != 0, as a buffer.
+char* tf_module_register_tensor(void* module, const char* name, const void* tensor,
+                                int is_buffer) {
+  return guarded([&] {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    const auto& t = *static_cast<const torch::Tensor*>(tensor);
+    auto copy = t.detach().to(torch::kCPU).clone();
+    if (is_buffer == 0) copy.set_requires_grad(true);
+    m->register_parameter(name, copy, is_buffer != 0);
+  });
+}
+
+// Makes `child` an attribute `name` of `module`; the child is copied (modules are handles
+// onto shared objects, so later changes to either are visible in both).
+char* tf_module_register_module(void* module, const char* name, const void* child) {
+  return guarded([&] {
+    static_cast<torch::jit::Module*>(module)->register_module(
+        name, *static_cast<const torch::jit::Module*>(child));
+  });
+}
+
+// Compiles TorchScript source (one or more `def` methods taking `self`) into the module.
+char* tf_module_define(void* module, const char* source) {
+  return guarded([&] { static_cast<torch::jit::Module*>(module)->define(source); });
+}
+
+// Saves the module to `path`, with extra files stored under extra/<name> in the archive.
+char* tf_module_save(void* module, const char* path, const char* const* extra_names,
+                     const char* const* extra_values, const size_t* extra_lengths,
+                     size_t n_extra) {
+  return guarded([&] {
+    torch::jit::ExtraFilesMap extra;
+    for (size_t i = 0; i < n_extra; ++i) {
+      extra[extra_names[i]] = std::string(extra_values[i], extra_lengths[i]);
+    }
+    static_cast<torch::jit::Module*>(module)->save(path, extra);
+  });
+}
+
+// Reads extra/<name> from a saved module. *found is 0 when the archive has no such file.
+// On success *out is a malloc'd buffer of *out_len bytes, freed with tf_string_free.
+char* tf_read_extra_file(const char* path, const char* name, char** out, size_t* out_len,
+                         int* found) {
+  return guarded([&] {
+    torch::jit::ExtraFilesMap extra{{name, ""}};
+    torch::jit::load(path, torch::kCPU, extra);
+    const std::string& value = extra[name];
+    *found = value.empty() ? 0 : 1;
+    *out_len = value.size();
+    *out = static_cast<char*>(std::malloc(value.size() + 1));
+    if (*out == nullptr) throw std::bad_alloc();
+    std::memcpy(*out, value.data(), value.size());
+    (*out)[value.size()] = '\0';
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes libtorch 2.13.0 available, then runs the given command with it:
+#   scripts/libtorch.sh cargo build --release
+# With no command, prints the libtorch directory (the `torch` package folder: lib/, include/).
+#
+# An existing LIBTORCH is respected. Otherwise the torch==2.13.0 wheel from the Python package
+# index (libtorch plus, on Linux, its CUDA libraries: about 4.7 GB) is installed once with
+# `pip install --target` into a cache outside the repository, shared by every checkout:
+#   ${TORCHFIT_TORCH_HOME:-$HOME/.cache/torchfit/torch-2.13.0}
+# The command also gets PYTHONPATH pointing at that install, so Python tests import the same
+# torch the binary links.
+set -euo pipefail
+version=2.13.0
+
+if [ -n "${LIBTORCH:-}" ]; then
+  if [ ! -f "$LIBTORCH/lib/libtorch.so" ]; then
+    echo "libtorch.sh: LIBTORCH=$LIBTORCH has no lib/libtorch.so" >&2
+    exit 1
+  fi
+else
+  home=${TORCHFIT_TORCH_HOME:-$HOME/.cache/torchfit/torch-$version}
+  if [ ! -f "$home/torch/lib/libtorch.so" ]; then
+    mkdir -p "$(dirname "$home")"
+    exec 9>"$home.lock"
+    flock 9
+    if [ ! -f "$home/torch/lib/libtorch.so" ]; then
+      echo "libtorch.sh: installing torch==$version into $home (once, ~4.7 GB)" >&2
+      rm -rf "$home.partial"
+      python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$home.partial" "torch==$version" numpy >&2
+      rm -rf "$home"
+      mv "$home.partial" "$home"
+    fi
+    exec 9>&-
+  fi
+  export LIBTORCH="$home/torch"
+fi
+
+if [ $# -eq 0 ]; then
+  echo "$LIBTORCH"
+  exit 0
+fi
+export PYTHONPATH="$(dirname "$LIBTORCH")${PYTHONPATH:+:$PYTHONPATH}"
+exec "$@"

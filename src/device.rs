@@ -1,0 +1,149 @@
+//! Choosing where a run lives: `auto`, `cpu`, `cuda` or `cuda:N`, checked against what
+//! libtorch actually sees, plus the facts `torchfit info` reports.
+
+use anyhow::{bail, Result};
+use tch::{Cuda, Device};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    /// Parses a device name; the error names the `device` key.
+    pub fn parse(name: &str) -> Result<DeviceChoice> {
+        let choice = match name {
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" => DeviceChoice::Cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => DeviceChoice::Cuda(index),
+                _ => bail!("device must be auto, cpu, cuda or cuda:N, got {other:?}"),
+            },
+        };
+        Ok(choice)
+    }
+
+    /// The libtorch device for this choice; asking for CUDA that is not there is an error
+    /// that says what was found.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cuda(index) => {
+                let count = Cuda::device_count() as usize;
+                if count == 0 {
+                    bail!(
+                        "device cuda:{index} was asked for, but libtorch {} finds no CUDA device \
+                         (CUDA available: {}); use device: cpu or auto",
+                        libtorch_version(),
+                        Cuda::is_available()
+                    );
+                }
+                if index >= count {
+                    bail!("device cuda:{index} was asked for, but only {count} CUDA device(s) exist (cuda:0..cuda:{})", count - 1);
+                }
+                Ok(Device::Cuda(index))
+            }
+        }
+    }
+}
+
+/// The name torchfit writes for a device: `cpu` or `cuda:N`.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+/// The libtorch version this binary was built against (read from the install by build.rs).
+pub fn libtorch_version() -> &'static str {
+    env!("TORCHFIT_LIBTORCH_VERSION")
+}
+
+/// A CUDA device's name, asked of the CUDA runtime that libtorch already loaded. Returns
+/// `None` when the runtime or the call is not there (CPU-only libtorch, no driver).
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    // cudaDeviceProp starts with `char name[256]`; the rest of the struct (about 1 KiB,
+    // growing between CUDA releases) is written to generous scratch space and ignored.
+    type GetProps = unsafe extern "C" fn(*mut u8, i32) -> i32;
+    let this = libloading::os::unix::Library::this();
+    let mut props = vec![0u8; 16 * 1024];
+    for symbol in [
+        &b"cudaGetDeviceProperties_v2\0"[..],
+        &b"cudaGetDeviceProperties\0"[..],
+    ] {
+        // SAFETY: the symbol is the CUDA runtime's, with the signature above, and `props` is
+        // far larger than any cudaDeviceProp.
+        let status = unsafe {
+            let Ok(get) = this.get::<GetProps>(symbol) else {
+                continue;
+            };
+            get(props.as_mut_ptr(), index as i32)
+        };
+        if status != 0 {
+            return None;
+        }
+        let name = &props[..256];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        return Some(String::from_utf8_lossy(&name[..end]).into_owned());
+    }
+    None
+}
+
+/// What `torchfit info` prints.
+pub fn info() -> String {
+    let mut lines = vec![
+        format!("torchfit {}", env!("CARGO_PKG_VERSION")),
+        format!("libtorch {}", libtorch_version()),
+        format!("cuda available: {}", Cuda::is_available()),
+    ];
+    let count = Cuda::device_count().max(0) as usize;
+    lines.push(format!("cuda devices: {count}"));
+    for i in 0..count {
+        let name = cuda_device_name(i).unwrap_or_else(|| "(name unavailable)".into());
+        lines.push(format!("  cuda:{i} {name}"));
+    }
+    lines.push(format!("cudnn available: {}", Cuda::cudnn_is_available()));
+    lines.push(format!("threads: {}", tch::get_num_threads()));
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!(DeviceChoice::parse("auto").unwrap(), DeviceChoice::Auto);
+        assert_eq!(DeviceChoice::parse("cpu").unwrap(), DeviceChoice::Cpu);
+        assert_eq!(DeviceChoice::parse("cuda").unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!(
+            DeviceChoice::parse("cuda:3").unwrap(),
+            DeviceChoice::Cuda(3)
+        );
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            let err = DeviceChoice::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with("device must be"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn absent_cuda_device_is_an_error_naming_what_was_found() {
+        let count = Cuda::device_count() as usize;
+        let err = DeviceChoice::Cuda(count).resolve().unwrap_err().to_string();
+        if count == 0 {
+            assert!(err.contains("finds no CUDA device"), "{err}");
+            assert_eq!(DeviceChoice::Auto.resolve().unwrap(), Device::Cpu);
+        } else {
+            assert!(
+                err.contains(&format!("only {count} CUDA device(s)")),
+                "{err}"
+            );
+            assert_eq!(DeviceChoice::Auto.resolve().unwrap(), Device::Cuda(0));
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The artifacts a Python user loads: `weights.safetensors` and `model.pt`, a TorchScript
+//! module built through the C++ shim in `csrc/torchscript.cpp`. Unlike a traced module, its
+//! weights are real parameters named as `torch.nn.Sequential` names them, so `state_dict()`,
+//! `load_state_dict` and fine-tuning work in PyTorch.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::{Device, Tensor};
+
+use crate::atomic;
+use crate::model::{activation_torchscript, Mlp};
+
+mod ffi {
+    use super::*;
+    extern "C" {
+        pub fn tf_string_free(s: *mut c_char);
+        pub fn tf_module_new(class_name: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+        pub fn tf_module_free(module: *mut c_void);
+        pub fn tf_module_register_tensor(
+            module: *mut c_void,
+            name: *const c_char,
+            tensor: *const c_void,
+            is_buffer: c_int,
+        ) -> *mut c_char;
+        pub fn tf_module_register_module(
+            module: *mut c_void,
+            name: *const c_char,
+            child: *const c_void,
+        ) -> *mut c_char;
+        pub fn tf_module_define(module: *mut c_void, source: *const c_char) -> *mut c_char;
+        pub fn tf_module_save(
+            module: *mut c_void,
+            path: *const c_char,
+            extra_names: *const *const c_char,
+            extra_values: *const *const c_char,
+            extra_lengths: *const usize,
+            n_extra: usize,
+        ) -> *mut c_char;
+        pub fn tf_read_extra_file(
+            path: *const c_char,
+            name: *const c_char,
+            out: *mut *mut c_char,
+            out_len: *mut usize,
+            found: *mut c_int,
+        ) -> *mut c_char;
+    }
+}
+
+/// Turns the shim's error convention (null, or a message we must free) into a `Result`.
+fn check(err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
+    let message = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { ffi::tf_string_free(err) };
+    // libtorch messages can run over several lines; the first says what went wrong.
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("libtorch error");
+    Err(anyhow!("{first}"))
+}
+
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| anyhow!("{s:?} contains a NUL byte"))
+}
+
+fn c_path(path: &Path) -> Result<CString> {
+    c_string(
+        path.to_str()
+            .with_context(|| format!("{} is not valid UTF-8", path.display()))?,
+    )
+}
+
+/// A `torch::jit::Module` under construction.
+pub struct ScriptModule {
+    ptr: *mut c_void,
+}
+
+impl Drop for ScriptModule {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from tf_module_new and is freed once, here.
+        unsafe { ffi::tf_module_free(self.ptr) }
+    }
+}
+
+impl ScriptModule {
+    /// An empty module of TorchScript class `class_name` (e.g. `__torch__.torchfit.Mlp`).
+    pub fn new(class_name: &str) -> Result<ScriptModule> {
+        let name = c_string(class_name)?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid C string and out-pointer.
+        check(unsafe { ffi::tf_module_new(name.as_ptr(), &mut ptr) })?;
+        Ok(ScriptModule { ptr })
+    }
+
+    /// Adds a CPU copy of `tensor` as a parameter (requires_grad) or a buffer.
+    pub fn register_tensor(&mut self, name: &str, tensor: &Tensor, buffer: bool) -> Result<()> {
+        let name = c_string(name)?;
+        // SAFETY: tch's tensor pointer is a torch::Tensor*, alive for the call.
+        check(unsafe {
+            ffi::tf_module_register_tensor(
+                self.ptr,
+                name.as_ptr(),
+                tensor.as_ptr() as *const c_void,
+                buffer as c_int,
+            )
+        })
+    }
+
+    pub fn register_module(&mut self, name: &str, child: &ScriptModule) -> Result<()> {
+        let name = c_string(name)?;
+        // SAFETY: both pointers are live modules.
+        check(unsafe { ffi::tf_module_register_module(self.ptr, name.as_ptr(), child.ptr) })
+    }
+
+    /// Compiles TorchScript methods (Python-syntax `def`s taking `self`) into the module.
+    pub fn define(&mut self, source: &str) -> Result<()> {
+        let source = c_string(source)?;
+        // SAFETY: live module, valid C string.
+        check(unsafe { ffi::tf_module_define(self.ptr, source.as_ptr()) })
+    }
+
+    /// Saves the module, with `extra` files stored as `extra/<name>` in the archive
+    /// (readable with `torch.jit.load(path, _extra_files={name: ""})`).
+    pub fn save(&self, path: &Path, extra: &[(&str, &[u8])]) -> Result<()> {
+        let path = c_path(path)?;
+        let names = extra
+            .iter()
+            .map(|(n, _)| c_string(n))
+            .collect::<Result<Vec<_>>>()?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let value_ptrs: Vec<*const c_char> = extra
+            .iter()
+            .map(|(_, v)| v.as_ptr() as *const c_char)
+            .collect();
+        let lengths: Vec<usize> = extra.iter().map(|(_, v)| v.len()).collect();
+        // SAFETY: the three arrays have extra.len() entries and outlive the call.
+        check(unsafe {
+            ffi::tf_module_save(
+                self.ptr,
+                path.as_ptr(),
+                name_ptrs.as_ptr(),
+                value_ptrs.as_ptr(),
+                lengths.as_ptr(),
+                extra.len(),
+            )
+        })
+    }
+}
+
+/// Reads `extra/<name>` from a saved TorchScript archive; `None` when it has no such file.
+pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let (c_path, c_name) = (c_path(path)?, c_string(name)?);
+    let (mut out, mut len, mut found) = (std::ptr::null_mut(), 0usize, 0 as c_int);
+    // SAFETY: valid C strings and out-pointers.
+    check(unsafe {
+        ffi::tf_read_extra_file(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            &mut out,
+            &mut len,
+            &mut found,
+        )
+    })
+    .with_context(|| format!("cannot load {} as TorchScript", path.display()))?;
+    if out.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: on success the shim returns a malloc'd buffer of `len` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(out as *const u8, len) }.to_vec();
+    unsafe { ffi::tf_string_free(out) };
+    Ok((found != 0).then_some(bytes))
+}
+
+/// TorchScript source of `forward` for this model: the same operations as `Mlp::forward`.
+pub fn forward_source(model: &Mlp) -> String {
+    let mut src = String::from("def forward(self, x: Tensor) -> Tensor:\n");
+    let last = model.layers.len() - 1;
+    for i in 0..model.layers.len() {
+        let name = 2 * i;
+        src += &format!("    layer = getattr(self, \"{name}\")\n");
+        src += "    x = torch.linear(x, layer.weight, layer.bias)\n";
+        if let (true, Some(expr)) = (i < last, activation_torchscript(model.activation)) {
+            src += &format!("    x = {expr}\n");
+        }
+    }
+    src += "    return x\n";
+    src
+}
+
+/// Writes `model.pt` atomically: parameters as `<2i>.weight` / `<2i>.bias` of child modules
+/// `"0"`, `"2"`, ..., a `forward` that takes raw features of any batch size, and the resolved
+/// config as `extra/config.yaml`.
+pub fn write_torchscript(model: &Mlp, config_yaml: &str, path: &Path) -> Result<()> {
+    let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
+    for (i, layer) in model.layers.iter().enumerate() {
+        let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{}", 2 * i))?;
+        dense.register_tensor("weight", &layer.weight, false)?;
+        dense.register_tensor("bias", &layer.bias, false)?;
+        root.register_module(&(2 * i).to_string(), &dense)?;
+    }
+    root.define(&forward_source(model))
+        .context("compiling the TorchScript forward")?;
+    atomic::write_with(path, |tmp| {
+        root.save(tmp, &[("config.yaml", config_yaml.as_bytes())])
+    })
+}
+
+/// Writes `weights.safetensors` atomically, with `torch.nn.Sequential` names.
+pub fn write_safetensors(model: &Mlp, path: &Path) -> Result<()> {
+    let named: Vec<(String, Tensor)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().to_device(Device::Cpu)))
+        .collect();
+    atomic::write_with(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(Into::into)
+    })
+}
+
+/// Checks a loaded TorchScript model's input width, from its first layer's weight.
+pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
+    let params = module.named_parameters()?;
+    Ok(params
+        .iter()
+        .find(|(n, _)| n == "0.weight")
+        .map(|(_, t)| t.size()[1] as usize))
+}
+
+/// Fails unless `path` looks like a TorchScript archive (a zip file).
+pub fn ensure_archive(path: &Path) -> Result<()> {
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .with_context(|| format!("cannot read {}", path.display()));
+    read?;
+    if &magic != b"PK\x03\x04" {
+        bail!(
+            "{} is not a TorchScript model (torch.jit.save writes a zip archive)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, Init, ModelConfig};
+    use tch::{CModule, Kind};
+
+    fn model(activation: Activation) -> Mlp {
+        let cfg = ModelConfig {
+            hidden: vec![6, 5],
+            activation,
+            init: Init::Torch,
+            init_from: None,
+        };
+        Mlp::new(&cfg, 4, 2, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn torchscript_export_matches_the_model_for_every_activation() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = Tensor::randn([9, 4], (Kind::Float, Device::Cpu));
+        for activation in [
+            Activation::Relu,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            Activation::Gelu,
+            Activation::LeakyRelu,
+            Activation::Elu,
+            Activation::Silu,
+            Activation::Linear,
+        ] {
+            let m = model(activation);
+            let path = dir.path().join("model.pt");
+            if let Err(e) = write_torchscript(&m, "name: t\n", &path) {
+                panic!("{activation:?}: {e:?}")
+            }
+            let loaded = CModule::load(&path).unwrap();
+            let got = loaded.forward_ts(&[&x]).unwrap();
+            let want = m.forward(&x);
+            let diff = (got - want).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "{activation:?}: {diff}");
+            // One sample at a time works too.
+            assert_eq!(
+                loaded.forward_ts(&[x.narrow(0, 0, 1)]).unwrap().size(),
+                vec![1, 2]
+            );
+        }
+    }
+
+    #[test]
+    fn parameters_keep_sequential_names_and_config_rides_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        let m = model(Activation::Relu);
+        write_torchscript(&m, "name: carried\n", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        let names: Vec<String> = loaded
+            .named_parameters()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+        );
+        assert_eq!(expected_inputs(&loaded).unwrap(), Some(4));
+        assert_eq!(
+            read_extra_file(&path, "config.yaml").unwrap().as_deref(),
+            Some(&b"name: carried\n"[..])
+        );
+        assert_eq!(read_extra_file(&path, "labels.json").unwrap(), None);
+    }
+
+    #[test]
+    fn not_an_archive_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        std::fs::write(&path, b"not a model").unwrap();
+        assert!(ensure_archive(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("is not a TorchScript model"));
+        assert!(read_extra_file(&path, "config.yaml").is_err());
+    }
+
+    #[test]
+    fn safetensors_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.safetensors");
+        let m = model(Activation::Relu);
+        write_safetensors(&m, &path).unwrap();
+        let back = Tensor::read_safetensors(&path).unwrap();
+        assert_eq!(back.len(), 6);
+        for (name, t) in m.named_parameters() {
+            let (_, stored) = back.iter().find(|(n, _)| *n == name).unwrap();
+            assert!(stored.equal(t), "{name}");
+        }
+    }
+}

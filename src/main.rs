@@ -1,0 +1,119 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use torchfit::config::Config;
+use torchfit::train::{train, TrainOptions};
+
+/// Train multi-layer perceptrons on libtorch from YAML configs.
+#[derive(Parser)]
+#[command(name = "torchfit", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model; without CONFIG, the embedded Keras example (configs/keras_example.yaml).
+    Train(TrainArgs),
+    /// Print the resolved config (defaults filled in, overrides applied) as YAML.
+    Config(ConfigArgs),
+    /// Predict with an exported model.pt on a CSV (with header) or .npy file of features.
+    Predict(PredictArgs),
+    /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
+    Info,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// YAML config file; the embedded Keras example when omitted.
+    config: Option<PathBuf>,
+    /// Override a config key: a dotted path and a YAML value, e.g. training.epochs=5.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to train: auto (CUDA when available), cpu, cuda or cuda:N. Overrides `device`.
+    #[arg(long)]
+    device: Option<String>,
+    /// Run directory [default: runs/<name>-<UTC timestamp>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seed for data, initialisation and shuffling. Overrides `seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print only the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A model.pt written by `torchfit train`.
+    model: PathBuf,
+    /// Features: a CSV file with a header row, or a .npy file of shape [samples, features].
+    input: PathBuf,
+    /// Write the predictions (CSV) here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self, extra: Vec<String>) -> anyhow::Result<Config> {
+        let overrides: Vec<String> = self.set.iter().cloned().chain(extra).collect();
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            // --device and --seed are shorthands for --set device=... and --set seed=...
+            let mut extra = Vec::new();
+            extra.extend(args.device.map(|d| format!("device={d}")));
+            extra.extend(args.seed.map(|s| format!("seed={s}")));
+            let config = args.config.load(extra)?;
+            let summary = train(
+                &config,
+                &TrainOptions {
+                    run_dir: args.out,
+                    quiet: args.quiet,
+                    started,
+                },
+            )?;
+            println!("{}", summary.describe());
+        }
+        Command::Config(args) => print!("{}", args.load(Vec::new())?.to_yaml()?),
+        Command::Predict(args) => torchfit::predict::predict(
+            &args.model,
+            &args.input,
+            args.output.as_deref(),
+            &mut std::io::stdout().lock(),
+        )?,
+        Command::Info => println!("{}", torchfit::device::info()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    // A panic is a bug in torchfit, not bad input: say so on one line instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string().replace('\n', " ");
+        eprintln!("torchfit: internal error, please report it: {message}");
+    }));
+    let cli = Cli::parse();
+    match run(cli, started) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

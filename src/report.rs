@@ -1,0 +1,240 @@
+//! What a run shows and leaves behind besides the model: the per-epoch history
+//! (`metrics.csv`), the loss plot (`loss.png`), `summary.json`, and progress on the terminal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::atomic;
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Batch-size-weighted mean of the batch losses seen during the epoch, as Keras reports.
+    pub loss: f64,
+    /// Values of the configured metrics, in `History::metric_names` order.
+    pub metrics: Vec<f64>,
+    pub lr: f64,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub metric_names: Vec<String>,
+    pub epochs: Vec<EpochRecord>,
+}
+
+impl History {
+    pub fn new(metric_names: Vec<String>) -> History {
+        History {
+            metric_names,
+            epochs: Vec::new(),
+        }
+    }
+
+    pub fn last(&self) -> Option<&EpochRecord> {
+        self.epochs.last()
+    }
+
+    /// `epoch,loss,<metrics...>,lr,seconds`, written atomically.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["epoch".to_string(), "loss".to_string()];
+        header.extend(self.metric_names.iter().cloned());
+        header.extend(["lr".to_string(), "seconds".to_string()]);
+        out.write_record(&header)?;
+        for r in &self.epochs {
+            let mut row = vec![r.epoch.to_string(), r.loss.to_string()];
+            row.extend(r.metrics.iter().map(f64::to_string));
+            row.extend([r.lr.to_string(), format!("{:.6}", r.seconds)]);
+            out.write_record(&row)?;
+        }
+        let bytes = out.into_inner().map_err(|e| anyhow!("{e}"))?;
+        atomic::write(path, &bytes)
+    }
+
+    /// The loss per epoch, like the Keras tutorial's `plt.plot(history.history['loss'])`.
+    pub fn plot_loss(&self, path: &Path, title: &str) -> Result<()> {
+        register_font();
+        let points: Vec<(f64, f64)> = self
+            .epochs
+            .iter()
+            .map(|r| (r.epoch as f64, r.loss))
+            .collect();
+        let (lo, hi) = points
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, y)| {
+                (lo.min(y), hi.max(y))
+            });
+        if points.is_empty() || !lo.is_finite() || !hi.is_finite() {
+            return Err(anyhow!(
+                "cannot plot {}: no finite loss values",
+                path.display()
+            ));
+        }
+        let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-12);
+        let last_epoch = points.last().map(|p| p.0).unwrap_or(1.0).max(2.0);
+        atomic::write_with(path, |tmp| {
+            let root = BitMapBackend::new(tmp, (800, 500)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 24))
+                .margin(16)
+                .x_label_area_size(48)
+                .y_label_area_size(72)
+                .build_cartesian_2d(1.0..last_epoch, (lo - pad)..(hi + pad))
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc("loss")
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    BLUE.stroke_width(2),
+                ))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("train")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            root.present().map_err(|e| anyhow!("{e}"))?;
+            Ok(())
+        })
+    }
+}
+
+/// Plots use a font embedded in the binary, so they get labels on machines without fonts.
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        // The bytes are a known-good TrueType file compiled into the binary.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+    });
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    atomic::write(path, &bytes)
+}
+
+/// Progress while training: a bar on a terminal, a line per epoch otherwise, or nothing.
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines,
+    Quiet,
+}
+
+impl Progress {
+    pub fn new(epochs: usize, quiet: bool) -> Progress {
+        if quiet {
+            Progress::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(epochs as u64);
+            let style = ProgressStyle::with_template(
+                "{bar:30.cyan/blue} epoch {pos}/{len} [{elapsed}<{eta}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines
+        }
+    }
+
+    pub fn epoch(&self, record: &EpochRecord, epochs: usize, metric_names: &[String]) {
+        let mut values = format!("loss {:.4}", record.loss);
+        for (name, value) in metric_names.iter().zip(&record.metrics) {
+            values.push_str(&format!("  {name} {value:.4}"));
+        }
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_message(values);
+                bar.set_position(record.epoch as u64);
+            }
+            Progress::Lines => {
+                let width = epochs.to_string().len();
+                eprintln!(
+                    "epoch {:>width$}/{epochs}  {values}  {:.3}s",
+                    record.epoch, record.seconds
+                );
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> History {
+        let mut h = History::new(vec!["mae".into()]);
+        for epoch in 1..=3 {
+            h.epochs.push(EpochRecord {
+                epoch,
+                loss: 1.0 / epoch as f64,
+                metrics: vec![0.5],
+                lr: 0.001,
+                seconds: 0.25,
+            });
+        }
+        h
+    }
+
+    #[test]
+    fn csv_has_header_and_one_row_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        history().write_csv(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "epoch,loss,mae,lr,seconds");
+        assert_eq!(lines[2], "2,0.5,0.5,0.001,0.250000");
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn plot_is_a_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.png");
+        history().plot_loss(&path, "model loss").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 5000, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn plot_refuses_non_finite_losses() {
+        let mut h = history();
+        for r in &mut h.epochs {
+            r.loss = f64::NAN;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(h.plot_loss(&dir.path().join("loss.png"), "t").is_err());
+    }
+}
