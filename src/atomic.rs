@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -35,6 +36,9 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
             .prefix(".tmp-")
             .suffix(&format!("-{name}"))
             .tempfile_in(dir)?;
+        // tempfile creates files private (0600); artifacts are for sharing, like any file.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         fill(tmp.path())?;
         File::open(tmp.path())?.sync_all()?;
         tmp.persist(path)?;
@@ -55,6 +59,10 @@ mod tests {
         write(&path, b"one").unwrap();
         write(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -422,6 +422,10 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
         let bad = backticked(&message).into_iter().next().unwrap_or_default();
         return format!("{path}: unknown value `{bad}`{at}; did you mean `{s}`? ({message})");
     }
+    // "expected struct TrainingConfig" names a Rust type; the user wrote YAML.
+    if let Some(i) = message.find("expected struct ") {
+        message = format!("{}expected a mapping of keys", &message[..i]);
+    }
     if path.is_empty() {
         format!("{message}{at}")
     } else {

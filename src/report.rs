@@ -94,6 +94,7 @@ impl History {
             chart
                 .configure_mesh()
                 .x_desc("epoch")
+                .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_desc("loss")
                 .label_style(("sans-serif", 14))
                 .draw()
@@ -108,6 +109,7 @@ impl History {
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))

@@ -54,7 +54,7 @@ impl Summary {
         let metrics: Vec<String> = self
             .final_metrics
             .iter()
-            .map(|(k, v)| format!("{k} {v}"))
+            .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
             .collect();
         format!(
             "run saved to {}\n{} epochs on {}: {} (train {:.2}s, total {:.2}s)",
