@@ -41,27 +41,17 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/torchscript.cpp");
     println!("cargo:rerun-if-changed=build.rs");
 
-    println!(
-        "cargo:rustc-env=TORCHFIT_LIBTORCH_VERSION={}",
-        libtorch_version(&torch_root)
-    );
+    println!("cargo:rustc-env=TORCHFIT_LIBTORCH_VERSION={}", libtorch_version(&torch_root));
 }
 
 /// The libtorch version, from a pip install's `version.py` or a libtorch zip's `build-version`.
 fn libtorch_version(torch_root: &Path) -> String {
-    let from_python = std::fs::read_to_string(torch_root.join("version.py"))
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let rest = line.strip_prefix("__version__")?;
-                Some(
-                    rest.trim_start_matches([' ', '='])
-                        .trim()
-                        .trim_matches('\'')
-                        .to_string(),
-                )
-            })
-        });
+    let from_python = std::fs::read_to_string(torch_root.join("version.py")).ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix("__version__")?;
+            Some(rest.trim_start_matches([' ', '=']).trim().trim_matches('\'').to_string())
+        })
+    });
     from_python
         .or_else(|| std::fs::read_to_string(torch_root.join("build-version")).ok())
         .map(|v| v.trim().to_string())

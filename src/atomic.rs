@@ -27,18 +27,11 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // The name keeps the destination's extension: some writers choose a format by it.
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .suffix(&format!("-{name}"))
-            .tempfile_in(dir)?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-").suffix(&format!("-{name}")).tempfile_in(dir)?;
         // tempfile creates files private (0600); artifacts are for sharing, like any file.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
         fill(tmp.path())?;
         File::open(tmp.path())?.sync_all()?;
         tmp.persist(path)?;
@@ -59,10 +52,7 @@ mod tests {
         write(&path, b"one").unwrap();
         write(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -72,10 +62,7 @@ mod tests {
         let path = dir.path().join("a.txt");
         write(&path, b"old").unwrap();
         let err = write_with(&path, |_| anyhow::bail!("disk on fire")).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("cannot write")
-                && format!("{err:#}").contains("disk on fire")
-        );
+        assert!(format!("{err:#}").contains("cannot write") && format!("{err:#}").contains("disk on fire"));
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

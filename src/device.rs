@@ -43,7 +43,10 @@ impl DeviceChoice {
                     );
                 }
                 if index >= count {
-                    bail!("device cuda:{index} was asked for, but only {count} CUDA device(s) exist (cuda:0..cuda:{})", count - 1);
+                    bail!(
+                        "device cuda:{index} was asked for, but only {count} CUDA device(s) exist (cuda:0..cuda:{})",
+                        count - 1
+                    );
                 }
                 Ok(Device::Cuda(index))
             }
@@ -72,10 +75,7 @@ pub fn cuda_device_name(index: usize) -> Option<String> {
     type GetProps = unsafe extern "C" fn(*mut u8, i32) -> i32;
     let this = libloading::os::unix::Library::this();
     let mut props = vec![0u8; 16 * 1024];
-    for symbol in [
-        &b"cudaGetDeviceProperties_v2\0"[..],
-        &b"cudaGetDeviceProperties\0"[..],
-    ] {
+    for symbol in [&b"cudaGetDeviceProperties_v2\0"[..], &b"cudaGetDeviceProperties\0"[..]] {
         // SAFETY: the symbol is the CUDA runtime's, with the signature above, and `props` is
         // far larger than any cudaDeviceProp.
         let status = unsafe {
@@ -121,10 +121,7 @@ mod tests {
         assert_eq!(DeviceChoice::parse("auto").unwrap(), DeviceChoice::Auto);
         assert_eq!(DeviceChoice::parse("cpu").unwrap(), DeviceChoice::Cpu);
         assert_eq!(DeviceChoice::parse("cuda").unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!(
-            DeviceChoice::parse("cuda:3").unwrap(),
-            DeviceChoice::Cuda(3)
-        );
+        assert_eq!(DeviceChoice::parse("cuda:3").unwrap(), DeviceChoice::Cuda(3));
         for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
             let err = DeviceChoice::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("device must be"), "{bad}: {err}");
@@ -139,10 +136,7 @@ mod tests {
             assert!(err.contains("finds no CUDA device"), "{err}");
             assert_eq!(DeviceChoice::Auto.resolve().unwrap(), Device::Cpu);
         } else {
-            assert!(
-                err.contains(&format!("only {count} CUDA device(s)")),
-                "{err}"
-            );
+            assert!(err.contains(&format!("only {count} CUDA device(s)")), "{err}");
             assert_eq!(DeviceChoice::Auto.resolve().unwrap(), Device::Cuda(0));
         }
     }

@@ -10,6 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::atomic;
+use crate::config::Loss;
+use crate::data::Preprocessing;
 use crate::model::{activation_torchscript, Mlp};
 
 mod ffi {
@@ -24,11 +26,8 @@ mod ffi {
             tensor: *const c_void,
             is_buffer: c_int,
         ) -> *mut c_char;
-        pub fn tf_module_register_module(
-            module: *mut c_void,
-            name: *const c_char,
-            child: *const c_void,
-        ) -> *mut c_char;
+        pub fn tf_module_register_module(module: *mut c_void, name: *const c_char, child: *const c_void)
+            -> *mut c_char;
         pub fn tf_module_define(module: *mut c_void, source: *const c_char) -> *mut c_char;
         pub fn tf_module_save(
             module: *mut c_void,
@@ -54,16 +53,10 @@ fn check(err: *mut c_char) -> Result<()> {
         return Ok(());
     }
     // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
-    let message = unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
+    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
     unsafe { ffi::tf_string_free(err) };
     // libtorch messages can run over several lines; the first says what went wrong.
-    let first = message
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("libtorch error");
+    let first = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error");
     Err(anyhow!("{first}"))
 }
 
@@ -72,10 +65,7 @@ fn c_string(s: &str) -> Result<CString> {
 }
 
 fn c_path(path: &Path) -> Result<CString> {
-    c_string(
-        path.to_str()
-            .with_context(|| format!("{} is not valid UTF-8", path.display()))?,
-    )
+    c_string(path.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?)
 }
 
 /// A `torch::jit::Module` under construction.
@@ -105,12 +95,7 @@ impl ScriptModule {
         let name = c_string(name)?;
         // SAFETY: tch's tensor pointer is a torch::Tensor*, alive for the call.
         check(unsafe {
-            ffi::tf_module_register_tensor(
-                self.ptr,
-                name.as_ptr(),
-                tensor.as_ptr() as *const c_void,
-                buffer as c_int,
-            )
+            ffi::tf_module_register_tensor(self.ptr, name.as_ptr(), tensor.as_ptr() as *const c_void, buffer as c_int)
         })
     }
 
@@ -131,15 +116,9 @@ impl ScriptModule {
     /// (readable with `torch.jit.load(path, _extra_files={name: ""})`).
     pub fn save(&self, path: &Path, extra: &[(&str, &[u8])]) -> Result<()> {
         let path = c_path(path)?;
-        let names = extra
-            .iter()
-            .map(|(n, _)| c_string(n))
-            .collect::<Result<Vec<_>>>()?;
+        let names = extra.iter().map(|(n, _)| c_string(n)).collect::<Result<Vec<_>>>()?;
         let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-        let value_ptrs: Vec<*const c_char> = extra
-            .iter()
-            .map(|(_, v)| v.as_ptr() as *const c_char)
-            .collect();
+        let value_ptrs: Vec<*const c_char> = extra.iter().map(|(_, v)| v.as_ptr() as *const c_char).collect();
         let lengths: Vec<usize> = extra.iter().map(|(_, v)| v.len()).collect();
         // SAFETY: the three arrays have extra.len() entries and outlive the call.
         check(unsafe {
@@ -160,16 +139,8 @@ pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let (c_path, c_name) = (c_path(path)?, c_string(name)?);
     let (mut out, mut len, mut found) = (std::ptr::null_mut(), 0usize, 0 as c_int);
     // SAFETY: valid C strings and out-pointers.
-    check(unsafe {
-        ffi::tf_read_extra_file(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            &mut out,
-            &mut len,
-            &mut found,
-        )
-    })
-    .with_context(|| format!("cannot load {} as TorchScript", path.display()))?;
+    check(unsafe { ffi::tf_read_extra_file(c_path.as_ptr(), c_name.as_ptr(), &mut out, &mut len, &mut found) })
+        .with_context(|| format!("cannot load {} as TorchScript", path.display()))?;
     if out.is_null() {
         return Ok(None);
     }
@@ -179,26 +150,47 @@ pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     Ok((found != 0).then_some(bytes))
 }
 
-/// TorchScript source of `forward` for this model: the same operations as `Mlp::forward`.
-pub fn forward_source(model: &Mlp) -> String {
-    let mut src = String::from("def forward(self, x: Tensor) -> Tensor:\n");
+/// TorchScript source for the exported module: `logits` (raw features in, the network's
+/// output out: the same operations as `Mlp::forward` after the preprocessing), `forward`
+/// (what `torchfit predict` returns: values in the data's units, or class indices) and, for
+/// classification, `predict_proba`.
+pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> String {
+    let mut src = String::from("def logits(self, x: Tensor) -> Tensor:\n    x = x.float()\n");
+    if preprocessing.input_fill.is_some() {
+        src += "    x = torch.where(torch.isnan(x), self.input_fill, x)\n";
+    }
+    src += "    x = (x - self.input_mean) / self.input_std\n";
     let last = model.layers.len() - 1;
     for i in 0..model.layers.len() {
-        let name = 2 * i;
-        src += &format!("    layer = getattr(self, \"{name}\")\n");
+        src += &format!("    layer = getattr(self, \"{}\")\n", 2 * i);
         src += "    x = torch.linear(x, layer.weight, layer.bias)\n";
         if let (true, Some(expr)) = (i < last, activation_torchscript(model.activation)) {
             src += &format!("    x = {expr}\n");
         }
     }
-    src += "    return x\n";
+    src += "    return x\n\n";
+    src += match loss {
+        Loss::CrossEntropy => concat!(
+            "def forward(self, x: Tensor) -> Tensor:\n    return torch.argmax(self.logits(x), 1)\n\n",
+            "def predict_proba(self, x: Tensor) -> Tensor:\n    return torch.softmax(self.logits(x), 1)\n",
+        ),
+        Loss::Bce => concat!(
+            "def forward(self, x: Tensor) -> Tensor:\n    return (self.logits(x).squeeze(1) > 0.0).long()\n\n",
+            "def predict_proba(self, x: Tensor) -> Tensor:\n    p = torch.sigmoid(self.logits(x))\n",
+            "    return torch.cat([1.0 - p, p], 1)\n",
+        ),
+        Loss::Mse | Loss::Mae | Loss::Huber => {
+            "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n"
+        }
+    };
     src
 }
 
 /// Writes `model.pt` atomically: parameters as `<2i>.weight` / `<2i>.bias` of child modules
-/// `"0"`, `"2"`, ..., a `forward` that takes raw features of any batch size, and the resolved
-/// config as `extra/config.yaml`.
-pub fn write_torchscript(model: &Mlp, config_yaml: &str, path: &Path) -> Result<()> {
+/// `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`, `input_fill`,
+/// `target_mean`, `target_std`), the methods of [`script_source`], and extra files
+/// `config.yaml`, `features.json` and, for classification, `labels.json`.
+pub fn write_torchscript(model: &Mlp, preprocessing: &Preprocessing, loss: Loss, config_yaml: &str, path: &Path) -> Result<()> {
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
         let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{}", 2 * i))?;
@@ -206,32 +198,37 @@ pub fn write_torchscript(model: &Mlp, config_yaml: &str, path: &Path) -> Result<
         dense.register_tensor("bias", &layer.bias, false)?;
         root.register_module(&(2 * i).to_string(), &dense)?;
     }
-    root.define(&forward_source(model))
-        .context("compiling the TorchScript forward")?;
-    atomic::write_with(path, |tmp| {
-        root.save(tmp, &[("config.yaml", config_yaml.as_bytes())])
-    })
+    let buffer = |values: &[f32]| Tensor::from_slice(values);
+    root.register_tensor("input_mean", &buffer(&preprocessing.input_mean), true)?;
+    root.register_tensor("input_std", &buffer(&preprocessing.input_std), true)?;
+    if let Some(fill) = &preprocessing.input_fill {
+        root.register_tensor("input_fill", &buffer(fill), true)?;
+    }
+    if preprocessing.labels.is_none() {
+        root.register_tensor("target_mean", &buffer(&preprocessing.target_mean), true)?;
+        root.register_tensor("target_std", &buffer(&preprocessing.target_std), true)?;
+    }
+    root.define(&script_source(model, preprocessing, loss)).context("compiling the TorchScript methods")?;
+    let features = serde_json::to_vec(&preprocessing.feature_names)?;
+    let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
+    let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
+    if let Some(labels) = &labels {
+        extra.push(("labels.json", labels));
+    }
+    atomic::write_with(path, |tmp| root.save(tmp, &extra))
 }
 
 /// Writes `weights.safetensors` atomically, with `torch.nn.Sequential` names.
 pub fn write_safetensors(model: &Mlp, path: &Path) -> Result<()> {
-    let named: Vec<(String, Tensor)> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(name, t)| (name, t.detach().to_device(Device::Cpu)))
-        .collect();
-    atomic::write_with(path, |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(Into::into)
-    })
+    let named: Vec<(String, Tensor)> =
+        model.named_parameters().into_iter().map(|(name, t)| (name, t.detach().to_device(Device::Cpu))).collect();
+    atomic::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(Into::into))
 }
 
 /// Checks a loaded TorchScript model's input width, from its first layer's weight.
 pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
     let params = module.named_parameters()?;
-    Ok(params
-        .iter()
-        .find(|(n, _)| n == "0.weight")
-        .map(|(_, t)| t.size()[1] as usize))
+    Ok(params.iter().find(|(n, _)| n == "0.weight").map(|(_, t)| t.size()[1] as usize))
 }
 
 /// Fails unless `path` looks like a TorchScript archive (a zip file).
@@ -242,10 +239,7 @@ pub fn ensure_archive(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot read {}", path.display()));
     read?;
     if &magic != b"PK\x03\x04" {
-        bail!(
-            "{} is not a TorchScript model (torch.jit.save writes a zip archive)",
-            path.display()
-        );
+        bail!("{} is not a TorchScript model (torch.jit.save writes a zip archive)", path.display());
     }
     Ok(())
 }
@@ -254,20 +248,36 @@ pub fn ensure_archive(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::config::{Activation, Init, ModelConfig};
-    use tch::{CModule, Kind};
+    use tch::{CModule, IValue, Kind};
 
-    fn model(activation: Activation) -> Mlp {
-        let cfg = ModelConfig {
-            hidden: vec![6, 5],
-            activation,
-            init: Init::Torch,
-            init_from: None,
-        };
-        Mlp::new(&cfg, 4, 2, Device::Cpu).unwrap()
+    fn model(activation: Activation, outputs: usize) -> Mlp {
+        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        Mlp::new(&cfg, 4, outputs, Device::Cpu).unwrap()
+    }
+
+    fn identity(targets: usize) -> Preprocessing {
+        Preprocessing {
+            feature_names: (0..4).map(|i| format!("f{i}")).collect(),
+            target_names: vec!["y".into()],
+            input_mean: vec![0.0; 4],
+            input_std: vec![1.0; 4],
+            input_fill: None,
+            target_mean: vec![0.0; targets],
+            target_std: vec![1.0; targets],
+            labels: None,
+        }
+    }
+
+    fn method(m: &CModule, name: &str, x: &Tensor) -> Tensor {
+        match m.method_is(name, &[IValue::Tensor(x.shallow_clone())]).unwrap() {
+            IValue::Tensor(t) => t,
+            other => panic!("{name} returned {other:?}"),
+        }
     }
 
     #[test]
     fn torchscript_export_matches_the_model_for_every_activation() {
+        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let x = Tensor::randn([9, 4], (Kind::Float, Device::Cpu));
         for activation in [
@@ -280,66 +290,96 @@ mod tests {
             Activation::Silu,
             Activation::Linear,
         ] {
-            let m = model(activation);
+            let m = model(activation, 2);
             let path = dir.path().join("model.pt");
-            if let Err(e) = write_torchscript(&m, "name: t\n", &path) {
+            if let Err(e) = write_torchscript(&m, &identity(2), Loss::Mse, "name: t\n", &path) {
                 panic!("{activation:?}: {e:?}")
             }
             let loaded = CModule::load(&path).unwrap();
-            let got = loaded.forward_ts(&[&x]).unwrap();
-            let want = m.forward(&x);
-            let diff = (got - want).abs().max().double_value(&[]);
+            let diff = (loaded.forward_ts(&[&x]).unwrap() - m.forward(&x)).abs().max().double_value(&[]);
             assert!(diff <= 1e-6, "{activation:?}: {diff}");
-            // One sample at a time works too.
-            assert_eq!(
-                loaded.forward_ts(&[x.narrow(0, 0, 1)]).unwrap().size(),
-                vec![1, 2]
-            );
+            // One sample at a time works too, and float64 input is accepted.
+            assert_eq!(loaded.forward_ts(&[x.narrow(0, 0, 1).to_kind(Kind::Double)]).unwrap().size(), vec![1, 2]);
         }
     }
 
     #[test]
-    fn parameters_keep_sequential_names_and_config_rides_along() {
+    fn preprocessing_lives_inside_the_module() {
+        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.pt");
-        let m = model(Activation::Relu);
-        write_torchscript(&m, "name: carried\n", &path).unwrap();
+        let m = model(Activation::Relu, 1);
+        let pre = Preprocessing {
+            input_mean: vec![1.0, 2.0, 3.0, 4.0],
+            input_std: vec![2.0, 2.0, 0.5, 1.0],
+            input_fill: Some(vec![9.0, 9.0, 9.0, 9.0]),
+            target_mean: vec![100.0],
+            target_std: vec![10.0],
+            ..identity(1)
+        };
+        write_torchscript(&m, &pre, Loss::Mse, "", &path).unwrap();
         let loaded = CModule::load(&path).unwrap();
-        let names: Vec<String> = loaded
-            .named_parameters()
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            names,
-            ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
-        );
+        let raw = Tensor::from_slice(&[f32::NAN, 0.0, 1.0, 2.0]).reshape([1, 4]);
+        let got = loaded.forward_ts(&[&raw]).unwrap();
+        let want = m.forward(&pre.apply(&raw).unwrap()) * 10.0 + 100.0;
+        assert!((got - want).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn classification_exports_class_indices_and_probabilities() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let x = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let labels = Preprocessing { labels: Some(vec!["a".into(), "b".into(), "c".into()]), ..identity(0) };
+        let path = dir.path().join("ce.pt");
+        let m = model(Activation::Relu, 3);
+        write_torchscript(&m, &labels, Loss::CrossEntropy, "", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        assert!(loaded.forward_ts(&[&x]).unwrap().equal(&m.forward(&x).argmax(1, false)));
+        let proba = method(&loaded, "predict_proba", &x);
+        assert!((proba.sum_dim_intlist(1, false, Kind::Float) - 1.0).abs().max().double_value(&[]) < 1e-6);
+        assert_eq!(read_extra_file(&path, "labels.json").unwrap().as_deref(), Some(&b"[\"a\",\"b\",\"c\"]"[..]));
+
+        let two = Preprocessing { labels: Some(vec!["no".into(), "yes".into()]), ..identity(0) };
+        let path = dir.path().join("bce.pt");
+        let m = model(Activation::Relu, 1);
+        write_torchscript(&m, &two, Loss::Bce, "", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        let p_yes = m.forward(&x).sigmoid().squeeze_dim(1);
+        assert!((method(&loaded, "predict_proba", &x).select(1, 1) - &p_yes).abs().max().double_value(&[]) < 1e-6);
+        assert!(loaded.forward_ts(&[&x]).unwrap().equal(&p_yes.gt(0.5).to_kind(Kind::Int64)));
+    }
+
+    #[test]
+    fn parameters_keep_sequential_names_and_config_rides_along() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        write_torchscript(&model(Activation::Relu, 2), &identity(2), Loss::Mse, "name: carried\n", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        let names: Vec<String> = loaded.named_parameters().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]);
         assert_eq!(expected_inputs(&loaded).unwrap(), Some(4));
-        assert_eq!(
-            read_extra_file(&path, "config.yaml").unwrap().as_deref(),
-            Some(&b"name: carried\n"[..])
-        );
+        assert_eq!(read_extra_file(&path, "config.yaml").unwrap().as_deref(), Some(&b"name: carried\n"[..]));
         assert_eq!(read_extra_file(&path, "labels.json").unwrap(), None);
     }
 
     #[test]
     fn not_an_archive_is_a_clear_error() {
+        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.pt");
         std::fs::write(&path, b"not a model").unwrap();
-        assert!(ensure_archive(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("is not a TorchScript model"));
+        assert!(ensure_archive(&path).unwrap_err().to_string().contains("is not a TorchScript model"));
         assert!(read_extra_file(&path, "config.yaml").is_err());
     }
 
     #[test]
     fn safetensors_round_trip() {
+        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weights.safetensors");
-        let m = model(Activation::Relu);
+        let m = model(Activation::Relu, 2);
         write_safetensors(&m, &path).unwrap();
         let back = Tensor::read_safetensors(&path).unwrap();
         assert_eq!(back.len(), 6);

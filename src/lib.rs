@@ -8,8 +8,24 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod report;
 pub mod train;
+
+#[cfg(test)]
+mod testing {
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Seeds libtorch's global generator and holds it until the guard drops. Unit tests run
+    /// in parallel threads of one process, so any test that draws random numbers takes this
+    /// first; otherwise another test's draws would land between a seed and its use.
+    pub fn seed(seed: i64) -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tch::manual_seed(seed);
+        guard
+    }
+}

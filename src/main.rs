@@ -22,6 +22,8 @@ enum Command {
     Config(ConfigArgs),
     /// Predict with an exported model.pt on a CSV (with header) or .npy file of features.
     Predict(PredictArgs),
+    /// Report a finished run's loss and metrics on a new labelled CSV file.
+    Evaluate(EvaluateArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
 }
@@ -62,6 +64,21 @@ struct PredictArgs {
     /// Write the predictions (CSV) here instead of to standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Classification: also write each class's probability (columns p_<label>).
+    #[arg(long)]
+    proba: bool,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// A run directory written by `torchfit train`.
+    run_dir: PathBuf,
+    /// A CSV file with a header row holding the run's feature columns and its target.
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// The label column, when it is not named as in training.
+    #[arg(long, value_name = "COLUMN")]
+    target: Option<String>,
 }
 
 impl ConfigArgs {
@@ -79,14 +96,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             extra.extend(args.device.map(|d| format!("device={d}")));
             extra.extend(args.seed.map(|s| format!("seed={s}")));
             let config = args.config.load(extra)?;
-            let summary = train(
-                &config,
-                &TrainOptions {
-                    run_dir: args.out,
-                    quiet: args.quiet,
-                    started,
-                },
-            )?;
+            let summary = train(&config, &TrainOptions { run_dir: args.out, quiet: args.quiet, started })?;
             println!("{}", summary.describe());
         }
         Command::Config(args) => print!("{}", args.load(Vec::new())?.to_yaml()?),
@@ -94,8 +104,14 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             &args.model,
             &args.input,
             args.output.as_deref(),
+            args.proba,
             &mut std::io::stdout().lock(),
         )?,
+        Command::Evaluate(args) => {
+            for (name, value) in torchfit::predict::evaluate(&args.run_dir, &args.data, args.target.as_deref())? {
+                println!("{name} {value:.6}");
+            }
+        }
         Command::Info => println!("{}", torchfit::device::info()),
     }
     Ok(())

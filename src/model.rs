@@ -19,6 +19,8 @@ pub struct Dense {
 pub struct Mlp {
     pub layers: Vec<Dense>,
     pub activation: Activation,
+    /// Dropout probability after each hidden activation, applied in training only.
+    pub dropout: f64,
 }
 
 impl Mlp {
@@ -31,62 +33,64 @@ impl Mlp {
         let mut layers = Vec::with_capacity(widths.len() - 1);
         for pair in widths.windows(2) {
             let (fan_in, fan_out) = (pair[0] as i64, pair[1] as i64);
+            let zeros = || Tensor::f_zeros([fan_out], (Kind::Float, Device::Cpu));
             let (weight, bias) = match cfg.init {
                 Init::Keras => {
                     let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                    (
-                        uniform(&[fan_out, fan_in], limit)?,
-                        Tensor::f_zeros([fan_out], (Kind::Float, Device::Cpu))?,
-                    )
+                    (uniform(&[fan_out, fan_in], limit)?, zeros()?)
                 }
                 Init::Torch => {
                     let bound = 1.0 / (fan_in as f64).sqrt();
-                    (
-                        uniform(&[fan_out, fan_in], bound)?,
-                        uniform(&[fan_out], bound)?,
-                    )
+                    (uniform(&[fan_out, fan_in], bound)?, uniform(&[fan_out], bound)?)
+                }
+                Init::KaimingUniform => (uniform(&[fan_out, fan_in], (6.0 / fan_in as f64).sqrt())?, zeros()?),
+                Init::KaimingNormal => {
+                    let std = (2.0 / fan_in as f64).sqrt();
+                    (Tensor::f_randn([fan_out, fan_in], (Kind::Float, Device::Cpu))? * std, zeros()?)
                 }
             };
             layers.push(Dense { weight, bias });
         }
-        let mut model = Mlp {
-            layers,
-            activation: cfg.activation,
-        };
+        let mut model = Mlp { layers, activation: cfg.activation, dropout: cfg.dropout };
         if let Some(path) = &cfg.init_from {
-            model
-                .load_safetensors(path)
-                .with_context(|| format!("model.init_from: {}", path.display()))?;
+            if !path.is_file() {
+                bail!("model.init_from: {}: no such file", path.display());
+            }
+            model.load_safetensors(path).with_context(|| format!("model.init_from: {}", path.display()))?;
         }
         Ok(model.to_trainable(device))
     }
 
     fn to_trainable(self, device: Device) -> Mlp {
         let leaf = |t: Tensor| t.to_device(device).detach().set_requires_grad(true);
-        let layers = self
-            .layers
-            .into_iter()
-            .map(|d| Dense {
-                weight: leaf(d.weight),
-                bias: leaf(d.bias),
-            })
-            .collect();
-        Mlp {
-            layers,
-            activation: self.activation,
-        }
+        let layers = self.layers.into_iter().map(|d| Dense { weight: leaf(d.weight), bias: leaf(d.bias) }).collect();
+        Mlp { layers, activation: self.activation, dropout: self.dropout }
     }
 
+    /// The model's output in evaluation mode (no dropout).
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_t(x, false)
+    }
+
+    /// The model's output; `train` turns dropout on. Dropout draws from libtorch's global
+    /// generator, which the caller seeds.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let last = self.layers.len() - 1;
         let mut h = x.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
             h = h.linear(&layer.weight, Some(&layer.bias));
             if i < last {
                 h = activate(self.activation, &h);
+                if train && self.dropout > 0.0 {
+                    h = h.dropout(self.dropout, true);
+                }
             }
         }
         h
+    }
+
+    pub fn outputs(&self) -> i64 {
+        self.layers[self.layers.len() - 1].weight.size()[0]
     }
 
     /// Parameters in `torch.nn.Sequential` order and naming.
@@ -94,20 +98,12 @@ impl Mlp {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, d)| {
-                [
-                    (format!("{}.weight", 2 * i), &d.weight),
-                    (format!("{}.bias", 2 * i), &d.bias),
-                ]
-            })
+            .flat_map(|(i, d)| [(format!("{}.weight", 2 * i), &d.weight), (format!("{}.bias", 2 * i), &d.bias)])
             .collect()
     }
 
     pub fn parameters(&self) -> Vec<&Tensor> {
-        self.layers
-            .iter()
-            .flat_map(|d| [&d.weight, &d.bias])
-            .collect()
+        self.layers.iter().flat_map(|d| [&d.weight, &d.bias]).collect()
     }
 
     pub fn parameter_count(&self) -> i64 {
@@ -121,8 +117,7 @@ impl Mlp {
     /// Replaces every parameter with the tensor of the same name in a safetensors file. The
     /// file must hold exactly this model's names and shapes, as `load_state_dict(strict=True)`.
     pub fn load_safetensors(&mut self, path: &Path) -> Result<()> {
-        let tensors = Tensor::read_safetensors(path)
-            .map_err(|e| anyhow::anyhow!("cannot read safetensors: {e}"))?;
+        let tensors = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("cannot read safetensors: {e}"))?;
         let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (suffix, slot) in [("weight", &mut layer.weight), ("bias", &mut layer.bias)] {
@@ -131,11 +126,7 @@ impl Mlp {
                     bail!("has no tensor `{name}` (expected shape {:?})", slot.size());
                 };
                 if t.size() != slot.size() {
-                    bail!(
-                        "`{name}` has shape {:?}, the model needs {:?}",
-                        t.size(),
-                        slot.size()
-                    );
+                    bail!("`{name}` has shape {:?}, the model needs {:?}", t.size(), slot.size());
                 }
                 *slot = t.f_to_kind(Kind::Float)?;
             }
@@ -185,22 +176,14 @@ mod tests {
     use super::*;
 
     fn config(init: Init) -> ModelConfig {
-        ModelConfig {
-            hidden: vec![20, 5],
-            activation: Activation::Relu,
-            init,
-            init_from: None,
-        }
+        ModelConfig { hidden: vec![20, 5], activation: Activation::Relu, init, dropout: 0.0, init_from: None }
     }
 
     #[test]
     fn names_and_shapes_follow_torch_sequential() {
+        let _rng = crate::testing::seed(0);
         let m = Mlp::new(&config(Init::Keras), 10, 3, Device::Cpu).unwrap();
-        let named: Vec<(String, Vec<i64>)> = m
-            .named_parameters()
-            .into_iter()
-            .map(|(n, t)| (n, t.size()))
-            .collect();
+        let named: Vec<(String, Vec<i64>)> = m.named_parameters().into_iter().map(|(n, t)| (n, t.size())).collect();
         let expected = [
             ("0.weight", vec![20, 10]),
             ("0.bias", vec![20]),
@@ -209,24 +192,15 @@ mod tests {
             ("4.weight", vec![3, 5]),
             ("4.bias", vec![3]),
         ];
-        assert_eq!(
-            named,
-            expected
-                .iter()
-                .map(|(n, s)| (n.to_string(), s.clone()))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(named, expected.iter().map(|(n, s)| (n.to_string(), s.clone())).collect::<Vec<_>>());
         assert_eq!(m.parameter_count(), 20 * 10 + 20 + 5 * 20 + 5 + 3 * 5 + 3);
         assert!(m.parameters().iter().all(|p| p.requires_grad()));
-        assert_eq!(
-            m.forward(&Tensor::zeros([7, 10], (Kind::Float, Device::Cpu)))
-                .size(),
-            vec![7, 3]
-        );
+        assert_eq!(m.forward(&Tensor::zeros([7, 10], (Kind::Float, Device::Cpu))).size(), vec![7, 3]);
     }
 
     #[test]
     fn keras_init_is_glorot_uniform_with_zero_bias() {
+        let _rng = crate::testing::seed(0);
         tch::manual_seed(0);
         let m = Mlp::new(&config(Init::Keras), 10, 3, Device::Cpu).unwrap();
         let limit = (6.0f64 / 30.0).sqrt();
@@ -234,14 +208,12 @@ mod tests {
         assert!(w.abs().max().double_value(&[]) <= limit);
         // 200 draws from U(-l, l) reach beyond 0.8 l with near certainty.
         assert!(w.abs().max().double_value(&[]) > 0.8 * limit);
-        assert_eq!(
-            m.layers[0].bias.abs().sum(Kind::Float).double_value(&[]),
-            0.0
-        );
+        assert_eq!(m.layers[0].bias.abs().sum(Kind::Float).double_value(&[]), 0.0);
     }
 
     #[test]
     fn torch_init_bounds_weights_and_biases_by_fan_in() {
+        let _rng = crate::testing::seed(0);
         tch::manual_seed(0);
         let m = Mlp::new(&config(Init::Torch), 10, 3, Device::Cpu).unwrap();
         let bound = 1.0 / 10f64.sqrt();
@@ -251,23 +223,39 @@ mod tests {
     }
 
     #[test]
+    fn kaiming_inits_scale_by_fan_in() {
+        let _rng = crate::testing::seed(0);
+        tch::manual_seed(0);
+        let u = Mlp::new(&config(Init::KaimingUniform), 10, 3, Device::Cpu).unwrap();
+        assert!(u.layers[0].weight.abs().max().double_value(&[]) <= (0.6f64).sqrt());
+        let n =
+            Mlp::new(&ModelConfig { hidden: vec![2000], ..config(Init::KaimingNormal) }, 100, 1, Device::Cpu).unwrap();
+        let std = n.layers[0].weight.std(true).double_value(&[]);
+        assert!((std - (2.0f64 / 100.0).sqrt()).abs() < 0.005, "{std}");
+    }
+
+    #[test]
+    fn dropout_acts_in_training_only() {
+        let _rng = crate::testing::seed(0);
+        let m = Mlp::new(&ModelConfig { dropout: 0.5, ..config(Init::Torch) }, 10, 3, Device::Cpu).unwrap();
+        let x = Tensor::ones([64, 10], (Kind::Float, Device::Cpu));
+        assert!(m.forward(&x).equal(&m.forward(&x)));
+        assert!(!m.forward_t(&x, true).equal(&m.forward(&x)));
+    }
+
+    #[test]
     fn init_from_round_trips_and_rejects_mismatches() {
+        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let a = Mlp::new(&config(Init::Keras), 10, 3, Device::Cpu).unwrap();
         Tensor::write_safetensors(&a.named_parameters(), &path).unwrap();
-        let cfg = ModelConfig {
-            init_from: Some(path.clone()),
-            ..config(Init::Torch)
-        };
+        let cfg = ModelConfig { init_from: Some(path.clone()), ..config(Init::Torch) };
         let b = Mlp::new(&cfg, 10, 3, Device::Cpu).unwrap();
         for (pa, pb) in a.parameters().iter().zip(b.parameters()) {
             assert!(pa.equal(pb));
         }
         let err = Mlp::new(&cfg, 11, 3, Device::Cpu).err().unwrap();
-        assert!(
-            format!("{err:#}").contains("`0.weight` has shape [20, 10], the model needs [20, 11]"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("`0.weight` has shape [20, 10], the model needs [20, 11]"), "{err:#}");
     }
 }

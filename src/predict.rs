@@ -1,75 +1,142 @@
-//! `torchfit predict`: runs an exported `model.pt` on a CSV or `.npy` file of features.
+//! Using a trained run: `torchfit predict` on an exported `model.pt`, and `torchfit evaluate`
+//! of a run directory on new labelled data.
 
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
-use tch::{CModule, Kind, Tensor};
+use anyhow::{anyhow, bail, Context, Result};
+use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::{atomic, data, export};
+use crate::config::{Config, Missing, Task};
+use crate::data::{self, CsvColumns, Part, Preprocessing};
+use crate::model::Mlp;
+use crate::{atomic, export, train};
 
-/// Predicts for every row of `input` and writes CSV (`prediction` or `prediction_<i>`
-/// columns) to `output`, or to `stdout` when no output file is given.
-pub fn predict(
-    model_path: &Path,
-    input: &Path,
-    output: Option<&Path>,
-    stdout: &mut dyn Write,
-) -> Result<()> {
+/// Predicts for every row of `input` and writes CSV to `output`, or to `stdout` when no
+/// output file is given: `prediction` (or `prediction_<i>`) for regression; `label` for
+/// classification, plus one `p_<label>` column per class with `proba`.
+pub fn predict(model_path: &Path, input: &Path, output: Option<&Path>, proba: bool, stdout: &mut dyn Write) -> Result<()> {
     export::ensure_archive(model_path)?;
-    let module = CModule::load(model_path).map_err(|e| {
-        anyhow!(
-            "{}: cannot load as TorchScript: {}",
-            model_path.display(),
-            first_line(&e.to_string())
-        )
-    })?;
-    let x = data::read_matrix(input)?;
+    let module = CModule::load(model_path)
+        .map_err(|e| anyhow!("{}: cannot load as TorchScript: {}", model_path.display(), first_line(&e.to_string())))?;
+    let json = |name: &str| -> Result<Option<Vec<String>>> {
+        let bytes = export::read_extra_file(model_path, name)?;
+        bytes
+            .map(|b| serde_json::from_slice(&b).with_context(|| format!("{}: extra/{name} is not a JSON list", model_path.display())))
+            .transpose()
+    };
+    let (features, labels) = (json("features.json")?, json("labels.json")?);
+    let x = data::read_features(input, features.as_deref())?;
     if let Some(expected) = export::expected_inputs(&module)? {
         let got = x.size()[1] as usize;
         if got != expected {
-            bail!(
-                "{}: has {got} feature column(s), but {} expects {expected}",
-                input.display(),
-                model_path.display()
-            );
+            let names = features.map(|f| format!(" ({})", f.join(", "))).unwrap_or_default();
+            bail!("{}: has {got} feature column(s), but {} expects {expected}{names}", input.display(), model_path.display());
         }
     }
-    let y = tch::no_grad(|| module.forward_ts(&[&x])).map_err(|e| {
-        anyhow!(
-            "{}: forward failed: {}",
-            model_path.display(),
-            first_line(&e.to_string())
-        )
-    })?;
-    let csv = predictions_csv(&y)?;
+    let call = |method: &str| -> Result<Tensor> {
+        let result = tch::no_grad(|| module.method_is(method, &[IValue::Tensor(x.shallow_clone())]));
+        match result.map_err(|e| anyhow!("{}: {method} failed: {}", model_path.display(), first_line(&e.to_string())))? {
+            IValue::Tensor(t) => Ok(t),
+            _ => bail!("{}: {method} did not return a tensor", model_path.display()),
+        }
+    };
+    let y = call("forward")?;
+    let mut out = csv::Writer::from_writer(Vec::new());
+    match labels {
+        Some(labels) => {
+            let index = Vec::<i64>::try_from(y.flatten(0, -1))?;
+            let probabilities = if proba { Some(call("predict_proba")?) } else { None };
+            let mut header = vec!["label".to_string()];
+            if probabilities.is_some() {
+                header.extend(labels.iter().map(|l| format!("p_{l}")));
+            }
+            out.write_record(&header)?;
+            let p = probabilities.map(|p| Vec::<f32>::try_from(p.flatten(0, -1))).transpose()?;
+            for (row, class) in index.iter().enumerate() {
+                let mut record = vec![labels.get(*class as usize).cloned().unwrap_or_else(|| class.to_string())];
+                if let Some(p) = &p {
+                    record.extend(p[row * labels.len()..(row + 1) * labels.len()].iter().map(f32::to_string));
+                }
+                out.write_record(&record)?;
+            }
+        }
+        None => {
+            if proba {
+                bail!("--proba needs a classification model; {} is a regression", model_path.display());
+            }
+            let y = if y.dim() == 1 { y.unsqueeze(1) } else { y };
+            let cols = y.size()[1] as usize;
+            let values = Vec::<f32>::try_from(y.to_kind(Kind::Float).flatten(0, -1))?;
+            let header: Vec<String> =
+                if cols == 1 { vec!["prediction".into()] } else { (0..cols).map(|i| format!("prediction_{i}")).collect() };
+            out.write_record(&header)?;
+            for row in values.chunks(cols.max(1)) {
+                out.write_record(row.iter().map(f32::to_string))?;
+            }
+        }
+    }
+    let csv = out.into_inner().map_err(|e| anyhow!("{e}"))?;
     match output {
         Some(path) => atomic::write(path, &csv),
         None => Ok(stdout.write_all(&csv)?),
     }
 }
 
-fn predictions_csv(y: &Tensor) -> Result<Vec<u8>> {
-    let y = if y.dim() == 1 {
-        y.unsqueeze(1)
-    } else {
-        y.shallow_clone()
-    };
-    let (rows, cols) = (y.size()[0] as usize, y.size()[1] as usize);
-    let values = Vec::<f32>::try_from(y.to_kind(Kind::Float).flatten(0, -1))?;
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let header: Vec<String> = if cols == 1 {
-        vec!["prediction".into()]
-    } else {
-        (0..cols).map(|i| format!("prediction_{i}")).collect()
-    };
-    out.write_record(&header)?;
-    for r in 0..rows {
-        out.write_record(values[r * cols..(r + 1) * cols].iter().map(f32::to_string))?;
+/// The loss and metrics of a finished run's model on a labelled CSV file, with the run's
+/// preprocessing. `target` names the label column when it differs from training's.
+pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Result<Vec<(String, f64)>> {
+    if !run_dir.join("summary.json").is_file() {
+        bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display());
     }
-    out.into_inner().map_err(|e| anyhow!("{e}"))
+    let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
+    let pre_path = run_dir.join("preprocessing.json");
+    let pre: Preprocessing = serde_json::from_slice(&std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?)
+        .with_context(|| format!("{} is not valid", pre_path.display()))?;
+    let targets = match target {
+        Some(t) => vec![t.to_string()],
+        None => pre.target_names.clone(),
+    };
+    let task = config.task();
+    if task == Task::Classification && targets.len() != 1 {
+        bail!("--target: classification takes one label column");
+    }
+    let features = pre.feature_names.clone();
+    let table = data::read_csv(data_path, b',', Missing::Mean, |header| {
+        for name in features.iter().chain(&targets) {
+            if !header.contains(name) {
+                bail!("{}: no column `{name}` (the run was trained on {}; use --target for another label column)", data_path.display(), features.join(", "));
+            }
+        }
+        let mut numeric = features.clone();
+        let mut fillable = vec![true; numeric.len()];
+        let text = match task {
+            Task::Classification => targets.first().cloned(),
+            Task::Regression => {
+                numeric.extend(targets.iter().cloned());
+                fillable.extend(targets.iter().map(|_| false));
+                None
+            }
+        };
+        Ok(CsvColumns { numeric, fillable, text })
+    })?;
+    let width = table.numeric.len() / table.rows;
+    let all = Tensor::f_from_slice(&table.numeric)?.f_reshape([table.rows as i64, width as i64])?;
+    let f = features.len() as i64;
+    let x = pre.apply(&all.narrow(1, 0, f)).with_context(|| data_path.display().to_string())?;
+    let y = match task {
+        Task::Regression => pre.scale_targets(&all.narrow(1, f, width as i64 - f)),
+        Task::Classification => pre.encode_labels(&table.text).with_context(|| data_path.display().to_string())?,
+    };
+    let mut model_cfg = config.model.clone();
+    model_cfg.init_from = Some(run_dir.join("weights.safetensors"));
+    let model = Mlp::new(&model_cfg, features.len(), train::output_width(config.loss(), &pre), Device::Cpu)?;
+    let (loss, metrics) = train::evaluate(&model, &Part { x, y }, &config, &pre);
+    let mut out = vec![("loss".to_string(), loss)];
+    out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
+    Ok(out)
 }
 
 fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or(message).trim()
+    message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(message)
 }

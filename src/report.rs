@@ -16,10 +16,9 @@ use crate::atomic;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochRecord {
     pub epoch: usize,
-    /// Batch-size-weighted mean of the batch losses seen during the epoch, as Keras reports.
-    pub loss: f64,
-    /// Values of the configured metrics, in `History::metric_names` order.
-    pub metrics: Vec<f64>,
+    /// Values of `History::columns`: the loss (the batch-size-weighted mean of the batch
+    /// losses, as Keras reports it), the metrics, then their `val_` twins.
+    pub values: Vec<f64>,
     pub lr: f64,
     /// Wall time of the epoch.
     pub seconds: f64,
@@ -27,32 +26,41 @@ pub struct EpochRecord {
 
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    pub metric_names: Vec<String>,
+    /// `loss`, the metrics, and with validation `val_loss` and `val_<metric>`.
+    pub columns: Vec<String>,
     pub epochs: Vec<EpochRecord>,
 }
 
 impl History {
-    pub fn new(metric_names: Vec<String>) -> History {
-        History {
-            metric_names,
-            epochs: Vec::new(),
-        }
+    pub fn new(columns: Vec<String>) -> History {
+        History { columns, epochs: Vec::new() }
     }
 
     pub fn last(&self) -> Option<&EpochRecord> {
         self.epochs.last()
     }
 
-    /// `epoch,loss,<metrics...>,lr,seconds`, written atomically.
+    /// The last epoch's value of a column (NaN when there is none).
+    pub fn value(&self, column: &str) -> f64 {
+        let at = self.columns.iter().position(|c| c == column);
+        at.zip(self.last()).map(|(i, r)| r.values[i]).unwrap_or(f64::NAN)
+    }
+
+    fn series(&self, column: &str) -> Option<Vec<(f64, f64)>> {
+        let i = self.columns.iter().position(|c| c == column)?;
+        Some(self.epochs.iter().map(|r| (r.epoch as f64, r.values[i])).collect())
+    }
+
+    /// `epoch,<columns...>,lr,seconds`, written atomically.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let mut out = csv::Writer::from_writer(Vec::new());
-        let mut header = vec!["epoch".to_string(), "loss".to_string()];
-        header.extend(self.metric_names.iter().cloned());
+        let mut header = vec!["epoch".to_string()];
+        header.extend(self.columns.iter().cloned());
         header.extend(["lr".to_string(), "seconds".to_string()]);
         out.write_record(&header)?;
         for r in &self.epochs {
-            let mut row = vec![r.epoch.to_string(), r.loss.to_string()];
-            row.extend(r.metrics.iter().map(f64::to_string));
+            let mut row = vec![r.epoch.to_string()];
+            row.extend(r.values.iter().map(f64::to_string));
             row.extend([r.lr.to_string(), format!("{:.6}", r.seconds)]);
             out.write_record(&row)?;
         }
@@ -60,27 +68,21 @@ impl History {
         atomic::write(path, &bytes)
     }
 
-    /// The loss per epoch, like the Keras tutorial's `plt.plot(history.history['loss'])`.
+    /// The loss per epoch, and the validation loss when there is one, like the Keras
+    /// tutorial's `plt.plot(history.history['loss'])`.
     pub fn plot_loss(&self, path: &Path, title: &str) -> Result<()> {
         register_font();
-        let points: Vec<(f64, f64)> = self
-            .epochs
-            .iter()
-            .map(|r| (r.epoch as f64, r.loss))
+        let curves: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", BLUE, "loss"), ("validation", RED, "val_loss")]
+            .into_iter()
+            .filter_map(|(label, color, column)| self.series(column).map(|points| (label, color, points)))
             .collect();
-        let (lo, hi) = points
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, y)| {
-                (lo.min(y), hi.max(y))
-            });
-        if points.is_empty() || !lo.is_finite() || !hi.is_finite() {
-            return Err(anyhow!(
-                "cannot plot {}: no finite loss values",
-                path.display()
-            ));
+        let values = curves.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y));
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        if self.epochs.is_empty() || !lo.is_finite() || !hi.is_finite() {
+            return Err(anyhow!("cannot plot {}: no finite loss values", path.display()));
         }
         let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-12);
-        let last_epoch = points.last().map(|p| p.0).unwrap_or(1.0).max(2.0);
+        let last_epoch = self.epochs.len().max(2) as f64;
         atomic::write_with(path, |tmp| {
             let root = BitMapBackend::new(tmp, (800, 500)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
@@ -99,14 +101,14 @@ impl History {
                 .label_style(("sans-serif", 14))
                 .draw()
                 .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    BLUE.stroke_width(2),
-                ))
-                .map_err(|e| anyhow!("{e}"))?
-                .label("train")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+            for (label, color, points) in &curves {
+                let color = *color;
+                chart
+                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(*label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
@@ -151,10 +153,8 @@ impl Progress {
             Progress::Quiet
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(epochs as u64);
-            let style = ProgressStyle::with_template(
-                "{bar:30.cyan/blue} epoch {pos}/{len} [{elapsed}<{eta}] {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template("{bar:30.cyan/blue} epoch {pos}/{len} [{elapsed}<{eta}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             Progress::Bar(bar)
         } else {
@@ -162,11 +162,9 @@ impl Progress {
         }
     }
 
-    pub fn epoch(&self, record: &EpochRecord, epochs: usize, metric_names: &[String]) {
-        let mut values = format!("loss {:.4}", record.loss);
-        for (name, value) in metric_names.iter().zip(&record.metrics) {
-            values.push_str(&format!("  {name} {value:.4}"));
-        }
+    pub fn epoch(&self, record: &EpochRecord, epochs: usize, columns: &[String]) {
+        let values: Vec<String> = columns.iter().zip(&record.values).map(|(name, v)| format!("{name} {v:.4}")).collect();
+        let values = values.join("  ");
         match self {
             Progress::Bar(bar) => {
                 bar.set_message(values);
@@ -174,10 +172,7 @@ impl Progress {
             }
             Progress::Lines => {
                 let width = epochs.to_string().len();
-                eprintln!(
-                    "epoch {:>width$}/{epochs}  {values}  {:.3}s",
-                    record.epoch, record.seconds
-                );
+                eprintln!("epoch {:>width$}/{epochs}  {values}  {:.3}s", record.epoch, record.seconds);
             }
             Progress::Quiet => {}
         }
@@ -195,15 +190,9 @@ mod tests {
     use super::*;
 
     fn history() -> History {
-        let mut h = History::new(vec!["mae".into()]);
+        let mut h = History::new(vec!["loss".into(), "mae".into()]);
         for epoch in 1..=3 {
-            h.epochs.push(EpochRecord {
-                epoch,
-                loss: 1.0 / epoch as f64,
-                metrics: vec![0.5],
-                lr: 0.001,
-                seconds: 0.25,
-            });
+            h.epochs.push(EpochRecord { epoch, values: vec![1.0 / epoch as f64, 0.5], lr: 0.001, seconds: 0.25 });
         }
         h
     }
@@ -234,7 +223,7 @@ mod tests {
     fn plot_refuses_non_finite_losses() {
         let mut h = history();
         for r in &mut h.epochs {
-            r.loss = f64::NAN;
+            r.values[0] = f64::NAN;
         }
         let dir = tempfile::tempdir().unwrap();
         assert!(h.plot_loss(&dir.path().join("loss.png"), "t").is_err());

@@ -32,21 +32,13 @@ fn stderr(out: &Output) -> String {
 }
 
 fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(out),
-        stderr(out)
-    );
+    assert!(out.status.success(), "status {:?}\nstdout: {}\nstderr: {}", out.status, stdout(out), stderr(out));
 }
 
 /// Trains the Keras example for `epochs` epochs into `dir/run`.
 fn short_run(dir: &Path, epochs: usize, extra: &[&str]) -> PathBuf {
     let epochs = format!("training.epochs={epochs}");
-    let mut args = vec![
-        "train", "--set", &epochs, "--device", "cpu", "--out", "run", "--quiet",
-    ];
+    let mut args = vec!["train", "--set", &epochs, "--device", "cpu", "--out", "run", "--quiet"];
     args.extend(extra);
     assert_ok(&torchfit(dir, &args));
     dir.join("run")
@@ -55,10 +47,7 @@ fn short_run(dir: &Path, epochs: usize, extra: &[&str]) -> PathBuf {
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows = reader
-        .records()
-        .map(|r| r.unwrap().iter().map(|c| c.parse().unwrap()).collect())
-        .collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(|c| c.parse().unwrap()).collect()).collect();
     (header, rows)
 }
 
@@ -66,48 +55,28 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
 fn a_short_run_writes_every_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let run = short_run(dir.path(), 3, &[]);
-    for file in [
-        "config.yaml",
-        "metrics.csv",
-        "loss.png",
-        "model.pt",
-        "weights.safetensors",
-        "summary.json",
-    ] {
+    let files = ["config.yaml", "preprocessing.json", "split.json", "metrics.csv", "loss.png", "model.pt", "weights.safetensors", "summary.json"];
+    for file in files {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     // No temporary files are left beside them.
-    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 6);
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), files.len());
 
     let (header, rows) = read_csv(&run.join("metrics.csv"));
     assert_eq!(header, ["epoch", "loss", "mae", "lr", "seconds"]);
     assert_eq!(rows.len(), 3);
-    assert_eq!(
-        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
-        [1.0, 2.0, 3.0]
-    );
-    assert!(rows
-        .iter()
-        .all(|r| r[1].is_finite() && r[1] > 0.0 && r[3] == 0.001));
+    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), [1.0, 2.0, 3.0]);
+    assert!(rows.iter().all(|r| r[1].is_finite() && r[1] > 0.0 && r[3] == 0.001));
 
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "finished");
     assert_eq!(summary["epochs"], 3);
     assert_eq!(summary["steps"], 3 * 32); // 1000 = 31 x 32 + 8: 32 batches per epoch
     assert_eq!(summary["parameters"], 10 * 10 + 10 + 10 + 1);
     assert_eq!(summary["device"], "cpu");
-    assert_eq!(
-        summary["final_metrics"]["loss"].as_f64().unwrap(),
-        rows[2][1]
-    );
-    assert!(summary["libtorch_version"]
-        .as_str()
-        .unwrap()
-        .starts_with("2.13.0"));
-    assert!(
-        summary["train_seconds"].as_f64().unwrap() <= summary["total_seconds"].as_f64().unwrap()
-    );
+    assert_eq!(summary["final_metrics"]["loss"].as_f64().unwrap(), rows[2][1]);
+    assert!(summary["libtorch_version"].as_str().unwrap().starts_with("2.13.0"));
+    assert!(summary["train_seconds"].as_f64().unwrap() <= summary["total_seconds"].as_f64().unwrap());
 
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     assert_eq!(config.training.epochs, 3);
@@ -117,19 +86,14 @@ fn a_short_run_writes_every_artifact() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
     let module = tch::CModule::load(run.join("model.pt")).unwrap();
-    let y = module
-        .forward_ts(&[Tensor::zeros([5, 10], (Kind::Float, Device::Cpu))])
-        .unwrap();
+    let y = module.forward_ts(&[Tensor::zeros([5, 10], (Kind::Float, Device::Cpu))]).unwrap();
     assert_eq!(y.size(), [5, 1]);
 }
 
 #[test]
 fn without_out_the_run_goes_under_runs_with_name_and_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    let out = torchfit(
-        dir.path(),
-        &["train", "--set", "training.epochs=1", "--device", "cpu"],
-    );
+    let out = torchfit(dir.path(), &["train", "--set", "training.epochs=1", "--device", "cpu"]);
     assert_ok(&out);
     let runs: Vec<String> = std::fs::read_dir(dir.path().join("runs"))
         .unwrap()
@@ -143,121 +107,52 @@ fn without_out_the_run_goes_under_runs_with_name_and_timestamp() {
             && name.len() == "keras_example-20260101T000000Z".len(),
         "{name}"
     );
-    assert!(
-        stdout(&out).contains(&format!("run saved to runs/{name}")),
-        "{}",
-        stdout(&out)
-    );
-    assert!(dir
-        .path()
-        .join("runs")
-        .join(name)
-        .join("summary.json")
-        .is_file());
+    assert!(stdout(&out).contains(&format!("run saved to runs/{name}")), "{}", stdout(&out));
+    assert!(dir.path().join("runs").join(name).join("summary.json").is_file());
 }
 
 #[test]
 fn progress_is_one_line_per_epoch_off_a_terminal_and_quiet_prints_only_the_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = torchfit(
-        dir.path(),
-        &[
-            "train",
-            "--set",
-            "training.epochs=2",
-            "--device",
-            "cpu",
-            "--out",
-            "a",
-        ],
-    );
+    let out = torchfit(dir.path(), &["train", "--set", "training.epochs=2", "--device", "cpu", "--out", "a"]);
     assert_ok(&out);
     let log = stderr(&out);
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with("epoch 1/2  loss ") && l.contains("mae")),
-        "{log}"
-    );
-    assert!(
-        log.lines().any(|l| l.starts_with("epoch 2/2  loss ")),
-        "{log}"
-    );
-    let quiet = torchfit(
-        dir.path(),
-        &[
-            "train",
-            "--set",
-            "training.epochs=2",
-            "--device",
-            "cpu",
-            "--out",
-            "b",
-            "--quiet",
-        ],
-    );
+    assert!(log.lines().any(|l| l.starts_with("epoch 1/2  loss ") && l.contains("mae")), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("epoch 2/2  loss ")), "{log}");
+    let quiet =
+        torchfit(dir.path(), &["train", "--set", "training.epochs=2", "--device", "cpu", "--out", "b", "--quiet"]);
     assert_ok(&quiet);
     assert_eq!(stderr(&quiet), "");
-    assert!(
-        stdout(&quiet).starts_with("run saved to b\n2 epochs on cpu: loss "),
-        "{}",
-        stdout(&quiet)
-    );
+    assert!(stdout(&quiet).starts_with("run saved to b\n2 epochs on cpu: loss "), "{}", stdout(&quiet));
 }
 
 #[test]
 fn predict_on_the_export_equals_the_trained_model() {
     let dir = tempfile::tempdir().unwrap();
-    let run = short_run(
-        dir.path(),
-        2,
-        &[
-            "--set",
-            "model.hidden=[16, 8]",
-            "--set",
-            "model.activation=tanh",
-        ],
-    );
+    let run = short_run(dir.path(), 2, &["--set", "model.hidden=[16, 8]", "--set", "model.activation=tanh"]);
 
     // The trained weights, loaded into the library's in-memory model.
     let cfg = ModelConfig {
         init_from: Some(run.join("weights.safetensors")),
-        ..Config::load(Some(&run.join("config.yaml")), &[])
-            .unwrap()
-            .model
+        ..Config::load(Some(&run.join("config.yaml")), &[]).unwrap().model
     };
     let model = Mlp::new(&cfg, 10, 1, Device::Cpu).unwrap();
     let x = Tensor::randn([7, 10], (Kind::Float, Device::Cpu));
-    let want =
-        Vec::<f32>::try_from(torchfit::train::predict_in_memory(&model, &x).flatten(0, 1)).unwrap();
+    let want = Vec::<f32>::try_from(torchfit::train::predict_in_memory(&model, &x).flatten(0, 1)).unwrap();
 
     let values = Vec::<f32>::try_from(x.flatten(0, 1)).unwrap();
-    let mut csv = (0..10)
-        .map(|i| format!("f{i}"))
-        .collect::<Vec<_>>()
-        .join(",")
-        + "\n";
+    let mut csv = (0..10).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",") + "\n";
     for row in values.chunks(10) {
-        csv += &(row
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-            + "\n");
+        csv += &(row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n");
     }
     std::fs::write(dir.path().join("x.csv"), csv).unwrap();
     x.write_npy(dir.path().join("x.npy")).unwrap();
 
     let from_stdout = torchfit(dir.path(), &["predict", "run/model.pt", "x.csv"]);
     assert_ok(&from_stdout);
-    let from_npy = torchfit(
-        dir.path(),
-        &["predict", "run/model.pt", "x.npy", "--output", "p.csv"],
-    );
+    let from_npy = torchfit(dir.path(), &["predict", "run/model.pt", "x.npy", "--output", "p.csv"]);
     assert_ok(&from_npy);
-    for text in [
-        stdout(&from_stdout),
-        std::fs::read_to_string(dir.path().join("p.csv")).unwrap(),
-    ] {
+    for text in [stdout(&from_stdout), std::fs::read_to_string(dir.path().join("p.csv")).unwrap()] {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("prediction"));
         let got: Vec<f32> = lines.map(|l| l.parse().unwrap()).collect();
@@ -272,18 +167,7 @@ fn predict_on_the_export_equals_the_trained_model() {
 fn training_on_a_learnable_target_cuts_the_loss_by_90_percent() {
     let dir = tempfile::tempdir().unwrap();
     let config = repo_file("configs/linear.yaml");
-    let out = torchfit(
-        dir.path(),
-        &[
-            "train",
-            config.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--out",
-            "run",
-            "--quiet",
-        ],
-    );
+    let out = torchfit(dir.path(), &["train", config.to_str().unwrap(), "--device", "cpu", "--out", "run", "--quiet"]);
     assert_ok(&out);
     let (header, rows) = read_csv(&dir.path().join("run/metrics.csv"));
     assert_eq!(header, ["epoch", "loss", "mae", "rmse", "lr", "seconds"]);
@@ -291,10 +175,7 @@ fn training_on_a_learnable_target_cuts_the_loss_by_90_percent() {
     assert!(last < 0.1 * first, "loss went from {first} to {last}");
     // rmse is the square root of the epoch's mean squared error, which the mse loss is.
     let last_row = &rows[rows.len() - 1];
-    assert!(
-        (last_row[3] - last_row[1].sqrt()).abs() < 1e-4,
-        "{last_row:?}"
-    );
+    assert!((last_row[3] - last_row[1].sqrt()).abs() < 1e-4, "{last_row:?}");
 }
 
 #[test]
@@ -303,18 +184,7 @@ fn one_seed_gives_identical_metrics_and_another_seed_does_not() {
     let metrics = |out: &str, seed: &str| {
         assert_ok(&torchfit(
             dir.path(),
-            &[
-                "train",
-                "--set",
-                "training.epochs=3",
-                "--device",
-                "cpu",
-                "--seed",
-                seed,
-                "--out",
-                out,
-                "--quiet",
-            ],
+            &["train", "--set", "training.epochs=3", "--device", "cpu", "--seed", seed, "--out", out, "--quiet"],
         ));
         let (header, rows) = read_csv(&dir.path().join(out).join("metrics.csv"));
         // Everything but the wall time per epoch, which no seed fixes.
@@ -329,8 +199,7 @@ fn one_seed_gives_identical_metrics_and_another_seed_does_not() {
     let a = metrics("a", "11");
     assert_eq!(a, metrics("b", "11"));
     assert_ne!(a, metrics("c", "12"));
-    let weights =
-        |run: &str| std::fs::read(dir.path().join(run).join("weights.safetensors")).unwrap();
+    let weights = |run: &str| std::fs::read(dir.path().join(run).join("weights.safetensors")).unwrap();
     assert_eq!(weights("a"), weights("b"));
 }
 
@@ -364,16 +233,7 @@ fn keras_and_torch_semantics_give_different_runs() {
 #[test]
 fn config_prints_the_resolved_yaml_with_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    let out = torchfit(
-        dir.path(),
-        &[
-            "config",
-            "--set",
-            "training.optimizer.lr=0.01",
-            "--set",
-            "model.hidden=[3]",
-        ],
-    );
+    let out = torchfit(dir.path(), &["config", "--set", "training.optimizer.lr=0.01", "--set", "model.hidden=[3]"]);
     assert_ok(&out);
     let config = Config::parse(&stdout(&out), "stdout", &[]).unwrap();
     assert_eq!(config.training.optimizer.lr, 0.01);
@@ -385,12 +245,7 @@ fn config_prints_the_resolved_yaml_with_overrides() {
 #[test]
 fn every_subcommand_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for (cmd, flag) in [
-        ("train", "--set"),
-        ("config", "--set"),
-        ("predict", "--output"),
-        ("info", "--help"),
-    ] {
+    for (cmd, flag) in [("train", "--set"), ("config", "--set"), ("predict", "--output"), ("info", "--help")] {
         let out = torchfit(dir.path(), &[cmd, "--help"]);
         assert_ok(&out);
         assert!(stdout(&out).contains(flag), "{cmd}: {}", stdout(&out));
@@ -412,12 +267,7 @@ fn info_reports_versions_and_cuda() {
 fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
     let cases: &[(&str, &str, &[&str], &[&str])] = &[
         // (file contents or "", file name, args, words the message must hold)
-        (
-            "",
-            "",
-            &["train", "missing.yaml"],
-            &["cannot read config file missing.yaml"],
-        ),
+        ("", "", &["train", "missing.yaml"], &["cannot read config file missing.yaml"]),
         (
             "name: x\ntraining: [1, 2\n",
             "syntax.yaml",
@@ -428,10 +278,7 @@ fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
             "training:\n  epoch: 5\n",
             "unknown.yaml",
             &["train", "unknown.yaml"],
-            &[
-                "unknown key `training.epoch` at line 2 column 3",
-                "did you mean `training.epochs`?",
-            ],
+            &["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"],
         ),
         (
             "training:\n  epochs: ten\n",
@@ -439,44 +286,16 @@ fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
             &["train", "type.yaml"],
             &["training.epochs: invalid type: string \"ten\", expected usize at line 2 column 11"],
         ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.epochs=0"],
-            &["training.epochs must be > 0, got 0"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.batch_size=0"],
-            &["training.batch_size must be > 0, got 0"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.optimizer.lr=0"],
-            &["training.optimizer.lr must be > 0, got 0"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.optimizer.lr=-0.1"],
-            &["training.optimizer.lr must be > 0, got -0.1"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "model.hidden=[10, 0]"],
-            &["model.hidden[1] must be > 0, got 0"],
-        ),
+        ("", "", &["train", "--set", "training.epochs=0"], &["training.epochs must be > 0, got 0"]),
+        ("", "", &["train", "--set", "training.batch_size=0"], &["training.batch_size must be > 0, got 0"]),
+        ("", "", &["train", "--set", "training.optimizer.lr=0"], &["training.optimizer.lr must be > 0, got 0"]),
+        ("", "", &["train", "--set", "training.optimizer.lr=-0.1"], &["training.optimizer.lr must be > 0, got -0.1"]),
+        ("", "", &["train", "--set", "model.hidden=[10, 0]"], &["model.hidden[1] must be > 0, got 0"]),
         (
             "",
             "",
             &["train", "--set", "model.activation=relux"],
-            &[
-                "model.activation: unknown value `relux`",
-                "did you mean `relu`?",
-            ],
+            &["model.activation: unknown value `relux`", "did you mean `relu`?"],
         ),
         (
             "",
@@ -488,54 +307,25 @@ fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
             "",
             "",
             &["train", "--set", "training.optimizer.kind=adamm"],
-            &[
-                "training.optimizer.kind: unknown value `adamm`",
-                "did you mean `adam`?",
-            ],
+            &["training.optimizer.kind: unknown value `adamm`", "did you mean `adam`?"],
         ),
         (
             "",
             "",
             &["train", "--set", "training.metrics=[accuracy]"],
-            &[
-                "training.metrics: accuracy needs class labels",
-                "regression",
-            ],
+            &["training.metrics: accuracy needs class labels", "regression"],
         ),
-        (
-            "",
-            "",
-            &["train", "--set", "trainig.epochs=2"],
-            &["unknown key `trainig`", "did you mean `training`?"],
-        ),
+        ("", "", &["train", "--set", "trainig.epochs=2"], &["unknown key `trainig`", "did you mean `training`?"]),
         ("", "", &["train", "--device", "cuda:99"], &["cuda:99"]),
-        (
-            "",
-            "",
-            &["train", "--device", "tpu"],
-            &["device must be auto, cpu, cuda or cuda:N, got \"tpu\""],
-        ),
+        ("", "", &["train", "--device", "tpu"], &["device must be auto, cpu, cuda or cuda:N, got \"tpu\""]),
         (
             "",
             "",
             &["train", "--set", "model.init_from=nope.safetensors"],
-            &[
-                "model.init_from: nope.safetensors",
-                "cannot read safetensors",
-            ],
+            &["model.init_from: ", "nope.safetensors: no such file"],
         ),
-        (
-            "  \n",
-            "empty.yaml",
-            &["train", "empty.yaml"],
-            &["empty.yaml: the config file is empty"],
-        ),
-        (
-            "not a model",
-            "model.pt",
-            &["predict", "model.pt", "model.pt"],
-            &["model.pt is not a TorchScript model"],
-        ),
+        ("  \n", "empty.yaml", &["train", "empty.yaml"], &["empty.yaml: the config file is empty"]),
+        ("not a model", "model.pt", &["predict", "model.pt", "model.pt"], &["model.pt is not a TorchScript model"]),
     ];
     for (contents, file, args, words) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -554,10 +344,7 @@ fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
         for word in *words {
             assert!(err.contains(word), "{args:?}: expected {word:?} in {err}");
         }
-        assert!(
-            !dir.path().join("run").exists() && !dir.path().join("runs").exists(),
-            "{args:?} left a run directory"
-        );
+        assert!(!dir.path().join("run").exists() && !dir.path().join("runs").exists(), "{args:?} left a run directory");
     }
 }
 
@@ -566,20 +353,10 @@ fn predict_rejects_inputs_that_do_not_fit_the_model() {
     let dir = tempfile::tempdir().unwrap();
     short_run(dir.path(), 1, &[]);
     std::fs::write(dir.path().join("narrow.csv"), "a,b\n1,2\n").unwrap();
-    std::fs::write(
-        dir.path().join("bad.csv"),
-        "a,b,c,d,e,f,g,h,i,j\n1,2,3,4,5,6,7,8,9,x\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.csv"), "a,b,c,d,e,f,g,h,i,j\n1,2,3,4,5,6,7,8,9,x\n").unwrap();
     let cases = [
-        (
-            "narrow.csv",
-            "narrow.csv: has 2 feature column(s), but run/model.pt expects 10",
-        ),
-        (
-            "bad.csv",
-            "bad.csv: row 1 (line 2), column `j`: \"x\" is not a number",
-        ),
+        ("narrow.csv", "narrow.csv: has 2 feature column(s), but run/model.pt expects 10"),
+        ("bad.csv", "bad.csv: row 1 (line 2), column `j`: \"x\" is not a number"),
         ("none.csv", "cannot read none.csv"),
     ];
     for (input, words) in cases {
