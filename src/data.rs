@@ -474,6 +474,9 @@ fn csv_error(e: &csv::Error) -> String {
 
 fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
     let path = d.path.as_deref().context("data.path is required for kind csv")?;
+    if !path.is_file() {
+        bail!("data.path: {}: no such file", path.display());
+    }
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
     let delimiter = d.delimiter.as_bytes().first().copied().unwrap_or(b',');
     let mut feature_names = Vec::new();

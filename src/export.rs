@@ -190,7 +190,13 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
 /// `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`, `input_fill`,
 /// `target_mean`, `target_std`), the methods of [`script_source`], and extra files
 /// `config.yaml`, `features.json` and, for classification, `labels.json`.
-pub fn write_torchscript(model: &Mlp, preprocessing: &Preprocessing, loss: Loss, config_yaml: &str, path: &Path) -> Result<()> {
+pub fn write_torchscript(
+    model: &Mlp,
+    preprocessing: &Preprocessing,
+    loss: Loss,
+    config_yaml: &str,
+    path: &Path,
+) -> Result<()> {
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
         let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{}", 2 * i))?;

@@ -13,9 +13,12 @@ pub fn loss_value(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {
         Loss::Mae => output.l1_loss(target, Reduction::Mean),
         Loss::Huber => output.huber_loss(target, Reduction::Mean, 1.0),
         Loss::CrossEntropy => output.cross_entropy_loss::<Tensor>(target, None, Reduction::Mean, -100, 0.0),
-        Loss::Bce => output
-            .squeeze_dim(1)
-            .binary_cross_entropy_with_logits::<Tensor>(&target.to_kind(Kind::Float), None, None, Reduction::Mean),
+        Loss::Bce => output.squeeze_dim(1).binary_cross_entropy_with_logits::<Tensor>(
+            &target.to_kind(Kind::Float),
+            None,
+            None,
+            Reduction::Mean,
+        ),
     }
 }
 
@@ -42,7 +45,14 @@ pub struct Accumulator {
 impl Accumulator {
     /// `outputs` is the model's output width; `target_scale` the (std, mean) that maps
     /// training-space regression targets back to the data's units.
-    pub fn new(loss: Loss, metrics: &[Metric], outputs: i64, classes: Option<usize>, target_scale: Option<(Tensor, Tensor)>, device: tch::Device) -> Accumulator {
+    pub fn new(
+        loss: Loss,
+        metrics: &[Metric],
+        outputs: i64,
+        classes: Option<usize>,
+        target_scale: Option<(Tensor, Tensor)>,
+        device: tch::Device,
+    ) -> Accumulator {
         let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, device));
         let classes = classes.unwrap_or(0) as i64;
         Accumulator {
@@ -94,7 +104,11 @@ impl Accumulator {
     }
 
     fn add_classes(&mut self, output: &Tensor, target: &Tensor) {
-        let predicted = if self.loss == Loss::Bce { output.squeeze_dim(1).gt(0.0).to_kind(Kind::Int64) } else { output.argmax(1, false) };
+        let predicted = if self.loss == Loss::Bce {
+            output.squeeze_dim(1).gt(0.0).to_kind(Kind::Int64)
+        } else {
+            output.argmax(1, false)
+        };
         if self.metrics.contains(&Metric::Accuracy) {
             self.correct += predicted.eq_tensor(target).sum(Kind::Float);
         }
@@ -104,7 +118,12 @@ impl Accumulator {
         }
         if self.metrics.contains(&Metric::LogLoss) {
             let batch = match self.loss {
-                Loss::Bce => output.squeeze_dim(1).binary_cross_entropy_with_logits::<Tensor>(&target.to_kind(Kind::Float), None, None, Reduction::Sum),
+                Loss::Bce => output.squeeze_dim(1).binary_cross_entropy_with_logits::<Tensor>(
+                    &target.to_kind(Kind::Float),
+                    None,
+                    None,
+                    Reduction::Sum,
+                ),
                 _ => output.cross_entropy_loss::<Tensor>(target, None, Reduction::Sum, -100, 0.0),
             };
             self.log_loss_sum += batch;
@@ -128,7 +147,12 @@ impl Accumulator {
                 Metric::R2 => {
                     // Keras's R2Score: 1 - SSE/SST per target, averaged uniformly.
                     let (sse, ys, y2s) = (read(&self.sq_sum), read(&self.y_sum), read(&self.y2_sum));
-                    let r2: Vec<f64> = sse.iter().zip(&ys).zip(&y2s).map(|((sse, s), s2)| 1.0 - sse / (s2 - s * s / n).max(f64::MIN_POSITIVE)).collect();
+                    let r2: Vec<f64> = sse
+                        .iter()
+                        .zip(&ys)
+                        .zip(&y2s)
+                        .map(|((sse, s), s2)| 1.0 - sse / (s2 - s * s / n).max(f64::MIN_POSITIVE))
+                        .collect();
                     r2.iter().sum::<f64>() / r2.len().max(1) as f64
                 }
                 Metric::Accuracy => first(&self.correct) / n,
@@ -149,7 +173,11 @@ fn macro_f1(confusion: &[f64], classes: usize) -> f64 {
             let predicted: f64 = (0..classes).map(|r| confusion[r * classes + c]).sum();
             let actual: f64 = (0..classes).map(|p| confusion[c * classes + p]).sum();
             let denominator = predicted + actual;
-            if denominator == 0.0 { 0.0 } else { 2.0 * tp / denominator }
+            if denominator == 0.0 {
+                0.0
+            } else {
+                2.0 * tp / denominator
+            }
         })
         .collect();
     f1.iter().sum::<f64>() / classes.max(1) as f64
@@ -179,7 +207,8 @@ impl Plateau {
 
     /// Records a new value; returns whether it improved on the best.
     pub fn observe(&mut self, value: f64) -> bool {
-        let improved = if self.higher_is_better { value > self.best + self.min_delta } else { value < self.best - self.min_delta };
+        let improved =
+            if self.higher_is_better { value > self.best + self.min_delta } else { value < self.best - self.min_delta };
         if improved {
             self.best = value;
             self.wait = 0;
@@ -228,7 +257,14 @@ mod tests {
         // Three classes; logits favour: 0, 1, 1, 2 ; truth: 0, 1, 2, 2.
         let logits = Tensor::from_slice(&[5.0f32, 0., 0., 0., 5., 0., 0., 5., 0., 0., 0., 5.]).reshape([4, 3]);
         let y = Tensor::from_slice(&[0i64, 1, 2, 2]);
-        let mut acc = Accumulator::new(Loss::CrossEntropy, &[Metric::Accuracy, Metric::F1, Metric::LogLoss], 3, Some(3), None, Device::Cpu);
+        let mut acc = Accumulator::new(
+            Loss::CrossEntropy,
+            &[Metric::Accuracy, Metric::F1, Metric::LogLoss],
+            3,
+            Some(3),
+            None,
+            Device::Cpu,
+        );
         acc.add(&logits, &y, &loss_value(Loss::CrossEntropy, &logits, &y));
         let (loss, m) = acc.finish();
         assert!((m[0] - 0.75).abs() < 1e-6);

@@ -132,9 +132,8 @@ pub struct LrScheduler {
 
 impl LrScheduler {
     pub fn new(cfg: &LrSchedule, base: f64, epochs: usize) -> LrScheduler {
-        let plateau = (cfg.kind == ScheduleKind::ReduceOnPlateau).then(|| {
-            Plateau::new(cfg.monitor.as_deref().unwrap_or("loss"), Mode::Auto, cfg.min_delta.unwrap_or(1e-4))
-        });
+        let plateau = (cfg.kind == ScheduleKind::ReduceOnPlateau)
+            .then(|| Plateau::new(cfg.monitor.as_deref().unwrap_or("loss"), Mode::Auto, cfg.min_delta.unwrap_or(1e-4)));
         LrScheduler { cfg: cfg.clone(), base, epochs, lr: base, plateau }
     }
 

@@ -15,14 +15,23 @@ use crate::{atomic, export, train};
 /// Predicts for every row of `input` and writes CSV to `output`, or to `stdout` when no
 /// output file is given: `prediction` (or `prediction_<i>`) for regression; `label` for
 /// classification, plus one `p_<label>` column per class with `proba`.
-pub fn predict(model_path: &Path, input: &Path, output: Option<&Path>, proba: bool, stdout: &mut dyn Write) -> Result<()> {
+pub fn predict(
+    model_path: &Path,
+    input: &Path,
+    output: Option<&Path>,
+    proba: bool,
+    stdout: &mut dyn Write,
+) -> Result<()> {
     export::ensure_archive(model_path)?;
     let module = CModule::load(model_path)
         .map_err(|e| anyhow!("{}: cannot load as TorchScript: {}", model_path.display(), first_line(&e.to_string())))?;
     let json = |name: &str| -> Result<Option<Vec<String>>> {
         let bytes = export::read_extra_file(model_path, name)?;
         bytes
-            .map(|b| serde_json::from_slice(&b).with_context(|| format!("{}: extra/{name} is not a JSON list", model_path.display())))
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .with_context(|| format!("{}: extra/{name} is not a JSON list", model_path.display()))
+            })
             .transpose()
     };
     let (features, labels) = (json("features.json")?, json("labels.json")?);
@@ -31,12 +40,18 @@ pub fn predict(model_path: &Path, input: &Path, output: Option<&Path>, proba: bo
         let got = x.size()[1] as usize;
         if got != expected {
             let names = features.map(|f| format!(" ({})", f.join(", "))).unwrap_or_default();
-            bail!("{}: has {got} feature column(s), but {} expects {expected}{names}", input.display(), model_path.display());
+            bail!(
+                "{}: has {got} feature column(s), but {} expects {expected}{names}",
+                input.display(),
+                model_path.display()
+            );
         }
     }
     let call = |method: &str| -> Result<Tensor> {
         let result = tch::no_grad(|| module.method_is(method, &[IValue::Tensor(x.shallow_clone())]));
-        match result.map_err(|e| anyhow!("{}: {method} failed: {}", model_path.display(), first_line(&e.to_string())))? {
+        match result
+            .map_err(|e| anyhow!("{}: {method} failed: {}", model_path.display(), first_line(&e.to_string())))?
+        {
             IValue::Tensor(t) => Ok(t),
             _ => bail!("{}: {method} did not return a tensor", model_path.display()),
         }
@@ -68,8 +83,11 @@ pub fn predict(model_path: &Path, input: &Path, output: Option<&Path>, proba: bo
             let y = if y.dim() == 1 { y.unsqueeze(1) } else { y };
             let cols = y.size()[1] as usize;
             let values = Vec::<f32>::try_from(y.to_kind(Kind::Float).flatten(0, -1))?;
-            let header: Vec<String> =
-                if cols == 1 { vec!["prediction".into()] } else { (0..cols).map(|i| format!("prediction_{i}")).collect() };
+            let header: Vec<String> = if cols == 1 {
+                vec!["prediction".into()]
+            } else {
+                (0..cols).map(|i| format!("prediction_{i}")).collect()
+            };
             out.write_record(&header)?;
             for row in values.chunks(cols.max(1)) {
                 out.write_record(row.iter().map(f32::to_string))?;
@@ -91,8 +109,10 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
     }
     let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
     let pre_path = run_dir.join("preprocessing.json");
-    let pre: Preprocessing = serde_json::from_slice(&std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?)
-        .with_context(|| format!("{} is not valid", pre_path.display()))?;
+    let pre: Preprocessing = serde_json::from_slice(
+        &std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?,
+    )
+    .with_context(|| format!("{} is not valid", pre_path.display()))?;
     let targets = match target {
         Some(t) => vec![t.to_string()],
         None => pre.target_names.clone(),
@@ -105,7 +125,11 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
     let table = data::read_csv(data_path, b',', Missing::Mean, |header| {
         for name in features.iter().chain(&targets) {
             if !header.contains(name) {
-                bail!("{}: no column `{name}` (the run was trained on {}; use --target for another label column)", data_path.display(), features.join(", "));
+                bail!(
+                    "{}: no column `{name}` (the run was trained on {}; use --target for another label column)",
+                    data_path.display(),
+                    features.join(", ")
+                );
             }
         }
         let mut numeric = features.clone();

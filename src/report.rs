@@ -163,7 +163,8 @@ impl Progress {
     }
 
     pub fn epoch(&self, record: &EpochRecord, epochs: usize, columns: &[String]) {
-        let values: Vec<String> = columns.iter().zip(&record.values).map(|(name, v)| format!("{name} {v:.4}")).collect();
+        let values: Vec<String> =
+            columns.iter().zip(&record.values).map(|(name, v)| format!("{name} {v:.4}")).collect();
         let values = values.join("  ");
         match self {
             Progress::Bar(bar) => {

@@ -1,39 +1,13 @@
 //! End-to-end tests: the real `torchfit` binary, run in a temporary directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tch::{Device, Kind, Tensor};
 use torchfit::config::{Config, ModelConfig};
 use torchfit::model::Mlp;
 
-const BIN: &str = env!("CARGO_BIN_EXE_torchfit");
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// Runs torchfit in `dir`, without LD_LIBRARY_PATH: the binary must find libtorch itself.
-fn torchfit(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("the torchfit binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "status {:?}\nstdout: {}\nstderr: {}", out.status, stdout(out), stderr(out));
-}
+mod common;
+use common::*;
 
 /// Trains the Keras example for `epochs` epochs into `dir/run`.
 fn short_run(dir: &Path, epochs: usize, extra: &[&str]) -> PathBuf {
@@ -44,18 +18,20 @@ fn short_run(dir: &Path, epochs: usize, extra: &[&str]) -> PathBuf {
     dir.join("run")
 }
 
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows = reader.records().map(|r| r.unwrap().iter().map(|c| c.parse().unwrap()).collect()).collect();
-    (header, rows)
-}
-
 #[test]
 fn a_short_run_writes_every_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let run = short_run(dir.path(), 3, &[]);
-    let files = ["config.yaml", "preprocessing.json", "split.json", "metrics.csv", "loss.png", "model.pt", "weights.safetensors", "summary.json"];
+    let files = [
+        "config.yaml",
+        "preprocessing.json",
+        "split.json",
+        "metrics.csv",
+        "loss.png",
+        "model.pt",
+        "weights.safetensors",
+        "summary.json",
+    ];
     for file in files {
         assert!(run.join(file).is_file(), "{file} missing");
     }

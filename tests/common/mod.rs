@@ -1,0 +1,58 @@
+//! Helpers shared by the end-to-end tests: run the real binary in a directory, read what it
+//! wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_torchfit");
+
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs torchfit in `dir`, without LD_LIBRARY_PATH: the binary must find libtorch itself.
+pub fn torchfit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("the torchfit binary runs")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "status {:?}\nstdout: {}\nstderr: {}", out.status, stdout(out), stderr(out));
+}
+
+/// Asserts a failure the way users see it: status 2 and one line `torchfit: ...` holding
+/// every one of `words`.
+pub fn assert_fails_with(out: &Output, words: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("torchfit: "), "{err}");
+    for word in words {
+        assert!(err.contains(word), "expected {word:?} in {err}");
+    }
+}
+
+/// A CSV file's header and numeric rows.
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader.records().map(|r| r.unwrap().iter().map(|c| c.parse().unwrap()).collect()).collect();
+    (header, rows)
+}
+
+pub fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
+}

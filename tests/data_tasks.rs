@@ -1,0 +1,287 @@
+//! End-to-end tests of real data and real tasks: every data kind, regression and
+//! classification, splits, preprocessing carried into model.pt, schedules, early stopping,
+//! `evaluate`, and the errors a user's data can cause.
+
+use std::path::Path;
+
+use tch::{CModule, Device, Kind, Tensor};
+use torchfit::config::Config;
+use torchfit::data::Preprocessing;
+use torchfit::model::Mlp;
+
+mod common;
+use common::*;
+
+/// Trains `config` (a repo path or a file in `dir`) into `dir/<out>` and returns its summary.
+fn train(dir: &Path, config: &str, out: &str, sets: &[&str]) -> serde_json::Value {
+    let config =
+        if config.starts_with("configs/") { repo_file(config).display().to_string() } else { config.to_string() };
+    let mut args = vec!["train", config.as_str(), "--device", "cpu", "--quiet", "--out", out];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    assert_ok(&torchfit(dir, &args));
+    summary(&dir.join(out))
+}
+
+fn metric(summary: &serde_json::Value, part: &str, name: &str) -> f64 {
+    summary[part][name].as_f64().unwrap_or_else(|| panic!("no {part}.{name} in {summary}"))
+}
+
+#[test]
+fn friedman1_reaches_test_r2_above_0_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = train(dir.path(), "configs/friedman1.yaml", "run", &[]);
+    let r2 = metric(&s, "test_metrics", "r2");
+    assert!(r2 > 0.9, "test r2 {r2}");
+    assert_eq!(s["task"], "regression");
+    let (header, rows) = read_csv(&dir.path().join("run/metrics.csv"));
+    assert_eq!(header, ["epoch", "loss", "mae", "r2", "val_loss", "val_mae", "val_r2", "lr", "seconds"]);
+    // Cosine with 5 warm-up epochs: the rate climbs to 0.003 at epoch 5.
+    assert!((rows[0][7] - 0.003 / 5.0).abs() < 1e-12 && (rows[4][7] - 0.003).abs() < 1e-12, "{:?}", rows[0]);
+    let split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/split.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            split["train"].as_u64(),
+            split["validation"].as_array().unwrap().len(),
+            split["test"].as_array().unwrap().len()
+        ),
+        (Some(700), 150, 150)
+    );
+}
+
+#[test]
+fn moons_reaches_test_accuracy_above_0_95() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = train(dir.path(), "configs/moons.yaml", "run", &[]);
+    let accuracy = metric(&s, "test_metrics", "accuracy");
+    assert!(accuracy > 0.95, "test accuracy {accuracy}");
+    assert_eq!(s["task"], "classification");
+    let f1 = metric(&s, "test_metrics", "f1");
+    assert!(f1 > 0.9 && f1 <= 1.0, "{f1}");
+}
+
+#[test]
+fn csv_regression_with_missing_values_standardisation_and_raw_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo_file("data/housing.csv");
+    let s = train(
+        dir.path(),
+        "configs/housing.yaml",
+        "run",
+        &[&format!("data.path={}", data.display()), "training.epochs=40"],
+    );
+    assert!(metric(&s, "test_metrics", "r2") > 0.8, "{s}");
+    let run = dir.path().join("run");
+    let pre: Preprocessing = serde_json::from_slice(&std::fs::read(run.join("preprocessing.json")).unwrap()).unwrap();
+    assert_eq!(pre.feature_names, ["rooms", "area", "age", "distance_km", "garden"]);
+    assert!(pre.input_fill.is_some() && pre.target_std[0] > 10.0, "{pre:?}");
+
+    // predict takes the raw CSV, target column and missing cells included, and picks the
+    // feature columns by name.
+    let out = torchfit(dir.path(), &["predict", "run/model.pt", data.to_str().unwrap()]);
+    assert_ok(&out);
+    let predicted: Vec<f64> = stdout(&out).lines().skip(1).map(|l| l.parse().unwrap()).collect();
+    assert_eq!(predicted.len(), 600);
+
+    // The same numbers from the in-memory model with the run's preprocessing applied by hand.
+    let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
+    let model_cfg = torchfit::config::ModelConfig { init_from: Some(run.join("weights.safetensors")), ..config.model };
+    let model = Mlp::new(&model_cfg, 5, 1, Device::Cpu).unwrap();
+    let raw = torchfit::data::read_features(&data, Some(&pre.feature_names)).unwrap();
+    let want = model.forward(&pre.apply(&raw).unwrap()) * pre.target_std[0] as f64 + pre.target_mean[0] as f64;
+    let want = Vec::<f64>::try_from(want.to_kind(Kind::Double).flatten(0, 1)).unwrap();
+    for (i, (p, w)) in predicted.iter().zip(&want).enumerate() {
+        assert!((p - w).abs() <= 1e-3 * w.abs().max(1.0), "row {i}: {p} vs {w}");
+    }
+    // And from model.pt loaded directly: raw features in, prices out.
+    let module = CModule::load(run.join("model.pt")).unwrap();
+    let from_module = module.forward_ts(&[raw.narrow(0, 0, 5)]).unwrap().to_kind(Kind::Double);
+    assert!((from_module.flatten(0, 1) - Tensor::from_slice(&want[..5])).abs().max().double_value(&[]) < 1e-3);
+
+    // evaluate on the same file reports the metrics in price units.
+    let out = torchfit(dir.path(), &["evaluate", "run", "--data", data.to_str().unwrap()]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["loss", "mae", "rmse", "r2"]);
+    let mae: f64 = text.lines().nth(1).unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let direct = data_mae(&data, &predicted);
+    assert!((mae - direct).abs() < 1e-2 * direct, "evaluate mae {mae} vs {direct}");
+}
+
+/// Mean absolute error of predictions against the file's `price` column.
+fn data_mae(data: &Path, predicted: &[f64]) -> f64 {
+    let mut reader = csv::Reader::from_path(data).unwrap();
+    let prices: Vec<f64> = reader.records().map(|r| r.unwrap()[5].parse().unwrap()).collect();
+    prices.iter().zip(predicted).map(|(y, p)| (y - p).abs()).sum::<f64>() / prices.len() as f64
+}
+
+#[test]
+fn csv_classification_with_string_labels_and_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo_file("data/penguins.csv");
+    let s = train(dir.path(), "configs/penguins.yaml", "run", &[&format!("data.path={}", data.display())]);
+    assert!(metric(&s, "test_metrics", "accuracy") > 0.9, "{s}");
+    let out = torchfit(dir.path(), &["predict", "run/model.pt", data.to_str().unwrap(), "--proba"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("label,p_Adelie,p_Chinstrap,p_Gentoo"));
+    let mut reader = csv::Reader::from_path(&data).unwrap();
+    let truth: Vec<String> = reader.records().map(|r| r.unwrap()[4].to_string()).collect();
+    let mut correct = 0;
+    for (line, want) in lines.zip(&truth) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let p: Vec<f64> = cells[1..].iter().map(|c| c.parse().unwrap()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{line}");
+        // The label is the most probable class.
+        let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(cells[0], ["Adelie", "Chinstrap", "Gentoo"][best]);
+        correct += usize::from(cells[0] == want);
+    }
+    assert!(correct as f64 / truth.len() as f64 > 0.9);
+    let eval = torchfit(dir.path(), &["evaluate", "run", "--data", data.to_str().unwrap()]);
+    assert_ok(&eval);
+    assert!(stdout(&eval).starts_with("loss "), "{}", stdout(&eval));
+}
+
+#[test]
+fn npy_and_npz_data_with_bce_and_integer_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Tensor::randn([400, 3], (Kind::Double, Device::Cpu));
+    // A label that depends on the sign of a linear function of x.
+    let y = (x.select(1, 0) + x.select(1, 1) * 0.5).gt(0.0).to_kind(Kind::Int64);
+    x.write_npy(dir.path().join("x.npy")).unwrap();
+    y.write_npy(dir.path().join("y.npy")).unwrap();
+    Tensor::write_npz(&[("x", &x), ("y", &y)], dir.path().join("xy.npz")).unwrap();
+    let yaml = "task: classification\ndata: {kind: npy, x: x.npy, y: y.npy, validation_split: 0.25}\n\
+                model: {hidden: [8]}\ntraining: {epochs: 30, loss: bce, metrics: [accuracy], optimizer: {lr: 0.01}}\n";
+    std::fs::write(dir.path().join("npy.yaml"), yaml).unwrap();
+    let s = train(dir.path(), "npy.yaml", "npy", &[]);
+    assert!(metric(&s, "final_metrics", "val_accuracy") > 0.9, "{s}");
+    let s = train(dir.path(), "npy.yaml", "npz", &["data.x=null", "data.y=null", "data.path=xy.npz"]);
+    assert!(metric(&s, "final_metrics", "val_accuracy") > 0.9, "{s}");
+    let out = torchfit(dir.path(), &["predict", "npz/model.pt", "x.npy"]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out).lines().next(), Some("label"));
+    assert!(stdout(&out).lines().skip(1).all(|l| l == "0" || l == "1"));
+}
+
+#[test]
+fn early_stopping_stops_and_restores_the_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    // min_delta so large that nothing after epoch 1 counts as an improvement: the run must
+    // stop after patience epochs and export epoch 1's weights.
+    let sets = ["training.epochs=20", "data.validation_split=0.2", "training.optimizer.lr=0.01"];
+    let mut stopping = sets.to_vec();
+    stopping.push("training.early_stopping={monitor: val_loss, patience: 3, min_delta: 1000.0, restore_best: true}");
+    let s = train(dir.path(), "configs/linear.yaml", "stopped", &stopping);
+    assert_eq!(s["status"], "stopped_early");
+    assert_eq!(s["epochs"], 4);
+    assert_eq!(s["best_epoch"], 1);
+    let mut one_epoch = sets.to_vec();
+    one_epoch[0] = "training.epochs=1";
+    train(dir.path(), "configs/linear.yaml", "one", &one_epoch);
+    let weights = |run: &str| std::fs::read(dir.path().join(run).join("weights.safetensors")).unwrap();
+    assert_eq!(weights("stopped"), weights("one"), "the exported weights are epoch 1's");
+}
+
+#[test]
+fn schedules_clipping_dropout_and_optimizers_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, sets) in [
+        vec!["training.lr_schedule={kind: step, step_size: 2, gamma: 0.5}", "training.optimizer.kind=adamw"],
+        vec!["training.lr_schedule={kind: reduce_on_plateau, patience: 1, factor: 0.5}", "training.gradient_clip=0.5"],
+        vec![
+            "model.dropout=0.3",
+            "model.init=kaiming_normal",
+            "training.optimizer={kind: sgd, lr: 0.05, momentum: 0.9}",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sets = sets.clone();
+        sets.push("training.epochs=6");
+        let out = format!("run{i}");
+        let s = train(dir.path(), "configs/linear.yaml", &out, &sets);
+        let (_, rows) = read_csv(&dir.path().join(&out).join("metrics.csv"));
+        let lr: Vec<f64> = rows.iter().map(|r| r[r.len() - 2]).collect();
+        if i == 0 {
+            assert_eq!(lr, [0.003, 0.003, 0.0015, 0.0015, 0.00075, 0.00075]);
+        }
+        assert!(metric(&s, "final_metrics", "loss") < rows[0][1], "{i}: the loss fell");
+    }
+}
+
+#[test]
+fn data_errors_name_the_file_and_the_row_column_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("gap.csv"), "a,b,y\n1,2,3\n4,,6\n").unwrap();
+    std::fs::write(d.join("text.csv"), "a,b,y\n1,2,3\n4,five,6\n").unwrap();
+    std::fs::write(d.join("ragged.csv"), "a,b,y\n1,2,3\n4,5\n").unwrap();
+    std::fs::write(d.join("rare.csv"), "a,y\n1,x\n2,x\n3,x\n4,x\n5,x\n6,x\n7,x\n8,x\n9,x\n10,z\n").unwrap();
+    std::fs::write(d.join("empty.csv"), "").unwrap();
+    std::fs::write(d.join("garbage.npy"), [0u8, 159, 146, 150, 1, 2, 3]).unwrap();
+    let csv = |file: &str, extra: &str| format!("data={{kind: csv, path: {file}, target: y{extra}}}");
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            csv("gap.csv", ""),
+            vec!["gap.csv: row 2 (line 3), column `b`: missing value; set data.missing to drop_row or mean"],
+        ),
+        (csv("text.csv", ""), vec!["text.csv: row 2 (line 3), column `b`: \"five\" is not a number"]),
+        (csv("ragged.csv", ""), vec!["ragged.csv: row 2: has 2 fields, the header has 3"]),
+        (
+            "data={kind: csv, path: gap.csv, target: price}".into(),
+            vec!["data.target: no column `price` in ", "gap.csv (columns: a, b, y)"],
+        ),
+        (csv("missing.csv", ""), vec!["data.path: ", "missing.csv: no such file"]),
+        (csv("empty.csv", ""), vec!["empty.csv: the file is empty"]),
+        (
+            csv("gap.csv", ", missing: drop_row, validation_split: 0.1"),
+            vec!["data.validation_split 0.1 of 1 rows leaves that part empty"],
+        ),
+        (
+            format!("{}\ntask: classification\nseed: 6", csv("rare.csv", ", test_split: 0.1")),
+            vec!["rare.csv: class \"z\" has no rows in the training part"],
+        ),
+        (
+            "data={kind: npy, x: garbage.npy, y: garbage.npy}".into(),
+            vec!["data.x: ", "garbage.npy: cannot read as .npy"],
+        ),
+    ];
+    for (i, (data_yaml, words)) in cases.iter().enumerate() {
+        let config = d.join(format!("c{i}.yaml"));
+        let yaml = data_yaml.replacen("data=", "data: ", 1);
+        std::fs::write(&config, format!("{yaml}\ntraining: {{epochs: 1}}\n")).unwrap();
+        let out = torchfit(d, &["train", config.to_str().unwrap(), "--out", "run"]);
+        assert_fails_with(&out, words);
+        assert!(!d.join("run").exists(), "case {i} left a run directory");
+    }
+}
+
+#[test]
+fn evaluate_rejects_unfinished_runs_and_unseen_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_fails_with(&torchfit(d, &["evaluate", ".", "--data", "x.csv"]), &["is not a finished torchfit run"]);
+    let data = repo_file("data/penguins.csv");
+    train(d, "configs/penguins.yaml", "run", &[&format!("data.path={}", data.display()), "training.epochs=2"]);
+    std::fs::write(
+        d.join("new.csv"),
+        "bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,species\n40,18,190,3600,Emperor\n",
+    )
+    .unwrap();
+    assert_fails_with(
+        &torchfit(d, &["evaluate", "run", "--data", "new.csv"]),
+        &["new.csv: row 1: label \"Emperor\" was not seen in training"],
+    );
+    std::fs::write(d.join("narrow.csv"), "bill_length_mm,species\n40,Adelie\n").unwrap();
+    assert_fails_with(
+        &torchfit(d, &["evaluate", "run", "--data", "narrow.csv"]),
+        &["narrow.csv: no column `bill_depth_mm`"],
+    );
+}
