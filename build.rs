@@ -42,6 +42,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
     println!("cargo:rustc-env=TORCHFIT_LIBTORCH_VERSION={}", libtorch_version(&torch_root));
+    // Where the `torch` Python package of this libtorch lives (a pip install), for the tests
+    // that load torchfit's exports in PyTorch.
+    let python_path = torch_root.parent().unwrap_or(&torch_root);
+    println!("cargo:rustc-env=TORCHFIT_TORCH_PYTHONPATH={}", python_path.display());
 }
 
 /// The libtorch version, from a pip install's `version.py` or a libtorch zip's `build-version`.

@@ -26,12 +26,16 @@ else
     if [ ! -f "$home/torch/lib/libtorch.so" ]; then
       echo "libtorch.sh: installing torch==$version into $home (once, ~4.7 GB)" >&2
       rm -rf "$home.partial"
-      python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-        --target "$home.partial" "torch==$version" numpy >&2
+      python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
+        --target "$home.partial" "torch==$version" numpy safetensors >&2
       rm -rf "$home"
       mv "$home.partial" "$home"
     fi
     exec 9>&-
+  fi
+  # The Python tests also load weights.safetensors; caches made before they did lack it.
+  if [ ! -d "$home/safetensors" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$home" safetensors >&2
   fi
   export LIBTORCH="$home/torch"
 fi

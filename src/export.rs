@@ -4,7 +4,7 @@
 //! `load_state_dict` and fine-tuning work in PyTorch.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
@@ -222,6 +222,33 @@ pub fn write_torchscript(
         extra.push(("labels.json", labels));
     }
     atomic::write_with(path, |tmp| root.save(tmp, &extra))
+}
+
+/// The formats `torchfit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Torchscript,
+    Safetensors,
+}
+
+/// Re-exports a finished run, from its weights or from `weights` (a safetensors file of the
+/// same names and shapes), to `output` (default: the run's own `model.pt` or
+/// `weights.safetensors`). Returns the path written.
+pub fn export_run(run_dir: &Path, format: Format, weights: Option<&Path>, output: Option<&Path>) -> Result<PathBuf> {
+    let run = crate::predict::TrainedRun::load(run_dir, weights)?;
+    let default_name = match format {
+        Format::Torchscript => "model.pt",
+        Format::Safetensors => "weights.safetensors",
+    };
+    let output = output.map(Path::to_path_buf).unwrap_or_else(|| run_dir.join(default_name));
+    match format {
+        Format::Torchscript => {
+            let config_yaml = run.config.to_yaml()?;
+            write_torchscript(&run.model, &run.preprocessing, run.config.loss(), &config_yaml, &output)?
+        }
+        Format::Safetensors => write_safetensors(&run.model, &output)?,
+    }
+    Ok(output)
 }
 
 /// Writes `weights.safetensors` atomically, with `torch.nn.Sequential` names.

@@ -24,6 +24,8 @@ enum Command {
     Predict(PredictArgs),
     /// Report a finished run's loss and metrics on a new labelled CSV file.
     Evaluate(EvaluateArgs),
+    /// Re-export a finished run as TorchScript or safetensors.
+    Export(ExportArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
 }
@@ -81,6 +83,28 @@ struct EvaluateArgs {
     target: Option<String>,
 }
 
+#[derive(Args)]
+struct ExportArgs {
+    /// A run directory written by `torchfit train`.
+    run_dir: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = FormatArg::Torchscript)]
+    format: FormatArg,
+    /// Where to write it [default: the run's model.pt or weights.safetensors].
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Export these weights instead of the run's (a safetensors file of the same names and
+    /// shapes, such as one of the run's checkpoints).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Torchscript,
+    Safetensors,
+}
+
 impl ConfigArgs {
     fn load(&self, extra: Vec<String>) -> anyhow::Result<Config> {
         let overrides: Vec<String> = self.set.iter().cloned().chain(extra).collect();
@@ -111,6 +135,15 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             for (name, value) in torchfit::predict::evaluate(&args.run_dir, &args.data, args.target.as_deref())? {
                 println!("{name} {value:.6}");
             }
+        }
+        Command::Export(args) => {
+            let format = match args.format {
+                FormatArg::Torchscript => torchfit::export::Format::Torchscript,
+                FormatArg::Safetensors => torchfit::export::Format::Safetensors,
+            };
+            let written =
+                torchfit::export::export_run(&args.run_dir, format, args.weights.as_deref(), args.output.as_deref())?;
+            println!("wrote {}", written.display());
         }
         Command::Info => println!("{}", torchfit::device::info()),
     }

@@ -101,26 +101,42 @@ pub fn predict(
     }
 }
 
+/// A finished run, loaded back: its resolved config, its preprocessing, and its model with
+/// the exported weights (or others of the same shapes, such as a checkpoint's).
+pub struct TrainedRun {
+    pub config: Config,
+    pub preprocessing: Preprocessing,
+    pub model: Mlp,
+}
+
+impl TrainedRun {
+    pub fn load(run_dir: &Path, weights: Option<&Path>) -> Result<TrainedRun> {
+        if !run_dir.join("summary.json").is_file() {
+            bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display());
+        }
+        let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
+        let pre_path = run_dir.join("preprocessing.json");
+        let bytes = std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?;
+        let preprocessing: Preprocessing =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", pre_path.display()))?;
+        let mut model_cfg = config.model.clone();
+        model_cfg.init_from =
+            Some(weights.map(Path::to_path_buf).unwrap_or_else(|| run_dir.join("weights.safetensors")));
+        let outputs = train::output_width(config.loss(), &preprocessing);
+        let model = Mlp::new(&model_cfg, preprocessing.feature_names.len(), outputs, Device::Cpu)?;
+        Ok(TrainedRun { config, preprocessing, model })
+    }
+}
+
 /// The loss and metrics of a finished run's model on a labelled CSV file, with the run's
 /// preprocessing. `target` names the label column when it differs from training's.
 pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Result<Vec<(String, f64)>> {
-    if !run_dir.join("summary.json").is_file() {
-        bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display());
-    }
-    let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
-    let pre_path = run_dir.join("preprocessing.json");
-    let pre: Preprocessing = serde_json::from_slice(
-        &std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?,
-    )
-    .with_context(|| format!("{} is not valid", pre_path.display()))?;
+    let TrainedRun { config, preprocessing: pre, model } = TrainedRun::load(run_dir, None)?;
     let targets = match target {
         Some(t) => vec![t.to_string()],
         None => pre.target_names.clone(),
     };
     let task = config.task();
-    if task == Task::Classification && targets.len() != 1 {
-        bail!("--target: classification takes one label column");
-    }
     let features = pre.feature_names.clone();
     let table = data::read_csv(data_path, b',', Missing::Mean, |header| {
         for name in features.iter().chain(&targets) {
@@ -147,14 +163,14 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
     let width = table.numeric.len() / table.rows;
     let all = Tensor::f_from_slice(&table.numeric)?.f_reshape([table.rows as i64, width as i64])?;
     let f = features.len() as i64;
+    if task == Task::Regression && width as i64 - f != pre.target_mean.len() as i64 {
+        bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), width as i64 - f);
+    }
     let x = pre.apply(&all.narrow(1, 0, f)).with_context(|| data_path.display().to_string())?;
     let y = match task {
         Task::Regression => pre.scale_targets(&all.narrow(1, f, width as i64 - f)),
         Task::Classification => pre.encode_labels(&table.text).with_context(|| data_path.display().to_string())?,
     };
-    let mut model_cfg = config.model.clone();
-    model_cfg.init_from = Some(run_dir.join("weights.safetensors"));
-    let model = Mlp::new(&model_cfg, features.len(), train::output_width(config.loss(), &pre), Device::Cpu)?;
     let (loss, metrics) = train::evaluate(&model, &Part { x, y }, &config, &pre);
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));

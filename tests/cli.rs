@@ -342,3 +342,42 @@ fn predict_rejects_inputs_that_do_not_fit_the_model() {
         assert_eq!(stdout(&out), "");
     }
 }
+
+#[test]
+fn export_rewrites_a_run_from_its_weights_or_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    short_run(d, 2, &[]);
+    assert_ok(&torchfit(d, &["train", "--set", "training.epochs=1", "--seed", "9", "--out", "other", "--quiet"]));
+    std::fs::write(d.join("x.csv"), "a,b,c,d,e,f,g,h,i,j\n1,2,3,4,5,6,7,8,9,10\n-1,0,1,0,-1,0,1,0,-1,0\n").unwrap();
+    let predict = |model: &str| {
+        let out = torchfit(d, &["predict", model, "x.csv"]);
+        assert_ok(&out);
+        stdout(&out)
+    };
+    let out = torchfit(d, &["export", "run", "--output", "again.pt"]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "wrote again.pt\n");
+    assert_eq!(predict("again.pt"), predict("run/model.pt"));
+
+    assert_ok(&torchfit(d, &["export", "run", "--format", "safetensors", "--output", "w.safetensors"]));
+    let read = |file: &str| {
+        let mut tensors = Tensor::read_safetensors(d.join(file)).unwrap();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors
+    };
+    let (original, exported) = (read("run/weights.safetensors"), read("w.safetensors"));
+    assert_eq!(original.len(), exported.len());
+    for ((n1, t1), (n2, t2)) in original.iter().zip(&exported) {
+        assert!(n1 == n2 && t1.equal(t2), "{n1}");
+    }
+
+    // Other weights of the same shapes: the export computes with them instead.
+    assert_ok(&torchfit(d, &["export", "run", "--weights", "other/weights.safetensors", "--output", "swapped.pt"]));
+    assert_eq!(predict("swapped.pt"), predict("other/model.pt"));
+    assert_ne!(predict("swapped.pt"), predict("run/model.pt"));
+
+    let not_a_run = torchfit(d, &["export", "."]);
+    assert_eq!(not_a_run.status.code(), Some(2));
+    assert!(stderr(&not_a_run).contains("is not a finished torchfit run"), "{}", stderr(&not_a_run));
+}

@@ -1,0 +1,131 @@
+"""PyTorch's view of torchfit's exports, run by tests/python_interop.rs.
+
+usage: interop.py RUN_DIR INPUT.npy PREDICTIONS.csv [RUN_DIR INPUT.npy PREDICTIONS.csv ...]
+
+For each run: model.pt loads with torch.jit.load, matches `torchfit predict` on the same
+input, carries its config and feature names (and labels) as extra files, exposes the weights
+as trainable parameters under torch.nn.Sequential's names, loads into a plain nn.Sequential,
+fine-tunes, and weights.safetensors holds the same tensors. Prints 'N passed, 0 failed'.
+"""
+import csv
+import json
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "silu": nn.SiLU, "linear": nn.Identity,
+}
+checks = 0
+
+
+def check(condition, message):
+    global checks
+    if not condition:
+        raise AssertionError(message)
+    checks += 1
+
+
+def config_value(config, key):
+    """The first `key: value` line of the resolved config (no YAML library needed)."""
+    for line in config.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(key + ":"):
+            return stripped.split(":", 1)[1].strip()
+    raise KeyError(key)
+
+
+def check_run(run, input_path, predictions_path):
+    extra = {"config.yaml": "", "features.json": "", "labels.json": ""}
+    m = torch.jit.load(f"{run}/model.pt", _extra_files=extra)
+    config = extra["config.yaml"].decode()
+    features = json.loads(extra["features.json"])
+    labels = json.loads(extra["labels.json"]) if extra["labels.json"] else None
+    check(config_value(config, "name") != "", f"{run}: extra/config.yaml holds the resolved config")
+
+    x = torch.from_numpy(np.load(input_path)).float()
+    check(x.shape[1] == len(features), f"{run}: features.json names every input column")
+
+    # Parameters: trainable, named and shaped as nn.Sequential's.
+    params = dict(m.named_parameters())
+    names = sorted(params, key=lambda n: (int(n.split(".")[0]), n.split(".")[1] != "weight"))
+    linear_ids = sorted({int(n.split(".")[0]) for n in names})
+    check(linear_ids == list(range(0, 2 * len(linear_ids), 2)), f"{run}: layers at even indices: {names}")
+    check(all(p.requires_grad for p in params.values()), f"{run}: parameters require grad")
+    check(params["0.weight"].shape[1] == len(features), f"{run}: 0.weight is [out, in]")
+    buffers = dict(m.named_buffers())
+    check({"input_mean", "input_std"} <= set(buffers), f"{run}: standardisation buffers: {list(buffers)}")
+    state = m.state_dict()
+    check(set(names) <= set(state), f"{run}: state_dict holds the parameters")
+
+    # Same outputs as `torchfit predict` on the same input.
+    with open(predictions_path) as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    with torch.no_grad():
+        out = m(x)
+    if labels is None:
+        theirs = torch.tensor([[float(v) for v in r] for r in body])
+        diff = (out.reshape(theirs.shape) - theirs).abs().max().item()
+        check(diff <= 1e-6, f"{run}: model.pt vs torchfit predict: max abs diff {diff}")
+    else:
+        predicted = [labels[i] for i in out.tolist()]
+        check(predicted == [r[0] for r in body], f"{run}: labels match torchfit predict")
+        with torch.no_grad():
+            proba = m.predict_proba(x)
+        check(torch.allclose(proba.sum(1), torch.ones(len(x)), atol=1e-5), f"{run}: probabilities sum to 1")
+        check(torch.equal(proba.argmax(1), out), f"{run}: the label is the most probable class")
+        theirs = torch.tensor([[float(v) for v in r[1:]] for r in body])
+        check((proba - theirs).abs().max().item() <= 1e-6, f"{run}: predict_proba vs torchfit predict --proba")
+
+    # A plain nn.Sequential takes the state_dict; with the buffers applied by hand it
+    # computes what model.pt's logits do.
+    activation = ACTIVATIONS[config_value(config, "activation")]
+    layers = []
+    for i, idx in enumerate(linear_ids):
+        w = params[f"{idx}.weight"]
+        layers.append(nn.Linear(w.shape[1], w.shape[0]))
+        if i < len(linear_ids) - 1:
+            layers.append(activation())
+    seq = nn.Sequential(*layers)
+    result = seq.load_state_dict(state, strict=False)
+    check(result.missing_keys == [], f"{run}: nothing missing: {result.missing_keys}")
+    check(set(result.unexpected_keys) <= set(buffers), f"{run}: only buffers left over: {result.unexpected_keys}")
+    with torch.no_grad():
+        filled = torch.where(torch.isnan(x), buffers["input_fill"], x) if "input_fill" in buffers else x
+        mine = seq((filled - buffers["input_mean"]) / buffers["input_std"])
+        check(torch.allclose(mine, m.logits(x), atol=1e-5), f"{run}: nn.Sequential matches model.pt")
+
+    # weights.safetensors holds the same tensors.
+    stored = load_file(f"{run}/weights.safetensors")
+    check(set(stored) == set(params), f"{run}: safetensors names")
+    check(all(torch.equal(stored[n], params[n].detach()) for n in params), f"{run}: safetensors values")
+
+    # Fine-tuning the loaded module itself: one optimizer step moves the weights.
+    before = params["0.weight"].detach().clone()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    loss = m.logits(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    check(not torch.equal(before, dict(m.named_parameters())["0.weight"].detach()), f"{run}: a step changed 0.weight")
+
+    if torch.cuda.is_available():
+        with torch.no_grad():
+            on_gpu = m.to("cuda")(x.cuda()).cpu()
+        check(on_gpu.shape[0] == len(x), f"{run}: runs on CUDA")
+
+
+def main(args):
+    if len(args) == 0 or len(args) % 3 != 0:
+        sys.exit(__doc__)
+    for i in range(0, len(args), 3):
+        check_run(*args[i:i + 3])
+    print(f"interop: {checks} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
