@@ -184,6 +184,20 @@ pub struct TrainingConfig {
     /// Clip the global gradient norm to this value before each update.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradient_clip: Option<f64>,
+    /// Write `checkpoint/last.safetensors` every this many epochs (and on interruption and at
+    /// the end).
+    pub checkpoint_every: usize,
+    /// A non-finite loss: `stop` (with an error naming epoch and step) or `skip_batch`.
+    pub on_nan: OnNan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    /// Stop, keeping the last good checkpoint.
+    Stop,
+    /// Skip the update of a batch whose loss is not finite (reads the loss every step).
+    SkipBatch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,6 +383,8 @@ impl Default for TrainingConfig {
             lr_schedule: LrSchedule::default(),
             early_stopping: None,
             gradient_clip: None,
+            checkpoint_every: 1,
+            on_nan: OnNan::Stop,
         }
     }
 }
@@ -637,6 +653,7 @@ impl Config {
         let t = &self.training;
         positive("training.epochs", t.epochs)?;
         positive("training.batch_size", t.batch_size)?;
+        positive("training.checkpoint_every", t.checkpoint_every)?;
         let task = self.task();
         if self.loss().task() != task {
             bail!(

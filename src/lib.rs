@@ -4,6 +4,7 @@
 //! One module per concept; `train::train` is the loop that ties them together.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -55,6 +55,10 @@ struct TrainArgs {
     /// Print only the final summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Continue the run in DIR from its last checkpoint, with its own config (--set may
+    /// change training.* and device, e.g. training.epochs to train further).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "seed"])]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,9 +110,8 @@ enum FormatArg {
 }
 
 impl ConfigArgs {
-    fn load(&self, extra: Vec<String>) -> anyhow::Result<Config> {
-        let overrides: Vec<String> = self.set.iter().cloned().chain(extra).collect();
-        Config::load(self.config.as_deref(), &overrides)
+    fn load(&self) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref(), &self.set)
     }
 }
 
@@ -116,14 +119,19 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => {
             // --device and --seed are shorthands for --set device=... and --set seed=...
-            let mut extra = Vec::new();
-            extra.extend(args.device.map(|d| format!("device={d}")));
-            extra.extend(args.seed.map(|s| format!("seed={s}")));
-            let config = args.config.load(extra)?;
-            let summary = train(&config, &TrainOptions { run_dir: args.out, quiet: args.quiet, started })?;
+            let mut overrides = args.config.set.clone();
+            overrides.extend(args.device.map(|d| format!("device={d}")));
+            overrides.extend(args.seed.map(|s| format!("seed={s}")));
+            let config = match &args.resume {
+                Some(run_dir) => torchfit::train::resume_config(run_dir, &overrides)?,
+                None => Config::load(args.config.config.as_deref(), &overrides)?,
+            };
+            let resume = args.resume.is_some();
+            let options = TrainOptions { run_dir: args.resume.or(args.out), resume, quiet: args.quiet, started };
+            let summary = train(&config, &options)?;
             println!("{}", summary.describe());
         }
-        Command::Config(args) => print!("{}", args.load(Vec::new())?.to_yaml()?),
+        Command::Config(args) => print!("{}", args.load()?.to_yaml()?),
         Command::Predict(args) => torchfit::predict::predict(
             &args.model,
             &args.input,
@@ -162,7 +170,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
-            ExitCode::from(2)
+            // Interrupted runs exit as shells expect of a signal (130, 143); errors with 2.
+            let code = err.downcast_ref::<torchfit::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2);
+            ExitCode::from(code)
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Accumulator {
     classes: i64,
     samples: i64,
     loss_sum: Tensor,
+    /// Training epochs: each step's mean loss and batch size, so that the first non-finite
+    /// step can be named (a skipped batch has size 0).
+    step_losses: Option<(Tensor, Vec<i64>)>,
     abs_sum: Tensor,
     /// Per target: squared error, sum of targets, sum of squared targets (for mse and r2).
     sq_sum: Tensor,
@@ -62,6 +65,7 @@ impl Accumulator {
             classes,
             samples: 0,
             loss_sum: zeros(1),
+            step_losses: None,
             abs_sum: zeros(1),
             sq_sum: zeros(outputs),
             y_sum: zeros(outputs),
@@ -72,17 +76,100 @@ impl Accumulator {
         }
     }
 
+    /// Records each step's loss separately (for a training epoch of `batch_sizes.len()`
+    /// steps) instead of only their sum.
+    pub fn with_steps(mut self, batch_sizes: Vec<i64>) -> Accumulator {
+        let slots = Tensor::zeros([batch_sizes.len() as i64], (Kind::Float, self.loss_sum.device()));
+        self.step_losses = Some((slots, batch_sizes));
+        self
+    }
+
     /// Adds a batch: the model's outputs, the training-space targets and the batch's mean
     /// loss. Call under `no_grad` with detached tensors.
     pub fn add(&mut self, output: &Tensor, target: &Tensor, batch_loss: &Tensor) {
         let n = output.size()[0];
         self.samples += n;
         self.loss_sum += batch_loss * n as f64;
+        self.add_metrics(output, target);
+    }
+
+    /// `add` for step `step` of an accumulator made `with_steps`.
+    pub fn add_step(&mut self, step: usize, output: &Tensor, target: &Tensor, batch_loss: &Tensor) {
+        let Some((slots, _)) = &self.step_losses else { return self.add(output, target, batch_loss) };
+        self.samples += output.size()[0];
+        slots.get(step as i64).copy_(&batch_loss.reshape([]));
+        self.add_metrics(output, target);
+    }
+
+    /// Marks step `step` as skipped: it counts towards neither the loss nor the metrics.
+    pub fn skip_step(&mut self, step: usize) {
+        if let Some((_, sizes)) = &mut self.step_losses {
+            sizes[step] = 0;
+        }
+    }
+
+    /// The first step (0-based) whose loss was not finite.
+    pub fn first_non_finite_step(&self) -> Option<usize> {
+        let (slots, sizes) = self.step_losses.as_ref()?;
+        let losses = Vec::<f32>::try_from(slots).ok()?;
+        losses.iter().zip(sizes).position(|(l, &size)| size > 0 && !l.is_finite())
+    }
+
+    fn add_metrics(&mut self, output: &Tensor, target: &Tensor) {
         if self.classes > 0 {
             self.add_classes(output, target);
         } else {
             self.add_values(output, target);
         }
+    }
+
+    /// The running sums as named tensors (for a checkpoint), and the sample count.
+    pub fn state(&self) -> (i64, Vec<(String, Tensor)>) {
+        let mut named: Vec<(String, Tensor)> =
+            self.sums().into_iter().map(|(n, t)| (format!("running.{n}"), t.shallow_clone())).collect();
+        if let Some((slots, sizes)) = &self.step_losses {
+            named.push(("running.step_losses".into(), slots.shallow_clone()));
+            named.push(("running.batch_sizes".into(), Tensor::from_slice(sizes)));
+        }
+        (self.samples, named)
+    }
+
+    /// Restores what `state` saved into an accumulator made the same way.
+    pub fn restore(
+        &mut self,
+        samples: i64,
+        tensors: &mut std::collections::HashMap<String, Tensor>,
+    ) -> anyhow::Result<()> {
+        self.samples = samples;
+        let device = self.loss_sum.device();
+        let mut restored = Vec::new();
+        for (name, t) in self.sums() {
+            let saved = crate::checkpoint::take(tensors, &format!("running.{name}"), &t.size())?;
+            restored.push((t.shallow_clone(), saved));
+        }
+        for (mut slot, saved) in restored {
+            slot.copy_(&saved.to_device(device));
+        }
+        if let Some((slots, sizes)) = &mut self.step_losses {
+            let saved = crate::checkpoint::take(tensors, "running.step_losses", &slots.size())?;
+            slots.copy_(&saved.to_device(device));
+            let saved_sizes = crate::checkpoint::take(tensors, "running.batch_sizes", &[sizes.len() as i64])?;
+            *sizes = Vec::<i64>::try_from(&saved_sizes)?;
+        }
+        Ok(())
+    }
+
+    fn sums(&self) -> [(&'static str, &Tensor); 8] {
+        [
+            ("loss_sum", &self.loss_sum),
+            ("abs_sum", &self.abs_sum),
+            ("sq_sum", &self.sq_sum),
+            ("y_sum", &self.y_sum),
+            ("y2_sum", &self.y2_sum),
+            ("correct", &self.correct),
+            ("confusion", &self.confusion),
+            ("log_loss_sum", &self.log_loss_sum),
+        ]
     }
 
     fn add_values(&mut self, output: &Tensor, target: &Tensor) {
@@ -160,7 +247,16 @@ impl Accumulator {
                 Metric::LogLoss => first(&self.log_loss_sum) / n,
             })
             .collect();
-        (first(&self.loss_sum) / n, metrics)
+        let loss = match &self.step_losses {
+            Some((slots, sizes)) => {
+                let losses = read(slots);
+                let total: i64 = sizes.iter().sum();
+                losses.iter().zip(sizes).map(|(l, &s)| if s > 0 { l * s as f64 } else { 0.0 }).sum::<f64>()
+                    / total.max(1) as f64
+            }
+            None => first(&self.loss_sum) / n,
+        };
+        (loss, metrics)
     }
 }
 
@@ -189,8 +285,15 @@ fn macro_f1(confusion: &[f64], classes: usize) -> f64 {
 pub struct Plateau {
     higher_is_better: bool,
     min_delta: f64,
-    pub best: f64,
+    pub best: Option<f64>,
     /// Epochs since the last improvement.
+    pub wait: usize,
+}
+
+/// What a checkpoint keeps of a `Plateau`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlateauState {
+    pub best: Option<f64>,
     pub wait: usize,
 }
 
@@ -201,21 +304,31 @@ impl Plateau {
             crate::config::Mode::Max => true,
             crate::config::Mode::Min => false,
         };
-        let best = if higher_is_better { f64::NEG_INFINITY } else { f64::INFINITY };
-        Plateau { higher_is_better, min_delta, best, wait: 0 }
+        Plateau { higher_is_better, min_delta, best: None, wait: 0 }
     }
 
     /// Records a new value; returns whether it improved on the best.
     pub fn observe(&mut self, value: f64) -> bool {
-        let improved =
-            if self.higher_is_better { value > self.best + self.min_delta } else { value < self.best - self.min_delta };
+        let improved = match self.best {
+            None => !value.is_nan(),
+            Some(best) if self.higher_is_better => value > best + self.min_delta,
+            Some(best) => value < best - self.min_delta,
+        };
         if improved {
-            self.best = value;
+            self.best = Some(value);
             self.wait = 0;
         } else {
             self.wait += 1;
         }
         improved
+    }
+
+    pub fn state(&self) -> PlateauState {
+        PlateauState { best: self.best, wait: self.wait }
+    }
+
+    pub fn restore(&mut self, state: &PlateauState) {
+        (self.best, self.wait) = (state.best, state.wait);
     }
 }
 
@@ -289,7 +402,7 @@ mod tests {
         assert!(!p.observe(0.95), "within min_delta");
         assert_eq!(p.wait, 1);
         assert!(p.observe(0.8));
-        assert_eq!((p.best, p.wait), (0.8, 0));
+        assert_eq!((p.best, p.wait), (Some(0.8), 0));
         let mut acc = Plateau::new("val_accuracy", crate::config::Mode::Auto, 0.0);
         assert!(acc.observe(0.5) && acc.observe(0.6) && !acc.observe(0.55));
     }

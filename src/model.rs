@@ -106,6 +106,21 @@ impl Mlp {
         self.layers.iter().flat_map(|d| [&d.weight, &d.bias]).collect()
     }
 
+    /// Overwrites the parameters in place with `<prefix><name>` tensors of a loaded
+    /// checkpoint (the parameters stay the same leaf tensors, so an optimizer keeps them).
+    pub fn restore(&self, tensors: &mut HashMap<String, Tensor>, prefix: &str) -> Result<()> {
+        for (name, p) in self.named_parameters() {
+            let saved = crate::checkpoint::take(tensors, &format!("{prefix}{name}"), &p.size())?;
+            tch::no_grad(|| p.shallow_clone().copy_(&saved.to_device(p.device())));
+        }
+        Ok(())
+    }
+
+    /// Copies of the parameters, named `<prefix><name>`, for a checkpoint.
+    pub fn named_copies(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        self.named_parameters().into_iter().map(|(n, p)| (format!("{prefix}{n}"), p.detach().copy())).collect()
+    }
+
     pub fn parameter_count(&self) -> i64 {
         self.parameters().iter().map(|t| t.numel() as i64).sum()
     }
@@ -119,6 +134,11 @@ impl Mlp {
     pub fn load_safetensors(&mut self, path: &Path) -> Result<()> {
         let tensors = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("cannot read safetensors: {e}"))?;
         let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
+        // A torchfit checkpoint holds the weights under `model.` beside its other state.
+        if by_name.contains_key("state.json") {
+            by_name =
+                by_name.into_iter().filter_map(|(n, t)| n.strip_prefix("model.").map(|n| (n.to_string(), t))).collect();
+        }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (suffix, slot) in [("weight", &mut layer.weight), ("bias", &mut layer.bias)] {
                 let name = format!("{}.{suffix}", 2 * i);

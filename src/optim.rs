@@ -2,10 +2,15 @@
 //! available and the optimizer state (moments, step count) is ours to save and restore.
 //! tch's built-in optimizers offer neither.
 
+use std::collections::HashMap;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::checkpoint::take;
 use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, ScheduleKind, Semantics};
-use crate::metrics::Plateau;
+use crate::metrics::{Plateau, PlateauState};
 
 pub struct Optimizer {
     cfg: OptimizerConfig,
@@ -36,6 +41,28 @@ impl Optimizer {
 
     pub fn steps(&self) -> i64 {
         self.step
+    }
+
+    /// The moments (or momentum buffers) as named tensors for a checkpoint, parameter `i`
+    /// under `names[i]`, and the step count.
+    pub fn state(&self, names: &[String]) -> (i64, Vec<(String, Tensor)>) {
+        let mut named = Vec::new();
+        for (prefix, buffers) in [("optimizer.m", &self.m), ("optimizer.v", &self.v)] {
+            named.extend(names.iter().zip(buffers).map(|(n, t)| (format!("{prefix}.{n}"), t.shallow_clone())));
+        }
+        (self.step, named)
+    }
+
+    /// Restores what `state` saved.
+    pub fn restore(&mut self, step: i64, names: &[String], tensors: &mut HashMap<String, Tensor>) -> Result<()> {
+        self.step = step;
+        for (prefix, buffers) in [("optimizer.m", &mut self.m), ("optimizer.v", &mut self.v)] {
+            for (name, buffer) in names.iter().zip(buffers.iter_mut()) {
+                let saved = take(tensors, &format!("{prefix}.{name}"), &buffer.size())?;
+                buffer.copy_(&saved.to_device(buffer.device()));
+            }
+        }
+        Ok(())
     }
 
     /// Applies one update from the gradients accumulated in `params`, then zeroes them.
@@ -120,6 +147,13 @@ impl Optimizer {
     }
 }
 
+/// What a checkpoint keeps of an `LrScheduler`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub lr: f64,
+    pub plateau: Option<PlateauState>,
+}
+
 /// The learning rate per epoch, from `training.lr_schedule`.
 pub struct LrScheduler {
     cfg: LrSchedule,
@@ -163,6 +197,18 @@ impl LrScheduler {
     /// The name of the metrics.csv column that reduce_on_plateau watches.
     pub fn monitor(&self) -> Option<&str> {
         self.plateau.as_ref().and(self.cfg.monitor.as_deref())
+    }
+
+    /// What a checkpoint keeps: the rate in force and the plateau counters.
+    pub fn state(&self) -> ScheduleState {
+        ScheduleState { lr: self.lr, plateau: self.plateau.as_ref().map(Plateau::state) }
+    }
+
+    pub fn restore(&mut self, state: &ScheduleState) {
+        self.lr = state.lr;
+        if let (Some(plateau), Some(saved)) = (&mut self.plateau, &state.plateau) {
+            plateau.restore(saved);
+        }
     }
 
     /// Feeds the end-of-epoch value of the monitor (reduce_on_plateau only): after `patience`

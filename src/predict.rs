@@ -111,8 +111,14 @@ pub struct TrainedRun {
 
 impl TrainedRun {
     pub fn load(run_dir: &Path, weights: Option<&Path>) -> Result<TrainedRun> {
-        if !run_dir.join("summary.json").is_file() {
-            bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display());
+        let status = std::fs::read(run_dir.join("summary.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|summary| summary["status"].as_str().map(str::to_string));
+        match status.as_deref() {
+            Some("finished" | "stopped_early") => {}
+            Some(other) => bail!("{} is not a finished torchfit run (its status is {other})", run_dir.display()),
+            None => bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display()),
         }
         let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
         let pre_path = run_dir.join("preprocessing.json");

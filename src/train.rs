@@ -1,40 +1,50 @@
-//! The training run: one function, `train`, that reads top to bottom like a Keras `fit`, and
-//! the few helpers it calls.
+//! The training run: `train` reads top to bottom like a Keras `fit`: set up, (resume,) run
+//! the epochs, export. The `Trainer` it drives holds everything that changes while training,
+//! so that a checkpoint can save all of it and a resumed run continues bit for bit.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use tch::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
-use crate::config::{Config, EarlyStopping, Loss, Task, TrainingConfig};
+use crate::checkpoint;
+use crate::config::{Config, EarlyStopping, Loss, OnNan, Task};
 use crate::data::{self, Part, Preprocessing};
 use crate::device::{device_name, libtorch_version, DeviceChoice};
 use crate::export;
-use crate::metrics::{loss_value, Accumulator, Plateau};
+use crate::metrics::{loss_value, Accumulator, Plateau, PlateauState};
 use crate::model::Mlp;
-use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
+use crate::optim::{clip_grad_norm, LrScheduler, Optimizer, ScheduleState};
 use crate::report::{self, EpochRecord, History, Progress};
 
 pub struct TrainOptions {
-    /// The run directory; `None` makes `runs/<name>-<UTC timestamp>`.
+    /// The run directory; `None` makes `runs/<name>-<UTC timestamp>`. With `resume`, the run
+    /// to continue.
     pub run_dir: Option<PathBuf>,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
     /// Print nothing while training.
     pub quiet: bool,
     /// When the process started, for `total_seconds`.
     pub started: Instant,
 }
 
-/// What a finished run reports; also written as `summary.json`.
+/// What a run reports; also written as `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// `finished`, or `stopped_early` when early stopping ended training.
+    /// `finished`, `stopped_early` (early stopping ended training), `interrupted` (a signal;
+    /// resumable) or `failed` (see `error`).
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub name: String,
     pub run_dir: PathBuf,
     pub device: String,
@@ -51,9 +61,12 @@ pub struct Summary {
     /// With a test split: the exported model's loss and metrics on the test part.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub test_metrics: serde_json::Map<String, serde_json::Value>,
-    /// The training loop alone: every epoch, with its validation pass.
+    /// `on_nan: skip_batch`: batches whose update was skipped.
+    pub skipped_batches: usize,
+    /// The training loop alone (every epoch, with its validation pass), over all sessions
+    /// of a resumed run.
     pub train_seconds: f64,
-    /// The whole process as torchfit sees it, artifacts included.
+    /// This process as torchfit sees it, artifacts included.
     pub total_seconds: f64,
     pub torchfit_version: &'static str,
     pub libtorch_version: &'static str,
@@ -85,121 +98,582 @@ impl Summary {
     }
 }
 
-/// Trains the model a validated config describes and writes the run directory:
-/// `config.yaml`, `preprocessing.json`, `split.json`, `metrics.csv`, `loss.png`,
-/// `weights.safetensors`, `model.pt` and, last, `summary.json`, whose presence marks a
-/// finished run.
+/// Training stopped by SIGINT or SIGTERM after a checkpoint; `main` exits with `exit_code`.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Trains the model a validated config describes, or continues the run in
+/// `options.run_dir` with `options.resume`, and writes the run directory: `config.yaml`,
+/// `preprocessing.json`, `split.json`, `checkpoint/`, `metrics.csv`, `loss.png`,
+/// `weights.safetensors`, `model.pt` and, last, `summary.json`.
 pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
     let device = DeviceChoice::parse(&config.device)?.resolve()?;
     tch::manual_seed(config.seed as i64);
     let data = data::load(config)?;
-    let pre = &data.preprocessing;
-    let train = data.train.to_device(device);
-    let validation = data.validation.as_ref().map(|p| p.to_device(device));
-    let (loss, metrics) = (config.loss(), config.metrics());
-    let outputs = output_width(loss, pre);
-    let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
-    let params = model.parameters();
-    let training = &config.training;
-    let mut optimizer = Optimizer::new(&training.optimizer, &params);
-    let mut schedule = LrScheduler::new(&training.lr_schedule, training.optimizer.lr, training.epochs);
-    let mut stopper = training.early_stopping.clone().map(EarlyStopper::new);
+    let mut trainer = Trainer::new(config, &data, device)?;
 
     // Everything that can fail on the user's input has been checked: only now does a run
-    // directory appear.
-    let run_dir = create_run_dir(&config.name, options.run_dir.as_deref())?;
+    // directory appear (or, resuming, get written to).
+    let run_dir = match (&options.run_dir, options.resume) {
+        (Some(dir), true) => {
+            // A run that died before its first checkpoint starts over, which ends where it
+            // would have: data and initial weights follow from the seed.
+            let last = dir.join("checkpoint/last.safetensors");
+            if last.exists() {
+                trainer.restore(&last)?;
+            }
+            check_resumable(dir, &trainer, config)?;
+            dir.clone()
+        }
+        _ => create_run_dir(&config.name, options.run_dir.as_deref())?,
+    };
     let config_yaml = config.to_yaml()?;
     atomic::write(&run_dir.join("config.yaml"), config_yaml.as_bytes())?;
-    report::write_json(&run_dir.join("preprocessing.json"), pre)?;
+    report::write_json(&run_dir.join("preprocessing.json"), &data.preprocessing)?;
     report::write_json(&run_dir.join("split.json"), &data.split)?;
+    let checkpoints = run_dir.join("checkpoint");
+    std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
 
-    let mut history = History::new(config.monitorable());
-    let progress = Progress::new(training.epochs, options.quiet);
+    let signals = Signals::install()?;
+    let mut writer = checkpoint::Writer::new();
+    let progress = Progress::new(config.training.epochs, options.quiet);
     let mut status = "finished";
-    let train_started = Instant::now();
-    for epoch in 1..=training.epochs {
-        let epoch_started = Instant::now();
-        optimizer.set_lr(schedule.lr(epoch));
-        let (x, y) = epoch_order(&train, config.seed, epoch, training.shuffle);
-        let mut running = accumulator(config, pre, outputs, device);
-        train_epoch(&model, &params, &mut optimizer, &x, &y, training, loss, &mut running);
-        let (train_loss, train_metrics) = running.finish();
-        let mut values = vec![train_loss];
-        values.extend(train_metrics);
-        if let Some(part) = &validation {
-            let (val_loss, val_metrics) = evaluate(&model, part, config, pre);
-            values.push(val_loss);
-            values.extend(val_metrics);
-        }
-        if !train_loss.is_finite() {
-            progress.finish();
-            bail!(
-                "the loss became {train_loss} in epoch {epoch}; try a lower training.optimizer.lr (now {}) \
-                 or training.gradient_clip",
-                optimizer.lr()
-            );
-        }
-        let record = EpochRecord { epoch, values, lr: optimizer.lr(), seconds: epoch_started.elapsed().as_secs_f64() };
-        progress.epoch(&record, training.epochs, &history.columns);
-        history.epochs.push(record);
-        if let Some(monitor) = schedule.monitor().map(str::to_string) {
-            schedule.observe(history.value(&monitor));
-        }
-        if let Some(stopper) = &mut stopper {
-            if stopper.should_stop(epoch, history.value(&stopper.cfg.monitor), &model) {
-                status = "stopped_early";
-                break;
+    let session = Instant::now();
+    let first_epoch = trainer.epoch + 1;
+    for epoch in first_epoch..=config.training.epochs {
+        let outcome = match trainer.run_epoch(epoch, &signals) {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                progress.finish();
+                let err = fail(err, "a checkpoint", writer.finish());
+                trainer.train_seconds += session.elapsed().as_secs_f64();
+                let summary = trainer.summary("failed", &run_dir, options, Some(format!("{err:#}")));
+                return Err(fail(err, "summary.json", trainer.write_report(&run_dir, &summary)));
             }
+        };
+        if let EpochEnd::Interrupted(signal) = outcome {
+            progress.finish();
+            writer.finish()?;
+            trainer.train_seconds += session.elapsed().as_secs_f64();
+            let path = checkpoints.join("last.safetensors");
+            trainer.save_checkpoint(&path)?;
+            trainer.write_report(&run_dir, &trainer.summary("interrupted", &run_dir, options, None))?;
+            let (step, steps) = trainer.position();
+            return Err(Interrupted {
+                exit_code: signal.exit_code(),
+                message: format!(
+                    "interrupted by {} in epoch {epoch} after step {step} of {steps}; saved {}; resume with: torchfit train --resume {}",
+                    signal.name(),
+                    path.display(),
+                    run_dir.display()
+                ),
+            }
+            .into());
+        }
+        if let Some(record) = trainer.history.last() {
+            progress.epoch(record, config.training.epochs, &trainer.history.columns);
+        }
+        let stop = trainer.end_of_epoch(epoch, &checkpoints, &mut writer)?;
+        if stop || epoch % config.training.checkpoint_every == 0 || epoch == config.training.epochs {
+            let last = checkpoints.join("last.safetensors");
+            writer.submit(trainer.checkpoint_job(&last, Some(run_dir.join("metrics.csv"))))?;
+        }
+        if stop {
+            status = "stopped_early";
+            break;
         }
     }
     progress.finish();
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    if let Some(stopper) = &stopper {
-        stopper.restore(&model);
-    }
+    writer.finish()?;
+    trainer.train_seconds += session.elapsed().as_secs_f64();
+    trainer.restore_best();
 
-    let mut test_metrics = serde_json::Map::new();
-    if let Some(test) = &data.test {
-        let (test_loss, values) = evaluate(&model, &test.to_device(device), config, pre);
-        test_metrics.insert("loss".into(), test_loss.into());
-        for (metric, value) in metrics.iter().zip(values) {
-            test_metrics.insert(metric.name().into(), value.into());
-        }
-    }
-    history.write_csv(&run_dir.join("metrics.csv"))?;
-    history.plot_loss(&run_dir.join("loss.png"), &format!("{}: model loss", config.name))?;
-    export::write_safetensors(&model, &run_dir.join("weights.safetensors"))?;
-    export::write_torchscript(&model, pre, loss, &config_yaml, &run_dir.join("model.pt"))?;
-
-    let mut final_metrics = serde_json::Map::new();
-    if let Some(last) = history.last() {
-        for (name, value) in history.columns.iter().zip(&last.values) {
-            final_metrics.insert(name.clone(), (*value).into());
-        }
-    }
-    let summary = Summary {
-        status,
-        name: config.name.clone(),
-        run_dir: run_dir.clone(),
-        device: device_name(device),
-        seed: config.seed,
-        task: match config.task() {
-            Task::Regression => "regression",
-            Task::Classification => "classification",
-        },
-        epochs: history.epochs.len(),
-        steps: optimizer.steps(),
-        parameters: model.parameter_count(),
-        final_metrics,
-        best_epoch: stopper.as_ref().map(|s| s.best_epoch),
-        test_metrics,
-        train_seconds,
-        total_seconds: options.started.elapsed().as_secs_f64(),
-        torchfit_version: env!("CARGO_PKG_VERSION"),
-        libtorch_version: libtorch_version(),
+    let test_metrics = match &data.test {
+        Some(test) => trainer.test_metrics(&test.to_device(device)),
+        None => serde_json::Map::new(),
     };
-    report::write_json(&run_dir.join("summary.json"), &summary)?;
+    trainer.history.plot_loss(&run_dir.join("loss.png"), &format!("{}: model loss", config.name))?;
+    export::write_safetensors(&trainer.model, &run_dir.join("weights.safetensors"))?;
+    export::write_torchscript(
+        &trainer.model,
+        &data.preprocessing,
+        config.loss(),
+        &config_yaml,
+        &run_dir.join("model.pt"),
+    )?;
+    let mut summary = trainer.summary(status, &run_dir, options, None);
+    summary.test_metrics = test_metrics;
+    trainer.write_report(&run_dir, &summary)?;
     Ok(summary)
+}
+
+/// The config for `--resume RUN_DIR`: the run's own, with overrides that leave its data and
+/// model alone (more epochs, another device, ...). The run continues from
+/// `checkpoint/last.safetensors`, or from the start when it died before writing one.
+pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
+    if !run_dir.join("config.yaml").is_file() {
+        bail!("{} is not a torchfit run directory (it has no config.yaml)", run_dir.display());
+    }
+    for assignment in overrides {
+        let key = assignment.split_once('=').map(|(k, _)| k.trim()).unwrap_or(assignment);
+        let root = key.split('.').next().unwrap_or(key);
+        if matches!(root, "data" | "model" | "task" | "seed") {
+            bail!(
+                "--set {key}: a resumed run keeps its data, model, task and seed; \
+                 start a new run to change them (training.* and device may change)"
+            );
+        }
+    }
+    Config::load(Some(&run_dir.join("config.yaml")), overrides)
+}
+
+fn check_resumable(run_dir: &Path, trainer: &Trainer, config: &Config) -> Result<()> {
+    let status = std::fs::read(run_dir.join("summary.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|summary| summary["status"].as_str().map(str::to_string));
+    if status.as_deref() == Some("stopped_early") {
+        bail!("{} stopped early at epoch {}; there is nothing to resume", run_dir.display(), trainer.epoch);
+    }
+    if trainer.epoch >= config.training.epochs && trainer.running.is_none() {
+        bail!(
+            "{} has already trained all {} epochs; pass --set training.epochs=N with N > {} to train further",
+            run_dir.display(),
+            config.training.epochs,
+            trainer.epoch
+        );
+    }
+    Ok(())
+}
+
+/// Returns `err`, noting a failure to write `what` beside it (the original error matters
+/// more).
+fn fail(err: anyhow::Error, what: &str, written: Result<()>) -> anyhow::Error {
+    match written {
+        Ok(()) => err,
+        Err(write_err) => anyhow::anyhow!("{err:#} (and {what} could not be written: {write_err:#})"),
+    }
+}
+
+/// How an epoch ended.
+enum EpochEnd {
+    Done,
+    Interrupted(Signal),
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Int,
+    Term,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+        }
+    }
+
+    /// 128 + the signal number, as shells report a process killed by it.
+    fn exit_code(self) -> u8 {
+        match self {
+            Signal::Int => 130,
+            Signal::Term => 143,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM: the first sets a flag the training loop checks after every step; a
+/// second exits at once (the last checkpoint stays valid, as every write is atomic).
+struct Signals {
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let (int, term) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        // Registered first, the conditional shutdown sees the flag as it was before this
+        // signal: unset the first time, set the second.
+        flag::register_conditional_shutdown(SIGINT, 130, int.clone())?;
+        flag::register(SIGINT, int.clone())?;
+        flag::register_conditional_shutdown(SIGTERM, 143, term.clone())?;
+        flag::register(SIGTERM, term.clone())?;
+        Ok(Signals { int, term })
+    }
+
+    fn received(&self) -> Option<Signal> {
+        if self.int.load(Ordering::Relaxed) {
+            Some(Signal::Int)
+        } else if self.term.load(Ordering::Relaxed) {
+            Some(Signal::Term)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a checkpoint holds besides tensors.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    format: u32,
+    /// Epochs completed.
+    epoch: usize,
+    /// Batches done of the next epoch (an interruption mid-epoch); 0 at an epoch boundary.
+    step_in_epoch: usize,
+    samples_in_epoch: i64,
+    epoch_seconds: f64,
+    optimizer_steps: i64,
+    schedule: ScheduleState,
+    early_stopping: Option<StopperState>,
+    train_seconds: f64,
+    skipped_batches: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StopperState {
+    plateau: PlateauState,
+    best_epoch: usize,
+}
+
+/// An epoch in progress, kept across an interruption.
+struct Running {
+    step: usize,
+    accumulator: Accumulator,
+    seconds: f64,
+}
+
+/// Everything that changes while a run trains.
+struct Trainer<'a> {
+    config: &'a Config,
+    pre: &'a Preprocessing,
+    device: Device,
+    train: Part,
+    validation: Option<Part>,
+    model: Mlp,
+    names: Vec<String>,
+    outputs: usize,
+    optimizer: Optimizer,
+    schedule: LrScheduler,
+    stopper: Option<EarlyStopper>,
+    history: History,
+    /// Epochs completed.
+    epoch: usize,
+    running: Option<Running>,
+    train_seconds: f64,
+    skipped_batches: usize,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(config: &'a Config, data: &'a data::Prepared, device: Device) -> Result<Trainer<'a>> {
+        let pre = &data.preprocessing;
+        let outputs = output_width(config.loss(), pre);
+        let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
+        let names = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+        let training = &config.training;
+        let optimizer = Optimizer::new(&training.optimizer, &model.parameters());
+        Ok(Trainer {
+            config,
+            pre,
+            device,
+            train: data.train.to_device(device),
+            validation: data.validation.as_ref().map(|p| p.to_device(device)),
+            model,
+            names,
+            outputs,
+            optimizer,
+            schedule: LrScheduler::new(&training.lr_schedule, training.optimizer.lr, training.epochs),
+            stopper: training.early_stopping.clone().map(EarlyStopper::new),
+            history: History::new(config.monitorable()),
+            epoch: 0,
+            running: None,
+            train_seconds: 0.0,
+            skipped_batches: 0,
+        })
+    }
+
+    fn batch_sizes(&self) -> Vec<i64> {
+        let (n, batch) = (self.train.len() as i64, self.config.training.batch_size as i64);
+        (0..n).step_by(batch as usize).map(|start| batch.min(n - start)).collect()
+    }
+
+    /// (steps done, steps in all) of the epoch in progress.
+    fn position(&self) -> (usize, usize) {
+        (self.running.as_ref().map(|r| r.step).unwrap_or(0), self.batch_sizes().len())
+    }
+
+    /// Trains epoch `epoch` (1-based) from where it stands, in batches of `batch_size` (the
+    /// last holds the remainder), and records its metrics.csv row. Returns early, keeping
+    /// the epoch's progress, when a signal arrives.
+    fn run_epoch(&mut self, epoch: usize, signals: &Signals) -> Result<EpochEnd> {
+        let started = Instant::now();
+        let training = &self.config.training;
+        let loss = self.config.loss();
+        let params = self.model.parameters();
+        let sizes = self.batch_sizes();
+        let Running { step: first_step, mut accumulator, seconds } = match self.running.take() {
+            Some(running) => running,
+            None => Running { step: 0, accumulator: self.accumulator().with_steps(sizes.clone()), seconds: 0.0 },
+        };
+        self.optimizer.set_lr(self.schedule.lr(epoch));
+        let (x, y) = epoch_order(&self.train, self.config.seed, epoch, training.shuffle);
+        let mut start = sizes[..first_step].iter().sum::<i64>();
+        for (step, &len) in sizes.iter().enumerate().skip(first_step) {
+            if self.model.dropout > 0.0 {
+                // Dropout's draws depend on (seed, epoch, step) alone, so a run resumed
+                // mid-epoch draws what an uninterrupted one would.
+                tch::manual_seed(step_seed(self.config.seed, epoch, step));
+            }
+            let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
+            start += len;
+            let output = self.model.forward_t(&xb, true);
+            let batch_loss = loss_value(loss, &output, &yb);
+            batch_loss.backward();
+            if training.on_nan == OnNan::SkipBatch && !batch_loss.double_value(&[]).is_finite() {
+                params.iter().for_each(|p| p.shallow_clone().zero_grad());
+                accumulator.skip_step(step);
+                self.skipped_batches += 1;
+            } else {
+                if let Some(max_norm) = training.gradient_clip {
+                    clip_grad_norm(&params, max_norm);
+                }
+                self.optimizer.step(&params);
+                tch::no_grad(|| accumulator.add_step(step, &output.detach(), &yb, &batch_loss.detach()));
+            }
+            if let Some(signal) = signals.received() {
+                let seconds = seconds + started.elapsed().as_secs_f64();
+                self.running = Some(Running { step: step + 1, accumulator, seconds });
+                return Ok(EpochEnd::Interrupted(signal));
+            }
+        }
+        let (train_loss, train_metrics) = accumulator.finish();
+        if !train_loss.is_finite() {
+            let step = accumulator.first_non_finite_step().map(|s| format!(" at step {} of {}", s + 1, sizes.len()));
+            bail!(
+                "the loss became {train_loss} in epoch {epoch}{}; checkpoint/last.safetensors keeps epoch {}. \
+                 Try a lower training.optimizer.lr (now {}), training.gradient_clip, or training.on_nan: skip_batch",
+                step.unwrap_or_default(),
+                self.epoch,
+                self.optimizer.lr()
+            );
+        }
+        let mut values = vec![train_loss];
+        values.extend(train_metrics);
+        if let Some(part) = &self.validation {
+            let (val_loss, val_metrics) = evaluate(&self.model, part, self.config, self.pre);
+            values.push(val_loss);
+            values.extend(val_metrics);
+        }
+        let seconds = seconds + started.elapsed().as_secs_f64();
+        self.history.epochs.push(EpochRecord { epoch, values, lr: self.optimizer.lr(), seconds });
+        self.epoch = epoch;
+        Ok(EpochEnd::Done)
+    }
+
+    /// Feeds the epoch's monitors; writes `checkpoint/best` when early stopping's monitor
+    /// improves. Returns whether early stopping ends training.
+    fn end_of_epoch(&mut self, epoch: usize, checkpoints: &Path, writer: &mut checkpoint::Writer) -> Result<bool> {
+        if let Some(monitor) = self.schedule.monitor().map(str::to_string) {
+            self.schedule.observe(self.history.value(&monitor));
+        }
+        let Some(stopper) = &mut self.stopper else { return Ok(false) };
+        let value = self.history.value(&stopper.cfg.monitor);
+        let (improved, stop) = stopper.observe(epoch, value, &self.model);
+        if improved {
+            writer.submit(self.checkpoint_job(&checkpoints.join("best.safetensors"), None))?;
+        }
+        Ok(stop)
+    }
+
+    fn restore_best(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.restore(&self.model);
+        }
+    }
+
+    fn accumulator(&self) -> Accumulator {
+        accumulator(self.config, self.pre, self.outputs, self.device)
+    }
+
+    fn test_metrics(&self, test: &Part) -> serde_json::Map<String, serde_json::Value> {
+        let (test_loss, values) = evaluate(&self.model, test, self.config, self.pre);
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("loss".into(), test_loss.into());
+        for (metric, value) in self.config.metrics().iter().zip(values) {
+            metrics.insert(metric.name().into(), value.into());
+        }
+        metrics
+    }
+
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.checkpoint_job(path, None)()
+    }
+
+    /// A write of the trainer's whole state to `path` (and of the history to `csv`) that
+    /// owns copies of everything, so it can run while training goes on.
+    fn checkpoint_job(&self, path: &Path, csv: Option<PathBuf>) -> checkpoint::Job {
+        let snapshot = |t: &Tensor| t.detach().to_device(Device::Cpu).copy();
+        let (optimizer_steps, optimizer) = self.optimizer.state(&self.names);
+        let mut tensors: Vec<(String, Tensor)> = optimizer.iter().map(|(n, t)| (n.clone(), snapshot(t))).collect();
+        tensors.extend(self.model.named_parameters().into_iter().map(|(n, p)| (format!("model.{n}"), snapshot(p))));
+        let (samples_in_epoch, step_in_epoch, epoch_seconds) = match &self.running {
+            Some(running) => {
+                let (samples, running_tensors) = running.accumulator.state();
+                tensors.extend(running_tensors.iter().map(|(n, t)| (n.clone(), snapshot(t))));
+                (samples, running.step, running.seconds)
+            }
+            None => (0, 0, 0.0),
+        };
+        if let Some(best) = self.stopper.as_ref().and_then(|s| s.best_weights.as_ref()) {
+            tensors.extend(self.names.iter().zip(best).map(|(n, t)| (format!("early_stopping.best.{n}"), snapshot(t))));
+        }
+        tensors.push(("history".into(), self.history_tensor()));
+        let state = CheckpointState {
+            format: 1,
+            epoch: self.epoch,
+            step_in_epoch,
+            samples_in_epoch,
+            epoch_seconds,
+            optimizer_steps,
+            schedule: self.schedule.state(),
+            early_stopping: self
+                .stopper
+                .as_ref()
+                .map(|s| StopperState { plateau: s.plateau.state(), best_epoch: s.best_epoch }),
+            train_seconds: self.train_seconds,
+            skipped_batches: self.skipped_batches,
+        };
+        let (path, history) = (path.to_path_buf(), csv.map(|csv| (csv, self.history.clone())));
+        Box::new(move || {
+            checkpoint::save(&path, &state, &tensors)?;
+            match history {
+                Some((csv, history)) => history.write_csv(&csv),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Puts the trainer where a checkpoint left its run.
+    fn restore(&mut self, path: &Path) -> Result<()> {
+        let (state, mut tensors): (CheckpointState, _) = checkpoint::load(path)?;
+        let mut restore = |trainer: &mut Trainer| -> Result<()> {
+            if state.format != 1 {
+                bail!("format {} is not one this torchfit reads", state.format);
+            }
+            trainer.model.restore(&mut tensors, "model.")?;
+            trainer.optimizer.restore(state.optimizer_steps, &trainer.names, &mut tensors)?;
+            trainer.schedule.restore(&state.schedule);
+            if let (Some(stopper), Some(saved)) = (&mut trainer.stopper, &state.early_stopping) {
+                stopper.plateau.restore(&saved.plateau);
+                stopper.best_epoch = saved.best_epoch;
+                let shapes: Vec<Vec<i64>> = trainer.model.parameters().iter().map(|p| p.size()).collect();
+                let best: Result<Vec<Tensor>> = trainer
+                    .names
+                    .iter()
+                    .zip(&shapes)
+                    .filter(|_| stopper.cfg.restore_best && saved.best_epoch > 0)
+                    .map(|(n, shape)| checkpoint::take(&mut tensors, &format!("early_stopping.best.{n}"), shape))
+                    .collect();
+                let best = best?;
+                stopper.best_weights = (!best.is_empty()).then_some(best);
+            }
+            let columns = trainer.history.columns.len() as i64 + 2;
+            let history = checkpoint::take(&mut tensors, "history", &[state.epoch as i64, columns])?;
+            trainer.history.epochs = history_rows(&history)?;
+            trainer.epoch = state.epoch;
+            trainer.train_seconds = state.train_seconds;
+            trainer.skipped_batches = state.skipped_batches;
+            if state.step_in_epoch > 0 {
+                let mut accumulator = trainer.accumulator().with_steps(trainer.batch_sizes());
+                accumulator.restore(state.samples_in_epoch, &mut tensors)?;
+                trainer.running =
+                    Some(Running { step: state.step_in_epoch, accumulator, seconds: state.epoch_seconds });
+            }
+            Ok(())
+        };
+        restore(self).with_context(|| format!("{} does not fit this run", path.display()))
+    }
+
+    /// The history as a `[epochs, columns + 2]` float64 tensor: the values, lr, seconds.
+    fn history_tensor(&self) -> Tensor {
+        let width = self.history.columns.len() + 2;
+        let flat: Vec<f64> =
+            self.history.epochs.iter().flat_map(|r| r.values.iter().copied().chain([r.lr, r.seconds])).collect();
+        Tensor::from_slice(&flat).reshape([self.history.epochs.len() as i64, width as i64])
+    }
+
+    fn summary(&self, status: &'static str, run_dir: &Path, options: &TrainOptions, error: Option<String>) -> Summary {
+        let mut final_metrics = serde_json::Map::new();
+        if let Some(last) = self.history.last() {
+            for (name, value) in self.history.columns.iter().zip(&last.values) {
+                final_metrics.insert(name.clone(), (*value).into());
+            }
+        }
+        Summary {
+            status,
+            error,
+            name: self.config.name.clone(),
+            run_dir: run_dir.to_path_buf(),
+            device: device_name(self.device),
+            seed: self.config.seed,
+            task: match self.config.task() {
+                Task::Regression => "regression",
+                Task::Classification => "classification",
+            },
+            epochs: self.history.epochs.len(),
+            steps: self.optimizer.steps(),
+            parameters: self.model.parameter_count(),
+            final_metrics,
+            best_epoch: self.stopper.as_ref().map(|s| s.best_epoch),
+            test_metrics: serde_json::Map::new(),
+            skipped_batches: self.skipped_batches,
+            train_seconds: self.train_seconds,
+            total_seconds: options.started.elapsed().as_secs_f64(),
+            torchfit_version: env!("CARGO_PKG_VERSION"),
+            libtorch_version: libtorch_version(),
+        }
+    }
+
+    /// `metrics.csv` and `summary.json`, the latter last.
+    fn write_report(&self, run_dir: &Path, summary: &Summary) -> Result<()> {
+        self.history.write_csv(&run_dir.join("metrics.csv"))?;
+        report::write_json(&run_dir.join("summary.json"), summary)
+    }
+}
+
+fn history_rows(history: &Tensor) -> Result<Vec<EpochRecord>> {
+    let width = history.size()[1] as usize;
+    let flat = Vec::<f64>::try_from(history.to_kind(Kind::Double).flatten(0, -1))?;
+    Ok(flat
+        .chunks(width.max(1))
+        .enumerate()
+        .map(|(i, row)| EpochRecord {
+            epoch: i + 1,
+            values: row[..width - 2].to_vec(),
+            lr: row[width - 2],
+            seconds: row[width - 1],
+        })
+        .collect())
+}
+
+/// A seed for one training step, mixing the run's seed, the epoch and the step.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64) << 32) ^ step as u64);
+    (rand::RngCore::next_u64(&mut rng) >> 1) as i64
 }
 
 /// The network's output width: one per regression target, one per class for
@@ -227,17 +701,18 @@ impl EarlyStopper {
         EarlyStopper { cfg, plateau, best_epoch: 0, best_weights: None }
     }
 
-    /// Keras counts epochs without improvement and stops once the count reaches `patience`
-    /// (so patience 0 stops at the first epoch that does not improve).
-    fn should_stop(&mut self, epoch: usize, value: f64, model: &Mlp) -> bool {
+    /// Records the epoch's value: (whether it improved, whether to stop). Keras counts
+    /// epochs without improvement and stops once the count reaches `patience` (so patience 0
+    /// stops at the first epoch that does not improve).
+    fn observe(&mut self, epoch: usize, value: f64, model: &Mlp) -> (bool, bool) {
         if self.plateau.observe(value) {
             self.best_epoch = epoch;
             if self.cfg.restore_best {
                 self.best_weights = Some(model.parameters().iter().map(|p| p.detach().copy()).collect());
             }
-            return false;
+            return (true, false);
         }
-        self.plateau.wait >= self.cfg.patience.max(1)
+        (false, self.plateau.wait >= self.cfg.patience.max(1))
     }
 
     fn restore(&self, model: &Mlp) {
@@ -291,35 +766,6 @@ fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -> (Tensor, 
     (part.x.index_select(0, &index), part.y.index_select(0, &index))
 }
 
-/// One pass over `x`/`y` in batches of `batch_size` (the last one holds the remainder),
-/// feeding `running` the predictions made before each update, as Keras's running metrics.
-#[allow(clippy::too_many_arguments)]
-fn train_epoch(
-    model: &Mlp,
-    params: &[&Tensor],
-    optimizer: &mut Optimizer,
-    x: &Tensor,
-    y: &Tensor,
-    training: &TrainingConfig,
-    loss: Loss,
-    running: &mut Accumulator,
-) {
-    let n = x.size()[0];
-    let batch_size = training.batch_size as i64;
-    for start in (0..n).step_by(batch_size as usize) {
-        let len = batch_size.min(n - start);
-        let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
-        let output = model.forward_t(&xb, true);
-        let batch_loss = loss_value(loss, &output, &yb);
-        batch_loss.backward();
-        if let Some(max_norm) = training.gradient_clip {
-            clip_grad_norm(params, max_norm);
-        }
-        optimizer.step(params);
-        tch::no_grad(|| running.add(&output.detach(), &yb, &batch_loss.detach()));
-    }
-}
-
 /// Creates the run directory. An explicit one may exist if empty; a generated one gets a
 /// numeric suffix when two runs start in the same second.
 fn create_run_dir(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
@@ -351,22 +797,24 @@ pub fn predict_in_memory(model: &Mlp, x: &Tensor) -> Tensor {
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Metric, OptimizerConfig, OptimizerKind};
-    use tch::Kind;
 
-    fn part(n: usize) -> (Config, Part) {
-        let mut config = Config::load(None, &[format!("data.samples={n}")]).unwrap();
-        config.resolve();
-        tch::manual_seed(1);
-        (config.clone(), data::load(&config).unwrap().train)
+    fn config(sets: &[&str]) -> Config {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &sets).unwrap()
+    }
+
+    fn unsignalled() -> Signals {
+        Signals { int: Arc::new(AtomicBool::new(false)), term: Arc::new(AtomicBool::new(false)) }
     }
 
     #[test]
     fn shuffling_is_a_per_epoch_permutation_fixed_by_the_seed() {
-        let _rng = crate::testing::seed(0);
-        let (_, data) = part(100);
+        let _rng = crate::testing::seed(1);
+        let data = data::load(&config(&["data.samples=100"])).unwrap().train;
         let (x1, _) = epoch_order(&data, 5, 1, true);
         let (x1_again, _) = epoch_order(&data, 5, 1, true);
         let (x2, _) = epoch_order(&data, 5, 2, true);
@@ -381,62 +829,111 @@ mod tests {
 
     #[test]
     fn epoch_loss_is_the_batch_size_weighted_mean() {
-        let _rng = crate::testing::seed(0);
         // lr tiny: the model barely moves, so the epoch loss must equal the loss of the
         // batches it saw, weighted by their sizes (10 = 4 + 4 + 2).
-        let (mut config, data) = part(10);
-        config.training.batch_size = 4;
+        let _rng = crate::testing::seed(1);
+        let mut config = config(&["data.samples=10", "training.batch_size=4", "training.shuffle=false"]);
         config.training.optimizer = OptimizerConfig { kind: OptimizerKind::Sgd, lr: 1e-30, ..Default::default() };
         config.training.metrics = Some(vec![Metric::Mae, Metric::Mse, Metric::Rmse]);
-        let model = Mlp::new(&config.model, 10, 1, Device::Cpu).unwrap();
-        let params = model.parameters();
-        let mut opt = Optimizer::new(&config.training.optimizer, &params);
-        let mut running = Accumulator::new(Loss::Mse, &config.metrics(), 1, None, None, Device::Cpu);
-        train_epoch(&model, &params, &mut opt, &data.x, &data.y, &config.training, Loss::Mse, &mut running);
-        let (loss, metrics) = running.finish();
+        let data = data::load(&config).unwrap();
+        let mut trainer = Trainer::new(&config, &data, Device::Cpu).unwrap();
+        assert!(matches!(trainer.run_epoch(1, &unsignalled()).unwrap(), EpochEnd::Done));
+        let values = &trainer.history.epochs[0].values;
+        let (x, y) = (&data.train.x, &data.train.y);
         let batch = |s: i64, l: i64| {
-            loss_value(Loss::Mse, &predict_in_memory(&model, &data.x.narrow(0, s, l)), &data.y.narrow(0, s, l))
+            loss_value(Loss::Mse, &predict_in_memory(&trainer.model, &x.narrow(0, s, l)), &y.narrow(0, s, l))
                 .double_value(&[])
         };
         let want = (batch(0, 4) * 4.0 + batch(4, 4) * 4.0 + batch(8, 2) * 2.0) / 10.0;
-        assert!((loss - want).abs() < 1e-6, "{loss} vs {want}");
-        assert!((metrics[1] - want).abs() < 1e-6, "mse metric {} vs {want}", metrics[1]);
-        assert!((metrics[2] - want.sqrt()).abs() < 1e-6);
-        let mae = (predict_in_memory(&model, &data.x) - &data.y).abs().mean(Kind::Float).double_value(&[]);
-        assert!((metrics[0] - mae).abs() < 1e-6);
-        assert_eq!(opt.steps(), 3);
+        assert!((values[0] - want).abs() < 1e-6, "{} vs {want}", values[0]);
+        assert!((values[2] - want).abs() < 1e-6, "mse metric {} vs {want}", values[2]);
+        assert!((values[3] - want.sqrt()).abs() < 1e-6);
+        let mae = (predict_in_memory(&trainer.model, x) - y).abs().mean(Kind::Float).double_value(&[]);
+        assert!((values[1] - mae).abs() < 1e-6);
+        assert_eq!(trainer.optimizer.steps(), 3);
+    }
+
+    #[test]
+    fn a_checkpoint_mid_epoch_resumes_to_the_same_numbers() {
+        let _rng = crate::testing::seed(0);
+        let config = config(&["data.samples=100", "training.epochs=2", "model.dropout=0.2"]);
+        let data = data::load(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.safetensors");
+
+        tch::manual_seed(5);
+        let mut straight = Trainer::new(&config, &data, Device::Cpu).unwrap();
+        for epoch in 1..=2 {
+            straight.run_epoch(epoch, &unsignalled()).unwrap();
+        }
+
+        tch::manual_seed(5);
+        let mut first = Trainer::new(&config, &data, Device::Cpu).unwrap();
+        first.run_epoch(1, &unsignalled()).unwrap();
+        let signals = unsignalled();
+        signals.int.store(true, Ordering::Relaxed);
+        assert!(matches!(first.run_epoch(2, &signals).unwrap(), EpochEnd::Interrupted(Signal::Int)));
+        assert_eq!(first.position(), (1, 4));
+        first.save_checkpoint(&path).unwrap();
+
+        // A fresh trainer (other initial weights) restored from the checkpoint.
+        tch::manual_seed(99);
+        let mut resumed = Trainer::new(&config, &data, Device::Cpu).unwrap();
+        resumed.restore(&path).unwrap();
+        assert_eq!((resumed.epoch, resumed.position()), (1, (1, 4)));
+        resumed.run_epoch(2, &unsignalled()).unwrap();
+        for (a, b) in straight.model.parameters().iter().zip(resumed.model.parameters()) {
+            assert!(a.equal(b), "weights differ");
+        }
+        let rows = |t: &Trainer| t.history.epochs.iter().map(|r| r.values.clone()).collect::<Vec<_>>();
+        assert_eq!(rows(&straight), rows(&resumed));
+        assert_eq!(straight.optimizer.steps(), resumed.optimizer.steps());
     }
 
     #[test]
     fn early_stopping_waits_patience_epochs_and_restores_the_best() {
         let _rng = crate::testing::seed(0);
-        let (config, _) = part(10);
+        let config = config(&[]);
         let model = Mlp::new(&config.model, 10, 1, Device::Cpu).unwrap();
         let cfg = EarlyStopping { monitor: "loss".into(), patience: 2, restore_best: true, ..Default::default() };
         let mut stopper = EarlyStopper::new(cfg);
         let best = model.layers[0].weight.copy();
-        assert!(!stopper.should_stop(1, 1.0, &model));
+        assert_eq!(stopper.observe(1, 1.0, &model), (true, false));
         tch::no_grad(|| {
             let _ = model.layers[0].weight.shallow_clone().fill_(7.0);
         });
-        assert!(!stopper.should_stop(2, 1.5, &model));
-        assert!(stopper.should_stop(3, 1.2, &model), "two epochs without improvement");
+        assert_eq!(stopper.observe(2, 1.5, &model), (false, false));
+        assert_eq!(stopper.observe(3, 1.2, &model), (false, true), "two epochs without improvement");
         stopper.restore(&model);
         assert!(model.layers[0].weight.equal(&best));
         assert_eq!(stopper.best_epoch, 1);
         let mut eager = EarlyStopper::new(EarlyStopping { monitor: "loss".into(), ..Default::default() });
-        assert!(!eager.should_stop(1, 1.0, &model));
-        assert!(eager.should_stop(2, 1.0, &model), "patience 0 stops at the first non-improvement");
+        assert_eq!(eager.observe(1, 1.0, &model), (true, false));
+        assert_eq!(eager.observe(2, 1.0, &model), (false, true), "patience 0 stops at the first non-improvement");
     }
 
     #[test]
     fn explicit_run_dir_must_be_empty() {
-        let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         assert_eq!(create_run_dir("x", Some(&out)).unwrap(), out);
         std::fs::write(out.join("summary.json"), "{}").unwrap();
         let err = create_run_dir("x", Some(&out)).unwrap_err().to_string();
         assert!(err.contains("already exists and is not empty"), "{err}");
+    }
+
+    #[test]
+    fn resume_refuses_changes_to_data_and_model() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("checkpoint")).unwrap();
+        std::fs::write(dir.path().join("config.yaml"), crate::config::KERAS_EXAMPLE).unwrap();
+        std::fs::write(dir.path().join("checkpoint/last.safetensors"), b"").unwrap();
+        let err = resume_config(dir.path(), &["model.hidden=[3]".into()]).unwrap_err().to_string();
+        assert!(err.contains("--set model.hidden: a resumed run keeps its data, model, task and seed"), "{err}");
+        assert!(resume_config(dir.path(), &["seed=3".into()]).is_err());
+        let more = resume_config(dir.path(), &["training.epochs=200".into()]).unwrap();
+        assert_eq!(more.training.epochs, 200);
+        let err = resume_config(&dir.path().join("nope"), &[]).unwrap_err().to_string();
+        assert!(err.contains("is not a torchfit run directory"), "{err}");
     }
 }

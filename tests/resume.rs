@@ -1,0 +1,285 @@
+//! Checkpoints and exact resume, end to end: runs killed (kill -9, an abort in the middle of a
+//! checkpoint write), interrupted (SIGINT, SIGTERM, a second SIGINT) or failed (NaN, a
+//! read-only run directory), then resumed, must end exactly where an uninterrupted run does.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+/// A run long enough to interrupt, with dropout, validation and a plateau schedule, so that
+/// every piece of state a checkpoint holds matters.
+const SETS: &[&str] = &[
+    "data.samples=3000",
+    "data.validation_split=0.2",
+    "training.batch_size=16",
+    "model.dropout=0.1",
+    "training.epochs=12",
+    "training.lr_schedule={kind: reduce_on_plateau, patience: 1, factor: 0.5}",
+    "training.early_stopping={monitor: val_loss, patience: 50, restore_best: true}",
+];
+
+fn args<'a>(out: &'a str, sets: &'a [&'a str]) -> Vec<&'a str> {
+    let config = Box::leak(repo_file("configs/linear.yaml").display().to_string().into_boxed_str());
+    let mut args = vec!["train", config, "--device", "cpu", "--quiet", "--out", out];
+    for s in sets {
+        args.extend(["--set", *s]);
+    }
+    args
+}
+
+fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn resume(dir: &Path, run: &str) -> std::process::Output {
+    torchfit(dir, &["train", "--resume", run, "--quiet"])
+}
+
+/// metrics.csv without its wall-time column, which no seed fixes.
+fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
+    let (header, rows) = read_csv(&run.join("metrics.csv"));
+    let seconds = header.iter().position(|h| h == "seconds").unwrap();
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove(seconds);
+            r
+        })
+        .collect()
+}
+
+fn assert_same_run(dir: &Path, a: &str, b: &str) {
+    let (a, b) = (dir.join(a), dir.join(b));
+    assert_eq!(metrics_without_seconds(&a), metrics_without_seconds(&b));
+    for file in ["weights.safetensors", "checkpoint/last.safetensors"] {
+        let (x, y) = (std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap());
+        if file == "weights.safetensors" {
+            assert!(x == y, "{file} differs");
+        } else {
+            // The checkpoints hold wall times; their weights must still match.
+            let load = |p: &Path| {
+                let mut t = tch::Tensor::read_safetensors(p).unwrap();
+                t.retain(|(n, _)| n.starts_with("model.") || n.starts_with("optimizer."));
+                t.sort_by(|l, r| l.0.cmp(&r.0));
+                t
+            };
+            let (x, y) = (load(&a.join(file)), load(&b.join(file)));
+            assert_eq!(x.len(), y.len());
+            assert!(x.iter().zip(&y).all(|((n1, t1), (n2, t2))| n1 == n2 && t1.equal(t2)), "{file} state differs");
+        }
+    }
+    assert_eq!(summary(&a)["steps"], summary(&b)["steps"]);
+    assert_eq!(summary(&b)["status"], "finished");
+}
+
+fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {} appeared", path.display());
+        assert!(start.elapsed() < Duration::from_secs(60), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn killed_runs_resume_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_ok(&torchfit(d, &args("straight", SETS)));
+
+    // An abort in the middle of checkpoint writes 1, 4 and 9 (after the new file is
+    // written, before it replaces the old one), as a kill -9 at that instant would.
+    for n in ["1", "4", "9"] {
+        let run = format!("abort{n}");
+        let out = Command::new(BIN)
+            .args(args(&run, SETS))
+            .current_dir(d)
+            .env("TORCHFIT_FAULT", format!("abort-during-checkpoint:{n}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the fault fired");
+        assert!(!d.join(&run).join("summary.json").exists());
+        let out = resume(d, &run);
+        assert_ok(&out);
+        assert_same_run(d, "straight", &run);
+    }
+
+    // A real kill -9 once training is under way, then again once the resumed run has
+    // written a newer checkpoint.
+    let last = d.join("killed/checkpoint/last.safetensors");
+    let mut child = spawn(d, &args("killed", SETS), &[]);
+    wait_for(&last, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written = std::fs::metadata(&last).unwrap().modified().unwrap();
+    let mut child = spawn(d, &["train", "--resume", "killed", "--quiet"], &[]);
+    let start = Instant::now();
+    while std::fs::metadata(&last).unwrap().modified().unwrap() == written && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the resumed run wrote no checkpoint");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    if summary_status(&d.join("killed")).as_deref() != Some("finished") {
+        assert_ok(&resume(d, "killed"));
+    }
+    assert_same_run(d, "straight", "killed");
+}
+
+fn summary_status(run: &Path) -> Option<String> {
+    let bytes = std::fs::read(run.join("summary.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["status"].as_str().map(String::from)
+}
+
+#[test]
+fn sigint_and_sigterm_checkpoint_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_ok(&torchfit(d, &args("straight", SETS)));
+    for (name, code) in [("INT", 130), ("TERM", 143)] {
+        let run = format!("sig{name}");
+        let mut child = spawn(d, &args(&run, SETS), &[]);
+        wait_for(&d.join(&run).join("checkpoint/last.safetensors"), &mut child);
+        signal(&child, name);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains(&format!("interrupted by SIG{name}")), "{err}");
+        assert!(err.contains(&format!("resume with: torchfit train --resume {run}")), "{err}");
+        assert_eq!(summary(&d.join(&run))["status"], "interrupted");
+        let out = resume(d, &run);
+        assert_ok(&out);
+        assert_same_run(d, "straight", &run);
+    }
+}
+
+#[test]
+fn a_second_sigint_exits_at_once_and_the_last_checkpoint_still_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut child = spawn(d, &args("twice", SETS), &[]);
+    wait_for(&d.join("twice/checkpoint/last.safetensors"), &mut child);
+    signal(&child, "INT");
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_ok(&resume(d, "twice"));
+    assert_eq!(summary(&d.join("twice"))["status"], "finished");
+    assert_eq!(summary(&d.join("twice"))["epochs"], 12);
+}
+
+#[test]
+fn more_epochs_continue_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = ["data.samples=500", "training.epochs=6"];
+    assert_ok(&torchfit(d, &args("six", &base)));
+    let three = ["data.samples=500", "training.epochs=3"];
+    assert_ok(&torchfit(d, &args("more", &three)));
+    let again = resume(d, "more");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("has already trained all 3 epochs; pass --set training.epochs=N"),
+        "{}",
+        stderr(&again)
+    );
+    assert_ok(&torchfit(d, &["train", "--resume", "more", "--set", "training.epochs=6", "--quiet"]));
+    assert_same_run(d, "six", "more");
+    let refused = torchfit(d, &["train", "--resume", "more", "--set", "model.hidden=[4]"]);
+    assert_fails_with(&refused, &["--set model.hidden: a resumed run keeps its data, model, task and seed"]);
+}
+
+#[test]
+fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = ["data.samples=500", "training.epochs=3"];
+    assert_ok(&torchfit(d, &args("run", &base)));
+    let good = std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap();
+    // More epochs at an absurd rate: the loss overflows in epoch 4.
+    let out = torchfit(
+        d,
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--set",
+            "training.epochs=6",
+            "--set",
+            "training.optimizer={kind: sgd, lr: 1.0e+12}",
+        ],
+    );
+    assert_fails_with(&out, &["the loss became", "in epoch 4 at step ", "keeps epoch 3", "training.optimizer.lr"]);
+    assert_eq!(std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap(), good, "the checkpoint is untouched");
+    let s = summary(&d.join("run"));
+    assert_eq!(s["status"], "failed");
+    assert!(s["error"].as_str().unwrap().contains("in epoch 4"));
+
+    // skip_batch leaves those batches out instead, and says how many.
+    let skip = [
+        "data.samples=500",
+        "training.epochs=2",
+        "training.on_nan=skip_batch",
+        "training.optimizer={kind: sgd, lr: 1.0e+12}",
+    ];
+    assert_ok(&torchfit(d, &args("skip", &skip)));
+    assert!(summary(&d.join("skip"))["skipped_batches"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn an_unwritable_run_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_ok(&torchfit(d, &args("run", &["data.samples=300", "training.epochs=2"])));
+    let before = std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap();
+    let resume = format!("{BIN} train --resume run --set training.epochs=4 --quiet");
+    // Root ignores permission bits, so make the directory read-only with a bind mount in a
+    // private mount namespace; other users get plain permission bits.
+    let out = if unsafe_is_root() {
+        Command::new("unshare")
+            .args([
+                "-rm",
+                "sh",
+                "-c",
+                &format!("mount --bind run run && mount -o remount,bind,ro run && exec {resume}"),
+            ])
+            .current_dir(d)
+            .output()
+            .expect("unshare runs")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        Command::new("sh").args(["-c", &resume]).current_dir(d).output().unwrap()
+    };
+    assert_fails_with(&out, &["cannot write run/config.yaml"]);
+    assert_eq!(std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap(), before);
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+#[test]
+fn resume_rejects_what_is_not_a_resumable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_fails_with(&resume(d, "nowhere"), &["nowhere is not a torchfit run directory"]);
+    assert_ok(&torchfit(d, &args("run", &["data.samples=200", "training.epochs=1"])));
+    let path = d.join("run/checkpoint/last.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=2"]);
+    assert_fails_with(&out, &["last.safetensors is not a readable torchfit checkpoint"]);
+}
