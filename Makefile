@@ -15,7 +15,7 @@ run: build
 ## Unit tests and end-to-end tests of the real binary, in release mode (shares `build`'s
 ## compiled dependencies, so libtorch's C++ glue is compiled once).
 test:
-	$(WITH_TORCH) cargo test --release
+	$(WITH_TORCH) cargo test --release --no-fail-fast
 
 ## Speed and memory side by side with the references; writes docs/benchmarks.md.
 bench: build

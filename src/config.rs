@@ -528,11 +528,12 @@ impl Config {
         serde_path_to_error::deserialize(tree).map_err(|e| anyhow::anyhow!("{source} with --set: {}", explain(&e)))
     }
 
-    /// The task in force: explicit, else implied by the loss, the metrics or the data.
+    /// The task in force: explicit, else implied by the loss or the data (moons), else
+    /// regression. Metrics do not decide it: asking for accuracy on a continuous target is
+    /// a mistake to report, not a classification.
     pub fn task(&self) -> Task {
-        let from_metrics = self.training.metrics.as_ref().and_then(|m| m.first()).map(|m| m.task());
         let from_data = (self.data.kind == DataKind::Moons).then_some(Task::Classification);
-        self.task.or(self.training.loss.map(Loss::task)).or(from_metrics).or(from_data).unwrap_or(Task::Regression)
+        self.task.or(self.training.loss.map(Loss::task)).or(from_data).unwrap_or(Task::Regression)
     }
 
     /// The loss in force: explicit, else `mse` (regression) or `cross_entropy`.
@@ -666,7 +667,7 @@ impl Config {
         for metric in self.metrics() {
             if metric.task() != task {
                 let why = match task {
-                    Task::Regression => "needs class labels, but this is a regression task (a continuous target); use mae, mse, rmse or r2",
+                    Task::Regression => "needs class labels, but this is a regression task (a continuous target); use mae, mse, rmse or r2, or set task: classification",
                     Task::Classification => "measures a continuous target, but this is a classification task; use accuracy, f1 or log_loss",
                 };
                 bail!("training.metrics: {} {why}", metric.name());
@@ -1089,14 +1090,14 @@ mod tests {
     }
 
     #[test]
-    fn task_follows_loss_metrics_or_data() {
+    fn task_follows_loss_or_data() {
         let load = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
             Config::parse("name: t\n", "t.yaml", &sets).unwrap()
         };
         assert_eq!(load(&[]).task(), Task::Regression);
         assert_eq!(load(&["training.loss=bce"]).task(), Task::Classification);
-        assert_eq!(load(&["training.metrics=[f1]"]).task(), Task::Classification);
+        assert_eq!(load(&["training.metrics=[f1]"]).task(), Task::Regression, "metrics do not decide the task");
         let moons = load(&["data.kind=moons"]);
         assert_eq!(
             (moons.task(), moons.loss(), moons.metrics()),

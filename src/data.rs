@@ -533,7 +533,7 @@ pub fn classes_from_labels(values: &[String]) -> Target {
 }
 
 fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
-    let (x, y, source) = match (&d.path, &d.x, &d.y) {
+    let (x, y, x_source, source) = match (&d.path, &d.x, &d.y) {
         (Some(npz), _, _) => {
             let arrays =
                 Tensor::read_npz(npz).map_err(|e| anyhow!("data.path: {}: cannot read as .npz: {e}", npz.display()))?;
@@ -547,18 +547,23 @@ fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
                     )
                 })
             };
-            (get("x")?, get("y")?, npz.display().to_string())
+            (get("x")?, get("y")?, format!("{}: x", npz.display()), format!("{}: y", npz.display()))
         }
-        (None, Some(xp), Some(yp)) => (read_npy("data.x", xp)?, read_npy("data.y", yp)?, yp.display().to_string()),
+        (None, Some(xp), Some(yp)) => (
+            read_npy("data.x", xp)?,
+            read_npy("data.y", yp)?,
+            format!("data.x: {}", xp.display()),
+            format!("data.y: {}", yp.display()),
+        ),
         _ => bail!("data: kind npy takes either x and y (.npy files) or path (one .npz with arrays x and y)"),
     };
     if x.dim() != 2 {
-        bail!("{source}: x must be 2-D [samples, features], got shape {:?}", x.size());
+        bail!("{x_source}: must be 2-D [samples, features], got shape {:?}", x.size());
     }
     let rows = x.size()[0];
     let y = if y.dim() == 1 { y.unsqueeze(1) } else { y };
     if y.dim() != 2 || y.size()[0] != rows {
-        bail!("{source}: y must have shape [{rows}] or [{rows}, targets] to match x, got {:?}", y.size());
+        bail!("{source}: must have shape [{rows}] or [{rows}, targets] to match x, got {:?}", y.size());
     }
     let mut x = x.f_to_kind(Kind::Float)?;
     let mut y_values = y.f_to_kind(Kind::Double)?;

@@ -1,0 +1,119 @@
+//! The corpus of bad input: configs and data files under tests/bad/ (plus binary ones made
+//! here), one end-to-end test each. Every one must exit with status 2 and one line
+//! `torchfit: <message>` naming the file and the key, row or column; none may panic or leave
+//! a run directory behind.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+mod common;
+use common::*;
+
+/// A temporary directory holding tests/bad/ and the binary fixtures.
+fn fixtures() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_file("tests/bad")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let d = dir.path();
+    std::fs::write(d.join("garbage.yaml"), [0xff, 0xfe, 0x00, 0x9f, 0x92, 0x96, 0x01, 0x02]).unwrap();
+    std::fs::write(d.join("binary.csv"), [b'a', b',', b'y', b'\n', 0xff, 0xfe, b',', 0x80, b'\n']).unwrap();
+    std::fs::write(d.join("garbage.npy"), [0x93, b'N', b'U', b'M', b'P', b'Y', 1, 0, 0xff, 0xff, 7, 7, 7]).unwrap();
+    std::fs::write(d.join("model.pt"), b"this is not a TorchScript archive").unwrap();
+    npy_with_header(&d.join("strings.npy"), "{'descr': '<U3', 'fortran_order': False, 'shape': (2,), }", &[0u8; 24]);
+    Tensor::zeros([4, 2, 2], (Kind::Float, Device::Cpu)).write_npy(d.join("rank3.npy")).unwrap();
+    Tensor::zeros([4], (Kind::Float, Device::Cpu)).write_npy(d.join("y.npy")).unwrap();
+    Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
+    dir
+}
+
+/// A version-1.0 .npy file with the given header dict and data bytes.
+fn npy_with_header(path: &Path, dict: &str, data: &[u8]) {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn check(args: &[&str], words: &[&str]) {
+    let dir = fixtures();
+    let mut args = args.to_vec();
+    if args[0] == "train" && !args.contains(&"--resume") {
+        args.extend(["--out", "run"]);
+    }
+    let out = torchfit(dir.path(), &args);
+    assert_fails_with(&out, words);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert!(!dir.path().join("run").exists() && !dir.path().join("runs").exists(), "{args:?} left a run directory");
+}
+
+macro_rules! bad {
+    ($($name:ident: [$($arg:expr),+] => [$($word:expr),+];)+) => {
+        $(
+            #[test]
+            fn $name() {
+                check(&[$($arg),+], &[$($word),+]);
+            }
+        )+
+    };
+}
+
+bad! {
+    yaml_syntax_error: ["train", "syntax.yaml"] => ["syntax.yaml: YAML syntax error", "line 3"];
+    unknown_top_level_key: ["train", "unknown_top.yaml"] => ["unknown_top.yaml: unknown key `nmae`", "did you mean `name`?"];
+    misspelled_nested_key: ["train", "misspelled_nested.yaml"] => ["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"];
+    misspelled_optimizer_key: ["train", "misspelled_optimizer.yaml"] => ["unknown key `training.optimizer.learning_rate`"];
+    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\"", "line 2 column 11"];
+    wrong_type_hidden: ["train", "wrong_type_hidden.yaml"] => ["model.hidden: invalid type: integer `10`, expected a sequence"];
+    zero_epochs: ["train", "epochs_zero.yaml"] => ["training.epochs must be > 0, got 0"];
+    zero_batch_size: ["train", "batch_zero.yaml"] => ["training.batch_size must be > 0, got 0"];
+    zero_learning_rate: ["train", "lr_zero.yaml"] => ["training.optimizer.lr must be > 0, got 0"];
+    negative_learning_rate: ["train", "lr_negative.yaml"] => ["training.optimizer.lr must be > 0, got -0.01"];
+    zero_width_layer: ["train", "width_zero.yaml"] => ["model.hidden[1] must be > 0, got 0"];
+    unknown_activation: ["train", "activation_unknown.yaml"] => ["model.activation: unknown value `rleu`", "did you mean `relu`?"];
+    unknown_loss: ["train", "loss_unknown.yaml"] => ["training.loss: unknown value `mean_squared`"];
+    unknown_optimizer: ["train", "optimizer_unknown.yaml"] => ["training.optimizer.kind: unknown value `rmsprop`"];
+    dropout_out_of_range: ["train", "dropout_range.yaml"] => ["model.dropout must be in [0, 1), got 1.5"];
+    split_out_of_range: ["train", "split_range.yaml"] => ["data.validation_split must be in [0, 1), got 1.2"];
+    splits_leave_no_training_rows: ["train", "splits_sum.yaml"] => ["must leave rows for training"];
+    beta1_out_of_range: ["train", "beta1.yaml"] => ["training.optimizer.beta1 must be in [0, 1), got 1"];
+    missing_config_file: ["train", "nowhere.yaml"] => ["cannot read config file nowhere.yaml"];
+    empty_config_file: ["train", "empty.yaml"] => ["empty.yaml: the config file is empty"];
+    binary_garbage_config: ["train", "garbage.yaml"] => ["cannot read config file garbage.yaml", "UTF-8"];
+    config_that_is_a_list: ["train", "top_list.yaml"] => ["top_list.yaml: expected a mapping of keys"];
+    accuracy_on_regression: ["train", "accuracy_regression.yaml"] => ["training.metrics: accuracy needs class labels", "regression"];
+    schedule_key_of_another_kind: ["train", "schedule_key.yaml"] => ["training.lr_schedule.gamma does not apply to kind Cosine"];
+    unknown_monitor: ["train", "monitor_unknown.yaml"] => ["training.early_stopping.monitor: \"val_acc\" is not a metrics.csv column", "val_mae"];
+    zero_checkpoint_interval: ["train", "checkpoint_zero.yaml"] => ["training.checkpoint_every must be > 0, got 0"];
+    unknown_on_nan: ["train", "on_nan_unknown.yaml"] => ["training.on_nan: unknown value `ignore`"];
+    unknown_device: ["train", "device_unknown.yaml"] => ["device must be auto, cpu, cuda or cuda:N, got \"gpu\""];
+    bce_with_three_classes: ["train", "bce_three.yaml"] => ["training.loss: bce needs exactly two classes, the data has 3 (x, y, z)"];
+    csv_file_missing: ["train", "csv_missing_file.yaml"] => ["data.path: ", "nowhere.csv: no such file"];
+    csv_file_empty: ["train", "csv_empty.yaml"] => ["empty.csv: the file is empty"];
+    csv_ragged_rows: ["train", "csv_ragged.yaml"] => ["ragged.csv: row 2: has 2 fields, the header has 3"];
+    csv_text_in_numeric_column: ["train", "csv_text.yaml"] => ["text.csv: row 2 (line 3), column `b`: \"five\" is not a number"];
+    csv_missing_value: ["train", "csv_gap.yaml"] => ["gap.csv: row 2 (line 3), column `b`: missing value; set data.missing to drop_row or mean"];
+    csv_target_column_absent: ["train", "csv_no_target.yaml"] => ["data.target: no column `price` in", "gap.csv (columns: a, b, y)"];
+    csv_target_not_given: ["train", "csv_target_required.yaml"] => ["data.target is required for kind csv"];
+    csv_binary_garbage: ["train", "csv_binary.yaml"] => ["binary.csv: row 1: not valid UTF-8 text"];
+    npy_wrong_dtype: ["train", "npy_dtype.yaml"] => ["data.x: ", "strings.npy: cannot read as .npy"];
+    npy_wrong_rank: ["train", "npy_rank.yaml"] => ["data.x: ", "rank3.npy: must be 2-D [samples, features], got shape [4, 2, 2]"];
+    npy_garbage: ["train", "npy_garbage.yaml"] => ["garbage.npy: cannot read as .npy"];
+    npy_without_y: ["train", "npy_half.yaml"] => ["kind npy takes either x and y (.npy files) or path"];
+    init_from_not_safetensors: ["train", "init_from_garbage.yaml"] => ["model.init_from: ", "garbage.npy: cannot read safetensors"];
+    set_without_equals: ["train", "--set", "training.epochs"] => ["--set training.epochs: expected KEY=VALUE"];
+    set_unknown_key: ["train", "--set", "training.epohcs=3"] => ["unknown key `training.epohcs`", "did you mean `training.epochs`?"];
+    resume_not_a_run: ["train", "--resume", "."] => [". is not a torchfit run directory (it has no config.yaml)"];
+    predict_with_a_non_torchscript_model: ["predict", "model.pt", "x.npy"] => ["model.pt is not a TorchScript model"];
+    predict_input_missing: ["predict", "model.pt", "nowhere.csv"] => ["model.pt is not a TorchScript model"];
+    evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
+    export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];
+}
