@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test bench libtorch fmt clean
+.PHONY: build run test bench bench-keras libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -20,6 +20,10 @@ test:
 ## Speed and memory side by side with the references; writes docs/benchmarks.md.
 bench: build
 	$(WITH_TORCH) python3 bench/run.py --binary $(BIN) --output docs/benchmarks.md
+
+## Optional: tensorflow-cpu for bench's Keras reference, cached beside libtorch.
+bench-keras:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/keras tensorflow-cpu==2.21.0
 
 libtorch:
 	$(WITH_TORCH)

@@ -1,11 +1,14 @@
 """torchfit's benchmarks, side by side with the references in the same run.
 
-Runs each workload's programs interleaved (torchfit, PyTorch eager, ... then again), several
-times, and writes a Markdown report of medians, min-max, ratios and peak RSS.
+Runs each workload's programs interleaved (torchfit, PyTorch eager, Keras, ... then again),
+several times, fits cost against steps and samples, and writes a Markdown report of medians,
+min-max, ratios, peak RSS and the fitted per-step and per-sample costs.
 
     python3 bench/run.py --binary target/release/torchfit --output docs/benchmarks.md
 
-Needs the torch package the build uses on PYTHONPATH (scripts/libtorch.sh sets it).
+Needs the torch package the build uses on PYTHONPATH (scripts/libtorch.sh sets it). Keras is
+optional: with `tensorflow-cpu` installed in ~/.cache/torchfit/keras (`make bench-keras`) or
+importable, the Keras example's `fit` is measured too.
 """
 import argparse
 import json
@@ -22,11 +25,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def measure(cmd, cwd=None):
+def measure(cmd, cwd=None, env=None):
     """Runs cmd; returns (stdout, wall seconds, peak RSS MiB) using wait4 for this child only."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -55,8 +58,9 @@ def torch_reference(args):
     return {"train": result["train_seconds"], "wall": wall, "rss": rss, "loss": result["final_loss"]}
 
 
-def keras_reference():
-    out, wall, rss = measure([sys.executable, str(HERE / "reference_keras.py")])
+def keras_reference(keras_path):
+    env = dict(os.environ, PYTHONPATH=keras_path, TF_CPP_MIN_LOG_LEVEL="2") if keras_path else None
+    out, wall, rss = measure([sys.executable, str(HERE / "reference_keras.py")], env=env)
     result = json.loads(out.strip().splitlines()[-1])
     return {"train": result["train_seconds"], "wall": wall, "rss": rss, "loss": result["final_loss"]}
 
@@ -75,6 +79,25 @@ print(2 * {n}**3 * count / (time.perf_counter() - start) / 1e9)
     return float(out.strip())
 
 
+def fit_costs(binary, workdir, base_sets, grid):
+    """Trains on each (samples, batch, epochs) of `grid` and fits train_seconds =
+    c + a * steps + b * samples_seen by least squares. Returns (a, b, c, r2, rows)."""
+    import numpy as np
+
+    rows = []
+    for samples, batch, epochs in grid:
+        sets = base_sets + [f"data.samples={samples}", f"training.batch_size={batch}", f"training.epochs={epochs}"]
+        run = torchfit_train(binary, sets, workdir)
+        steps = epochs * -(-samples // batch)
+        rows.append((samples, batch, epochs, steps, samples * epochs, run["train"]))
+    a_matrix = np.array([[1.0, r[3], r[4]] for r in rows])
+    t = np.array([r[5] for r in rows])
+    (c, a, b), *_ = np.linalg.lstsq(a_matrix, t, rcond=None)
+    predicted = a_matrix @ np.array([c, a, b])
+    r2 = 1 - ((t - predicted) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-30)
+    return a, b, c, r2, rows
+
+
 def stats(values):
     return statistics.median(values), min(values), max(values)
 
@@ -91,9 +114,13 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--large-samples", type=int, default=200_000)
     p.add_argument("--large-repeats", type=int, default=3)
+    p.add_argument("--keras-path", default=str(Path.home() / ".cache/torchfit/keras"),
+                   help="a pip --target folder holding tensorflow-cpu (used when it exists)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
-    have_keras = subprocess.run([sys.executable, "-c", "import keras, tensorflow"], capture_output=True).returncode == 0
+    keras_path = args.keras_path if Path(args.keras_path, "tensorflow").is_dir() else None
+    probe_env = dict(os.environ, PYTHONPATH=keras_path) if keras_path else None
+    have_keras = subprocess.run([sys.executable, "-c", "import keras, tensorflow"], capture_output=True, env=probe_env).returncode == 0
     work = tempfile.mkdtemp(prefix="torchfit-bench-")
 
     small = {"torchfit": [], "torch": [], "keras": [], "info": []}
@@ -102,7 +129,7 @@ def main():
         small["torchfit"].append(torchfit_train(binary, [], work))
         small["torch"].append(torch_reference([]))
         if have_keras:
-            small["keras"].append(keras_reference())
+            small["keras"].append(keras_reference(keras_path))
         _, wall, rss = measure([binary, "info"])
         small["info"].append({"wall": wall, "rss": rss})
 
@@ -116,6 +143,12 @@ def main():
         large["torchfit"].append(torchfit_train(binary, large_sets, work))
         large["torch"].append(torch_reference(large_ref))
     gflops = matmul_gflops()
+    print("cost fits", file=sys.stderr)
+    small_fit = fit_costs(binary, work, ["training.checkpoint_every=1000"],
+                          [(500, 32, 100), (1000, 32, 100), (2000, 32, 50), (1000, 16, 50), (1000, 64, 100), (4000, 128, 25)])
+    large_model = ["data.features=256", "model.hidden=[1024, 1024]", "training.metrics=[]"]
+    large_fit = fit_costs(binary, work, large_model,
+                          [(8192, 1024, 1), (16384, 1024, 1), (16384, 256, 1), (32768, 512, 1)])
 
     col = lambda runs, key: [r[key] for r in runs]
     med = lambda runs, key: statistics.median(col(runs, key))
@@ -162,12 +195,28 @@ def main():
         f"libtorch reaches {gflops:.0f} GFLOP/s: **{100 * tf_rate / gflops:.0f}%**.",
         f"- Peak RSS vs PyTorch eager: {med(large['torchfit'], 'rss') / med(large['torch'], 'rss'):.2f}x.",
         "",
+        "## How cost grows",
+        "",
+        "`train_seconds` fitted as c + a x steps + b x samples seen, over runs of different sizes "
+        "(samples, batch, epochs). A linear fit with R^2 near 1 means cost grows linearly with samples and epochs.",
+        "",
+        "| model | per-step overhead a | per-sample cost b | constant c | R^2 | runs (samples, batch, epochs: seconds) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (a, b, c, r2, rows) in [("Keras example (121 parameters)", small_fit),
+                                       ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
+        runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
+        lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
+    lines += [
+        "",
         "## Commands",
         "",
         "```",
         "make bench   # = scripts/libtorch.sh python3 bench/run.py --binary target/release/torchfit --output docs/benchmarks.md",
+        "make bench-keras   # once: tensorflow-cpu into ~/.cache/torchfit/keras, so the Keras reference runs",
         f"torchfit train --device cpu --quiet --out DIR                     # Keras example",
         f"python3 bench/reference_torch.py                                   # its PyTorch eager twin",
+        f"python3 bench/reference_keras.py                                   # Keras fit (PYTHONPATH=~/.cache/torchfit/keras)",
         f"torchfit train --device cpu --quiet --out DIR {' '.join('--set ' + shlex.quote(s) for s in large_sets)}",
         f"python3 bench/reference_torch.py {' '.join(large_ref)}",
         "```",

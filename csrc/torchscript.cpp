@@ -1,8 +1,8 @@
 // The narrow part of the libtorch C++ API that torchfit needs and tch does not expose:
 // building a torch::jit::Module with real parameters and buffers, giving it methods from
-// TorchScript source, and saving/reading it with extra files. Wrapped safely in
-// src/export/script.rs; every function returns nullptr on success or an error message that
-// the caller frees with tf_string_free.
+// TorchScript source, and saving/reading it with extra files; and libtorch's fused Adam
+// kernel, one dispatch for a whole update. Wrapped safely in src/shim.rs; every function
+// returns nullptr on success or an error message that the caller frees with tf_string_free.
 #include <torch/script.h>
 
 #include <cstdlib>
@@ -100,6 +100,24 @@ char* tf_read_extra_file(const char* path, const char* name, char** out, size_t*
     if (*out == nullptr) throw std::bad_alloc();
     std::memcpy(*out, value.data(), value.size());
     (*out)[value.size()] = '\0';
+  });
+}
+
+// One Adam step over a flat parameter buffer with libtorch's fused kernel (PyTorch's update
+// rule, L2 weight decay off): advances `step` (a float scalar tensor) by one, then updates
+// param, exp_avg and exp_avg_sq in place. Keras's rule is the same with eps scaled by
+// 1 / sqrt(1 - beta2^t), which the caller passes.
+char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step, double lr,
+                    double beta1, double beta2, double eps) {
+  return guarded([&] {
+    auto& p = *static_cast<torch::Tensor*>(param);
+    const auto& g = *static_cast<const torch::Tensor*>(grad);
+    auto& m = *static_cast<torch::Tensor*>(exp_avg);
+    auto& v = *static_cast<torch::Tensor*>(exp_avg_sq);
+    auto& t = *static_cast<torch::Tensor*>(step);
+    t.add_(1);
+    at::_fused_adam_({p}, {g}, {m}, {v}, {}, {t}, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
+                     /*amsgrad=*/false, /*maximize=*/false);
   });
 }
 

@@ -78,34 +78,82 @@ pub fn take(tensors: &mut HashMap<String, Tensor>, name: &str, shape: &[i64]) ->
 /// A checkpoint (or any write) to run on the writer thread; it owns copies of what it saves.
 pub type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 
-/// Runs writes on a background thread, one at a time, so that training goes on while a
-/// checkpoint is flushed to disk. At most one write waits behind the one in progress; the
-/// first failure stops the thread and is returned by the next `submit` or by `finish`.
+/// Runs writes on a background thread, in order, so that training goes on while a
+/// checkpoint is flushed to disk. A write still waiting when a newer one for the same file
+/// arrives is replaced by it: when epochs are shorter than a write, the file on disk trails
+/// the newest state by at most the write in progress, and training never waits for the
+/// disk. The first failure stops the thread and is returned by the next `submit` or by
+/// `finish`.
 pub struct Writer {
-    sender: Option<std::sync::mpsc::SyncSender<Job>>,
+    shared: std::sync::Arc<Queue>,
     worker: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: std::sync::Mutex<Pending>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    jobs: std::collections::VecDeque<(std::path::PathBuf, Job)>,
+    closed: bool,
+    failed: bool,
 }
 
 impl Writer {
     pub fn new() -> Writer {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Job>(1);
-        let worker = std::thread::spawn(move || receiver.into_iter().try_for_each(|job| job()));
-        Writer { sender: Some(sender), worker: Some(worker) }
+        let shared = std::sync::Arc::new(Queue::default());
+        let queue = shared.clone();
+        let worker = std::thread::spawn(move || loop {
+            let job = {
+                let mut pending = queue.state.lock().map_err(|_| anyhow!("checkpoint queue poisoned"))?;
+                loop {
+                    if let Some((_, job)) = pending.jobs.pop_front() {
+                        break job;
+                    }
+                    if pending.closed {
+                        return Ok(());
+                    }
+                    pending = queue.ready.wait(pending).map_err(|_| anyhow!("checkpoint queue poisoned"))?;
+                }
+            };
+            if let Err(err) = job() {
+                if let Ok(mut pending) = queue.state.lock() {
+                    pending.failed = true;
+                }
+                return Err(err);
+            }
+        });
+        Writer { shared, worker: Some(worker) }
     }
 
-    pub fn submit(&mut self, job: Job) -> Result<()> {
-        let sent = self.sender.as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
-        if sent {
-            return Ok(());
+    /// Queues `job`, which writes `path`, replacing a queued write of the same file.
+    pub fn submit(&mut self, path: &Path, job: Job) -> Result<()> {
+        let failed = {
+            let mut pending = self.shared.state.lock().map_err(|_| anyhow!("checkpoint queue poisoned"))?;
+            match pending.jobs.iter_mut().find(|(p, _)| p == path) {
+                Some(queued) => queued.1 = job,
+                None => pending.jobs.push_back((path.to_path_buf(), job)),
+            }
+            pending.failed
+        };
+        self.shared.ready.notify_one();
+        if failed {
+            // The worker stopped: its error says why.
+            self.finish()?;
+            bail!("the checkpoint writer stopped");
         }
-        // The worker stopped: it failed, and its error says why.
-        self.finish()?;
-        bail!("the checkpoint writer stopped")
+        Ok(())
     }
 
-    /// Waits for every submitted write; returns the first failure.
+    /// Waits for every queued write; returns the first failure.
     pub fn finish(&mut self) -> Result<()> {
-        self.sender = None;
+        if let Ok(mut pending) = self.shared.state.lock() {
+            pending.closed = true;
+        }
+        self.shared.ready.notify_one();
         match self.worker.take() {
             Some(worker) => worker.join().map_err(|_| anyhow!("the checkpoint writer panicked"))?,
             None => Ok(()),
@@ -168,23 +216,23 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_runs_jobs_in_order_and_reports_the_first_failure() {
+    fn the_writer_keeps_the_newest_write_of_each_file_and_reports_the_first_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
+        let (last, best) = (dir.path().join("last"), dir.path().join("best"));
         let mut writer = Writer::new();
-        for i in 0..5 {
-            let path = path.clone();
-            writer.submit(Box::new(move || Ok(atomic::write(&path, i.to_string().as_bytes())?))).unwrap();
+        for i in 0..50 {
+            for path in [&last, &best] {
+                let target = path.clone();
+                writer.submit(path, Box::new(move || atomic::write(&target, i.to_string().as_bytes()))).unwrap();
+            }
         }
         writer.finish().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4");
+        assert_eq!(std::fs::read_to_string(&last).unwrap(), "49", "the newest write wins");
+        assert_eq!(std::fs::read_to_string(&best).unwrap(), "49");
         let mut failing = Writer::new();
-        failing.submit(Box::new(|| bail!("disk full"))).unwrap();
-        let mut outcome = Ok(());
-        for _ in 0..3 {
-            outcome = outcome.and(failing.submit(Box::new(|| Ok(()))));
-        }
-        let err = outcome.and(failing.finish()).unwrap_err().to_string();
+        failing.submit(&last, Box::new(|| bail!("disk full"))).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let err = failing.submit(&best, Box::new(|| Ok(()))).and(failing.finish()).unwrap_err().to_string();
         assert!(err.contains("disk full"), "{err}");
     }
 }

@@ -189,6 +189,10 @@ pub struct TrainingConfig {
     pub checkpoint_every: usize,
     /// A non-finite loss: `stop` (with an error naming epoch and step) or `skip_batch`.
     pub on_nan: OnNan,
+    /// libtorch's intra-op threads; by default 1 for small models (where threads cost more
+    /// in synchronisation than they save) and every core for large ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +389,7 @@ impl Default for TrainingConfig {
             gradient_clip: None,
             checkpoint_every: 1,
             on_nan: OnNan::Stop,
+            threads: None,
         }
     }
 }
@@ -655,6 +660,9 @@ impl Config {
         positive("training.epochs", t.epochs)?;
         positive("training.batch_size", t.batch_size)?;
         positive("training.checkpoint_every", t.checkpoint_every)?;
+        if let Some(threads) = t.threads {
+            positive("training.threads", threads)?;
+        }
         let task = self.task();
         if self.loss().task() != task {
             bail!(

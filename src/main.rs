@@ -162,8 +162,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // A panic is a bug in torchfit, not bad input: say so on one line instead of a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let message = info.to_string().replace('\n', " ");
-        eprintln!("torchfit: internal error, please report it: {message}");
+        let message = info.to_string();
+        let first = message.lines().next().unwrap_or("panic");
+        eprintln!("torchfit: internal error, please report it: {first}");
     }));
     let cli = Cli::parse();
     match run(cli, started) {

@@ -22,6 +22,43 @@ pub fn loss_value(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {
     }
 }
 
+/// The gradient of a batch's mean loss with respect to the model's output, for the manual
+/// backward pass (`Mlp::backward`). `one` is a scalar 1 on the output's device. The loss
+/// value itself is not needed here: the epoch's loss is computed once, from all the
+/// epoch's outputs (`Accumulator`).
+pub fn loss_grad(loss: Loss, output: &Tensor, target: &Tensor, one: &Tensor) -> Tensor {
+    let batch = output.size()[0] as f64;
+    match loss {
+        Loss::Mse => output.mse_loss_backward(one, target, Reduction::Mean),
+        Loss::Huber => output.huber_loss_backward(one, target, Reduction::Mean, 1.0),
+        Loss::Mae => (output - target).sign() / output.numel() as f64,
+        // d/dz of mean(-log softmax(z)[y]) = (softmax(z) - onehot(y)) / batch
+        Loss::CrossEntropy => {
+            let onehot = target.one_hot(output.size()[1]).to_kind(Kind::Float);
+            (output.softmax(1, Kind::Float) - onehot) / batch
+        }
+        Loss::Bce => (output.sigmoid() - target.to_kind(Kind::Float).unsqueeze(1)) / batch,
+    }
+}
+
+/// Per-sample losses (the mean over targets for regression), to find where a loss turned
+/// non-finite.
+pub fn sample_losses(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {
+    let none = Reduction::None;
+    match loss {
+        Loss::Mse => output.mse_loss(target, none).mean_dim(1, false, Kind::Float),
+        Loss::Mae => output.l1_loss(target, none).mean_dim(1, false, Kind::Float),
+        Loss::Huber => output.huber_loss(target, none, 1.0).mean_dim(1, false, Kind::Float),
+        Loss::CrossEntropy => output.cross_entropy_loss::<Tensor>(target, None, none, -100, 0.0),
+        Loss::Bce => output.squeeze_dim(1).binary_cross_entropy_with_logits::<Tensor>(
+            &target.to_kind(Kind::Float),
+            None,
+            None,
+            none,
+        ),
+    }
+}
+
 /// Running sums for one pass over some data.
 pub struct Accumulator {
     loss: Loss,
@@ -29,11 +66,10 @@ pub struct Accumulator {
     /// Regression: target std and mean, to report metrics in the data's own units.
     target_scale: Option<(Tensor, Tensor)>,
     classes: i64,
+    /// The output width: metrics average over samples and outputs.
+    outputs: i64,
     samples: i64,
     loss_sum: Tensor,
-    /// Training epochs: each step's mean loss and batch size, so that the first non-finite
-    /// step can be named (a skipped batch has size 0).
-    step_losses: Option<(Tensor, Vec<i64>)>,
     abs_sum: Tensor,
     /// Per target: squared error, sum of targets, sum of squared targets (for mse and r2).
     sq_sum: Tensor,
@@ -63,25 +99,17 @@ impl Accumulator {
             metrics: metrics.to_vec(),
             target_scale,
             classes,
+            outputs,
             samples: 0,
             loss_sum: zeros(1),
-            step_losses: None,
             abs_sum: zeros(1),
-            sq_sum: zeros(outputs),
+            sq_sum: zeros(if metrics.contains(&Metric::R2) { outputs } else { 1 }),
             y_sum: zeros(outputs),
             y2_sum: zeros(outputs),
             correct: zeros(1),
             confusion: zeros(classes * classes),
             log_loss_sum: zeros(1),
         }
-    }
-
-    /// Records each step's loss separately (for a training epoch of `batch_sizes.len()`
-    /// steps) instead of only their sum.
-    pub fn with_steps(mut self, batch_sizes: Vec<i64>) -> Accumulator {
-        let slots = Tensor::zeros([batch_sizes.len() as i64], (Kind::Float, self.loss_sum.device()));
-        self.step_losses = Some((slots, batch_sizes));
-        self
     }
 
     /// Adds a batch: the model's outputs, the training-space targets and the batch's mean
@@ -93,28 +121,6 @@ impl Accumulator {
         self.add_metrics(output, target);
     }
 
-    /// `add` for step `step` of an accumulator made `with_steps`.
-    pub fn add_step(&mut self, step: usize, output: &Tensor, target: &Tensor, batch_loss: &Tensor) {
-        let Some((slots, _)) = &self.step_losses else { return self.add(output, target, batch_loss) };
-        self.samples += output.size()[0];
-        slots.get(step as i64).copy_(&batch_loss.reshape([]));
-        self.add_metrics(output, target);
-    }
-
-    /// Marks step `step` as skipped: it counts towards neither the loss nor the metrics.
-    pub fn skip_step(&mut self, step: usize) {
-        if let Some((_, sizes)) = &mut self.step_losses {
-            sizes[step] = 0;
-        }
-    }
-
-    /// The first step (0-based) whose loss was not finite.
-    pub fn first_non_finite_step(&self) -> Option<usize> {
-        let (slots, sizes) = self.step_losses.as_ref()?;
-        let losses = Vec::<f32>::try_from(slots).ok()?;
-        losses.iter().zip(sizes).position(|(l, &size)| size > 0 && !l.is_finite())
-    }
-
     fn add_metrics(&mut self, output: &Tensor, target: &Tensor) {
         if self.classes > 0 {
             self.add_classes(output, target);
@@ -123,66 +129,19 @@ impl Accumulator {
         }
     }
 
-    /// The running sums as named tensors (for a checkpoint), and the sample count.
-    pub fn state(&self) -> (i64, Vec<(String, Tensor)>) {
-        let mut named: Vec<(String, Tensor)> =
-            self.sums().into_iter().map(|(n, t)| (format!("running.{n}"), t.shallow_clone())).collect();
-        if let Some((slots, sizes)) = &self.step_losses {
-            named.push(("running.step_losses".into(), slots.shallow_clone()));
-            named.push(("running.batch_sizes".into(), Tensor::from_slice(sizes)));
-        }
-        (self.samples, named)
-    }
-
-    /// Restores what `state` saved into an accumulator made the same way.
-    pub fn restore(
-        &mut self,
-        samples: i64,
-        tensors: &mut std::collections::HashMap<String, Tensor>,
-    ) -> anyhow::Result<()> {
-        self.samples = samples;
-        let device = self.loss_sum.device();
-        let mut restored = Vec::new();
-        for (name, t) in self.sums() {
-            let saved = crate::checkpoint::take(tensors, &format!("running.{name}"), &t.size())?;
-            restored.push((t.shallow_clone(), saved));
-        }
-        for (mut slot, saved) in restored {
-            slot.copy_(&saved.to_device(device));
-        }
-        if let Some((slots, sizes)) = &mut self.step_losses {
-            let saved = crate::checkpoint::take(tensors, "running.step_losses", &slots.size())?;
-            slots.copy_(&saved.to_device(device));
-            let saved_sizes = crate::checkpoint::take(tensors, "running.batch_sizes", &[sizes.len() as i64])?;
-            *sizes = Vec::<i64>::try_from(&saved_sizes)?;
-        }
-        Ok(())
-    }
-
-    fn sums(&self) -> [(&'static str, &Tensor); 8] {
-        [
-            ("loss_sum", &self.loss_sum),
-            ("abs_sum", &self.abs_sum),
-            ("sq_sum", &self.sq_sum),
-            ("y_sum", &self.y_sum),
-            ("y2_sum", &self.y2_sum),
-            ("correct", &self.correct),
-            ("confusion", &self.confusion),
-            ("log_loss_sum", &self.log_loss_sum),
-        ]
-    }
-
     fn add_values(&mut self, output: &Tensor, target: &Tensor) {
         let (prediction, target) = match &self.target_scale {
             Some((std, mean)) => (output * std + mean, target * std + mean),
             None => (output.shallow_clone(), target.shallow_clone()),
         };
-        let error = &prediction - &target;
         if self.metrics.contains(&Metric::Mae) {
-            self.abs_sum += error.abs().sum(Kind::Float);
+            self.abs_sum += prediction.l1_loss(&target, Reduction::Sum);
         }
-        if self.metrics.iter().any(|m| matches!(m, Metric::Mse | Metric::Rmse | Metric::R2)) {
-            self.sq_sum += error.square().sum_dim_intlist(0, false, Kind::Float);
+        if self.metrics.contains(&Metric::R2) {
+            // r2 needs the squared error per target; mse and rmse only its total.
+            self.sq_sum += (&prediction - &target).square().sum_dim_intlist(0, false, Kind::Float);
+        } else if self.metrics.iter().any(|m| matches!(m, Metric::Mse | Metric::Rmse)) {
+            self.sq_sum += prediction.mse_loss(&target, Reduction::Sum);
         }
         if self.metrics.contains(&Metric::R2) {
             self.y_sum += target.sum_dim_intlist(0, false, Kind::Float);
@@ -223,7 +182,7 @@ impl Accumulator {
         let read = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap_or_default();
         let first = |t: &Tensor| read(t).first().copied().unwrap_or(f64::NAN);
         let n = self.samples.max(1) as f64;
-        let outputs = self.sq_sum.size()[0].max(1) as f64;
+        let outputs = self.outputs.max(1) as f64;
         let metrics = self
             .metrics
             .iter()
@@ -247,15 +206,7 @@ impl Accumulator {
                 Metric::LogLoss => first(&self.log_loss_sum) / n,
             })
             .collect();
-        let loss = match &self.step_losses {
-            Some((slots, sizes)) => {
-                let losses = read(slots);
-                let total: i64 = sizes.iter().sum();
-                losses.iter().zip(sizes).map(|(l, &s)| if s > 0 { l * s as f64 } else { 0.0 }).sum::<f64>()
-                    / total.max(1) as f64
-            }
-            None => first(&self.loss_sum) / n,
-        };
+        let loss = first(&self.loss_sum) / n;
         (loss, metrics)
     }
 }

@@ -12,23 +12,28 @@ use crate::checkpoint::take;
 use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, ScheduleKind, Semantics};
 use crate::metrics::{Plateau, PlateauState};
 
+/// Adam or SGD over one flat parameter buffer (see `Mlp::params`): every update is a few
+/// element-wise ops on whole buffers, whatever the number of layers.
 pub struct Optimizer {
     cfg: OptimizerConfig,
     /// The learning rate in force; a schedule changes it between epochs.
     lr: f64,
     /// Updates taken so far; Adam's bias correction uses it.
     step: i64,
-    /// Adam: first moments. SGD: momentum buffers (unused when momentum is 0).
-    m: Vec<Tensor>,
-    /// Adam: second moments.
-    v: Vec<Tensor>,
+    /// Adam: first moments. SGD: momentum buffer (unused when momentum is 0).
+    m: Tensor,
+    /// Adam: second moments (empty for SGD).
+    v: Tensor,
+    /// `step` as a float scalar tensor, as libtorch's fused Adam kernel reads it.
+    step_tensor: Tensor,
 }
 
 impl Optimizer {
-    pub fn new(cfg: &OptimizerConfig, params: &[&Tensor]) -> Optimizer {
-        let zeros = || params.iter().map(|p| p.zeros_like()).collect::<Vec<_>>();
-        let v = if cfg.kind == OptimizerKind::Sgd { Vec::new() } else { zeros() };
-        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: zeros(), v }
+    /// An optimizer for a flat parameter buffer like `params`.
+    pub fn new(cfg: &OptimizerConfig, params: &Tensor) -> Optimizer {
+        let v = if cfg.kind == OptimizerKind::Sgd { params.zeros_like().narrow(0, 0, 0) } else { params.zeros_like() };
+        let step_tensor = Tensor::zeros([], (tch::Kind::Float, params.device()));
+        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, step_tensor }
     }
 
     pub fn lr(&self) -> f64 {
@@ -43,42 +48,34 @@ impl Optimizer {
         self.step
     }
 
-    /// The moments (or momentum buffers) as named tensors for a checkpoint, parameter `i`
-    /// under `names[i]`, and the step count.
-    pub fn state(&self, names: &[String]) -> (i64, Vec<(String, Tensor)>) {
-        let mut named = Vec::new();
-        for (prefix, buffers) in [("optimizer.m", &self.m), ("optimizer.v", &self.v)] {
-            named.extend(names.iter().zip(buffers).map(|(n, t)| (format!("{prefix}.{n}"), t.shallow_clone())));
-        }
-        (self.step, named)
+    /// The moment buffers for a checkpoint (`optimizer.m`, `optimizer.v`) and the step count.
+    pub fn state(&self) -> (i64, Vec<(String, Tensor)>) {
+        (
+            self.step,
+            vec![("optimizer.m".into(), self.m.shallow_clone()), ("optimizer.v".into(), self.v.shallow_clone())],
+        )
     }
 
     /// Restores what `state` saved.
-    pub fn restore(&mut self, step: i64, names: &[String], tensors: &mut HashMap<String, Tensor>) -> Result<()> {
+    pub fn restore(&mut self, step: i64, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
         self.step = step;
-        for (prefix, buffers) in [("optimizer.m", &mut self.m), ("optimizer.v", &mut self.v)] {
-            for (name, buffer) in names.iter().zip(buffers.iter_mut()) {
-                let saved = take(tensors, &format!("{prefix}.{name}"), &buffer.size())?;
-                buffer.copy_(&saved.to_device(buffer.device()));
-            }
+        let _ = self.step_tensor.fill_(step as f64);
+        for (name, buffer) in [("optimizer.m", &mut self.m), ("optimizer.v", &mut self.v)] {
+            let saved = take(tensors, name, &buffer.size())?;
+            buffer.copy_(&saved.to_device(buffer.device()));
         }
         Ok(())
     }
 
-    /// Applies one update from the gradients accumulated in `params`, then zeroes them.
-    pub fn step(&mut self, params: &[&Tensor]) {
+    /// Applies one update to the flat parameters `p` from the flat gradient `g`.
+    pub fn step(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         self.step += 1;
-        tch::no_grad(|| {
-            for (i, p) in params.iter().enumerate() {
-                let mut p = p.shallow_clone();
-                let g = p.grad();
-                match self.cfg.kind {
-                    OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(i, &mut p, &g),
-                    OptimizerKind::Sgd => self.sgd(i, &mut p, &g),
-                }
-                p.zero_grad();
-            }
-        });
+        let g = self.decay(p, g);
+        match self.cfg.kind {
+            OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(p, &g)?,
+            OptimizerKind::Sgd => self.sgd(p, &g),
+        }
+        Ok(())
     }
 
     /// Weight decay as each rule defines it: Keras always decays the weights directly
@@ -98,52 +95,38 @@ impl Optimizer {
         }
     }
 
-    fn adam(&mut self, i: usize, p: &mut Tensor, g: &Tensor) {
-        let OptimizerConfig { beta1: b1, beta2: b2, semantics, .. } = self.cfg;
-        let lr = self.lr;
-        let eps = self.cfg.eps();
-        let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        let g = self.decay(p, g);
-        let (m, v) = (&mut self.m[i], &mut self.v[i]);
-        let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-        let _ = v.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
-        match semantics {
-            Semantics::Keras => {
-                // alpha = lr * sqrt(1 - b2^t) / (1 - b1^t); w -= alpha * m / (sqrt(v) + eps)
-                let alpha = lr * bc2.sqrt() / bc1;
-                let _ = p.g_sub_(&(&*m * alpha / (v.sqrt() + eps)));
-            }
-            Semantics::Torch => {
-                // w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-                let denom = v.sqrt() / bc2.sqrt() + eps;
-                let _ = p.g_sub_(&(&*m * (lr / bc1) / denom));
-            }
-        }
+    /// One Adam update with libtorch's fused kernel, which implements PyTorch's rule:
+    /// w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Keras's rule,
+    /// w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), is the same update with
+    /// eps / sqrt(1 - b2^t) in place of eps (multiply PyTorch's through by sqrt(1 - b2^t)).
+    fn adam(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
+        let OptimizerConfig { beta1, beta2, semantics, .. } = self.cfg;
+        let eps = match semantics {
+            Semantics::Keras => self.cfg.eps() / (1.0 - beta2.powi(self.step as i32)).sqrt(),
+            Semantics::Torch => self.cfg.eps(),
+        };
+        crate::shim::fused_adam(p, g, &mut self.m, &mut self.v, &mut self.step_tensor, self.lr, (beta1, beta2), eps)
     }
 
-    fn sgd(&mut self, i: usize, p: &mut Tensor, g: &Tensor) {
+    fn sgd(&mut self, p: &mut Tensor, g: &Tensor) {
         let OptimizerConfig { momentum, nesterov, .. } = self.cfg;
-        let lr = self.lr;
-        let g = self.decay(p, g);
         let update = if momentum > 0.0 {
             // torch.optim.SGD: buf = momentum * buf + g (buf = g on the first step).
-            let buf = &mut self.m[i];
             if self.step == 1 {
-                buf.copy_(&g);
+                self.m.copy_(g);
             } else {
-                let _ = buf.g_mul_scalar_(momentum).g_add_(&g);
+                let _ = self.m.g_mul_scalar_(momentum).g_add_(g);
             }
             // Nesterov looks ahead along the momentum: g + momentum * buf.
             if nesterov {
-                &g + &*buf * momentum
+                g + &self.m * momentum
             } else {
-                buf.shallow_clone()
+                self.m.shallow_clone()
             }
         } else {
-            g
+            g.shallow_clone()
         };
-        let _ = p.g_sub_(&(update * lr));
+        let _ = p.g_add_(&(update * -self.lr));
     }
 }
 
@@ -223,18 +206,12 @@ impl LrScheduler {
     }
 }
 
-/// Scales all gradients so that their global L2 norm is at most `max_norm`, as
-/// `torch.nn.utils.clip_grad_norm_` does, without reading the norm back to the host.
-pub fn clip_grad_norm(params: &[&Tensor], max_norm: f64) {
-    tch::no_grad(|| {
-        let squares: Vec<Tensor> = params.iter().map(|p| p.grad().square().sum(tch::Kind::Float)).collect();
-        let norm = Tensor::stack(&squares, 0).sum(tch::Kind::Float).sqrt();
-        let scale = (norm + 1e-6).reciprocal().g_mul_scalar(max_norm).clamp_max(1.0);
-        for p in params {
-            let mut g = p.grad();
-            let _ = g.g_mul_(&scale);
-        }
-    });
+/// Scales a flat gradient so that its L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` does over all parameters, without reading the norm back
+/// to the host.
+pub fn clip_grad_norm(grads: &mut Tensor, max_norm: f64) {
+    let scale = (grads.norm() + 1e-6).reciprocal().g_mul_scalar(max_norm).clamp_max(1.0);
+    let _ = grads.g_mul_(&scale);
 }
 
 #[cfg(test)]
@@ -244,12 +221,11 @@ mod tests {
 
     /// Minimises f(w) = w^2 (gradient 2w) from w = 1 for `steps` steps; returns w.
     fn run(cfg: &OptimizerConfig, steps: usize) -> f64 {
-        let w = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
-        let mut opt = Optimizer::new(cfg, &[&w]);
+        let mut w = Tensor::from_slice(&[1.0f64]);
+        let mut opt = Optimizer::new(cfg, &w);
         for _ in 0..steps {
-            let loss = w.square().sum(Kind::Double);
-            loss.backward();
-            opt.step(&[&w]);
+            let g = &w * 2.0;
+            opt.step(&mut w, &g).unwrap();
         }
         w.double_value(&[0])
     }
@@ -324,23 +300,25 @@ mod tests {
 
     #[test]
     fn clipping_scales_the_global_norm_down_only() {
-        let a = Tensor::from_slice(&[3.0f64]).set_requires_grad(true);
-        let b = Tensor::from_slice(&[4.0f64]).set_requires_grad(true);
-        (a.square() / 2.0 + b.square() / 2.0).sum(Kind::Double).backward(); // grads 3 and 4: norm 5
-        clip_grad_norm(&[&a, &b], 1.0);
-        assert!((a.grad().double_value(&[0]) - 0.6).abs() < 1e-5 && (b.grad().double_value(&[0]) - 0.8).abs() < 1e-5);
-        clip_grad_norm(&[&a, &b], 10.0);
-        assert!((a.grad().double_value(&[0]) - 0.6).abs() < 1e-5, "a norm under the limit is left alone");
+        let mut g = Tensor::from_slice(&[3.0f32, 4.0]); // norm 5
+        clip_grad_norm(&mut g, 1.0);
+        assert!((g.double_value(&[0]) - 0.6).abs() < 1e-5 && (g.double_value(&[1]) - 0.8).abs() < 1e-5);
+        clip_grad_norm(&mut g, 10.0);
+        assert!((g.double_value(&[0]) - 0.6).abs() < 1e-5, "a norm under the limit is left alone");
     }
 
     #[test]
-    fn gradients_are_zeroed_after_a_step() {
-        let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let mut opt = Optimizer::new(&OptimizerConfig::default(), &[&w]);
-        w.square().sum(Kind::Float).backward();
-        opt.step(&[&w]);
-        assert_eq!(w.grad().abs().sum(Kind::Float).double_value(&[]), 0.0);
-        assert_eq!(opt.steps(), 1);
+    fn state_round_trips() {
+        let mut w = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        let mut opt = Optimizer::new(&OptimizerConfig::default(), &w);
+        opt.step(&mut w, &Tensor::ones([3], (Kind::Float, Device::Cpu))).unwrap();
+        let (steps, named) = opt.state();
+        let mut fresh = Optimizer::new(&OptimizerConfig::default(), &w);
+        let mut map: HashMap<String, Tensor> = named.into_iter().map(|(n, t)| (n, t.copy())).collect();
+        fresh.restore(steps, &mut map).unwrap();
+        assert_eq!(fresh.steps(), 1);
+        assert_eq!(fresh.step_tensor.double_value(&[]), 1.0);
+        assert!(fresh.m.equal(&opt.m) && fresh.v.equal(&opt.v));
     }
 
     fn schedule(yaml: &str, epochs: usize) -> LrScheduler {

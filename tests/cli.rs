@@ -37,7 +37,8 @@ fn a_short_run_writes_every_artifact() {
     }
     // No temporary files are left beside them; the last checkpoint sits in checkpoint/.
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), files.len() + 1);
-    let checkpoints: Vec<_> = std::fs::read_dir(run.join("checkpoint")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let checkpoints: Vec<_> =
+        std::fs::read_dir(run.join("checkpoint")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(checkpoints, ["last.safetensors"]);
 
     let (header, rows) = read_csv(&run.join("metrics.csv"));

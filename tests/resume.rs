@@ -211,15 +211,7 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
     // More epochs at an absurd rate: the loss overflows in epoch 4.
     let out = torchfit(
         d,
-        &[
-            "train",
-            "--resume",
-            "run",
-            "--set",
-            "training.epochs=6",
-            "--set",
-            "training.optimizer={kind: sgd, lr: 1.0e+12}",
-        ],
+        &["train", "--resume", "run", "--set", "training.epochs=6", "--set", "training.optimizer.lr=1.0e+12"],
     );
     assert_fails_with(&out, &["the loss became", "in epoch 4 at step ", "keeps epoch 3", "training.optimizer.lr"]);
     assert_eq!(std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap(), good, "the checkpoint is untouched");
@@ -230,12 +222,22 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
     // skip_batch leaves those batches out instead, and says how many.
     let skip = [
         "data.samples=500",
-        "training.epochs=2",
+        "training.epochs=1",
         "training.on_nan=skip_batch",
         "training.optimizer={kind: sgd, lr: 1.0e+12}",
     ];
     assert_ok(&torchfit(d, &args("skip", &skip)));
     assert!(summary(&d.join("skip"))["skipped_batches"].as_u64().unwrap() > 0);
+    // An epoch whose every batch is skipped has learned nothing: that is an error.
+    let hopeless = torchfit(d, &["train", "--resume", "skip", "--set", "training.epochs=2"]);
+    assert_fails_with(&hopeless, &["every batch of epoch 2 had a non-finite loss and was skipped"]);
+
+    // The optimizer's saved state only fits the same optimizer.
+    let other = torchfit(
+        d,
+        &["train", "--resume", "skip", "--set", "training.epochs=2", "--set", "training.optimizer.kind=adam"],
+    );
+    assert_fails_with(&other, &["does not fit this run", "it holds Sgd state, and training.optimizer.kind is Adam"]);
 }
 
 #[test]

@@ -1,0 +1,186 @@
+//! Safe wrappers over the C++ shim in `csrc/torchscript.cpp`: building and saving
+//! TorchScript modules with real parameters (tch only traces), reading a saved module's
+//! extra files, and libtorch's fused Adam kernel.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use tch::Tensor;
+
+mod ffi {
+    use super::*;
+    extern "C" {
+        pub fn tf_string_free(s: *mut c_char);
+        pub fn tf_module_new(class_name: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+        pub fn tf_module_free(module: *mut c_void);
+        pub fn tf_module_register_tensor(
+            module: *mut c_void,
+            name: *const c_char,
+            tensor: *const c_void,
+            is_buffer: c_int,
+        ) -> *mut c_char;
+        pub fn tf_module_register_module(module: *mut c_void, name: *const c_char, child: *const c_void)
+            -> *mut c_char;
+        pub fn tf_module_define(module: *mut c_void, source: *const c_char) -> *mut c_char;
+        pub fn tf_module_save(
+            module: *mut c_void,
+            path: *const c_char,
+            extra_names: *const *const c_char,
+            extra_values: *const *const c_char,
+            extra_lengths: *const usize,
+            n_extra: usize,
+        ) -> *mut c_char;
+        pub fn tf_fused_adam(
+            param: *mut c_void,
+            grad: *const c_void,
+            exp_avg: *mut c_void,
+            exp_avg_sq: *mut c_void,
+            step: *mut c_void,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            eps: f64,
+        ) -> *mut c_char;
+        pub fn tf_read_extra_file(
+            path: *const c_char,
+            name: *const c_char,
+            out: *mut *mut c_char,
+            out_len: *mut usize,
+            found: *mut c_int,
+        ) -> *mut c_char;
+    }
+}
+
+/// Turns the shim's error convention (null, or a message we must free) into a `Result`.
+fn check(err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
+    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { ffi::tf_string_free(err) };
+    // libtorch messages can run over several lines; the first says what went wrong.
+    let first = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error");
+    Err(anyhow!("{first}"))
+}
+
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| anyhow!("{s:?} contains a NUL byte"))
+}
+
+fn c_path(path: &Path) -> Result<CString> {
+    c_string(path.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?)
+}
+
+/// A `torch::jit::Module` under construction.
+pub struct ScriptModule {
+    ptr: *mut c_void,
+}
+
+impl Drop for ScriptModule {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from tf_module_new and is freed once, here.
+        unsafe { ffi::tf_module_free(self.ptr) }
+    }
+}
+
+impl ScriptModule {
+    /// An empty module of TorchScript class `class_name` (e.g. `__torch__.torchfit.Mlp`).
+    pub fn new(class_name: &str) -> Result<ScriptModule> {
+        let name = c_string(class_name)?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid C string and out-pointer.
+        check(unsafe { ffi::tf_module_new(name.as_ptr(), &mut ptr) })?;
+        Ok(ScriptModule { ptr })
+    }
+
+    /// Adds a CPU copy of `tensor` as a parameter (requires_grad) or a buffer.
+    pub fn register_tensor(&mut self, name: &str, tensor: &Tensor, buffer: bool) -> Result<()> {
+        let name = c_string(name)?;
+        // SAFETY: tch's tensor pointer is a torch::Tensor*, alive for the call.
+        check(unsafe {
+            ffi::tf_module_register_tensor(self.ptr, name.as_ptr(), tensor.as_ptr() as *const c_void, buffer as c_int)
+        })
+    }
+
+    pub fn register_module(&mut self, name: &str, child: &ScriptModule) -> Result<()> {
+        let name = c_string(name)?;
+        // SAFETY: both pointers are live modules.
+        check(unsafe { ffi::tf_module_register_module(self.ptr, name.as_ptr(), child.ptr) })
+    }
+
+    /// Compiles TorchScript methods (Python-syntax `def`s taking `self`) into the module.
+    pub fn define(&mut self, source: &str) -> Result<()> {
+        let source = c_string(source)?;
+        // SAFETY: live module, valid C string.
+        check(unsafe { ffi::tf_module_define(self.ptr, source.as_ptr()) })
+    }
+
+    /// Saves the module, with `extra` files stored as `extra/<name>` in the archive
+    /// (readable with `torch.jit.load(path, _extra_files={name: ""})`).
+    pub fn save(&self, path: &Path, extra: &[(&str, &[u8])]) -> Result<()> {
+        let path = c_path(path)?;
+        let names = extra.iter().map(|(n, _)| c_string(n)).collect::<Result<Vec<_>>>()?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let value_ptrs: Vec<*const c_char> = extra.iter().map(|(_, v)| v.as_ptr() as *const c_char).collect();
+        let lengths: Vec<usize> = extra.iter().map(|(_, v)| v.len()).collect();
+        // SAFETY: the three arrays have extra.len() entries and outlive the call.
+        check(unsafe {
+            ffi::tf_module_save(
+                self.ptr,
+                path.as_ptr(),
+                name_ptrs.as_ptr(),
+                value_ptrs.as_ptr(),
+                lengths.as_ptr(),
+                extra.len(),
+            )
+        })
+    }
+}
+
+/// Reads `extra/<name>` from a saved TorchScript archive; `None` when it has no such file.
+pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let (c_path, c_name) = (c_path(path)?, c_string(name)?);
+    let (mut out, mut len, mut found) = (std::ptr::null_mut(), 0usize, 0 as c_int);
+    // SAFETY: valid C strings and out-pointers.
+    check(unsafe { ffi::tf_read_extra_file(c_path.as_ptr(), c_name.as_ptr(), &mut out, &mut len, &mut found) })
+        .with_context(|| format!("cannot load {} as TorchScript", path.display()))?;
+    if out.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: on success the shim returns a malloc'd buffer of `len` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(out as *const u8, len) }.to_vec();
+    unsafe { ffi::tf_string_free(out) };
+    Ok((found != 0).then_some(bytes))
+}
+
+/// One Adam step (PyTorch's rule) on flat buffers with libtorch's fused kernel; `step` is a
+/// float scalar tensor that the call advances by one before the update.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adam(
+    param: &mut Tensor,
+    grad: &Tensor,
+    exp_avg: &mut Tensor,
+    exp_avg_sq: &mut Tensor,
+    step: &mut Tensor,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+) -> Result<()> {
+    // SAFETY: tch's tensor pointers are torch::Tensor*, alive for the call; the kernel
+    // updates param, exp_avg, exp_avg_sq and step in place.
+    check(unsafe {
+        ffi::tf_fused_adam(
+            param.as_mut_ptr() as *mut c_void,
+            grad.as_ptr() as *const c_void,
+            exp_avg.as_mut_ptr() as *mut c_void,
+            exp_avg_sq.as_mut_ptr() as *mut c_void,
+            step.as_mut_ptr() as *mut c_void,
+            lr,
+            betas.0,
+            betas.1,
+            eps,
+        )
+    })
+}
