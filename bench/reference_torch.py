@@ -19,28 +19,30 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(args.samples, args.features)
-    y = torch.randn(args.samples, 1)
+    device = torch.device(args.device)
+    x = torch.randn(args.samples, args.features, device=device)
+    y = torch.randn(args.samples, 1, device=device)
     widths = [args.features] + [int(w) for w in args.hidden.split(",") if w] + [1]
     layers = []
     for i in range(len(widths) - 1):
         layers.append(nn.Linear(widths[i], widths[i + 1]))
         if i < len(widths) - 2:
             layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
+    model = nn.Sequential(*layers).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = nn.MSELoss()
     n, bs = args.samples, args.batch_size
     steps = 0
     start = time.perf_counter()
     for _ in range(args.epochs):
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         xs, ys = x[perm], y[perm]
-        total = torch.zeros(())
+        total = torch.zeros((), device=device)
         for i in range(0, n, bs):
             xb, yb = xs[i:i + bs], ys[i:i + bs]
             opt.zero_grad()
@@ -49,7 +51,7 @@ def main():
             opt.step()
             total += loss.detach() * xb.shape[0]
             steps += 1
-        epoch_loss = (total / n).item()
+        epoch_loss = (total / n).item()  # one synchronisation per epoch, as torchfit
     seconds = time.perf_counter() - start
     print(json.dumps({"train_seconds": seconds, "final_loss": epoch_loss, "steps": steps}))
 

@@ -152,6 +152,19 @@ pub enum Activation {
     Linear,
 }
 
+impl Activation {
+    pub const ALL: [Activation; 8] = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Gelu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Silu,
+        Activation::Linear,
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Init {

@@ -75,8 +75,8 @@ impl Preprocessing {
     /// Features as the model sees them: missing values filled, then standardised.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.f_to_kind(Kind::Float)?;
-        let missing = x.isnan();
-        if missing.any().int64_value(&[]) != 0 {
+        if has_nan(&x) {
+            let missing = x.isnan();
             let Some(fill) = &self.input_fill else {
                 let (row, col) = first_true(&missing);
                 bail!(
@@ -87,9 +87,20 @@ impl Preprocessing {
             };
             x = Tensor::from_slice(fill).to_device(x.device()).f_where_self(&missing, &x)?;
         }
+        if self.is_identity() {
+            return Ok(x);
+        }
         let mean = Tensor::from_slice(&self.input_mean).to_device(x.device());
         let std = Tensor::from_slice(&self.input_std).to_device(x.device());
-        Ok((x - mean) / std)
+        // One new tensor, divided in place: large inputs are not copied twice.
+        let mut out = x.f_sub(&mean)?;
+        let _ = out.f_div_(&std)?;
+        Ok(out)
+    }
+
+    /// Whether standardisation leaves features as they are (mean 0, std 1 everywhere).
+    fn is_identity(&self) -> bool {
+        self.input_mean.iter().all(|&m| m == 0.0) && self.input_std.iter().all(|&s| s == 1.0)
     }
 
     pub fn classes(&self) -> Option<usize> {
@@ -239,9 +250,12 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         t.index_select(0, &Tensor::from_slice(&idx))
     };
     let train_rows = &order[n_test + n_val..];
+    // Without a split the training part is the whole table, in order: no copy is made.
+    let unsplit = n_test + n_val == 0;
+    let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
     let train_x = select(&table.x, train_rows);
 
-    let input_fill = if d.missing == Missing::Mean && table.x.isnan().any().int64_value(&[]) != 0 {
+    let input_fill = if d.missing == Missing::Mean && has_nan(&table.x) {
         let present = train_x.isnan().logical_not();
         let counts = present.sum_dim_intlist(0, false, Kind::Float);
         if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
@@ -287,7 +301,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
             index.shallow_clone()
         }
     };
+    drop(train_x);
     let x_all = preprocessing.apply(&table.x)?;
+    drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     Ok(Prepared {
         train: part(train_rows),
@@ -342,6 +358,12 @@ fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let std = x.f_std_dim(0, false, false)?;
     let std = std.f_where_scalarother(&std.gt(1e-12), 1.0)?;
     Ok((Vec::<f32>::try_from(&mean)?, Vec::<f32>::try_from(&std)?))
+}
+
+/// Whether `x` holds a NaN, without a mask the size of `x` in the common case: a sum is NaN
+/// when any term is (or when infinities of both signs meet, which the mask then settles).
+fn has_nan(x: &Tensor) -> bool {
+    x.sum(Kind::Double).double_value(&[]).is_nan() && x.isnan().any().int64_value(&[]) != 0
 }
 
 fn first_true(mask: &Tensor) -> (usize, usize) {
@@ -479,14 +501,13 @@ fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
     }
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
     let delimiter = d.delimiter.as_bytes().first().copied().unwrap_or(b',');
-    let mut feature_names = Vec::new();
-    let data = read_csv(path, delimiter, d.missing, |header| {
+    let labelled = read_labelled_csv(path, delimiter, d.missing, task, &targets, |header| {
         for target in &targets {
             if !header.contains(target) {
                 bail!("data.target: no column `{target}` in {} (columns: {})", path.display(), header.join(", "));
             }
         }
-        feature_names = match &d.features {
+        let features: Vec<String> = match &d.features {
             Some(Features::Columns(names)) => {
                 if let Some(t) = names.iter().find(|n| targets.contains(n)) {
                     bail!("data.features: `{t}` is also the target");
@@ -495,9 +516,42 @@ fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
             }
             _ => header.iter().filter(|h| !targets.contains(h)).cloned().collect(),
         };
-        if feature_names.is_empty() {
+        if features.is_empty() {
             bail!("data.features: {} has no columns besides the target", path.display());
         }
+        Ok(features)
+    })?;
+    let y = match labelled.values {
+        Some(values) => Target::Values(values),
+        None => classes_from_labels(&labelled.labels),
+    };
+    Ok(Table { x: labelled.x, y, feature_names: labelled.feature_names, target_names: targets })
+}
+
+/// A CSV file's features and targets, as read by [`read_labelled_csv`].
+pub struct LabelledCsv {
+    pub feature_names: Vec<String>,
+    /// `[rows, features]`, missing values as NaN (with `missing: mean`).
+    pub x: Tensor,
+    /// Regression: the target columns, `[rows, targets]`.
+    pub values: Option<Tensor>,
+    /// Classification: the label column's strings.
+    pub labels: Vec<String>,
+}
+
+/// Reads the feature columns that `features` picks from the header, and the `targets`
+/// columns: numbers for regression, one label column for classification.
+pub fn read_labelled_csv(
+    path: &Path,
+    delimiter: u8,
+    missing: Missing,
+    task: Task,
+    targets: &[String],
+    features: impl FnOnce(&[String]) -> Result<Vec<String>>,
+) -> Result<LabelledCsv> {
+    let mut feature_names = Vec::new();
+    let data = read_csv(path, delimiter, missing, |header| {
+        feature_names = features(header)?;
         let mut numeric = feature_names.clone();
         let mut fillable = vec![true; numeric.len()];
         let text = match task {
@@ -510,15 +564,11 @@ fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
         };
         Ok(CsvColumns { numeric, fillable, text })
     })?;
-    let width = data.numeric.len() / data.rows;
-    let all = Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, width as i64])?;
+    let width = (data.numeric.len() / data.rows) as i64;
+    let all = Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, width])?;
     let f = feature_names.len() as i64;
-    let x = all.narrow(1, 0, f);
-    let y = match task {
-        Task::Regression => Target::Values(all.narrow(1, f, width as i64 - f).contiguous()),
-        Task::Classification => classes_from_labels(&data.text),
-    };
-    Ok(Table { x: x.contiguous(), y, feature_names, target_names: targets })
+    let values = (task == Task::Regression).then(|| all.narrow(1, f, width - f).contiguous());
+    Ok(LabelledCsv { x: all.narrow(1, 0, f).contiguous(), values, labels: data.text, feature_names })
 }
 
 /// Maps label strings to class indices; labels sort numerically when they are all integers.

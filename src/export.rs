@@ -178,16 +178,7 @@ mod tests {
         let _rng = crate::testing::seed(0);
         let dir = tempfile::tempdir().unwrap();
         let x = Tensor::randn([9, 4], (Kind::Float, Device::Cpu));
-        for activation in [
-            Activation::Relu,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            Activation::Gelu,
-            Activation::LeakyRelu,
-            Activation::Elu,
-            Activation::Silu,
-            Activation::Linear,
-        ] {
+        for activation in Activation::ALL {
             let m = model(activation, 2);
             let path = dir.path().join("model.pt");
             if let Err(e) = write_torchscript(&m, &identity(2), Loss::Mse, "name: t\n", &path) {

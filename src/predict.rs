@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::config::{Config, Missing, Task};
-use crate::data::{self, CsvColumns, Part, Preprocessing};
+use crate::config::Config;
+use crate::data::{self, Part, Preprocessing};
 use crate::model::Mlp;
 use crate::{atomic, export, train};
 
@@ -143,39 +143,26 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
         None => pre.target_names.clone(),
     };
     let task = config.task();
-    let features = pre.feature_names.clone();
-    let table = data::read_csv(data_path, b',', Missing::Mean, |header| {
-        for name in features.iter().chain(&targets) {
+    // Missing cells are treated as in training: an error, a dropped row, or the training mean.
+    let table = data::read_labelled_csv(data_path, b',', config.data.missing, task, &targets, |header| {
+        for name in pre.feature_names.iter().chain(&targets) {
             if !header.contains(name) {
                 bail!(
                     "{}: no column `{name}` (the run was trained on {}; use --target for another label column)",
                     data_path.display(),
-                    features.join(", ")
+                    pre.feature_names.join(", ")
                 );
             }
         }
-        let mut numeric = features.clone();
-        let mut fillable = vec![true; numeric.len()];
-        let text = match task {
-            Task::Classification => targets.first().cloned(),
-            Task::Regression => {
-                numeric.extend(targets.iter().cloned());
-                fillable.extend(targets.iter().map(|_| false));
-                None
-            }
-        };
-        Ok(CsvColumns { numeric, fillable, text })
+        Ok(pre.feature_names.clone())
     })?;
-    let width = table.numeric.len() / table.rows;
-    let all = Tensor::f_from_slice(&table.numeric)?.f_reshape([table.rows as i64, width as i64])?;
-    let f = features.len() as i64;
-    if task == Task::Regression && width as i64 - f != pre.target_mean.len() as i64 {
-        bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), width as i64 - f);
-    }
-    let x = pre.apply(&all.narrow(1, 0, f)).with_context(|| data_path.display().to_string())?;
-    let y = match task {
-        Task::Regression => pre.scale_targets(&all.narrow(1, f, width as i64 - f)),
-        Task::Classification => pre.encode_labels(&table.text).with_context(|| data_path.display().to_string())?,
+    let x = pre.apply(&table.x).with_context(|| data_path.display().to_string())?;
+    let y = match &table.values {
+        Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {
+            bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), values.size()[1])
+        }
+        Some(values) => pre.scale_targets(values),
+        None => pre.encode_labels(&table.labels).with_context(|| data_path.display().to_string())?,
     };
     let (loss, metrics) = train::evaluate(&model, &Part { x, y }, &config, &pre);
     let mut out = vec![("loss".to_string(), loss)];

@@ -340,6 +340,8 @@ struct CheckpointState {
     epoch: usize,
     /// Batches done of the next epoch (an interruption mid-epoch); 0 at an epoch boundary.
     step_in_epoch: usize,
+    /// Steps of that epoch skipped by `on_nan: skip_batch`.
+    skipped_steps: Vec<usize>,
     epoch_seconds: f64,
     /// The optimizer whose state the checkpoint holds.
     optimizer: OptimizerKind,
@@ -356,13 +358,16 @@ struct StopperState {
     best_epoch: usize,
 }
 
-/// An epoch in progress, kept across an interruption: the steps done and the outputs they
-/// made (with their targets), from which the epoch's loss and metrics are computed at its
-/// end, in one pass, as Keras's running metrics would have counted them.
+/// An epoch in progress, kept across an interruption: the steps done, and the outputs they
+/// made, written into one buffer of the epoch's size (the targets are the epoch's permuted
+/// copy itself). The epoch's loss and metrics are computed from them at its end, in one
+/// pass, as Keras's running metrics would have counted them. One buffer rather than a
+/// tensor per step also keeps the allocator from fragmenting around small live tensors.
 struct Running {
     step: usize,
-    outputs: Vec<Tensor>,
-    targets: Vec<Tensor>,
+    outputs: Tensor,
+    /// Steps skipped by `on_nan: skip_batch`, left out of the loss and metrics.
+    skipped: Vec<usize>,
     seconds: f64,
 }
 
@@ -444,61 +449,68 @@ impl<'a> Trainer<'a> {
         let loss = self.config.loss();
         let sizes = self.batch_sizes();
         let one = Tensor::from(1.0f32).to_device(self.device);
-        let Running { step: first_step, mut outputs, mut targets, seconds } = match self.running.take() {
+        let rows = self.train.len() as i64;
+        let Running { step: first_step, outputs, mut skipped, seconds } = match self.running.take() {
             Some(running) => running,
-            None => Running { step: 0, outputs: Vec::new(), targets: Vec::new(), seconds: 0.0 },
+            None => {
+                let outputs = Tensor::f_empty([rows, self.outputs as i64], (Kind::Float, self.device))?;
+                Running { step: 0, outputs, skipped: Vec::new(), seconds: 0.0 }
+            }
         };
         self.optimizer.set_lr(self.schedule.lr(epoch));
         let (x, y) = epoch_order(&self.train, self.config.seed, epoch, training.shuffle);
-        let batches = x.split(training.batch_size as i64, 0).into_iter().zip(y.split(training.batch_size as i64, 0));
-        for (step, (xb, yb)) in batches.enumerate().skip(first_step) {
+        let batch = training.batch_size as i64;
+        for (step, (xb, yb)) in x.split(batch, 0).into_iter().zip(y.split(batch, 0)).enumerate().skip(first_step) {
             if self.model.dropout > 0.0 {
                 // Dropout's draws depend on (seed, epoch, step) alone, so a run resumed
                 // mid-epoch draws what an uninterrupted one would.
                 tch::manual_seed(step_seed(self.config.seed, epoch, step));
             }
-            let (output, tape) = self.model.forward_train(&xb, true);
+            let output = outputs.narrow(0, step as i64 * batch, sizes[step]);
+            let tape = self.model.forward_train_into(&xb, true, &output);
             let skip =
                 training.on_nan == OnNan::SkipBatch && !loss_value(loss, &output, &yb).double_value(&[]).is_finite();
             if skip {
                 self.skipped_batches += 1;
+                skipped.push(step);
             } else {
                 self.model.backward(&tape, &loss_grad(loss, &output, &yb, &one));
                 if let Some(max_norm) = training.gradient_clip {
                     clip_grad_norm(&mut self.model.grads, max_norm);
                 }
                 self.optimizer.step(&mut self.model.params, &self.model.grads)?;
-                outputs.push(output);
-                targets.push(yb);
             }
             if let Some(signal) = signals.received() {
                 let seconds = seconds + started.elapsed().as_secs_f64();
-                self.running = Some(Running { step: step + 1, outputs, targets, seconds });
+                self.running = Some(Running { step: step + 1, outputs, skipped, seconds });
                 return Ok(EpochEnd::Interrupted(signal));
             }
         }
-        if outputs.is_empty() {
+        if skipped.len() == sizes.len() {
             bail!(
                 "every batch of epoch {epoch} had a non-finite loss and was skipped (training.on_nan: skip_batch); \
                  try a lower training.optimizer.lr (now {}) or training.gradient_clip",
                 self.optimizer.lr()
             );
         }
-        let (outputs, targets) = (Tensor::cat(&outputs, 0), Tensor::cat(&targets, 0));
+        let (outputs, targets) = if skipped.is_empty() {
+            (outputs, y)
+        } else {
+            let kept: Vec<i64> = (0..sizes.len())
+                .filter(|step| !skipped.contains(step))
+                .flat_map(|step| (step as i64 * batch)..(step as i64 * batch + sizes[step]))
+                .collect();
+            let kept = Tensor::from_slice(&kept).to_device(self.device);
+            (outputs.index_select(0, &kept), y.index_select(0, &kept))
+        };
         let mut accumulator = self.accumulator();
         accumulator.add(&outputs, &targets, &loss_value(loss, &outputs, &targets));
         let (train_loss, train_metrics) = accumulator.finish();
         if !train_loss.is_finite() {
             let bad = Vec::<bool>::try_from(sample_losses(loss, &outputs, &targets).isfinite().logical_not())?;
             let at = bad.iter().position(|&b| b).map(|sample| {
-                let step = sizes
-                    .iter()
-                    .scan(0, |end, &size| {
-                        *end += size;
-                        Some(*end)
-                    })
-                    .position(|end| sample < end as usize);
-                format!(" at step {} of {}", step.unwrap_or(0) + 1, sizes.len())
+                let step = sample as i64 / batch;
+                format!(" at step {} of {}", step + 1, sizes.len())
             });
             bail!(
                 "the loss became {train_loss} in epoch {epoch}{}; checkpoint/last.safetensors keeps epoch {}. \
@@ -568,12 +580,11 @@ impl<'a> Trainer<'a> {
         let (optimizer_steps, optimizer) = self.optimizer.state();
         let mut tensors: Vec<(String, Tensor)> = optimizer.iter().map(|(n, t)| (n.clone(), snapshot(t))).collect();
         tensors.extend(self.model.named_parameters().into_iter().map(|(n, p)| (format!("model.{n}"), snapshot(p))));
+        let skipped_steps = self.running.as_ref().map(|r| r.skipped.clone()).unwrap_or_default();
         let (step_in_epoch, epoch_seconds) = match &self.running {
             Some(running) => {
-                if !running.outputs.is_empty() {
-                    tensors.push(("running.outputs".into(), snapshot(&Tensor::cat(&running.outputs, 0))));
-                    tensors.push(("running.targets".into(), snapshot(&Tensor::cat(&running.targets, 0))));
-                }
+                let done: i64 = self.batch_sizes()[..running.step].iter().sum();
+                tensors.push(("running.outputs".into(), snapshot(&running.outputs.narrow(0, 0, done))));
                 (running.step, running.seconds)
             }
             None => (0, 0.0),
@@ -586,6 +597,7 @@ impl<'a> Trainer<'a> {
             format: 1,
             epoch: self.epoch,
             step_in_epoch,
+            skipped_steps,
             epoch_seconds,
             optimizer: self.config.training.optimizer.kind,
             optimizer_steps,
@@ -641,12 +653,17 @@ impl<'a> Trainer<'a> {
             trainer.train_seconds = state.train_seconds;
             trainer.skipped_batches = state.skipped_batches;
             if state.step_in_epoch > 0 {
-                let (outputs, targets) = match (tensors.remove("running.outputs"), tensors.remove("running.targets")) {
-                    (Some(o), Some(t)) => (vec![o.to_device(trainer.device)], vec![t.to_device(trainer.device)]),
-                    _ => (Vec::new(), Vec::new()),
-                };
-                trainer.running =
-                    Some(Running { step: state.step_in_epoch, outputs, targets, seconds: state.epoch_seconds });
+                let done: i64 = trainer.batch_sizes()[..state.step_in_epoch].iter().sum();
+                let rows = trainer.train.len() as i64;
+                let outputs = Tensor::f_zeros([rows, trainer.outputs as i64], (Kind::Float, trainer.device))?;
+                let saved = checkpoint::take(&mut tensors, "running.outputs", &[done, trainer.outputs as i64])?;
+                outputs.narrow(0, 0, done).copy_(&saved.to_device(trainer.device));
+                trainer.running = Some(Running {
+                    step: state.step_in_epoch,
+                    outputs,
+                    skipped: state.skipped_steps.clone(),
+                    seconds: state.epoch_seconds,
+                });
             }
             Ok(())
         };
