@@ -78,16 +78,20 @@ pub fn take(tensors: &mut HashMap<String, Tensor>, name: &str, shape: &[i64]) ->
 /// A checkpoint (or any write) to run on the writer thread; it owns copies of what it saves.
 pub type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 
-/// Runs writes on a background thread, in order, so that training goes on while a
-/// checkpoint is flushed to disk. A write still waiting when a newer one for the same file
-/// arrives is replaced by it: when epochs are shorter than a write, the file on disk trails
-/// the newest state by at most the write in progress, and training never waits for the
-/// disk. The first failure stops the thread and is returned by the next `submit` or by
-/// `finish`.
+/// Runs writes on a background thread, so that training goes on while a checkpoint is
+/// flushed to disk. Each file is written at most once per `MIN_INTERVAL`; a write that waits
+/// (for that, or for the write in progress) is replaced when a newer one for the same file
+/// arrives. So when epochs are shorter than a write, the file on disk trails the newest state
+/// by a fraction of a second, and training never waits for the disk. `finish` writes what is
+/// still waiting at once. The first failure stops the thread and is returned by the next
+/// `submit` or by `finish`.
 pub struct Writer {
     shared: std::sync::Arc<Queue>,
     worker: Option<std::thread::JoinHandle<Result<()>>>,
 }
+
+/// The least time between two writes of one file.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Default)]
 struct Queue {
@@ -98,6 +102,8 @@ struct Queue {
 #[derive(Default)]
 struct Pending {
     jobs: std::collections::VecDeque<(std::path::PathBuf, Job)>,
+    /// When each file was last written.
+    written: std::collections::HashMap<std::path::PathBuf, std::time::Instant>,
     closed: bool,
     failed: bool,
 }
@@ -108,15 +114,33 @@ impl Writer {
         let queue = shared.clone();
         let worker = std::thread::spawn(move || loop {
             let job = {
-                let mut pending = queue.state.lock().map_err(|_| anyhow!("checkpoint queue poisoned"))?;
+                let poisoned = || anyhow!("checkpoint queue poisoned");
+                let mut pending = queue.state.lock().map_err(|_| poisoned())?;
                 loop {
-                    if let Some((_, job)) = pending.jobs.pop_front() {
+                    // The first queued write whose file may be written now (all of them
+                    // once closing); else sleep until the earliest becomes due.
+                    let now = std::time::Instant::now();
+                    let dues: Vec<Option<std::time::Instant>> =
+                        pending.jobs.iter().map(|(p, _)| pending.written.get(p).map(|t| *t + MIN_INTERVAL)).collect();
+                    let ready = dues.iter().position(|due| pending.closed || due.is_none_or(|d| d <= now));
+                    if let Some((path, job)) = ready.and_then(|i| pending.jobs.remove(i)) {
+                        pending.written.insert(path, now);
                         break job;
                     }
                     if pending.closed {
                         return Ok(());
                     }
-                    pending = queue.ready.wait(pending).map_err(|_| anyhow!("checkpoint queue poisoned"))?;
+                    let wake = dues.into_iter().flatten().min();
+                    pending = match wake {
+                        Some(at) => {
+                            queue
+                                .ready
+                                .wait_timeout(pending, at.saturating_duration_since(now))
+                                .map_err(|_| poisoned())?
+                                .0
+                        }
+                        None => queue.ready.wait(pending).map_err(|_| poisoned())?,
+                    };
                 }
             };
             if let Err(err) = job() {
@@ -213,6 +237,29 @@ mod tests {
         let shape =
             take(&mut HashMap::from([("a".to_string(), Tensor::zeros([2], (Kind::Float, Device::Cpu)))]), "a", &[3]);
         assert!(shape.unwrap_err().to_string().contains("has shape [2], the run needs [3]"));
+    }
+
+    #[test]
+    fn the_writer_spaces_writes_of_a_file_and_flushes_on_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last");
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut writer = Writer::new();
+        let start = std::time::Instant::now();
+        for i in 0..30 {
+            let (target, count) = (path.clone(), count.clone());
+            let job: Job = Box::new(move || {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                atomic::write(&target, i.to_string().as_bytes())
+            });
+            writer.submit(&path, job).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        writer.finish().unwrap();
+        let writes = count.load(std::sync::atomic::Ordering::SeqCst);
+        let allowed = (start.elapsed().as_millis() / MIN_INTERVAL.as_millis()) as usize + 2;
+        assert!(writes >= 2 && writes <= allowed, "{writes} writes in {:?}", start.elapsed());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "29", "the newest state is written at the end");
     }
 
     #[test]
