@@ -162,6 +162,10 @@ def main():
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}.",
         "",
+        "On a small shared machine like this one, single timings vary by a third from run to run (see the "
+        "min-max); compare the ratios, which come from interleaved rounds of one run, and expect them to move "
+        "by about that much between runs of `make bench`.",
+        "",
         "## Keras example (1000x10, Dense(10, relu), Dense(1), Adam, batch 32, 100 epochs = 3,200 steps), CPU",
         "",
         "| program | training loop | wall | peak RSS |",
