@@ -362,11 +362,11 @@ fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
 
 /// Whether `x` holds a NaN, without a mask the size of `x` in the common case: a sum is NaN
 /// when any term is (or when infinities of both signs meet, which the mask then settles).
-fn has_nan(x: &Tensor) -> bool {
+pub(crate) fn has_nan(x: &Tensor) -> bool {
     x.sum(Kind::Double).double_value(&[]).is_nan() && x.isnan().any().int64_value(&[]) != 0
 }
 
-fn first_true(mask: &Tensor) -> (usize, usize) {
+pub(crate) fn first_true(mask: &Tensor) -> (usize, usize) {
     let at = mask.nonzero();
     let v = Vec::<i64>::try_from(at.get(0)).unwrap_or_else(|_| vec![0, 0]);
     (v[0] as usize, v.get(1).copied().unwrap_or(0) as usize)

@@ -36,6 +36,21 @@ pub fn predict(
     };
     let (features, labels) = (json("features.json")?, json("labels.json")?);
     let x = data::read_features(input, features.as_deref())?;
+    if data::has_nan(&x) {
+        // model.pt fills missing values only when it was trained with data.missing: mean.
+        let config = export::read_extra_file(model_path, "config.yaml")?
+            .and_then(|yaml| Config::parse(&String::from_utf8_lossy(&yaml), "model.pt", &[]).ok());
+        if config.is_none_or(|c| c.data.missing != crate::config::Missing::Mean) {
+            let (row, col) = data::first_true(&x.isnan());
+            let column = features.as_ref().and_then(|f| f.get(col).cloned()).unwrap_or_else(|| format!("#{}", col + 1));
+            bail!(
+                "{}: row {} column `{column}` is missing, and {} fills missing values only when trained with data.missing: mean",
+                input.display(),
+                row + 1,
+                model_path.display()
+            );
+        }
+    }
     if let Some(expected) = export::expected_inputs(&module)? {
         let got = x.size()[1] as usize;
         if got != expected {

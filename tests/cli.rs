@@ -333,7 +333,9 @@ fn predict_rejects_inputs_that_do_not_fit_the_model() {
     short_run(dir.path(), 1, &[]);
     std::fs::write(dir.path().join("narrow.csv"), "a,b\n1,2\n").unwrap();
     std::fs::write(dir.path().join("bad.csv"), "a,b,c,d,e,f,g,h,i,j\n1,2,3,4,5,6,7,8,9,x\n").unwrap();
+    std::fs::write(dir.path().join("gap.csv"), "a,b,c,d,e,f,g,h,i,j\n1,2,3,4,5,6,7,8,9,\n").unwrap();
     let cases = [
+        ("gap.csv", "gap.csv: row 1 column `x9` is missing, and run/model.pt fills missing values only when trained with data.missing: mean"),
         ("narrow.csv", "narrow.csv: has 2 feature column(s), but run/model.pt expects 10"),
         ("bad.csv", "bad.csv: row 1 (line 2), column `j`: \"x\" is not a number"),
         ("none.csv", "cannot read none.csv"),
