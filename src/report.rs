@@ -181,7 +181,11 @@ impl Progress {
 
     pub fn finish(&self) {
         if let Progress::Bar(bar) = self {
-            bar.finish();
+            if !bar.is_finished() {
+                bar.finish();
+                // The bar leaves the cursor on its line; what is printed next starts afresh.
+                eprintln!();
+            }
         }
     }
 }
