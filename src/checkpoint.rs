@@ -12,6 +12,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
+use crate::shim::first_line;
 
 /// The tensor that carries the JSON part.
 const STATE: &str = "state.json";
@@ -55,7 +56,7 @@ pub fn load<S: DeserializeOwned>(path: &Path) -> Result<(S, HashMap<String, Tens
     if !path.is_file() {
         bail!("{}: no such checkpoint", path.display());
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| damaged(first_line(&e.to_string())))?;
+    let tensors = Tensor::read_safetensors(path).map_err(|e| damaged(first_line(&e.to_string()).to_string()))?;
     let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
     let json = by_name.remove(STATE).ok_or_else(|| damaged(format!("no {STATE}")))?;
     if json.kind() != Kind::Uint8 {
@@ -189,10 +190,6 @@ impl Default for Writer {
     fn default() -> Self {
         Writer::new()
     }
-}
-
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
 }
 
 #[cfg(test)]

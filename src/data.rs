@@ -663,7 +663,7 @@ fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
 
 fn read_npy(key: &str, path: &Path) -> Result<Tensor> {
     let t = Tensor::read_npy(path).map_err(|e| {
-        anyhow!("{key}: {}: cannot read as .npy: {}", path.display(), e.to_string().lines().next().unwrap_or(""))
+        anyhow!("{key}: {}: cannot read as .npy: {}", path.display(), crate::shim::first_line(&e.to_string()))
     })?;
     if !(t.is_floating_point()
         || matches!(t.kind(), Kind::Int | Kind::Int64 | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool))

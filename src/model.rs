@@ -196,10 +196,6 @@ impl Mlp {
         self.params.numel() as i64
     }
 
-    pub fn inputs(&self) -> usize {
-        self.layers[0].weight.size()[1] as usize
-    }
-
     /// Replaces every parameter with the tensor of the same name in a safetensors file (or
     /// a torchfit checkpoint, whose weights are stored under `model.`). The file must hold
     /// exactly this model's names and shapes, as `load_state_dict(strict=True)`.

@@ -10,6 +10,7 @@ use tch::{CModule, Device, IValue, Kind, Tensor};
 use crate::config::Config;
 use crate::data::{self, Part, Preprocessing};
 use crate::model::Mlp;
+use crate::shim::first_line;
 use crate::{atomic, export, train};
 
 /// Predicts for every row of `input` and writes CSV to `output`, or to `stdout` when no
@@ -126,11 +127,7 @@ pub struct TrainedRun {
 
 impl TrainedRun {
     pub fn load(run_dir: &Path, weights: Option<&Path>) -> Result<TrainedRun> {
-        let status = std::fs::read(run_dir.join("summary.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|summary| summary["status"].as_str().map(str::to_string));
-        match status.as_deref() {
+        match crate::report::run_status(run_dir).as_deref() {
             Some("finished" | "stopped_early") => {}
             Some(other) => bail!("{} is not a finished torchfit run (its status is {other})", run_dir.display()),
             None => bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display()),
@@ -183,8 +180,4 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
     Ok(out)
-}
-
-fn first_line(message: &str) -> &str {
-    message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(message)
 }

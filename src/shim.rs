@@ -60,9 +60,13 @@ fn check(err: *mut c_char) -> Result<()> {
     // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim.
     let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
     unsafe { ffi::tf_string_free(err) };
-    // libtorch messages can run over several lines; the first says what went wrong.
-    let first = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error");
-    Err(anyhow!("{first}"))
+    Err(anyhow!("{}", first_line(&message)))
+}
+
+/// The first non-empty line of a libtorch error: its messages run on with C++ backtraces,
+/// and the first line says what went wrong.
+pub fn first_line(message: &str) -> &str {
+    message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error")
 }
 
 fn c_string(s: &str) -> Result<CString> {

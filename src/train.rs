@@ -244,11 +244,7 @@ pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
 }
 
 fn check_resumable(run_dir: &Path, trainer: &Trainer, config: &Config) -> Result<()> {
-    let status = std::fs::read(run_dir.join("summary.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|summary| summary["status"].as_str().map(str::to_string));
-    if status.as_deref() == Some("stopped_early") {
+    if report::run_status(run_dir).as_deref() == Some("stopped_early") {
         bail!("{} stopped early at epoch {}; there is nothing to resume", run_dir.display(), trainer.epoch);
     }
     if trainer.epoch >= config.training.epochs && trainer.running.is_none() {
