@@ -107,6 +107,21 @@ impl Preprocessing {
         self.labels.as_ref().map(Vec::len)
     }
 
+    /// The network's output width: one per regression target, one per class for
+    /// cross-entropy, a single logit for bce.
+    pub fn output_width(&self, loss: Loss) -> usize {
+        match (loss, self.classes()) {
+            (Loss::Bce, _) => 1,
+            (_, Some(classes)) => classes,
+            (_, None) => self.target_mean.len(),
+        }
+    }
+
+    /// Whether regression targets were standardised, so metrics must map them back.
+    pub fn scales_targets(&self) -> bool {
+        self.target_std.iter().any(|&s| s != 1.0) || self.target_mean.iter().any(|&m| m != 0.0)
+    }
+
     /// Class indices for label strings; an unseen label is an error naming it.
     pub fn encode_labels(&self, values: &[String]) -> Result<Tensor> {
         let labels = self.labels.as_ref().context("this run is not a classification")?;

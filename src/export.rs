@@ -100,7 +100,7 @@ pub enum Format {
 /// same names and shapes), to `output` (default: the run's own `model.pt` or
 /// `weights.safetensors`). Returns the path written.
 pub fn export_run(run_dir: &Path, format: Format, weights: Option<&Path>, output: Option<&Path>) -> Result<PathBuf> {
-    let run = crate::predict::TrainedRun::load(run_dir, weights)?;
+    let run = crate::rundir::TrainedRun::load(run_dir, weights, "--weights")?;
     let default_name = match format {
         Format::Torchscript => "model.pt",
         Format::Safetensors => "weights.safetensors",

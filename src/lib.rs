@@ -14,6 +14,7 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod report;
+pub mod rundir;
 pub mod shim;
 pub mod train;
 

@@ -2,9 +2,35 @@
 //! are read back once at the end, computed as Keras's stateful metrics are: over all samples
 //! seen, not as a mean of per-batch values (which would be wrong for rmse, r2 and f1).
 
-use tch::{Kind, Reduction, Tensor};
+use anyhow::Result;
+use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::{Loss, Metric};
+use crate::config::{Config, Loss, Metric};
+use crate::data::{Part, Preprocessing};
+use crate::model::Mlp;
+
+/// An accumulator for `config`'s loss and metrics over a model with `outputs` outputs.
+pub fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device: Device) -> Accumulator {
+    let scale = pre.scales_targets().then(|| {
+        (Tensor::from_slice(&pre.target_std).to_device(device), Tensor::from_slice(&pre.target_mean).to_device(device))
+    });
+    Accumulator::new(config.loss(), &config.metrics(), outputs as i64, pre.classes(), scale, device)
+}
+
+/// The loss and metrics of `model` on `part`, in chunks that bound memory on large parts.
+pub fn evaluate(model: &Mlp, part: &Part, config: &Config, pre: &Preprocessing) -> Result<(f64, Vec<f64>)> {
+    const CHUNK: i64 = 8192;
+    let mut acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
+    let n = part.len() as i64;
+    for start in (0..n).step_by(CHUNK as usize) {
+        let len = CHUNK.min(n - start);
+        let (x, y) = (part.x.narrow(0, start, len), part.y.narrow(0, start, len));
+        let output = model.forward(&x);
+        let loss = loss_value(config.loss(), &output, &y);
+        acc.add(&output, &y, &loss);
+    }
+    acc.finish()
+}
 
 /// The mean loss of a batch, from the model's raw outputs and the training-space targets.
 pub fn loss_value(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {
@@ -178,21 +204,22 @@ impl Accumulator {
 
     /// The mean loss and the metrics, in the order given to `new`. Reads the device once per
     /// accumulated quantity.
-    pub fn finish(&self) -> (f64, Vec<f64>) {
-        let read = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap_or_default();
-        let first = |t: &Tensor| read(t).first().copied().unwrap_or(f64::NAN);
+    pub fn finish(&self) -> Result<(f64, Vec<f64>)> {
+        let read = |t: &Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?) };
+        let first = |t: &Tensor| -> Result<f64> { Ok(read(t)?.first().copied().unwrap_or(f64::NAN)) };
         let n = self.samples.max(1) as f64;
         let outputs = self.outputs.max(1) as f64;
         let metrics = self
             .metrics
             .iter()
-            .map(|metric| match metric {
-                Metric::Mae => first(&self.abs_sum) / (n * outputs),
-                Metric::Mse => read(&self.sq_sum).iter().sum::<f64>() / (n * outputs),
-                Metric::Rmse => (read(&self.sq_sum).iter().sum::<f64>() / (n * outputs)).sqrt(),
+            .map(|metric| -> Result<f64> {
+                Ok(match metric {
+                Metric::Mae => first(&self.abs_sum)? / (n * outputs),
+                Metric::Mse => read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs),
+                Metric::Rmse => (read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs)).sqrt(),
                 Metric::R2 => {
                     // Keras's R2Score: 1 - SSE/SST per target, averaged uniformly.
-                    let (sse, ys, y2s) = (read(&self.sq_sum), read(&self.y_sum), read(&self.y2_sum));
+                    let (sse, ys, y2s) = (read(&self.sq_sum)?, read(&self.y_sum)?, read(&self.y2_sum)?);
                     let r2: Vec<f64> = sse
                         .iter()
                         .zip(&ys)
@@ -201,13 +228,14 @@ impl Accumulator {
                         .collect();
                     r2.iter().sum::<f64>() / r2.len().max(1) as f64
                 }
-                Metric::Accuracy => first(&self.correct) / n,
-                Metric::F1 => macro_f1(&read(&self.confusion), self.classes as usize),
-                Metric::LogLoss => first(&self.log_loss_sum) / n,
+                Metric::Accuracy => first(&self.correct)? / n,
+                Metric::F1 => macro_f1(&read(&self.confusion)?, self.classes as usize),
+                Metric::LogLoss => first(&self.log_loss_sum)? / n,
+                })
             })
-            .collect();
-        let loss = first(&self.loss_sum) / n;
-        (loss, metrics)
+            .collect::<Result<Vec<f64>>>()?;
+        let loss = first(&self.loss_sum)? / n;
+        Ok((loss, metrics))
     }
 }
 
@@ -298,7 +326,7 @@ mod tests {
             let (pb, yb) = (p.narrow(0, start, len), y.narrow(0, start, len));
             acc.add(&pb, &yb, &loss_value(Loss::Mse, &pb, &yb));
         }
-        let (loss, m) = acc.finish();
+        let (loss, m) = acc.finish().unwrap();
         // errors 0.5, 0, -1, 1: mse = 2.25/4, mae = 2.5/4; SST = 5, r2 = 1 - 2.25/5.
         assert!((loss - 0.5625).abs() < 1e-6);
         assert!((m[0] - 0.625).abs() < 1e-6 && (m[1] - 0.5625).abs() < 1e-6 && (m[2] - 0.75).abs() < 1e-6);
@@ -311,7 +339,7 @@ mod tests {
         let mut acc = Accumulator::new(Loss::Mse, &[Metric::Mae], 1, None, scale, Device::Cpu);
         let (p, y) = (Tensor::from_slice(&[0.5f32]).unsqueeze(1), Tensor::from_slice(&[0.0f32]).unsqueeze(1));
         acc.add(&p, &y, &loss_value(Loss::Mse, &p, &y));
-        let (loss, m) = acc.finish();
+        let (loss, m) = acc.finish().unwrap();
         assert!((loss - 0.25).abs() < 1e-6, "loss stays in training units");
         assert!((m[0] - 5.0).abs() < 1e-5, "mae in data units: {}", m[0]);
     }
@@ -330,7 +358,7 @@ mod tests {
             Device::Cpu,
         );
         acc.add(&logits, &y, &loss_value(Loss::CrossEntropy, &logits, &y));
-        let (loss, m) = acc.finish();
+        let (loss, m) = acc.finish().unwrap();
         assert!((m[0] - 0.75).abs() < 1e-6);
         // F1: class 0 = 1, class 1 = 2*1/(2+1) = 2/3, class 2 = 2*1/(1+2) = 2/3.
         assert!((m[1] - (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0).abs() < 1e-6, "f1 {}", m[1]);
@@ -343,7 +371,7 @@ mod tests {
         let y = Tensor::from_slice(&[1i64, 1, 1]);
         let mut acc = Accumulator::new(Loss::Bce, &[Metric::Accuracy], 1, Some(2), None, Device::Cpu);
         acc.add(&logits, &y, &loss_value(Loss::Bce, &logits, &y));
-        assert!((acc.finish().1[0] - 2.0 / 3.0).abs() < 1e-6);
+        assert!((acc.finish().unwrap().1[0] - 2.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]

@@ -5,13 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::{CModule, Device, IValue, Kind, Tensor};
+use tch::{CModule, IValue, Kind, Tensor};
 
 use crate::config::Config;
-use crate::data::{self, Part, Preprocessing};
-use crate::model::Mlp;
+use crate::data::{self, Part};
 use crate::shim::first_line;
-use crate::{atomic, export, train};
+use crate::rundir::TrainedRun;
+use crate::{atomic, export, metrics};
 
 /// Predicts for every row of `input` and writes CSV to `output`, or to `stdout` when no
 /// output file is given: `prediction` (or `prediction_<i>`) for regression; `label` for
@@ -117,39 +117,10 @@ pub fn predict(
     }
 }
 
-/// A finished run, loaded back: its resolved config, its preprocessing, and its model with
-/// the exported weights (or others of the same shapes, such as a checkpoint's).
-pub struct TrainedRun {
-    pub config: Config,
-    pub preprocessing: Preprocessing,
-    pub model: Mlp,
-}
-
-impl TrainedRun {
-    pub fn load(run_dir: &Path, weights: Option<&Path>) -> Result<TrainedRun> {
-        match crate::report::run_status(run_dir).as_deref() {
-            Some("finished" | "stopped_early") => {}
-            Some(other) => bail!("{} is not a finished torchfit run (its status is {other})", run_dir.display()),
-            None => bail!("{} is not a finished torchfit run (it has no summary.json)", run_dir.display()),
-        }
-        let config = Config::load(Some(&run_dir.join("config.yaml")), &[])?;
-        let pre_path = run_dir.join("preprocessing.json");
-        let bytes = std::fs::read(&pre_path).with_context(|| format!("cannot read {}", pre_path.display()))?;
-        let preprocessing: Preprocessing =
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", pre_path.display()))?;
-        let mut model_cfg = config.model.clone();
-        model_cfg.init_from =
-            Some(weights.map(Path::to_path_buf).unwrap_or_else(|| run_dir.join("weights.safetensors")));
-        let outputs = train::output_width(config.loss(), &preprocessing);
-        let model = Mlp::new(&model_cfg, preprocessing.feature_names.len(), outputs, Device::Cpu)?;
-        Ok(TrainedRun { config, preprocessing, model })
-    }
-}
-
 /// The loss and metrics of a finished run's model on a labelled CSV file, with the run's
 /// preprocessing. `target` names the label column when it differs from training's.
 pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Result<Vec<(String, f64)>> {
-    let TrainedRun { config, preprocessing: pre, model } = TrainedRun::load(run_dir, None)?;
+    let TrainedRun { config, preprocessing: pre, model, .. } = TrainedRun::load(run_dir, None, "--weights")?;
     let targets = match target {
         Some(t) => vec![t.to_string()],
         None => pre.target_names.clone(),
@@ -176,7 +147,7 @@ pub fn evaluate(run_dir: &Path, data_path: &Path, target: Option<&str>) -> Resul
         Some(values) => pre.scale_targets(values),
         None => pre.encode_labels(&table.labels).with_context(|| data_path.display().to_string())?,
     };
-    let (loss, metrics) = train::evaluate(&model, &Part { x, y }, &config, &pre);
+    let (loss, metrics) = metrics::evaluate(&model, &Part { x, y }, &config, &pre)?;
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
     Ok(out)

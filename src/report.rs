@@ -133,12 +133,6 @@ fn register_font() {
     });
 }
 
-/// The `status` that a run directory's `summary.json` records, if it has one.
-pub fn run_status(run_dir: &Path) -> Option<String> {
-    let bytes = std::fs::read(run_dir.join("summary.json")).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["status"].as_str().map(str::to_string)
-}
-
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)?;

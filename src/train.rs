@@ -16,14 +16,15 @@ use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
 use crate::checkpoint;
-use crate::config::{Config, EarlyStopping, Loss, OnNan, OptimizerKind, Task};
+use crate::config::{Config, EarlyStopping, OnNan, OptimizerKind, Task};
 use crate::data::{self, Part, Preprocessing};
 use crate::device::{device_name, libtorch_version, DeviceChoice};
 use crate::export;
-use crate::metrics::{loss_grad, loss_value, sample_losses, Accumulator, Plateau, PlateauState};
+use crate::metrics::{self, loss_grad, loss_value, sample_losses, Accumulator, Plateau, PlateauState};
 use crate::model::Mlp;
 use crate::optim::{clip_grad_norm, LrScheduler, Optimizer, ScheduleState};
 use crate::report::{self, EpochRecord, History, Progress};
+use crate::rundir::{RunDir, Status};
 
 pub struct TrainOptions {
     /// The run directory; `None` makes `runs/<name>-<UTC timestamp>`. With `resume`, the run
@@ -139,7 +140,7 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
             check_resumable(dir, &trainer, config)?;
             dir.clone()
         }
-        _ => create_run_dir(&config.name, options.run_dir.as_deref())?,
+        _ => RunDir::create(&config.name, options.run_dir.as_deref())?.path().to_path_buf(),
     };
     let config_yaml = config.to_yaml()?;
     atomic::write(&run_dir.join("config.yaml"), config_yaml.as_bytes())?;
@@ -205,7 +206,7 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
     trainer.restore_best();
 
     let test_metrics = match &data.test {
-        Some(test) => trainer.test_metrics(&test.to_device(device)),
+        Some(test) => trainer.test_metrics(&test.to_device(device))?,
         None => serde_json::Map::new(),
     };
     trainer.history.plot_loss(&run_dir.join("loss.png"), &format!("{}: model loss", config.name))?;
@@ -244,7 +245,7 @@ pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
 }
 
 fn check_resumable(run_dir: &Path, trainer: &Trainer, config: &Config) -> Result<()> {
-    if report::run_status(run_dir).as_deref() == Some("stopped_early") {
+    if RunDir::new(run_dir).status() == Some(Status::StoppedEarly) {
         bail!("{} stopped early at epoch {}; there is nothing to resume", run_dir.display(), trainer.epoch);
     }
     if trainer.epoch >= config.training.epochs && trainer.running.is_none() {
@@ -395,7 +396,7 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     fn new(config: &'a Config, data: &'a data::Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
-        let outputs = output_width(config.loss(), pre);
+        let outputs = pre.output_width(config.loss());
         let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
@@ -501,7 +502,7 @@ impl<'a> Trainer<'a> {
         };
         let mut accumulator = self.accumulator();
         accumulator.add(&outputs, &targets, &loss_value(loss, &outputs, &targets));
-        let (train_loss, train_metrics) = accumulator.finish();
+        let (train_loss, train_metrics) = accumulator.finish()?;
         if !train_loss.is_finite() {
             let bad = Vec::<bool>::try_from(sample_losses(loss, &outputs, &targets).isfinite().logical_not())?;
             let at = bad.iter().position(|&b| b).map(|sample| {
@@ -519,7 +520,7 @@ impl<'a> Trainer<'a> {
         let mut values = vec![train_loss];
         values.extend(train_metrics);
         if let Some(part) = &self.validation {
-            let (val_loss, val_metrics) = evaluate(&self.model, part, self.config, self.pre);
+            let (val_loss, val_metrics) = metrics::evaluate(&self.model, part, self.config, self.pre)?;
             values.push(val_loss);
             values.extend(val_metrics);
         }
@@ -552,17 +553,17 @@ impl<'a> Trainer<'a> {
     }
 
     fn accumulator(&self) -> Accumulator {
-        accumulator(self.config, self.pre, self.outputs, self.device)
+        metrics::accumulator(self.config, self.pre, self.outputs, self.device)
     }
 
-    fn test_metrics(&self, test: &Part) -> serde_json::Map<String, serde_json::Value> {
-        let (test_loss, values) = evaluate(&self.model, test, self.config, self.pre);
+    fn test_metrics(&self, test: &Part) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let (test_loss, values) = metrics::evaluate(&self.model, test, self.config, self.pre)?;
         let mut metrics = serde_json::Map::new();
         metrics.insert("loss".into(), test_loss.into());
         for (metric, value) in self.config.metrics().iter().zip(values) {
             metrics.insert(metric.name().into(), value.into());
         }
-        metrics
+        Ok(metrics)
     }
 
     fn save_checkpoint(&self, path: &Path) -> Result<()> {
@@ -735,16 +736,6 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
     (rand::RngCore::next_u64(&mut rng) >> 1) as i64
 }
 
-/// The network's output width: one per regression target, one per class for
-/// cross-entropy, a single logit for bce.
-pub fn output_width(loss: Loss, pre: &Preprocessing) -> usize {
-    match (loss, pre.classes()) {
-        (Loss::Bce, _) => 1,
-        (_, Some(classes)) => classes,
-        (_, None) => pre.target_mean.len(),
-    }
-}
-
 /// Keras's EarlyStopping: stop after `patience` epochs without improvement of the monitor,
 /// optionally keeping a copy of the best epoch's weights to restore.
 struct EarlyStopper {
@@ -782,29 +773,6 @@ impl EarlyStopper {
     }
 }
 
-fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device: Device) -> Accumulator {
-    let scaled = pre.target_std.iter().any(|&s| s != 1.0) || pre.target_mean.iter().any(|&m| m != 0.0);
-    let scale = scaled.then(|| {
-        (Tensor::from_slice(&pre.target_std).to_device(device), Tensor::from_slice(&pre.target_mean).to_device(device))
-    });
-    Accumulator::new(config.loss(), &config.metrics(), outputs as i64, pre.classes(), scale, device)
-}
-
-/// The loss and metrics of `model` on `part`, in chunks that bound memory on large parts.
-pub fn evaluate(model: &Mlp, part: &Part, config: &Config, pre: &Preprocessing) -> (f64, Vec<f64>) {
-    const CHUNK: i64 = 8192;
-    let mut acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
-    let n = part.len() as i64;
-    for start in (0..n).step_by(CHUNK as usize) {
-        let len = CHUNK.min(n - start);
-        let (x, y) = (part.x.narrow(0, start, len), part.y.narrow(0, start, len));
-        let output = model.forward(&x);
-        let loss = loss_value(config.loss(), &output, &y);
-        acc.add(&output, &y, &loss);
-    }
-    acc.finish()
-}
-
 /// The epoch's copy of the training part, in the order its batches are taken. Shuffling
 /// uses a ChaCha stream per (seed, epoch), so any epoch's order can be recomputed on its own.
 fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -> (Tensor, Tensor) {
@@ -819,41 +787,10 @@ fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -> (Tensor, 
     (part.x.index_select(0, &index), part.y.index_select(0, &index))
 }
 
-/// Creates the run directory. An explicit one may exist if empty; a generated one gets a
-/// numeric suffix when two runs start in the same second.
-fn create_run_dir(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(dir) = explicit {
-        let occupied = dir.read_dir().map(|mut entries| entries.next().is_some()).unwrap_or(false);
-        if occupied {
-            bail!("run directory {} already exists and is not empty; choose another --out", dir.display());
-        }
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
-        return Ok(dir.to_path_buf());
-    }
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let base = PathBuf::from("runs").join(format!("{name}-{stamp}"));
-    std::fs::create_dir_all("runs").context("cannot create runs/")?;
-    for attempt in 1.. {
-        let dir = if attempt == 1 { base.clone() } else { PathBuf::from(format!("{}-{attempt}", base.display())) };
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create run directory {}", dir.display())),
-        }
-    }
-    unreachable!("the attempt counter is unbounded")
-}
-
-/// The model's predictions for `x`, on the CPU.
-pub fn predict_in_memory(model: &Mlp, x: &Tensor) -> Tensor {
-    model.forward(&x.to_device(model.params.device())).to_device(Device::Cpu)
-}
-
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Metric, OptimizerConfig, OptimizerKind};
+    use crate::config::{Loss, Metric, OptimizerConfig, OptimizerKind};
 
     fn config(sets: &[&str]) -> Config {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -894,14 +831,14 @@ mod tests {
         let values = &trainer.history.epochs[0].values;
         let (x, y) = (&data.train.x, &data.train.y);
         let batch = |s: i64, l: i64| {
-            loss_value(Loss::Mse, &predict_in_memory(&trainer.model, &x.narrow(0, s, l)), &y.narrow(0, s, l))
+            loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l))
                 .double_value(&[])
         };
         let want = (batch(0, 4) * 4.0 + batch(4, 4) * 4.0 + batch(8, 2) * 2.0) / 10.0;
         assert!((values[0] - want).abs() < 1e-6, "{} vs {want}", values[0]);
         assert!((values[2] - want).abs() < 1e-6, "mse metric {} vs {want}", values[2]);
         assert!((values[3] - want.sqrt()).abs() < 1e-6);
-        let mae = (predict_in_memory(&trainer.model, x) - y).abs().mean(Kind::Float).double_value(&[]);
+        let mae = (trainer.model.forward(x) - y).abs().mean(Kind::Float).double_value(&[]);
         assert!((values[1] - mae).abs() < 1e-6);
         assert_eq!(trainer.optimizer.steps(), 3);
     }
@@ -1025,9 +962,9 @@ mod tests {
     fn explicit_run_dir_must_be_empty() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        assert_eq!(create_run_dir("x", Some(&out)).unwrap(), out);
+        assert_eq!(RunDir::create("x", Some(&out)).unwrap().path(), out);
         std::fs::write(out.join("summary.json"), "{}").unwrap();
-        let err = create_run_dir("x", Some(&out)).unwrap_err().to_string();
+        let err = RunDir::create("x", Some(&out)).unwrap_err().to_string();
         assert!(err.contains("already exists and is not empty"), "{err}");
     }
 

@@ -117,7 +117,7 @@ fn predict_on_the_export_equals_the_trained_model() {
     };
     let model = Mlp::new(&cfg, 10, 1, Device::Cpu).unwrap();
     let x = Tensor::randn([7, 10], (Kind::Float, Device::Cpu));
-    let want = Vec::<f32>::try_from(torchfit::train::predict_in_memory(&model, &x).flatten(0, 1)).unwrap();
+    let want = Vec::<f32>::try_from(model.forward(&x).flatten(0, 1)).unwrap();
 
     let values = Vec::<f32>::try_from(x.flatten(0, 1)).unwrap();
     let mut csv = (0..10).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",") + "\n";

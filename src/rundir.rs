@@ -1,0 +1,183 @@
+//! A run directory on disk, the one home of everything that reads or writes one: the names
+//! of its files, its status as `summary.json` records it, creating a new one, and loading a
+//! trained run back (`predict`, `evaluate`, `export`, and later `serve` and `sweep`).
+//!
+//! ```text
+//! <run>/config.yaml          the resolved config (every default filled in)
+//!       preprocessing.json   what was fitted on the training part
+//!       split.json           which rows went to validation and test
+//!       metrics.csv          one row per epoch
+//!       loss.png             the loss curves
+//!       weights.safetensors  the trained weights, torch.nn.Sequential names
+//!       model.pt             TorchScript, preprocessing inside
+//!       summary.json         status and results; `running` while training
+//!       checkpoint/last.safetensors, checkpoint/best.safetensors
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::config::{Config, ModelConfig};
+use crate::data::Preprocessing;
+use crate::model::Mlp;
+
+pub const CONFIG: &str = "config.yaml";
+pub const PREPROCESSING: &str = "preprocessing.json";
+pub const SPLIT: &str = "split.json";
+pub const METRICS: &str = "metrics.csv";
+pub const LOSS_PLOT: &str = "loss.png";
+pub const WEIGHTS: &str = "weights.safetensors";
+pub const MODEL: &str = "model.pt";
+pub const SUMMARY: &str = "summary.json";
+pub const CHECKPOINTS: &str = "checkpoint";
+pub const LAST_CHECKPOINT: &str = "checkpoint/last.safetensors";
+pub const BEST_CHECKPOINT: &str = "checkpoint/best.safetensors";
+
+/// A run's lifecycle, as `summary.json` records it: `running` from the moment training
+/// starts (a resume writes it again), then one of the others when the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Finished,
+    /// Early stopping ended training.
+    StoppedEarly,
+    /// A signal stopped training after a checkpoint; resumable.
+    Interrupted,
+    /// An error stopped training (summary.json's `error` says which).
+    Failed,
+}
+
+impl Status {
+    /// The name `summary.json` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Finished => "finished",
+            Status::StoppedEarly => "stopped_early",
+            Status::Interrupted => "interrupted",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Whether training ran to its end, so the run's model.pt and weights are final.
+    pub fn is_done(self) -> bool {
+        matches!(self, Status::Finished | Status::StoppedEarly)
+    }
+}
+
+/// A run directory's path, with its files by name.
+#[derive(Debug, Clone)]
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir(path.into())
+    }
+
+    /// Creates a new run directory. An explicit one may exist if empty; a generated one,
+    /// `runs/<name>-<UTC timestamp>`, gets a numeric suffix when two runs start in the same
+    /// second.
+    pub fn create(name: &str, explicit: Option<&Path>) -> Result<RunDir> {
+        if let Some(dir) = explicit {
+            let occupied = dir.read_dir().map(|mut entries| entries.next().is_some()).unwrap_or(false);
+            if occupied {
+                bail!("run directory {} already exists and is not empty; choose another --out", dir.display());
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+            return Ok(RunDir::new(dir));
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let base = PathBuf::from("runs").join(format!("{name}-{stamp}"));
+        std::fs::create_dir_all("runs").context("cannot create runs/")?;
+        let mut attempt = 1;
+        loop {
+            let dir = if attempt == 1 { base.clone() } else { PathBuf::from(format!("{}-{attempt}", base.display())) };
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(RunDir::new(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => attempt += 1,
+                Err(e) => return Err(e).with_context(|| format!("cannot create run directory {}", dir.display())),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A file of the run, by one of the names above.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The status `summary.json` records; `None` without a readable one.
+    pub fn status(&self) -> Option<Status> {
+        let bytes = std::fs::read(self.file(SUMMARY)).ok()?;
+        let summary: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        serde_json::from_value(summary.get("status")?.clone()).ok()
+    }
+
+    /// The run's resolved config.
+    pub fn config(&self, overrides: &[String]) -> Result<Config> {
+        Config::load(Some(&self.file(CONFIG)), overrides)
+    }
+
+    pub fn preprocessing(&self) -> Result<Preprocessing> {
+        let path = self.file(PREPROCESSING);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
+    }
+}
+
+/// A trained run, loaded back: its resolved config, its preprocessing, and its model with
+/// the run's final weights, or others of the same shapes (such as a checkpoint's).
+pub struct TrainedRun {
+    pub dir: RunDir,
+    pub config: Config,
+    pub preprocessing: Preprocessing,
+    pub model: Mlp,
+}
+
+impl TrainedRun {
+    /// Loads a finished run with its own weights; or any run that has a config (an
+    /// interrupted one too) with `weights`, a safetensors file or checkpoint of the same
+    /// names and shapes. `flag` names where `weights` came from in errors (`--weights`).
+    pub fn load(dir: &Path, weights: Option<&Path>, flag: &str) -> Result<TrainedRun> {
+        let dir = RunDir::new(dir);
+        if dir.path().is_file() && dir.path().file_name().is_some_and(|n| n == MODEL) {
+            // A model.pt given where a run is asked for: its run directory.
+            let parent = dir.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            return TrainedRun::load(parent, weights, flag);
+        }
+        if !dir.file(CONFIG).is_file() {
+            bail!("{} is not a finished torchfit run (it has no {CONFIG})", dir.path().display());
+        }
+        let (weights, source) = match (weights, dir.status()) {
+            (Some(path), _) => (path.to_path_buf(), format!("{flag} {}", path.display())),
+            (None, Some(status)) if status.is_done() => (dir.file(WEIGHTS), dir.file(WEIGHTS).display().to_string()),
+            (None, Some(status)) => bail!(
+                "{} is not a finished torchfit run (its status is {}); to use its last checkpoint, pass {flag} {}",
+                dir.path().display(),
+                status.name(),
+                dir.file(LAST_CHECKPOINT).display()
+            ),
+            (None, None) => {
+                bail!("{} is not a finished torchfit run (it has no readable {SUMMARY})", dir.path().display())
+            }
+        };
+        if !weights.is_file() {
+            bail!("{source}: no such file");
+        }
+        let config = dir.config(&[])?;
+        let preprocessing = dir.preprocessing()?;
+        let outputs = preprocessing.output_width(config.loss());
+        // The weights replace whatever the run started from (init_from need not exist any more).
+        let cfg = ModelConfig { init_from: None, ..config.model.clone() };
+        let mut model = Mlp::new(&cfg, preprocessing.feature_names.len(), outputs, Device::Cpu)?;
+        model.load_safetensors(&weights).with_context(|| source.clone())?;
+        Ok(TrainedRun { dir, config, preprocessing, model })
+    }
+}
