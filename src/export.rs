@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 use crate::atomic;
 use crate::config::Loss;
 use crate::data::Preprocessing;
-use crate::model::{activation_torchscript, Mlp};
+use crate::model::{child_name, Mlp};
 pub use crate::shim::read_extra_file;
 use crate::shim::ScriptModule;
 
@@ -25,14 +25,7 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
         src += "    x = torch.where(torch.isnan(x), self.input_fill, x)\n";
     }
     src += "    x = (x - self.input_mean) / self.input_std\n";
-    let last = model.layers.len() - 1;
-    for i in 0..model.layers.len() {
-        src += &format!("    layer = getattr(self, \"{}\")\n", 2 * i);
-        src += "    x = torch.linear(x, layer.weight, layer.bias)\n";
-        if let (true, Some(expr)) = (i < last, activation_torchscript(model.activation)) {
-            src += &format!("    x = {expr}\n");
-        }
-    }
+    src += &model.script();
     src += "    return x\n\n";
     src += match loss {
         Loss::CrossEntropy => concat!(
@@ -64,10 +57,11 @@ pub fn write_torchscript(
 ) -> Result<()> {
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
-        let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{}", 2 * i))?;
+        let child = child_name(i);
+        let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{child}"))?;
         dense.register_tensor("weight", &layer.weight, false)?;
         dense.register_tensor("bias", &layer.bias, false)?;
-        root.register_module(&(2 * i).to_string(), &dense)?;
+        root.register_module(&child, &dense)?;
     }
     let buffer = |values: &[f32]| Tensor::from_slice(values);
     root.register_tensor("input_mean", &buffer(&preprocessing.input_mean), true)?;
