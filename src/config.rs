@@ -889,6 +889,11 @@ impl Config {
     }
 }
 
+/// A value as the user writes it in YAML (`cosine`, `adam`), for messages.
+pub fn yaml_name<T: Serialize>(value: &T) -> String {
+    serde_yaml::to_string(value).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 fn kind_name(kind: DataKind) -> String {
     serde_yaml::to_string(&kind).map(|s| s.trim().to_string()).unwrap_or_default()
 }

@@ -44,6 +44,12 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
     src
 }
 
+/// Builds and compiles the module `write_torchscript` would write, without saving it, so
+/// that a script error shows before training rather than after it.
+pub fn check_script(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<()> {
+    script_module(model, preprocessing, loss).map(drop)
+}
+
 /// Writes `model.pt` atomically: parameters as `<2i>.weight` / `<2i>.bias` of child modules
 /// `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`, `input_fill`,
 /// `target_mean`, `target_std`), the methods of [`script_source`], and extra files
@@ -55,6 +61,18 @@ pub fn write_torchscript(
     config_yaml: &str,
     path: &Path,
 ) -> Result<()> {
+    let root = script_module(model, preprocessing, loss)?;
+    let features = serde_json::to_vec(&preprocessing.feature_names)?;
+    let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
+    let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
+    if let Some(labels) = &labels {
+        extra.push(("labels.json", labels));
+    }
+    atomic::write_with(path, |tmp| root.save(tmp, &extra))
+}
+
+/// The TorchScript module of a model: parameters, preprocessing buffers, compiled methods.
+fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
         let child = child_name(i);
@@ -74,13 +92,7 @@ pub fn write_torchscript(
         root.register_tensor("target_std", &buffer(&preprocessing.target_std), true)?;
     }
     root.define(&script_source(model, preprocessing, loss)).context("compiling the TorchScript methods")?;
-    let features = serde_json::to_vec(&preprocessing.feature_names)?;
-    let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
-    let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
-    if let Some(labels) = &labels {
-        extra.push(("labels.json", labels));
-    }
-    atomic::write_with(path, |tmp| root.save(tmp, &extra))
+    Ok(root)
 }
 
 /// The formats `torchfit export` writes.

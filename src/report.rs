@@ -69,8 +69,9 @@ impl History {
     }
 
     /// The loss per epoch, and the validation loss when there is one, like the Keras
-    /// tutorial's `plt.plot(history.history['loss'])`.
-    pub fn plot_loss(&self, path: &Path, title: &str) -> Result<()> {
+    /// tutorial's `plt.plot(history.history['loss'])`; with early stopping, a dashed line
+    /// marks the best epoch (the weights exported with `restore_best`).
+    pub fn plot_loss(&self, path: &Path, title: &str, best_epoch: Option<usize>) -> Result<()> {
         register_font();
         let curves: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", BLUE, "loss"), ("validation", RED, "val_loss")]
             .into_iter()
@@ -108,6 +109,20 @@ impl History {
                     .map_err(|e| anyhow!("{e}"))?
                     .label(*label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
+            if let Some(best) = best_epoch {
+                let x = best as f64;
+                let style = BLACK.mix(0.6).stroke_width(1);
+                let steps = 40;
+                let dashes = (0..steps).step_by(2).map(|i| {
+                    let at = |k: i32| lo - pad + (hi - lo + 2.0 * pad) * k as f64 / steps as f64;
+                    PathElement::new(vec![(x, at(i)), (x, at(i + 1))], style)
+                });
+                chart
+                    .draw_series(dashes)
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(format!("best epoch {best}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
             }
             chart
                 .configure_series_labels()
@@ -148,11 +163,13 @@ pub enum Progress {
 }
 
 impl Progress {
-    pub fn new(epochs: usize, quiet: bool) -> Progress {
+    /// Progress over `epochs` epochs, `done` of which a resumed run has behind it.
+    pub fn new(epochs: usize, done: usize, quiet: bool) -> Progress {
         if quiet {
             Progress::Quiet
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(epochs as u64);
+            bar.set_position(done as u64);
             let style = ProgressStyle::with_template("{bar:30.cyan/blue} epoch {pos}/{len} [{elapsed}<{eta}] {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -179,10 +196,12 @@ impl Progress {
         }
     }
 
-    pub fn finish(&self) {
+    /// Leaves the bar where training stopped (finishing it would draw it full, even after
+    /// an interruption or early stopping).
+    pub fn abandon(&self) {
         if let Progress::Bar(bar) = self {
             if !bar.is_finished() {
-                bar.finish();
+                bar.abandon();
                 // The bar leaves the cursor on its line; what is printed next starts afresh.
                 eprintln!();
             }
@@ -218,7 +237,7 @@ mod tests {
     fn plot_is_a_png() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("loss.png");
-        history().plot_loss(&path, "model loss").unwrap();
+        history().plot_loss(&path, "model loss", None).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(bytes.len() > 5000, "{} bytes", bytes.len());
@@ -231,6 +250,6 @@ mod tests {
             r.values[0] = f64::NAN;
         }
         let dir = tempfile::tempdir().unwrap();
-        assert!(h.plot_loss(&dir.path().join("loss.png"), "t").is_err());
+        assert!(h.plot_loss(&dir.path().join("loss.png"), "t", None).is_err());
     }
 }

@@ -110,7 +110,7 @@ fn killed_runs_resume_to_the_uninterrupted_result() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "the fault fired");
-        assert!(!d.join(&run).join("summary.json").exists());
+        assert_eq!(summary_status(&d.join(&run)).as_deref(), Some("running"), "a killed run says it was running");
         let out = resume(d, &run);
         assert_ok(&out);
         assert_same_run(d, "straight", &run);
@@ -237,7 +237,7 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
         d,
         &["train", "--resume", "skip", "--set", "training.epochs=2", "--set", "training.optimizer.kind=adam"],
     );
-    assert_fails_with(&other, &["does not fit this run", "it holds Sgd state, and training.optimizer.kind is Adam"]);
+    assert_fails_with(&other, &["does not fit this run", "it holds sgd state, and training.optimizer.kind is adam"]);
 }
 
 #[test]

@@ -1,0 +1,115 @@
+//! The training run, read top to bottom like a Keras `fit`: load the data, build the
+//! trainer, open the run directory (or resume one), run the epochs, write the artifacts.
+//! The `Trainer` holds what changes while training and takes one step at a time; the `Run`
+//! owns every side effect; a `dist::Group` is where processes agree.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use crate::config::Config;
+use crate::data;
+use crate::dist::Group;
+use crate::export;
+use crate::rundir::{self, RunDir, Status};
+
+mod early_stopping;
+mod run;
+mod signals;
+mod state;
+mod summary;
+mod trainer;
+#[cfg(test)]
+mod tests;
+
+use run::Run;
+pub use summary::Summary;
+use trainer::{EpochEnd, Trainer};
+
+pub struct TrainOptions {
+    /// The run directory; `None` makes `runs/<name>-<UTC timestamp>`. With `resume`, the run
+    /// to continue.
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
+    /// Print nothing while training.
+    pub quiet: bool,
+    /// When the process started, for `total_seconds`.
+    pub started: Instant,
+}
+
+/// Training stopped by SIGINT or SIGTERM after a checkpoint; `main` exits with `exit_code`.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Trains the model a validated config describes, or continues the run in
+/// `options.run_dir` with `options.resume`, and writes the run directory (see `rundir`).
+pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
+    let device = crate::device::DeviceChoice::parse(&config.device)?.resolve()?;
+    tch::manual_seed(config.seed as i64);
+    let data = data::load(config)?;
+    let mut trainer = Trainer::new(config, &data, device)?;
+    // A TorchScript error fails now rather than after the last epoch.
+    export::check_script(&trainer.model, &data.preprocessing, config.loss())?;
+    tch::set_num_threads(trainer.threads() as i32);
+    let group = Group::single();
+
+    // Everything that can fail on the user's input has been checked: only now does a run
+    // directory appear (or, resuming, get written to).
+    let mut run = Run::open(config, &data, &mut trainer, options)?;
+    match fit(&mut run, &mut trainer, &group) {
+        Ok(status) => match run.finish(&mut trainer, &data, status) {
+            Ok(summary) => Ok(summary),
+            Err(err) => Err(run.fail(&trainer, err)),
+        },
+        Err(err) => Err(run.fail(&trainer, err)),
+    }
+}
+
+/// The epochs from where the trainer stands to `training.epochs`, or until early stopping.
+fn fit(run: &mut Run, trainer: &mut Trainer, group: &Group) -> Result<Status> {
+    for epoch in trainer.epoch + 1..=trainer.config.training.epochs {
+        if let EpochEnd::Interrupted(signal) = trainer.run_epoch(epoch, &run.signals, group)? {
+            return Err(run.interrupt(trainer, signal));
+        }
+        let (improved, stop) = trainer.end_of_epoch(group)?;
+        run.end_of_epoch(trainer, improved, stop)?;
+        if stop {
+            return Ok(Status::StoppedEarly);
+        }
+    }
+    Ok(Status::Finished)
+}
+
+/// The config for `--resume RUN_DIR`: the run's own, with overrides that leave its data and
+/// model alone (more epochs, another device, ...). The run continues from
+/// `checkpoint/last.safetensors`, or from the start when it died before writing one.
+pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
+    let dir = RunDir::new(run_dir);
+    if !dir.file(rundir::CONFIG).is_file() {
+        bail!("{} is not a torchfit run directory (it has no {})", run_dir.display(), rundir::CONFIG);
+    }
+    for assignment in overrides {
+        let key = assignment.split_once('=').map(|(k, _)| k.trim()).unwrap_or(assignment);
+        let root = key.split('.').next().unwrap_or(key);
+        if matches!(root, "data" | "model" | "task" | "seed") {
+            bail!(
+                "--set {key}: a resumed run keeps its data, model, task and seed; \
+                 start a new run to change them (training.* and device may change)"
+            );
+        }
+    }
+    dir.config(overrides)
+}

@@ -1,0 +1,317 @@
+//! The `Trainer`: everything that changes while a run trains (model, optimizer, schedule,
+//! early stopping, history, the epoch in progress), so that a checkpoint can save all of it
+//! and a resumed run continues bit for bit. It has no side effects beyond its own state:
+//! files, signals and reports belong to the `Run`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use super::early_stopping::EarlyStopper;
+use super::signals::{Signal, Signals};
+use crate::config::{Config, OnNan};
+use crate::data::{Part, Prepared, Preprocessing};
+use crate::dist::Group;
+use crate::metrics::{self, loss_grad, loss_value, sample_losses, Accumulator};
+use crate::model::Mlp;
+use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
+use crate::report::{EpochRecord, History};
+
+/// Below this many batch x parameter multiply-adds per step, one thread is fastest: the
+/// Keras example (32 x 121) runs several times slower on two threads than on one, while a
+/// 1024 x 1.3M step gains from every core.
+const SMALL_STEP_WORK: i64 = 1 << 20;
+
+/// One training step's data: a batch, and where the model's outputs for it go (a slice of
+/// the epoch's output buffer, from which the epoch's loss and metrics are computed).
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub output: Tensor,
+    /// With dropout: the seed of this step's masks, a function of (seed, epoch, step) alone,
+    /// so a run resumed mid-epoch draws what an uninterrupted one would.
+    pub dropout_seed: Option<i64>,
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Updated,
+    /// The loss was not finite and `on_nan: skip_batch` left the weights alone.
+    Skipped,
+}
+
+/// How an epoch ended.
+pub enum EpochEnd {
+    Done,
+    Interrupted(Signal),
+}
+
+/// An epoch in progress, kept across an interruption: the steps done, and the outputs they
+/// made, written into one buffer of the epoch's size (the targets are the epoch's permuted
+/// copy itself). The epoch's loss and metrics are computed from them at its end, in one
+/// pass, as Keras's running metrics would have counted them. One buffer rather than a
+/// tensor per step also keeps the allocator from fragmenting around small live tensors.
+pub struct Running {
+    pub(super) step: usize,
+    pub(super) outputs: Tensor,
+    /// Steps skipped by `on_nan: skip_batch`, left out of the loss and metrics.
+    pub(super) skipped: Vec<usize>,
+    pub(super) seconds: f64,
+}
+
+pub struct Trainer<'a> {
+    pub(super) config: &'a Config,
+    pub(super) pre: &'a Preprocessing,
+    pub(super) device: Device,
+    pub(super) train: Part,
+    validation: Option<Part>,
+    pub(super) model: Mlp,
+    pub(super) outputs: usize,
+    pub(super) optimizer: Optimizer,
+    pub(super) schedule: LrScheduler,
+    pub(super) stopper: Option<EarlyStopper>,
+    pub(super) history: History,
+    /// Epochs completed.
+    pub(super) epoch: usize,
+    pub(super) running: Option<Running>,
+    /// The training loop's time over every session of the run: the sum of metrics.csv's
+    /// `seconds`, each epoch with its validation pass.
+    pub(super) train_seconds: f64,
+    /// The wall time of the run's earlier sessions, up to their last checkpoint.
+    pub(super) earlier_seconds: f64,
+    pub(super) skipped_batches: usize,
+    /// The epoch that `checkpoint/last.safetensors` holds, once one is written.
+    pub(super) checkpointed: Option<usize>,
+    /// A scalar 1 on the device: the gradient of the loss with respect to itself.
+    one: Tensor,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
+        let pre = &data.preprocessing;
+        let outputs = pre.output_width(config.loss());
+        let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
+        let training = &config.training;
+        let optimizer = Optimizer::new(&training.optimizer, &model.params);
+        Ok(Trainer {
+            config,
+            pre,
+            device,
+            train: data.train.to_device(device),
+            validation: data.validation.as_ref().map(|p| p.to_device(device)),
+            model,
+            outputs,
+            optimizer,
+            schedule: LrScheduler::new(&training.lr_schedule, training.optimizer.lr, training.epochs),
+            stopper: training.early_stopping.clone().map(EarlyStopper::new),
+            history: History::new(config.monitorable()),
+            epoch: 0,
+            running: None,
+            train_seconds: 0.0,
+            earlier_seconds: 0.0,
+            skipped_batches: 0,
+            checkpointed: None,
+            one: Tensor::from(1.0f32).to_device(device),
+        })
+    }
+
+    /// `training.threads`, or: one thread when a step's work (batch x parameters) is small
+    /// enough that splitting it costs more than it saves, else every core.
+    pub fn threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let work = self.config.training.batch_size as i64 * self.model.parameter_count();
+        self.config.training.threads.unwrap_or(if work < SMALL_STEP_WORK { 1 } else { cores })
+    }
+
+    pub(super) fn batch_sizes(&self) -> Vec<i64> {
+        let (n, batch) = (self.train.len() as i64, self.config.training.batch_size as i64);
+        (0..n).step_by(batch as usize).map(|start| batch.min(n - start)).collect()
+    }
+
+    /// (steps done, steps in all) of the epoch in progress.
+    pub fn position(&self) -> (usize, usize) {
+        (self.running.as_ref().map(|r| r.step).unwrap_or(0), self.batch_sizes().len())
+    }
+
+    /// One training step: forward, loss, backward, the gradients combined across the
+    /// group's processes, clipping, update.
+    pub fn step(&mut self, batch: &Batch, group: &Group) -> Result<StepOutcome> {
+        let training = &self.config.training;
+        let loss = self.config.loss();
+        if let Some(seed) = batch.dropout_seed {
+            tch::manual_seed(seed);
+        }
+        let tape = self.model.forward_train_into(&batch.x, true, &batch.output);
+        if training.on_nan == OnNan::SkipBatch {
+            // The one host read inside an epoch, and only when asked for.
+            let finite = loss_value(loss, &batch.output, &batch.y).double_value(&[]).is_finite();
+            if group.agree(!finite)? {
+                return Ok(StepOutcome::Skipped);
+            }
+        }
+        self.model.backward(&tape, &loss_grad(loss, &batch.output, &batch.y, &self.one));
+        group.reduce_gradients(&mut self.model.grads)?;
+        if let Some(max_norm) = training.gradient_clip {
+            clip_grad_norm(&mut self.model.grads, max_norm);
+        }
+        self.optimizer.step(&mut self.model.params, &self.model.grads)?;
+        Ok(StepOutcome::Updated)
+    }
+
+    /// Trains epoch `epoch` (1-based) from where it stands, in batches of `batch_size` (the
+    /// last holds the remainder), and records its metrics.csv row. Returns early, keeping
+    /// the epoch's progress, when a signal arrives.
+    pub fn run_epoch(&mut self, epoch: usize, signals: &Signals, group: &Group) -> Result<EpochEnd> {
+        let started = Instant::now();
+        let training = &self.config.training;
+        let sizes = self.batch_sizes();
+        let rows = self.train.len() as i64;
+        let Running { step: first_step, outputs, mut skipped, seconds } = match self.running.take() {
+            Some(running) => running,
+            None => {
+                let outputs = Tensor::f_empty([rows, self.outputs as i64], (Kind::Float, self.device))?;
+                Running { step: 0, outputs, skipped: Vec::new(), seconds: 0.0 }
+            }
+        };
+        self.optimizer.set_lr(self.schedule.lr(epoch));
+        let (x, y) = epoch_order(&self.train, self.config.seed, epoch, training.shuffle);
+        let batch = training.batch_size as i64;
+        let dropout = self.model.dropout > 0.0;
+        for (step, (xb, yb)) in x.split(batch, 0).into_iter().zip(y.split(batch, 0)).enumerate().skip(first_step) {
+            let output = outputs.narrow(0, step as i64 * batch, sizes[step]);
+            let dropout_seed = dropout.then(|| step_seed(self.config.seed, epoch, step));
+            if self.step(&Batch { x: xb, y: yb, output, dropout_seed }, group)? == StepOutcome::Skipped {
+                self.skipped_batches += 1;
+                skipped.push(step);
+            }
+            let signal = signals.received();
+            if group.agree(signal.is_some())? {
+                let seconds = seconds + started.elapsed().as_secs_f64();
+                self.running = Some(Running { step: step + 1, outputs, skipped, seconds });
+                return Ok(EpochEnd::Interrupted(signal.unwrap_or(Signal::Term)));
+            }
+        }
+        let values = self.epoch_values(epoch, &outputs, &y, &skipped)?;
+        let seconds = seconds + started.elapsed().as_secs_f64();
+        self.history.epochs.push(EpochRecord { epoch, values, lr: self.optimizer.lr(), seconds });
+        self.train_seconds += seconds;
+        self.epoch = epoch;
+        Ok(EpochEnd::Done)
+    }
+
+    /// The epoch's metrics.csv values: loss and metrics over the steps not skipped, then the
+    /// validation pass.
+    fn epoch_values(&self, epoch: usize, outputs: &Tensor, y: &Tensor, skipped: &[usize]) -> Result<Vec<f64>> {
+        let loss = self.config.loss();
+        let sizes = self.batch_sizes();
+        let batch = self.config.training.batch_size as i64;
+        if skipped.len() == sizes.len() {
+            bail!(
+                "every batch of epoch {epoch} had a non-finite loss and was skipped (training.on_nan: skip_batch); \
+                 try a lower training.optimizer.lr (now {}) or training.gradient_clip",
+                self.optimizer.lr()
+            );
+        }
+        let (outputs, targets) = if skipped.is_empty() {
+            (outputs.shallow_clone(), y.shallow_clone())
+        } else {
+            let kept: Vec<i64> = (0..sizes.len())
+                .filter(|step| !skipped.contains(step))
+                .flat_map(|step| (step as i64 * batch)..(step as i64 * batch + sizes[step]))
+                .collect();
+            let kept = Tensor::from_slice(&kept).to_device(self.device);
+            (outputs.index_select(0, &kept), y.index_select(0, &kept))
+        };
+        let mut accumulator = self.accumulator();
+        accumulator.add(&outputs, &targets, &loss_value(loss, &outputs, &targets));
+        let (train_loss, train_metrics) = accumulator.finish()?;
+        if !train_loss.is_finite() {
+            let bad = Vec::<bool>::try_from(sample_losses(loss, &outputs, &targets).isfinite().logical_not())?;
+            let at = bad.iter().position(|&b| b).map(|sample| {
+                let step = sample as i64 / batch;
+                format!(" at step {} of {}", step + 1, sizes.len())
+            });
+            let kept = match self.checkpointed {
+                Some(epoch) => format!("checkpoint/last.safetensors keeps epoch {epoch}"),
+                None => "no checkpoint was written yet".to_string(),
+            };
+            bail!(
+                "the loss became {train_loss} in epoch {epoch}{}; {kept}. \
+                 Try a lower training.optimizer.lr (now {}), training.gradient_clip, or training.on_nan: skip_batch",
+                at.unwrap_or_default(),
+                self.optimizer.lr()
+            );
+        }
+        let mut values = vec![train_loss];
+        values.extend(train_metrics);
+        if let Some(part) = &self.validation {
+            let (val_loss, val_metrics) = metrics::evaluate(&self.model, part, self.config, self.pre)?;
+            values.push(val_loss);
+            values.extend(val_metrics);
+        }
+        Ok(values)
+    }
+
+    /// Feeds the epoch's monitors. Returns (whether early stopping's monitor improved,
+    /// whether early stopping ends training), the same on every process.
+    pub fn end_of_epoch(&mut self, group: &Group) -> Result<(bool, bool)> {
+        if let Some(monitor) = self.schedule.monitor().map(str::to_string) {
+            self.schedule.observe(self.history.value(&monitor));
+        }
+        let Some(stopper) = &mut self.stopper else { return Ok((false, false)) };
+        let value = self.history.value(&stopper.cfg.monitor);
+        let (improved, stop) = stopper.observe(self.epoch, value, &self.model);
+        Ok((improved, group.agree(stop)?))
+    }
+
+    pub fn restore_best(&self) {
+        if let Some(stopper) = &self.stopper {
+            stopper.restore(&self.model);
+        }
+    }
+
+    /// With early stopping, the best epoch so far.
+    pub fn best_epoch(&self) -> Option<usize> {
+        self.stopper.as_ref().map(|s| s.best_epoch).filter(|&e| e > 0)
+    }
+
+    fn accumulator(&self) -> Accumulator {
+        metrics::accumulator(self.config, self.pre, self.outputs, self.device)
+    }
+
+    /// The loss and metrics of the model on `part`, by name.
+    pub fn metrics_on(&self, part: &Part) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let (loss, values) = metrics::evaluate(&self.model, part, self.config, self.pre)?;
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("loss".into(), loss.into());
+        for (metric, value) in self.config.metrics().iter().zip(values) {
+            metrics.insert(metric.name().into(), value.into());
+        }
+        Ok(metrics)
+    }
+}
+
+/// The epoch's copy of the training part, in the order its batches are taken. Shuffling
+/// uses a ChaCha stream per (seed, epoch), so any epoch's order can be recomputed on its own.
+pub(super) fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -> (Tensor, Tensor) {
+    if !shuffle {
+        return (part.x.shallow_clone(), part.y.shallow_clone());
+    }
+    let mut order: Vec<i64> = (0..part.len() as i64).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    order.shuffle(&mut rng);
+    let index = Tensor::from_slice(&order).to_device(part.x.device());
+    (part.x.index_select(0, &index), part.y.index_select(0, &index))
+}
+
+/// A seed for one training step, mixing the run's seed, the epoch and the step.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64) << 32) ^ step as u64);
+    (rand::RngCore::next_u64(&mut rng) >> 1) as i64
+}
