@@ -49,8 +49,8 @@ struct TrainArgs {
     /// Run directory [default: runs/<name>-<UTC timestamp>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Seed for data, initialisation and shuffling. Overrides `seed`.
-    #[arg(long)]
+    /// Seed for data, initialisation and shuffling (a whole number >= 0). Overrides `seed`.
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seed)]
     seed: Option<u64>,
     /// Print only the final summary.
     #[arg(long, short)]
@@ -109,6 +109,11 @@ enum FormatArg {
     Safetensors,
 }
 
+/// `--seed`: clap's own message for `-1` would suggest `-- -1`, which makes it a config path.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    text.trim().parse().map_err(|_| format!("the seed must be a whole number >= 0, got {text:?}"))
+}
+
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<Config> {
         Config::load(self.config.as_deref(), &self.set)
@@ -116,6 +121,10 @@ impl ConfigArgs {
 }
 
 fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+    // For the test that a panic is reported as an internal error.
+    if std::env::var("TORCHFIT_FAULT").as_deref() == Ok("panic") {
+        panic!("injected by TORCHFIT_FAULT=panic");
+    }
     match cli.command {
         Command::Train(args) => {
             // --device and --seed are shorthands for --set device=... and --set seed=...
@@ -158,22 +167,27 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit status of a bug in torchfit (BSD's EX_SOFTWARE), as opposed to bad input (2).
+const INTERNAL_ERROR: u8 = 70;
+
 fn main() -> ExitCode {
     let started = Instant::now();
-    // A panic is a bug in torchfit, not bad input: say so on one line instead of a backtrace.
+    // A panic is a bug in torchfit, not bad input: say so on one line, with the message and
+    // where, instead of a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let message = info.to_string();
-        let first = message.lines().next().unwrap_or("panic");
-        eprintln!("torchfit: internal error, please report it: {first}");
+        let message = info.payload_as_str().unwrap_or("no message").replace('\n', " ");
+        let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("torchfit: internal error, please report it: {message}{at}");
     }));
     let cli = Cli::parse();
-    match run(cli, started) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+    match std::panic::catch_unwind(|| run(cli, started)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
             eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
             // Interrupted runs exit as shells expect of a signal (130, 143); errors with 2.
             let code = err.downcast_ref::<torchfit::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2);
             ExitCode::from(code)
         }
+        Err(_) => ExitCode::from(INTERNAL_ERROR),
     }
 }

@@ -244,6 +244,15 @@ mod tests {
     }
 
     #[test]
+    fn plot_marks_the_best_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, marked) = (dir.path().join("a.png"), dir.path().join("b.png"));
+        history().plot_loss(&plain, "t", None).unwrap();
+        history().plot_loss(&marked, "t", Some(2)).unwrap();
+        assert_ne!(std::fs::read(plain).unwrap(), std::fs::read(marked).unwrap());
+    }
+
+    #[test]
     fn plot_refuses_non_finite_losses() {
         let mut h = history();
         for r in &mut h.epochs {

@@ -200,3 +200,27 @@ fn resume_refuses_changes_to_data_and_model() {
     let err = resume_config(&dir.path().join("nope"), &[]).unwrap_err().to_string();
     assert!(err.contains("is not a torchfit run directory"), "{err}");
 }
+
+#[test]
+fn a_step_updates_or_skips_a_non_finite_batch() {
+    let _rng = crate::testing::seed(0);
+    let config = config(&["data.samples=64", "training.on_nan=skip_batch"]);
+    let data = data::load(&config).unwrap();
+    let mut trainer = Trainer::new(&config, &data, Device::Cpu).unwrap();
+    let group = Group::single();
+    let batch = |x: Tensor| trainer::Batch {
+        y: data.train.y.narrow(0, 0, 8),
+        output: Tensor::zeros([8, 1], (Kind::Float, Device::Cpu)),
+        x,
+        dropout_seed: None,
+    };
+    let before = trainer.model.params.copy();
+    let good = batch(data.train.x.narrow(0, 0, 8));
+    assert_eq!(trainer.step(&good, &group).unwrap(), trainer::StepOutcome::Updated);
+    assert!(!trainer.model.params.equal(&before), "an update moves the weights");
+    let after = trainer.model.params.copy();
+    let bad = batch(data.train.x.narrow(0, 0, 8).fill(f64::NAN));
+    assert_eq!(trainer.step(&bad, &group).unwrap(), trainer::StepOutcome::Skipped);
+    assert!(trainer.model.params.equal(&after), "a skipped step leaves the weights alone");
+    assert_eq!(trainer.optimizer.steps(), 1);
+}
