@@ -175,3 +175,31 @@ fn a_negative_seed_is_named_as_such() {
     assert!(err.contains("the seed must be a whole number >= 0, got \"-1\""), "{err}");
     assert!(!err.contains("-- -1"), "{err}");
 }
+
+#[test]
+fn on_a_terminal_an_interrupted_run_leaves_its_bar_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // `script` gives the run a terminal; the shell records the pid that torchfit takes over.
+    let inner = format!("echo $$ > pid; exec {BIN} train --device cpu --out run --set training.epochs=100000");
+    let child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let start = Instant::now();
+    while !d.join("run/checkpoint/last.safetensors").exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never checkpointed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = std::fs::read_to_string(d.join("pid")).unwrap();
+    Command::new("kill").args(["-INT", pid.trim()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("interrupted by SIGINT"), "{screen}");
+    assert!(screen.contains("/100000"), "a bar was drawn: {screen}");
+    assert!(!screen.contains("100000/100000"), "the bar was drawn full: {screen}");
+}
