@@ -7,23 +7,12 @@
 use anyhow::Result;
 use tch::Tensor;
 
-pub struct Group {
-    rank: usize,
-    size: usize,
-}
+pub struct Group;
 
 impl Group {
     /// A run of one process.
     pub fn single() -> Group {
-        Group { rank: 0, size: 1 }
-    }
-
-    pub fn rank(&self) -> usize {
-        self.rank
-    }
-
-    pub fn size(&self) -> usize {
-        self.size
+        Group
     }
 
     /// Makes `grads` (this process's gradient of its batch's mean loss) the gradient of the

@@ -1,22 +1,23 @@
 //! torchfit: train multi-layer perceptrons on libtorch from YAML configs, with Keras's
 //! semantics where it matters, and leave artifacts that PyTorch loads as they are.
 //!
-//! One module per concept; `train::train` is the loop that ties them together.
+//! One module per concept; `train::train` is the loop that ties them together. The public
+//! modules are what `main.rs` and the end-to-end tests use; the rest are internals.
 
-pub mod atomic;
-pub mod checkpoint;
+mod atomic;
+mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod dist;
+mod dist;
 pub mod export;
-pub mod metrics;
+mod metrics;
 pub mod model;
-pub mod optim;
+mod optim;
 pub mod predict;
-pub mod report;
+mod report;
 pub mod rundir;
-pub mod shim;
+mod shim;
 pub mod train;
 
 #[cfg(test)]

@@ -67,7 +67,11 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Applies one update to the flat parameters `p` from the flat gradient `g`.
+    /// Applies one update to the flat parameters `p` from the flat gradient `g`. Everything
+    /// the update needs besides tensors (the rate, the step count and the Keras eps
+    /// correction that follows from it) is kept on the host, so a step never waits to read
+    /// a value back from the device; a captured CUDA graph will need the same values as
+    /// device scalars instead.
     pub fn step(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         self.step += 1;
         let g = self.decay(p, g);
