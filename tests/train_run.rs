@@ -72,6 +72,13 @@ fn an_error_after_the_last_epoch_is_recorded_as_failed() {
     assert_eq!(s["status"], "failed");
     assert!(s["error"].as_str().unwrap().contains("loss.png"), "{s}");
     assert_eq!(s["epochs"], 2);
+    // Once the obstacle is gone, resuming writes what was missing, training nothing more.
+    std::fs::remove_dir_all(&plot).unwrap();
+    assert_ok(&torchfit(d, &["train", "--resume", "run", "--quiet"]));
+    let s = summary(&d.join("run"));
+    assert_eq!((s["status"].as_str(), s["epochs"].as_u64()), (Some("finished"), Some(2)));
+    assert!(plot.is_file());
+    assert_ok(&torchfit(d, &["export", "run", "--output", "again.pt"]));
 }
 
 #[test]

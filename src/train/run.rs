@@ -191,7 +191,9 @@ fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<(
             trainer.epoch
         );
     }
-    if trainer.epoch == epochs && trainer.running.is_none() {
+    // A run that failed after its last epoch (writing the plot or model.pt, say) resumes
+    // to write its artifacts again.
+    if trainer.epoch == epochs && trainer.running.is_none() && dir.status() != Some(Status::Failed) {
         bail!("{path} has already trained all {epochs} epochs; pass --set training.epochs=N with N > {epochs}");
     }
     Ok(())
