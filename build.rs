@@ -1,6 +1,7 @@
 //! Links torchfit against libtorch so the binary runs without `LD_LIBRARY_PATH` and sees CUDA
 //! whenever the libtorch it was built with has it, and compiles the small C++ shim in `csrc/`
-//! that builds TorchScript modules (tch does not expose `torch::jit::Module`'s builder API).
+//! for what tch does not expose (`torch::jit::Module`'s builder API, the fused Adam
+//! kernel, CUDA device names).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -27,18 +28,30 @@ fn main() {
     // builds, libtorch_cuda.so: linking it (kept by the flag above) loads the CUDA backend.
     println!("cargo:rustc-link-arg=-ltorch");
 
-    cc::Build::new()
-        .cpp(true)
+    // libtorch's C++ ABI: torch-sys compiles its own C++ glue with
+    // -D_GLIBCXX_USE_CXX11_ABI=$LIBTORCH_CXX11_ABI (default 1, what the PyPI wheels use), and
+    // our shim passes std::string across the same libtorch, so it must use the same value.
+    // (With LIBTORCH_USE_PYTORCH torch-sys asks Python instead; the wheels all say 1.)
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+
+    let mut shim = cc::Build::new();
+    shim.cpp(true)
         .pic(true)
         .std("c++17")
-        .warnings(false)
-        .include(torch_root.join("include"))
-        .include(torch_root.join("include/torch/csrc/api/include"))
-        // The PyPI wheels (and torch-sys's default) use the C++11 string ABI.
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // Warnings stay on for our own code; libtorch's headers are system includes
+        // (-isystem), so their warnings are not ours to fix and do not flood the build.
+        .warnings(true)
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
         .file("csrc/torchscript.cpp")
-        .compile("torchfit_shim");
-    println!("cargo:rerun-if-changed=csrc/torchscript.cpp");
+        .file("csrc/cuda.cpp");
+    for dir in [torch_root.join("include"), torch_root.join("include/torch/csrc/api/include")] {
+        shim.flag("-isystem").flag(dir.as_os_str());
+    }
+    shim.compile("torchfit_shim");
+    // csrc/cuda.cpp looks the CUDA runtime up with dlsym; glibc before 2.34 keeps it in libdl.
+    println!("cargo:rustc-link-lib=dl");
+    println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-changed=build.rs");
 
     println!("cargo:rustc-env=TORCHFIT_LIBTORCH_VERSION={}", libtorch_version(&torch_root));

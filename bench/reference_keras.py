@@ -1,5 +1,5 @@
 """The Keras reference: the classic example, timed in-process (the `fit` call only).
-Used by bench/run.py when `keras` and `tensorflow` import (pip install tensorflow-cpu).
+Used by bench/run.py when `keras` and `tensorflow` import (`make bench-keras` installs them).
 Prints one JSON line: {"train_seconds": ..., "final_loss": ...}."""
 import json
 import time

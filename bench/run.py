@@ -179,7 +179,7 @@ def main():
         f"| `torchfit info` (libtorch start-up floor) | - | {fmt(col(small['info'], 'wall'))} | {med(small['info'], 'rss'):.0f} MiB |",
         "",
         f"- torchfit's training loop is **{med(small['torch'], 'train') / med(small['torchfit'], 'train'):.1f}x** faster than PyTorch eager"
-        + (f" and **{med(small['keras'], 'train') / med(small['torchfit'], 'train'):.1f}x** faster than Keras `fit`." if have_keras else " (Keras not installed: `pip install tensorflow-cpu` to include it)."),
+        + (f" and **{med(small['keras'], 'train') / med(small['torchfit'], 'train'):.1f}x** faster than Keras `fit`." if have_keras else " (Keras not installed: `make bench-keras` to include it)."),
         f"- Whole process: {med(small['torchfit'], 'wall'):.2f} s wall; training loop plus start-up floor is "
         f"{med(small['torchfit'], 'train') + med(small['info'], 'wall'):.2f} s, a ratio of "
         f"{med(small['torchfit'], 'wall') / (med(small['torchfit'], 'train') + med(small['info'], 'wall')):.2f}.",

@@ -8,13 +8,19 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
 
 namespace {
 
+// Returned in place of an error message that could not be allocated: a null return means
+// success, so a failed malloc must still return something. tf_string_free leaves it alone.
+char kOutOfMemory[] = "out of memory (while reporting a libtorch error)";
+
 char* copy_string(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) std::memcpy(out, s.c_str(), s.size() + 1);
+  if (out == nullptr) return kOutOfMemory;
+  std::memcpy(out, s.c_str(), s.size() + 1);
   return out;
 }
 
@@ -37,11 +43,20 @@ char* guarded(F f) {
 
 extern "C" {
 
-void tf_string_free(char* s) { std::free(s); }
+void tf_string_free(char* s) {
+  if (s != kOutOfMemory) std::free(s);
+}
 
 // A new, empty module whose TorchScript class is `class_name` (e.g. "torchfit.Dense0").
+// Like every module torch.jit.script makes, it has a bool attribute `training` (true, as a
+// new nn.Module): without it Python's `m.training` raises and `m.eval()` / C++'s
+// `Module::eval()` fail on the loaded model.
 char* tf_module_new(const char* class_name, void** out) {
-  return guarded([&] { *out = new torch::jit::Module(c10::QualifiedName(class_name)); });
+  return guarded([&] {
+    auto module = std::make_unique<torch::jit::Module>(c10::QualifiedName(class_name));
+    module->register_attribute("training", c10::BoolType::get(), true);
+    *out = module.release();
+  });
 }
 
 void tf_module_free(void* module) { delete static_cast<torch::jit::Module*>(module); }

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The whole CUDA check for a session that is lent the accelerator machine, in one call:
-#   ../shared/device/build-for-device.sh      # here first: .device/torchfit against libtorch 2.11
-#   run(command="bash scripts/device-check.sh", carry=[".device"], timeout_s=540)
+# The whole CUDA check, on a machine with an NVIDIA GPU (see docs/cuda.md):
+#   scripts/libtorch.sh env TORCHFIT_BIN=target/release/torchfit bash scripts/device-check.sh
 # It checks `info`, a CUDA training run, the export on the GPU from PyTorch, and times the
 # Keras example and the large workload on CUDA beside PyTorch on the same GPU. Everything it
-# prints is also in $OUT/device-check.log; copy the numbers into docs/cuda.md.
+# prints is also in $OUT/device-check.log (OUT defaults to /tmp/device-check).
+# TORCHFIT_BIN defaults to .device/torchfit, where the project's own GPU sessions put a
+# binary built for the GPU machine, and else to target/release/torchfit.
 set -uo pipefail
 out=${OUT:-/tmp/device-check}
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-bin=.device/torchfit
+if [ -n "${TORCHFIT_BIN:-}" ]; then bin=$TORCHFIT_BIN
+elif [ -x .device/torchfit ]; then bin=.device/torchfit
+else bin=target/release/torchfit
+fi
 large=(--set data.samples=200000 --set data.features=256 --set 'model.hidden=[1024, 1024]'
        --set training.batch_size=1024 --set training.epochs=1 --set 'training.metrics=[]')
 {
@@ -17,7 +21,7 @@ large=(--set data.samples=200000 --set data.features=256 --set 'model.hidden=[10
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   "$bin" info
-  "$bin" train --device cuda --quiet --out "$out/keras"
+  rm -rf "$out/keras"; "$bin" train --device cuda --quiet --out "$out/keras"
   python3 -c "import torch; m = torch.jit.load('$out/keras/model.pt').to('cuda'); print(m(torch.randn(4, 10, device='cuda')))"
   for i in 1 2 3; do
     rm -rf "$out/k$i"; "$bin" train --device cuda --quiet --out "$out/k$i"

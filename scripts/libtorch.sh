@@ -27,15 +27,25 @@ else
       echo "libtorch.sh: installing torch==$version into $home (once, ~4.7 GB)" >&2
       rm -rf "$home.partial"
       python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
-        --target "$home.partial" "torch==$version" numpy safetensors >&2
+        --target "$home.partial" "torch==$version" numpy safetensors pyyaml >&2
       rm -rf "$home"
       mv "$home.partial" "$home"
     fi
     exec 9>&-
   fi
-  # The Python tests also load weights.safetensors; caches made before they did lack it.
-  if [ ! -d "$home/safetensors" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$home" safetensors >&2
+  # The Python tests also load weights.safetensors and read config.yaml with PyYAML; caches
+  # made before they did lack those packages. Added under the lock, since other checkouts
+  # may be running this script on the same cache.
+  if [ ! -d "$home/safetensors" ] || [ ! -d "$home/yaml" ]; then
+    exec 9>"$home.lock"
+    flock 9
+    missing=()
+    [ -d "$home/safetensors" ] || missing+=(safetensors)
+    [ -d "$home/yaml" ] || missing+=(pyyaml)
+    if [ ${#missing[@]} -gt 0 ]; then
+      python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$home" "${missing[@]}" >&2
+    fi
+    exec 9>&-
   fi
   export LIBTORCH="$home/torch"
 fi

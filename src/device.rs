@@ -67,33 +67,6 @@ pub fn libtorch_version() -> &'static str {
     env!("TORCHFIT_LIBTORCH_VERSION")
 }
 
-/// A CUDA device's name, asked of the CUDA runtime that libtorch already loaded. Returns
-/// `None` when the runtime or the call is not there (CPU-only libtorch, no driver).
-pub fn cuda_device_name(index: usize) -> Option<String> {
-    // cudaDeviceProp starts with `char name[256]`; the rest of the struct (about 1 KiB,
-    // growing between CUDA releases) is written to generous scratch space and ignored.
-    type GetProps = unsafe extern "C" fn(*mut u8, i32) -> i32;
-    let this = libloading::os::unix::Library::this();
-    let mut props = vec![0u8; 16 * 1024];
-    for symbol in [&b"cudaGetDeviceProperties_v2\0"[..], &b"cudaGetDeviceProperties\0"[..]] {
-        // SAFETY: the symbol is the CUDA runtime's, with the signature above, and `props` is
-        // far larger than any cudaDeviceProp.
-        let status = unsafe {
-            let Ok(get) = this.get::<GetProps>(symbol) else {
-                continue;
-            };
-            get(props.as_mut_ptr(), index as i32)
-        };
-        if status != 0 {
-            return None;
-        }
-        let name = &props[..256];
-        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        return Some(String::from_utf8_lossy(&name[..end]).into_owned());
-    }
-    None
-}
-
 /// What `torchfit info` prints.
 pub fn info() -> String {
     let mut lines = vec![
@@ -104,7 +77,7 @@ pub fn info() -> String {
     let count = Cuda::device_count().max(0) as usize;
     lines.push(format!("cuda devices: {count}"));
     for i in 0..count {
-        let name = cuda_device_name(i).unwrap_or_else(|| "(name unavailable)".into());
+        let name = crate::shim::cuda_device_name(i).unwrap_or_else(|| "(name unavailable)".into());
         lines.push(format!("  cuda:{i} {name}"));
     }
     lines.push(format!("cudnn available: {}", Cuda::cudnn_is_available()));

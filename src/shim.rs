@@ -1,6 +1,11 @@
-//! Safe wrappers over the C++ shim in `csrc/torchscript.cpp`: building and saving
-//! TorchScript modules with real parameters (tch only traces), reading a saved module's
-//! extra files, and libtorch's fused Adam kernel.
+//! Safe wrappers over the C++ shim in `csrc/`: building and saving TorchScript modules with
+//! real parameters (tch only traces), reading a saved module's extra files, libtorch's fused
+//! Adam kernel (`torchscript.cpp`), and CUDA device names (`cuda.cpp`).
+//!
+//! The shim relies on a tch internal: it takes tch's tensor pointer (`Tensor::as_ptr`,
+//! `Tensor::as_mut_ptr`) to be a `torch::Tensor*` and dereferences it in C++. tch does not
+//! promise that layout, which is why Cargo.toml pins tch (and torch-sys) to exactly 0.26.0;
+//! moving to another tch release means checking this again.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::Path;
@@ -12,6 +17,7 @@ mod ffi {
     use super::*;
     extern "C" {
         pub fn tf_string_free(s: *mut c_char);
+        pub fn tf_cuda_device_name(index: c_int, out: *mut c_char, out_len: usize) -> c_int;
         pub fn tf_module_new(class_name: *const c_char, out: *mut *mut c_void) -> *mut c_char;
         pub fn tf_module_free(module: *mut c_void);
         pub fn tf_module_register_tensor(
@@ -187,4 +193,35 @@ pub fn fused_adam(
             eps,
         )
     })
+}
+
+/// The name of CUDA device `index` (e.g. "NVIDIA H200"), from the CUDA runtime libtorch
+/// loaded; `None` when there is none (a CPU-only libtorch, no driver) or the index is bad.
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    let index = c_int::try_from(index).ok()?;
+    // cudaDeviceProp's name field is 256 bytes, NUL included.
+    let mut name = [0 as c_char; 256];
+    // SAFETY: `name` is writable for its whole length, which is what the call is told.
+    let status = unsafe { ffi::tf_cuda_device_name(index, name.as_mut_ptr(), name.len()) };
+    if status != 0 {
+        return None;
+    }
+    // SAFETY: on success the shim wrote a NUL-terminated string within `name`.
+    Some(unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_device_names_exist_exactly_for_the_devices_libtorch_sees() {
+        let count = tch::Cuda::device_count().max(0) as usize;
+        for i in 0..count {
+            let name = cuda_device_name(i);
+            assert!(name.as_deref().is_some_and(|n| !n.is_empty()), "cuda:{i}: {name:?}");
+        }
+        assert_eq!(cuda_device_name(count), None);
+        assert_eq!(cuda_device_name(usize::MAX), None);
+    }
 }

@@ -1,17 +1,45 @@
 //! The corpus of bad input: configs and data files under tests/bad/ (plus binary ones made
-//! here), one end-to-end test each. Every one must exit with status 2 and one line
-//! `torchfit: <message>` naming the file and the key, row or column; none may panic or leave
-//! a run directory behind.
+//! here), bad flags and overrides, one end-to-end test each. Every one must exit with status 2,
+//! print nothing on standard output and one line `torchfit: <message>` on standard error
+//! naming the file and the key, row or column; none may panic or leave a run directory behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 
 mod common;
 use common::*;
 
-/// A temporary directory holding tests/bad/ and the binary fixtures.
-fn fixtures() -> tempfile::TempDir {
+/// A real model.pt (the Keras example after one epoch), trained once per test binary with
+/// the real binary, for the cases that must get past loading the model: the fixtures'
+/// model.pt is garbage, so a case using it fails there first.
+fn trained_model() -> PathBuf {
+    static RUN: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = RUN.get_or_init(|| {
+        // A static is never dropped, so this directory outlives the test process: it goes
+        // under cargo's target/tmp rather than /tmp, and each run removes the ones earlier
+        // runs left (an hour old, so that a run going on beside this one keeps its own).
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if entry.file_name().to_string_lossy().starts_with("bad_inputs-")
+                && age.is_some_and(|age| age.as_secs() > 3600)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("bad_inputs-").tempdir_in(tmp).unwrap();
+        let args = ["train", "--set", "training.epochs=1", "--device", "cpu", "--out", "model-run", "--quiet"];
+        assert_ok(&torchfit(dir.path(), &args));
+        dir
+    });
+    dir.path().join("model-run/model.pt")
+}
+
+/// A temporary directory holding tests/bad/ and the binary fixtures; `trained.pt` (a real
+/// model, see `trained_model`) too when `args` name it.
+fn fixtures(args: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(repo_file("tests/bad")).unwrap() {
         let path = entry.unwrap().path();
@@ -26,6 +54,9 @@ fn fixtures() -> tempfile::TempDir {
     Tensor::zeros([4, 2, 2], (Kind::Float, Device::Cpu)).write_npy(d.join("rank3.npy")).unwrap();
     Tensor::zeros([4], (Kind::Float, Device::Cpu)).write_npy(d.join("y.npy")).unwrap();
     Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
+    if args.contains(&"trained.pt") {
+        std::fs::copy(trained_model(), d.join("trained.pt")).unwrap();
+    }
     dir
 }
 
@@ -44,7 +75,7 @@ fn npy_with_header(path: &Path, dict: &str, data: &[u8]) {
 }
 
 fn check(args: &[&str], words: &[&str]) {
-    let dir = fixtures();
+    let dir = fixtures(args);
     let mut args = args.to_vec();
     if args[0] == "train" && !args.contains(&"--resume") {
         args.extend(["--out", "run"]);
@@ -52,6 +83,7 @@ fn check(args: &[&str], words: &[&str]) {
     let out = torchfit(dir.path(), &args);
     assert_fails_with(&out, words);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "{args:?} wrote to standard output");
     assert!(!dir.path().join("run").exists() && !dir.path().join("runs").exists(), "{args:?} left a run directory");
 }
 
@@ -71,7 +103,7 @@ bad! {
     unknown_top_level_key: ["train", "unknown_top.yaml"] => ["unknown_top.yaml: unknown key `nmae`", "did you mean `name`?"];
     misspelled_nested_key: ["train", "misspelled_nested.yaml"] => ["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"];
     misspelled_optimizer_key: ["train", "misspelled_optimizer.yaml"] => ["unknown key `training.optimizer.learning_rate`"];
-    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\"", "line 2 column 11"];
+    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\", expected usize at line 2 column 11"];
     wrong_type_hidden: ["train", "wrong_type_hidden.yaml"] => ["model.hidden: invalid type: integer `10`, expected a sequence"];
     zero_epochs: ["train", "epochs_zero.yaml"] => ["training.epochs must be > 0, got 0"];
     zero_batch_size: ["train", "batch_zero.yaml"] => ["training.batch_size must be > 0, got 0"];
@@ -80,13 +112,16 @@ bad! {
     zero_width_layer: ["train", "width_zero.yaml"] => ["model.hidden[1] must be > 0, got 0"];
     unknown_activation: ["train", "activation_unknown.yaml"] => ["model.activation: unknown value `rleu`", "did you mean `relu`?"];
     unknown_loss: ["train", "loss_unknown.yaml"] => ["training.loss: unknown value `mean_squared`"];
+    unknown_loss_near_a_known_one: ["train", "--set", "training.loss=mse2"] => ["training.loss: unknown value `mse2`", "did you mean `mse`?"];
     unknown_optimizer: ["train", "optimizer_unknown.yaml"] => ["training.optimizer.kind: unknown value `rmsprop`"];
+    unknown_optimizer_near_a_known_one: ["train", "--set", "training.optimizer.kind=adamm"] => ["training.optimizer.kind: unknown value `adamm`", "did you mean `adam`?"];
     dropout_out_of_range: ["train", "dropout_range.yaml"] => ["model.dropout must be in [0, 1), got 1.5"];
     split_out_of_range: ["train", "split_range.yaml"] => ["data.validation_split must be in [0, 1), got 1.2"];
     splits_leave_no_training_rows: ["train", "splits_sum.yaml"] => ["must leave rows for training"];
     beta1_out_of_range: ["train", "beta1.yaml"] => ["training.optimizer.beta1 must be in [0, 1), got 1"];
     missing_config_file: ["train", "nowhere.yaml"] => ["cannot read config file nowhere.yaml"];
     empty_config_file: ["train", "empty.yaml"] => ["empty.yaml: the config file is empty"];
+    blank_config_file: ["train", "blank.yaml"] => ["blank.yaml: the config file is empty"];
     binary_garbage_config: ["train", "garbage.yaml"] => ["cannot read config file garbage.yaml", "UTF-8"];
     config_that_is_a_list: ["train", "top_list.yaml"] => ["top_list.yaml: expected a mapping of keys"];
     accuracy_on_regression: ["train", "accuracy_regression.yaml"] => ["training.metrics: accuracy needs class labels", "regression"];
@@ -95,6 +130,8 @@ bad! {
     zero_checkpoint_interval: ["train", "checkpoint_zero.yaml"] => ["training.checkpoint_every must be > 0, got 0"];
     unknown_on_nan: ["train", "on_nan_unknown.yaml"] => ["training.on_nan: unknown value `ignore`"];
     unknown_device: ["train", "device_unknown.yaml"] => ["device must be auto, cpu, cuda or cuda:N, got \"gpu\""];
+    unknown_device_flag: ["train", "--device", "tpu"] => ["device must be auto, cpu, cuda or cuda:N, got \"tpu\""];
+    absent_cuda_device: ["train", "--device", "cuda:99"] => ["device cuda:99 was asked for"];
     bce_with_three_classes: ["train", "bce_three.yaml"] => ["training.loss: bce needs exactly two classes, the data has 3 (x, y, z)"];
     csv_file_missing: ["train", "csv_missing_file.yaml"] => ["data.path: ", "nowhere.csv: no such file"];
     csv_file_empty: ["train", "csv_empty.yaml"] => ["empty.csv: the file is empty"];
@@ -109,11 +146,13 @@ bad! {
     npy_garbage: ["train", "npy_garbage.yaml"] => ["garbage.npy: cannot read as .npy"];
     npy_without_y: ["train", "npy_half.yaml"] => ["kind npy takes either x and y (.npy files) or path"];
     init_from_not_safetensors: ["train", "init_from_garbage.yaml"] => ["model.init_from: ", "garbage.npy: cannot read safetensors"];
+    init_from_missing: ["train", "--set", "model.init_from=nope.safetensors"] => ["model.init_from: ", "nope.safetensors: no such file"];
     set_without_equals: ["train", "--set", "training.epochs"] => ["--set training.epochs: expected KEY=VALUE"];
     set_unknown_key: ["train", "--set", "training.epohcs=3"] => ["unknown key `training.epohcs`", "did you mean `training.epochs`?"];
+    set_unknown_top_level_key: ["train", "--set", "trainig.epochs=2"] => ["unknown key `trainig`", "did you mean `training`?"];
     resume_not_a_run: ["train", "--resume", "."] => [". is not a torchfit run directory (it has no config.yaml)"];
     predict_with_a_non_torchscript_model: ["predict", "model.pt", "x.npy"] => ["model.pt is not a TorchScript model"];
-    predict_input_missing: ["predict", "model.pt", "nowhere.csv"] => ["model.pt is not a TorchScript model"];
+    predict_input_missing: ["predict", "trained.pt", "nowhere.csv"] => ["cannot read nowhere.csv"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
     export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];
 }

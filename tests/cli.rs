@@ -54,7 +54,8 @@ fn a_short_run_writes_every_artifact() {
     assert_eq!(summary["parameters"], 10 * 10 + 10 + 10 + 1);
     assert_eq!(summary["device"], "cpu");
     assert_eq!(summary["final_metrics"]["loss"].as_f64().unwrap(), rows[2][1]);
-    assert!(summary["libtorch_version"].as_str().unwrap().starts_with("2.13.0"));
+    // The libtorch this build linked, whichever it is (a GPU build may use another).
+    assert_eq!(summary["libtorch_version"], torchfit::device::libtorch_version());
     assert!(summary["train_seconds"].as_f64().unwrap() <= summary["total_seconds"].as_f64().unwrap());
 
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
@@ -224,10 +225,30 @@ fn config_prints_the_resolved_yaml_with_overrides() {
 #[test]
 fn every_subcommand_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for (cmd, flag) in [("train", "--set"), ("config", "--set"), ("predict", "--output"), ("info", "--help")] {
+    // For each subcommand, words only its own help has: a flag it takes, or for info (which
+    // takes none) its description.
+    let cases: &[(&str, &[&str])] = &[
+        ("train", &["--resume <DIR>", "--device <DEVICE>", "--seed <SEED>", "--quiet"]),
+        ("config", &["--set <KEY=VALUE>", "Print the resolved config"]),
+        ("predict", &["--output <FILE>", "--proba", "<MODEL>", "<INPUT>"]),
+        ("evaluate", &["--data <FILE>", "--target <COLUMN>", "<RUN_DIR>"]),
+        ("export", &["--format <FORMAT>", "--weights <FILE>", "torchscript, safetensors"]),
+        ("info", &["Show torchfit and libtorch versions, CUDA devices"]),
+    ];
+    for (cmd, words) in cases {
         let out = torchfit(dir.path(), &[cmd, "--help"]);
         assert_ok(&out);
-        assert!(stdout(&out).contains(flag), "{cmd}: {}", stdout(&out));
+        let help = stdout(&out);
+        assert!(help.contains(&format!("Usage: torchfit {cmd}")), "{cmd}: {help}");
+        for word in *words {
+            assert!(help.contains(word), "{cmd}: expected {word:?} in {help}");
+        }
+    }
+    // And the top-level help lists every one of them.
+    let out = torchfit(dir.path(), &["--help"]);
+    assert_ok(&out);
+    for (cmd, _) in cases {
+        assert!(stdout(&out).lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from {}", stdout(&out));
     }
 }
 
@@ -236,95 +257,12 @@ fn info_reports_versions_and_cuda() {
     let out = torchfit(Path::new("."), &["info"]);
     assert_ok(&out);
     let text = stdout(&out);
-    assert!(text.contains("libtorch 2.13.0"), "{text}");
+    // The libtorch this build linked, whichever it is (a GPU build may use another).
+    let version = torchfit::device::libtorch_version();
+    assert!(version.starts_with(|c: char| c.is_ascii_digit()), "build.rs found no libtorch version: {version}");
+    assert!(text.lines().any(|l| l == format!("libtorch {version}")), "{text}");
     assert!(text.contains("cuda available: "), "{text}");
     assert!(text.contains("cudnn available: "), "{text}");
-}
-
-/// Bad input: status 2, one line `torchfit: <message>`, and no run directory.
-#[test]
-fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
-    let cases: &[(&str, &str, &[&str], &[&str])] = &[
-        // (file contents or "", file name, args, words the message must hold)
-        ("", "", &["train", "missing.yaml"], &["cannot read config file missing.yaml"]),
-        (
-            "name: x\ntraining: [1, 2\n",
-            "syntax.yaml",
-            &["train", "syntax.yaml"],
-            &["syntax.yaml: YAML syntax error", "line 3"],
-        ),
-        (
-            "training:\n  epoch: 5\n",
-            "unknown.yaml",
-            &["train", "unknown.yaml"],
-            &["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"],
-        ),
-        (
-            "training:\n  epochs: ten\n",
-            "type.yaml",
-            &["train", "type.yaml"],
-            &["training.epochs: invalid type: string \"ten\", expected usize at line 2 column 11"],
-        ),
-        ("", "", &["train", "--set", "training.epochs=0"], &["training.epochs must be > 0, got 0"]),
-        ("", "", &["train", "--set", "training.batch_size=0"], &["training.batch_size must be > 0, got 0"]),
-        ("", "", &["train", "--set", "training.optimizer.lr=0"], &["training.optimizer.lr must be > 0, got 0"]),
-        ("", "", &["train", "--set", "training.optimizer.lr=-0.1"], &["training.optimizer.lr must be > 0, got -0.1"]),
-        ("", "", &["train", "--set", "model.hidden=[10, 0]"], &["model.hidden[1] must be > 0, got 0"]),
-        (
-            "",
-            "",
-            &["train", "--set", "model.activation=relux"],
-            &["model.activation: unknown value `relux`", "did you mean `relu`?"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.loss=mse2"],
-            &["training.loss: unknown value `mse2`", "did you mean `mse`?"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.optimizer.kind=adamm"],
-            &["training.optimizer.kind: unknown value `adamm`", "did you mean `adam`?"],
-        ),
-        (
-            "",
-            "",
-            &["train", "--set", "training.metrics=[accuracy]"],
-            &["training.metrics: accuracy needs class labels", "regression"],
-        ),
-        ("", "", &["train", "--set", "trainig.epochs=2"], &["unknown key `trainig`", "did you mean `training`?"]),
-        ("", "", &["train", "--device", "cuda:99"], &["cuda:99"]),
-        ("", "", &["train", "--device", "tpu"], &["device must be auto, cpu, cuda or cuda:N, got \"tpu\""]),
-        (
-            "",
-            "",
-            &["train", "--set", "model.init_from=nope.safetensors"],
-            &["model.init_from: ", "nope.safetensors: no such file"],
-        ),
-        ("  \n", "empty.yaml", &["train", "empty.yaml"], &["empty.yaml: the config file is empty"]),
-        ("not a model", "model.pt", &["predict", "model.pt", "model.pt"], &["model.pt is not a TorchScript model"]),
-    ];
-    for (contents, file, args, words) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        if !file.is_empty() {
-            std::fs::write(dir.path().join(file), contents).unwrap();
-        }
-        let mut args = args.to_vec();
-        if args[0] == "train" {
-            args.extend(["--out", "run"]);
-        }
-        let out = torchfit(dir.path(), &args);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.starts_with("torchfit: "), "{args:?}: {err}");
-        for word in *words {
-            assert!(err.contains(word), "{args:?}: expected {word:?} in {err}");
-        }
-        assert!(!dir.path().join("run").exists() && !dir.path().join("runs").exists(), "{args:?} left a run directory");
-    }
 }
 
 #[test]

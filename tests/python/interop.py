@@ -2,17 +2,23 @@
 
 usage: interop.py RUN_DIR INPUT.npy PREDICTIONS.csv [RUN_DIR INPUT.npy PREDICTIONS.csv ...]
 
-For each run: model.pt loads with torch.jit.load, matches `torchfit predict` on the same
-input, carries its config and feature names (and labels) as extra files, exposes the weights
-as trainable parameters under torch.nn.Sequential's names, loads into a plain nn.Sequential,
-fine-tunes, and weights.safetensors holds the same tensors. Prints 'N passed, 0 failed'.
+For each run: model.pt loads with torch.jit.load, has the `training` flag of a scripted
+module (so eval() works, and it saves and loads again), matches `torchfit predict` on the
+same input, carries its config and feature names (and labels) as extra files, exposes the
+weights as trainable parameters under torch.nn.Sequential's names, loads into a plain
+nn.Sequential, fine-tunes, and weights.safetensors holds the same tensors; the run's
+config.yaml loads with PyYAML with its numbers as numbers. Prints 'N passed, 0 failed'.
 """
 import csv
 import json
+import os
+import re
 import sys
+import tempfile
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file
 from torch import nn
 
@@ -39,6 +45,53 @@ def config_value(config, key):
     raise KeyError(key)
 
 
+# What a YAML number looks like; a string of this shape in a loaded config is a number that
+# the writer spelled so that YAML 1.1 (PyYAML) reads it as text, such as `1e-7` (1.1 wants
+# `1.0e-7`).
+NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+def strings_that_are_numbers(node, path=""):
+    """(dotted key, value) for every string in a loaded YAML tree that spells a number."""
+    if isinstance(node, dict):
+        return [hit for k, v in node.items() for hit in strings_that_are_numbers(v, f"{path}{k}.")]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in strings_that_are_numbers(v, f"{path}{i}.")]
+    return [(path.rstrip("."), node)] if isinstance(node, str) and NUMBER.fullmatch(node) else []
+
+
+def check_config_yaml(run):
+    """The run's config.yaml is YAML that Python reads as written: floats are floats."""
+    with open(f"{run}/config.yaml") as f:
+        config = yaml.safe_load(f)
+    optimizer = config["training"]["optimizer"]
+    for key in ("lr", "eps", "beta1", "beta2", "weight_decay"):
+        value = optimizer[key]
+        check(type(value) is float, f"{run}: config.yaml training.optimizer.{key} is a float in PyYAML, got {value!r}")
+    misread = strings_that_are_numbers(config)
+    check(misread == [], f"{run}: config.yaml numbers that PyYAML reads as strings: {misread}")
+
+
+def check_training_flag(run, m, x):
+    """model.pt has the bool `training` of a scripted module, eval() works and changes no
+    output, and the module saves and loads again."""
+    check(type(m.training) is bool and m.training, f"{run}: model.pt has training, True when loaded: {m.training!r}")
+    with torch.no_grad():
+        before = m(x)
+    m.eval()
+    check(not m.training and not any(c.training for c in m.modules()), f"{run}: eval() clears training everywhere")
+    with torch.no_grad():
+        check(torch.equal(m(x), before), f"{run}: eval() changes no output")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.jit.save(m, os.path.join(tmp, "again.pt"))
+        again = torch.jit.load(os.path.join(tmp, "again.pt"))
+    check(again.training is False, f"{run}: training survives a save and load")
+    with torch.no_grad():
+        check(torch.equal(again(x), before), f"{run}: the saved module computes the same")
+    m.train()
+    check(m.training, f"{run}: train() sets training again")
+
+
 def check_run(run, input_path, predictions_path):
     extra = {"config.yaml": "", "features.json": "", "labels.json": ""}
     m = torch.jit.load(f"{run}/model.pt", _extra_files=extra)
@@ -49,6 +102,8 @@ def check_run(run, input_path, predictions_path):
 
     x = torch.from_numpy(np.load(input_path)).float()
     check(x.shape[1] == len(features), f"{run}: features.json names every input column")
+    check_training_flag(run, m, x)
+    check_config_yaml(run)
 
     # Parameters: trainable, named and shaped as nn.Sequential's.
     params = dict(m.named_parameters())
