@@ -16,9 +16,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
 use crate::checkpoint;
-use crate::config::{Config, EarlyStopping, OnNan, OptimizerKind, Task};
+use crate::config::{yaml_name, Config, EarlyStopping, OnNan, OptimizerKind, Task};
 use crate::data::{self, Part, Preprocessing};
-use crate::device::{device_name, libtorch_version, DeviceChoice};
+use crate::device::{device_name, libtorch_version};
 use crate::export;
 use crate::metrics::{self, loss_grad, loss_value, sample_losses, Accumulator, Plateau, PlateauState};
 use crate::model::Mlp;
@@ -121,7 +121,7 @@ impl std::error::Error for Interrupted {}
 /// `preprocessing.json`, `split.json`, `checkpoint/`, `metrics.csv`, `loss.png`,
 /// `weights.safetensors`, `model.pt` and, last, `summary.json`.
 pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
-    let device = DeviceChoice::parse(&config.device)?.resolve()?;
+    let device = config.device.resolve()?;
     tch::manual_seed(config.seed as i64);
     let data = data::load(config)?;
     let mut trainer = Trainer::new(config, &data, device)?;
@@ -626,9 +626,9 @@ impl<'a> Trainer<'a> {
             let kind = trainer.config.training.optimizer.kind;
             if state.optimizer != kind {
                 bail!(
-                    "it holds {:?} state, and training.optimizer.kind is {:?}; a resumed run keeps its optimizer",
-                    state.optimizer,
-                    kind
+                    "it holds {} state, and training.optimizer.kind is {}; a resumed run keeps its optimizer",
+                    yaml_name(&state.optimizer),
+                    yaml_name(&kind)
                 );
             }
             trainer.model.restore(&mut tensors, "model.")?;
@@ -831,8 +831,7 @@ mod tests {
         let values = &trainer.history.epochs[0].values;
         let (x, y) = (&data.train.x, &data.train.y);
         let batch = |s: i64, l: i64| {
-            loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l))
-                .double_value(&[])
+            loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l)).double_value(&[])
         };
         let want = (batch(0, 4) * 4.0 + batch(4, 4) * 4.0 + batch(8, 2) * 2.0) / 10.0;
         assert!((values[0] - want).abs() < 1e-6, "{} vs {want}", values[0]);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
-use torchfit::config::{Config, ModelConfig};
+use torchfit::config::{Config, DeviceChoice, ModelConfig};
 use torchfit::model::Mlp;
 
 mod common;
@@ -59,7 +59,7 @@ fn a_short_run_writes_every_artifact() {
 
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     assert_eq!(config.training.epochs, 3);
-    assert_eq!(config.device, "cpu");
+    assert_eq!(config.device, DeviceChoice::Cpu);
 
     let png = std::fs::read(run.join("loss.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -263,7 +263,7 @@ fn bad_input_fails_with_one_clear_line_and_leaves_no_run() {
             "training:\n  epochs: ten\n",
             "type.yaml",
             &["train", "type.yaml"],
-            &["training.epochs: invalid type: string \"ten\", expected usize at line 2 column 11"],
+            &["training.epochs: invalid type: string \"ten\", expected a whole number >= 0 at line 2 column 11"],
         ),
         ("", "", &["train", "--set", "training.epochs=0"], &["training.epochs must be > 0, got 0"]),
         ("", "", &["train", "--set", "training.batch_size=0"], &["training.batch_size must be > 0, got 0"]),
