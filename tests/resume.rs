@@ -237,7 +237,7 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
         d,
         &["train", "--resume", "skip", "--set", "training.epochs=2", "--set", "training.optimizer.kind=adam"],
     );
-    assert_fails_with(&other, &["does not fit this run", "it holds Sgd state, and training.optimizer.kind is Adam"]);
+    assert_fails_with(&other, &["does not fit this run", "it holds sgd state, and training.optimizer.kind is adam"]);
 }
 
 #[test]
