@@ -175,14 +175,9 @@ pub fn load(config: &Config) -> Result<Prepared> {
 /// Builds a generated dataset. Draws from libtorch's global generator, which the caller
 /// seeds.
 pub fn generate(cfg: &DataConfig) -> Result<Table> {
-    let n = cfg.samples as i64;
-    let f = match cfg.features {
-        Some(Features::Count(f)) => f as i64,
-        _ => 10,
-    };
-    let t = cfg.targets as i64;
+    let (n, f, t) = (cfg.samples() as i64, cfg.feature_count() as i64, cfg.targets() as i64);
     let opts = (Kind::Float, Device::Cpu);
-    let noise = |shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_randn(shape, opts)? * cfg.noise) };
+    let noise = |shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_randn(shape, opts)? * cfg.noise()) };
     let (x, y) = match cfg.kind {
         DataKind::Linear => {
             let x = Tensor::f_randn([n, f], opts)?;
@@ -470,7 +465,9 @@ pub fn read_csv(
                 }
                 continue;
             }
-            let value: f32 = cell.trim().parse().map_err(|_| anyhow!("{}: {cell:?} is not a number", at(col)))?;
+            // Only target columns are unfillable; text there is likely a class label.
+            let hint = if fillable { "" } else { "; if it is a class label, set task: classification" };
+            let value: f32 = cell.trim().parse().map_err(|_| anyhow!("{}: {cell:?} is not a number{hint}", at(col)))?;
             row_values.push(value);
         }
         let label = match text {
@@ -515,8 +512,7 @@ fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
         bail!("data.path: {}: no such file", path.display());
     }
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
-    let delimiter = d.delimiter.as_bytes().first().copied().unwrap_or(b',');
-    let labelled = read_labelled_csv(path, delimiter, d.missing, task, &targets, |header| {
+    let labelled = read_labelled_csv(path, d.delimiter(), d.missing, task, &targets, |header| {
         for target in &targets {
             if !header.contains(target) {
                 bail!("data.target: no column `{target}` in {} (columns: {})", path.display(), header.join(", "));

@@ -1,31 +1,12 @@
-//! Choosing where a run lives: `auto`, `cpu`, `cuda` or `cuda:N`, checked against what
-//! libtorch actually sees, plus the facts `torchfit info` reports.
+//! Where a run lives: the configured [`DeviceChoice`] checked against what libtorch actually
+//! sees, plus the facts `torchfit info` reports.
 
 use anyhow::{bail, Result};
 use tch::{Cuda, Device};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
+use crate::config::DeviceChoice;
 
 impl DeviceChoice {
-    /// Parses a device name; the error names the `device` key.
-    pub fn parse(name: &str) -> Result<DeviceChoice> {
-        let choice = match name {
-            "auto" => DeviceChoice::Auto,
-            "cpu" => DeviceChoice::Cpu,
-            "cuda" => DeviceChoice::Cuda(0),
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(index)) => DeviceChoice::Cuda(index),
-                _ => bail!("device must be auto, cpu, cuda or cuda:N, got {other:?}"),
-            },
-        };
-        Ok(choice)
-    }
-
     /// The libtorch device for this choice; asking for CUDA that is not there is an error
     /// that says what was found.
     pub fn resolve(self) -> Result<Device> {
@@ -88,18 +69,6 @@ pub fn info() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_device_names() {
-        assert_eq!(DeviceChoice::parse("auto").unwrap(), DeviceChoice::Auto);
-        assert_eq!(DeviceChoice::parse("cpu").unwrap(), DeviceChoice::Cpu);
-        assert_eq!(DeviceChoice::parse("cuda").unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!(DeviceChoice::parse("cuda:3").unwrap(), DeviceChoice::Cuda(3));
-        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
-            let err = DeviceChoice::parse(bad).unwrap_err().to_string();
-            assert!(err.starts_with("device must be"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn absent_cuda_device_is_an_error_naming_what_was_found() {

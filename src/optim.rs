@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::checkpoint::take;
-use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, ScheduleKind, Semantics};
+use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, Schedule, Semantics};
 use crate::metrics::{Plateau, PlateauState};
 
 /// Adam or SGD over one flat parameter buffer (see `Mlp::params`): every update is a few
@@ -143,7 +143,7 @@ pub struct ScheduleState {
 
 /// The learning rate per epoch, from `training.lr_schedule`.
 pub struct LrScheduler {
-    cfg: LrSchedule,
+    schedule: Schedule,
     base: f64,
     epochs: usize,
     /// reduce_on_plateau: the rate in force and the monitor's history.
@@ -152,23 +152,26 @@ pub struct LrScheduler {
 }
 
 impl LrScheduler {
+    /// `cfg` comes from a resolved config, which names its plateau monitor; the validation
+    /// flag only picks an unset monitor's default, so it changes nothing here.
     pub fn new(cfg: &LrSchedule, base: f64, epochs: usize) -> LrScheduler {
-        let plateau = (cfg.kind == ScheduleKind::ReduceOnPlateau)
-            .then(|| Plateau::new(cfg.monitor.as_deref().unwrap_or("loss"), Mode::Auto, cfg.min_delta.unwrap_or(1e-4)));
-        LrScheduler { cfg: cfg.clone(), base, epochs, lr: base, plateau }
+        let schedule = cfg.resolved(false);
+        let plateau = match &schedule {
+            Schedule::ReduceOnPlateau { monitor, min_delta, .. } => Some(Plateau::new(monitor, Mode::Auto, *min_delta)),
+            _ => None,
+        };
+        LrScheduler { schedule, base, epochs, lr: base, plateau }
     }
 
     /// The rate for `epoch` (1-based).
     pub fn lr(&self, epoch: usize) -> f64 {
-        let s = &self.cfg;
-        match s.kind {
-            ScheduleKind::Constant => self.base,
-            ScheduleKind::Step => {
-                let decays = (epoch - 1) / s.step_size.unwrap_or(10).max(1);
-                self.base * s.gamma.unwrap_or(0.1).powi(decays as i32)
+        match self.schedule {
+            Schedule::Constant => self.base,
+            Schedule::Step { step_size, gamma } => {
+                let decays = (epoch - 1) / step_size.max(1);
+                self.base * gamma.powi(decays as i32)
             }
-            ScheduleKind::Cosine => {
-                let (warmup, min_lr) = (s.warmup_epochs.unwrap_or(0), s.min_lr.unwrap_or(0.0));
+            Schedule::Cosine { warmup_epochs: warmup, min_lr } => {
                 if epoch <= warmup {
                     return self.base * epoch as f64 / warmup as f64;
                 }
@@ -177,13 +180,16 @@ impl LrScheduler {
                 let progress = (epoch - warmup - 1) as f64 / span;
                 min_lr + (self.base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
-            ScheduleKind::ReduceOnPlateau => self.lr,
+            Schedule::ReduceOnPlateau { .. } => self.lr,
         }
     }
 
     /// The name of the metrics.csv column that reduce_on_plateau watches.
     pub fn monitor(&self) -> Option<&str> {
-        self.plateau.as_ref().and(self.cfg.monitor.as_deref())
+        match &self.schedule {
+            Schedule::ReduceOnPlateau { monitor, .. } => Some(monitor),
+            _ => None,
+        }
     }
 
     /// What a checkpoint keeps: the rate in force and the plateau counters.
@@ -201,10 +207,14 @@ impl LrScheduler {
     /// Feeds the end-of-epoch value of the monitor (reduce_on_plateau only): after `patience`
     /// epochs without improvement the rate is multiplied by `factor`, down to `min_lr`.
     pub fn observe(&mut self, value: f64) {
-        let Some(plateau) = &mut self.plateau else { return };
+        let (Some(plateau), Schedule::ReduceOnPlateau { factor, patience, min_lr, .. }) =
+            (&mut self.plateau, &self.schedule)
+        else {
+            return;
+        };
         plateau.observe(value);
-        if plateau.wait >= self.cfg.patience.unwrap_or(10) {
-            self.lr = (self.lr * self.cfg.factor.unwrap_or(0.1)).max(self.cfg.min_lr.unwrap_or(0.0));
+        if plateau.wait >= *patience {
+            self.lr = (self.lr * factor).max(*min_lr);
             plateau.wait = 0;
         }
     }

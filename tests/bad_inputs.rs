@@ -103,7 +103,7 @@ bad! {
     unknown_top_level_key: ["train", "unknown_top.yaml"] => ["unknown_top.yaml: unknown key `nmae`", "did you mean `name`?"];
     misspelled_nested_key: ["train", "misspelled_nested.yaml"] => ["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"];
     misspelled_optimizer_key: ["train", "misspelled_optimizer.yaml"] => ["unknown key `training.optimizer.learning_rate`"];
-    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\", expected usize at line 2 column 11"];
+    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\", expected a whole number >= 0 at line 2 column 11"];
     wrong_type_hidden: ["train", "wrong_type_hidden.yaml"] => ["model.hidden: invalid type: integer `10`, expected a sequence"];
     zero_epochs: ["train", "epochs_zero.yaml"] => ["training.epochs must be > 0, got 0"];
     zero_batch_size: ["train", "batch_zero.yaml"] => ["training.batch_size must be > 0, got 0"];
@@ -125,7 +125,7 @@ bad! {
     binary_garbage_config: ["train", "garbage.yaml"] => ["cannot read config file garbage.yaml", "UTF-8"];
     config_that_is_a_list: ["train", "top_list.yaml"] => ["top_list.yaml: expected a mapping of keys"];
     accuracy_on_regression: ["train", "accuracy_regression.yaml"] => ["training.metrics: accuracy needs class labels", "regression"];
-    schedule_key_of_another_kind: ["train", "schedule_key.yaml"] => ["training.lr_schedule.gamma does not apply to kind Cosine"];
+    schedule_key_of_another_kind: ["train", "schedule_key.yaml"] => ["training.lr_schedule.gamma does not apply to kind cosine"];
     unknown_monitor: ["train", "monitor_unknown.yaml"] => ["training.early_stopping.monitor: \"val_acc\" is not a metrics.csv column", "val_mae"];
     zero_checkpoint_interval: ["train", "checkpoint_zero.yaml"] => ["training.checkpoint_every must be > 0, got 0"];
     unknown_on_nan: ["train", "on_nan_unknown.yaml"] => ["training.on_nan: unknown value `ignore`"];
@@ -147,6 +147,9 @@ bad! {
     npy_without_y: ["train", "npy_half.yaml"] => ["kind npy takes either x and y (.npy files) or path"];
     init_from_not_safetensors: ["train", "init_from_garbage.yaml"] => ["model.init_from: ", "garbage.npy: cannot read safetensors"];
     init_from_missing: ["train", "--set", "model.init_from=nope.safetensors"] => ["model.init_from: ", "nope.safetensors: no such file"];
+    generated_key_on_csv: ["train", "csv_gap.yaml", "--set", "data.samples=50"] => ["data.samples applies to generated kinds only; this config has kind csv"];
+    embedded_generated_keys_on_csv: ["train", "--set", "data.kind=csv", "--set", "data.path=gap.csv", "--set", "data.target=y"] => ["data.samples applies to generated kinds only; this config has kind csv (it comes from the embedded default config keras_example.yaml; start from your own config file)"];
+    delimiter_on_generated_kind: ["train", "--set", "data.delimiter=;"] => ["data.delimiter applies to kind csv only; this config has kind random_normal"];
     set_without_equals: ["train", "--set", "training.epochs"] => ["--set training.epochs: expected KEY=VALUE"];
     set_unknown_key: ["train", "--set", "training.epohcs=3"] => ["unknown key `training.epohcs`", "did you mean `training.epochs`?"];
     set_unknown_top_level_key: ["train", "--set", "trainig.epochs=2"] => ["unknown key `trainig`", "did you mean `training`?"];

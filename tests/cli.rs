@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
-use torchfit::config::{Config, ModelConfig};
+use torchfit::config::{Config, DeviceChoice, ModelConfig};
 use torchfit::model::Mlp;
 
 mod common;
@@ -60,7 +60,7 @@ fn a_short_run_writes_every_artifact() {
 
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     assert_eq!(config.training.epochs, 3);
-    assert_eq!(config.device, "cpu");
+    assert_eq!(config.device, DeviceChoice::Cpu);
 
     let png = std::fs::read(run.join("loss.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -285,3 +285,29 @@ fn evaluate_rejects_unfinished_runs_and_unseen_labels() {
         &["narrow.csv: no column `bill_depth_mm`"],
     );
 }
+
+#[test]
+fn a_text_label_column_makes_a_classification_task_and_a_late_one_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Neither task nor loss: the species column's text decides, as the README promises.
+    let data = repo_file("data/penguins.csv");
+    let config = format!("data: {{kind: csv, path: {}, target: species}}\ntraining: {{epochs: 2}}\n", data.display());
+    std::fs::write(d.join("penguins.yaml"), config).unwrap();
+    let s = train(d, "penguins.yaml", "run", &[]);
+    assert_eq!(s["task"], "classification");
+    assert!(metric(&s, "final_metrics", "accuracy") >= 0.0, "{s}");
+
+    // Text after the rows read to decide: the data loader's error says what to set, for a
+    // target column only.
+    std::fs::write(d.join("late.csv"), format!("a,y\n{}5,Gentoo\n", "1,2\n".repeat(1000))).unwrap();
+    std::fs::write(d.join("late.yaml"), "data: {kind: csv, path: late.csv, target: y}\n").unwrap();
+    assert_fails_with(
+        &torchfit(d, &["train", "late.yaml", "--out", "late"]),
+        &["late.csv: row 1001 (line 1002), column `y`: \"Gentoo\" is not a number; if it is a class label, set task: classification"],
+    );
+    std::fs::write(d.join("feature.yaml"), "data: {kind: csv, path: late.csv, target: a}\n").unwrap();
+    let out = torchfit(d, &["train", "feature.yaml", "--out", "feature"]);
+    assert_fails_with(&out, &["column `y`: \"Gentoo\" is not a number"]);
+    assert!(!stderr(&out).contains("class label"), "{}", stderr(&out));
+}

@@ -91,8 +91,9 @@ fn resume_refuses_fewer_epochs_than_already_trained_with_the_right_numbers() {
         &out,
         &["run has already trained 3 epochs, more than training.epochs (2)", "training.epochs=N with N > 3"],
     );
-    // Interrupted in the middle of epoch 3: two epochs would end it before it started.
-    let sets = ["data.samples=20000", "training.batch_size=8", "training.epochs=3"];
+    // Interrupted in the middle of epoch E (3 or later): E - 1 epochs would end it before it
+    // started.
+    let sets = ["data.samples=20000", "training.batch_size=8", "training.epochs=1000"];
     let mut args = vec!["train", "--device", "cpu", "--quiet", "--out", "mid", "--set", "training.checkpoint_every=1"];
     for s in &sets {
         args.extend(["--set", *s]);
@@ -108,9 +109,18 @@ fn resume_refuses_fewer_epochs_than_already_trained_with_the_right_numbers() {
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupted by SIGINT in epoch 3"), "{}", stderr(&out));
-    let out = torchfit(d, &["train", "--resume", "mid", "--set", "training.epochs=2"]);
-    assert_fails_with(&out, &["mid was interrupted in epoch 3, beyond training.epochs (2)", "with N > 2"]);
+    let err = stderr(&out);
+    let epoch: usize = err
+        .split("interrupted by SIGINT in epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(epoch >= 3, "{err}");
+    let fewer = format!("training.epochs={}", epoch - 1);
+    let out = torchfit(d, &["train", "--resume", "mid", "--set", &fewer]);
+    let words = format!("mid was interrupted in epoch {epoch}, beyond training.epochs ({})", epoch - 1);
+    assert_fails_with(&out, &[&words, &format!("with N > {}", epoch - 1)]);
     assert_eq!(summary(&d.join("mid"))["status"], "interrupted", "a refused resume changes nothing");
 }
 

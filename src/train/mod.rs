@@ -57,7 +57,7 @@ impl std::error::Error for Interrupted {}
 /// Trains the model a validated config describes, or continues the run in
 /// `options.run_dir` with `options.resume`, and writes the run directory (see `rundir`).
 pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
-    let device = crate::device::DeviceChoice::parse(&config.device)?.resolve()?;
+    let device = config.device.resolve()?;
     tch::manual_seed(config.seed as i64);
     let data = data::load(config)?;
     let mut trainer = Trainer::new(config, &data, device)?;

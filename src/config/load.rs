@@ -1,0 +1,196 @@
+//! Reading a config: YAML text plus `--set` overrides, deserialised with
+//! `deny_unknown_fields`, with serde's errors rewritten to name the key, its line and the
+//! nearest valid name in the user's words.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_yaml::Value;
+
+use super::{Config, DataKind, Task, KERAS_EXAMPLE};
+
+/// How many data rows of a CSV file are read to tell a label column from a numeric one.
+const SNIFF_ROWS: usize = 1000;
+
+impl Config {
+    /// Reads `path` (or the embedded Keras example when `None`), applies `--set KEY=VALUE`
+    /// overrides, and validates the result. Every error names the file and the key.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let (source, text) = match path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                (p.display().to_string(), text)
+            }
+            None => ("embedded keras_example.yaml".to_string(), KERAS_EXAMPLE.to_string()),
+        };
+        let mut config = Config::parse(&text, &source, overrides)?;
+        // Without a config file, a key no --set names comes from the embedded default.
+        let inherited = |key: &str| path.is_none() && !overrides.iter().any(|o| assigns(o, key));
+        config.validate_settings(&inherited)?;
+        config.infer_task_from_csv();
+        config.resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Stage one: YAML text plus overrides into a `Config`, without value checks.
+    pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Config> {
+        if text.trim().is_empty() {
+            bail!("{source}: the config file is empty");
+        }
+        let mut tree: Value = serde_yaml::from_str(text).map_err(|e| anyhow!("{source}: YAML syntax error: {e}"))?;
+        if !tree.is_mapping() {
+            bail!("{source}: expected a mapping of keys (name, data, model, training, ...) at the top level");
+        }
+        if overrides.is_empty() {
+            // Deserialising the text itself, not the tree, keeps line and column in errors.
+            let de = serde_yaml::Deserializer::from_str(text);
+            return serde_path_to_error::deserialize(de).map_err(|e| anyhow!("{source}: {}", explain(&e)));
+        }
+        for assignment in overrides {
+            apply_override(&mut tree, assignment)?;
+        }
+        serde_path_to_error::deserialize(tree).map_err(|e| anyhow!("{source} with --set: {}", explain(&e)))
+    }
+
+    /// The README promises that the task follows from the data: a CSV target column holding
+    /// text is a classification label. Decided here, before `resolve` would settle on
+    /// regression, and only where neither `task` nor `loss` decides. A file that cannot be
+    /// read is left for the data loader to report.
+    fn infer_task_from_csv(&mut self) {
+        let d = &self.data;
+        if d.kind != DataKind::Csv || self.task.is_some() || self.training.loss.is_some() {
+            return;
+        }
+        let (Some(path), Some(target)) = (&d.path, &d.target) else { return };
+        if let [column] = target.names().as_slice() {
+            if holds_text(path, d.delimiter(), column) {
+                self.task = Some(Task::Classification);
+            }
+        }
+    }
+}
+
+/// Whether the first data rows of `column` hold a value that is neither missing nor a number.
+fn holds_text(path: &Path, delimiter: u8, column: &str) -> bool {
+    let Ok(mut reader) = csv::ReaderBuilder::new().delimiter(delimiter).from_path(path) else { return false };
+    let Some(at) = reader.headers().ok().and_then(|h| h.iter().position(|name| name.trim() == column)) else {
+        return false;
+    };
+    reader.records().take(SNIFF_ROWS).map_while(Result::ok).any(|record| {
+        record.get(at).is_some_and(|cell| !crate::data::is_missing(cell) && cell.trim().parse::<f32>().is_err())
+    })
+}
+
+/// Whether the `--set` `assignment` sets `key`, itself or a section holding it.
+fn assigns(assignment: &str, key: &str) -> bool {
+    let set = assignment.split_once('=').map_or(assignment, |(k, _)| k).trim();
+    key.strip_prefix(set).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// Applies one `KEY=VALUE` (dotted key, YAML value) to the config tree. Unknown keys are
+/// left for deserialisation to reject, so that they are reported like any other.
+fn apply_override(tree: &mut Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment}: expected KEY=VALUE, e.g. training.epochs=5"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {assignment}: the key must be a dotted path such as training.optimizer.lr");
+    }
+    let value: Value =
+        serde_yaml::from_str(raw).map_err(|e| anyhow!("--set {key}: the value {raw:?} is not valid YAML: {e}"))?;
+    let mut node = tree;
+    let segments: Vec<&str> = key.split('.').collect();
+    for (depth, segment) in segments.iter().enumerate() {
+        let Value::Mapping(map) = node else {
+            bail!("--set {key}: {} is not a section, it holds a value", segments[..depth].join("."));
+        };
+        let slot = Value::String((*segment).to_string());
+        if depth + 1 == segments.len() {
+            map.insert(slot, value);
+            return Ok(());
+        }
+        node = map.entry(slot).or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+/// serde's names for the types it expected, in the user's words.
+const EXPECTED: [(&str, &str); 7] = [
+    ("usize", "a whole number >= 0"),
+    ("u64", "a whole number >= 0"),
+    ("u32", "a whole number >= 0"),
+    ("i64", "a whole number"),
+    ("i32", "a whole number"),
+    ("f64", "a number"),
+    ("a boolean", "true or false"),
+];
+
+/// Rewrites a serde error as `key: problem at line L column C`, naming the nearest valid key
+/// or value when the problem is an unknown one.
+fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
+    let path = err.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let inner = err.inner();
+    let at = inner.location().map(|l| format!(" at line {} column {}", l.line(), l.column())).unwrap_or_default();
+    // serde_yaml puts the enclosing path in front and the location at the end; both are
+    // reported by us instead.
+    let mut message = inner.to_string();
+    if let Some(stripped) = message.strip_suffix(&at) {
+        message = stripped.to_string();
+    }
+    let parent = path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
+    for prefix in [&path, &parent] {
+        if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+            message = rest.to_string();
+            break;
+        }
+    }
+    let suggestion = nearest(&message);
+    if message.starts_with("unknown field") {
+        let suggestion = suggestion
+            .map(|s| if parent.is_empty() { s } else { format!("{parent}.{s}") })
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return format!("unknown key `{path}`{at}{suggestion}");
+    }
+    if let (true, Some(s)) = (message.starts_with("unknown variant"), suggestion) {
+        let bad = backticked(&message).into_iter().next().unwrap_or_default();
+        return format!("{path}: unknown value `{bad}`{at}; did you mean `{s}`? ({message})");
+    }
+    if message.contains("untagged enum Features") {
+        message = "expected a number of features or a list of column names".into();
+    } else if message.contains("untagged enum Columns") {
+        message = "expected a column name or a list of column names".into();
+    }
+    // "expected struct TrainingConfig" names a Rust type; the user wrote YAML.
+    if let Some(i) = message.find("expected struct ") {
+        message = format!("{}expected a mapping of keys", &message[..i]);
+    }
+    if let Some((problem, wanted)) = message.rsplit_once(", expected ") {
+        if let Some((_, words)) = EXPECTED.iter().find(|(rust, _)| *rust == wanted) {
+            message = format!("{problem}, expected {words}");
+        }
+    }
+    message = message.replacen("invalid type: unit value", "invalid type: an empty value", 1);
+    // A value's own check (device's) already names its key.
+    if path.is_empty() || message.starts_with(&format!("{path} ")) {
+        format!("{message}{at}")
+    } else {
+        format!("{path}: {message}{at}")
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" messages: the expected name
+/// closest to `x`.
+fn nearest(message: &str) -> Option<String> {
+    let names = backticked(message);
+    let (bad, expected) = names.split_first()?;
+    expected.iter().min_by_key(|candidate| strsim::levenshtein(bad, candidate)).cloned()
+}
+
+fn backticked(message: &str) -> Vec<String> {
+    message.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}

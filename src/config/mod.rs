@@ -1,0 +1,470 @@
+//! Experiment configuration: a YAML file (or the embedded Keras example) plus `--set`
+//! overrides. This file is the schema: every key, what it means and its plain default.
+//! Around it, one job each: `load` reads text and overrides and rewrites serde's errors to
+//! name the key, its line and the nearest valid name; `resolve` owns the defaults that depend
+//! on other keys and fills them in; `validate` checks values, naming the offending key;
+//! `yaml` spells values as YAML does and writes the resolved config.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+mod load;
+mod resolve;
+mod validate;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use yaml::yaml_name;
+
+/// The embedded default: byte for byte `configs/keras_example.yaml`.
+pub const KERAS_EXAMPLE: &str = include_str!("../../configs/keras_example.yaml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Names the run directory (`runs/<name>-<timestamp>`).
+    pub name: String,
+    /// Seeds data generation, splits, weight initialisation, dropout and shuffling.
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// `regression` or `classification`; when absent, inferred from the loss, else the data
+    /// (moons, or a CSV label column holding text), else regression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub training: TrainingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Regression,
+    Classification,
+}
+
+/// Where a run lives: `auto` (CUDA when available), `cpu`, `cuda` (that is, `cuda:0`) or
+/// `cuda:N`. Parsed once, when the config is read (`yaml` holds its spelling); `resolve`
+/// (in `crate::device`) asks libtorch for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+/// Each kind reads only its own keys; setting another kind's is an error, so these are
+/// `None` until set, and `Config::resolve` fills in the chosen kind's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub kind: DataKind,
+    /// Generated kinds: rows to generate (default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+    /// Generated kinds: the number of features (default 10; 2 for moons). csv: the columns to
+    /// use (default: all but the target columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+    /// Generated kinds: the number of targets (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<usize>,
+    /// Generated kinds: the standard deviation of the Gaussian noise (default 0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f64>,
+    /// csv: the file. npy: one `.npz` holding arrays `x` and `y` (instead of `x` and `y`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// csv: the target column, or a list of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Columns>,
+    /// csv: the field delimiter, one character (default `,`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// npy: the features file `[samples, features]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<PathBuf>,
+    /// npy: the targets file `[samples]` or `[samples, targets]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<PathBuf>,
+    /// Empty cells, `NA` and `nan`: `error`, `drop_row`, or `mean` (features only; the mean of
+    /// the training part).
+    pub missing: Missing,
+    /// Fraction of rows held out for validation, after a seeded shuffle.
+    pub validation_split: f64,
+    /// Fraction of rows held out for the final test, after the same shuffle.
+    pub test_split: f64,
+    /// Standardise each feature with the training part's mean and std (inside model.pt too).
+    pub standardize: bool,
+    /// Regression: standardise the targets too; predictions come back in original units.
+    pub standardize_target: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// x ~ N(0, 1), y ~ N(0, 1): the Keras example; nothing to learn.
+    RandomNormal,
+    /// x ~ N(0, 1), y = x W + noise with W ~ N(0, 1/features) fixed by the seed.
+    Linear,
+    /// Friedman #1: y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + noise, x ~ U(0,1)^d.
+    Friedman1,
+    /// Two interleaving half circles, two classes (scikit-learn's make_moons).
+    Moons,
+    /// A CSV file with a header row.
+    Csv,
+    /// `.npy` files (`x`, `y`) or one `.npz` (`path`).
+    Npy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Features {
+    Count(usize),
+    Columns(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Columns {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Columns {
+    pub(crate) fn names(&self) -> Vec<String> {
+        match self {
+            Columns::One(name) => vec![name.clone()],
+            Columns::Many(names) => names.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    Error,
+    DropRow,
+    Mean,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Widths of the hidden layers; the output width follows from the task and data.
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub init: Init,
+    /// Dropout probability after each hidden activation (training only).
+    pub dropout: f64,
+    /// Initial weights, a safetensors file named like `torch.nn.Sequential`'s state_dict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+    Gelu,
+    LeakyRelu,
+    Elu,
+    Silu,
+    Linear,
+}
+
+impl Activation {
+    /// For the tests that cover every activation.
+    #[cfg(test)]
+    pub(crate) const ALL: [Activation; 8] = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Gelu,
+        Activation::LeakyRelu,
+        Activation::Elu,
+        Activation::Silu,
+        Activation::Linear,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Keras Dense: glorot_uniform kernels, zero biases.
+    Keras,
+    /// PyTorch nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    Torch,
+    /// He uniform: U(-sqrt(6/fan_in), sqrt(6/fan_in)), zero biases.
+    KaimingUniform,
+    /// He normal: N(0, 2/fan_in), zero biases.
+    KaimingNormal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    /// Defaults to `mse` for regression and `cross_entropy` for classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Loss>,
+    /// Defaults to `[mae]` for regression and `[accuracy]` for classification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<Metric>>,
+    pub optimizer: OptimizerConfig,
+    pub lr_schedule: LrSchedule,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Clip the global gradient norm to this value before each update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradient_clip: Option<f64>,
+    /// Write `checkpoint/last.safetensors` every this many epochs (and on interruption and at
+    /// the end).
+    pub checkpoint_every: usize,
+    /// A non-finite loss: `stop` (with an error naming epoch and step) or `skip_batch`.
+    pub on_nan: OnNan,
+    /// libtorch's intra-op threads; by default 1 for small models (where threads cost more
+    /// in synchronisation than they save) and every core for large ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    /// Stop, keeping the last good checkpoint.
+    Stop,
+    /// Skip the update of a batch whose loss is not finite (reads the loss every step).
+    SkipBatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    Mse,
+    Mae,
+    /// Huber with delta 1, as Keras's and PyTorch's defaults.
+    Huber,
+    /// Softmax cross-entropy over the classes.
+    CrossEntropy,
+    /// Sigmoid binary cross-entropy; two classes, one output.
+    Bce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Mae,
+    Mse,
+    Rmse,
+    R2,
+    Accuracy,
+    /// Macro-averaged F1 over the classes.
+    F1,
+    LogLoss,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Defaults to the semantics' own: 1e-7 for Keras, 1e-8 for PyTorch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    /// Defaults to 0, except adamw: 0.004 (Keras) or 0.01 (PyTorch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// SGD momentum; 0 is plain SGD.
+    pub momentum: f64,
+    /// SGD: Nesterov momentum.
+    pub nesterov: bool,
+    pub semantics: Semantics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semantics {
+    /// Keras: eps outside the bias correction, decoupled weight decay.
+    Keras,
+    /// PyTorch: eps added to the bias-corrected sqrt(v), L2 weight decay in the gradient
+    /// (decoupled for adamw).
+    Torch,
+}
+
+/// The learning rate per epoch. Each kind reads only its own keys; the others must be unset.
+/// The defaults are applied in one place, [`LrSchedule::resolved`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LrSchedule {
+    pub kind: ScheduleKind,
+    /// step: epochs between decays (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_size: Option<usize>,
+    /// step: the decay factor (default 0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// cosine: epochs of linear warm-up from lr/warmup to lr (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<usize>,
+    /// cosine, reduce_on_plateau: the floor (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
+    /// reduce_on_plateau: the quantity watched (default val_loss, or loss without validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    /// reduce_on_plateau: the factor applied on a plateau (default 0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    /// reduce_on_plateau: epochs without improvement before reducing (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+    /// reduce_on_plateau: the least change that counts as improvement (default 1e-4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_delta: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    Step,
+    Cosine,
+    ReduceOnPlateau,
+}
+
+/// A schedule as it runs: its kind's keys, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Schedule {
+    Constant,
+    Step { step_size: usize, gamma: f64 },
+    Cosine { warmup_epochs: usize, min_lr: f64 },
+    ReduceOnPlateau { monitor: String, factor: f64, patience: usize, min_delta: f64, min_lr: f64 },
+}
+
+/// Keras's EarlyStopping, with Keras's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    /// A metrics.csv column: `loss`, `val_loss`, `val_accuracy`, ...
+    pub monitor: String,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The least change that counts as improvement.
+    pub min_delta: f64,
+    pub mode: Mode,
+    /// Restore (and export) the best epoch's weights when training ends.
+    pub restore_best: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `max` for accuracy, f1 and r2; `min` otherwise.
+    Auto,
+    Min,
+    Max,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "run".into(),
+            seed: 42,
+            device: DeviceChoice::Auto,
+            task: None,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            training: TrainingConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            kind: DataKind::RandomNormal,
+            samples: None,
+            features: None,
+            targets: None,
+            noise: None,
+            path: None,
+            target: None,
+            delimiter: None,
+            x: None,
+            y: None,
+            missing: Missing::Error,
+            validation_split: 0.0,
+            test_split: 0.0,
+            standardize: false,
+            standardize_target: false,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { hidden: vec![10], activation: Activation::Relu, init: Init::Keras, dropout: 0.0, init_from: None }
+    }
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: 100,
+            batch_size: 32,
+            shuffle: true,
+            loss: None,
+            metrics: None,
+            optimizer: OptimizerConfig::default(),
+            lr_schedule: LrSchedule::default(),
+            early_stopping: None,
+            gradient_clip: None,
+            checkpoint_every: 1,
+            on_nan: OnNan::Stop,
+            threads: None,
+        }
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 0.001,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: None,
+            weight_decay: None,
+            momentum: 0.0,
+            nesterov: false,
+            semantics: Semantics::Keras,
+        }
+    }
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping { monitor: "val_loss".into(), patience: 0, min_delta: 0.0, mode: Mode::Auto, restore_best: false }
+    }
+}

@@ -1,0 +1,121 @@
+//! How values are spelled in YAML: the device's name, any value's name for messages, and the
+//! resolved config written so that every YAML reader reads it back alike.
+
+use std::fmt;
+
+use anyhow::Result;
+use serde::{de, Deserialize, Deserializer, Serialize};
+use serde_yaml::Value;
+
+use super::{Config, DeviceChoice};
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<DeviceChoice, String> {
+        match name {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => Ok(DeviceChoice::Cuda(index)),
+                _ => Err(format!("device must be auto, cpu, cuda or cuda:N, got {other:?}")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(choice: DeviceChoice) -> String {
+        choice.to_string()
+    }
+}
+
+/// Parses inside the visitor, not after (as `serde(try_from)` would), so that serde_yaml
+/// reports the value's own line and column rather than its section's.
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DeviceChoice, D::Error> {
+        struct Name;
+        impl de::Visitor<'_> for Name {
+            type Value = DeviceChoice;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto, cpu, cuda or cuda:N")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<DeviceChoice, E> {
+                name.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+/// How `value` is written in YAML, for messages: an enum variant as the user spells it
+/// (`cross_entropy`, `cosine`), never as Rust's Debug does (`CrossEntropy`, `Cosine`).
+pub fn yaml_name<T: Serialize>(value: &T) -> String {
+    match serde_yaml::to_value(value) {
+        Ok(Value::String(name)) => name,
+        Ok(other) => serde_yaml::to_string(&other).map(|text| text.trim_end().to_string()).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+impl Config {
+    /// The resolved config as YAML, every default filled in.
+    pub fn to_yaml(&self) -> Result<String> {
+        let mut resolved = self.clone();
+        resolved.resolve();
+        let plain = serde_yaml::to_string(&resolved)?;
+        let spelled: String = plain.lines().map(|line| spell_float(line) + "\n").collect();
+        // A line inside a multi-line string (a name with a line break) is no `key: value`;
+        // should one have been taken for one, serde_yaml's own text is kept.
+        let same = serde_yaml::from_str::<Value>(&spelled).ok() == serde_yaml::from_str::<Value>(&plain).ok();
+        Ok(if same { spelled } else { plain })
+    }
+}
+
+/// YAML 1.1 readers (PyYAML) take a scalar for a float only with a dot and a signed
+/// exponent; `1e-7`, as serde_yaml writes it, would read back as a string. serde_yaml writes
+/// one scalar per line, after `key: ` or `- `, and quotes any string that would read as a
+/// number, so an unquoted exponent form there is a float: it becomes `1.0e-7`.
+fn spell_float(line: &str) -> String {
+    let indent = line.len() - line.trim_start().len();
+    let start = match line.find(": ") {
+        Some(colon) => colon + 2,
+        None if line[indent..].starts_with("- ") => indent + 2,
+        None => return line.to_string(),
+    };
+    let (head, scalar) = line.split_at(start);
+    match yaml11_float(scalar) {
+        Some(float) => format!("{head}{float}"),
+        None => line.to_string(),
+    }
+}
+
+/// `1e-7` as `1.0e-7` and `1e20` as `1.0e+20`; `None` for anything but a number in exponent
+/// form.
+fn yaml11_float(scalar: &str) -> Option<String> {
+    let (mantissa, exponent) = scalar.split_once(['e', 'E'])?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (minus, unsigned) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let (sign, power) = match exponent.strip_prefix('-') {
+        Some(rest) => ('-', rest),
+        None => ('+', exponent.strip_prefix('+').unwrap_or(exponent)),
+    };
+    (digits(whole) && digits(fraction) && digits(power)).then(|| format!("{minus}{whole}.{fraction}e{sign}{power}"))
+}
