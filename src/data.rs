@@ -423,37 +423,56 @@ pub fn read_csv(
     missing: Missing,
     choose: impl FnOnce(&[String]) -> Result<CsvColumns>,
 ) -> Result<CsvData> {
+    read_csv_rows(path, delimiter, missing, |first| Ok((choose(first)?, None)))
+}
+
+/// [`read_csv`], where `choose` sees the first row and may decide that it is data rather than
+/// a header: it then returns names for the columns (for lookups and messages).
+fn read_csv_rows(
+    path: &Path,
+    delimiter: u8,
+    missing: Missing,
+    choose: impl FnOnce(&[String]) -> Result<(CsvColumns, Option<Vec<String>>)>,
+) -> Result<CsvData> {
     let file = path.display();
+    // No header as far as the csv crate knows: records() then yields the first row too,
+    // and we skip it when it is the header.
     let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
+        .has_headers(false)
         .delimiter(delimiter)
         .from_path(path)
         .with_context(|| format!("cannot read {file}"))?;
-    let header: Vec<String> = reader
+    let first: Vec<String> = reader
         .headers()
         .with_context(|| format!("{file}: cannot read the header row"))?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    if header.iter().all(String::is_empty) {
+    if first.iter().all(String::is_empty) {
         bail!("{file}: the file is empty; expected a header row, then one row per sample");
     }
-    let wanted = choose(&header)?;
+    let (wanted, names) = choose(&first)?;
+    let first_is_data = names.is_some();
+    let header = names.unwrap_or(first);
     let position = |name: &String| -> Result<usize> {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| anyhow!("{file}: no column `{name}` (columns: {})", header.join(", ")))
+        let mut at = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i);
+        match (at.next(), at.next()) {
+            (Some(i), None) => Ok(i),
+            (Some(_), Some(_)) => bail!("{file}: the header has more than one column `{name}`"),
+            (None, _) => bail!("{file}: no column `{name}` (columns: {})", header.join(", ")),
+        }
     };
     let numeric: Vec<usize> = wanted.numeric.iter().map(position).collect::<Result<_>>()?;
     let text = wanted.text.as_ref().map(position).transpose()?;
     let (mut values, mut labels, mut rows) = (Vec::new(), Vec::new(), 0usize);
     let mut row_values = Vec::with_capacity(numeric.len());
-    for (i, record) in reader.records().enumerate() {
+    let records = reader.records().skip(usize::from(!first_is_data));
+    for (i, record) in records.enumerate() {
         let row = i + 1;
         let record = record.map_err(|e| anyhow!("{file}: row {row}: {}", csv_error(&e)))?;
-        let line = record.position().map(|p| p.line()).unwrap_or(row as u64 + 1);
-        let at = |col: usize| format!("{file}: row {row} (line {line}), column `{}`", header[col]);
+        let start = record.position().map_or(0, |p| p.byte());
+        // Only errors need the line, so it is counted only for them.
+        let at = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
         let mut drop = false;
         row_values.clear();
         for (&col, &fillable) in numeric.iter().zip(&wanted.fillable) {
@@ -497,6 +516,26 @@ pub fn read_csv(
         bail!("{file}: no data rows after the header");
     }
     Ok(CsvData { header, numeric: values, text: labels, rows })
+}
+
+/// The line on which the CSV record that the reader began at byte `start` begins. The
+/// reader's own `Position::line` is where it stood at `start`, which is before the LF of a
+/// CRLF line end (csv counts that LF only as it reads the next record) and before any blank
+/// lines it skips; so count the file's newlines, and those skipped, here.
+fn line_at(path: &Path, start: u64) -> u64 {
+    let Ok(mut file) = std::fs::File::open(path) else { return 0 };
+    let (mut line, mut offset) = (1, 0u64);
+    let mut chunk = [0u8; 1 << 16];
+    while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut chunk) {
+        for &byte in &chunk[..n] {
+            if offset >= start && byte != b'\n' && byte != b'\r' {
+                return line;
+            }
+            line += u64::from(byte == b'\n');
+            offset += 1;
+        }
+    }
+    line
 }
 
 fn csv_error(e: &csv::Error) -> String {
@@ -688,27 +727,68 @@ fn read_npy(key: &str, path: &Path) -> Result<Tensor> {
     Ok(t)
 }
 
+/// How [`read_features`] matched an input file's columns to the model's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnMatch {
+    /// By the names in the CSV header (other columns, such as the target, are ignored).
+    ByName,
+    /// In order: the CSV header names none of the features.
+    ByPosition,
+    /// In order: the CSV file has no header (its first row is numbers).
+    NoHeader,
+    /// In order: a `.npy` array has no names.
+    Array,
+}
+
 /// Reads a feature matrix for prediction: a `.npy` file holding a 2-D numeric array, or a
-/// CSV file with a header row. With `names`, CSV columns are picked by name (other columns,
-/// such as the target, are ignored) when the header has them all; otherwise every column is
-/// a feature, in order. Missing cells become NaN.
-pub fn read_features(path: &Path, names: Option<&[String]>) -> Result<Tensor> {
+/// CSV file. CSV columns are picked by the model's feature `names` when the header has them
+/// all, and a header with only some of them is an error naming the others; a header with
+/// none of them, or no header at all, means every column is a feature, in order. Missing
+/// cells become NaN.
+pub fn read_features(path: &Path, names: &[String], delimiter: u8) -> Result<(Tensor, ColumnMatch)> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         let t = read_npy("input", path)?;
         if t.dim() != 2 {
             bail!("{}: expected a 2-D array [samples, features], got shape {:?}", path.display(), t.size());
         }
-        return Ok(t.f_to_kind(Kind::Float)?);
+        return Ok((t.f_to_kind(Kind::Float)?, ColumnMatch::Array));
     }
-    let data = read_csv(path, b',', Missing::Mean, |header| {
-        let numeric = match names {
-            Some(names) if names.iter().all(|n| header.contains(n)) => names.to_vec(),
-            _ => header.to_vec(),
-        };
-        Ok(CsvColumns { fillable: vec![true; numeric.len()], numeric, text: None })
+    let mut matched = ColumnMatch::ByName;
+    let data = read_csv_rows(path, delimiter, Missing::Mean, |first| {
+        let columns = |numeric: Vec<String>| CsvColumns { fillable: vec![true; numeric.len()], numeric, text: None };
+        let absent: Vec<&String> = names.iter().filter(|n| !first.contains(n)).collect();
+        if absent.is_empty() {
+            return Ok((columns(names.to_vec()), None));
+        }
+        if absent.len() < names.len() {
+            bail!("{}: no column {} (the model's features are {})", path.display(), or_list(&absent), names.join(", "));
+        }
+        let is_number = |cell: &String| cell.parse::<f32>().is_ok();
+        if first.iter().all(|c| is_number(c) || is_missing(c)) && first.iter().any(is_number) {
+            // No header: name the columns after the features they are, when they fit.
+            matched = ColumnMatch::NoHeader;
+            let named: Vec<String> = if first.len() == names.len() {
+                names.to_vec()
+            } else {
+                (1..=first.len()).map(|i| format!("#{i}")).collect()
+            };
+            return Ok((columns(named.clone()), Some(named)));
+        }
+        matched = ColumnMatch::ByPosition;
+        Ok((columns(first.to_vec()), None))
     })?;
     let cols = data.numeric.len() / data.rows;
-    Ok(Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, cols as i64])?)
+    let x = Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, cols as i64])?;
+    Ok((x, matched))
+}
+
+/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``: column names for a message.
+pub fn or_list(names: &[&String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
 }
 
 #[cfg(test)]
@@ -842,10 +922,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "x.csv", "y,b,a\n9,2,1\n9,4,3\n");
         let names = ["a".to_string(), "b".to_string()];
-        let x = read_features(&path, Some(&names)).unwrap();
+        let (x, matched) = read_features(&path, &names, b',').unwrap();
         assert_eq!(Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(matched, ColumnMatch::ByName);
         let npy = dir.path().join("x.npy");
         Tensor::from_slice(&[1.0f32, 2.0, 3.0]).write_npy(&npy).unwrap();
-        assert!(read_features(&npy, None).unwrap_err().to_string().contains("expected a 2-D array"));
+        assert!(read_features(&npy, &names, b',').unwrap_err().to_string().contains("expected a 2-D array"));
+    }
+
+    #[test]
+    fn read_features_takes_columns_in_order_only_when_no_name_matches() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let values = |path: &Path| {
+            let (x, matched) = read_features(path, &names, b';').unwrap();
+            (Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), matched)
+        };
+        // No header: the first row is data, not lost.
+        let bare = write(dir.path(), "bare.csv", "1;2;3\n4;;6\n");
+        let (x, matched) = values(&bare);
+        assert_eq!((x.len(), x[0], x[5], matched), (6, 1.0, 6.0, ColumnMatch::NoHeader));
+        assert!(x[4].is_nan());
+        let other = write(dir.path(), "other.csv", "p;q;r\n1;2;3\n");
+        assert_eq!(values(&other), (vec![1.0, 2.0, 3.0], ColumnMatch::ByPosition));
+        // Some names but not all: an error naming the absent ones, not a silent fallback.
+        let partial = write(dir.path(), "partial.csv", "a;x_c;y\n1;2;3\n");
+        let err = read_features(&partial, &names, b';').unwrap_err().to_string();
+        assert!(err.contains("partial.csv: no column `b` or `c` (the model's features are a, b, c)"), "{err}");
+        // A name the header repeats is ambiguous, not the first of them.
+        let twice = write(dir.path(), "twice.csv", "a;b;c;a\n1;2;3;4\n");
+        let err = read_features(&twice, &names, b';').unwrap_err().to_string();
+        assert!(err.contains("twice.csv: the header has more than one column `a`"), "{err}");
+        // A headerless row that is not all numbers further down names the column by feature.
+        let text = write(dir.path(), "text.csv", "1;2;3\n4;x;6\n");
+        let err = read_features(&text, &names, b';').unwrap_err().to_string();
+        assert!(err.contains("text.csv: row 2 (line 2), column `b`: \"x\" is not a number"), "{err}");
+    }
+
+    #[test]
+    fn crlf_files_report_the_lines_that_editors_show() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        for (name, newline) in [("lf.csv", "\n"), ("crlf.csv", "\r\n")] {
+            let text = ["a,y", "1,2", "", "x,3", ""].join(newline);
+            let path = write(dir.path(), name, &text);
+            let err = load(&csv_config(&path, "")).err().unwrap().to_string();
+            assert!(err.contains(&format!("{name}: row 2 (line 4), column `a`: \"x\" is not a number")), "{err}");
+            let bare = write(dir.path(), name, &["1,2", "3,x", ""].join(newline));
+            let err = read_features(&bare, &["a".into(), "b".into()], b',').unwrap_err().to_string();
+            assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
+        }
     }
 }
