@@ -1,6 +1,6 @@
 // The narrow part of the libtorch C++ API that torchfit needs and tch does not expose:
 // building a torch::jit::Module with real parameters and buffers, giving it methods from
-// TorchScript source, and saving/reading it with extra files; and libtorch's fused Adam
+// TorchScript source, and saving it with extra files; and libtorch's fused Adam
 // kernel, one dispatch for a whole update. Wrapped safely in src/shim.rs; every function
 // returns nullptr on success or an error message that the caller frees with tf_string_free.
 #include <torch/script.h>
@@ -98,23 +98,6 @@ char* tf_module_save(void* module, const char* path, const char* const* extra_na
       extra[extra_names[i]] = std::string(extra_values[i], extra_lengths[i]);
     }
     static_cast<torch::jit::Module*>(module)->save(path, extra);
-  });
-}
-
-// Reads extra/<name> from a saved module. *found is 0 when the archive has no such file.
-// On success *out is a malloc'd buffer of *out_len bytes, freed with tf_string_free.
-char* tf_read_extra_file(const char* path, const char* name, char** out, size_t* out_len,
-                         int* found) {
-  return guarded([&] {
-    torch::jit::ExtraFilesMap extra{{name, ""}};
-    torch::jit::load(path, torch::kCPU, extra);
-    const std::string& value = extra[name];
-    *found = value.empty() ? 0 : 1;
-    *out_len = value.size();
-    *out = static_cast<char*>(std::malloc(value.size() + 1));
-    if (*out == nullptr) throw std::bad_alloc();
-    std::memcpy(*out, value.data(), value.size());
-    (*out)[value.size()] = '\0';
   });
 }
 

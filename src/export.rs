@@ -3,16 +3,18 @@
 //! weights are real parameters named as `torch.nn.Sequential` names them, so `state_dict()`,
 //! `load_state_dict` and fine-tuning work in PyTorch.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
 
 use crate::atomic;
 use crate::config::Loss;
 use crate::data::Preprocessing;
 use crate::model::{child_name, Mlp};
-pub use crate::shim::read_extra_file;
+use crate::rundir::{self, TrainedRun};
 use crate::shim::ScriptModule;
 
 /// TorchScript source for the exported module: `logits` (raw features in, the network's
@@ -44,34 +46,9 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
     src
 }
 
-/// Builds and compiles the module `write_torchscript` would write, without saving it, so
-/// that a script error shows before training rather than after it.
-pub fn check_script(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<()> {
-    script_module(model, preprocessing, loss).map(drop)
-}
-
-/// Writes `model.pt` atomically: parameters as `<2i>.weight` / `<2i>.bias` of child modules
-/// `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`, `input_fill`,
-/// `target_mean`, `target_std`), the methods of [`script_source`], and extra files
-/// `config.yaml`, `features.json` and, for classification, `labels.json`.
-pub fn write_torchscript(
-    model: &Mlp,
-    preprocessing: &Preprocessing,
-    loss: Loss,
-    config_yaml: &str,
-    path: &Path,
-) -> Result<()> {
-    let root = script_module(model, preprocessing, loss)?;
-    let features = serde_json::to_vec(&preprocessing.feature_names)?;
-    let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
-    let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
-    if let Some(labels) = &labels {
-        extra.push(("labels.json", labels));
-    }
-    atomic::write_with(path, |tmp| root.save(tmp, &extra))
-}
-
-/// The TorchScript module of a model: parameters, preprocessing buffers, compiled methods.
+/// The module [`write_torchscript`] saves: parameters as `<2i>.weight` / `<2i>.bias` of child
+/// modules `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`,
+/// `input_fill`, `target_mean`, `target_std`), and the methods of [`script_source`], compiled.
 fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
@@ -95,6 +72,73 @@ fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Resu
     Ok(root)
 }
 
+/// Builds and compiles the module that [`write_torchscript`] would save, without saving it:
+/// training calls it first, so that a script error shows before the hours of training
+/// rather than after them.
+pub fn check_script(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<()> {
+    script_module(model, preprocessing, loss).map(drop)
+}
+
+/// Writes `model.pt` atomically: the module of [`script_module`], with extra files
+/// `config.yaml`, `features.json` and, for classification, `labels.json`.
+pub fn write_torchscript(
+    model: &Mlp,
+    preprocessing: &Preprocessing,
+    loss: Loss,
+    config_yaml: &str,
+    path: &Path,
+) -> Result<()> {
+    let root = script_module(model, preprocessing, loss)?;
+    let features = serde_json::to_vec(&preprocessing.feature_names)?;
+    let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
+    let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
+    if let Some(labels) = &labels {
+        extra.push(("labels.json", labels));
+    }
+    atomic::write_with(path, |tmp| root.save(tmp, &extra))
+}
+
+/// The extra files of a saved TorchScript archive (`_extra_files` of `torch.jit.save`), read
+/// straight from its zip entries `<archive>/extra/<name>`, which torch stores uncompressed:
+/// no module is loaded to read them.
+pub struct ExtraFiles {
+    path: PathBuf,
+    zip: zip::ZipArchive<File>,
+    /// `<archive>/extra/`. torch names the archive's top folder after the file it first
+    /// saved to (not necessarily this one), and reads it from the first entry; so do we.
+    prefix: String,
+}
+
+impl ExtraFiles {
+    pub fn open(path: &Path) -> Result<ExtraFiles> {
+        let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let not_torchscript =
+            || anyhow!("{} is not a TorchScript model (torch.jit.save writes a zip archive)", path.display());
+        let mut zip = zip::ZipArchive::new(file).map_err(|_| not_torchscript())?;
+        let first = zip.by_index_raw(0).map_err(|_| not_torchscript())?.name().to_string();
+        let (top, _) = first.split_once('/').ok_or_else(not_torchscript)?;
+        Ok(ExtraFiles { path: path.to_path_buf(), prefix: format!("{top}/extra/"), zip })
+    }
+
+    /// The bytes of `extra/<name>`: `None` when the archive has no such file, and an empty
+    /// vector when it has an empty one.
+    pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        let mut entry = match self.zip.by_name(&format!("{}{name}", self.prefix)) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => bail!("{}: cannot read extra/{name}: {e}", self.path.display()),
+        };
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read extra/{name}", self.path.display()))?;
+        Ok(Some(bytes))
+    }
+}
+
+/// Reads one extra file of a saved TorchScript archive; see [`ExtraFiles::read`].
+pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    ExtraFiles::open(path)?.read(name)
+}
+
 /// The formats `torchfit export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -102,24 +146,86 @@ pub enum Format {
     Safetensors,
 }
 
-/// Re-exports a finished run, from its weights or from `weights` (a safetensors file of the
-/// same names and shapes), to `output` (default: the run's own `model.pt` or
-/// `weights.safetensors`). Returns the path written.
-pub fn export_run(run_dir: &Path, format: Format, weights: Option<&Path>, output: Option<&Path>) -> Result<PathBuf> {
-    let run = crate::rundir::TrainedRun::load(run_dir, weights, "--weights")?;
-    let default_name = match format {
-        Format::Torchscript => "model.pt",
-        Format::Safetensors => "weights.safetensors",
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Torchscript => "torchscript",
+            Format::Safetensors => "safetensors",
+        }
+    }
+
+    /// The format a file name's extension stands for: `.pt`, `.pth`, `.ts` or `.safetensors`.
+    pub fn of_file(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "pt" | "pth" | "ts" => Some(Format::Torchscript),
+            "safetensors" => Some(Format::Safetensors),
+            _ => None,
+        }
+    }
+}
+
+/// The format to write: `--format`, else the one `--output`'s extension stands for, else
+/// TorchScript. A `--format` that the extension contradicts is refused rather than written
+/// under a misleading name.
+fn choose_format(format: Option<Format>, output: Option<&Path>) -> Result<Format> {
+    let implied = output.and_then(Format::of_file);
+    match (format, implied, output) {
+        (Some(asked), Some(implied), Some(output)) if asked != implied => bail!(
+            "--format {} contradicts --output {}, a {} file name; drop --format or rename the output",
+            asked.name(),
+            output.display(),
+            implied.name()
+        ),
+        (Some(asked), _, _) => Ok(asked),
+        (None, implied, _) => Ok(implied.unwrap_or(Format::Torchscript)),
+    }
+}
+
+/// Re-exports a run (a finished one, or any with `weights`: a safetensors file or checkpoint
+/// of the same names and shapes) to `output`, in `format` or the one `output`'s extension
+/// names. Without `output` it rewrites the run's own `model.pt` or `weights.safetensors`,
+/// which only the run's own weights may do. Returns the path written.
+pub fn export_run(
+    run: &Path,
+    format: Option<Format>,
+    weights: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<PathBuf> {
+    let format = choose_format(format, output)?;
+    let trained = TrainedRun::load(run, weights, "--weights")?;
+    let own = trained.dir.file(match format {
+        Format::Torchscript => rundir::MODEL,
+        Format::Safetensors => rundir::WEIGHTS,
+    });
+    // The run's model.pt and weights.safetensors must stay what summary.json describes.
+    let output = match (output, weights) {
+        (Some(output), Some(weights)) if same_file(output, &own) => bail!(
+            "--output {} is the run's own {}; export --weights {} to another file",
+            output.display(),
+            own.display(),
+            weights.display()
+        ),
+        (Some(output), _) => output.to_path_buf(),
+        (None, Some(weights)) => bail!(
+            "--weights {}: pass --output FILE too; without it the export would overwrite {}, which must stay the run's own",
+            weights.display(),
+            own.display()
+        ),
+        (None, None) => own,
     };
-    let output = output.map(Path::to_path_buf).unwrap_or_else(|| run_dir.join(default_name));
     match format {
         Format::Torchscript => {
-            let config_yaml = run.config.to_yaml()?;
-            write_torchscript(&run.model, &run.preprocessing, run.config.loss(), &config_yaml, &output)?
+            let config_yaml = trained.config.to_yaml()?;
+            write_torchscript(&trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
         }
-        Format::Safetensors => write_safetensors(&run.model, &output)?,
+        Format::Safetensors => write_safetensors(&trained.model, &output)?,
     }
     Ok(output)
+}
+
+/// Whether two paths name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Writes `weights.safetensors` atomically, with `torch.nn.Sequential` names.
@@ -129,23 +235,12 @@ pub fn write_safetensors(model: &Mlp, path: &Path) -> Result<()> {
     atomic::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(Into::into))
 }
 
-/// Checks a loaded TorchScript model's input width, from its first layer's weight.
+/// A loaded TorchScript model's input width, from its first layer's weight `0.weight`, when
+/// it has a 2-D one.
 pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
     let params = module.named_parameters()?;
-    Ok(params.iter().find(|(n, _)| n == "0.weight").map(|(_, t)| t.size()[1] as usize))
-}
-
-/// Fails unless `path` looks like a TorchScript archive (a zip file).
-pub fn ensure_archive(path: &Path) -> Result<()> {
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .with_context(|| format!("cannot read {}", path.display()));
-    read?;
-    if &magic != b"PK\x03\x04" {
-        bail!("{} is not a TorchScript model (torch.jit.save writes a zip archive)", path.display());
-    }
-    Ok(())
+    let first = params.iter().find(|(n, _)| n == "0.weight").map(|(_, t)| t.size());
+    Ok(first.filter(|size| size.len() == 2).map(|size| size[1] as usize))
 }
 
 #[cfg(test)]
@@ -265,8 +360,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.pt");
         std::fs::write(&path, b"not a model").unwrap();
-        assert!(ensure_archive(&path).unwrap_err().to_string().contains("is not a TorchScript model"));
-        assert!(read_extra_file(&path, "config.yaml").is_err());
+        let err = read_extra_file(&path, "config.yaml").unwrap_err().to_string();
+        assert!(err.contains("model.pt is not a TorchScript model"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_extra_file_is_not_an_absent_one() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        write_torchscript(&model(Activation::Relu, 2), &identity(2), Loss::Mse, "", &path).unwrap();
+        let mut extra = ExtraFiles::open(&path).unwrap();
+        assert_eq!(extra.read("config.yaml").unwrap(), Some(Vec::new()));
+        assert_eq!(extra.read("features.json").unwrap().as_deref(), Some(&b"[\"f0\",\"f1\",\"f2\",\"f3\"]"[..]));
+        assert_eq!(extra.read("labels.json").unwrap(), None);
+    }
+
+    #[test]
+    fn check_script_compiles_every_kind_of_model() {
+        let _rng = crate::testing::seed(0);
+        let two = Preprocessing { labels: Some(vec!["no".into(), "yes".into()]), ..identity(0) };
+        for activation in Activation::ALL {
+            for (loss, outputs, pre) in
+                [(Loss::Mse, 2, identity(2)), (Loss::CrossEntropy, 2, two.clone()), (Loss::Bce, 1, two.clone())]
+            {
+                let filled = Preprocessing { input_fill: Some(vec![0.0; 4]), ..pre };
+                if let Err(e) = check_script(&model(activation, outputs), &filled, loss) {
+                    panic!("{activation:?} {loss:?}: {e:#}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_format_comes_from_the_output_name_unless_given() {
+        let pick = |format, output: Option<&str>| choose_format(format, output.map(Path::new));
+        assert_eq!(pick(None, None).unwrap(), Format::Torchscript);
+        assert_eq!(pick(None, Some("w.safetensors")).unwrap(), Format::Safetensors);
+        assert_eq!(pick(None, Some("m.PTH")).unwrap(), Format::Torchscript);
+        assert_eq!(pick(None, Some("model.bin")).unwrap(), Format::Torchscript);
+        assert_eq!(pick(Some(Format::Safetensors), Some("model.bin")).unwrap(), Format::Safetensors);
+        let err = pick(Some(Format::Torchscript), Some("x.safetensors")).unwrap_err().to_string();
+        assert!(err.contains("--format torchscript contradicts --output x.safetensors"), "{err}");
     }
 
     #[test]

@@ -20,11 +20,11 @@ enum Command {
     Train(TrainArgs),
     /// Print the resolved config (defaults filled in, overrides applied) as YAML.
     Config(ConfigArgs),
-    /// Predict with an exported model.pt on a CSV (with header) or .npy file of features.
+    /// Predict with a trained model (a run directory or a model.pt) on a CSV or .npy file.
     Predict(PredictArgs),
-    /// Report a finished run's loss and metrics on a new labelled CSV file.
+    /// Report a run's loss and metrics on a new labelled CSV file.
     Evaluate(EvaluateArgs),
-    /// Re-export a finished run as TorchScript or safetensors.
+    /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors.
     Export(ExportArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
@@ -63,9 +63,13 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct PredictArgs {
-    /// A model.pt written by `torchfit train`.
+    /// The model: a run directory written by `torchfit train` (its model.pt), or a model.pt
+    /// written by `torchfit train` or `torchfit export`.
     model: PathBuf,
-    /// Features: a CSV file with a header row, or a .npy file of shape [samples, features].
+    /// Features: a CSV file, read with the delimiter the model was trained with
+    /// (data.delimiter), whose header names the model's feature columns (other columns, such
+    /// as the target, are ignored); or a .npy array [samples, features]. A CSV file whose
+    /// header names none of the features, or that has no header, is taken in column order.
     input: PathBuf,
     /// Write the predictions (CSV) here instead of to standard output.
     #[arg(long, short, value_name = "FILE")]
@@ -77,28 +81,35 @@ struct PredictArgs {
 
 #[derive(Args)]
 struct EvaluateArgs {
-    /// A run directory written by `torchfit train`.
-    run_dir: PathBuf,
-    /// A CSV file with a header row holding the run's feature columns and its target.
+    /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
+    run: PathBuf,
+    /// A labelled CSV file, read with the run's delimiter (data.delimiter), whose header row
+    /// names the run's feature columns and its target.
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
     /// The label column, when it is not named as in training.
     #[arg(long, value_name = "COLUMN")]
     target: Option<String>,
+    /// Evaluate these weights instead of the run's (a safetensors file of the same names and
+    /// shapes, such as checkpoint/best.safetensors); an unfinished run needs them.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct ExportArgs {
-    /// A run directory written by `torchfit train`.
-    run_dir: PathBuf,
-    /// What to write.
-    #[arg(long, value_enum, default_value_t = FormatArg::Torchscript)]
-    format: FormatArg,
-    /// Where to write it [default: the run's model.pt or weights.safetensors].
+    /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
+    run: PathBuf,
+    /// What to write [default: what --output's extension says (.pt, .pth, .ts: torchscript;
+    /// .safetensors: safetensors), else torchscript].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Where to write it [default: the run's own model.pt or weights.safetensors; required
+    /// with --weights].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Export these weights instead of the run's (a safetensors file of the same names and
-    /// shapes, such as one of the run's checkpoints).
+    /// shapes, such as checkpoint/last.safetensors of an interrupted run).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
 }
@@ -149,17 +160,19 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             &mut std::io::stdout().lock(),
         )?,
         Command::Evaluate(args) => {
-            for (name, value) in torchfit::predict::evaluate(&args.run_dir, &args.data, args.target.as_deref())? {
+            let metrics =
+                torchfit::predict::evaluate(&args.run, &args.data, args.weights.as_deref(), args.target.as_deref())?;
+            for (name, value) in metrics {
                 println!("{name} {value:.6}");
             }
         }
         Command::Export(args) => {
-            let format = match args.format {
+            let format = args.format.map(|f| match f {
                 FormatArg::Torchscript => torchfit::export::Format::Torchscript,
                 FormatArg::Safetensors => torchfit::export::Format::Safetensors,
-            };
+            });
             let written =
-                torchfit::export::export_run(&args.run_dir, format, args.weights.as_deref(), args.output.as_deref())?;
+                torchfit::export::export_run(&args.run, format, args.weights.as_deref(), args.output.as_deref())?;
             println!("wrote {}", written.display());
         }
         Command::Info => println!("{}", torchfit::device::info()),

@@ -132,6 +132,30 @@ impl RunDir {
     }
 }
 
+/// The model.pt that `path` names where one is asked for: `path` itself, or a run
+/// directory's own.
+pub fn model_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let run = RunDir::new(path);
+    let model = run.file(MODEL);
+    if model.is_file() {
+        return Ok(model);
+    }
+    match run.status() {
+        Some(status) if !status.is_done() => bail!(
+            "{} has no {MODEL}: the run is {}; to use its last checkpoint, export it with \
+             `torchfit export {} --weights {} --output FILE.pt`",
+            path.display(),
+            status.name(),
+            path.display(),
+            run.file(LAST_CHECKPOINT).display()
+        ),
+        _ => bail!("{} is a directory without a {MODEL}; pass a run directory or a {MODEL}", path.display()),
+    }
+}
+
 /// A trained run, loaded back: its resolved config, its preprocessing, and its model with
 /// the run's final weights, or others of the same shapes (such as a checkpoint's).
 pub struct TrainedRun {
@@ -147,8 +171,12 @@ impl TrainedRun {
     /// names and shapes. `flag` names where `weights` came from in errors (`--weights`).
     pub fn load(dir: &Path, weights: Option<&Path>, flag: &str) -> Result<TrainedRun> {
         let dir = RunDir::new(dir);
-        if dir.path().is_file() && dir.path().file_name().is_some_and(|n| n == MODEL) {
-            // A model.pt given where a run is asked for: its run directory.
+        if dir.path().is_file() {
+            // A run's model.pt given where a run is asked for: its run directory. Another
+            // file (an export elsewhere) does not say which run it came from.
+            if dir.path().file_name().is_none_or(|n| n != MODEL) {
+                bail!("{} is a file; pass a run directory or the {MODEL} inside one", dir.path().display());
+            }
             let parent = dir.path().parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             return TrainedRun::load(parent, weights, flag);
         }

@@ -1,6 +1,7 @@
 //! Safe wrappers over the C++ shim in `csrc/`: building and saving TorchScript modules with
-//! real parameters (tch only traces), reading a saved module's extra files, libtorch's fused
-//! Adam kernel (`torchscript.cpp`), and CUDA device names (`cuda.cpp`).
+//! real parameters (tch only traces) and libtorch's fused Adam kernel (`torchscript.cpp`), and
+//! CUDA device names (`cuda.cpp`). (A saved module's extra files are read from its zip
+//! archive: `export::ExtraFiles`.)
 //!
 //! The shim relies on a tch internal: it takes tch's tensor pointer (`Tensor::as_ptr`,
 //! `Tensor::as_mut_ptr`) to be a `torch::Tensor*` and dereferences it in C++. tch does not
@@ -47,13 +48,6 @@ mod ffi {
             beta1: f64,
             beta2: f64,
             eps: f64,
-        ) -> *mut c_char;
-        pub fn tf_read_extra_file(
-            path: *const c_char,
-            name: *const c_char,
-            out: *mut *mut c_char,
-            out_len: *mut usize,
-            found: *mut c_int,
         ) -> *mut c_char;
     }
 }
@@ -147,22 +141,6 @@ impl ScriptModule {
             )
         })
     }
-}
-
-/// Reads `extra/<name>` from a saved TorchScript archive; `None` when it has no such file.
-pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    let (c_path, c_name) = (c_path(path)?, c_string(name)?);
-    let (mut out, mut len, mut found) = (std::ptr::null_mut(), 0usize, 0 as c_int);
-    // SAFETY: valid C strings and out-pointers.
-    check(unsafe { ffi::tf_read_extra_file(c_path.as_ptr(), c_name.as_ptr(), &mut out, &mut len, &mut found) })
-        .with_context(|| format!("cannot load {} as TorchScript", path.display()))?;
-    if out.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: on success the shim returns a malloc'd buffer of `len` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(out as *const u8, len) }.to_vec();
-    unsafe { ffi::tf_string_free(out) };
-    Ok((found != 0).then_some(bytes))
 }
 
 /// One Adam step (PyTorch's rule) on flat buffers with libtorch's fused kernel; `step` is a

@@ -158,4 +158,8 @@ bad! {
     predict_input_missing: ["predict", "trained.pt", "nowhere.csv"] => ["cannot read nowhere.csv"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
     export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];
+    csv_crlf_line_numbers: ["train", "csv_crlf.yaml"] => ["crlf.csv: row 2 (line 3), column `b`: \"five\" is not a number"];
+    predict_a_directory_takes_its_model_pt: ["predict", ".", "x.npy"] => ["./model.pt is not a TorchScript model"];
+    evaluate_a_file_that_is_not_a_run: ["evaluate", "gap.csv", "--data", "gap.csv"] => ["gap.csv is a file; pass a run directory"];
+    export_format_contradicts_the_output: ["export", ".", "--format", "torchscript", "--output", "x.safetensors"] => ["--format torchscript contradicts --output x.safetensors"];
 }

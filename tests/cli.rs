@@ -231,7 +231,7 @@ fn every_subcommand_has_help() {
         ("train", &["--resume <DIR>", "--device <DEVICE>", "--seed <SEED>", "--quiet"]),
         ("config", &["--set <KEY=VALUE>", "Print the resolved config"]),
         ("predict", &["--output <FILE>", "--proba", "<MODEL>", "<INPUT>"]),
-        ("evaluate", &["--data <FILE>", "--target <COLUMN>", "<RUN_DIR>"]),
+        ("evaluate", &["--data <FILE>", "--target <COLUMN>", "<RUN>"]),
         ("export", &["--format <FORMAT>", "--weights <FILE>", "torchscript, safetensors"]),
         ("info", &["Show torchfit and libtorch versions, CUDA devices"]),
     ];

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
-use super::{Config, DataKind, Task, KERAS_EXAMPLE};
+use super::{is_missing, Config, DataKind, Task, KERAS_EXAMPLE};
 
 /// How many data rows of a CSV file are read to tell a label column from a numeric one.
 const SNIFF_ROWS: usize = 1000;
@@ -79,7 +79,7 @@ fn holds_text(path: &Path, delimiter: u8, column: &str) -> bool {
         return false;
     };
     reader.records().take(SNIFF_ROWS).map_while(Result::ok).any(|record| {
-        record.get(at).is_some_and(|cell| !crate::data::is_missing(cell) && cell.trim().parse::<f32>().is_err())
+        record.get(at).is_some_and(|cell| !is_missing(cell) && cell.trim().parse::<f32>().is_err())
     })
 }
 

@@ -1,0 +1,252 @@
+//! Datasets: loading (generators, CSV, NPY), the seeded train/validation/test split, and the
+//! preprocessing fitted on the training part (missing-value fill, standardisation, class
+//! labels), which `preprocessing.json` and `model.pt` carry to prediction time.
+//!
+//! Generated data is drawn on the CPU from libtorch's seeded generator, so a seed gives the
+//! same numbers whatever device the run uses.
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Config, DataConfig, DataKind, Loss, Missing};
+
+mod csv;
+mod features;
+mod generate;
+mod npy;
+mod preprocessing;
+#[cfg(test)]
+mod tests;
+
+pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, CsvColumns, CsvData, LabelledCsv};
+pub use crate::config::is_missing;
+pub use features::{or_list, read_features, ColumnMatch};
+pub use generate::generate;
+pub use preprocessing::Preprocessing;
+
+/// A whole dataset as loaded, before splitting.
+pub struct Table {
+    /// `[rows, features]` float32; NaN marks a missing value (only with `missing: mean`).
+    pub x: Tensor,
+    pub y: Target,
+    pub feature_names: Vec<String>,
+    pub target_names: Vec<String>,
+}
+
+pub enum Target {
+    /// Regression targets, `[rows, targets]` float32.
+    Values(Tensor),
+    /// Class indices `[rows]` int64 into `labels`.
+    Classes { index: Tensor, labels: Vec<String> },
+}
+
+/// One part of the split, ready for the model: standardised features and training-space
+/// targets (standardised values, or class indices).
+pub struct Part {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl Part {
+    pub fn len(&self) -> usize {
+        self.x.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_device(&self, device: Device) -> Part {
+        Part { x: self.x.to_device(device), y: self.y.to_device(device) }
+    }
+}
+
+/// Which rows went where, recorded as `split.json` (0-based data-row indices).
+#[derive(Debug, Clone, Serialize)]
+pub struct Split {
+    pub rows: usize,
+    pub train: usize,
+    pub validation: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+pub struct Prepared {
+    pub train: Part,
+    pub validation: Option<Part>,
+    pub test: Option<Part>,
+    pub preprocessing: Preprocessing,
+    pub split: Split,
+}
+
+/// Loads the config's data and splits and preprocesses it.
+pub fn load(config: &Config) -> Result<Prepared> {
+    let table = match config.data.kind {
+        DataKind::Csv => self::csv::read_csv_table(&config.data, config.task())?,
+        DataKind::Npy => npy::read_npy_table(&config.data, config.task())?,
+        _ => generate(&config.data)?,
+    };
+    prepare(table, config)
+}
+
+/// Splits a table with a seeded shuffle, checks every part is usable, and fits and applies
+/// the preprocessing on the training part.
+pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
+    let d = &config.data;
+    let rows = table.x.size()[0] as usize;
+    let part_size = |key: &str, fraction: f64| -> Result<usize> {
+        let size = (rows as f64 * fraction).round() as usize;
+        if fraction > 0.0 && size == 0 {
+            bail!("data.{key} {fraction} of {rows} rows leaves that part empty; use a larger fraction or more data");
+        }
+        Ok(size)
+    };
+    let (n_test, n_val) = (part_size("test_split", d.test_split)?, part_size("validation_split", d.validation_split)?);
+    if n_test + n_val >= rows {
+        bail!("data.validation_split and data.test_split leave no rows for training ({rows} rows in all)");
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    if n_test + n_val > 0 {
+        // Stream 0 of the seed; epoch shuffles use streams 1, 2, ...
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        order.shuffle(&mut rng);
+    }
+    let split = Split {
+        rows,
+        train: rows - n_test - n_val,
+        test: order[..n_test].to_vec(),
+        validation: order[n_test..n_test + n_val].to_vec(),
+    };
+    let select = |t: &Tensor, idx: &[usize]| {
+        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        t.index_select(0, &Tensor::from_slice(&idx))
+    };
+    let train_rows = &order[n_test + n_val..];
+    // Without a split the training part is the whole table, in order: no copy is made.
+    let unsplit = n_test + n_val == 0;
+    let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
+    let train_x = select(&table.x, train_rows);
+
+    let input_fill = if d.missing == Missing::Mean && has_nan(&table.x) {
+        let present = train_x.isnan().logical_not();
+        let counts = present.sum_dim_intlist(0, false, Kind::Float);
+        if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
+            bail!(
+                "{}: column `{}` has no values in the training part to take a mean of",
+                source(d),
+                table.feature_names[col]
+            );
+        }
+        let sums = train_x.nan_to_num(0.0, None, None).sum_dim_intlist(0, false, Kind::Float);
+        Some(Vec::<f32>::try_from(&(sums / counts))?)
+    } else {
+        None
+    };
+    let features = table.feature_names.len();
+    let mut preprocessing = Preprocessing {
+        feature_names: table.feature_names.clone(),
+        target_names: table.target_names.clone(),
+        input_mean: vec![0.0; features],
+        input_std: vec![1.0; features],
+        input_fill,
+        target_mean: Vec::new(),
+        target_std: Vec::new(),
+        labels: None,
+    };
+    if d.standardize {
+        let filled = preprocessing.apply(&train_x)?;
+        (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
+    }
+
+    let y_all = match &table.y {
+        Target::Values(v) => {
+            let targets = v.size()[1] as usize;
+            (preprocessing.target_mean, preprocessing.target_std) = (vec![0.0; targets], vec![1.0; targets]);
+            if d.standardize_target {
+                (preprocessing.target_mean, preprocessing.target_std) = mean_std(&select(v, train_rows))?;
+            }
+            preprocessing.scale_targets(v)
+        }
+        Target::Classes { index, labels } => {
+            check_classes(config, index, labels, train_rows, d)?;
+            preprocessing.labels = Some(labels.clone());
+            index.shallow_clone()
+        }
+    };
+    drop(train_x);
+    let x_all = preprocessing.apply(&table.x)?;
+    drop(table);
+    let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
+    Ok(Prepared {
+        train: part(train_rows),
+        validation: (n_val > 0).then(|| part(&split.validation)),
+        test: (n_test > 0).then(|| part(&split.test)),
+        preprocessing,
+        split,
+    })
+}
+
+fn check_classes(
+    config: &Config,
+    index: &Tensor,
+    labels: &[String],
+    train_rows: &[usize],
+    d: &DataConfig,
+) -> Result<()> {
+    if labels.len() < 2 {
+        bail!(
+            "{}: the target has {} class ({}); classification needs at least two",
+            source(d),
+            labels.len(),
+            labels.join(", ")
+        );
+    }
+    if config.loss() == Loss::Bce && labels.len() != 2 {
+        bail!(
+            "training.loss: bce needs exactly two classes, the data has {} ({}); use cross_entropy",
+            labels.len(),
+            labels.join(", ")
+        );
+    }
+    let index = Vec::<i64>::try_from(index)?;
+    let mut seen = vec![false; labels.len()];
+    for &row in train_rows {
+        seen[index[row] as usize] = true;
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        bail!(
+            "{}: class {:?} has no rows in the training part; lower data.validation_split / data.test_split or add rows of it",
+            source(d),
+            labels[missing]
+        );
+    }
+    Ok(())
+}
+
+/// Per-column mean and population std; a constant column gets std 1 rather than a division
+/// by zero.
+fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mean = x.f_mean_dim(0, false, Kind::Float)?;
+    let std = x.f_std_dim(0, false, false)?;
+    let std = std.f_where_scalarother(&std.gt(1e-12), 1.0)?;
+    Ok((Vec::<f32>::try_from(&mean)?, Vec::<f32>::try_from(&std)?))
+}
+
+/// Whether `x` holds a NaN, without a mask the size of `x` in the common case: a sum is NaN
+/// when any term is (or when infinities of both signs meet, which the mask then settles).
+pub(crate) fn has_nan(x: &Tensor) -> bool {
+    x.sum(Kind::Double).double_value(&[]).is_nan() && x.isnan().any().int64_value(&[]) != 0
+}
+
+pub(crate) fn first_true(mask: &Tensor) -> (usize, usize) {
+    let at = mask.nonzero();
+    let v = Vec::<i64>::try_from(at.get(0)).unwrap_or_else(|_| vec![0, 0]);
+    (v[0] as usize, v.get(1).copied().unwrap_or(0) as usize)
+}
+
+fn source(d: &DataConfig) -> String {
+    d.path.as_ref().or(d.y.as_ref()).map(|p| p.display().to_string()).unwrap_or_else(|| "data".into())
+}

@@ -1,0 +1,183 @@
+use std::path::Path;
+
+use super::*;
+
+fn config(yaml: &str) -> Config {
+    let mut c = Config::parse(yaml, "t.yaml", &[]).unwrap();
+    c.resolve();
+    c.validate().unwrap();
+    c
+}
+
+#[test]
+fn generators_fix_values_by_seed_and_linear_is_exactly_linear() {
+    let _rng = crate::testing::seed(0);
+    let cfg = config("data: {kind: linear, samples: 50, features: 4, targets: 2, noise: 0.0}\n");
+    tch::manual_seed(3);
+    let a = generate(&cfg.data).unwrap();
+    tch::manual_seed(3);
+    let b = generate(&cfg.data).unwrap();
+    assert_eq!(a.x.size(), vec![50, 4]);
+    assert!(a.x.equal(&b.x));
+    let Target::Values(y) = &a.y else { panic!("regression") };
+    assert_eq!(y.size(), vec![50, 2]);
+    let w = a.x.linalg_lstsq(y, None::<f64>, "gelsd").0;
+    let residual = (a.x.matmul(&w) - y).abs().max().double_value(&[]);
+    assert!(residual < 1e-4, "residual {residual}");
+}
+
+#[test]
+fn friedman1_follows_its_formula_and_moons_has_two_balanced_classes() {
+    let _rng = crate::testing::seed(0);
+    tch::manual_seed(0);
+    let t = generate(&config("data: {kind: friedman1, samples: 20, features: 6, noise: 0.0}\n").data).unwrap();
+    let (x, Target::Values(y)) = (&t.x, &t.y) else { panic!() };
+    let row = Vec::<f32>::try_from(x.get(3)).unwrap();
+    let want = 10.0 * (std::f32::consts::PI * row[0] * row[1]).sin()
+        + 20.0 * (row[2] - 0.5).powi(2)
+        + 10.0 * row[3]
+        + 5.0 * row[4];
+    assert!((y.double_value(&[3, 0]) as f32 - want).abs() < 1e-4);
+    let m = generate(&config("data: {kind: moons, samples: 101}\n").data).unwrap();
+    let Target::Classes { index, labels } = &m.y else { panic!() };
+    assert_eq!(labels, &["0", "1"]);
+    assert_eq!(index.sum(Kind::Int64).int64_value(&[]), 51);
+    assert_eq!(m.x.size(), vec![101, 2]);
+}
+
+#[test]
+fn split_is_seeded_disjoint_and_standardises_on_training_rows_only() {
+    let _rng = crate::testing::seed(0);
+    let cfg = config("seed: 5\ndata: {kind: linear, samples: 100, features: 3, validation_split: 0.2, test_split: 0.1, standardize: true, standardize_target: true}\n");
+    tch::manual_seed(1);
+    let p = prepare(generate(&cfg.data).unwrap(), &cfg).unwrap();
+    assert_eq!((p.train.len(), p.validation.as_ref().unwrap().len(), p.test.as_ref().unwrap().len()), (70, 20, 10));
+    let mut all: Vec<usize> = p.split.validation.iter().chain(&p.split.test).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30);
+    let mean = p.train.x.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]);
+    let std = p.train.x.std_dim(0, false, false);
+    assert!(mean < 1e-5 && (std - 1.0).abs().max().double_value(&[]) < 1e-4);
+    assert!(p.train.y.mean(Kind::Float).abs().double_value(&[]) < 1e-5);
+    tch::manual_seed(1);
+    let again = prepare(generate(&cfg.data).unwrap(), &cfg).unwrap();
+    assert_eq!(again.split.test, p.split.test);
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn csv_config(path: &Path, extra: &str) -> Config {
+    config(&format!("data: {{kind: csv, path: {}, target: y{extra}}}\n", path.display()))
+}
+
+#[test]
+fn csv_missing_values_follow_the_policy() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "m.csv", "a,b,y\n1,,3\n2,4,5\nNA,6,7\n");
+    let err = load(&csv_config(&path, "")).err().unwrap().to_string();
+    assert!(err.contains("m.csv: row 1 (line 2), column `b`: missing value"), "{err}");
+    let dropped = load(&csv_config(&path, ", missing: drop_row")).unwrap();
+    assert_eq!(dropped.train.len(), 1);
+    let filled = load(&csv_config(&path, ", missing: mean")).unwrap();
+    assert_eq!(filled.preprocessing.input_fill, Some(vec![1.5, 5.0]));
+    assert_eq!(Vec::<f32>::try_from(filled.train.x.flatten(0, 1)).unwrap(), vec![1.0, 5.0, 2.0, 4.0, 1.5, 6.0]);
+}
+
+#[test]
+fn csv_labels_become_sorted_classes() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "c.csv", "a,y\n1,cat\n2,dog\n3,cat\n4,ant\n");
+    let cfg = config(&format!("task: classification\ndata: {{kind: csv, path: {}, target: y}}\n", path.display()));
+    let p = load(&cfg).unwrap();
+    assert_eq!(p.preprocessing.labels.as_deref(), Some(&["ant".to_string(), "cat".into(), "dog".into()][..]));
+    assert_eq!(Vec::<i64>::try_from(&p.train.y).unwrap(), vec![1, 2, 1, 0]);
+    let numeric = classes_from_labels(&["10".into(), "9".into(), "10".into()]);
+    let Target::Classes { labels, .. } = numeric else { panic!() };
+    assert_eq!(labels, ["9", "10"]);
+}
+
+#[test]
+fn csv_errors_name_file_row_and_column() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.csv", "a,y\n1,2\nx,3\n");
+    assert!(load(&csv_config(&bad, ""))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("bad.csv: row 2 (line 3), column `a`: \"x\" is not a number"));
+    let ragged = write(dir.path(), "ragged.csv", "a,y\n1,2\n3\n");
+    assert!(load(&csv_config(&ragged, ""))
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("row 2: has 1 fields, the header has 2"));
+    let no_target = write(dir.path(), "nt.csv", "a,b\n1,2\n");
+    assert!(load(&csv_config(&no_target, "")).err().unwrap().to_string().contains("data.target: no column `y`"));
+}
+
+#[test]
+fn read_features_picks_columns_by_name_and_npy_must_be_2d() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "x.csv", "y,b,a\n9,2,1\n9,4,3\n");
+    let names = ["a".to_string(), "b".to_string()];
+    let (x, matched) = read_features(&path, &names, b',').unwrap();
+    assert_eq!(Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(matched, ColumnMatch::ByName);
+    let npy = dir.path().join("x.npy");
+    Tensor::from_slice(&[1.0f32, 2.0, 3.0]).write_npy(&npy).unwrap();
+    assert!(read_features(&npy, &names, b',').unwrap_err().to_string().contains("expected a 2-D array"));
+}
+
+#[test]
+fn read_features_takes_columns_in_order_only_when_no_name_matches() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+    let values = |path: &Path| {
+        let (x, matched) = read_features(path, &names, b';').unwrap();
+        (Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), matched)
+    };
+    // No header: the first row is data, not lost.
+    let bare = write(dir.path(), "bare.csv", "1;2;3\n4;;6\n");
+    let (x, matched) = values(&bare);
+    assert_eq!((x.len(), x[0], x[5], matched), (6, 1.0, 6.0, ColumnMatch::NoHeader));
+    assert!(x[4].is_nan());
+    let other = write(dir.path(), "other.csv", "p;q;r\n1;2;3\n");
+    assert_eq!(values(&other), (vec![1.0, 2.0, 3.0], ColumnMatch::ByPosition));
+    // Some names but not all: an error naming the absent ones, not a silent fallback.
+    let partial = write(dir.path(), "partial.csv", "a;x_c;y\n1;2;3\n");
+    let err = read_features(&partial, &names, b';').unwrap_err().to_string();
+    assert!(err.contains("partial.csv: no column `b` or `c` (the model's features are a, b, c)"), "{err}");
+    // A name the header repeats is ambiguous, not the first of them.
+    let twice = write(dir.path(), "twice.csv", "a;b;c;a\n1;2;3;4\n");
+    let err = read_features(&twice, &names, b';').unwrap_err().to_string();
+    assert!(err.contains("twice.csv: the header has more than one column `a`"), "{err}");
+    // A headerless row that is not all numbers further down names the column by feature.
+    let text = write(dir.path(), "text.csv", "1;2;3\n4;x;6\n");
+    let err = read_features(&text, &names, b';').unwrap_err().to_string();
+    assert!(err.contains("text.csv: row 2 (line 2), column `b`: \"x\" is not a number"), "{err}");
+}
+
+#[test]
+fn crlf_files_report_the_lines_that_editors_show() {
+    let _rng = crate::testing::seed(0);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, newline) in [("lf.csv", "\n"), ("crlf.csv", "\r\n")] {
+        let text = ["a,y", "1,2", "", "x,3", ""].join(newline);
+        let path = write(dir.path(), name, &text);
+        let err = load(&csv_config(&path, "")).err().unwrap().to_string();
+        assert!(err.contains(&format!("{name}: row 2 (line 4), column `a`: \"x\" is not a number")), "{err}");
+        let bare = write(dir.path(), name, &["1,2", "3,x", ""].join(newline));
+        let err = read_features(&bare, &["a".into(), "b".into()], b',').unwrap_err().to_string();
+        assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
+    }
+}

@@ -1,0 +1,63 @@
+//! `torchfit evaluate`: a run's loss and metrics on new labelled data.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::data::{self, or_list, Part};
+use crate::metrics;
+use crate::rundir::TrainedRun;
+
+/// The loss and metrics of a run's model on a labelled CSV file, read with the run's
+/// delimiter and preprocessed as in training. `run` is a run directory or its model.pt;
+/// `weights` replace the run's own (a checkpoint's, say: an unfinished run has no others);
+/// `target` names the label column when it differs from training's.
+pub fn evaluate(
+    run: &Path,
+    data_path: &Path,
+    weights: Option<&Path>,
+    target: Option<&str>,
+) -> Result<Vec<(String, f64)>> {
+    let TrainedRun { config, preprocessing: pre, model, .. } = TrainedRun::load(run, weights, "--weights")?;
+    let targets = match target {
+        Some(t) => vec![t.to_string()],
+        None => pre.target_names.clone(),
+    };
+    let file = data_path.display();
+    // Missing cells are treated as in training: an error, a dropped row, or the training mean.
+    let delimiter = config.data.delimiter();
+    let table =
+        data::read_labelled_csv(data_path, delimiter, config.data.missing, config.task(), &targets, |header| {
+            let features = absent(&pre.feature_names, header);
+            if !features.is_empty() {
+                bail!(
+                    "{file}: no column {} (the run's features are {})",
+                    or_list(&features),
+                    pre.feature_names.join(", ")
+                );
+            }
+            let labels = absent(&targets, header);
+            if !labels.is_empty() {
+                let hint = if target.is_some() { "" } else { "; use --target to name another label column" };
+                bail!("{file}: no column {} for the target{hint}", or_list(&labels));
+            }
+            Ok(pre.feature_names.clone())
+        })?;
+    let x = pre.apply(&table.x).with_context(|| file.to_string())?;
+    let y = match &table.values {
+        Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {
+            bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), values.size()[1])
+        }
+        Some(values) => pre.scale_targets(values),
+        None => pre.encode_labels(&table.labels).with_context(|| file.to_string())?,
+    };
+    let (loss, metrics) = metrics::evaluate(&model, &Part { x, y }, &config, &pre)?;
+    let mut out = vec![("loss".to_string(), loss)];
+    out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
+    Ok(out)
+}
+
+/// Those of `names` that `header` lacks.
+fn absent<'a>(names: &'a [String], header: &[String]) -> Vec<&'a String> {
+    names.iter().filter(|n| !header.contains(n)).collect()
+}

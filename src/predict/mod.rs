@@ -1,0 +1,11 @@
+//! Using a trained model: [`Predictor`] (a model.pt loaded once, then asked for many
+//! predictions), `torchfit predict` on CSV and NPY files, and `torchfit evaluate` of a run on
+//! new labelled data.
+
+mod evaluate;
+mod io;
+mod predictor;
+
+pub use evaluate::evaluate;
+pub use io::predict;
+pub use predictor::{Prediction, Predictor};

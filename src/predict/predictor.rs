@@ -1,0 +1,135 @@
+//! A torchfit model.pt loaded once for many predictions: what `torchfit predict` runs on a
+//! file, and what a server holds for its requests.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::{CModule, IValue, Tensor};
+
+use crate::config::{Config, Missing};
+use crate::data;
+use crate::export::{self, ExtraFiles};
+use crate::rundir;
+use crate::shim::first_line;
+
+/// A torchfit model: the TorchScript module (the preprocessing is inside it) and what its
+/// extra files say about it: the feature names in input order, the class labels, the config.
+pub struct Predictor {
+    path: PathBuf,
+    module: CModule,
+    config: Config,
+    features: Vec<String>,
+    labels: Option<Vec<String>>,
+}
+
+/// What a model predicts for a batch of rows.
+pub struct Prediction {
+    /// Regression: `[rows, targets]` in the data's units. Classification: class indices
+    /// `[rows]` into [`Predictor::labels`].
+    pub output: Tensor,
+    /// Classification, when asked for: `[rows, classes]` probabilities.
+    pub proba: Option<Tensor>,
+}
+
+// A server shares one Predictor between its threads.
+#[allow(dead_code)]
+fn predictor_is_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Predictor>();
+}
+
+impl Predictor {
+    /// Loads a model.pt that torchfit wrote, or a run directory's own.
+    pub fn load(path: &Path) -> Result<Predictor> {
+        let path = rundir::model_file(path)?;
+        let file = path.display();
+        // The extra files come straight from the archive, before libtorch parses anything:
+        // TorchScript that torchfit did not write has none of them.
+        let mut extra = ExtraFiles::open(&path)?;
+        let not_ours = |name: &str| anyhow!("{file} is not a torchfit model (it has no extra/{name})");
+        let features = extra.read("features.json")?.ok_or_else(|| not_ours("features.json"))?;
+        let features = json_names(&path, "features.json", &features)?;
+        if features.is_empty() {
+            bail!("{file}: extra/features.json names no features");
+        }
+        let yaml = extra.read("config.yaml")?.ok_or_else(|| not_ours("config.yaml"))?;
+        let yaml = String::from_utf8(yaml).map_err(|_| anyhow!("{file}: extra/config.yaml is not UTF-8 text"))?;
+        let config = Config::parse(&yaml, &format!("{file}: extra/config.yaml"), &[])?;
+        let labels = extra.read("labels.json")?.map(|bytes| json_names(&path, "labels.json", &bytes)).transpose()?;
+        let module = CModule::load(&path)
+            .map_err(|e| anyhow!("{file}: cannot load as TorchScript: {}", first_line(&e.to_string())))?;
+        if let Some(width) = export::expected_inputs(&module)?.filter(|&w| w != features.len()) {
+            bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
+        }
+        Ok(Predictor { path, module, config, features, labels })
+    }
+
+    /// The model.pt this was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The feature names, in the order the model takes its input columns.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Classification: the class labels, in class-index order.
+    pub fn labels(&self) -> Option<&[String]> {
+        self.labels.as_deref()
+    }
+
+    /// The config the model was trained with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The CSV delimiter the model was trained with (`data.delimiter`).
+    pub fn delimiter(&self) -> u8 {
+        self.config.data.delimiter()
+    }
+
+    /// Predicts for `x`, `[rows, features]` raw values in [`Predictor::features`] order (NaN
+    /// where one is missing), with the class probabilities too when `proba` is asked of a
+    /// classifier. Errors do not name the input, which the caller knows.
+    pub fn predict(&self, x: &Tensor, proba: bool) -> Result<Prediction> {
+        let model = self.path.display();
+        let expected = self.features.len();
+        if x.dim() != 2 {
+            bail!("expected a 2-D array [rows, features], got shape {:?}", x.size());
+        }
+        let got = x.size()[1] as usize;
+        if got != expected {
+            bail!("has {got} feature column(s), but {model} expects {expected} ({})", self.features.join(", "));
+        }
+        // model.pt fills missing values only when it was trained with data.missing: mean.
+        if self.config.data.missing != Missing::Mean && data::has_nan(x) {
+            let (row, col) = data::first_true(&x.isnan());
+            bail!(
+                "row {} column `{}` is missing, and {model} fills missing values only when trained with data.missing: mean",
+                row + 1,
+                self.features[col]
+            );
+        }
+        if proba && self.labels.is_none() {
+            bail!("{model} is a regression: it has no class probabilities");
+        }
+        let output = self.call("forward", x)?;
+        let proba = if proba { Some(self.call("predict_proba", x)?) } else { None };
+        Ok(Prediction { output, proba })
+    }
+
+    fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
+        let model = self.path.display();
+        let result = tch::no_grad(|| self.module.method_is(method, &[IValue::Tensor(x.shallow_clone())]));
+        match result.map_err(|e| anyhow!("{model}: {method} failed: {}", first_line(&e.to_string())))? {
+            IValue::Tensor(t) => Ok(t),
+            _ => bail!("{model}: {method} did not return a tensor"),
+        }
+    }
+}
+
+fn json_names(path: &Path, name: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    serde_json::from_slice(bytes)
+        .with_context(|| format!("{}: extra/{name} is not a JSON list of names", path.display()))
+}
