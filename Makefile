@@ -12,9 +12,11 @@ build:
 run: build
 	$(BIN) train
 
-## Unit tests and end-to-end tests of the real binary, in release mode (shares `build`'s
-## compiled dependencies, so libtorch's C++ glue is compiled once).
+## The module structure (no import cycle, no file in src/ over 600 lines), then unit tests
+## and end-to-end tests of the real binary, in release mode (shares `build`'s compiled
+## dependencies, so libtorch's C++ glue is compiled once).
 test:
+	python3 scripts/check-structure.py
 	$(WITH_TORCH) cargo test --release --no-fail-fast
 
 ## Speed and memory side by side with the references; writes docs/benchmarks.md.

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -136,6 +137,8 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     if std::env::var("TORCHFIT_FAULT").as_deref() == Ok("panic") {
         panic!("injected by TORCHFIT_FAULT=panic");
     }
+    // Written with `?` rather than println!, which panics when the reader has gone.
+    let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Train(args) => {
             // --device and --seed are shorthands for --set device=... and --set seed=...
@@ -149,21 +152,21 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             let resume = args.resume.is_some();
             let options = TrainOptions { run_dir: args.resume.or(args.out), resume, quiet: args.quiet, started };
             let summary = train(&config, &options)?;
-            println!("{}", summary.describe());
+            writeln!(out, "{}", summary.describe())?;
         }
-        Command::Config(args) => print!("{}", args.load()?.to_yaml()?),
+        Command::Config(args) => write!(out, "{}", args.load()?.to_yaml()?)?,
         Command::Predict(args) => torchfit::predict::predict(
             &args.model,
             &args.input,
             args.output.as_deref(),
             args.proba,
-            &mut std::io::stdout().lock(),
+            &mut out,
         )?,
         Command::Evaluate(args) => {
             let metrics =
                 torchfit::predict::evaluate(&args.run, &args.data, args.weights.as_deref(), args.target.as_deref())?;
             for (name, value) in metrics {
-                println!("{name} {value:.6}");
+                writeln!(out, "{name} {value:.6}")?;
             }
         }
         Command::Export(args) => {
@@ -173,11 +176,16 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             });
             let written =
                 torchfit::export::export_run(&args.run, format, args.weights.as_deref(), args.output.as_deref())?;
-            println!("wrote {}", written.display());
+            writeln!(out, "wrote {}", written.display())?;
         }
-        Command::Info => println!("{}", torchfit::device::info()),
+        Command::Info => writeln!(out, "{}", torchfit::device::info())?,
     }
     Ok(())
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let kind = |e: &(dyn std::error::Error + 'static)| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+    err.chain().any(|e| kind(e) == Some(std::io::ErrorKind::BrokenPipe))
 }
 
 /// Exit status of a bug in torchfit (BSD's EX_SOFTWARE), as opposed to bad input (2).
@@ -195,6 +203,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match std::panic::catch_unwind(|| run(cli, started)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        // A reader that stopped reading (`torchfit predict ... | head`) is not an error.
+        Ok(Err(err)) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
             eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
             // Interrupted runs exit as shells expect of a signal (130, 143); errors with 2.

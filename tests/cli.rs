@@ -324,3 +324,18 @@ fn export_rewrites_a_run_from_its_weights_or_others() {
     assert_eq!(not_a_run.status.code(), Some(2));
     assert!(stderr(&not_a_run).contains("is not a finished torchfit run"), "{}", stderr(&not_a_run));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `torchfit info | true`: the pipe is closed before torchfit writes to it.
+    let mut child = std::process::Command::new(BIN)
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
