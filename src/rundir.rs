@@ -122,7 +122,7 @@ impl RunDir {
 
     /// The run's resolved config.
     pub fn config(&self, overrides: &[String]) -> Result<Config> {
-        Config::load(Some(&self.file(CONFIG)), overrides)
+        Config::load_saved(&self.file(CONFIG), overrides)
     }
 
     pub fn preprocessing(&self) -> Result<Preprocessing> {

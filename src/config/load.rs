@@ -34,6 +34,30 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads the `config.yaml` a run directory holds: torchfit wrote it, resolved. Runs of
+    /// earlier torchfit versions carry data keys for every kind (`samples`, `noise`,
+    /// `targets`, `features: 10` on a CSV run, `delimiter` on a generated one); they were
+    /// never read, so they are dropped here rather than refused, and old runs still
+    /// evaluate, export and resume.
+    pub fn load_saved(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config = Config::parse(&text, &path.display().to_string(), overrides)?;
+        let d = &mut config.data;
+        if !d.kind.is_generated() {
+            (d.samples, d.targets, d.noise) = (None, None, None);
+            if matches!(d.features, Some(super::Features::Count(_))) {
+                d.features = None;
+            }
+        }
+        if d.kind != DataKind::Csv {
+            d.delimiter = None;
+        }
+        config.validate_settings(&|_| false)?;
+        config.resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Stage one: YAML text plus overrides into a `Config`, without value checks.
     pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Config> {
         if text.trim().is_empty() {

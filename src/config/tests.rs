@@ -423,3 +423,20 @@ fn a_csv_label_column_of_text_means_classification() {
     let huber = (Task::Regression, Loss::Huber, vec![Metric::Mae]);
     assert_eq!(task("training: {loss: huber}\n", "text.csv", labels), huber);
 }
+
+#[test]
+fn a_saved_config_of_an_earlier_version_still_loads() {
+    // What torchfit wrote for a CSV run before data keys were checked against the kind.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let old = "name: old\ntask: regression\ndata:\n  kind: csv\n  samples: 1000\n  features: 10\n  targets: 1\n  noise: 0.1\n  path: /x.csv\n  target: y\n  delimiter: ','\n";
+    std::fs::write(&path, old).unwrap();
+    let err = Config::load(Some(&path), &[]).unwrap_err().to_string();
+    assert!(err.contains("data.samples applies to generated kinds only"), "{err}");
+    let saved = Config::load_saved(&path, &[]).unwrap();
+    assert_eq!((saved.data.samples, saved.data.noise, saved.data.features.clone()), (None, None, None));
+    assert_eq!(saved.data.delimiter(), b',');
+    let generated = "name: old\ndata:\n  kind: linear\n  samples: 50\n  delimiter: ','\n";
+    std::fs::write(&path, generated).unwrap();
+    assert_eq!(Config::load_saved(&path, &[]).unwrap().data.samples, Some(50));
+}
