@@ -95,6 +95,10 @@ pub fn write_torchscript(
     if let Some(labels) = &labels {
         extra.push(("labels.json", labels));
     }
+    let categorical = serde_json::to_vec(&preprocessing.categorical)?;
+    if !preprocessing.categorical.is_empty() {
+        extra.push(("categorical.json", &categorical));
+    }
     atomic::write_with(path, |tmp| root.save(tmp, &extra))
 }
 
@@ -264,6 +268,7 @@ mod tests {
             target_mean: vec![0.0; targets],
             target_std: vec![1.0; targets],
             labels: None,
+            categorical: Vec::new(),
         }
     }
 

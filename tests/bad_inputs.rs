@@ -136,7 +136,7 @@ bad! {
     csv_file_missing: ["train", "csv_missing_file.yaml"] => ["data.path: ", "nowhere.csv: no such file"];
     csv_file_empty: ["train", "csv_empty.yaml"] => ["empty.csv: the file is empty"];
     csv_ragged_rows: ["train", "csv_ragged.yaml"] => ["ragged.csv: row 2: has 2 fields, the header has 3"];
-    csv_text_in_numeric_column: ["train", "csv_text.yaml"] => ["text.csv: row 2 (line 3), column `b`: \"five\" is not a number"];
+    csv_text_in_regression_target: ["train", "csv_text.yaml"] => ["text.csv: row 2 (line 3), column `y`: \"six\" is not a number; if it is a class label, set task: classification"];
     csv_missing_value: ["train", "csv_gap.yaml"] => ["gap.csv: row 2 (line 3), column `b`: missing value; set data.missing to drop_row or mean"];
     csv_target_column_absent: ["train", "csv_no_target.yaml"] => ["data.target: no column `price` in", "gap.csv (columns: a, b, y)"];
     csv_target_not_given: ["train", "csv_target_required.yaml"] => ["data.target is required for kind csv"];
@@ -158,7 +158,7 @@ bad! {
     predict_input_missing: ["predict", "trained.pt", "nowhere.csv"] => ["cannot read nowhere.csv"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
     export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];
-    csv_crlf_line_numbers: ["train", "csv_crlf.yaml"] => ["crlf.csv: row 2 (line 3), column `b`: \"five\" is not a number"];
+    csv_crlf_line_numbers: ["train", "csv_crlf.yaml"] => ["crlf.csv: row 2 (line 3), column `y`: \"six\" is not a number"];
     predict_a_directory_takes_its_model_pt: ["predict", ".", "x.npy"] => ["./model.pt is not a TorchScript model"];
     evaluate_a_file_that_is_not_a_run: ["evaluate", "gap.csv", "--data", "gap.csv"] => ["gap.csv is a file; pass a run directory"];
     export_format_contradicts_the_output: ["export", ".", "--format", "torchscript", "--output", "x.safetensors"] => ["--format torchscript contradicts --output x.safetensors"];

@@ -89,7 +89,7 @@ fn csv_regression_with_missing_values_standardisation_and_raw_prediction() {
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     let model_cfg = torchfit::config::ModelConfig { init_from: Some(run.join("weights.safetensors")), ..config.model };
     let model = Mlp::new(&model_cfg, 5, 1, Device::Cpu).unwrap();
-    let (raw, _) = torchfit::data::read_features(&data, &pre.feature_names, b',').unwrap();
+    let (raw, _, _) = torchfit::data::read_features(&data, &pre.feature_names, &[], b',').unwrap();
     let want = model.forward(&pre.apply(&raw).unwrap()) * pre.target_std[0] as f64 + pre.target_mean[0] as f64;
     let want = Vec::<f64>::try_from(want.to_kind(Kind::Double).flatten(0, 1)).unwrap();
     for (i, (p, w)) in predicted.iter().zip(&want).enumerate() {
@@ -221,7 +221,6 @@ fn data_errors_name_the_file_and_the_row_column_or_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("gap.csv"), "a,b,y\n1,2,3\n4,,6\n").unwrap();
-    std::fs::write(d.join("text.csv"), "a,b,y\n1,2,3\n4,five,6\n").unwrap();
     std::fs::write(d.join("ragged.csv"), "a,b,y\n1,2,3\n4,5\n").unwrap();
     std::fs::write(d.join("rare.csv"), "a,y\n1,x\n2,x\n3,x\n4,x\n5,x\n6,x\n7,x\n8,x\n9,x\n10,z\n").unwrap();
     std::fs::write(d.join("empty.csv"), "").unwrap();
@@ -232,7 +231,6 @@ fn data_errors_name_the_file_and_the_row_column_or_key() {
             csv("gap.csv", ""),
             vec!["gap.csv: row 2 (line 3), column `b`: missing value; set data.missing to drop_row or mean"],
         ),
-        (csv("text.csv", ""), vec!["text.csv: row 2 (line 3), column `b`: \"five\" is not a number"]),
         (csv("ragged.csv", ""), vec!["ragged.csv: row 2: has 2 fields, the header has 3"]),
         (
             "data={kind: csv, path: gap.csv, target: price}".into(),
@@ -306,8 +304,11 @@ fn a_text_label_column_makes_a_classification_task_and_a_late_one_says_what_to_s
         &torchfit(d, &["train", "late.yaml", "--out", "late"]),
         &["late.csv: row 1001 (line 1002), column `y`: \"Gentoo\" is not a number; if it is a class label, set task: classification"],
     );
-    std::fs::write(d.join("feature.yaml"), "data: {kind: csv, path: late.csv, target: a}\n").unwrap();
-    let out = torchfit(d, &["train", "feature.yaml", "--out", "feature"]);
-    assert_fails_with(&out, &["column `y`: \"Gentoo\" is not a number"]);
-    assert!(!stderr(&out).contains("class label"), "{}", stderr(&out));
+    // In a feature column, the same text makes the column categorical.
+    std::fs::write(d.join("feature.yaml"), "data: {kind: csv, path: late.csv, target: a}\ntraining: {epochs: 1}\n").unwrap();
+    assert_ok(&torchfit(d, &["train", "feature.yaml", "--out", "feature", "--quiet"]));
+    let pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("feature/preprocessing.json")).unwrap()).unwrap();
+    assert_eq!(pre["categorical"][0]["name"], "y");
+    assert_eq!(pre["categorical"][0]["levels"], serde_json::json!(["2", "Gentoo", "(other)"]));
 }

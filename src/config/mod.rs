@@ -98,8 +98,22 @@ pub struct DataConfig {
     pub validation_split: f64,
     /// Fraction of rows held out for the final test, after the same shuffle.
     pub test_split: f64,
-    /// Standardise each feature with the training part's mean and std (inside model.pt too).
-    pub standardize: bool,
+    /// Standardise each numeric feature with the training part's mean and std (inside
+    /// model.pt too). Defaults to true for file data (csv), false for generated data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<bool>,
+    /// csv: columns to treat as categorical even though they hold numbers (integer-coded
+    /// ids, classes 1/2/3). Columns with any text are categorical anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categorical: Option<Vec<String>>,
+    /// csv: levels seen fewer times than this in the training part share one "other"
+    /// level (default 1: every level seen counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_frequency: Option<usize>,
+    /// csv: how the model takes categorical columns: `one_hot` (default), `embedding`, or per
+    /// column `{column: one_hot | embedding | WIDTH}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categorical_encoding: Option<CategoricalEncoding>,
     /// Regression: standardise the targets too; predictions come back in original units.
     pub standardize_target: bool,
 }
@@ -119,6 +133,32 @@ pub enum DataKind {
     Csv,
     /// `.npy` files (`x`, `y`) or one `.npz` (`path`).
     Npy,
+}
+
+/// `data.categorical_encoding`: one choice for every categorical column, or one per column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CategoricalEncoding {
+    All(Encoding),
+    PerColumn(std::collections::BTreeMap<String, ColumnEncoding>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One 0/1 input per level.
+    OneHot,
+    /// A learned vector per level, of width min(50, (levels + 1) / 2) as in entity
+    /// embeddings.
+    Embedding,
+}
+
+/// One column's encoding: a kind, or an embedding of the given width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnEncoding {
+    Kind(Encoding),
+    Width(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,7 +456,10 @@ impl Default for DataConfig {
             missing: Missing::Error,
             validation_split: 0.0,
             test_split: 0.0,
-            standardize: false,
+            standardize: None,
+            categorical: None,
+            min_frequency: None,
+            categorical_encoding: None,
             standardize_target: false,
         }
     }

@@ -34,6 +34,9 @@ impl Config {
         reject(!npy && d.x.is_some(), "x", "kind npy")?;
         reject(!npy && d.y.is_some(), "y", "kind npy")?;
         reject(npy && d.features.is_some(), "features", "kind csv and generated kinds")?;
+        reject(!csv && d.categorical.is_some(), "categorical", "kind csv")?;
+        reject(!csv && d.min_frequency.is_some(), "min_frequency", "kind csv")?;
+        reject(!csv && d.categorical_encoding.is_some(), "categorical_encoding", "kind csv")?;
         match &d.features {
             Some(Features::Columns(_)) if generated => {
                 bail!("data.features: kind {kind} takes a number of features, not column names{}", origin("features"))
@@ -123,6 +126,14 @@ impl Config {
     fn validate_data(&self) -> Result<()> {
         let d = &self.data;
         let kind = yaml_name(&d.kind);
+        if d.min_frequency == Some(0) {
+            bail!("data.min_frequency must be >= 1, got 0 (a level seen once counts at 1)");
+        }
+        if let Some(super::CategoricalEncoding::PerColumn(columns)) = &d.categorical_encoding {
+            if let Some((column, _)) = columns.iter().find(|(_, e)| **e == super::ColumnEncoding::Width(0)) {
+                bail!("data.categorical_encoding.{column}: an embedding width must be > 0, got 0");
+            }
+        }
         for (key, fraction) in [("validation_split", d.validation_split), ("test_split", d.test_split)] {
             if !(0.0..1.0).contains(&fraction) {
                 bail!("data.{key} must be in [0, 1), got {fraction}");

@@ -7,35 +7,159 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Tensor;
 
-use super::{is_missing, Table, Target};
+use super::{is_missing, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
 
-/// The columns a CSV reader is asked for.
-pub struct CsvColumns {
-    /// Numeric columns, read as f32 (missing: NaN when `missing: mean` allows it).
-    pub numeric: Vec<String>,
-    /// Which numeric columns may hold missing values under `missing: mean` (features may;
-    /// targets may not).
-    pub fillable: Vec<bool>,
-    /// One column read as text (class labels).
-    pub text: Option<String>,
+/// How a requested column is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A training feature: numbers, unless a cell holds text, which makes the whole column
+    /// categorical; a column of only true/false, yes/no or t/f is numbers 1/0.
+    Auto,
+    /// Numbers only (a model's numeric feature); missing cells NaN where the policy fills.
+    Number,
+    /// Text (a categorical feature); missing cells `None` where the policy keeps them.
+    Text,
+    /// A regression target: numbers, never filled.
+    Target,
+    /// A class label: text, never filled.
+    Label,
 }
 
+/// A column as read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// Numbers (booleans as 1/0); NaN where a cell is missing.
+    Numbers(Vec<f32>),
+    /// Text; `None` where a cell is missing.
+    Text(Vec<Option<String>>),
+}
+
+impl Column {
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Numbers(v) => v.len(),
+            Column::Text(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The requested columns of a CSV file, in the order asked for.
 pub struct CsvData {
+    /// The header, or the names given for a file without one.
     pub header: Vec<String>,
-    /// Row-major values of the numeric columns.
-    pub numeric: Vec<f32>,
-    pub text: Vec<String>,
+    /// The requested columns' names and contents, in the order asked for.
+    pub names: Vec<String>,
+    pub columns: Vec<Column>,
     pub rows: usize,
 }
 
+/// A column being read: numbers so far (and whether they were all booleans), or text.
+enum Reading {
+    /// `auto`: the column may still turn out to be text (a training feature).
+    Numbers { values: Vec<f32>, numbers: bool, booleans: bool, auto: bool },
+    Text(Vec<Option<String>>),
+}
+
+/// One cell, parsed; text stays in the record.
+enum Cell {
+    Missing,
+    Number(f32),
+    Boolean(bool),
+    Text,
+}
+
+fn parse_cell(cell: &str) -> Cell {
+    let cell = cell.trim();
+    if is_missing(cell) {
+        return Cell::Missing;
+    }
+    if let Ok(v) = cell.parse::<f32>() {
+        return Cell::Number(v);
+    }
+    match cell.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "t" => Cell::Boolean(true),
+        "false" | "no" | "f" => Cell::Boolean(false),
+        _ => Cell::Text,
+    }
+}
+
+impl Reading {
+    fn new(role: Role) -> Reading {
+        match role {
+            Role::Text | Role::Label => Reading::Text(Vec::new()),
+            role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
+        }
+    }
+
+    /// The column as text from here on: numbers read so far become their decimal text
+    /// (so `01` and `1` are one level), booleans `true`/`false`.
+    fn to_text(&mut self) {
+        if let Reading::Numbers { values, booleans, .. } = self {
+            let text = values
+                .iter()
+                .map(|v| match (v.is_nan(), *booleans) {
+                    (true, _) => None,
+                    (false, true) => Some(if *v != 0.0 { "true" } else { "false" }.to_string()),
+                    (false, false) => Some(v.to_string()),
+                })
+                .collect();
+            *self = Reading::Text(text);
+        }
+    }
+
+    /// Adds a cell; `raw` is its text in the file.
+    fn push(&mut self, cell: &Cell, raw: &str) {
+        if let Reading::Numbers { numbers, booleans, auto: true, .. } = self {
+            let switch = match cell {
+                Cell::Text => true,
+                Cell::Number(_) => *booleans,
+                Cell::Boolean(_) => *numbers,
+                Cell::Missing => false,
+            };
+            if switch {
+                self.to_text();
+            }
+        }
+        match self {
+            Reading::Numbers { values, numbers, booleans, .. } => match cell {
+                Cell::Number(v) => {
+                    *numbers = true;
+                    values.push(*v);
+                }
+                Cell::Boolean(b) => {
+                    *booleans = true;
+                    values.push(f32::from(u8::from(*b)));
+                }
+                Cell::Missing | Cell::Text => values.push(f32::NAN),
+            },
+            Reading::Text(values) => values.push(match cell {
+                Cell::Missing => None,
+                _ => Some(raw.trim().to_string()),
+            }),
+        }
+    }
+
+    fn finish(self) -> Column {
+        match self {
+            Reading::Numbers { values, .. } => Column::Numbers(values),
+            Reading::Text(values) => Column::Text(values),
+        }
+    }
+}
+
 /// Streams a CSV file with a header row, keeping only the requested columns; `choose` picks
-/// them once the header is known. Errors name the file, the row and the column.
+/// them (with how to read each) once the header is known. Errors name the file, the row, the
+/// line and the column.
 pub fn read_csv(
     path: &Path,
     delimiter: u8,
     missing: Missing,
-    choose: impl FnOnce(&[String]) -> Result<CsvColumns>,
+    choose: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
 ) -> Result<CsvData> {
     read_csv_rows(path, delimiter, missing, |first| Ok((choose(first)?, None)))
 }
@@ -46,7 +170,7 @@ pub(super) fn read_csv_rows(
     path: &Path,
     delimiter: u8,
     missing: Missing,
-    choose: impl FnOnce(&[String]) -> Result<(CsvColumns, Option<Vec<String>>)>,
+    choose: impl FnOnce(&[String]) -> Result<(Vec<(String, Role)>, Option<Vec<String>>)>,
 ) -> Result<CsvData> {
     let file = path.display();
     // No header as far as the csv crate knows: records() then yields the first row too,
@@ -76,62 +200,63 @@ pub(super) fn read_csv_rows(
             (None, _) => bail!("{file}: no column `{name}` (columns: {})", header.join(", ")),
         }
     };
-    let numeric: Vec<usize> = wanted.numeric.iter().map(position).collect::<Result<_>>()?;
-    let text = wanted.text.as_ref().map(position).transpose()?;
-    let (mut values, mut labels, mut rows) = (Vec::new(), Vec::new(), 0usize);
-    let mut row_values = Vec::with_capacity(numeric.len());
-    let records = reader.records().skip(usize::from(!first_is_data));
-    for (i, record) in records.enumerate() {
-        let row = i + 1;
-        let record = record.map_err(|e| anyhow!("{file}: row {row}: {}", csv_error(&e)))?;
+    let at: Vec<usize> = wanted.iter().map(|(name, _)| position(name)).collect::<Result<_>>()?;
+    let mut columns: Vec<Reading> = wanted.iter().map(|(_, role)| Reading::new(*role)).collect();
+    let mut rows = 0usize;
+    let mut record = csv::StringRecord::new();
+    let mut cells: Vec<Cell> = Vec::with_capacity(at.len());
+    let mut row = 0usize;
+    if !first_is_data {
+        reader.read_record(&mut record).map_err(|e| anyhow!("{file}: {}", csv_error(&e)))?;
+    }
+    loop {
+        let more = reader.read_record(&mut record).map_err(|e| anyhow!("{file}: row {}: {}", row + 1, csv_error(&e)))?;
+        if !more {
+            break;
+        }
+        row += 1;
         let start = record.position().map_or(0, |p| p.byte());
         // Only errors need the line, so it is counted only for them.
-        let at = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
+        let place = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
         let mut drop = false;
-        row_values.clear();
-        for (&col, &fillable) in numeric.iter().zip(&wanted.fillable) {
-            let cell = record.get(col).unwrap_or("");
-            if is_missing(cell) {
-                match missing {
-                    Missing::DropRow => drop = true,
-                    Missing::Mean if fillable => row_values.push(f32::NAN),
-                    Missing::Mean => bail!(
+        cells.clear();
+        for (&col, (_, role)) in at.iter().zip(&wanted) {
+            let cell = parse_cell(record.get(col).unwrap_or(""));
+            match (&cell, role) {
+                (Cell::Missing, _) => match (missing, role) {
+                    (Missing::DropRow, _) => drop = true,
+                    (Missing::Mean, Role::Auto | Role::Number | Role::Text) => {}
+                    (_, Role::Label) => bail!("{}: missing label; set data.missing: drop_row to skip such rows", place(col)),
+                    (Missing::Mean, _) => bail!(
                         "{}: missing value; data.missing: mean fills features only, use drop_row for targets",
-                        at(col)
+                        place(col)
                     ),
-                    Missing::Error => bail!("{}: missing value; set data.missing to drop_row or mean", at(col)),
+                    (Missing::Error, _) => bail!("{}: missing value; set data.missing to drop_row or mean", place(col)),
+                },
+                (Cell::Text, Role::Number | Role::Target) => {
+                    let text = record.get(col).unwrap_or("").trim();
+                    // Text in a target column is likely a class label.
+                    let hint = if *role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
+                    bail!("{}: {text:?} is not a number{hint}", place(col))
                 }
-                continue;
+                _ => {}
             }
-            // Only target columns are unfillable; text there is likely a class label.
-            let hint = if fillable { "" } else { "; if it is a class label, set task: classification" };
-            let value: f32 = cell.trim().parse().map_err(|_| anyhow!("{}: {cell:?} is not a number{hint}", at(col)))?;
-            row_values.push(value);
+            cells.push(cell);
         }
-        let label = match text {
-            Some(col) => {
-                let cell = record.get(col).unwrap_or("").trim();
-                if is_missing(cell) {
-                    match missing {
-                        Missing::DropRow => drop = true,
-                        _ => bail!("{}: missing label; set data.missing: drop_row to skip such rows", at(col)),
-                    }
-                }
-                Some(cell.to_string())
-            }
-            None => None,
-        };
         if drop {
             continue;
         }
-        values.extend_from_slice(&row_values);
-        labels.extend(label);
+        for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(&at) {
+            reading.push(cell, record.get(col).unwrap_or(""));
+        }
         rows += 1;
     }
     if rows == 0 {
         bail!("{file}: no data rows after the header");
     }
-    Ok(CsvData { header, numeric: values, text: labels, rows })
+    let columns = columns.into_iter().map(Reading::finish).collect();
+    let names = wanted.into_iter().map(|(name, _)| name).collect();
+    Ok(CsvData { header, names, columns, rows })
 }
 
 /// The line on which the CSV record that the reader began at byte `start` begins. The
@@ -170,6 +295,7 @@ pub(super) fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
         bail!("data.path: {}: no such file", path.display());
     }
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
+    let forced = d.categorical.clone().unwrap_or_default();
     let labelled = read_labelled_csv(path, d.delimiter(), d.missing, task, &targets, |header| {
         for target in &targets {
             if !header.contains(target) {
@@ -188,56 +314,83 @@ pub(super) fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
         if features.is_empty() {
             bail!("data.features: {} has no columns besides the target", path.display());
         }
-        Ok(features)
+        if let Some(unknown) = forced.iter().find(|c| !features.contains(c)) {
+            let why = if header.contains(unknown) { "is not a feature" } else { "is not a column" };
+            bail!("data.categorical: `{unknown}` {why} of {} (features: {})", path.display(), features.join(", "));
+        }
+        Ok(features.into_iter().map(|f| (f.clone(), if forced.contains(&f) { Role::Text } else { Role::Auto })).collect())
     })?;
     let y = match labelled.values {
         Some(values) => Target::Values(values),
         None => classes_from_labels(&labelled.labels),
     };
-    Ok(Table { x: labelled.x, y, feature_names: labelled.feature_names, target_names: targets })
+    Ok(Table { x: labelled.x, categorical: labelled.categorical, y, feature_names: labelled.feature_names, target_names: targets })
 }
 
 /// A CSV file's features and targets, as read by [`read_labelled_csv`].
 pub struct LabelledCsv {
+    /// The numeric features' names, the columns of `x`.
     pub feature_names: Vec<String>,
-    /// `[rows, features]`, missing values as NaN (with `missing: mean`).
+    /// `[rows, numeric features]`, missing values as NaN (with `missing: mean`).
     pub x: Tensor,
+    /// The categorical features, as read.
+    pub categorical: Vec<TextColumn>,
     /// Regression: the target columns, `[rows, targets]`.
     pub values: Option<Tensor>,
     /// Classification: the label column's strings.
     pub labels: Vec<String>,
 }
 
-/// Reads the feature columns that `features` picks from the header, and the `targets`
-/// columns: numbers for regression, one label column for classification.
+/// Reads the feature columns that `features` picks from the header (each with how to read
+/// it), and the `targets` columns: numbers for regression, one label column for
+/// classification.
 pub fn read_labelled_csv(
     path: &Path,
     delimiter: u8,
     missing: Missing,
     task: Task,
     targets: &[String],
-    features: impl FnOnce(&[String]) -> Result<Vec<String>>,
+    features: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
 ) -> Result<LabelledCsv> {
-    let mut feature_names = Vec::new();
     let data = read_csv(path, delimiter, missing, |header| {
-        feature_names = features(header)?;
-        let mut numeric = feature_names.clone();
-        let mut fillable = vec![true; numeric.len()];
-        let text = match task {
-            Task::Classification => targets.first().cloned(),
-            Task::Regression => {
-                numeric.extend(targets.iter().cloned());
-                fillable.extend(targets.iter().map(|_| false));
-                None
-            }
-        };
-        Ok(CsvColumns { numeric, fillable, text })
+        let mut wanted = features(header)?;
+        let role = if task == Task::Classification { Role::Label } else { Role::Target };
+        wanted.extend(targets.iter().map(|t| (t.clone(), role)));
+        Ok(wanted)
     })?;
-    let width = (data.numeric.len() / data.rows) as i64;
-    let all = Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, width])?;
-    let f = feature_names.len() as i64;
-    let values = (task == Task::Regression).then(|| all.narrow(1, f, width - f).contiguous());
-    Ok(LabelledCsv { x: all.narrow(1, 0, f).contiguous(), values, labels: data.text, feature_names })
+    let rows = data.rows;
+    // In the order asked for: the features, then the targets.
+    let mut names = data.names;
+    names.truncate(names.len() - targets.len());
+    let mut columns = data.columns;
+    let target_columns = columns.split_off(names.len());
+    let (mut feature_names, mut numeric, mut categorical) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, column) in names.into_iter().zip(columns) {
+        match column {
+            Column::Numbers(values) => {
+                feature_names.push(name);
+                numeric.push(values);
+            }
+            Column::Text(values) => categorical.push(TextColumn { name, values }),
+        }
+    }
+    let x = column_matrix(numeric, rows)?;
+    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    for column in target_columns {
+        match column {
+            Column::Numbers(v) => values.push(v),
+            Column::Text(v) => labels = v.into_iter().map(Option::unwrap_or_default).collect(),
+        }
+    }
+    let values = (task == Task::Regression).then(|| column_matrix(values, rows)).transpose()?;
+    Ok(LabelledCsv { feature_names, x, categorical, values, labels })
+}
+
+/// `[rows, columns]` float32 from columns of `rows` values each.
+pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tensor> {
+    let width = columns.len() as i64;
+    let flat: Vec<f32> = columns.into_iter().flatten().collect();
+    Ok(Tensor::f_from_slice(&flat)?.f_reshape([width, rows as i64])?.f_transpose(0, 1)?.f_contiguous()?)
 }
 
 /// Maps label strings to class indices; labels sort numerically when they are all integers.

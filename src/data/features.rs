@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::csv::{read_csv_rows, CsvColumns};
-use super::is_missing;
+use super::csv::{column_matrix, read_csv_rows, Column, Role};
+use super::{is_missing, TextColumn};
 use super::npy::read_npy;
 use crate::config::Missing;
 
@@ -24,46 +24,66 @@ pub enum ColumnMatch {
     Array,
 }
 
-/// Reads a feature matrix for prediction: a `.npy` file holding a 2-D numeric array, or a
-/// CSV file. CSV columns are picked by the model's feature `names` when the header has them
-/// all, and a header with only some of them is an error naming the others; a header with
-/// none of them, or no header at all, means every column is a feature, in order. Missing
-/// cells become NaN.
-pub fn read_features(path: &Path, names: &[String], delimiter: u8) -> Result<(Tensor, ColumnMatch)> {
+/// Reads the features of new data for prediction: a `.npy` file holding a 2-D numeric array
+/// (numeric features only), or a CSV file. CSV columns are picked by the model's feature
+/// names, `numeric` then `categorical`, when the header has them all, and a header with only
+/// some of them is an error naming the others; for a model without categorical features a
+/// header with none of them, or no header at all, means every column is a feature, in order.
+/// Missing cells become NaN (or `None` in a text column).
+pub fn read_features(
+    path: &Path,
+    numeric: &[String],
+    categorical: &[String],
+    delimiter: u8,
+) -> Result<(Tensor, Vec<TextColumn>, ColumnMatch)> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        if !categorical.is_empty() {
+            bail!("{}: a .npy array has no column names; this model takes text columns too ({}): use a CSV file", path.display(), categorical.join(", "));
+        }
         let t = read_npy("input", path)?;
         if t.dim() != 2 {
             bail!("{}: expected a 2-D array [samples, features], got shape {:?}", path.display(), t.size());
         }
-        return Ok((t.f_to_kind(Kind::Float)?, ColumnMatch::Array));
+        return Ok((t.f_to_kind(Kind::Float)?, Vec::new(), ColumnMatch::Array));
     }
+    let names: Vec<&String> = numeric.iter().chain(categorical).collect();
+    let by_name = || -> Vec<(String, Role)> {
+        let numbers = numeric.iter().map(|n| (n.clone(), Role::Number));
+        numbers.chain(categorical.iter().map(|n| (n.clone(), Role::Text))).collect()
+    };
     let mut matched = ColumnMatch::ByName;
     let data = read_csv_rows(path, delimiter, Missing::Mean, |first| {
-        let columns = |numeric: Vec<String>| CsvColumns { fillable: vec![true; numeric.len()], numeric, text: None };
-        let absent: Vec<&String> = names.iter().filter(|n| !first.contains(n)).collect();
+        let absent: Vec<&String> = names.iter().copied().filter(|n| !first.contains(n)).collect();
         if absent.is_empty() {
-            return Ok((columns(names.to_vec()), None));
+            return Ok((by_name(), None));
         }
-        if absent.len() < names.len() {
-            bail!("{}: no column {} (the model's features are {})", path.display(), or_list(&absent), names.join(", "));
+        let all = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        if absent.len() < names.len() || !categorical.is_empty() {
+            bail!("{}: no column {} (the model's features are {all})", path.display(), or_list(&absent));
         }
+        let by_position = |columns: &[String]| columns.iter().map(|c| (c.clone(), Role::Number)).collect();
         let is_number = |cell: &String| cell.parse::<f32>().is_ok();
         if first.iter().all(|c| is_number(c) || is_missing(c)) && first.iter().any(is_number) {
             // No header: name the columns after the features they are, when they fit.
             matched = ColumnMatch::NoHeader;
-            let named: Vec<String> = if first.len() == names.len() {
-                names.to_vec()
+            let named: Vec<String> = if first.len() == numeric.len() {
+                numeric.to_vec()
             } else {
                 (1..=first.len()).map(|i| format!("#{i}")).collect()
             };
-            return Ok((columns(named.clone()), Some(named)));
+            return Ok((by_position(&named), Some(named)));
         }
         matched = ColumnMatch::ByPosition;
-        Ok((columns(first.to_vec()), None))
+        Ok((by_position(first), None))
     })?;
-    let cols = data.numeric.len() / data.rows;
-    let x = Tensor::f_from_slice(&data.numeric)?.f_reshape([data.rows as i64, cols as i64])?;
-    Ok((x, matched))
+    let (mut numbers, mut text) = (Vec::new(), Vec::new());
+    for (name, column) in data.names.into_iter().zip(data.columns) {
+        match column {
+            Column::Numbers(values) => numbers.push(values),
+            Column::Text(values) => text.push(TextColumn { name, values }),
+        }
+    }
+    Ok((column_matrix(numbers, data.rows)?, text, matched))
 }
 
 /// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``: column names for a message.

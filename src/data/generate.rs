@@ -55,6 +55,7 @@ pub fn generate(cfg: &DataConfig) -> Result<Table> {
         Target::Classes { .. } => 1,
     };
     Ok(Table {
+        categorical: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),

@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{Config, DataConfig, DataKind, Loss, Missing};
 
+mod categorical;
 mod csv;
 mod features;
 mod generate;
@@ -22,17 +23,22 @@ mod preprocessing;
 #[cfg(test)]
 mod tests;
 
-pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, CsvColumns, CsvData, LabelledCsv};
+pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
 pub use crate::config::is_missing;
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
+pub use categorical::{codes as categorical_codes, CategoricalFeature, TextColumn};
 pub use preprocessing::Preprocessing;
 
 /// A whole dataset as loaded, before splitting.
 pub struct Table {
-    /// `[rows, features]` float32; NaN marks a missing value (only with `missing: mean`).
+    /// `[rows, numeric features]` float32; NaN marks a missing value (only with `missing:
+    /// mean`).
     pub x: Tensor,
+    /// The categorical features, as read.
+    pub categorical: Vec<TextColumn>,
     pub y: Target,
+    /// The numeric features' names: the columns of `x`.
     pub feature_names: Vec<String>,
     pub target_names: Vec<String>,
 }
@@ -155,8 +161,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         target_mean: Vec::new(),
         target_std: Vec::new(),
         labels: None,
+        categorical: Vec::new(),
     };
-    if d.standardize {
+    if d.standardize.unwrap_or(false) {
         let filled = preprocessing.apply(&train_x)?;
         (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
     }
@@ -177,7 +184,15 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         }
     };
     drop(train_x);
-    let x_all = preprocessing.apply(&table.x)?;
+    let min_frequency = d.min_frequency.unwrap_or(1);
+    preprocessing.categorical = table
+        .categorical
+        .iter()
+        .map(|c| CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref()))
+        .collect();
+    let columns: Vec<&[Option<String>]> = table.categorical.iter().map(|c| c.values.as_slice()).collect();
+    let codes = categorical::codes(&preprocessing.categorical, &columns, rows)?;
+    let x_all = Tensor::f_cat(&[preprocessing.apply(&table.x)?, codes], 1)?;
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     Ok(Prepared {

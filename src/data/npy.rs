@@ -81,6 +81,7 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     };
     let f = x.size()[1];
     Ok(Table {
+        categorical: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),

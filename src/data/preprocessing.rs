@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{first_true, has_nan};
+use super::{categorical, first_true, has_nan, CategoricalFeature, TextColumn};
 use crate::config::Loss;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,10 +21,30 @@ pub struct Preprocessing {
     pub target_std: Vec<f32>,
     /// Classification: the class labels, in class-index order.
     pub labels: Option<Vec<String>>,
+    /// The categorical features, whose level codes follow the numeric features in the
+    /// model's input.
+    #[serde(default)]
+    pub categorical: Vec<CategoricalFeature>,
 }
 
 impl Preprocessing {
-    /// Features as the model sees them: missing values filled, then standardised.
+    /// The model's input for raw rows: the numeric features (`[rows, numeric]`) filled and
+    /// standardised, then the categorical columns' level codes.
+    pub fn encode(&self, numeric: &Tensor, categorical: &[TextColumn]) -> Result<Tensor> {
+        let rows = numeric.size()[0] as usize;
+        let columns: Vec<&[Option<String>]> = self
+            .categorical
+            .iter()
+            .map(|f| {
+                let column = categorical.iter().find(|c| c.name == f.name);
+                column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow!("no column `{}`", f.name))
+            })
+            .collect::<Result<_>>()?;
+        let codes = categorical::codes(&self.categorical, &columns, rows)?;
+        Ok(Tensor::f_cat(&[self.apply(numeric)?, codes.to_device(numeric.device())], 1)?)
+    }
+
+    /// Numeric features as the model sees them: missing values filled, then standardised.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.f_to_kind(Kind::Float)?;
         if has_nan(&x) {

@@ -84,7 +84,7 @@ fn csv_missing_values_follow_the_policy() {
     assert!(err.contains("m.csv: row 1 (line 2), column `b`: missing value"), "{err}");
     let dropped = load(&csv_config(&path, ", missing: drop_row")).unwrap();
     assert_eq!(dropped.train.len(), 1);
-    let filled = load(&csv_config(&path, ", missing: mean")).unwrap();
+    let filled = load(&csv_config(&path, ", missing: mean, standardize: false")).unwrap();
     assert_eq!(filled.preprocessing.input_fill, Some(vec![1.5, 5.0]));
     assert_eq!(Vec::<f32>::try_from(filled.train.x.flatten(0, 1)).unwrap(), vec![1.0, 5.0, 2.0, 4.0, 1.5, 6.0]);
 }
@@ -107,12 +107,11 @@ fn csv_labels_become_sorted_classes() {
 fn csv_errors_name_file_row_and_column() {
     let _rng = crate::testing::seed(0);
     let dir = tempfile::tempdir().unwrap();
-    let bad = write(dir.path(), "bad.csv", "a,y\n1,2\nx,3\n");
-    assert!(load(&csv_config(&bad, ""))
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("bad.csv: row 2 (line 3), column `a`: \"x\" is not a number"));
+    // Text in a feature makes it categorical; in a regression target it is an error.
+    let bad = write(dir.path(), "bad.csv", "a,y\n1,2\n3,x\n");
+    let regression = |path: &Path| config(&format!("task: regression\ndata: {{kind: csv, path: {}, target: y}}\n", path.display()));
+    let err = load(&regression(&bad)).err().unwrap().to_string();
+    assert!(err.contains("bad.csv: row 2 (line 3), column `y`: \"x\" is not a number; if it is a class label, set task: classification"), "{err}");
     let ragged = write(dir.path(), "ragged.csv", "a,y\n1,2\n3\n");
     assert!(load(&csv_config(&ragged, ""))
         .err()
@@ -129,12 +128,12 @@ fn read_features_picks_columns_by_name_and_npy_must_be_2d() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "x.csv", "y,b,a\n9,2,1\n9,4,3\n");
     let names = ["a".to_string(), "b".to_string()];
-    let (x, matched) = read_features(&path, &names, b',').unwrap();
+    let (x, _, matched) = read_features(&path, &names, &[], b',').unwrap();
     assert_eq!(Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
     assert_eq!(matched, ColumnMatch::ByName);
     let npy = dir.path().join("x.npy");
     Tensor::from_slice(&[1.0f32, 2.0, 3.0]).write_npy(&npy).unwrap();
-    assert!(read_features(&npy, &names, b',').unwrap_err().to_string().contains("expected a 2-D array"));
+    assert!(read_features(&npy, &names, &[], b',').unwrap_err().to_string().contains("expected a 2-D array"));
 }
 
 #[test]
@@ -143,7 +142,7 @@ fn read_features_takes_columns_in_order_only_when_no_name_matches() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a".to_string(), "b".to_string(), "c".to_string()];
     let values = |path: &Path| {
-        let (x, matched) = read_features(path, &names, b';').unwrap();
+        let (x, _, matched) = read_features(path, &names, &[], b';').unwrap();
         (Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), matched)
     };
     // No header: the first row is data, not lost.
@@ -155,15 +154,15 @@ fn read_features_takes_columns_in_order_only_when_no_name_matches() {
     assert_eq!(values(&other), (vec![1.0, 2.0, 3.0], ColumnMatch::ByPosition));
     // Some names but not all: an error naming the absent ones, not a silent fallback.
     let partial = write(dir.path(), "partial.csv", "a;x_c;y\n1;2;3\n");
-    let err = read_features(&partial, &names, b';').unwrap_err().to_string();
+    let err = read_features(&partial, &names, &[], b';').unwrap_err().to_string();
     assert!(err.contains("partial.csv: no column `b` or `c` (the model's features are a, b, c)"), "{err}");
     // A name the header repeats is ambiguous, not the first of them.
     let twice = write(dir.path(), "twice.csv", "a;b;c;a\n1;2;3;4\n");
-    let err = read_features(&twice, &names, b';').unwrap_err().to_string();
+    let err = read_features(&twice, &names, &[], b';').unwrap_err().to_string();
     assert!(err.contains("twice.csv: the header has more than one column `a`"), "{err}");
     // A headerless row that is not all numbers further down names the column by feature.
     let text = write(dir.path(), "text.csv", "1;2;3\n4;x;6\n");
-    let err = read_features(&text, &names, b';').unwrap_err().to_string();
+    let err = read_features(&text, &names, &[], b';').unwrap_err().to_string();
     assert!(err.contains("text.csv: row 2 (line 2), column `b`: \"x\" is not a number"), "{err}");
 }
 
@@ -172,12 +171,13 @@ fn crlf_files_report_the_lines_that_editors_show() {
     let _rng = crate::testing::seed(0);
     let dir = tempfile::tempdir().unwrap();
     for (name, newline) in [("lf.csv", "\n"), ("crlf.csv", "\r\n")] {
-        let text = ["a,y", "1,2", "", "x,3", ""].join(newline);
+        let text = ["a,y", "1,2", "", "3,x", ""].join(newline);
         let path = write(dir.path(), name, &text);
-        let err = load(&csv_config(&path, "")).err().unwrap().to_string();
-        assert!(err.contains(&format!("{name}: row 2 (line 4), column `a`: \"x\" is not a number")), "{err}");
+        let cfg = config(&format!("task: regression\ndata: {{kind: csv, path: {}, target: y}}\n", path.display()));
+        let err = load(&cfg).err().unwrap().to_string();
+        assert!(err.contains(&format!("{name}: row 2 (line 4), column `y`: \"x\" is not a number")), "{err}");
         let bare = write(dir.path(), name, &["1,2", "3,x", ""].join(newline));
-        let err = read_features(&bare, &["a".into(), "b".into()], b',').unwrap_err().to_string();
+        let err = read_features(&bare, &["a".into(), "b".into()], &[], b',').unwrap_err().to_string();
         assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
     }
 }

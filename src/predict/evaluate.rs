@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::{self, or_list, Part};
+use crate::data::{self, or_list, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
 
@@ -28,22 +28,21 @@ pub fn evaluate(
     let delimiter = config.data.delimiter();
     let table =
         data::read_labelled_csv(data_path, delimiter, config.data.missing, config.task(), &targets, |header| {
-            let features = absent(&pre.feature_names, header);
+            let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
+            let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
+            let features = absent(&all, header);
             if !features.is_empty() {
-                bail!(
-                    "{file}: no column {} (the run's features are {})",
-                    or_list(&features),
-                    pre.feature_names.join(", ")
-                );
+                bail!("{file}: no column {} (the run's features are {})", or_list(&features), all.join(", "));
             }
             let labels = absent(&targets, header);
             if !labels.is_empty() {
                 let hint = if target.is_some() { "" } else { "; use --target to name another label column" };
                 bail!("{file}: no column {} for the target{hint}", or_list(&labels));
             }
-            Ok(pre.feature_names.clone())
+            let numbers = pre.feature_names.iter().map(|n| (n.clone(), Role::Number));
+            Ok(numbers.chain(categorical.into_iter().map(|n| (n, Role::Text))).collect())
         })?;
-    let x = pre.apply(&table.x).with_context(|| file.to_string())?;
+    let x = pre.encode(&table.x, &table.categorical).with_context(|| file.to_string())?;
     let y = match &table.values {
         Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {
             bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), values.size()[1])

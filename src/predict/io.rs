@@ -19,8 +19,9 @@ pub fn predict(model: &Path, input: &Path, output: Option<&Path>, proba: bool, s
     if proba && predictor.labels().is_none() {
         bail!("--proba needs a classification model; {} is a regression", predictor.path().display());
     }
-    let (x, matched) = data::read_features(input, predictor.features(), predictor.delimiter())?;
-    let prediction = predictor.predict(&x, proba).with_context(|| input.display().to_string())?;
+    let categorical = predictor.categorical_names();
+    let (x, text, matched) = data::read_features(input, predictor.features(), &categorical, predictor.delimiter())?;
+    let prediction = predictor.predict(&x, &text, proba).with_context(|| input.display().to_string())?;
     let csv = to_csv(&prediction, predictor.labels())?;
     // Said only once the predictions exist, so that a failure stays one line.
     let features = predictor.features().join(", ");

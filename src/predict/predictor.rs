@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{CModule, IValue, Tensor};
 
 use crate::config::{Config, Missing};
-use crate::data;
+use crate::data::{self, CategoricalFeature, TextColumn};
 use crate::export::{self, ExtraFiles};
 use crate::rundir;
 use crate::shim::first_line;
@@ -19,6 +19,9 @@ pub struct Predictor {
     module: CModule,
     config: Config,
     features: Vec<String>,
+    /// The categorical features (extra/categorical.json), whose level codes follow the
+    /// numeric features in the model's input.
+    categorical: Vec<CategoricalFeature>,
     labels: Option<Vec<String>>,
 }
 
@@ -56,12 +59,18 @@ impl Predictor {
         let yaml = String::from_utf8(yaml).map_err(|_| anyhow!("{file}: extra/config.yaml is not UTF-8 text"))?;
         let config = Config::parse(&yaml, &format!("{file}: extra/config.yaml"), &[])?;
         let labels = extra.read("labels.json")?.map(|bytes| json_names(&path, "labels.json", &bytes)).transpose()?;
+        let categorical = match extra.read("categorical.json")? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{file}: extra/categorical.json is not a list of categorical features"))?,
+            None => Vec::new(),
+        };
         let module = CModule::load(&path)
             .map_err(|e| anyhow!("{file}: cannot load as TorchScript: {}", first_line(&e.to_string())))?;
-        if let Some(width) = export::expected_inputs(&module)?.filter(|&w| w != features.len()) {
+        let numeric_only = categorical.is_empty();
+        if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, config, features, labels })
+        Ok(Predictor { path, module, config, features, categorical, labels })
     }
 
     /// The model.pt this was loaded from.
@@ -69,9 +78,19 @@ impl Predictor {
         &self.path
     }
 
-    /// The feature names, in the order the model takes its input columns.
+    /// The numeric features' names, in the order the model takes its input columns.
     pub fn features(&self) -> &[String] {
         &self.features
+    }
+
+    /// The categorical features, whose level codes the model takes after the numeric ones.
+    pub fn categorical(&self) -> &[CategoricalFeature] {
+        &self.categorical
+    }
+
+    /// The categorical features' names.
+    pub fn categorical_names(&self) -> Vec<String> {
+        self.categorical.iter().map(|c| c.name.clone()).collect()
     }
 
     /// Classification: the class labels, in class-index order.
@@ -90,9 +109,10 @@ impl Predictor {
     }
 
     /// Predicts for `x`, `[rows, features]` raw values in [`Predictor::features`] order (NaN
-    /// where one is missing), with the class probabilities too when `proba` is asked of a
-    /// classifier. Errors do not name the input, which the caller knows.
-    pub fn predict(&self, x: &Tensor, proba: bool) -> Result<Prediction> {
+    /// where one is missing), and the categorical columns as text (any order, by name), with
+    /// the class probabilities too when `proba` is asked of a classifier. Errors do not name
+    /// the input, which the caller knows.
+    pub fn predict(&self, x: &Tensor, text: &[TextColumn], proba: bool) -> Result<Prediction> {
         let model = self.path.display();
         let expected = self.features.len();
         if x.dim() != 2 {
@@ -114,8 +134,22 @@ impl Predictor {
         if proba && self.labels.is_none() {
             bail!("{model} is a regression: it has no class probabilities");
         }
-        let output = self.call("forward", x)?;
-        let proba = if proba { Some(self.call("predict_proba", x)?) } else { None };
+        let x = if self.categorical.is_empty() {
+            x.shallow_clone()
+        } else {
+            let columns: Vec<&[Option<String>]> = self
+                .categorical
+                .iter()
+                .map(|f| {
+                    let column = text.iter().find(|c| c.name == f.name);
+                    column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow!("no column `{}`", f.name))
+                })
+                .collect::<Result<_>>()?;
+            let codes = data::categorical_codes(&self.categorical, &columns, x.size()[0] as usize)?;
+            Tensor::f_cat(&[x.f_to_kind(tch::Kind::Float)?, codes], 1)?
+        };
+        let output = self.call("forward", &x)?;
+        let proba = if proba { Some(self.call("predict_proba", &x)?) } else { None };
         Ok(Prediction { output, proba })
     }
 

@@ -1,0 +1,103 @@
+//! Categorical features: levels learned from the training part (rare ones folded into one
+//! "other" level, missing cells a level of their own), and values turned into level codes,
+//! the same way in training, `predict`, `evaluate` and model.pt.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::{CategoricalEncoding, ColumnEncoding, Encoding};
+
+/// A column of text as read; `None` where a cell is missing.
+#[derive(Debug, Clone)]
+pub struct TextColumn {
+    pub name: String,
+    pub values: Vec<Option<String>>,
+}
+
+/// A categorical feature: its levels as learned from the training part, and how the model
+/// encodes it. The model's input holds its level index (as a float) after the numeric columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalFeature {
+    pub name: String,
+    /// Level names in index order.
+    pub levels: Vec<String>,
+    /// The level that values unseen in training (and rare ones) take.
+    pub other: usize,
+    /// The level of missing cells, when they are a level of their own.
+    pub missing: Option<usize>,
+    /// `None`: one-hot; `Some(width)`: a learned embedding of that width.
+    pub embedding: Option<usize>,
+}
+
+/// The names the two special levels show under (values are matched by index, so a value
+/// spelt the same is still its own level).
+pub const OTHER: &str = "(other)";
+pub const MISSING: &str = "(missing)";
+
+impl CategoricalFeature {
+    /// Learns a column's levels from the rows `train` of `values`: those seen at least
+    /// `min_frequency` times, sorted (as numbers when they all are), then `(other)` for
+    /// unseen and rare values, then `(missing)` when the training part has missing cells.
+    pub fn fit(
+        name: &str,
+        values: &[Option<String>],
+        train: &[usize],
+        min_frequency: usize,
+        encoding: Option<&CategoricalEncoding>,
+    ) -> CategoricalFeature {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut has_missing = false;
+        for &row in train {
+            match &values[row] {
+                Some(v) => *counts.entry(v.as_str()).or_default() += 1,
+                None => has_missing = true,
+            }
+        }
+        let mut levels: Vec<String> =
+            counts.into_iter().filter(|&(_, n)| n >= min_frequency).map(|(v, _)| v.to_string()).collect();
+        if levels.iter().all(|l| l.parse::<f64>().is_ok()) {
+            levels.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+        }
+        let other = levels.len();
+        levels.push(OTHER.to_string());
+        let missing = has_missing.then(|| {
+            levels.push(MISSING.to_string());
+            levels.len() - 1
+        });
+        let auto = (levels.len() + 1) / 2;
+        let embedding = match encoding {
+            None | Some(CategoricalEncoding::All(Encoding::OneHot)) => None,
+            Some(CategoricalEncoding::All(Encoding::Embedding)) => Some(auto.min(50)),
+            Some(CategoricalEncoding::PerColumn(columns)) => match columns.get(name) {
+                None | Some(ColumnEncoding::Kind(Encoding::OneHot)) => None,
+                Some(ColumnEncoding::Kind(Encoding::Embedding)) => Some(auto.min(50)),
+                Some(ColumnEncoding::Width(width)) => Some(*width),
+            },
+        };
+        CategoricalFeature { name: name.to_string(), levels, other, missing, embedding }
+    }
+
+    /// The level codes of `values`: a known level's index, else `other`; a missing cell's
+    /// level, or `other` when training saw none.
+    pub fn codes(&self, values: &[Option<String>]) -> Vec<f32> {
+        let known: HashMap<&str, usize> = self.levels[..self.other].iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+        let missing = self.missing.unwrap_or(self.other);
+        values
+            .iter()
+            .map(|v| match v {
+                Some(v) => known.get(v.as_str()).copied().unwrap_or(self.other),
+                None => missing,
+            } as f32)
+            .collect()
+    }
+}
+
+/// `[rows, columns]` level codes of `columns` (in `features`' order) as floats, the form the
+/// model takes them in after the numeric features.
+pub fn codes(features: &[CategoricalFeature], columns: &[&[Option<String>]], rows: usize) -> Result<Tensor> {
+    let codes: Vec<Vec<f32>> = features.iter().zip(columns).map(|(f, values)| f.codes(values)).collect();
+    super::csv::column_matrix(codes, rows)
+}
