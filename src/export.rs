@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 
 use crate::atomic;
 use crate::config::Loss;
-use crate::data::Preprocessing;
+use crate::data::{self, Preprocessing};
 use crate::model::{child_name, Mlp};
 use crate::rundir::{self, TrainedRun};
 use crate::shim::ScriptModule;
@@ -43,6 +43,8 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
             "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n"
         }
     };
+    src += "\n";
+    src += &data::categorical_script(&preprocessing.categorical, preprocessing.labels.is_some());
     src
 }
 

@@ -95,6 +95,59 @@ impl CategoricalFeature {
     }
 }
 
+/// TorchScript for model.pt that encodes raw rows exactly as [`CategoricalFeature::codes`]
+/// and `Preprocessing::encode` do: `encode(numeric, categorical)` takes the numeric
+/// features (`[rows, N]` floats, NaN where missing) and each categorical column's values as
+/// text by name, and returns the model's input; `predict_rows` (and, for classifiers,
+/// `predict_proba_rows`) apply the model to it. Empty for a model without categorical
+/// features.
+pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
+    if features.is_empty() {
+        return String::new();
+    }
+    let mut src = String::from(
+        "def encode(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n    codes: List[Tensor] = []\n",
+    );
+    for (j, f) in features.iter().enumerate() {
+        src += &format!("    codes.append(self._codes_{j}(categorical[{}]))\n", quote(&f.name));
+    }
+    src += "    return torch.cat([numeric.float(), torch.stack(codes, 1)], 1)\n\n";
+    src += "def predict_rows(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n";
+    src += "    return self.forward(self.encode(numeric, categorical))\n\n";
+    if classifier {
+        src += "def predict_proba_rows(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n";
+        src += "    return self.predict_proba(self.encode(numeric, categorical))\n\n";
+    }
+    for (j, f) in features.iter().enumerate() {
+        let table: Vec<String> = f.levels[..f.other].iter().enumerate().map(|(i, l)| format!("{}: {i}", quote(l))).collect();
+        let missing = f.missing.unwrap_or(f.other);
+        src += &format!(
+            concat!(
+                "def _codes_{j}(self, values: List[str]) -> Tensor:\n",
+                "    table: Dict[str, int] = {{{table}}}\n",
+                "    out: List[int] = []\n",
+                "    for value in values:\n",
+                "        key = value.strip()\n",
+                "        if key.lower() in [\"\", \"na\", \"n/a\", \"nan\"]:\n",
+                "            out.append({missing})\n",
+                "        else:\n",
+                "            out.append(table.get(key, {other}))\n",
+                "    return torch.tensor(out, dtype=torch.float32)\n\n",
+            ),
+            j = j,
+            table = table.join(", "),
+            missing = missing,
+            other = f.other,
+        );
+    }
+    src
+}
+
+/// A TorchScript string literal (Python's syntax, which JSON's is a subset of for strings).
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
 /// `[rows, columns]` level codes of `columns` (in `features`' order) as floats, the form the
 /// model takes them in after the numeric features.
 pub fn codes(features: &[CategoricalFeature], columns: &[&[Option<String>]], rows: usize) -> Result<Tensor> {
