@@ -48,6 +48,30 @@ pub fn loss_value(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {
     }
 }
 
+/// The batch loss with each sample's loss multiplied by its class's weight (`class_weight`:
+/// one per class, on the output's device), reduced as Keras does, sum(w_i * l_i) / batch,
+/// not as PyTorch's weighted mean, which divides by the sum of the weights. Without
+/// weights, or for a regression loss (which has no classes; the config keeps weights off
+/// it), `loss_value` itself.
+pub fn weighted_loss_value(loss: Loss, output: &Tensor, target: &Tensor, class_weight: Option<&Tensor>) -> Tensor {
+    let Some(class_weight) = class_weight else { return loss_value(loss, output, target) };
+    match loss {
+        // Summed, cross_entropy weighs each sample by its class; its Mean would divide by
+        // the weights' sum.
+        Loss::CrossEntropy => {
+            output.cross_entropy_loss(target, Some(class_weight), Reduction::Sum, -100, 0.0) / output.size()[0] as f64
+        }
+        // Here the weight is per element, and Mean divides by the batch.
+        Loss::Bce => output.squeeze_dim(1).binary_cross_entropy_with_logits::<Tensor>(
+            &target.to_kind(Kind::Float),
+            Some(class_weight.index_select(0, target)),
+            None,
+            Reduction::Mean,
+        ),
+        Loss::Mse | Loss::Mae | Loss::Huber => loss_value(loss, output, target),
+    }
+}
+
 /// The gradient of a batch's mean loss with respect to the model's output, for the manual
 /// backward pass (`Mlp::backward`). `one` is a scalar 1 on the output's device. The loss
 /// value itself is not needed here: the epoch's loss is computed once, from all the
@@ -64,6 +88,24 @@ pub fn loss_grad(loss: Loss, output: &Tensor, target: &Tensor, one: &Tensor) -> 
             (output.softmax(1, Kind::Float) - onehot) / batch
         }
         Loss::Bce => (output.sigmoid() - target.to_kind(Kind::Float).unsqueeze(1)) / batch,
+    }
+}
+
+/// The gradient of `weighted_loss_value`: each sample's row of `loss_grad` times its class's
+/// weight. Without weights, `loss_grad` itself, at no extra cost.
+pub fn weighted_loss_grad(
+    loss: Loss,
+    output: &Tensor,
+    target: &Tensor,
+    one: &Tensor,
+    class_weight: Option<&Tensor>,
+) -> Tensor {
+    let grad = loss_grad(loss, output, target, one);
+    match class_weight {
+        Some(weight) if matches!(loss, Loss::CrossEntropy | Loss::Bce) => {
+            grad * weight.index_select(0, target).unsqueeze(1)
+        }
+        _ => grad,
     }
 }
 
@@ -372,6 +414,39 @@ mod tests {
         let mut acc = Accumulator::new(Loss::Bce, &[Metric::Accuracy], 1, Some(2), None, Device::Cpu);
         acc.add(&logits, &y, &loss_value(Loss::Bce, &logits, &y));
         assert!((acc.finish().unwrap().1[0] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn class_weighted_loss_and_gradient_are_keras_sum_over_batch_size() {
+        let _rng = crate::testing::seed(7);
+        let (float, long) = ((Kind::Float, Device::Cpu), (Kind::Int64, Device::Cpu));
+        let one = Tensor::from(1.0f32);
+        let cases = [
+            (Loss::CrossEntropy, Tensor::randn([12, 3], float), Tensor::randint(3, [12], long), vec![0.5f32, 2.0, 4.0]),
+            (Loss::Bce, Tensor::randn([12, 1], float), Tensor::randint(2, [12], long), vec![0.25f32, 3.0]),
+        ];
+        for (loss, output, y, weights) in cases {
+            let weight = Tensor::from_slice(&weights);
+            // Keras's reduction written out, differentiated by autograd: sum(w_i * l_i) / batch.
+            let leaf = output.copy().set_requires_grad(true);
+            let per_sample = weight.index_select(0, &y);
+            let want = (sample_losses(loss, &leaf, &y) * &per_sample).sum(Kind::Float) / 12.0;
+            let want_grad = Tensor::run_backward(&[&want], &[&leaf], false, false).remove(0);
+            let got = weighted_loss_value(loss, &output, &y, Some(&weight));
+            let got_grad = weighted_loss_grad(loss, &output, &y, &one, Some(&weight));
+            let (got, want) = (got.double_value(&[]), want.double_value(&[]));
+            assert!((got - want).abs() < 1e-6, "{loss:?}: loss {got} vs {want}");
+            let diff = (&got_grad - &want_grad).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "{loss:?}: gradient differs by {diff}");
+            // Not PyTorch's weighted mean, which divides by the sum of the weights instead.
+            let weighted_mean = want * 12.0 / per_sample.sum(Kind::Float).double_value(&[]);
+            assert!((got - weighted_mean).abs() > 1e-3, "{loss:?}: {got} is the weighted mean");
+            // Unit weights are no weighting; no weights are the unweighted path itself.
+            let ones = Tensor::ones_like(&weight);
+            let plain = loss_value(loss, &output, &y).double_value(&[]);
+            assert!((weighted_loss_value(loss, &output, &y, Some(&ones)).double_value(&[]) - plain).abs() < 1e-6);
+            assert!(weighted_loss_grad(loss, &output, &y, &one, None).equal(&loss_grad(loss, &output, &y, &one)));
+        }
     }
 
     #[test]

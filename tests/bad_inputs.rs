@@ -132,6 +132,10 @@ bad! {
     unknown_device: ["train", "device_unknown.yaml"] => ["device must be auto, cpu, cuda or cuda:N, got \"gpu\""];
     unknown_device_flag: ["train", "--device", "tpu"] => ["device must be auto, cpu, cuda or cuda:N, got \"tpu\""];
     absent_cuda_device: ["train", "--device", "cuda:99"] => ["device cuda:99 was asked for"];
+    class_weight_unknown_label: ["train", "class_weight_unknown.yaml"] => ["training.class_weight: no class \"w\" in the data (classes: x, y, z)"];
+    class_weight_zero: ["train", "class_weight_zero.yaml"] => ["training.class_weight: the weight of class \"z\" must be > 0, got 0"];
+    class_weight_on_regression: ["train", "--set", "training.class_weight=balanced"] => ["training.class_weight applies to classification only, but the task is regression"];
+    class_weight_misspelled: ["train", "csv_gap.yaml", "--set", "training.class_weight=balance"] => ["training.class_weight: unknown value `balance`, expected `balanced`"];
     bce_with_three_classes: ["train", "bce_three.yaml"] => ["training.loss: bce needs exactly two classes, the data has 3 (x, y, z)"];
     csv_file_missing: ["train", "csv_missing_file.yaml"] => ["data.path: ", "nowhere.csv: no such file"];
     csv_file_empty: ["train", "csv_empty.yaml"] => ["empty.csv: the file is empty"];

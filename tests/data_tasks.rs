@@ -312,3 +312,68 @@ fn a_text_label_column_makes_a_classification_task_and_a_late_one_says_what_to_s
     assert_eq!(pre["categorical"][0]["name"], "y");
     assert_eq!(pre["categorical"][0]["levels"], serde_json::json!(["2", "Gentoo", "(other)"]));
 }
+
+/// The recall of class `label` by the model of run `run` on `data` (whose `label` column
+/// holds the truth).
+fn recall(dir: &Path, run: &str, data: &Path, label: &str) -> f64 {
+    let out = torchfit(dir, &["predict", &format!("{run}/model.pt"), data.to_str().unwrap()]);
+    assert_ok(&out);
+    let mut reader = csv::Reader::from_path(data).unwrap();
+    let truth: Vec<String> = reader.records().map(|r| r.unwrap()[2].to_string()).collect();
+    let text = stdout(&out);
+    let found = text.lines().skip(1).zip(&truth).filter(|(got, want)| *want == label && got == want).count();
+    found as f64 / truth.iter().filter(|t| *t == label).count() as f64
+}
+
+#[test]
+fn balanced_class_weight_weighs_the_training_loss_and_lifts_the_minority_class() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every tenth row is "rare", shifted by 1.5 in `a`: overlapping classes, so an
+    // unweighted model gives up much of the minority for the majority's sake.
+    tch::manual_seed(11);
+    let noise = Vec::<f64>::try_from(Tensor::randn([1000, 2], (Kind::Double, Device::Cpu)).flatten(0, 1)).unwrap();
+    let mut text = String::from("a,b,label\n");
+    for row in 0..1000 {
+        let rare = row % 10 == 0;
+        let a = noise[2 * row] + if rare { 1.5 } else { 0.0 };
+        text += &format!("{a},{},{}\n", noise[2 * row + 1], if rare { "rare" } else { "common" });
+    }
+    let data = dir.path().join("imbalanced.csv");
+    std::fs::write(&data, text).unwrap();
+    let yaml = "data: {kind: csv, path: imbalanced.csv, target: label, validation_split: 0.2}\n\
+                model: {hidden: [8]}\n\
+                training: {epochs: 20, metrics: [accuracy, log_loss], optimizer: {lr: 0.01}}\n";
+    std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+    let plain = train(dir.path(), "c.yaml", "plain", &[]);
+    assert!(plain.get("class_weights").is_none(), "{plain}");
+    let balanced = train(dir.path(), "c.yaml", "balanced", &["training.class_weight=balanced"]);
+
+    // scikit-learn's formula over the training part: n / (classes * count).
+    let split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("balanced/split.json")).unwrap()).unwrap();
+    let held_out: Vec<u64> = split["validation"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let rare = (0..1000u64).filter(|row| row % 10 == 0 && !held_out.contains(row)).count() as f64;
+    let n = 1000.0 - held_out.len() as f64;
+    let weights = &balanced["class_weights"];
+    assert!((weights["rare"].as_f64().unwrap() - n / (2.0 * rare)).abs() < 1e-9, "{weights}");
+    assert!((weights["common"].as_f64().unwrap() - n / (2.0 * (n - rare))).abs() < 1e-9, "{weights}");
+
+    // The loss column is weighted; log_loss, the same cross-entropy unweighted, is not; and
+    // val_loss is unweighted, as in Keras.
+    let (header, rows) = read_csv(&dir.path().join("balanced/metrics.csv"));
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let last = rows.last().unwrap();
+    assert!((last[column("loss")] - last[column("log_loss")]).abs() > 1e-3, "{header:?} {last:?}");
+    assert!((last[column("val_loss")] - last[column("val_log_loss")]).abs() < 1e-6, "{header:?} {last:?}");
+    let (_, plain_rows) = read_csv(&dir.path().join("plain/metrics.csv"));
+    let plain_last = plain_rows.last().unwrap();
+    assert!((plain_last[column("loss")] - plain_last[column("log_loss")]).abs() < 1e-6, "{plain_last:?}");
+
+    let (before, after) = (recall(dir.path(), "plain", &data, "rare"), recall(dir.path(), "balanced", &data, "rare"));
+    assert!(after > before + 0.2, "recall of the rare class: {before} unweighted, {after} balanced");
+
+    // bce weighs alike; a mapping names labels as the data does, the rest weigh 1.
+    let bce = train(dir.path(), "c.yaml", "bce", &["training.loss=bce", "training.class_weight={rare: 9}"]);
+    assert_eq!(bce["class_weights"], serde_json::json!({"common": 1.0, "rare": 9.0}));
+    assert!(recall(dir.path(), "bce", &data, "rare") > before + 0.2, "{bce}");
+}

@@ -275,6 +275,23 @@ pub struct TrainingConfig {
     /// in synchronisation than they save) and every core for large ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Classification: weight each training sample's loss by its class, as Keras's
+    /// `fit(class_weight=...)`. Absent: no weighting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<ClassWeight>,
+}
+
+/// `training.class_weight`. Spelled in YAML as `balanced` or a mapping `{label: weight}`
+/// (`yaml` reads and writes it); the weights in force follow from the training part's
+/// labels (`ClassWeight::weights`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassWeight {
+    /// scikit-learn's `balanced`: n_samples / (n_classes * count of the class), counted
+    /// over the training part.
+    Balanced,
+    /// Weights by class label, the label's text as the data holds it; classes not listed
+    /// weigh 1, as in Keras. In the order written, so that messages follow the user's.
+    Labels(Vec<(String, f64)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,6 +503,7 @@ impl Default for TrainingConfig {
             checkpoint_every: 1,
             on_nan: OnNan::Stop,
             threads: None,
+            class_weight: None,
         }
     }
 }

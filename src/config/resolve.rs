@@ -1,9 +1,11 @@
 //! The values in force: what a key left unset means, decided here once. `Config::resolve`
 //! writes them into the config, so that the saved `config.yaml` says exactly what ran.
 
+use anyhow::{bail, Result};
+
 use super::{
-    Config, DataConfig, DataKind, Features, Loss, LrSchedule, Metric, OptimizerConfig, OptimizerKind, Schedule,
-    ScheduleKind, Semantics, Task,
+    ClassWeight, Config, DataConfig, DataKind, Features, Loss, LrSchedule, Metric, OptimizerConfig, OptimizerKind,
+    Schedule, ScheduleKind, Semantics, Task,
 };
 
 /// csv: the field delimiter when none is set.
@@ -99,6 +101,30 @@ impl Loss {
         match self {
             Loss::Mse | Loss::Mae | Loss::Huber => Task::Regression,
             Loss::CrossEntropy | Loss::Bce => Task::Classification,
+        }
+    }
+}
+
+impl ClassWeight {
+    /// The weight of each class, in class-index order: `labels` are the classes' text and
+    /// `counts` their rows in the training part. A label the data does not have is an error
+    /// naming it: a typo would otherwise weigh nothing, silently.
+    pub(crate) fn weights(&self, labels: &[String], counts: &[usize]) -> Result<Vec<f64>> {
+        match self {
+            ClassWeight::Balanced => {
+                // scikit-learn's compute_class_weight("balanced"). Every class has training
+                // rows (the data loader checks), so no count is 0.
+                let samples = counts.iter().sum::<usize>() as f64;
+                let classes = labels.len() as f64;
+                Ok(counts.iter().map(|&count| samples / (classes * count.max(1) as f64)).collect())
+            }
+            ClassWeight::Labels(given) => {
+                if let Some((label, _)) = given.iter().find(|(label, _)| !labels.contains(label)) {
+                    bail!("training.class_weight: no class {label:?} in the data (classes: {})", labels.join(", "));
+                }
+                let weight = |class: &String| given.iter().find(|(label, _)| label == class).map_or(1.0, |(_, w)| *w);
+                Ok(labels.iter().map(weight).collect())
+            }
         }
     }
 }

@@ -440,3 +440,58 @@ fn a_saved_config_of_an_earlier_version_still_loads() {
     std::fs::write(&path, generated).unwrap();
     assert_eq!(Config::load_saved(&path, &[]).unwrap().data.samples, Some(50));
 }
+
+#[test]
+fn class_weight_reads_balanced_or_labels_as_text_and_writes_them_back() {
+    let moons = "data: {kind: moons}\ntraining:\n  class_weight: ";
+    let cfg = parse(&format!("{moons}balanced\n")).unwrap();
+    assert_eq!(cfg.training.class_weight, Some(ClassWeight::Balanced));
+    // Numbers and text alike become the labels' text; weights may be written as integers.
+    let cfg = parse(&format!("{moons}{{0: 1, 1: 2.5, cat: 3, 0.5: 1}}\n")).unwrap();
+    let want: Vec<(String, f64)> =
+        vec![("0".into(), 1.0), ("1".into(), 2.5), ("cat".into(), 3.0), ("0.5".into(), 1.0)];
+    assert_eq!(cfg.training.class_weight, Some(ClassWeight::Labels(want)));
+    // The saved config reads back the same (its labels are quoted text there).
+    let yaml = cfg.to_yaml().unwrap();
+    assert_eq!(parse(&yaml).unwrap().training.class_weight, cfg.training.class_weight, "{yaml}");
+    assert!(parse("training: {epochs: 1}\n").unwrap().training.class_weight.is_none());
+    assert!(!Config::load(None, &[]).unwrap().to_yaml().unwrap().contains("class_weight"));
+
+    let err = parse_err(&format!("{moons}balance\n"));
+    assert!(err.contains("training.class_weight: unknown value `balance`, expected `balanced`"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    let err = parse_err(&format!("{moons}{{a: heavy}}\n"));
+    assert!(err.contains("training.class_weight") && err.contains("expected a number"), "{err}");
+}
+
+#[test]
+fn class_weight_is_checked_before_the_data_is_read() {
+    let err = invalid(&["training.class_weight=balanced"]);
+    assert_eq!(err, "training.class_weight applies to classification only, but the task is regression");
+    let dir = tempfile::tempdir().unwrap();
+    let with = |weights: &str| {
+        let set = format!("training.class_weight={weights}");
+        let moons = "data: {kind: moons}\n";
+        load_file(dir.path(), moons, &[&set]).expect_err("is invalid").to_string()
+    };
+    assert!(load_file(dir.path(), "data: {kind: moons}\n", &["training.class_weight={0: 2}"]).is_ok());
+    assert_eq!(with("{0: 1, 1: 0}"), "training.class_weight: the weight of class \"1\" must be > 0, got 0");
+    assert_eq!(with("{0: -2}"), "training.class_weight: the weight of class \"0\" must be > 0, got -2");
+    assert!(with("{0: .inf}").contains("must be > 0, got inf"));
+    assert_eq!(with("{1: 2, '1': 3}"), "training.class_weight: class \"1\" is given more than once");
+}
+
+#[test]
+fn class_weights_in_force_follow_the_training_labels() {
+    let labels: Vec<String> = ["a", "b", "c"].iter().map(|l| l.to_string()).collect();
+    // scikit-learn: n_samples / (n_classes * bincount(y)) = 100 / (3 * count).
+    let balanced = ClassWeight::Balanced.weights(&labels, &[50, 40, 10]).unwrap();
+    let want = [100.0 / 150.0, 100.0 / 120.0, 100.0 / 30.0];
+    assert!(balanced.iter().zip(want).all(|(got, want)| (got - want).abs() < 1e-12), "{balanced:?}");
+    // Classes not listed weigh 1, as in Keras.
+    let given = ClassWeight::Labels(vec![("c".into(), 4.0), ("a".into(), 0.5)]);
+    assert_eq!(given.weights(&labels, &[1, 1, 1]).unwrap(), vec![0.5, 1.0, 4.0]);
+    let unknown = ClassWeight::Labels(vec![("a".into(), 2.0), ("x".into(), 3.0)]);
+    let err = unknown.weights(&labels, &[1, 1, 1]).unwrap_err().to_string();
+    assert_eq!(err, "training.class_weight: no class \"x\" in the data (classes: a, b, c)");
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use super::{yaml_name, Config, DataKind, Features, OptimizerKind, ScheduleKind, Task};
+use super::{yaml_name, ClassWeight, Config, DataKind, Features, OptimizerKind, ScheduleKind, Task};
 
 /// Why a key the user never wrote is set: `torchfit train` without a config file starts from
 /// the Keras example, whose data section is for a generated kind.
@@ -112,6 +112,7 @@ impl Config {
                 bail!("training.gradient_clip must be > 0, got {clip}");
             }
         }
+        self.validate_class_weight()?;
         self.validate_optimizer()?;
         self.validate_schedule()?;
         if let Some(es) = &t.early_stopping {
@@ -204,6 +205,27 @@ impl Config {
                 _ => bail!("data: kind npy takes either x and y (.npy files) or path (one .npz with arrays x and y)"),
             },
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// What can be checked before the data is read; labels unknown to the data are found when
+    /// the weights are computed (`ClassWeight::weights`).
+    fn validate_class_weight(&self) -> Result<()> {
+        let Some(class_weight) = &self.training.class_weight else { return Ok(()) };
+        if self.task() != Task::Classification {
+            bail!("training.class_weight applies to classification only, but the task is {}", yaml_name(&self.task()));
+        }
+        if let ClassWeight::Labels(weights) = class_weight {
+            for (i, (label, weight)) in weights.iter().enumerate() {
+                if !(weight.is_finite() && *weight > 0.0) {
+                    bail!("training.class_weight: the weight of class {label:?} must be > 0, got {weight}");
+                }
+                // `1` and `"1"` are different YAML keys but the same label.
+                if weights[..i].iter().any(|(earlier, _)| earlier == label) {
+                    bail!("training.class_weight: class {label:?} is given more than once");
+                }
+            }
         }
         Ok(())
     }

@@ -4,10 +4,11 @@
 use std::fmt;
 
 use anyhow::Result;
-use serde::{de, Deserialize, Deserializer, Serialize};
+use serde::ser::SerializeMap;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::Value;
 
-use super::{Config, DeviceChoice};
+use super::{ClassWeight, Config, DeviceChoice};
 
 impl std::str::FromStr for DeviceChoice {
     type Err = String;
@@ -58,6 +59,96 @@ impl<'de> Deserialize<'de> for DeviceChoice {
             }
         }
         deserializer.deserialize_str(Name)
+    }
+}
+
+/// `training.class_weight`: `balanced`, or a mapping whose keys are class labels as the user
+/// writes them, text or numbers (`{0: 1, 1: 5}` for integer labels), kept as text: labels are
+/// text inside torchfit. Read inside the visitors, as the device is, so that errors carry
+/// the value's own line and column.
+impl<'de> Deserialize<'de> for ClassWeight {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ClassWeight, D::Error> {
+        struct Weights;
+        impl<'de> de::Visitor<'de> for Weights {
+            type Value = ClassWeight;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`balanced` or a mapping of class label to weight")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<ClassWeight, E> {
+                match name {
+                    "balanced" => Ok(ClassWeight::Balanced),
+                    other => Err(E::custom(format!(
+                        "unknown value `{other}`, expected `balanced` or a mapping of class label to weight"
+                    ))),
+                }
+            }
+
+            fn visit_map<M: de::MapAccess<'de>>(self, mut map: M) -> Result<ClassWeight, M::Error> {
+                let mut weights = Vec::new();
+                while let Some(Label(label)) = map.next_key()? {
+                    weights.push((label, map.next_value::<f64>()?));
+                }
+                Ok(ClassWeight::Labels(weights))
+            }
+        }
+        deserializer.deserialize_any(Weights)
+    }
+}
+
+/// A class label as a mapping key: any scalar, as its text.
+struct Label(String);
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Label, D::Error> {
+        struct Text;
+        impl de::Visitor<'_> for Text {
+            type Value = Label;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a class label (text or a number)")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Label, E> {
+                Ok(Label(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Label, E> {
+                Ok(Label(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Label, E> {
+                Ok(Label(v.to_string()))
+            }
+
+            /// `2.5` reads as "2.5"; a label written `1.0` reads as "1", as Rust prints the
+            /// number (quote it to match a label "1.0" in the data).
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Label, E> {
+                Ok(Label(v.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Label, E> {
+                Ok(Label(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
+}
+
+/// Written back as read: `balanced`, or the mapping with its labels as text.
+impl Serialize for ClassWeight {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ClassWeight::Balanced => serializer.serialize_str("balanced"),
+            ClassWeight::Labels(weights) => {
+                let mut map = serializer.serialize_map(Some(weights.len()))?;
+                for (label, weight) in weights {
+                    map.serialize_entry(label, weight)?;
+                }
+                map.end()
+            }
+        }
     }
 }
 

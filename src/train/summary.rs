@@ -36,6 +36,9 @@ pub struct Summary {
     /// With a test split: the exported model's loss and metrics on the test part.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub test_metrics: Map<String, Value>,
+    /// `training.class_weight`: the weight of each class's training loss, by label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<Map<String, Value>>,
     /// `on_nan: skip_batch`: batches whose update was skipped.
     pub skipped_batches: usize,
     /// libtorch's intra-op threads during training.
@@ -69,6 +72,7 @@ impl Summary {
             best_epoch,
             best_metrics: best_epoch.map(|epoch| row(history, epoch)).unwrap_or_default(),
             test_metrics: Map::new(),
+            class_weights: class_weights(trainer),
             skipped_batches: trainer.skipped_batches,
             threads: trainer.threads(),
             train_seconds: trainer.train_seconds,
@@ -101,6 +105,12 @@ impl Summary {
         }
         text
     }
+}
+
+/// The class weights in force by label, in class order.
+fn class_weights(trainer: &Trainer) -> Option<Map<String, Value>> {
+    let (weights, labels) = (trainer.class_weights.as_ref()?, trainer.pre.labels.as_ref()?);
+    Some(labels.iter().cloned().zip(weights.iter().map(|&w| w.into())).collect())
 }
 
 /// Epoch `epoch`'s (1-based) metrics.csv values by column.

@@ -16,7 +16,7 @@ use super::signals::{Signal, Signals};
 use crate::config::{Config, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
-use crate::metrics::{self, loss_grad, loss_value, sample_losses, Accumulator};
+use crate::metrics::{self, sample_losses, weighted_loss_grad, weighted_loss_value, Accumulator};
 use crate::model::Mlp;
 use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
 use crate::report::{EpochRecord, History};
@@ -89,6 +89,11 @@ pub struct Trainer<'a> {
     pub(super) checkpointed: Option<usize>,
     /// A scalar 1 on the device: the gradient of the loss with respect to itself.
     one: Tensor,
+    /// `training.class_weight`: the weights in force, one per class in class-index order,
+    /// for summary.json; and the same on the device, for the training loss. Validation and
+    /// test losses stay unweighted, as Keras's.
+    pub(super) class_weights: Option<Vec<f64>>,
+    class_weight: Option<Tensor>,
 }
 
 impl<'a> Trainer<'a> {
@@ -98,6 +103,13 @@ impl<'a> Trainer<'a> {
         let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
+        let class_weights = match (&training.class_weight, &pre.labels) {
+            (Some(class_weight), Some(labels)) => {
+                Some(class_weight.weights(labels, &class_counts(&data.train, labels.len())?)?)
+            }
+            _ => None,
+        };
+        let class_weight = class_weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
         Ok(Trainer {
             config,
             pre,
@@ -117,6 +129,8 @@ impl<'a> Trainer<'a> {
             skipped_batches: 0,
             checkpointed: None,
             one: Tensor::from(1.0f32).to_device(device),
+            class_weights,
+            class_weight,
         })
     }
 
@@ -149,12 +163,13 @@ impl<'a> Trainer<'a> {
         let tape = self.model.forward_train_into(&batch.x, true, &batch.output);
         if training.on_nan == OnNan::SkipBatch {
             // The one host read inside an epoch, and only when asked for.
-            let finite = loss_value(loss, &batch.output, &batch.y).double_value(&[]).is_finite();
+            let finite = self.loss_value(&batch.output, &batch.y).double_value(&[]).is_finite();
             if group.agree(!finite)? {
                 return Ok(StepOutcome::Skipped);
             }
         }
-        self.model.backward(&tape, &loss_grad(loss, &batch.output, &batch.y, &self.one));
+        let grad = weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
+        self.model.backward(&tape, &grad);
         group.reduce_gradients(&mut self.model.grads)?;
         if let Some(max_norm) = training.gradient_clip {
             clip_grad_norm(&mut self.model.grads, max_norm);
@@ -228,7 +243,7 @@ impl<'a> Trainer<'a> {
             (outputs.index_select(0, &kept), y.index_select(0, &kept))
         };
         let mut accumulator = self.accumulator();
-        accumulator.add(&outputs, &targets, &loss_value(loss, &outputs, &targets));
+        accumulator.add(&outputs, &targets, &self.loss_value(&outputs, &targets));
         let (train_loss, train_metrics) = accumulator.finish()?;
         if !train_loss.is_finite() {
             let bad = Vec::<bool>::try_from(sample_losses(loss, &outputs, &targets).isfinite().logical_not())?;
@@ -280,6 +295,11 @@ impl<'a> Trainer<'a> {
         self.stopper.as_ref().map(|s| s.best_epoch).filter(|&e| e > 0)
     }
 
+    /// The training loss of some outputs: class-weighted with `training.class_weight`.
+    fn loss_value(&self, output: &Tensor, target: &Tensor) -> Tensor {
+        weighted_loss_value(self.config.loss(), output, target, self.class_weight.as_ref())
+    }
+
     fn accumulator(&self) -> Accumulator {
         metrics::accumulator(self.config, self.pre, self.outputs, self.device)
     }
@@ -294,6 +314,12 @@ impl<'a> Trainer<'a> {
         }
         Ok(metrics)
     }
+}
+
+/// How many rows of each class `part` holds (its targets are class indices).
+fn class_counts(part: &Part, classes: usize) -> Result<Vec<usize>> {
+    let counts = part.y.f_bincount::<Tensor>(None, classes as i64)?;
+    Ok(Vec::<i64>::try_from(&counts)?.into_iter().map(|c| c as usize).collect())
 }
 
 /// The epoch's copy of the training part, in the order its batches are taken. Shuffling
