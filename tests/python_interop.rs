@@ -87,3 +87,48 @@ fn pytorch_loads_fine_tunes_and_agrees_with_torchfit_predict() {
     assert!(out.status.success(), "interop.py failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+/// A model with categorical features (one one-hot, the others embedded) takes raw rows in
+/// PyTorch exactly as `torchfit predict` does, unseen levels and missing cells included.
+#[test]
+fn raw_rows_in_pytorch_equal_torchfit_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let titanic = repo_file("data/titanic.csv").display().to_string();
+    let config = repo_file("configs/titanic.yaml").display().to_string();
+    assert_ok(&torchfit(
+        d,
+        &[
+            "train",
+            &config,
+            "--set",
+            &format!("data.path={titanic}"),
+            "--set",
+            "training.epochs=3",
+            "--set",
+            "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            "run",
+        ],
+    ));
+    // Columns in another order, an extra one, levels never seen, missing cells.
+    let raw = "survived,note,deck,embarked,sex,alone,fare,age,pclass\n\
+               1,x,A,S,female,no,70.5,38,1\n\
+               0,y,Z,Q,male,yes,8.05,,3\n\
+               1,z,,X,,yes,,22,2\n\
+               0,w,B,C,unknown,no,13,54,4\n";
+    std::fs::write(d.join("raw.csv"), raw).unwrap();
+    assert_ok(&torchfit(d, &["predict", "run", "raw.csv", "--proba", "--output", "p.csv"]));
+    let out = Command::new("python3")
+        .args([repo_file("tests/python/raw_rows.py").to_str().unwrap(), "run", "raw.csv", "p.csv"])
+        .current_dir(d)
+        .env("PYTHONPATH", env!("TORCHFIT_TORCH_PYTHONPATH"))
+        .output()
+        .expect("python3 runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "raw_rows.py failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
