@@ -17,7 +17,7 @@ use crate::config::{Config, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
 use crate::metrics::{self, loss_grad, loss_value, sample_losses, Accumulator};
-use crate::model::Mlp;
+use crate::model::{Input, Mlp};
 use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
 use crate::report::{EpochRecord, History};
 
@@ -95,7 +95,7 @@ impl<'a> Trainer<'a> {
     pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
         let outputs = pre.output_width(config.loss());
-        let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
+        let model = Mlp::new(&config.model, &Input::numeric_only(pre.feature_names.len()), outputs, device)?;
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
         Ok(Trainer {
