@@ -13,16 +13,18 @@ use tch::{Device, Tensor};
 use crate::atomic;
 use crate::config::Loss;
 use crate::data::{self, Preprocessing};
-use crate::model::{child_name, Mlp};
+use crate::model::{child_name, Mlp, EMBEDDINGS};
 use crate::rundir::{self, TrainedRun};
 use crate::shim::ScriptModule;
 
 /// TorchScript source for the exported module: `logits` (raw features in, the network's
-/// output out: the same operations as `Mlp::forward` after the preprocessing), `forward`
+/// output out: the same operations as `Mlp::forward` after the preprocessing, which applies
+/// to the numeric features only; categorical features come in as level indices), `forward`
 /// (what `torchfit predict` returns: values in the data's units, or class indices) and, for
 /// classification, `predict_proba`.
 pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> String {
     let mut src = String::from("def logits(self, x: Tensor) -> Tensor:\n    x = x.float()\n");
+    src += &model.input.script_codes();
     if preprocessing.input_fill.is_some() {
         src += "    x = torch.where(torch.isnan(x), self.input_fill, x)\n";
     }
@@ -43,15 +45,27 @@ pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> 
             "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n"
         }
     };
-    src += "\n";
-    src += &data::categorical_script(&preprocessing.categorical, preprocessing.labels.is_some());
+    if !preprocessing.categorical.is_empty() {
+        src += "\n";
+        src += &data::categorical_script(&preprocessing.categorical, preprocessing.labels.is_some());
+    }
     src
 }
 
 /// The module [`write_torchscript`] saves: parameters as `<2i>.weight` / `<2i>.bias` of child
-/// modules `"0"`, `"2"`, ..., the preprocessing as buffers (`input_mean`, `input_std`,
-/// `input_fill`, `target_mean`, `target_std`), and the methods of [`script_source`], compiled.
+/// modules `"0"`, `"2"`, ..., embedding tables as `weight` of the children `"<j>"` of child
+/// `embeddings` (`j` the categorical feature's index), the preprocessing of the numeric
+/// features as buffers (`input_mean`, `input_std`, `input_fill`, `target_mean`,
+/// `target_std`), and the methods of [`script_source`], compiled.
 fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
+    // The script would only fail on the first prediction, broadcasting one against the other.
+    if preprocessing.input_mean.len() != model.input.numeric {
+        bail!(
+            "the preprocessing has {} numeric features, the model {}",
+            preprocessing.input_mean.len(),
+            model.input.numeric
+        );
+    }
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
     for (i, layer) in model.layers.iter().enumerate() {
         let child = child_name(i);
@@ -59,6 +73,17 @@ fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Resu
         dense.register_tensor("weight", &layer.weight, false)?;
         dense.register_tensor("bias", &layer.bias, false)?;
         root.register_module(&child, &dense)?;
+    }
+    if model.embeddings.iter().any(Option::is_some) {
+        let mut embeddings = ScriptModule::new("__torch__.torchfit.Embeddings")?;
+        for (j, table) in model.embeddings.iter().enumerate() {
+            if let Some(table) = table {
+                let mut embedding = ScriptModule::new(&format!("__torch__.torchfit.Embedding{j}"))?;
+                embedding.register_tensor("weight", table, false)?;
+                embeddings.register_module(&j.to_string(), &embedding)?;
+            }
+        }
+        root.register_module(EMBEDDINGS, &embeddings)?;
     }
     let buffer = |values: &[f32]| Tensor::from_slice(values);
     root.register_tensor("input_mean", &buffer(&preprocessing.input_mean), true)?;
@@ -242,7 +267,9 @@ pub fn write_safetensors(model: &Mlp, path: &Path) -> Result<()> {
 }
 
 /// A loaded TorchScript model's input width, from its first layer's weight `0.weight`, when
-/// it has a 2-D one.
+/// it has a 2-D one. That is the fan-in of the first Dense layer, which is the number of
+/// input columns only for numeric-only models: with categorical features, one-hot and
+/// embedding columns widen it (`Input::width` against `Input::columns`).
 pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
     let params = module.named_parameters()?;
     let first = params.iter().find(|(n, _)| n == "0.weight").map(|(_, t)| t.size());
@@ -253,11 +280,12 @@ pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
 mod tests {
     use super::*;
     use crate::config::{Activation, Init, ModelConfig};
+    use crate::model::{Categorical, Input};
     use tch::{CModule, IValue, Kind};
 
     fn model(activation: Activation, outputs: usize) -> Mlp {
         let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
-        Mlp::new(&cfg, 4, outputs, Device::Cpu).unwrap()
+        Mlp::new(&cfg, &Input::numeric_only(4), outputs, Device::Cpu).unwrap()
     }
 
     fn identity(targets: usize) -> Preprocessing {
@@ -361,6 +389,113 @@ mod tests {
         assert_eq!(read_extra_file(&path, "labels.json").unwrap(), None);
     }
 
+    /// 2 numeric features, then a one-hot feature of 3 levels and an embedded one of 4.
+    fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
+        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        let categorical =
+            vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
+        Mlp::new(&cfg, &Input { numeric: 2, categorical }, outputs, Device::Cpu).unwrap()
+    }
+
+    /// Preprocessing for the 2 numeric features of `categorical_model`.
+    fn two_numeric(targets: usize) -> Preprocessing {
+        Preprocessing {
+            feature_names: vec!["a".into(), "b".into()],
+            input_mean: vec![0.0; 2],
+            input_std: vec![1.0; 2],
+            ..identity(targets)
+        }
+    }
+
+    /// Encoded rows for `categorical_model`: numeric values, then every pair of levels.
+    fn categorical_rows() -> Tensor {
+        let codes: Vec<f32> = (0..3).flat_map(|a| (0..4).flat_map(move |b| [a as f32, b as f32])).collect();
+        let codes = Tensor::from_slice(&codes).view([12, 2]);
+        Tensor::cat(&[Tensor::randn([12, 2], (Kind::Float, Device::Cpu)), codes], 1)
+    }
+
+    #[test]
+    fn categorical_features_export_as_the_model_computes_them() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let x = categorical_rows();
+        for activation in Activation::ALL {
+            let m = categorical_model(activation, 2);
+            let path = dir.path().join("model.pt");
+            if let Err(e) = write_torchscript(&m, &two_numeric(2), Loss::Mse, "", &path) {
+                panic!("{activation:?}: {e:?}")
+            }
+            let loaded = CModule::load(&path).unwrap();
+            let diff = (loaded.forward_ts(&[&x]).unwrap() - m.forward(&x)).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "{activation:?}: {diff}");
+            // float64 input, codes included, is accepted too.
+            let double = loaded.forward_ts(&[x.to_kind(Kind::Double)]).unwrap();
+            assert!((double - m.forward(&x)).abs().max().double_value(&[]) <= 1e-6, "{activation:?}");
+        }
+    }
+
+    #[test]
+    fn categorical_preprocessing_touches_the_numeric_columns_only() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        let m = categorical_model(Activation::Tanh, 1);
+        let pre = Preprocessing {
+            input_mean: vec![1.0, -2.0],
+            input_std: vec![2.0, 0.5],
+            input_fill: Some(vec![3.0, 4.0]),
+            target_mean: vec![100.0],
+            target_std: vec![10.0],
+            ..two_numeric(1)
+        };
+        write_torchscript(&m, &pre, Loss::Mse, "", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        let raw = Tensor::from_slice(&[f32::NAN, 0.0, 2.0, 3.0, 5.0, f32::NAN, 0.0, 1.0]).view([2, 4]);
+        let numeric = Tensor::from_slice(&[(3.0f32 - 1.0) / 2.0, 2.0 / 0.5, 2.0, 6.0 / 0.5]).view([2, 2]);
+        let encoded = Tensor::cat(&[numeric, raw.narrow(1, 2, 2)], 1);
+        let want = m.forward(&encoded) * 10.0 + 100.0;
+        let got = loaded.forward_ts(&[&raw]).unwrap();
+        assert!((got - want).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn embeddings_are_parameters_of_the_module() {
+        let _rng = crate::testing::seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        let m = categorical_model(Activation::Relu, 2);
+        write_torchscript(&m, &two_numeric(2), Loss::Mse, "", &path).unwrap();
+        let loaded = CModule::load(&path).unwrap();
+        let saved = loaded.named_parameters().unwrap();
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias", "embeddings.1.weight"]);
+        for ((name, want), (_, got)) in m.named_parameters().into_iter().zip(&saved) {
+            assert!(got.equal(want), "{name}");
+        }
+        // The first Dense layer's fan-in: numeric, one-hot and embedding columns.
+        assert_eq!(expected_inputs(&loaded).unwrap(), Some(2 + 3 + 2));
+        // Preprocessing for another number of numeric features is refused before saving.
+        let err = write_torchscript(&m, &identity(2), Loss::Mse, "", &path).unwrap_err().to_string();
+        assert_eq!(err, "the preprocessing has 4 numeric features, the model 2");
+    }
+
+    #[test]
+    fn numeric_only_models_script_as_before() {
+        let m = model(Activation::Relu, 1);
+        let want = concat!(
+            "def logits(self, x: Tensor) -> Tensor:\n    x = x.float()\n",
+            "    x = torch.where(torch.isnan(x), self.input_fill, x)\n",
+            "    x = (x - self.input_mean) / self.input_std\n",
+            "    layer = getattr(self, \"0\")\n    x = torch.linear(x, layer.weight, layer.bias)\n    x = torch.relu(x)\n",
+            "    layer = getattr(self, \"2\")\n    x = torch.linear(x, layer.weight, layer.bias)\n    x = torch.relu(x)\n",
+            "    layer = getattr(self, \"4\")\n    x = torch.linear(x, layer.weight, layer.bias)\n",
+            "    return x\n\n",
+            "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n",
+        );
+        let pre = Preprocessing { input_fill: Some(vec![0.0; 4]), ..identity(1) };
+        assert_eq!(script_source(&m, &pre, Loss::Mse), want);
+    }
+
     #[test]
     fn not_an_archive_is_a_clear_error() {
         let _rng = crate::testing::seed(0);
@@ -391,9 +526,18 @@ mod tests {
             for (loss, outputs, pre) in
                 [(Loss::Mse, 2, identity(2)), (Loss::CrossEntropy, 2, two.clone()), (Loss::Bce, 1, two.clone())]
             {
-                let filled = Preprocessing { input_fill: Some(vec![0.0; 4]), ..pre };
+                let filled = Preprocessing { input_fill: Some(vec![0.0; 4]), ..pre.clone() };
                 if let Err(e) = check_script(&model(activation, outputs), &filled, loss) {
                     panic!("{activation:?} {loss:?}: {e:#}");
+                }
+                let categorical = Preprocessing {
+                    input_mean: vec![0.0; 2],
+                    input_std: vec![1.0; 2],
+                    input_fill: Some(vec![0.0; 2]),
+                    ..pre
+                };
+                if let Err(e) = check_script(&categorical_model(activation, outputs), &categorical, loss) {
+                    panic!("categorical {activation:?} {loss:?}: {e:#}");
                 }
             }
         }

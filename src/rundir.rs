@@ -204,7 +204,7 @@ impl TrainedRun {
         let outputs = preprocessing.output_width(config.loss());
         // The weights replace whatever the run started from (init_from need not exist any more).
         let cfg = ModelConfig { init_from: None, ..config.model.clone() };
-        let mut model = Mlp::new(&cfg, preprocessing.feature_names.len(), outputs, Device::Cpu)?;
+        let mut model = Mlp::new(&cfg, &preprocessing.model_input(), outputs, Device::Cpu)?;
         model.load_safetensors(&weights).with_context(|| source.clone())?;
         Ok(TrainedRun { dir, config, preprocessing, model })
     }

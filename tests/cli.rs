@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 use torchfit::config::{Config, DeviceChoice, ModelConfig};
-use torchfit::model::Mlp;
+use torchfit::model::{Input, Mlp};
 
 mod common;
 use common::*;
@@ -116,7 +116,7 @@ fn predict_on_the_export_equals_the_trained_model() {
         init_from: Some(run.join("weights.safetensors")),
         ..Config::load(Some(&run.join("config.yaml")), &[]).unwrap().model
     };
-    let model = Mlp::new(&cfg, 10, 1, Device::Cpu).unwrap();
+    let model = Mlp::new(&cfg, &Input::numeric_only(10), 1, Device::Cpu).unwrap();
     let x = Tensor::randn([7, 10], (Kind::Float, Device::Cpu));
     let want = Vec::<f32>::try_from(model.forward(&x).flatten(0, 1)).unwrap();
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use tch::{CModule, Device, Kind, Tensor};
 use torchfit::config::Config;
 use torchfit::data::Preprocessing;
-use torchfit::model::Mlp;
+use torchfit::model::{Input, Mlp};
 
 mod common;
 use common::*;
@@ -88,7 +88,7 @@ fn csv_regression_with_missing_values_standardisation_and_raw_prediction() {
     // The same numbers from the in-memory model with the run's preprocessing applied by hand.
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     let model_cfg = torchfit::config::ModelConfig { init_from: Some(run.join("weights.safetensors")), ..config.model };
-    let model = Mlp::new(&model_cfg, 5, 1, Device::Cpu).unwrap();
+    let model = Mlp::new(&model_cfg, &Input::numeric_only(5), 1, Device::Cpu).unwrap();
     let (raw, _, _) = torchfit::data::read_features(&data, &pre.feature_names, &[], b',').unwrap();
     let want = model.forward(&pre.apply(&raw).unwrap()) * pre.target_std[0] as f64 + pre.target_mean[0] as f64;
     let want = Vec::<f64>::try_from(want.to_kind(Kind::Double).flatten(0, 1)).unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use torchfit::config::{Config, ModelConfig};
 use torchfit::data::Preprocessing;
-use torchfit::model::Mlp;
+use torchfit::model::{Input, Mlp};
 
 mod common;
 use common::*;
@@ -254,7 +254,8 @@ fn an_interrupted_run_exports_from_its_checkpoint() {
     let run = d.join("run");
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     let pre: Preprocessing = serde_json::from_slice(&std::fs::read(run.join("preprocessing.json")).unwrap()).unwrap();
-    let mut model = Mlp::new(&ModelConfig { init_from: None, ..config.model }, 8, 2, Device::Cpu).unwrap();
+    let mut model =
+        Mlp::new(&ModelConfig { init_from: None, ..config.model }, &Input::numeric_only(8), 2, Device::Cpu).unwrap();
     model.load_safetensors(&last).unwrap();
     let scale = |v: &[f32]| Tensor::from_slice(v);
     let want = model.forward(&pre.apply(&x).unwrap()) * scale(&pre.target_std) + scale(&pre.target_mean);

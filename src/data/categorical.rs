@@ -132,7 +132,7 @@ pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
                 "            out.append({missing})\n",
                 "        else:\n",
                 "            out.append(table.get(key, {other}))\n",
-                "    return torch.tensor(out, dtype=torch.float32)\n\n",
+                "    return torch.tensor(out).float()\n\n",
             ),
             j = j,
             table = table.join(", "),

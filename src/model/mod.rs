@@ -1,6 +1,7 @@
-//! The multi-layer perceptron: `Linear, act, Linear, act, ..., Linear`, with parameters
-//! named and laid out as the equivalent `torch.nn.Sequential` has them (see `dense`). Each
-//! layer kind keeps its forward, backward, TorchScript and names in its own file.
+//! The multi-layer perceptron: an input stage (categorical features one-hot or embedded,
+//! see `input`), then `Linear, act, Linear, act, ..., Linear`, with parameters named and
+//! laid out as the equivalent `torch.nn.Sequential` has them (see `dense`). Each layer kind
+//! keeps its forward, backward, TorchScript and names in its own file.
 //!
 //! Training does not go through autograd. For an MLP the backward pass is a few matrix
 //! products, and computing it directly (with libtorch's own `*_backward` kernels for the
@@ -19,11 +20,17 @@ use crate::config::{Activation, Init, ModelConfig};
 
 mod activation;
 mod dense;
-pub use dense::{child_name, Dense};
+mod input;
 use dense::views;
+pub use dense::{child_name, Dense};
+pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
 
 pub struct Mlp {
+    pub input: Input,
     pub layers: Vec<Dense>,
+    /// Each categorical feature's embedding table (`[levels, width]`, a view into `params`
+    /// after the Dense layers), `None` for one-hot features.
+    pub embeddings: Vec<Option<Tensor>>,
     pub activation: Activation,
     /// Dropout probability after each hidden activation, applied in training only.
     pub dropout: f64,
@@ -32,12 +39,15 @@ pub struct Mlp {
     /// The gradient of the last `backward`, laid out as `params`.
     pub grads: Tensor,
     grad_layers: Vec<Dense>,
+    grad_embeddings: Vec<Option<Tensor>>,
 }
 
 /// What a training forward pass keeps for the backward pass.
 pub struct Tape {
     /// Each layer's input.
     inputs: Vec<Tensor>,
+    /// The level indices of the categorical features, when the input has any.
+    codes: Option<Tensor>,
     /// Each hidden layer's pre-activation and activation.
     pre: Vec<Tensor>,
     post: Vec<Tensor>,
@@ -48,8 +58,9 @@ pub struct Tape {
 impl Mlp {
     /// A freshly initialised model (or one loaded from `cfg.init_from`) on `device`.
     /// Random draws come from libtorch's global CPU generator, which the caller seeds.
-    pub fn new(cfg: &ModelConfig, inputs: usize, outputs: usize, device: Device) -> Result<Mlp> {
-        let mut widths = vec![inputs];
+    pub fn new(cfg: &ModelConfig, input: &Input, outputs: usize, device: Device) -> Result<Mlp> {
+        input.check()?;
+        let mut widths = vec![input.width()];
         widths.extend(&cfg.hidden);
         widths.push(outputs);
         let mut initial = Vec::with_capacity(widths.len() - 1);
@@ -73,16 +84,34 @@ impl Mlp {
             };
             initial.push([weight, bias]);
         }
+        let tables = input.init()?;
         let shapes: Vec<Vec<i64>> = initial.iter().flatten().map(Tensor::size).collect();
-        let params =
-            Tensor::f_zeros([shapes.iter().map(|s| s.iter().product::<i64>()).sum::<i64>()], (Kind::Float, device))?;
+        let table_shapes = input.table_shapes();
+        let length = numel(&shapes) + table_shapes.iter().flatten().map(|[l, w]| l * w).sum::<i64>();
+        let params = Tensor::f_zeros([length], (Kind::Float, device))?;
         let grads = params.zeros_like();
-        let (layers, grad_layers) = (views(&params, &shapes), views(&grads, &shapes));
+        let (layers, embeddings) = layout(&params, &shapes, &table_shapes);
+        let (grad_layers, grad_embeddings) = layout(&grads, &shapes, &table_shapes);
         for (layer, [weight, bias]) in layers.iter().zip(&initial) {
             layer.weight.shallow_clone().copy_(weight);
             layer.bias.shallow_clone().copy_(bias);
         }
-        let mut model = Mlp { layers, activation: cfg.activation, dropout: cfg.dropout, params, grads, grad_layers };
+        for (view, table) in embeddings.iter().zip(&tables) {
+            if let (Some(view), Some(table)) = (view, table) {
+                view.shallow_clone().copy_(table);
+            }
+        }
+        let mut model = Mlp {
+            input: input.clone(),
+            layers,
+            embeddings,
+            activation: cfg.activation,
+            dropout: cfg.dropout,
+            params,
+            grads,
+            grad_layers,
+            grad_embeddings,
+        };
         if let Some(path) = &cfg.init_from {
             if !path.is_file() {
                 bail!("model.init_from: {}: no such file", path.display());
@@ -109,8 +138,14 @@ impl Mlp {
     /// an epoch's buffer).
     pub fn forward_train_into(&self, x: &Tensor, dropout: bool, output: &Tensor) -> Tape {
         let last = self.layers.len() - 1;
-        let mut tape = Tape { inputs: Vec::new(), pre: Vec::new(), post: Vec::new(), masks: Vec::new() };
-        let mut h = x.shallow_clone();
+        // A numeric-only input is x itself: no op is added to the models that need none.
+        let (mut h, codes) = if self.input.is_numeric_only() {
+            (x.shallow_clone(), None)
+        } else {
+            let (h0, codes) = self.input.forward(x, &self.embeddings);
+            (h0, Some(codes))
+        };
+        let mut tape = Tape { inputs: Vec::new(), codes, pre: Vec::new(), post: Vec::new(), masks: Vec::new() };
         for (i, layer) in self.layers.iter().enumerate() {
             if i == last {
                 let _ = layer.bias.addmm_out(output, &h, &layer.weight_t);
@@ -143,6 +178,11 @@ impl Mlp {
             let _ = dz.tr().mm_out(&g.weight, &tape.inputs[i]);
             let _ = dz.sum_intlist_out(&g.bias, [0i64].as_slice(), false, None::<Kind>);
             if i == 0 {
+                // dh0 only matters to embeddings; one-hot and numeric columns have no
+                // parameters before them.
+                if let (Some(codes), true) = (&tape.codes, self.grad_embeddings.iter().any(Option::is_some)) {
+                    self.input.backward(&dz.mm(&self.layers[0].weight), codes, &self.grad_embeddings);
+                }
                 break;
             }
             let mut da = dz.mm(&self.layers[i].weight);
@@ -157,16 +197,19 @@ impl Mlp {
         self.layers[self.layers.len() - 1].weight.size()[0]
     }
 
-    /// Parameters in `torch.nn.Sequential` order and naming.
+    /// Parameters in `torch.nn.Sequential` order and naming, then the embedding tables
+    /// (`embeddings.<j>.weight`): the order of `params`.
     pub fn named_parameters(&self) -> Vec<(String, &Tensor)> {
-        self.layers.iter().enumerate().flat_map(|(i, d)| d.named_parameters(i)).collect()
+        let dense = self.layers.iter().enumerate().flat_map(|(i, d)| d.named_parameters(i));
+        dense.chain(named_tables(&self.embeddings)).collect()
     }
 
-    /// The body of a TorchScript method computing `forward` from the variable `x` (already
-    /// preprocessed), leaving the network's output in `x`.
+    /// The body of a TorchScript method computing `forward` from the variable `x` (the
+    /// numeric features, already preprocessed) and, when the input has categorical
+    /// features, `codes` (see `Input::script_codes`), leaving the network's output in `x`.
     pub fn script(&self) -> String {
         let last = self.layers.len() - 1;
-        let mut src = String::new();
+        let mut src = self.input.script();
         for i in 0..self.layers.len() {
             src += &Dense::script(i);
             if let (true, Some(expr)) = (i < last, activation::op(self.activation).script) {
@@ -176,16 +219,21 @@ impl Mlp {
         src
     }
 
+    /// Parameters in `named_parameters` order.
     pub fn parameters(&self) -> Vec<&Tensor> {
-        self.layers.iter().flat_map(|d| [&d.weight, &d.bias]).collect()
+        self.named_parameters().into_iter().map(|(_, p)| p).collect()
     }
 
     /// Views of a buffer laid out like `params` (an optimizer moment, say), by parameter
     /// name.
     pub fn named_views(&self, flat: &Tensor) -> Vec<(String, Tensor)> {
-        let shapes: Vec<Vec<i64>> = self.parameters().iter().map(|p| p.size()).collect();
-        let names = self.named_parameters().into_iter().map(|(n, _)| n);
-        names.zip(views(flat, &shapes).into_iter().flat_map(|d| [d.weight, d.bias])).collect()
+        let shapes: Vec<Vec<i64>> = self.layers.iter().flat_map(|d| [d.weight.size(), d.bias.size()]).collect();
+        let (layers, tables) = layout(flat, &shapes, &self.input.table_shapes());
+        let dense = layers.into_iter().enumerate().flat_map(|(i, d)| {
+            let [(w, _), (b, _)] = d.named_parameters(i);
+            [(w, d.weight.shallow_clone()), (b, d.bias.shallow_clone())]
+        });
+        dense.chain(named_tables(&tables).map(|(n, t)| (n, t.shallow_clone()))).collect()
     }
 
     /// Overwrites the parameters in place with `<prefix><name>` tensors of a loaded
@@ -226,6 +274,24 @@ impl Mlp {
         }
         Ok(())
     }
+}
+
+/// Views of a buffer laid out like `params`: the Dense layers' `[weight, bias]` pairs of
+/// `shapes` first (so numeric-only models keep the layout of the models before embeddings,
+/// and their checkpoints), then the embedding tables of `table_shapes`.
+fn layout(flat: &Tensor, shapes: &[Vec<i64>], table_shapes: &[Option<[i64; 2]>]) -> (Vec<Dense>, Vec<Option<Tensor>>) {
+    let dense = numel(shapes);
+    let tables = flat.narrow(0, dense, flat.size()[0] - dense);
+    (views(&flat.narrow(0, 0, dense), shapes), input::views(&tables, table_shapes))
+}
+
+fn numel(shapes: &[Vec<i64>]) -> i64 {
+    shapes.iter().map(|s| s.iter().product::<i64>()).sum()
+}
+
+/// The embedding tables under their parameter names, skipping one-hot features.
+fn named_tables(tables: &[Option<Tensor>]) -> impl Iterator<Item = (String, &Tensor)> {
+    tables.iter().enumerate().filter_map(|(j, t)| t.as_ref().map(|t| (embedding_name(j), t)))
 }
 
 /// `U(-limit, limit)` on the CPU, from the global generator.

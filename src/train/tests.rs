@@ -8,7 +8,7 @@ use super::trainer::epoch_order;
 use super::*;
 use crate::config::{EarlyStopping, Loss, Metric, OptimizerConfig, OptimizerKind};
 use crate::metrics::loss_value;
-use crate::model::Mlp;
+use crate::model::{Input, Mlp};
 
 fn config(sets: &[&str]) -> Config {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -65,7 +65,7 @@ fn epoch_loss_is_the_batch_size_weighted_mean() {
 /// Adam written out per tensor. Returns the epoch losses.
 fn straightforward_losses(config: &Config, data: &data::Prepared, epochs: usize) -> Vec<f64> {
     tch::manual_seed(5);
-    let model = Mlp::new(&config.model, 10, 1, Device::Cpu).unwrap();
+    let model = Mlp::new(&config.model, &Input::numeric_only(10), 1, Device::Cpu).unwrap();
     let params: Vec<Tensor> =
         model.parameters().iter().map(|p| p.detach().copy().set_requires_grad(true)).collect();
     let o = &config.training.optimizer;
@@ -160,7 +160,7 @@ fn a_checkpoint_mid_epoch_resumes_to_the_same_numbers() {
 fn early_stopping_waits_patience_epochs_and_restores_the_best() {
     let _rng = crate::testing::seed(0);
     let config = config(&[]);
-    let model = Mlp::new(&config.model, 10, 1, Device::Cpu).unwrap();
+    let model = Mlp::new(&config.model, &Input::numeric_only(10), 1, Device::Cpu).unwrap();
     let cfg = EarlyStopping { monitor: "loss".into(), patience: 2, restore_best: true, ..Default::default() };
     let mut stopper = EarlyStopper::new(cfg);
     let best = model.layers[0].weight.copy();

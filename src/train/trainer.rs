@@ -100,7 +100,7 @@ impl<'a> Trainer<'a> {
     pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
         let outputs = pre.output_width(config.loss());
-        let model = Mlp::new(&config.model, pre.feature_names.len(), outputs, device)?;
+        let model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
         let class_weights = match (&training.class_weight, &pre.labels) {

@@ -16,6 +16,8 @@ import sys
 import torch
 
 MISSING = {"", "na", "n/a", "nan"}
+# A column of yes/no (true/false, t/f) is a numeric feature of 1/0.
+BOOLEANS = {"true": 1.0, "yes": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "f": 0.0}
 checks = 0
 
 
@@ -36,7 +38,10 @@ def main(run, raw_path, predictions_path):
 
     with open(raw_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    number = lambda cell: math.nan if cell.strip().lower() in MISSING else float(cell)
+    def number(cell):
+        cell = cell.strip().lower()
+        return math.nan if cell in MISSING else BOOLEANS.get(cell, None) if cell in BOOLEANS else float(cell)
+
     numeric = torch.tensor([[number(r[name]) for name in features] for r in rows], dtype=torch.float32)
     text = {c["name"]: [r[c["name"]] for r in rows] for c in categorical}
     unseen = [v for c in categorical for v in text[c["name"]]
