@@ -16,7 +16,21 @@ use common::*;
 /// model.pt is garbage, so a case using it fails there first.
 fn trained_model() -> PathBuf {
     static RUN: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = RUN.get_or_init(|| {
+    trained(&RUN, &["train", "--set", "training.epochs=1", "--device", "cpu", "--out", "model-run", "--quiet"])
+}
+
+/// A model with categorical features (configs/titanic.yaml after one epoch).
+fn categorical_model() -> PathBuf {
+    static RUN: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let config = repo_file("configs/titanic.yaml").display().to_string();
+    let data = format!("data.path={}", repo_file("data/titanic.csv").display());
+    let config: &'static str = Box::leak(config.into_boxed_str());
+    let data: &'static str = Box::leak(data.into_boxed_str());
+    trained(&RUN, &["train", config, "--set", data, "--set", "training.epochs=1", "--device", "cpu", "--out", "model-run", "--quiet"])
+}
+
+fn trained(run: &'static OnceLock<tempfile::TempDir>, args: &[&str]) -> PathBuf {
+    let dir = run.get_or_init(|| {
         // A static is never dropped, so this directory outlives the test process: it goes
         // under cargo's target/tmp rather than /tmp, and each run removes the ones earlier
         // runs left (an hour old, so that a run going on beside this one keeps its own).
@@ -30,8 +44,7 @@ fn trained_model() -> PathBuf {
             }
         }
         let dir = tempfile::Builder::new().prefix("bad_inputs-").tempdir_in(tmp).unwrap();
-        let args = ["train", "--set", "training.epochs=1", "--device", "cpu", "--out", "model-run", "--quiet"];
-        assert_ok(&torchfit(dir.path(), &args));
+        assert_ok(&torchfit(dir.path(), args));
         dir
     });
     dir.path().join("model-run/model.pt")
@@ -56,6 +69,9 @@ fn fixtures(args: &[&str]) -> tempfile::TempDir {
     Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
     if args.contains(&"trained.pt") {
         std::fs::copy(trained_model(), d.join("trained.pt")).unwrap();
+    }
+    if args.contains(&"titanic.pt") {
+        std::fs::copy(categorical_model(), d.join("titanic.pt")).unwrap();
     }
     dir
 }
@@ -160,6 +176,14 @@ bad! {
     resume_not_a_run: ["train", "--resume", "."] => [". is not a torchfit run directory (it has no config.yaml)"];
     predict_with_a_non_torchscript_model: ["predict", "model.pt", "x.npy"] => ["model.pt is not a TorchScript model"];
     predict_input_missing: ["predict", "trained.pt", "nowhere.csv"] => ["cannot read nowhere.csv"];
+    predict_without_a_categorical_column: ["predict", "titanic.pt", "no_sex.csv"] => ["no_sex.csv: no column `sex`"];
+    predict_categorical_model_on_npy: ["predict", "titanic.pt", "x.npy"] => ["x.npy: a .npy array has no column names", "sex"];
+    categorical_target_with_one_class: ["train", "one_class.yaml"] => ["one_class.csv: the target has 1 class (yes); classification needs at least two"];
+    categorical_unknown_column: ["train", "categorical_unknown.yaml"] => ["data.categorical: `colour` is not a column of", "gap.csv"];
+    categorical_target_column: ["train", "categorical_target.yaml"] => ["data.categorical: `y` is not a feature of", "gap.csv"];
+    min_frequency_zero: ["train", "min_frequency_zero.yaml"] => ["data.min_frequency must be >= 1, got 0"];
+    categorical_on_generated_data: ["train", "--set", "data.categorical=[x0]"] => ["data.categorical applies to kind csv only"];
+    embedding_width_zero: ["train", "embedding_zero.yaml"] => ["data.categorical_encoding.b: an embedding width must be > 0, got 0"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
     export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];
     csv_crlf_line_numbers: ["train", "csv_crlf.yaml"] => ["crlf.csv: row 2 (line 3), column `y`: \"six\" is not a number"];
