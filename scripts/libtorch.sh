@@ -27,21 +27,22 @@ else
       echo "libtorch.sh: installing torch==$version into $home (once, ~4.7 GB)" >&2
       rm -rf "$home.partial"
       python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location \
-        --target "$home.partial" "torch==$version" numpy safetensors pyyaml >&2
+        --target "$home.partial" "torch==$version" numpy safetensors pyyaml pyarrow >&2
       rm -rf "$home"
       mv "$home.partial" "$home"
     fi
     exec 9>&-
   fi
-  # The Python tests also load weights.safetensors and read config.yaml with PyYAML; caches
-  # made before they did lack those packages. Added under the lock, since other checkouts
-  # may be running this script on the same cache.
-  if [ ! -d "$home/safetensors" ] || [ ! -d "$home/yaml" ]; then
+  # The Python tests also load weights.safetensors, read config.yaml with PyYAML and write
+  # Parquet files with pyarrow; caches made before they did lack those packages. Added under
+  # the lock, since other checkouts may be running this script on the same cache.
+  if [ ! -d "$home/safetensors" ] || [ ! -d "$home/yaml" ] || [ ! -d "$home/pyarrow" ]; then
     exec 9>"$home.lock"
     flock 9
     missing=()
     [ -d "$home/safetensors" ] || missing+=(safetensors)
     [ -d "$home/yaml" ] || missing+=(pyyaml)
+    [ -d "$home/pyarrow" ] || missing+=(pyarrow)
     if [ ${#missing[@]} -gt 0 ]; then
       python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$home" "${missing[@]}" >&2
     fi

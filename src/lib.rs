@@ -33,4 +33,17 @@ mod testing {
         tch::manual_seed(seed);
         guard
     }
+
+    /// Writes `columns` as a Parquet file with the arrow writer torchfit reads with, in row
+    /// groups of `group_rows` rows (so that a test can span several).
+    pub fn write_parquet(path: &std::path::Path, columns: Vec<(&str, arrow_array::ArrayRef)>, group_rows: usize) {
+        let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
 }

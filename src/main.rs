@@ -21,9 +21,9 @@ enum Command {
     Train(TrainArgs),
     /// Print the resolved config (defaults filled in, overrides applied) as YAML.
     Config(ConfigArgs),
-    /// Predict with a trained model (a run directory or a model.pt) on a CSV or .npy file.
+    /// Predict with a trained model (a run directory or a model.pt) on a CSV, Parquet or .npy file.
     Predict(PredictArgs),
-    /// Report a run's loss and metrics on a new labelled CSV file.
+    /// Report a run's loss and metrics on a new labelled CSV or Parquet file.
     Evaluate(EvaluateArgs),
     /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors.
     Export(ExportArgs),
@@ -69,8 +69,9 @@ struct PredictArgs {
     model: PathBuf,
     /// Features: a CSV file, read with the delimiter the model was trained with
     /// (data.delimiter), whose header names the model's feature columns (other columns, such
-    /// as the target, are ignored); or a .npy array [samples, features]. A CSV file whose
-    /// header names none of the features, or that has no header, is taken in column order.
+    /// as the target, are ignored); a Parquet file (.parquet, .pq), its columns picked by
+    /// name likewise; or a .npy array [samples, features]. A file whose header names none of
+    /// the features, or a CSV file with no header, is taken in column order.
     input: PathBuf,
     /// Write the predictions (CSV) here instead of to standard output.
     #[arg(long, short, value_name = "FILE")]
@@ -84,8 +85,9 @@ struct PredictArgs {
 struct EvaluateArgs {
     /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
     run: PathBuf,
-    /// A labelled CSV file, read with the run's delimiter (data.delimiter), whose header row
-    /// names the run's feature columns and its target.
+    /// A labelled CSV file, read with the run's delimiter (data.delimiter), or a Parquet
+    /// file (.parquet, .pq), whose header row or schema names the run's feature columns and
+    /// its target.
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
     /// The label column, when it is not named as in training.

@@ -67,6 +67,7 @@ fn fixtures(args: &[&str]) -> tempfile::TempDir {
     Tensor::zeros([4, 2, 2], (Kind::Float, Device::Cpu)).write_npy(d.join("rank3.npy")).unwrap();
     Tensor::zeros([4], (Kind::Float, Device::Cpu)).write_npy(d.join("y.npy")).unwrap();
     Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
+    parquet_fixtures(d);
     if args.contains(&"trained.pt") {
         std::fs::copy(trained_model(), d.join("trained.pt")).unwrap();
     }
@@ -74,6 +75,26 @@ fn fixtures(args: &[&str]) -> tempfile::TempDir {
         std::fs::copy(categorical_model(), d.join("titanic.pt")).unwrap();
     }
     dir
+}
+
+/// tags.parquet (a list column among numeric ones), gap.parquet (a missing target in row 2),
+/// corrupt.parquet (Parquet's magic bytes around garbage).
+fn parquet_fixtures(d: &Path) {
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, Float64Array, ListArray, RecordBatch};
+    use std::sync::Arc;
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = std::fs::File::create(d.join(name)).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    };
+    let tags = ListArray::from_iter_primitive::<Int32Type, _, _>([Some(vec![Some(1)]), Some(vec![]), None]);
+    let x: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
+    write("tags.parquet", vec![("x", x.clone()), ("tags", Arc::new(tags)), ("y", x.clone())]);
+    write("gap.parquet", vec![("x", x), ("y", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0)])))]);
+    std::fs::write(d.join("corrupt.parquet"), b"PAR1\x15\x04garbage, not a footer\x00\x00\x00PAR1").unwrap();
 }
 
 /// A version-1.0 .npy file with the given header dict and data bytes.
@@ -161,6 +182,12 @@ bad! {
     csv_target_column_absent: ["train", "csv_no_target.yaml"] => ["data.target: no column `price` in", "gap.csv (columns: a, b, y)"];
     csv_target_not_given: ["train", "csv_target_required.yaml"] => ["data.target is required for kind csv"];
     csv_binary_garbage: ["train", "csv_binary.yaml"] => ["binary.csv: row 1: not valid UTF-8 text"];
+    parquet_list_column: ["train", "parquet_list.yaml"] => ["tags.parquet: column `tags` is a list; torchfit reads numeric, boolean and text columns"];
+    parquet_corrupt_file: ["train", "parquet_corrupt.yaml"] => ["corrupt.parquet: not a readable Parquet file ("];
+    parquet_missing_value: ["train", "parquet_gap.yaml"] => ["gap.parquet: row 2, column `y`: missing value; set data.missing to drop_row or mean"];
+    parquet_delimiter: ["train", "parquet_gap.yaml", "--set", "data.delimiter=;"] => ["data.delimiter applies to kind csv only; this config has kind parquet"];
+    predict_corrupt_parquet: ["predict", "trained.pt", "corrupt.parquet"] => ["corrupt.parquet: not a readable Parquet file ("];
+    predict_list_column: ["predict", "trained.pt", "tags.parquet"] => ["tags.parquet: column `tags` is a list"];
     npy_wrong_dtype: ["train", "npy_dtype.yaml"] => ["data.x: ", "strings.npy: cannot read as .npy"];
     npy_wrong_rank: ["train", "npy_rank.yaml"] => ["data.x: ", "rank3.npy: must be 2-D [samples, features], got shape [4, 2, 2]"];
     npy_garbage: ["train", "npy_garbage.yaml"] => ["garbage.npy: cannot read as .npy"];

@@ -304,8 +304,8 @@ fn torchscript_that_torchfit_did_not_write_or_with_broken_extra_files_is_refused
 fn help_says_what_each_command_accepts() {
     let dir = tempfile::tempdir().unwrap();
     for (cmd, words) in [
-        ("predict", &["run directory", "model.pt", "data.delimiter", ".npy", "no header"][..]),
-        ("evaluate", &["run directory", "model.pt", "data.delimiter", "--weights"][..]),
+        ("predict", &["run directory", "model.pt", "data.delimiter", ".npy", ".parquet", "no header"][..]),
+        ("evaluate", &["run directory", "model.pt", "data.delimiter", ".parquet", "--weights"][..]),
         ("export", &["run directory", ".safetensors", "required with --weights"][..]),
     ] {
         let out = torchfit(dir.path(), &[cmd, "--help"]);

@@ -79,17 +79,21 @@ impl Config {
     }
 
     /// The README promises that the task follows from the data: a CSV target column holding
-    /// text is a classification label. Decided here, before `resolve` would settle on
-    /// regression, and only where neither `task` nor `loss` decides. A file that cannot be
-    /// read is left for the data loader to report.
+    /// text (or a Parquet one typed as text or boolean) is a classification label. Decided
+    /// here, before `resolve` would settle on regression, and only where neither `task` nor
+    /// `loss` decides. A file that cannot be read is left for the data loader to report.
     fn infer_task_from_csv(&mut self) {
         let d = &self.data;
-        if d.kind != DataKind::Csv || self.task.is_some() || self.training.loss.is_some() {
+        if !d.kind.is_table() || self.task.is_some() || self.training.loss.is_some() {
             return;
         }
         let (Some(path), Some(target)) = (&d.path, &d.target) else { return };
         if let [column] = target.names().as_slice() {
-            if holds_text(path, d.delimiter(), column) {
+            let labels = match d.kind {
+                DataKind::Parquet => parquet_labels(path, column),
+                _ => holds_text(path, d.delimiter(), column),
+            };
+            if labels {
                 self.task = Some(Task::Classification);
             }
         }
@@ -105,6 +109,25 @@ fn holds_text(path: &Path, delimiter: u8, column: &str) -> bool {
     reader.records().take(SNIFF_ROWS).map_while(Result::ok).any(|record| {
         record.get(at).is_some_and(|cell| !is_missing(cell) && cell.trim().parse::<f32>().is_err())
     })
+}
+
+/// Whether a Parquet file's `column` is typed as labels: text (plain or dictionary-encoded)
+/// or boolean, as a CSV reading of it would find words. Only the footer is read: the schema
+/// settles it, where a CSV file has to be sniffed.
+fn parquet_labels(path: &Path, column: &str) -> bool {
+    use arrow_schema::DataType;
+    fn labels(data_type: &DataType) -> bool {
+        match data_type {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean => true,
+            DataType::Dictionary(_, values) => labels(values),
+            _ => false,
+        }
+    }
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let Ok(builder) = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file) else {
+        return false;
+    };
+    builder.schema().fields().iter().any(|f| f.name() == column && labels(f.data_type()))
 }
 
 /// Whether the `--set` `assignment` sets `key`, itself or a section holding it.

@@ -99,19 +99,20 @@ pub struct DataConfig {
     /// Fraction of rows held out for the final test, after the same shuffle.
     pub test_split: f64,
     /// Standardise each numeric feature with the training part's mean and std (inside
-    /// model.pt too). Defaults to true for file data (csv), false for generated data.
+    /// model.pt too). Defaults to true for file data (csv, parquet, npy), false for generated
+    /// data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standardize: Option<bool>,
-    /// csv: columns to treat as categorical even though they hold numbers (integer-coded
-    /// ids, classes 1/2/3). Columns with any text are categorical anyway.
+    /// csv, parquet: columns to treat as categorical even though they hold numbers
+    /// (integer-coded ids, classes 1/2/3). Columns with any text are categorical anyway.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub categorical: Option<Vec<String>>,
-    /// csv: levels seen fewer times than this in the training part share one "other"
-    /// level (default 1: every level seen counts).
+    /// csv, parquet: levels seen fewer times than this in the training part share one
+    /// "other" level (default 1: every level seen counts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_frequency: Option<usize>,
-    /// csv: how the model takes categorical columns: `one_hot` (default), `embedding`, or per
-    /// column `{column: one_hot | embedding | WIDTH}`.
+    /// csv, parquet: how the model takes categorical columns: `one_hot` (default),
+    /// `embedding`, or per column `{column: one_hot | embedding | WIDTH}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub categorical_encoding: Option<CategoricalEncoding>,
     /// Regression: standardise the targets too; predictions come back in original units.
@@ -131,6 +132,8 @@ pub enum DataKind {
     Moons,
     /// A CSV file with a header row.
     Csv,
+    /// A Parquet file: columns by the schema's names, as csv takes them by the header's.
+    Parquet,
     /// `.npy` files (`x`, `y`) or one `.npz` (`path`).
     Npy,
 }

@@ -65,7 +65,13 @@ impl DataConfig {
 
 impl DataKind {
     pub(super) fn is_generated(self) -> bool {
-        !matches!(self, DataKind::Csv | DataKind::Npy)
+        !matches!(self, DataKind::Csv | DataKind::Parquet | DataKind::Npy)
+    }
+
+    /// A file of named columns (csv, parquet): the kinds that take `target`, `features` as
+    /// names, and the categorical keys.
+    pub(super) fn is_table(self) -> bool {
+        matches!(self, DataKind::Csv | DataKind::Parquet)
     }
 }
 
@@ -242,6 +248,8 @@ impl Config {
         }
         if d.kind == DataKind::Csv {
             d.delimiter.get_or_insert_with(|| DEFAULT_DELIMITER.to_string());
+        }
+        if d.kind.is_table() {
             d.min_frequency.get_or_insert(1);
         }
         // Real tables mix units (grams beside millimetres): file data is standardised unless

@@ -134,7 +134,7 @@ fn task_follows_loss_or_data() {
 fn keys_for_other_kinds_are_rejected() {
     assert!(invalid(&["training.lr_schedule.gamma=0.5"])
         .contains("training.lr_schedule.gamma does not apply to kind constant"));
-    assert!(invalid(&["data.path=x.csv"]).contains("data.path applies to kind csv or npy only"));
+    assert!(invalid(&["data.path=x.csv"]).contains("data.path applies to kind csv, parquet or npy only"));
     // The embedded default's data section is for a generated kind, so a csv one replaces it.
     assert!(invalid(&["data={kind: csv, path: x.csv}"]).contains("data.target is required for kind csv"));
     assert!(invalid(&["data.kind=moons", "training.loss=mse"]).contains("data.kind moons makes classification data"));
@@ -251,7 +251,7 @@ fn data_keys_the_kind_does_not_read_are_rejected() {
     assert_eq!(err(npy, "data.samples=3"), "data.samples applies to generated kinds only; this config has kind npy");
     assert_eq!(
         err(npy, "data.features=3"),
-        "data.features applies to kind csv and generated kinds only; this config has kind npy"
+        "data.features applies to kind csv, parquet and generated kinds only; this config has kind npy"
     );
     assert_eq!(err(npy, "data.delimiter=';'"), "data.delimiter applies to kind csv only; this config has kind npy");
     assert_eq!(
@@ -494,4 +494,66 @@ fn class_weights_in_force_follow_the_training_labels() {
     let unknown = ClassWeight::Labels(vec![("a".into(), 2.0), ("x".into(), 3.0)]);
     let err = unknown.weights(&labels, &[1, 1, 1]).unwrap_err().to_string();
     assert_eq!(err, "training.class_weight: no class \"x\" in the data (classes: a, b, c)");
+}
+
+#[test]
+fn kind_parquet_takes_the_csv_keys_but_the_delimiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |yaml: &str, set: &[&str]| load_file(dir.path(), yaml, set).unwrap_err().to_string();
+    let parquet = "data: {kind: parquet, path: d.parquet, target: y}\n";
+    let cfg = load_file(dir.path(), parquet, &["data.categorical=[a]", "data.categorical_encoding=embedding"]).unwrap();
+    let d = &cfg.data;
+    assert_eq!(
+        (d.kind, d.min_frequency, d.delimiter.as_deref(), d.standardize),
+        (DataKind::Parquet, Some(1), None, Some(true))
+    );
+    assert_eq!(load_file(dir.path(), &cfg.to_yaml().unwrap(), &[]).unwrap(), cfg, "the saved config loads again");
+    assert_eq!(
+        err(parquet, &["data.delimiter=';'"]),
+        "data.delimiter applies to kind csv only; this config has kind parquet"
+    );
+    assert_eq!(
+        err(parquet, &["data.samples=5"]),
+        "data.samples applies to generated kinds only; this config has kind parquet"
+    );
+    assert_eq!(
+        err(parquet, &["data.features=3"]),
+        "data.features: for kind parquet, a list of column names (default: every column but the target)"
+    );
+    assert!(
+        err("data: {kind: parquet, path: d.parquet}\n", &[]).starts_with("data.target is required for kind parquet")
+    );
+    assert_eq!(err("data: {kind: parquet, target: y}\n", &[]), "data.path is required for kind parquet");
+    assert_eq!(
+        err("data: {kind: npy, x: x.npy, y: y.npy}\n", &["data.min_frequency=2"]),
+        "data.min_frequency applies to kind csv or parquet only; this config has kind npy"
+    );
+}
+
+#[test]
+fn a_parquet_label_column_typed_as_text_or_boolean_means_classification() {
+    use arrow_array::{ArrayRef, BooleanArray, DictionaryArray, Float64Array, StringArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let species: DictionaryArray<arrow_array::types::Int8Type> = vec!["Adelie", "Gentoo"].into_iter().collect();
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("x", Arc::new(Float64Array::from(vec![1.0, 2.0]))),
+        ("name", Arc::new(StringArray::from(vec!["a", "b"]))),
+        ("species", Arc::new(species)),
+        ("flag", Arc::new(BooleanArray::from(vec![true, false]))),
+    ];
+    crate::testing::write_parquet(&d.join("t.parquet"), columns, 10);
+    std::fs::write(d.join("broken.parquet"), b"PAR1 not parquet").unwrap();
+    let task = |extra: &str, file: &str, target: &str| {
+        let path = d.join(file).display().to_string();
+        load_file(d, &format!("{extra}data: {{kind: parquet, path: {path}, target: {target}}}\n"), &[]).unwrap().task()
+    };
+    assert_eq!(task("", "t.parquet", "name"), Task::Classification);
+    assert_eq!(task("", "t.parquet", "species"), Task::Classification, "dictionary-encoded text");
+    assert_eq!(task("", "t.parquet", "flag"), Task::Classification, "true/false, as a CSV would hold them");
+    assert_eq!(task("", "t.parquet", "x"), Task::Regression);
+    assert_eq!(task("", "t.parquet", "[name, flag]"), Task::Regression, "two targets");
+    assert_eq!(task("", "broken.parquet", "name"), Task::Regression, "the data loader reports the file");
+    assert_eq!(task("task: regression\n", "t.parquet", "name"), Task::Regression);
 }

@@ -24,25 +24,26 @@ impl Config {
             }
             Ok(())
         };
-        let (generated, csv, npy) = (d.kind.is_generated(), d.kind == DataKind::Csv, d.kind == DataKind::Npy);
+        let (generated, table) = (d.kind.is_generated(), d.kind.is_table());
+        let (csv, npy) = (d.kind == DataKind::Csv, d.kind == DataKind::Npy);
         reject(!generated && d.samples.is_some(), "samples", "generated kinds")?;
         reject(!generated && d.targets.is_some(), "targets", "generated kinds")?;
         reject(!generated && d.noise.is_some(), "noise", "generated kinds")?;
-        reject(generated && d.path.is_some(), "path", "kind csv or npy")?;
-        reject(!csv && d.target.is_some(), "target", "kind csv")?;
+        reject(generated && d.path.is_some(), "path", "kind csv, parquet or npy")?;
+        reject(!table && d.target.is_some(), "target", "kind csv or parquet")?;
         reject(!csv && d.delimiter.is_some(), "delimiter", "kind csv")?;
         reject(!npy && d.x.is_some(), "x", "kind npy")?;
         reject(!npy && d.y.is_some(), "y", "kind npy")?;
-        reject(npy && d.features.is_some(), "features", "kind csv and generated kinds")?;
-        reject(!csv && d.categorical.is_some(), "categorical", "kind csv")?;
-        reject(!csv && d.min_frequency.is_some(), "min_frequency", "kind csv")?;
-        reject(!csv && d.categorical_encoding.is_some(), "categorical_encoding", "kind csv")?;
+        reject(npy && d.features.is_some(), "features", "kind csv, parquet and generated kinds")?;
+        reject(!table && d.categorical.is_some(), "categorical", "kind csv or parquet")?;
+        reject(!table && d.min_frequency.is_some(), "min_frequency", "kind csv or parquet")?;
+        reject(!table && d.categorical_encoding.is_some(), "categorical_encoding", "kind csv or parquet")?;
         match &d.features {
             Some(Features::Columns(_)) if generated => {
                 bail!("data.features: kind {kind} takes a number of features, not column names{}", origin("features"))
             }
-            Some(Features::Count(_)) if csv => bail!(
-                "data.features: for kind csv, a list of column names (default: every column but the target){}",
+            Some(Features::Count(_)) if table => bail!(
+                "data.features: for kind {kind}, a list of column names (default: every column but the target){}",
                 origin("features")
             ),
             _ => {}
@@ -181,12 +182,12 @@ impl Config {
             }
         }
         match d.kind {
-            DataKind::Csv => {
+            DataKind::Csv | DataKind::Parquet => {
                 if d.path.is_none() {
-                    bail!("data.path is required for kind csv");
+                    bail!("data.path is required for kind {kind}");
                 }
                 let Some(target) = &d.target else {
-                    bail!("data.target is required for kind csv: the column (or list of columns) to predict")
+                    bail!("data.target is required for kind {kind}: the column (or list of columns) to predict")
                 };
                 if target.names().is_empty() || target.names().iter().any(String::is_empty) {
                     bail!("data.target must name at least one column");

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Tensor;
 
-use super::{is_missing, Table, Target, TextColumn};
+use super::{is_missing, Format, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
 
 /// How a requested column is read.
@@ -289,14 +289,17 @@ fn csv_error(e: &csv::Error) -> String {
     }
 }
 
-pub(super) fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
-    let path = d.path.as_deref().context("data.path is required for kind csv")?;
+/// The table of kind csv or parquet that `d` names, read in `format`: the target columns, and
+/// as features the columns `data.features` lists (default: all the others), those in
+/// `data.categorical` as text.
+pub(super) fn read_table(d: &DataConfig, task: Task, format: Format) -> Result<Table> {
+    let path = d.path.as_deref().with_context(|| format!("data.path is required for kind {}", format.kind()))?;
     if !path.is_file() {
         bail!("data.path: {}: no such file", path.display());
     }
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
     let forced = d.categorical.clone().unwrap_or_default();
-    let labelled = read_labelled_csv(path, d.delimiter(), d.missing, task, &targets, |header| {
+    let labelled = read_labelled_csv(path, format, d.missing, task, &targets, |header| {
         for target in &targets {
             if !header.contains(target) {
                 bail!("data.target: no column `{target}` in {} (columns: {})", path.display(), header.join(", "));
@@ -327,7 +330,7 @@ pub(super) fn read_csv_table(d: &DataConfig, task: Task) -> Result<Table> {
     Ok(Table { x: labelled.x, categorical: labelled.categorical, y, feature_names: labelled.feature_names, target_names: targets })
 }
 
-/// A CSV file's features and targets, as read by [`read_labelled_csv`].
+/// A table file's features and targets, as read by [`read_labelled_csv`].
 pub struct LabelledCsv {
     /// The numeric features' names, the columns of `x`.
     pub feature_names: Vec<String>,
@@ -343,16 +346,16 @@ pub struct LabelledCsv {
 
 /// Reads the feature columns that `features` picks from the header (each with how to read
 /// it), and the `targets` columns: numbers for regression, one label column for
-/// classification.
+/// classification. The file is CSV or Parquet, as `format` says.
 pub fn read_labelled_csv(
     path: &Path,
-    delimiter: u8,
+    format: Format,
     missing: Missing,
     task: Task,
     targets: &[String],
     features: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
 ) -> Result<LabelledCsv> {
-    let data = read_csv(path, delimiter, missing, |header| {
+    let data = format.read(path, missing, |header| {
         let mut wanted = features(header)?;
         let role = if task == Task::Classification { Role::Label } else { Role::Target };
         wanted.extend(targets.iter().map(|t| (t.clone(), role)));

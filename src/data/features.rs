@@ -1,5 +1,5 @@
-//! The features of new data for prediction: a `.npy` array, or a CSV file's columns matched
-//! to the model's feature names.
+//! The features of new data for prediction: a `.npy` array, or a CSV or Parquet file's
+//! columns matched to the model's feature names.
 
 use std::path::Path;
 
@@ -7,16 +7,18 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::csv::{column_matrix, read_csv_rows, Column, Role};
-use super::{is_missing, TextColumn};
+use super::parquet::read_parquet;
+use super::{is_missing, Format, TextColumn};
 use super::npy::read_npy;
 use crate::config::Missing;
 
 /// How [`read_features`] matched an input file's columns to the model's features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnMatch {
-    /// By the names in the CSV header (other columns, such as the target, are ignored).
+    /// By the names in the CSV header or Parquet schema (other columns, such as the target,
+    /// are ignored).
     ByName,
-    /// In order: the CSV header names none of the features.
+    /// In order: the CSV header (or Parquet schema) names none of the features.
     ByPosition,
     /// In order: the CSV file has no header (its first row is numbers).
     NoHeader,
@@ -25,11 +27,12 @@ pub enum ColumnMatch {
 }
 
 /// Reads the features of new data for prediction: a `.npy` file holding a 2-D numeric array
-/// (numeric features only), or a CSV file. CSV columns are picked by the model's feature
-/// names, `numeric` then `categorical`, when the header has them all, and a header with only
+/// (numeric features only), a Parquet file (`.parquet`, `.pq`), or a CSV file split at
+/// `delimiter`. Columns are picked by the model's feature names, `numeric` then
+/// `categorical`, when the header (or Parquet schema) has them all, and a header with only
 /// some of them is an error naming the others; for a model without categorical features a
-/// header with none of them, or no header at all, means every column is a feature, in order.
-/// Missing cells become NaN (or `None` in a text column).
+/// header with none of them, or a CSV file without a header, means every column is a
+/// feature, in order. Missing cells become NaN (or `None` in a text column).
 pub fn read_features(
     path: &Path,
     numeric: &[String],
@@ -38,7 +41,7 @@ pub fn read_features(
 ) -> Result<(Tensor, Vec<TextColumn>, ColumnMatch)> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         if !categorical.is_empty() {
-            bail!("{}: a .npy array has no column names; this model takes text columns too ({}): use a CSV file", path.display(), categorical.join(", "));
+            bail!("{}: a .npy array has no column names; this model takes text columns too ({}): use a CSV or Parquet file", path.display(), categorical.join(", "));
         }
         let t = read_npy("input", path)?;
         if t.dim() != 2 {
@@ -52,7 +55,8 @@ pub fn read_features(
         numbers.chain(categorical.iter().map(|n| (n.clone(), Role::Text))).collect()
     };
     let mut matched = ColumnMatch::ByName;
-    let data = read_csv_rows(path, delimiter, Missing::Mean, |first| {
+    let format = Format::of(path, delimiter);
+    let mut choose = |first: &[String]| -> Result<(Vec<(String, Role)>, Option<Vec<String>>)> {
         let absent: Vec<&String> = names.iter().copied().filter(|n| !first.contains(n)).collect();
         if absent.is_empty() {
             return Ok((by_name(), None));
@@ -63,7 +67,9 @@ pub fn read_features(
         }
         let by_position = |columns: &[String]| columns.iter().map(|c| (c.clone(), Role::Number)).collect();
         let is_number = |cell: &String| cell.parse::<f32>().is_ok();
-        if first.iter().all(|c| is_number(c) || is_missing(c)) && first.iter().any(is_number) {
+        // A Parquet schema always names its columns, however they read.
+        let csv = format != Format::Parquet;
+        if csv && first.iter().all(|c| is_number(c) || is_missing(c)) && first.iter().any(is_number) {
             // No header: name the columns after the features they are, when they fit.
             matched = ColumnMatch::NoHeader;
             let named: Vec<String> = if first.len() == numeric.len() {
@@ -75,7 +81,11 @@ pub fn read_features(
         }
         matched = ColumnMatch::ByPosition;
         Ok((by_position(first), None))
-    })?;
+    };
+    let data = match format {
+        Format::Csv(delimiter) => read_csv_rows(path, delimiter, Missing::Mean, choose)?,
+        Format::Parquet => read_parquet(path, Missing::Mean, |header| Ok(choose(header)?.0))?,
+    };
     let (mut numbers, mut text) = (Vec::new(), Vec::new());
     for (name, column) in data.names.into_iter().zip(data.columns) {
         match column {

@@ -46,7 +46,7 @@ pub fn generate(cfg: &DataConfig) -> Result<Table> {
             );
             (x, Target::Classes { index, labels: vec!["0".into(), "1".into()] })
         }
-        DataKind::RandomNormal | DataKind::Csv | DataKind::Npy => {
+        DataKind::RandomNormal | DataKind::Csv | DataKind::Parquet | DataKind::Npy => {
             (Tensor::f_randn([n, f], opts)?, Target::Values(Tensor::f_randn([n, t], opts)?))
         }
     };

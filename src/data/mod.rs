@@ -1,9 +1,11 @@
-//! Datasets: loading (generators, CSV, NPY), the seeded train/validation/test split, and the
+//! Datasets: loading (generators, CSV, Parquet, NPY), the seeded train/validation/test split, and the
 //! preprocessing fitted on the training part (missing-value fill, standardisation, class
 //! labels), which `preprocessing.json` and `model.pt` carry to prediction time.
 //!
 //! Generated data is drawn on the CPU from libtorch's seeded generator, so a seed gives the
 //! same numbers whatever device the run uses.
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
@@ -19,6 +21,7 @@ mod csv;
 mod features;
 mod generate;
 mod npy;
+mod parquet;
 mod preprocessing;
 #[cfg(test)]
 mod tests;
@@ -88,10 +91,53 @@ pub struct Prepared {
     pub split: Split,
 }
 
+/// How a table file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CSV with a header row, cells split at this delimiter.
+    Csv(u8),
+    Parquet,
+}
+
+impl Format {
+    /// A file's format by its extension: `.parquet` or `.pq` is Parquet, anything else CSV
+    /// with `delimiter` (as `torchfit predict` and `evaluate` take their input files).
+    pub fn of(path: &Path, delimiter: u8) -> Format {
+        let parquet = ["parquet", "pq"];
+        match path.extension() {
+            Some(e) if parquet.iter().any(|p| e.eq_ignore_ascii_case(p)) => Format::Parquet,
+            _ => Format::Csv(delimiter),
+        }
+    }
+
+    /// The `data.kind` that reads this format.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Format::Csv(_) => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// Reads the columns that `choose` picks, with how to read each, from the file's header
+    /// (CSV) or schema (Parquet).
+    pub fn read(
+        self,
+        path: &Path,
+        missing: Missing,
+        choose: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
+    ) -> Result<CsvData> {
+        match self {
+            Format::Csv(delimiter) => read_csv(path, delimiter, missing, choose),
+            Format::Parquet => self::parquet::read_parquet(path, missing, choose),
+        }
+    }
+}
+
 /// Loads the config's data and splits and preprocesses it.
 pub fn load(config: &Config) -> Result<Prepared> {
     let table = match config.data.kind {
-        DataKind::Csv => self::csv::read_csv_table(&config.data, config.task())?,
+        DataKind::Csv => self::csv::read_table(&config.data, config.task(), Format::Csv(config.data.delimiter()))?,
+        DataKind::Parquet => self::csv::read_table(&config.data, config.task(), Format::Parquet)?,
         DataKind::Npy => npy::read_npy_table(&config.data, config.task())?,
         _ => generate(&config.data)?,
     };

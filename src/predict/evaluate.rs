@@ -8,10 +8,11 @@ use crate::data::{self, or_list, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
 
-/// The loss and metrics of a run's model on a labelled CSV file, read with the run's
-/// delimiter and preprocessed as in training. `run` is a run directory or its model.pt;
-/// `weights` replace the run's own (a checkpoint's, say: an unfinished run has no others);
-/// `target` names the label column when it differs from training's.
+/// The loss and metrics of a run's model on a labelled CSV file (read with the run's
+/// delimiter) or Parquet file (`.parquet`, `.pq`), preprocessed as in training. `run` is a
+/// run directory or its model.pt; `weights` replace the run's own (a checkpoint's, say: an
+/// unfinished run has no others); `target` names the label column when it differs from
+/// training's.
 pub fn evaluate(
     run: &Path,
     data_path: &Path,
@@ -25,9 +26,9 @@ pub fn evaluate(
     };
     let file = data_path.display();
     // Missing cells are treated as in training: an error, a dropped row, or the training mean.
-    let delimiter = config.data.delimiter();
+    let format = data::Format::of(data_path, config.data.delimiter());
     let table =
-        data::read_labelled_csv(data_path, delimiter, config.data.missing, config.task(), &targets, |header| {
+        data::read_labelled_csv(data_path, format, config.data.missing, config.task(), &targets, |header| {
             let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
             let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
             let features = absent(&all, header);

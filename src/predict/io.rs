@@ -1,4 +1,4 @@
-//! `torchfit predict` on files: features from a CSV or NPY file in, predictions as CSV out.
+//! `torchfit predict` on files: features from a CSV, Parquet or NPY file in, predictions as CSV out.
 
 use std::io::Write;
 use std::path::Path;
