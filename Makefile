@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test bench bench-keras libtorch fmt clean
+.PHONY: build run test bench bench-keras bench-csv libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -26,6 +26,10 @@ bench: build
 ## Optional: tensorflow-cpu for bench's Keras reference, cached beside libtorch.
 bench-keras:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/keras tensorflow-cpu==2.21.0
+
+## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
+bench-csv:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/bench pandas polars
 
 libtorch:
 	$(WITH_TORCH)
