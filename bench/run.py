@@ -46,7 +46,8 @@ def measure(cmd, cwd=None, env=None, check=True):
         if proc.returncode != 0:
             message = err.read()
             if not check:
-                raise Failed((message.strip().splitlines() or ["exit status %d" % proc.returncode])[-1][:300])
+                last = (message.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
+                raise Failed(last if len(last) <= 160 else last[:160] + "...")
             sys.exit(f"bench: {shlex.join(cmd)} failed ({proc.returncode}):\n{message}")
         return out.read(), wall, usage.ru_maxrss / 1024.0
 
