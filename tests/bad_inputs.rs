@@ -209,7 +209,7 @@ bad! {
     categorical_unknown_column: ["train", "categorical_unknown.yaml"] => ["data.categorical: `colour` is not a column of", "gap.csv"];
     categorical_target_column: ["train", "categorical_target.yaml"] => ["data.categorical: `y` is not a feature of", "gap.csv"];
     min_frequency_zero: ["train", "min_frequency_zero.yaml"] => ["data.min_frequency must be >= 1, got 0"];
-    categorical_on_generated_data: ["train", "--set", "data.categorical=[x0]"] => ["data.categorical applies to kind csv only"];
+    categorical_on_generated_data: ["train", "--set", "data.categorical=[x0]"] => ["data.categorical applies to kind csv or parquet only"];
     embedding_width_zero: ["train", "embedding_zero.yaml"] => ["data.categorical_encoding.b: an embedding width must be > 0, got 0"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];
     export_not_a_run: ["export", "."] => [". is not a finished torchfit run"];

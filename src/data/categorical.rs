@@ -2,7 +2,7 @@
 //! "other" level, missing cells a level of their own), and values turned into level codes,
 //! the same way in training, `predict`, `evaluate` and model.pt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,8 @@ impl CategoricalFeature {
         min_frequency: usize,
         encoding: Option<&CategoricalEncoding>,
     ) -> CategoricalFeature {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        // Counted in a hash map (a lookup per training row), then sorted once.
+        let mut counts: HashMap<&str, usize> = HashMap::new();
         let mut has_missing = false;
         for &row in train {
             match &values[row] {
@@ -56,8 +57,9 @@ impl CategoricalFeature {
                 None => has_missing = true,
             }
         }
-        let mut levels: Vec<String> =
-            counts.into_iter().filter(|&(_, n)| n >= min_frequency).map(|(v, _)| v.to_string()).collect();
+        let mut kept: Vec<&str> = counts.into_iter().filter(|&(_, n)| n >= min_frequency).map(|(v, _)| v).collect();
+        kept.sort_unstable();
+        let mut levels: Vec<String> = kept.into_iter().map(str::to_string).collect();
         if levels.iter().all(|l| l.parse::<f64>().is_ok()) {
             levels.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
         }

@@ -1,14 +1,23 @@
-//! CSV files: streamed through the csv crate into one f32 buffer, keeping only the columns
-//! asked for; errors name the file, the row, the line and the column.
+//! CSV files, keeping only the columns asked for; errors name the file, the row, the line and
+//! the column. A file without quotes is split at record boundaries and parsed on every core
+//! ([`parallel`]); a file with quotes (whose fields may hold line breaks) is streamed through
+//! the csv crate, which also reads the header and gives every error, so that both agree.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
-use super::{is_missing, Format, Table, Target, TextColumn};
+use super::{Format, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
+
+mod cell;
+mod parallel;
+#[cfg(test)]
+mod tests;
+
+use cell::{parse_cell, trim, Cell};
 
 /// How a requested column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,35 +74,23 @@ enum Reading {
     Text(Vec<Option<String>>),
 }
 
-/// One cell, parsed; text stays in the record.
-enum Cell {
-    Missing,
-    Number(f32),
-    Boolean(bool),
-    Text,
-}
-
-fn parse_cell(cell: &str) -> Cell {
-    let cell = cell.trim();
-    if is_missing(cell) {
-        return Cell::Missing;
-    }
-    if let Ok(v) = cell.parse::<f32>() {
-        return Cell::Number(v);
-    }
-    match cell.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "t" => Cell::Boolean(true),
-        "false" | "no" | "f" => Cell::Boolean(false),
-        _ => Cell::Text,
-    }
-}
-
 impl Reading {
     fn new(role: Role) -> Reading {
         match role {
             Role::Text | Role::Label => Reading::Text(Vec::new()),
             role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
         }
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        match self {
+            Reading::Numbers { values, .. } => values.reserve(additional),
+            Reading::Text(values) => values.reserve(additional),
+        }
+    }
+
+    fn is_text(&self) -> bool {
+        matches!(self, Reading::Text(_))
     }
 
     /// The column as text from here on: numbers read so far become their decimal text
@@ -112,8 +109,15 @@ impl Reading {
         }
     }
 
-    /// Adds a cell; `raw` is its text in the file.
-    fn push(&mut self, cell: &Cell, raw: &str) {
+    /// Adds a cell; `text` is its trimmed text in the file.
+    #[inline]
+    fn push(&mut self, cell: &Cell, text: &str) {
+        // Most cells: a number in a column of numbers, which no switch to text concerns.
+        if let (Reading::Numbers { values, numbers, booleans: false, .. }, Cell::Number(v)) = (&mut *self, cell) {
+            *numbers = true;
+            values.push(*v);
+            return;
+        }
         if let Reading::Numbers { numbers, booleans, auto: true, .. } = self {
             let switch = match cell {
                 Cell::Text => true,
@@ -139,7 +143,7 @@ impl Reading {
             },
             Reading::Text(values) => values.push(match cell {
                 Cell::Missing => None,
-                _ => Some(raw.trim().to_string()),
+                _ => Some(text.to_string()),
             }),
         }
     }
@@ -172,6 +176,29 @@ pub(super) fn read_csv_rows(
     missing: Missing,
     choose: impl FnOnce(&[String]) -> Result<(Vec<(String, Role)>, Option<Vec<String>>)>,
 ) -> Result<CsvData> {
+    read_csv_split(path, delimiter, missing, choose, Split::Auto)
+}
+
+/// How [`read_csv_split`] splits a file for the parallel reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// A few ranges per core.
+    Auto,
+    /// Ranges of about this many bytes (tests: many ranges in a small file).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Bytes(u64),
+    /// Not at all: the csv crate reads the file (tests: what the parallel reader must match).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+}
+
+fn read_csv_split(
+    path: &Path,
+    delimiter: u8,
+    missing: Missing,
+    choose: impl FnOnce(&[String]) -> Result<(Vec<(String, Role)>, Option<Vec<String>>)>,
+    split: Split,
+) -> Result<CsvData> {
     let file = path.display();
     // No header as far as the csv crate knows: records() then yields the first row too,
     // and we skip it when it is the header.
@@ -201,7 +228,23 @@ pub(super) fn read_csv_rows(
         }
     };
     let at: Vec<usize> = wanted.iter().map(|(name, _)| position(name)).collect::<Result<_>>()?;
-    let mut columns: Vec<Reading> = wanted.iter().map(|(_, role)| Reading::new(*role)).collect();
+    let roles: Vec<Role> = wanted.iter().map(|(_, role)| *role).collect();
+    let names = wanted.into_iter().map(|(name, _)| name).collect();
+    // The data begin where the csv crate stopped reading the header (or at the top when the
+    // first row is data); a CR LF's LF left there reads as an empty line, which is skipped.
+    let data_start = if first_is_data { 0 } else { reader.position().byte() };
+    let layout = parallel::Layout { delimiter, fields: header.len(), at: &at, roles: &roles, missing };
+    let parallel = match split {
+        Split::Auto => parallel::read(path, data_start, &layout, None),
+        Split::Bytes(bytes) => parallel::read(path, data_start, &layout, Some(bytes)),
+        Split::Never => None,
+    };
+    if let Some((columns, rows)) = parallel {
+        return Ok(CsvData { header, names, columns, rows });
+    }
+    // Quotes, an error, or nothing to read: the csv crate reads the file, and says what is
+    // wrong with it.
+    let mut columns: Vec<Reading> = roles.iter().map(|role| Reading::new(*role)).collect();
     let mut rows = 0usize;
     let mut record = csv::StringRecord::new();
     let mut cells: Vec<Cell> = Vec::with_capacity(at.len());
@@ -220,26 +263,24 @@ pub(super) fn read_csv_rows(
         let place = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
         let mut drop = false;
         cells.clear();
-        for (&col, (_, role)) in at.iter().zip(&wanted) {
-            let cell = parse_cell(record.get(col).unwrap_or(""));
-            match (&cell, role) {
-                (Cell::Missing, _) => match (missing, role) {
-                    (Missing::DropRow, _) => drop = true,
-                    (Missing::Mean, Role::Auto | Role::Number | Role::Text) => {}
-                    (_, Role::Label) => bail!("{}: missing label; set data.missing: drop_row to skip such rows", place(col)),
-                    (Missing::Mean, _) => bail!(
-                        "{}: missing value; data.missing: mean fills features only, use drop_row for targets",
-                        place(col)
-                    ),
-                    (Missing::Error, _) => bail!("{}: missing value; set data.missing to drop_row or mean", place(col)),
-                },
-                (Cell::Text, Role::Number | Role::Target) => {
-                    let text = record.get(col).unwrap_or("").trim();
+        for (&col, &role) in at.iter().zip(&roles) {
+            let text = trim(record.get(col).unwrap_or(""));
+            let cell = parse_cell(text, role);
+            match judge(&cell, role, missing) {
+                Ok(keep) => drop |= !keep,
+                Err(Problem::MissingLabel) => {
+                    bail!("{}: missing label; set data.missing: drop_row to skip such rows", place(col))
+                }
+                Err(Problem::MissingTarget) => bail!(
+                    "{}: missing value; data.missing: mean fills features only, use drop_row for targets",
+                    place(col)
+                ),
+                Err(Problem::Missing) => bail!("{}: missing value; set data.missing to drop_row or mean", place(col)),
+                Err(Problem::NotANumber) => {
                     // Text in a target column is likely a class label.
-                    let hint = if *role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
+                    let hint = if role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
                     bail!("{}: {text:?} is not a number{hint}", place(col))
                 }
-                _ => {}
             }
             cells.push(cell);
         }
@@ -247,7 +288,7 @@ pub(super) fn read_csv_rows(
             continue;
         }
         for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(&at) {
-            reading.push(cell, record.get(col).unwrap_or(""));
+            reading.push(cell, trim(record.get(col).unwrap_or("")));
         }
         rows += 1;
     }
@@ -255,8 +296,35 @@ pub(super) fn read_csv_rows(
         bail!("{file}: no data rows after the header");
     }
     let columns = columns.into_iter().map(Reading::finish).collect();
-    let names = wanted.into_iter().map(|(name, _)| name).collect();
     Ok(CsvData { header, names, columns, rows })
+}
+
+/// Why a cell stops the reading of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    MissingLabel,
+    /// A missing target under `missing: mean`, which fills features only.
+    MissingTarget,
+    /// A missing cell under `missing: error`.
+    Missing,
+    /// Text in a column of numbers.
+    NotANumber,
+}
+
+/// Whether the row of `cell` is kept under the `missing` policy (a missing cell drops it
+/// with `drop_row`), or why the file cannot be read.
+fn judge(cell: &Cell, role: Role, missing: Missing) -> Result<bool, Problem> {
+    match (cell, role) {
+        (Cell::Missing, _) => match (missing, role) {
+            (Missing::DropRow, _) => Ok(false),
+            (Missing::Mean, Role::Auto | Role::Number | Role::Text) => Ok(true),
+            (_, Role::Label) => Err(Problem::MissingLabel),
+            (Missing::Mean, _) => Err(Problem::MissingTarget),
+            (Missing::Error, _) => Err(Problem::Missing),
+        },
+        (Cell::Text, Role::Number | Role::Target) => Err(Problem::NotANumber),
+        _ => Ok(true),
+    }
 }
 
 /// The line on which the CSV record that the reader began at byte `start` begins. The
@@ -389,11 +457,46 @@ pub fn read_labelled_csv(
     Ok(LabelledCsv { feature_names, x, categorical, values, labels })
 }
 
-/// `[rows, columns]` float32 from columns of `rows` values each.
+/// `[rows, columns]` float32 from columns of `rows` values each, written straight into the
+/// tensor's memory: one copy of the data, and no second buffer of its size.
 pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tensor> {
-    let width = columns.len() as i64;
-    let flat: Vec<f32> = columns.into_iter().flatten().collect();
-    Ok(Tensor::f_from_slice(&flat)?.f_reshape([width, rows as i64])?.f_transpose(0, 1)?.f_contiguous()?)
+    if let Some(column) = columns.iter().find(|c| c.len() != rows) {
+        bail!("a column has {} values where {rows} were expected", column.len());
+    }
+    let width = columns.len();
+    let out = Tensor::f_empty([rows as i64, width as i64], (Kind::Float, Device::Cpu))?;
+    if rows == 0 || width == 0 {
+        return Ok(out);
+    }
+    // SAFETY: `out` was just allocated by libtorch as a contiguous float32 CPU tensor of
+    // rows * width elements, and nothing else refers to it while the slice lives.
+    let data = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * width) };
+    // Blocks of rows: a block of the output stays in cache while each column fills its part.
+    const BLOCK: usize = 4096;
+    let fill = |first_block: usize, part: &mut [f32]| {
+        for (b, block) in part.chunks_mut(BLOCK * width).enumerate() {
+            let first = (first_block + b) * BLOCK;
+            for (j, column) in columns.iter().enumerate() {
+                for (row, &value) in block.chunks_exact_mut(width).zip(&column[first..]) {
+                    row[j] = value;
+                }
+            }
+        }
+    };
+    let blocks = rows.div_ceil(BLOCK);
+    let threads = parallel::threads().min(blocks);
+    if threads <= 1 {
+        fill(0, data);
+        return Ok(out);
+    }
+    let per_thread = blocks.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, part) in data.chunks_mut(per_thread * BLOCK * width).enumerate() {
+            let fill = &fill;
+            scope.spawn(move || fill(t * per_thread, part));
+        }
+    });
+    Ok(out)
 }
 
 /// Maps label strings to class indices; labels sort numerically when they are all integers.

@@ -238,7 +238,11 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         .collect();
     let columns: Vec<&[Option<String>]> = table.categorical.iter().map(|c| c.values.as_slice()).collect();
     let codes = categorical::codes(&preprocessing.categorical, &columns, rows)?;
-    let x_all = Tensor::f_cat(&[preprocessing.apply(&table.x)?, codes], 1)?;
+    // Standardised in place: nothing else holds `table.x` now (the training part was it, or
+    // a copy of its rows), and it is dropped next. Joined to the codes only when there are
+    // any, so that a numeric table is never copied here.
+    let numeric = preprocessing.apply_owned(table.x.shallow_clone())?;
+    let x_all = if codes.size().get(1) == Some(&0) { numeric } else { Tensor::f_cat(&[numeric, codes], 1)? };
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     Ok(Prepared {
@@ -290,6 +294,10 @@ fn check_classes(
 /// Per-column mean and population std; a constant column gets std 1 rather than a division
 /// by zero.
 fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    if let Some((mean, std)) = preprocessing::column_mean_std(x) {
+        let std = std.into_iter().map(|s| s as f32).map(|s| if s > 1e-12 { s } else { 1.0 });
+        return Ok((mean.into_iter().map(|m| m as f32).collect(), std.collect()));
+    }
     let mean = x.f_mean_dim(0, false, Kind::Float)?;
     let std = x.f_std_dim(0, false, false)?;
     let std = std.f_where_scalarother(&std.gt(1e-12), 1.0)?;
@@ -299,7 +307,8 @@ fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
 /// Whether `x` holds a NaN, without a mask the size of `x` in the common case: a sum is NaN
 /// when any term is (or when infinities of both signs meet, which the mask then settles).
 pub(crate) fn has_nan(x: &Tensor) -> bool {
-    x.sum(Kind::Double).double_value(&[]).is_nan() && x.isnan().any().int64_value(&[]) != 0
+    // A float sum is ten times faster than a double one, and the mask settles an overflow.
+    x.sum(Kind::Float).double_value(&[]).is_nan() && x.isnan().any().int64_value(&[]) != 0
 }
 
 pub(crate) fn first_true(mask: &Tensor) -> (usize, usize) {
