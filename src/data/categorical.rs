@@ -152,6 +152,19 @@ fn quote(text: &str) -> String {
 
 /// `[rows, columns]` level codes of `columns` (in `features`' order) as floats, the form the
 /// model takes them in after the numeric features.
+/// [`codes`] of the text columns named as `features` are, from any order; a feature without
+/// its column is an error naming it.
+pub fn codes_by_name(features: &[CategoricalFeature], text: &[TextColumn], rows: usize) -> Result<Tensor> {
+    let columns: Vec<&[Option<String>]> = features
+        .iter()
+        .map(|f| {
+            let column = text.iter().find(|c| c.name == f.name);
+            column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow::anyhow!("no column `{}`", f.name))
+        })
+        .collect::<Result<_>>()?;
+    codes(features, &columns, rows)
+}
+
 pub fn codes(features: &[CategoricalFeature], columns: &[&[Option<String>]], rows: usize) -> Result<Tensor> {
     let codes: Vec<Vec<f32>> = features.iter().zip(columns).map(|(f, values)| f.codes(values)).collect();
     super::csv::column_matrix(codes, rows)

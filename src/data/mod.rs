@@ -30,7 +30,7 @@ pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, Cs
 pub use crate::config::is_missing;
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
-pub use categorical::{codes as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn};
+pub use categorical::{codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn};
 pub use preprocessing::Preprocessing;
 
 /// A whole dataset as loaded, before splitting.

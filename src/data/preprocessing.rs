@@ -31,16 +31,7 @@ impl Preprocessing {
     /// The model's input for raw rows: the numeric features (`[rows, numeric]`) filled and
     /// standardised, then the categorical columns' level codes.
     pub fn encode(&self, numeric: &Tensor, categorical: &[TextColumn]) -> Result<Tensor> {
-        let rows = numeric.size()[0] as usize;
-        let columns: Vec<&[Option<String>]> = self
-            .categorical
-            .iter()
-            .map(|f| {
-                let column = categorical.iter().find(|c| c.name == f.name);
-                column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow!("no column `{}`", f.name))
-            })
-            .collect::<Result<_>>()?;
-        let codes = categorical::codes(&self.categorical, &columns, rows)?;
+        let codes = categorical::codes_by_name(&self.categorical, categorical, numeric.size()[0] as usize)?;
         Ok(Tensor::f_cat(&[self.apply(numeric)?, codes.to_device(numeric.device())], 1)?)
     }
 

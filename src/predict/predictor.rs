@@ -137,15 +137,7 @@ impl Predictor {
         let x = if self.categorical.is_empty() {
             x.shallow_clone()
         } else {
-            let columns: Vec<&[Option<String>]> = self
-                .categorical
-                .iter()
-                .map(|f| {
-                    let column = text.iter().find(|c| c.name == f.name);
-                    column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow!("no column `{}`", f.name))
-                })
-                .collect::<Result<_>>()?;
-            let codes = data::categorical_codes(&self.categorical, &columns, x.size()[0] as usize)?;
+            let codes = data::categorical_codes(&self.categorical, text, x.size()[0] as usize)?;
             Tensor::f_cat(&[x.f_to_kind(tch::Kind::Float)?, codes], 1)?
         };
         let output = self.call("forward", &x)?;
