@@ -9,7 +9,7 @@ mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
-mod dist;
+pub mod dist;
 pub mod export;
 mod metrics;
 pub mod model;
