@@ -280,3 +280,110 @@ fn bad_sweep_files_fail_on_one_line_naming_the_key() {
     let status = torchfit(d.path(), &["sweep", "status", "nowhere"]);
     assert_fails_with(&status, &["nowhere", "not a torchfit sweep directory"]);
 }
+
+/// Whether this machine answers Slurm commands; the reason to skip otherwise.
+fn slurm_unavailable() -> Option<String> {
+    let out = Command::new("timeout").args(["10", "sinfo", "-h", "-o", "%T"]).output();
+    match out {
+        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|s| ["idle", "mixed", "allocated"].contains(&s.trim())) => None,
+        Ok(o) => Some(format!("sinfo says no node is up ({})", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Some(format!("sinfo cannot run: {e}")),
+    }
+}
+
+/// Cancels a job on drop, so that a failing test leaves nothing running.
+struct Job(String);
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+fn claim_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("claims"))
+        .map(|e| e.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sweep_writes_its_sbatch_script_with_dry_run() {
+    let d = setup(GRID);
+    let out = sweep(d.path(), "s", &["--launcher", "slurm", "--jobs", "3", "--dry-run", "--sbatch-arg=--time=00:10:00"]);
+    assert_ok(&out);
+    let script = std::fs::read_to_string(d.path().join("s/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-2\n") && script.contains("#SBATCH --time=00:10:00\n"), "{script}");
+    assert!(script.contains(" sweep worker ") && script.contains("exec "), "{script}");
+}
+
+/// A 2-worker job array on the one-node Slurm: one worker is cancelled with scancel in the
+/// middle of its trial, which checkpoints and gives the trial back; the other worker
+/// finishes it, exactly as an uninterrupted run.
+#[test]
+fn slurm_workers_finish_the_trial_of_a_cancelled_one() {
+    if let Some(reason) = slurm_unavailable() {
+        eprintln!("skipped: {reason} (scripts/slurm.sh starts a one-node Slurm)");
+        return;
+    }
+    // Two trials of several seconds each.
+    let text = "base: base.yaml
+method: grid
+parameters:
+  training.optimizer.lr: {values: [0.001, 0.002]}
+";
+    let d = setup(text);
+    let sets = ["--set", "training.epochs=60", "--set", "data.samples=4000", "--set", "model.hidden=[128, 128]", "--set", "training.batch_size=16"];
+    let mut args = vec!["--launcher", "slurm", "--jobs", "2"];
+    args.extend(sets);
+    let out = sweep(d.path(), "s", &args);
+    assert_ok(&out);
+    let job = stdout(&out).split_whitespace().nth(3).unwrap_or_default().trim_end_matches(':').to_string();
+    assert!(job.chars().all(|c| c.is_ascii_digit()) && !job.is_empty(), "{}", stdout(&out));
+    let _cancel = Job(job.clone());
+    let s = d.path().join("s");
+    let started = Instant::now();
+    // Both workers in the middle of a trial (claimed, run directory open, not done), then
+    // cancel array task 1: whichever trial its worker holds, it checkpoints and gives back.
+    loop {
+        let claims = claim_files(&s);
+        let running = |t: &str| {
+            claims.iter().any(|n| n == &format!("{t}-r0.1"))
+                && !claims.iter().any(|n| n == &format!("{t}-r0.done"))
+                && s.join("trials").join(t).join("summary.json").is_file()
+        };
+        if running("0000") && running("0001") {
+            std::thread::sleep(Duration::from_secs(2));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the workers did not start within 120 s: {claims:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancel = Command::new("scancel").arg(format!("{job}_1")).status().unwrap();
+    assert!(cancel.success());
+    // Wait (bounded) for the array to end.
+    loop {
+        let q = Command::new("squeue").args(["-h", "-j", &job]).output().unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(480), "the job array did not end within 480 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let claims = claim_files(&s);
+    // The cancelled worker's trial was given back (generation 2: released) and finished by
+    // the other worker (generation 3).
+    let taken_over: Vec<&String> = claims.iter().filter(|n| n.ends_with(".3")).collect();
+    assert_eq!(taken_over.len(), 1, "{claims:?}");
+    let trial = &taken_over[0][..4];
+    assert!(claims.contains(&format!("{trial}-r0.2")), "{claims:?}");
+    let rows = table(&s);
+    assert!(rows[1..].iter().all(|r| r[2] == "finished"), "{rows:?}");
+    // The trial interrupted by scancel ends exactly as one trained straight.
+    let run = s.join("trials").join(trial);
+    let config = run.join("config.yaml").display().to_string();
+    assert_ok(&torchfit(d.path(), &["train", &config, "--quiet", "--out", "straight"]));
+    assert_eq!(metrics(&run), metrics(&d.path().join("straight")));
+    assert_eq!(std::fs::read(run.join("weights.safetensors")).unwrap(), std::fs::read(d.path().join("straight/weights.safetensors")).unwrap());
+}
