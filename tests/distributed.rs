@@ -11,38 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `torchrun --standalone --nproc-per-node N` running `program args` in `dir`.
-fn torchrun_command(dir: &Path, nproc: usize, extra: &[&str], program: &str, args: &[&str]) -> Command {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    let mut command = Command::new("python3");
-    command
-        .args(["-m", "torch.distributed.run", "--no-python", "--standalone", "--nproc-per-node"])
-        .arg(nproc.to_string())
-        .args(extra)
-        .arg(program)
-        .args(args)
-        .current_dir(dir)
-        .env("PYTHONPATH", python_path)
-        .env_remove("LD_LIBRARY_PATH");
-    command
-}
+const LIMIT: Duration = Duration::from_secs(300);
 
-/// Runs torchfit under torchrun, bounded in time.
-fn torchrun(dir: &Path, nproc: usize, args: &[&str]) -> Output {
-    let child = torchrun_command(dir, nproc, &[], BIN, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    wait_bounded(child.expect("python3 runs torchrun"), Duration::from_secs(300))
-}
-
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+/// torchfit ARGS as `nproc` workers of torchrun, in `dir`.
+fn torchrun_torchfit(dir: &Path, nproc: usize, args: &[&str]) -> Output {
+    let cmd: Vec<&str> = [BIN].iter().chain(args).copied().collect();
+    torchrun(nproc, dir, &cmd, &[], LIMIT).unwrap()
 }
 
 /// metrics.csv without its `seconds` column.
@@ -90,7 +64,7 @@ fn torchrun_two_processes_train_the_keras_example_as_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert_ok(&torchfit(d, &["train", "--out", "one", "--quiet"]));
-    let two = torchrun(d, 2, &["train", "--out", "two", "--quiet"]);
+    let two = torchrun_torchfit(d, 2, &["train", "--out", "two", "--quiet"]);
     assert_ok(&two);
     assert_same_training(&d.join("one"), &d.join("two"), 1e-5);
     let s = summary(&d.join("two"));
@@ -110,7 +84,7 @@ fn torchrun_two_processes_train_a_classifier_with_validation_and_early_stopping_
     let one: Vec<&str> = ["train", config, "--out", "one"].iter().chain(&sets).copied().collect();
     assert_ok(&torchfit(d, &one));
     let two: Vec<&str> = ["train", config, "--out", "two"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 2, &two));
+    assert_ok(&torchrun_torchfit(d, 2, &two));
     let (header, _) = metrics(&d.join("two"));
     assert!(header.contains(&"val_accuracy".to_string()), "{header:?}");
     assert_same_training(&d.join("one"), &d.join("two"), 1e-5);
@@ -131,8 +105,28 @@ fn an_uneven_last_batch_splits_across_processes() {
     let one: Vec<&str> = ["train", "--out", "one"].iter().chain(&sets).copied().collect();
     assert_ok(&torchfit(d, &one));
     let four: Vec<&str> = ["train", "--out", "four"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 4, &four));
+    assert_ok(&torchrun_torchfit(d, 4, &four));
     assert_same_training(&d.join("one"), &d.join("four"), 1e-5);
+}
+
+/// Slurm's `srun -n 2` (the one-node Slurm of scripts/slurm.sh) trains what torchrun's two
+/// workers train: the same bytes.
+#[test]
+fn srun_two_tasks_train_what_torchrun_trains() {
+    let Some(_) = slurm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sets = ["--set", "training.epochs=20", "--quiet"];
+    let args: Vec<&str> = ["train", "--out", "torchrun"].iter().chain(&sets).copied().collect();
+    assert_ok(&torchrun_torchfit(d, 2, &args));
+    let cmd: Vec<&str> = [BIN, "train", "--out", "slurm"].iter().chain(&sets).copied().collect();
+    let out = srun(2, d, &cmd, &[], LIMIT).unwrap();
+    assert_ok(&out);
+    let s = summary(&d.join("slurm"));
+    assert_eq!((s["world_size"].as_u64(), s["backend"].as_str()), (Some(2), Some("gloo")));
+    let weights = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
+    assert!(weights("torchrun") == weights("slurm"), "srun's weights differ from torchrun's");
+    assert_eq!(metrics(&d.join("torchrun")), metrics(&d.join("slurm")));
 }
 
 #[test]
@@ -141,9 +135,7 @@ fn processes_with_different_configs_fail_naming_the_key() {
     let d = dir.path();
     // Each worker gets its own epochs: 2 + RANK.
     let script = format!("exec {BIN} train --out run --quiet --set training.epochs=$((2 + RANK))");
-    let mut command = torchrun_command(d, 2, &[], "sh", &["-c", &script]);
-    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let out = wait_bounded(child, Duration::from_secs(120));
+    let out = torchrun(2, d, &["sh", "-c", &script], &[], LIMIT).unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -151,11 +143,6 @@ fn processes_with_different_configs_fail_naming_the_key() {
         "{err}"
     );
     assert!(!d.join("run").exists(), "no run directory for a group that never trained");
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Started as rank 0 of 2 the way srun starts tasks, with no rank 1 ever coming: a clear
@@ -176,6 +163,18 @@ fn a_rank_that_never_arrives_is_a_clear_error_within_the_timeout() {
     assert_fails_with(&out, &["torchfit: rank 0: ", "within 3 s (distributed.timeout)", "1/2 clients joined"]);
     assert!(seconds < 30.0, "took {seconds} s");
     assert!(!dir.path().join("run").exists());
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// The process ids of `parent`'s children whose environment has `RANK=rank`.
@@ -205,11 +204,21 @@ fn a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted() {
     let d = dir.path();
     let sets = ["--set", "training.epochs=60", "--set", "training.checkpoint_every=5", "--quiet"];
     let straight: Vec<&str> = ["train", "--out", "straight"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 2, &straight));
+    assert_ok(&torchrun_torchfit(d, 2, &straight));
 
+    // Spawned rather than run_bounded: the test kills a worker while torchrun runs.
     let restarted: Vec<&str> = ["train", "--out", "restarted"].iter().chain(&sets).copied().collect();
-    let mut command = torchrun_command(d, 2, &["--max-restarts", "1"], BIN, &restarted);
-    let mut torchrun = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut torchrun = Command::new("python3")
+        .args(["-m", "torch.distributed.run", "--no-python", "--standalone", "--nproc-per-node", "2"])
+        .args(["--max-restarts", "1", BIN])
+        .args(&restarted)
+        .current_dir(d)
+        .env("PYTHONPATH", env!("TORCHFIT_TORCH_PYTHONPATH"))
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let checkpoint = d.join("restarted/checkpoint/last.safetensors");
     let started = Instant::now();
     while !checkpoint.exists() {
@@ -219,7 +228,7 @@ fn a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted() {
     }
     let pid = worker(torchrun.id(), 1).expect("rank 1 is a child of torchrun");
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
-    let out = wait_bounded(torchrun, Duration::from_secs(300));
+    let out = wait_bounded(torchrun, LIMIT);
     assert_ok(&out);
     let s = summary(&d.join("restarted"));
     assert_eq!(s["status"], "finished");
