@@ -142,6 +142,12 @@ fn processes_with_different_configs_fail_naming_the_key() {
         err.contains("the processes have different configs: training.epochs is 2 on rank 0 but 3 on rank 1"),
         "{err}"
     );
+    // Every rank fails alike, naming itself; torchrun's report shows what each wrote to its
+    // TORCHELASTIC_ERROR_FILE.
+    for rank in ["rank 0", "rank 1"] {
+        let line = format!("traceback : {rank}: the processes have different configs: training.epochs is 2");
+        assert!(err.contains(&line), "{line} in {err}");
+    }
     assert!(!d.join("run").exists(), "no run directory for a group that never trained");
 }
 
