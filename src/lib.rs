@@ -5,11 +5,12 @@
 //! modules are what `main.rs` and the end-to-end tests use; the rest are internals.
 
 mod atomic;
+mod c10d;
 mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
-mod dist;
+pub mod dist;
 pub mod export;
 mod metrics;
 pub mod model;

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use torchfit::config::Config;
-use torchfit::train::{train, TrainOptions};
+use torchfit::dist::Launch;
+use torchfit::train::{train, Outcome, TrainOptions};
 
 /// Train multi-layer perceptrons on libtorch from YAML configs.
 #[derive(Parser)]
@@ -134,7 +135,7 @@ impl ConfigArgs {
     }
 }
 
-fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
     // For the test that a panic is reported as an internal error.
     if std::env::var("TORCHFIT_FAULT").as_deref() == Ok("panic") {
         panic!("injected by TORCHFIT_FAULT=panic");
@@ -152,9 +153,13 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
                 None => Config::load(args.config.config.as_deref(), &overrides)?,
             };
             let resume = args.resume.is_some();
-            let options = TrainOptions { run_dir: args.resume.or(args.out), resume, quiet: args.quiet, started };
-            let summary = train(&config, &options)?;
-            writeln!(out, "{}", summary.describe())?;
+            let run_dir = args.resume.or(args.out);
+            let options = TrainOptions { run_dir, resume, quiet: args.quiet, started, launch };
+            match train(&config, &options)? {
+                Outcome::Trained(summary) => writeln!(out, "{}", summary.describe())?,
+                Outcome::AlreadyFinished(message) if options.launch.rank == 0 => writeln!(out, "{message}")?,
+                Outcome::AlreadyFinished(_) | Outcome::Follower => {}
+            }
         }
         Command::Config(args) => write!(out, "{}", args.load()?.to_yaml()?)?,
         Command::Predict(args) => torchfit::predict::predict(
@@ -203,12 +208,25 @@ fn main() -> ExitCode {
         eprintln!("torchfit: internal error, please report it: {message}{at}");
     }));
     let cli = Cli::parse();
-    match std::panic::catch_unwind(|| run(cli, started)) {
+    // Started by torchrun or Slurm: which of the processes this is, for every error's first
+    // words, and torchrun's error file.
+    let launch = match Launch::detect() {
+        Ok(launch) => launch,
+        Err(err) => {
+            eprintln!("torchfit: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let (rank, distributed, for_errors) = (launch.rank, launch.is_distributed(), launch.clone());
+    match std::panic::catch_unwind(|| run(cli, launch, started)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         // A reader that stopped reading (`torchfit predict ... | head`) is not an error.
         Ok(Err(err)) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
-            eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
+            let message = format!("{err:#}").replace('\n', " ");
+            let message = if distributed { format!("rank {rank}: {message}") } else { message };
+            for_errors.write_error_file(&message);
+            eprintln!("torchfit: {message}");
             // Interrupted runs exit as shells expect of a signal (130, 143); errors with 2.
             let code = err.downcast_ref::<torchfit::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2);
             ExitCode::from(code)

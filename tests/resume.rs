@@ -188,13 +188,15 @@ fn more_epochs_continue_a_finished_run() {
     assert_ok(&torchfit(d, &args("six", &base)));
     let three = ["data.samples=500", "training.epochs=3"];
     assert_ok(&torchfit(d, &args("more", &three)));
+    // Resuming a finished run is not an error (launchers that restart a command rely on
+    // it): it says so and changes nothing.
+    let before = std::fs::read(d.join("more/weights.safetensors")).unwrap();
     let again = resume(d, "more");
-    assert_eq!(again.status.code(), Some(2));
-    assert!(
-        stderr(&again).contains("has already trained all 3 epochs; pass --set training.epochs=N"),
-        "{}",
-        stderr(&again)
-    );
+    assert_ok(&again);
+    let said = String::from_utf8_lossy(&again.stdout).to_string();
+    assert!(said.contains("has already trained all 3 epochs; nothing to do"), "{said}");
+    assert_eq!(std::fs::read(d.join("more/weights.safetensors")).unwrap(), before);
+    assert_eq!(summary(&d.join("more"))["status"], "finished");
     assert_ok(&torchfit(d, &["train", "--resume", "more", "--set", "training.epochs=6", "--quiet"]));
     assert_same_run(d, "six", "more");
     let refused = torchfit(d, &["train", "--resume", "more", "--set", "model.hidden=[4]"]);

@@ -17,7 +17,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
-pub use yaml::yaml_name;
+pub use yaml::{yaml_difference, yaml_name};
 
 /// The embedded default: byte for byte `configs/keras_example.yaml`.
 pub const KERAS_EXAMPLE: &str = include_str!("../../configs/keras_example.yaml");
@@ -37,6 +37,36 @@ pub struct Config {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub training: TrainingConfig,
+    /// Data-parallel training, when a launcher (torchrun, Slurm's srun) starts several
+    /// processes; a single process ignores it.
+    pub distributed: DistributedConfig,
+}
+
+/// `distributed`: how the processes of a data-parallel run talk (see docs/distributed.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedConfig {
+    /// `auto` (NCCL on CUDA, Gloo on CPU), `gloo` or `nccl`.
+    pub backend: BackendChoice,
+    /// Seconds to wait for a peer (joining, or in a collective) before failing with an
+    /// error that says which; a missing or dead process never hangs the others.
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        // PyTorch waits 10 minutes for NCCL and 30 for Gloo; five is plenty for a peer to
+        // start or finish a step, and short enough that a lost one is noticed.
+        DistributedConfig { backend: BackendChoice::Auto, timeout: 300.0 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -456,6 +486,7 @@ impl Default for Config {
             data: DataConfig::default(),
             model: ModelConfig::default(),
             training: TrainingConfig::default(),
+            distributed: DistributedConfig::default(),
         }
     }
 }

@@ -557,3 +557,12 @@ fn a_parquet_label_column_typed_as_text_or_boolean_means_classification() {
     assert_eq!(task("", "broken.parquet", "name"), Task::Regression, "the data loader reports the file");
     assert_eq!(task("task: regression\n", "t.parquet", "name"), Task::Regression);
 }
+
+#[test]
+fn the_first_difference_between_configs_is_named() {
+    let a = "training: {epochs: 5, lr: 0.1}\nname: x\n";
+    let b = "training: {epochs: 3, lr: 0.1}\nname: x\n";
+    assert_eq!(yaml_difference(a, b), ("training.epochs".into(), "5".into(), "3".into()));
+    let c = "training: {epochs: 5}\nname: x\n";
+    assert_eq!(yaml_difference(a, c), ("training.lr".into(), "0.1".into(), "absent".into()));
+}

@@ -86,6 +86,10 @@ impl Config {
         positive("training.epochs", t.epochs)?;
         positive("training.batch_size", t.batch_size)?;
         positive("training.checkpoint_every", t.checkpoint_every)?;
+        let timeout = self.distributed.timeout;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            bail!("distributed.timeout must be a positive number of seconds, got {timeout}");
+        }
         if let Some(threads) = t.threads {
             positive("training.threads", threads)?;
         }

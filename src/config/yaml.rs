@@ -210,3 +210,39 @@ fn yaml11_float(scalar: &str) -> Option<String> {
     };
     (digits(whole) && digits(fraction) && digits(power)).then(|| format!("{minus}{whole}.{fraction}e{sign}{power}"))
 }
+
+/// The first key (dotted) whose values differ between two YAML documents (configs), with
+/// its value in each (`absent` where missing): what a message about two configs names.
+pub fn yaml_difference(a: &str, b: &str) -> (String, String, String) {
+    let parse = |text: &str| serde_yaml::from_str::<Value>(text).unwrap_or(Value::String(text.to_string()));
+    first_difference(&parse(a), &parse(b), "").unwrap_or_else(|| ("(the layout)".into(), "-".into(), "-".into()))
+}
+
+/// The first key (dotted) whose values differ between two YAML documents, with both values.
+fn first_difference(a: &Value, b: &Value, at: &str) -> Option<(String, String, String)> {
+    let show = |v: Option<&Value>| match v {
+        None => "absent".to_string(),
+        Some(v) => serde_yaml::to_string(v).map(|s| s.trim().replace('\n', " ")).unwrap_or_default(),
+    };
+    let join = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+            for key in keys {
+                let name = join(key.as_str().unwrap_or("?"));
+                match (x.get(key), y.get(key)) {
+                    (Some(u), Some(v)) => {
+                        if let Some(found) = first_difference(u, v, &name) {
+                            return Some(found);
+                        }
+                    }
+                    (u, v) => return Some((name, show(u), show(v))),
+                }
+            }
+            None
+        }
+        _ if a == b => None,
+        _ => Some((at.to_string(), show(Some(a)), show(Some(b)))),
+    }
+}
+

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::config::Config;
 use crate::data;
-use crate::dist::Group;
+use crate::dist::{Group, Launch};
 use crate::export;
 use crate::rundir::{self, RunDir, Status};
 
@@ -23,7 +23,7 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
-use run::Run;
+use run::{Run, Start};
 pub use summary::Summary;
 use trainer::{EpochEnd, Trainer};
 
@@ -37,6 +37,19 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// When the process started, for `total_seconds`.
     pub started: Instant,
+    /// How this process was started: alone, or as one of several by torchrun or Slurm.
+    pub launch: Launch,
+}
+
+/// How `train` ended on this process.
+pub enum Outcome {
+    /// The run trained (on rank 0 of several, or alone): what to report.
+    Trained(Summary),
+    /// The run had already finished (a restart after the end, or `--resume` of a finished
+    /// run): nothing to train, and not an error.
+    AlreadyFinished(String),
+    /// A process other than rank 0 trained its part; rank 0 reports.
+    Follower,
 }
 
 /// Training stopped by SIGINT or SIGTERM after a checkpoint; `main` exits with `exit_code`.
@@ -56,24 +69,31 @@ impl std::error::Error for Interrupted {}
 
 /// Trains the model a validated config describes, or continues the run in
 /// `options.run_dir` with `options.resume`, and writes the run directory (see `rundir`).
-pub fn train(config: &Config, options: &TrainOptions) -> Result<Summary> {
-    let device = config.device.resolve()?;
+/// Under a launcher, this process trains its part of the run with the others.
+pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
+    let launch = &options.launch;
+    let device = launch.device(config.device, config.device.resolve()?);
     tch::manual_seed(config.seed as i64);
     let data = data::load(config)?;
     let mut trainer = Trainer::new(config, &data, device)?;
     // A TorchScript error fails now rather than after the last epoch.
     export::check_script(&trainer.model, &data.preprocessing, config.loss())?;
-    tch::set_num_threads(trainer.threads() as i32);
-    let group = Group::single();
+    trainer.set_threads(launch.local_world_size);
+    let group = Group::join(launch, config, device)?;
 
     // Everything that can fail on the user's input has been checked: only now does a run
     // directory appear (or, resuming, get written to).
-    let mut run = Run::open(config, &data, &mut trainer, options)?;
-    match fit(&mut run, &mut trainer, &group) {
-        Ok(status) => match run.finish(&mut trainer, &data, status) {
-            Ok(summary) => Ok(summary),
-            Err(err) => Err(run.fail(&trainer, err)),
-        },
+    let mut run = match Run::open(config, &data, &mut trainer, options, &group)? {
+        Start::Train(run) => run,
+        Start::Finished(message) => return Ok(Outcome::AlreadyFinished(message)),
+    };
+    // Every process starts from rank 0's weights (the same already, from the same seed or
+    // checkpoint: this makes sure of it, as DDP does).
+    group.broadcast(&mut trainer.model.params)?;
+    let outcome = fit(&mut run, &mut trainer, &group).and_then(|status| run.finish(&mut trainer, &data, status));
+    match outcome {
+        Ok(summary) if group.is_leader() => Ok(Outcome::Trained(summary)),
+        Ok(_) => Ok(Outcome::Follower),
         Err(err) => Err(run.fail(&trainer, err)),
     }
 }

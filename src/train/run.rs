@@ -1,7 +1,9 @@
 //! The `Run`: every side effect of training. It owns the run directory (what is written
 //! when, status `running` then how it ended), the checkpoint writer, progress on the
-//! terminal and the signal flags, so that the `Trainer` only trains.
+//! terminal and the signal flags, so that the `Trainer` only trains. Of several processes,
+//! rank 0 alone writes; the others get what they need from it through the group.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -12,7 +14,9 @@ use super::trainer::Trainer;
 use super::{Interrupted, TrainOptions};
 use crate::checkpoint;
 use crate::config::Config;
+use crate::config::yaml_difference;
 use crate::data::Prepared;
+use crate::dist::Group;
 use crate::report::{self, Progress};
 use crate::rundir::{self, RunDir, Status};
 use crate::{atomic, export};
@@ -25,50 +29,99 @@ pub struct Run {
     /// When this process started, for `total_seconds`.
     started: Instant,
     config_yaml: String,
+    /// Rank 0 or a single process: the one that writes and reports.
+    leader: bool,
+    world_size: usize,
+    backend: Option<&'static str>,
+}
+
+/// What `Run::open` found: a run to train, or one that had already finished (this message).
+pub enum Start {
+    Train(Run),
+    Finished(String),
+}
+
+/// Where rank 0 found the run: what the other processes need to start alike.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Handover {
+    run_dir: PathBuf,
+    /// The run had already finished: this message, and nothing to train.
+    finished: Option<String>,
+    /// Rank 0 could not open the run: its error.
+    error: Option<String>,
+    /// The trainer was restored from a checkpoint, whose bytes follow under `checkpoint`.
+    restored: bool,
 }
 
 impl Run {
-    /// Opens the run directory for training: a new one, or, resuming, the run's own after
-    /// the trainer is restored from its last checkpoint and found able to go on. Writes the
-    /// config, preprocessing and split, and `summary.json` with status `running`.
-    pub fn open(config: &Config, data: &Prepared, trainer: &mut Trainer, options: &TrainOptions) -> Result<Run> {
-        let dir = match (&options.run_dir, options.resume) {
-            (Some(dir), true) => {
-                let dir = RunDir::new(dir);
-                // A run that died before its first checkpoint starts over, which ends where
-                // it would have: data and initial weights follow from the seed.
-                let last = dir.file(rundir::LAST_CHECKPOINT);
-                if last.exists() {
-                    trainer.restore(&last)?;
-                }
-                check_resumable(&dir, trainer, config)?;
-                dir
+    /// Opens the run directory for training: a new one, or, resuming (`--resume`, or a
+    /// launcher's restart finding its run), the run's own after the trainer is restored
+    /// from its last checkpoint and found able to go on. Writes the config, preprocessing
+    /// and split, and `summary.json` with status `running`. The other processes of a distributed run restore from
+    /// rank 0's checkpoint, which it hands them, so they need no shared disk.
+    pub fn open(
+        config: &Config,
+        data: &Prepared,
+        trainer: &mut Trainer,
+        options: &TrainOptions,
+        group: &Group,
+    ) -> Result<Start> {
+        let dir = if group.is_leader() {
+            let opened = open_dir(config, trainer, options);
+            if group.world_size > 1 {
+                share_opened(group, &opened)?;
             }
-            _ => RunDir::create(&config.name, options.run_dir.as_deref())?,
+            let (dir, finished) = opened?;
+            if let Some(finished) = finished {
+                return Ok(Start::Finished(finished));
+            }
+            dir
+        } else {
+            let opened: Handover = serde_json::from_slice(&group.share("open", None)?)?;
+            if let Some(error) = opened.error {
+                bail!("rank 0 could not open the run: {error}");
+            }
+            if let Some(finished) = opened.finished {
+                return Ok(Start::Finished(finished));
+            }
+            if opened.restored {
+                let bytes = group.share("checkpoint", None)?;
+                let copy = tempfile::NamedTempFile::new().context("cannot make a temporary file for rank 0's checkpoint")?;
+                std::fs::write(copy.path(), bytes).context("cannot write rank 0's checkpoint to a temporary file")?;
+                trainer.restore(copy.path())?;
+            }
+            RunDir::new(opened.run_dir)
         };
-        let config_yaml = config.to_yaml()?;
-        atomic::write(&dir.file(rundir::CONFIG), config_yaml.as_bytes())?;
-        report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
-        report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
-        let checkpoints = dir.file(rundir::CHECKPOINTS);
-        std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
-        let progress = Progress::new(config.training.epochs, trainer.epoch, options.quiet);
         let run = Run {
             dir,
             signals: Signals::install()?,
             writer: checkpoint::Writer::new(),
-            progress,
+            progress: Progress::new(config.training.epochs, trainer.epoch, options.quiet || !group.is_leader()),
             started: options.started,
-            config_yaml,
+            config_yaml: config.to_yaml()?,
+            leader: group.is_leader(),
+            world_size: group.world_size,
+            backend: group.backend(),
         };
-        run.write_summary(&run.summary(trainer, Status::Running))?;
-        Ok(run)
+        if run.leader {
+            let dir = &run.dir;
+            atomic::write(&dir.file(rundir::CONFIG), run.config_yaml.as_bytes())?;
+            report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
+            report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
+            let checkpoints = dir.file(rundir::CHECKPOINTS);
+            std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
+            run.write_summary(&run.summary(trainer, Status::Running))?;
+        }
+        Ok(Start::Train(run))
     }
 
     /// After an epoch: its progress line, and the checkpoints due (`best` when early
     /// stopping's monitor improved; `last` every `checkpoint_every` epochs, at the end, and
     /// when stopping early).
     pub fn end_of_epoch(&mut self, trainer: &mut Trainer, improved: bool, stop: bool) -> Result<()> {
+        if !self.leader {
+            return Ok(());
+        }
         let training = &trainer.config.training;
         if let Some(record) = trainer.history.last() {
             self.progress.epoch(record, training.epochs, &trainer.history.columns);
@@ -92,13 +145,15 @@ impl Run {
     pub fn interrupt(&mut self, trainer: &Trainer, signal: Signal) -> anyhow::Error {
         self.progress.abandon();
         let last = self.dir.file(rundir::LAST_CHECKPOINT);
-        let saved = self
-            .writer
-            .finish()
-            .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))())
-            .and_then(|()| self.write_report(trainer, &self.summary(trainer, Status::Interrupted)));
-        if let Err(err) = saved {
-            return err;
+        if self.leader {
+            let saved = self
+                .writer
+                .finish()
+                .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))())
+                .and_then(|()| self.write_report(trainer, &self.summary(trainer, Status::Interrupted)));
+            if let Err(err) = saved {
+                return err;
+            }
         }
         let (step, steps) = trainer.position();
         Interrupted {
@@ -117,7 +172,7 @@ impl Run {
     /// Training failed with `err`: records the run as failed (an interruption is already
     /// recorded) and returns `err`, noting anything that could not be written beside it.
     pub fn fail(&mut self, trainer: &Trainer, err: anyhow::Error) -> anyhow::Error {
-        if err.is::<Interrupted>() {
+        if err.is::<Interrupted>() || !self.leader {
             return err;
         }
         self.progress.abandon();
@@ -135,6 +190,9 @@ impl Run {
         // overlapped with it.
         self.writer.finish()?;
         trainer.restore_best();
+        if !self.leader {
+            return Ok(self.summary(trainer, status));
+        }
         let config = trainer.config;
         let test_metrics = match &data.test {
             Some(test) => trainer.metrics_on(&test.to_device(trainer.device))?,
@@ -156,7 +214,11 @@ impl Run {
     }
 
     fn summary(&self, trainer: &Trainer, status: Status) -> Summary {
-        Summary::new(trainer, trainer.config, status, self.dir.path().to_path_buf(), self.total_seconds(trainer))
+        let mut summary =
+            Summary::new(trainer, trainer.config, status, self.dir.path().to_path_buf(), self.total_seconds(trainer));
+        summary.world_size = self.world_size;
+        summary.backend = self.backend.unwrap_or("none");
+        summary
     }
 
     fn write_summary(&self, summary: &Summary) -> Result<()> {
@@ -170,11 +232,75 @@ impl Run {
     }
 }
 
-/// Whether the run restored into `trainer` can train on to `config`'s epochs.
-fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<()> {
+/// Rank 0's part of `open`: the run directory, created or found (with the trainer restored
+/// from its last checkpoint), or the message that the run had already finished.
+fn open_dir(config: &Config, trainer: &mut Trainer, options: &TrainOptions) -> Result<(RunDir, Option<String>)> {
+    let launch = &options.launch;
+    if let (Some(dir), true) = (&options.run_dir, options.resume) {
+        return resume(RunDir::new(dir), config, trainer);
+    }
+    // Under a launcher, the default directory is named by the launch's id, which a restart
+    // keeps, so that the restarted command finds the run it continues.
+    let id_dir = || launch.run_id.as_ref().map(|id| PathBuf::from("runs").join(format!("{}-{id}", config.name)));
+    let explicit = options.run_dir.clone().or_else(id_dir);
+    if let Some(dir) = explicit.as_deref().filter(|dir| launch.is_restart() && dir.join(rundir::CONFIG).is_file()) {
+        let dir = RunDir::new(dir);
+        let (ours, saved) = (config.to_yaml()?, dir.config(&[])?.to_yaml()?);
+        if ours != saved {
+            let (key, now, before) = yaml_difference(&ours, &saved);
+            bail!(
+                "restart {}: {} holds a run whose {key} was {before}, and the config now says {now}; \
+                 a restarted run keeps its config",
+                launch.restart,
+                dir.path().display()
+            );
+        }
+        return resume(dir, config, trainer);
+    }
+    Ok((RunDir::create(&config.name, explicit.as_deref())?, None))
+}
+
+/// Restores `trainer` from the run's last checkpoint, if it has one: a run that died
+/// before its first checkpoint starts over, which ends where it would have (data and
+/// initial weights follow from the seed).
+fn resume(dir: RunDir, config: &Config, trainer: &mut Trainer) -> Result<(RunDir, Option<String>)> {
+    let last = dir.file(rundir::LAST_CHECKPOINT);
+    if last.exists() {
+        trainer.restore(&last)?;
+    }
+    let finished = check_resumable(&dir, trainer, config)?;
+    Ok((dir, finished))
+}
+
+/// Hands the other processes where rank 0 found the run (or why it could not), and the
+/// checkpoint it restored from.
+fn share_opened(group: &Group, opened: &Result<(RunDir, Option<String>)>) -> Result<()> {
+    let message = match opened {
+        Ok((dir, finished)) => Handover {
+            run_dir: dir.path().to_path_buf(),
+            finished: finished.clone(),
+            error: None,
+            restored: finished.is_none() && dir.file(rundir::LAST_CHECKPOINT).exists(),
+        },
+        Err(err) => Handover { run_dir: PathBuf::new(), finished: None, error: Some(format!("{err:#}")), restored: false },
+    };
+    group.share("open", Some(serde_json::to_vec(&message)?))?;
+    if let (true, Ok((dir, _))) = (message.restored, opened) {
+        group.share("checkpoint", Some(read(&dir.file(rundir::LAST_CHECKPOINT))?))?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Whether the run restored into `trainer` can train on to `config`'s epochs: `Some`
+/// message when it had already finished, an error when it cannot go on.
+fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<Option<String>> {
     let path = dir.path().display();
     if dir.status() == Some(Status::StoppedEarly) {
-        bail!("{path} stopped early at epoch {}; there is nothing to resume", trainer.epoch);
+        return Ok(Some(format!("{path} stopped early at epoch {}; there is nothing to resume", trainer.epoch)));
     }
     let epochs = config.training.epochs;
     if trainer.running.is_some() && epochs <= trainer.epoch {
@@ -192,11 +318,14 @@ fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<(
         );
     }
     // A run that failed after its last epoch (writing the plot or model.pt, say) resumes
-    // to write its artifacts again.
+    // to write its artifacts again. One that finished is done: a launcher that runs the
+    // command again (a restart, a requeue) must not see an error.
     if trainer.epoch == epochs && trainer.running.is_none() && dir.status() != Some(Status::Failed) {
-        bail!("{path} has already trained all {epochs} epochs; pass --set training.epochs=N with N > {epochs}");
+        return Ok(Some(format!(
+            "{path} has already trained all {epochs} epochs; nothing to do (pass --set training.epochs=N with N > {epochs} to train further)"
+        )));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Returns `err`, noting a failure to write `what` beside it (the original error matters

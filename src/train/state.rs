@@ -139,6 +139,8 @@ impl Trainer<'_> {
                     outputs,
                     skipped: state.skipped_steps.clone(),
                     seconds: state.epoch_seconds,
+                    // A checkpoint holds the rows of every process.
+                    summed_rows: done,
                 });
             }
             Ok(())

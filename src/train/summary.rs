@@ -49,6 +49,10 @@ pub struct Summary {
     /// Wall time of every session of the run (for a resumed run, the earlier sessions up
     /// to their last checkpoint), data loading and artifacts included.
     pub total_seconds: f64,
+    /// The processes that trained the run together (1 for a single process), and how they
+    /// talked (`gloo`, `nccl`, or `none`).
+    pub world_size: usize,
+    pub backend: &'static str,
     pub torchfit_version: &'static str,
     pub libtorch_version: &'static str,
 }
@@ -77,6 +81,8 @@ impl Summary {
             threads: trainer.threads(),
             train_seconds: trainer.train_seconds,
             total_seconds,
+            world_size: 1,
+            backend: "none",
             torchfit_version: env!("CARGO_PKG_VERSION"),
             libtorch_version: libtorch_version(),
         }

@@ -212,6 +212,7 @@ fn a_step_updates_or_skips_a_non_finite_batch() {
         y: data.train.y.narrow(0, 0, 8),
         output: Tensor::zeros([8, 1], (Kind::Float, Device::Cpu)),
         x,
+        share: 1.0,
         dropout_seed: None,
     };
     let before = trainer.model.params.copy();

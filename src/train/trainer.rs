@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -26,12 +26,16 @@ use crate::report::{EpochRecord, History};
 /// 1024 x 1.3M step gains from every core.
 const SMALL_STEP_WORK: i64 = 1 << 20;
 
-/// One training step's data: a batch, and where the model's outputs for it go (a slice of
-/// the epoch's output buffer, from which the epoch's loss and metrics are computed).
+/// One training step's data: this process's shard of a global batch (all of it for a
+/// single process), and where the model's outputs for it go (a slice of the epoch's output
+/// buffer, from which the epoch's loss and metrics are computed).
 pub struct Batch {
     pub x: Tensor,
     pub y: Tensor,
     pub output: Tensor,
+    /// The shard's rows over the global batch's: what its mean loss's gradient weighs in
+    /// the step's (1 for a single process).
+    pub share: f64,
     /// With dropout: the seed of this step's masks, a function of (seed, epoch, step) alone,
     /// so a run resumed mid-epoch draws what an uninterrupted one would.
     pub dropout_seed: Option<i64>,
@@ -62,6 +66,9 @@ pub struct Running {
     /// Steps skipped by `on_nan: skip_batch`, left out of the loss and metrics.
     pub(super) skipped: Vec<usize>,
     pub(super) seconds: f64,
+    /// Rows of `outputs` already summed across processes (each process fills only its
+    /// shards' rows, the rest stay 0), so that a sum after an interruption is not repeated.
+    pub(super) summed_rows: i64,
 }
 
 pub struct Trainer<'a> {
@@ -94,6 +101,8 @@ pub struct Trainer<'a> {
     /// test losses stay unweighted, as Keras's.
     pub(super) class_weights: Option<Vec<f64>>,
     class_weight: Option<Tensor>,
+    /// libtorch's intra-op threads (`set_threads`).
+    threads: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -131,15 +140,24 @@ impl<'a> Trainer<'a> {
             one: Tensor::from(1.0f32).to_device(device),
             class_weights,
             class_weight,
+            threads: 1,
         })
     }
 
-    /// `training.threads`, or: one thread when a step's work (batch x parameters) is small
-    /// enough that splitting it costs more than it saves, else every core.
-    pub fn threads(&self) -> usize {
+    /// Sets libtorch's intra-op threads to `training.threads`, or: one thread when a
+    /// step's work (a process's shard of the batch x parameters) is small enough that
+    /// splitting it costs more than it saves, else this process's share of the cores
+    /// (`processes` train on this machine).
+    pub fn set_threads(&mut self, processes: usize) {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let work = self.config.training.batch_size as i64 * self.model.parameter_count();
-        self.config.training.threads.unwrap_or(if work < SMALL_STEP_WORK { 1 } else { cores })
+        let share = (cores / processes.max(1)).max(1);
+        let work = (self.config.training.batch_size / processes.max(1)) as i64 * self.model.parameter_count();
+        self.threads = self.config.training.threads.unwrap_or(if work < SMALL_STEP_WORK { 1 } else { share });
+        tch::set_num_threads(self.threads as i32);
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     pub(super) fn batch_sizes(&self) -> Vec<i64> {
@@ -160,16 +178,31 @@ impl<'a> Trainer<'a> {
         if let Some(seed) = batch.dropout_seed {
             tch::manual_seed(seed);
         }
-        let tape = self.model.forward_train_into(&batch.x, true, &batch.output);
+        // A shard is empty when a last batch has fewer rows than there are processes: this
+        // process then adds nothing to the sum of gradients, but still takes part in it.
+        let empty = batch.x.size()[0] == 0;
+        let tape = (!empty).then(|| self.model.forward_train_into(&batch.x, true, &batch.output));
         if training.on_nan == OnNan::SkipBatch {
             // The one host read inside an epoch, and only when asked for.
-            let finite = self.loss_value(&batch.output, &batch.y).double_value(&[]).is_finite();
+            let finite = empty || self.loss_value(&batch.output, &batch.y).double_value(&[]).is_finite();
             if group.agree(!finite)? {
                 return Ok(StepOutcome::Skipped);
             }
         }
-        let grad = weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
-        self.model.backward(&tape, &grad);
+        match &tape {
+            Some(tape) => {
+                let mut grad =
+                    weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
+                if batch.share != 1.0 {
+                    // The mean over the shard, weighed as the shard's part of the global mean.
+                    let _ = grad.g_mul_scalar_(batch.share);
+                }
+                self.model.backward(tape, &grad);
+            }
+            None => {
+                let _ = self.model.grads.zero_();
+            }
+        }
         group.reduce_gradients(&mut self.model.grads)?;
         if let Some(max_norm) = training.gradient_clip {
             clip_grad_norm(&mut self.model.grads, max_norm);
@@ -186,11 +219,17 @@ impl<'a> Trainer<'a> {
         let training = &self.config.training;
         let sizes = self.batch_sizes();
         let rows = self.train.len() as i64;
-        let Running { step: first_step, outputs, mut skipped, seconds } = match self.running.take() {
+        let Running { step: first_step, outputs, mut skipped, seconds, summed_rows } = match self.running.take() {
             Some(running) => running,
             None => {
-                let outputs = Tensor::f_empty([rows, self.outputs as i64], (Kind::Float, self.device))?;
-                Running { step: 0, outputs, skipped: Vec::new(), seconds: 0.0 }
+                // Several processes sum their outputs at the epoch's end: the rows of the
+                // others' shards must be 0 here.
+                let shape = [rows, self.outputs as i64];
+                let outputs = match group.world_size {
+                    1 => Tensor::f_empty(shape, (Kind::Float, self.device))?,
+                    _ => Tensor::f_zeros(shape, (Kind::Float, self.device))?,
+                };
+                Running { step: 0, outputs, skipped: Vec::new(), seconds: 0.0, summed_rows: 0 }
             }
         };
         self.optimizer.set_lr(self.schedule.lr(epoch));
@@ -198,19 +237,25 @@ impl<'a> Trainer<'a> {
         let batch = training.batch_size as i64;
         let dropout = self.model.dropout > 0.0;
         for (step, (xb, yb)) in x.split(batch, 0).into_iter().zip(y.split(batch, 0)).enumerate().skip(first_step) {
-            let output = outputs.narrow(0, step as i64 * batch, sizes[step]);
-            let dropout_seed = dropout.then(|| step_seed(self.config.seed, epoch, step));
-            if self.step(&Batch { x: xb, y: yb, output, dropout_seed }, group)? == StepOutcome::Skipped {
+            let (first, rows) = group.shard(sizes[step]);
+            let output = outputs.narrow(0, step as i64 * batch + first, rows);
+            let dropout_seed = dropout.then(|| step_seed(self.config.seed, epoch, step, group.rank));
+            let share = rows as f64 / sizes[step] as f64;
+            let (x, y) = (xb.narrow(0, first, rows), yb.narrow(0, first, rows));
+            if self.step(&Batch { x, y, output, share, dropout_seed }, group)? == StepOutcome::Skipped {
                 self.skipped_batches += 1;
                 skipped.push(step);
             }
             let signal = signals.received();
             if group.agree(signal.is_some())? {
+                let done = (step as i64 + 1) * batch;
+                let summed_rows = sum_rows(group, &outputs, summed_rows, done.min(rows))?;
                 let seconds = seconds + started.elapsed().as_secs_f64();
-                self.running = Some(Running { step: step + 1, outputs, skipped, seconds });
+                self.running = Some(Running { step: step + 1, outputs, skipped, seconds, summed_rows });
                 return Ok(EpochEnd::Interrupted(signal.unwrap_or(Signal::Term)));
             }
         }
+        sum_rows(group, &outputs, summed_rows, rows)?;
         let values = self.epoch_values(epoch, &outputs, &y, &skipped)?;
         let seconds = seconds + started.elapsed().as_secs_f64();
         self.history.epochs.push(EpochRecord { epoch, values, lr: self.optimizer.lr(), seconds });
@@ -337,7 +382,18 @@ pub(super) fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -
 }
 
 /// A seed for one training step, mixing the run's seed, the epoch and the step.
-fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64) << 32) ^ step as u64);
+fn step_seed(seed: u64, epoch: usize, step: usize, rank: usize) -> i64 {
+    // Each process draws the masks of its own shard's rows: with dropout, a run depends on
+    // its number of processes (docs/distributed.md).
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64) << 32) ^ step as u64 ^ ((rank as u64) << 48));
     (rand::RngCore::next_u64(&mut rng) >> 1) as i64
+}
+
+/// Sums rows `from..to` of an epoch's outputs across processes (each holds only its own
+/// shards' rows), so that every process has them all; returns the rows now summed.
+fn sum_rows(group: &Group, outputs: &Tensor, from: i64, to: i64) -> Result<i64> {
+    if group.world_size > 1 && to > from {
+        group.sum(&mut outputs.narrow(0, from, to - from)).context("summing the epoch's outputs across processes failed")?;
+    }
+    Ok(to.max(from))
 }
