@@ -48,6 +48,30 @@ else
     fi
     exec 9>&-
   fi
+  # c10d's NCCL process group (csrc/c10d_nccl.cpp) compiles against the CUDA runtime headers
+  # that the wheel brings, which include two header-only packages that torch does not pull
+  # in: the CUDA compiler's runtime headers (crt/) and CCCL (nv/target). Installed once, at
+  # the versions that torch's cuda-toolkit==13.0.3 names for its crt and cccl extras, into a
+  # folder of their own in the cache (pip --target skips, or with --upgrade replaces, a
+  # top-level folder that exists, and the wheel's `nvidia/` does); build.rs looks there.
+  # Only where the wheel has NCCL, i.e. a CUDA build.
+  cuda_headers="$home/cuda-headers"
+  if [ -f "$home/nvidia/nccl/include/nccl.h" ] && [ ! -f "$cuda_headers/.complete" ]; then
+    exec 9>"$home.lock"
+    flock 9
+    if [ ! -f "$cuda_headers/.complete" ]; then
+      rm -rf "$cuda_headers"
+      # Not fatal (e.g. offline): the build then compiles NCCL out, and this is tried again
+      # next time.
+      if python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+        --target "$cuda_headers" nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 >&2; then
+        touch "$cuda_headers/.complete"
+      else
+        echo "libtorch.sh: could not install the CUDA headers; this build will have no NCCL" >&2
+      fi
+    fi
+    exec 9>&-
+  fi
   export LIBTORCH="$home/torch"
 fi
 

@@ -23,7 +23,7 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
-use run::Run;
+use run::{Run, Start};
 pub use summary::Summary;
 use trainer::{EpochEnd, Trainer};
 
@@ -88,8 +88,8 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     // Everything that can fail on the user's input has been checked: only now does a run
     // directory appear (or, resuming, get written to).
     let mut run = match Run::open(config, &data, &mut trainer, options, &group)? {
-        Ok(run) => run,
-        Err(finished) => return Ok(Outcome::AlreadyFinished(finished)),
+        Start::Train(run) => run,
+        Start::Finished(message) => return Ok(Outcome::AlreadyFinished(message)),
     };
     // Every process starts from rank 0's weights (the same already, from the same seed or
     // checkpoint: this makes sure of it, as DDP does).
