@@ -327,14 +327,15 @@ fn slurm_workers_finish_the_trial_of_a_cancelled_one() {
         eprintln!("skipped: {reason} (scripts/slurm.sh starts a one-node Slurm)");
         return;
     }
-    // Two trials of several seconds each.
     let text = "base: base.yaml
 method: grid
 parameters:
   training.optimizer.lr: {values: [0.001, 0.002]}
 ";
     let d = setup(text);
-    let sets = ["--set", "training.epochs=60", "--set", "data.samples=4000", "--set", "model.hidden=[128, 128]", "--set", "training.batch_size=16"];
+    // Long enough (about 10 s each on an idle 2-core machine) that a trial is still running
+    // when the cancel arrives.
+    let sets = ["--set", "training.epochs=400", "--set", "data.samples=4000", "--set", "model.hidden=[128, 128]", "--set", "training.batch_size=16"];
     let mut args = vec!["--launcher", "slurm", "--jobs", "2"];
     args.extend(sets);
     let out = sweep(d.path(), "s", &args);
@@ -354,7 +355,7 @@ parameters:
                 && s.join("trials").join(t).join("summary.json").is_file()
         };
         if running("0000") && running("0001") {
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_millis(500));
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(120), "the workers did not start within 120 s: {claims:?}");
