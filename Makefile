@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test slurm bench bench-keras bench-csv bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -55,6 +55,10 @@ bench-tables-deps:
 ## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
 bench-csv:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/bench pandas polars
+
+## Optional: optuna for bench's sweep reference, cached beside libtorch.
+bench-optuna:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/optuna optuna==4.5.0
 
 libtorch:
 	$(WITH_TORCH)

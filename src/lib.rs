@@ -19,6 +19,7 @@ pub mod predict;
 mod report;
 pub mod rundir;
 mod shim;
+pub mod sweep;
 pub mod train;
 
 #[cfg(test)]

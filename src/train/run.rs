@@ -140,6 +140,24 @@ impl Run {
         Ok(())
     }
 
+    /// Training paused (`TrainOptions::pause_after`): the last checkpoint holds this epoch,
+    /// and summary.json says `paused`. No model.pt: the run is not done.
+    pub fn pause(&mut self, trainer: &mut Trainer) -> Result<Summary> {
+        self.progress.abandon();
+        let summary = self.summary(trainer, Status::Paused);
+        if !self.leader {
+            return self.writer.finish().map(|()| summary);
+        }
+        if trainer.checkpointed != Some(trainer.epoch) {
+            let last = self.dir.file(rundir::LAST_CHECKPOINT);
+            self.writer.submit(&last, trainer.checkpoint_job(&last, None, self.total_seconds(trainer)))?;
+            trainer.checkpointed = Some(trainer.epoch);
+        }
+        self.writer.finish()?;
+        self.write_report(trainer, &summary)?;
+        Ok(summary)
+    }
+
     /// Training was stopped by a signal: checkpoints the epoch in progress and records the
     /// run as interrupted. Returns the error that tells how to resume.
     pub fn interrupt(&mut self, trainer: &Trainer, signal: Signal) -> anyhow::Error {
