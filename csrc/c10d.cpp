@@ -147,6 +147,26 @@ char* tf_pg_allreduce_sum(void* pg, void* tensor) {
   });
 }
 
+// Starts summing `tensor` over the group and returns at once: *work receives the handle
+// that tf_work_wait waits on and tf_work_free frees. Training overlaps the sum of one
+// layer's gradients with the backward pass through the layers before it, as DDP's buckets
+// do. The work holds its own reference to the tensor's storage.
+char* tf_pg_allreduce_sum_start(void* pg, void* tensor, void** work) {
+  return guarded([&] {
+    std::vector<at::Tensor> tensors{collective_tensor(tensor, "allreduce")};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    *work = new c10::intrusive_ptr<c10d::Work>(backend_of(pg)->allreduce(tensors, opts));
+  });
+}
+
+// Waits for a collective started above (the group's timeout bounds it).
+char* tf_work_wait(void* work) {
+  return guarded([&] { wait(*static_cast<c10::intrusive_ptr<c10d::Work>*>(work)); });
+}
+
+void tf_work_free(void* work) { delete static_cast<c10::intrusive_ptr<c10d::Work>*>(work); }
+
 // Overwrites `tensor` with rank `root`'s.
 char* tf_pg_broadcast(void* pg, void* tensor, int root) {
   return guarded([&] {

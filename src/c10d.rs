@@ -12,7 +12,8 @@
 //! Tensors cross into C++ as tch's tensor pointer taken to be a `torch::Tensor*`, the same
 //! tch internal `shim` relies on (see there).
 
-// Until `dist` uses it, only the tests do.
+// `Store::add`, `ProcessGroup::barrier` and the rank/size getters complete the c10d surface
+// the tests exercise; training does not need them (yet).
 #![cfg_attr(not(test), allow(dead_code))]
 
 use std::ffi::{c_char, c_int, c_void};
@@ -62,6 +63,9 @@ mod ffi {
         ) -> *mut c_char;
         pub fn tf_pg_free(pg: *mut c_void);
         pub fn tf_pg_allreduce_sum(pg: *mut c_void, tensor: *mut c_void) -> *mut c_char;
+        pub fn tf_pg_allreduce_sum_start(pg: *mut c_void, tensor: *mut c_void, work: *mut *mut c_void) -> *mut c_char;
+        pub fn tf_work_wait(work: *mut c_void) -> *mut c_char;
+        pub fn tf_work_free(work: *mut c_void);
         pub fn tf_pg_broadcast(pg: *mut c_void, tensor: *mut c_void, root: c_int) -> *mut c_char;
         pub fn tf_pg_barrier(pg: *mut c_void) -> *mut c_char;
     }
@@ -257,6 +261,18 @@ impl ProcessGroup {
             .map_err(|e| self.failed("allreduce", e))
     }
 
+    /// Starts replacing `tensor` (contiguous) with its sum over all processes; the sum is
+    /// there once [`Pending::wait`] returns. Until then the tensor must be left alone.
+    pub fn start_allreduce_sum(&self, tensor: &Tensor) -> Result<Pending> {
+        let mut work = std::ptr::null_mut();
+        // SAFETY: live group; tch's tensor pointer is a torch::Tensor*, which the work copies
+        // (a new reference to the same storage), so the storage outlives the collective.
+        check(unsafe { ffi::tf_pg_allreduce_sum_start(self.ptr.as_ptr(), tensor.as_ptr() as *mut c_void, &mut work) })
+            .map_err(|e| self.failed("allreduce", e))?;
+        let work = NonNull::new(work).ok_or_else(|| anyhow!("the allreduce's work came back null"))?;
+        Ok(Pending { work, what: format!("allreduce on rank {} of {} ({:?})", self.rank, self.world_size, self.backend) })
+    }
+
     /// Replaces `tensor` (contiguous) with process `root`'s.
     pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
         if root >= self.world_size {
@@ -277,6 +293,31 @@ impl ProcessGroup {
 
     fn failed(&self, op: &str, e: anyhow::Error) -> anyhow::Error {
         anyhow!("{op} on rank {} of {} ({:?}): {e}", self.rank, self.world_size, self.backend)
+    }
+}
+
+/// A collective in flight (see [`ProcessGroup::start_allreduce_sum`]).
+pub struct Pending {
+    work: NonNull<c_void>,
+    what: String,
+}
+
+// SAFETY: the work handle is c10d's, safe to wait on from any thread.
+unsafe impl Send for Pending {}
+
+impl Pending {
+    pub fn wait(self) -> Result<()> {
+        // SAFETY: live work handle, freed once in Drop.
+        check(unsafe { ffi::tf_work_wait(self.work.as_ptr()) }).map_err(|e| anyhow!("{}: {e}", self.what))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // SAFETY: work came from tf_pg_allreduce_sum_start and is freed once, here. A work
+        // dropped unwaited (an error elsewhere in the step) still completes or fails on
+        // gloo's threads; freeing our reference does not cancel it.
+        unsafe { ffi::tf_work_free(self.work.as_ptr()) }
     }
 }
 

@@ -3,7 +3,8 @@
 //! by torchrun or Slurm (`launch`). A single process is a group of one, where every call
 //! here costs nothing, so the training loop is the same loop either way:
 //! - each process takes its shard of every global batch ([`Group::shard`]), and the
-//!   gradients are summed across processes in [`Group::reduce_gradients`];
+//!   gradients are summed across processes as the backward pass finishes them
+//!   ([`Group::sum_gradients`]);
 //! - every decision that must come out the same everywhere (skip a batch whose loss is not
 //!   finite, stop on a signal, stop early) goes through [`Group::agree`], so that no process
 //!   goes on alone or waits for one that has left;
@@ -19,7 +20,7 @@ use crate::config::{yaml_difference, BackendChoice, Config};
 
 mod launch;
 
-use crate::c10d::{Backend, ProcessGroup, Store};
+use crate::c10d::{Backend, Pending, ProcessGroup, Store};
 pub use launch::{Launch, Launcher};
 
 pub struct Group {
@@ -90,9 +91,10 @@ impl Group {
     }
 
     /// Makes `grads` (this process's gradient of its shard's loss, already weighted by the
-    /// shard's share of the global batch) the gradient of the whole step's mean loss.
-    pub fn reduce_gradients(&self, grads: &mut Tensor) -> Result<()> {
-        self.sum(grads).context("summing the gradients across processes failed")
+    /// shard's share of the global batch) the gradient of the whole step's mean loss, range
+    /// by range as the backward pass finishes them (see [`GradientSum`]).
+    pub fn sum_gradients(&self, grads: &Tensor) -> GradientSum<'_> {
+        GradientSum { group: self, grads: grads.shallow_clone(), ready: None, pending: Vec::new() }
     }
 
     /// Sums `tensor` over the processes, in place.
@@ -131,6 +133,62 @@ impl Group {
             }
             _ => comm.store.get(&key).with_context(|| format!("waiting for rank 0 to share {key}")),
         }
+    }
+}
+
+/// Gradients are summed in buckets of at least this many elements (1 MiB of floats, DDP's
+/// first bucket): few enough collectives for a small model (one per step for the Keras
+/// example), and for a large one, its last layers' sum runs while the backward pass
+/// computes the first layers' gradients.
+const BUCKET: i64 = 1 << 18;
+
+/// The sum across processes of a gradient buffer that the backward pass is still writing:
+/// ranges reported [`ready`](GradientSum::ready) (from the end of the buffer towards its
+/// start) are gathered into buckets, and each full bucket's sum starts at once, in the
+/// background; [`finish`](GradientSum::finish) sums the rest and waits for all of them.
+pub struct GradientSum<'g> {
+    group: &'g Group,
+    grads: Tensor,
+    /// The range ready and not yet started: `start..end`.
+    ready: Option<(i64, i64)>,
+    pending: Vec<Pending>,
+}
+
+impl GradientSum<'_> {
+    /// `grads[start..start + len]` is final on this process.
+    pub fn ready(&mut self, start: i64, len: i64) -> Result<()> {
+        if self.group.comm.is_none() {
+            return Ok(());
+        }
+        self.ready = match self.ready {
+            Some((first, end)) if start + len == first => Some((start, end)),
+            Some(_) => {
+                self.start()?;
+                Some((start, start + len))
+            }
+            None => Some((start, start + len)),
+        };
+        match self.ready {
+            Some((first, end)) if end - first >= BUCKET => self.start(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sums what is left and waits for every bucket.
+    pub fn finish(mut self) -> Result<()> {
+        self.start()?;
+        for pending in self.pending.drain(..) {
+            pending.wait().context("summing the gradients across processes failed")?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<()> {
+        let (Some(comm), Some((first, end))) = (&self.group.comm, self.ready.take()) else { return Ok(()) };
+        let bucket = self.grads.narrow(0, first, end - first);
+        let pending = comm.pg.start_allreduce_sum(&bucket).context("summing the gradients across processes failed")?;
+        self.pending.push(pending);
+        Ok(())
     }
 }
 

@@ -171,12 +171,28 @@ impl Mlp {
     /// Writes into `grads` the gradient of the loss with respect to every parameter, given
     /// the forward pass's tape and the gradient of the loss with respect to the output.
     pub fn backward(&self, tape: &Tape, grad_output: &Tensor) {
+        let _ = self.backward_with(tape, grad_output, |_, _| Ok(()));
+    }
+
+    /// `backward`, telling `ready(start, len)` each time a range of `grads` is final: each
+    /// layer's weight and bias (contiguous in the buffer), last layer first, then the
+    /// embedding tables. Data-parallel training starts summing a range across processes
+    /// while the backward pass goes on through the layers before it.
+    pub fn backward_with(
+        &self,
+        tape: &Tape,
+        grad_output: &Tensor,
+        mut ready: impl FnMut(i64, i64) -> Result<()>,
+    ) -> Result<()> {
+        let ranges = self.gradient_ranges();
         let mut dz = grad_output.shallow_clone();
         for i in (0..self.layers.len()).rev() {
             let g = &self.grad_layers[i];
             // dW = dz^T a_(i-1) and db = the batch sum of dz, straight into the flat buffer.
             let _ = dz.tr().mm_out(&g.weight, &tape.inputs[i]);
             let _ = dz.sum_intlist_out(&g.bias, [0i64].as_slice(), false, None::<Kind>);
+            let (start, len) = ranges[self.layers.len() - 1 - i];
+            ready(start, len)?;
             if i == 0 {
                 // dh0 only matters to embeddings; one-hot and numeric columns have no
                 // parameters before them.
@@ -191,6 +207,23 @@ impl Mlp {
             }
             dz = (activation::op(self.activation).backward)(&da, &tape.pre[i - 1], &tape.post[i - 1]);
         }
+        match ranges.get(self.layers.len()) {
+            Some(&(start, len)) => ready(start, len),
+            None => Ok(()),
+        }
+    }
+
+    /// The ranges of `grads` in the order `backward_with` finishes them: each layer's weight
+    /// and bias, last layer first, then the embedding tables (when there are any).
+    pub fn gradient_ranges(&self) -> Vec<(i64, i64)> {
+        let sizes: Vec<i64> = self.layers.iter().map(|d| d.weight.numel() as i64 + d.bias.numel() as i64).collect();
+        let dense: i64 = sizes.iter().sum();
+        let mut ranges: Vec<(i64, i64)> = (0..sizes.len()).rev().map(|i| (sizes[..i].iter().sum(), sizes[i])).collect();
+        let tables = self.grads.size()[0] - dense;
+        if tables > 0 {
+            ranges.push((dense, tables));
+        }
+        ranges
     }
 
     pub fn outputs(&self) -> i64 {

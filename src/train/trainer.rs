@@ -189,6 +189,8 @@ impl<'a> Trainer<'a> {
                 return Ok(StepOutcome::Skipped);
             }
         }
+        // The gradients' sum across processes starts while the backward pass goes on.
+        let mut sum = group.sum_gradients(&self.model.grads);
         match &tape {
             Some(tape) => {
                 let mut grad =
@@ -197,13 +199,17 @@ impl<'a> Trainer<'a> {
                     // The mean over the shard, weighed as the shard's part of the global mean.
                     let _ = grad.g_mul_scalar_(batch.share);
                 }
-                self.model.backward(tape, &grad);
+                self.model.backward_with(tape, &grad, |start, len| sum.ready(start, len))?;
             }
             None => {
+                // Nothing to add, in the same buckets as the others' (collectives must match).
                 let _ = self.model.grads.zero_();
+                for (start, len) in self.model.gradient_ranges() {
+                    sum.ready(start, len)?;
+                }
             }
         }
-        group.reduce_gradients(&mut self.model.grads)?;
+        sum.finish()?;
         if let Some(max_norm) = training.gradient_clip {
             clip_grad_norm(&mut self.model.grads, max_norm);
         }
