@@ -19,12 +19,10 @@ fn torchrun_torchfit(dir: &Path, nproc: usize, args: &[&str]) -> Output {
     torchrun(nproc, dir, &cmd, &[], LIMIT).unwrap()
 }
 
-/// metrics.csv without its `seconds` column.
+/// metrics.csv's header and rows without the `seconds` column.
 fn metrics(run: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let (header, rows) = read_csv(&run.join("metrics.csv"));
-    let keep: Vec<usize> = (0..header.len()).filter(|&i| header[i] != "seconds").collect();
-    let pick = |row: &Vec<f64>| keep.iter().map(|&i| row[i]).collect::<Vec<_>>();
-    (keep.iter().map(|&i| header[i].clone()).collect(), rows.iter().map(pick).collect())
+    let (header, _) = read_csv(&run.join("metrics.csv"));
+    (header.into_iter().filter(|h| h != "seconds").collect(), metrics_without_seconds(run))
 }
 
 fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {

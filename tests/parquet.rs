@@ -33,17 +33,6 @@ fn to_parquet(dir: &Path, csv: &str) -> String {
     out.display().to_string()
 }
 
-/// metrics.csv without its wall-time column, which no seed fixes.
-fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
-    let (header, rows) = read_csv(&run.join("metrics.csv"));
-    let seconds = header.iter().position(|h| h == "seconds").unwrap();
-    rows.into_iter()
-        .map(|mut r| {
-            r.remove(seconds);
-            r
-        })
-        .collect()
-}
 
 /// Trains `config` on `csv` and on its Parquet copy with the same seed, and checks that the
 /// two runs, their predictions on either file and their evaluations agree exactly.

@@ -43,17 +43,6 @@ fn resume(dir: &Path, run: &str) -> std::process::Output {
     torchfit(dir, &["train", "--resume", run, "--quiet"])
 }
 
-/// metrics.csv without its wall-time column, which no seed fixes.
-fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
-    let (header, rows) = read_csv(&run.join("metrics.csv"));
-    let seconds = header.iter().position(|h| h == "seconds").unwrap();
-    rows.into_iter()
-        .map(|mut r| {
-            r.remove(seconds);
-            r
-        })
-        .collect()
-}
 
 fn assert_same_run(dir: &Path, a: &str, b: &str) {
     let (a, b) = (dir.join(a), dir.join(b));

@@ -162,17 +162,6 @@ fn a_sweep_killed_with_sigkill_continues_to_the_uninterrupted_table() {
     assert!(killed[1..].iter().all(|r| r[5] == "finished"), "{killed:?}");
 }
 
-/// metrics.csv without its wall-time column.
-fn metrics(run: &Path) -> Vec<Vec<f64>> {
-    let (header, rows) = read_csv(&run.join("metrics.csv"));
-    let seconds = header.iter().position(|h| h == "seconds").unwrap();
-    rows.into_iter()
-        .map(|mut r| {
-            r.remove(seconds);
-            r
-        })
-        .collect()
-}
 
 #[test]
 fn asha_pauses_prunes_and_promotes_trials_that_continue_exactly() {
@@ -212,7 +201,7 @@ early_termination: {kind: asha, min_epochs: 2, reduction_factor: 2}
         let straight = format!("straight-{}", row[0]);
         let config = trial.join("config.yaml").display().to_string();
         assert_ok(&torchfit(d.path(), &["train", &config, "--quiet", "--out", &straight]));
-        let (paused, whole) = (metrics(&trial), metrics(&d.path().join(&straight)));
+        let (paused, whole) = (metrics_without_seconds(&trial), metrics_without_seconds(&d.path().join(&straight)));
         assert_eq!(paused[..], whole[..paused.len()], "trial {}", row[0]);
         let expected = if row[4] == "8" { "finished" } else { "paused" };
         assert_eq!(summary(&trial)["status"], expected);
@@ -385,6 +374,6 @@ parameters:
     let run = s.join("trials").join(trial);
     let config = run.join("config.yaml").display().to_string();
     assert_ok(&torchfit(d.path(), &["train", &config, "--quiet", "--out", "straight"]));
-    assert_eq!(metrics(&run), metrics(&d.path().join("straight")));
+    assert_eq!(metrics_without_seconds(&run), metrics_without_seconds(&d.path().join("straight")));
     assert_eq!(std::fs::read(run.join("weights.safetensors")).unwrap(), std::fs::read(d.path().join("straight/weights.safetensors")).unwrap());
 }

@@ -57,6 +57,18 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
     (header, rows)
 }
 
+/// metrics.csv's rows without the wall-time `seconds` column, which no seed fixes.
+pub fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
+    let (header, rows) = read_csv(&run.join("metrics.csv"));
+    let seconds = header.iter().position(|h| h == "seconds").expect("metrics.csv has a seconds column");
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove(seconds);
+            r
+        })
+        .collect()
+}
+
 pub fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
 }
