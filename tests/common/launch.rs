@@ -277,7 +277,9 @@ pub fn cancel_jobs(name: &str) -> Vec<String> {
 /// `python3 -m torch.distributed.run --no-python --standalone --nproc-per-node PROCS CMD...`,
 /// in `dir`, for at most `timeout`. The workers get RANK, WORLD_SIZE, LOCAL_RANK,
 /// MASTER_ADDR, MASTER_PORT, ... from torchrun; their outputs are interleaved in `stdout`.
-/// Without LD_LIBRARY_PATH, as `torchfit()`.
+/// Without LD_LIBRARY_PATH, as `torchfit()`. Beware: torchrun passes every argument through
+/// Python's `string.Template.safe_substitute` (for `${local_rank}`), so `$$` reaches the
+/// command as `$`; write `$$$$` for a shell's `$$`.
 pub fn torchrun(
     procs: usize,
     dir: &Path,
