@@ -307,6 +307,7 @@ def sweep_section(binary, work, repeats, optuna_path, jobs=2):
     lines.append(f"- Wall time over (sum of train_seconds) / workers: **{med(tf, 'wall') / (med(tf, 'train') / jobs):.2f}**; "
                  f"over (sum of the trials' total_seconds) / workers: {med(tf, 'wall') / (med(tf, 'total') / jobs):.2f} "
                  "(a trial's total also holds its data, its model.pt and plot).")
+    return lines
 
 
 def torchrun(procs, no_python=False):
