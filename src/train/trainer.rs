@@ -109,7 +109,8 @@ impl<'a> Trainer<'a> {
     pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
         let outputs = pre.output_width(config.loss());
-        let model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
+        let mut model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
+        model.set_precision(config.training.precision);
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
         let class_weights = match (&training.class_weight, &pre.labels) {
@@ -158,6 +159,11 @@ impl<'a> Trainer<'a> {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether training steps are replayed from a CUDA graph.
+    pub fn cuda_graphs(&self) -> bool {
+        false
     }
 
     pub(super) fn batch_sizes(&self) -> Vec<i64> {
