@@ -50,7 +50,7 @@ fn main() {
     // beside it; otherwise the same file compiles to a stub that says NCCL is missing.
     let mut nccl = cpp_build(&torch_root, &cxx11_abi);
     println!("cargo::rustc-check-cfg=cfg(torchfit_nccl)");
-    match nccl_includes(&torch_root) {
+    match cuda_includes(&torch_root, &["nccl.h", CUDA_RUNTIME_HEADERS[0], CUDA_RUNTIME_HEADERS[1], CUDA_RUNTIME_HEADERS[2]]) {
         Ok(dirs) => {
             nccl.define("TORCHFIT_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
             for dir in dirs {
@@ -74,6 +74,21 @@ fn main() {
         Err(None) => {}
     }
     nccl.file("csrc/c10d_nccl.cpp").compile("torchfit_nccl");
+    // CUDA graphs (at::cuda::CUDAGraph), with the same CUDA headers less NCCL's; a stub that
+    // says there are none otherwise (the NCCL branch above already warned of what is missing).
+    let mut graphs = cpp_build(&torch_root, &cxx11_abi);
+    println!("cargo::rustc-check-cfg=cfg(torchfit_cuda_graphs)");
+    if let Ok(dirs) = cuda_includes(&torch_root, &CUDA_RUNTIME_HEADERS) {
+        graphs.define("TORCHFIT_CUDA_GRAPHS", None).define("USE_CUDA", None);
+        for dir in dirs {
+            graphs.flag("-isystem").flag(dir.as_os_str());
+        }
+        // CUDAGraph is in libtorch_cuda, the stream pool in libc10_cuda.
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        println!("cargo:rustc-cfg=torchfit_cuda_graphs");
+    }
+    graphs.file("csrc/cuda_graph.cpp").compile("torchfit_cuda_graph");
     // csrc/cuda.cpp looks the CUDA runtime up with dlsym; glibc before 2.34 keeps it in libdl.
     println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc");
@@ -109,7 +124,12 @@ fn cuda_headers_marker(torch_root: &Path) -> PathBuf {
     torch_root.parent().unwrap_or(torch_root).join("cuda-headers/.complete")
 }
 
-/// The include folders csrc/c10d_nccl.cpp needs, found in a pip-installed torch's site
+/// What CUDA-facing C++ includes: the CUDA runtime API, and the two header-only packages it
+/// pulls in (the compiler's runtime headers, CCCL).
+const CUDA_RUNTIME_HEADERS: [&str; 3] = ["cuda_runtime_api.h", "crt/host_config.h", "nv/target"];
+
+/// The include folders holding `headers` (csrc/c10d_nccl.cpp needs nccl.h and the CUDA
+/// runtime's; csrc/cuda_graph.cpp the CUDA runtime's), found in a pip-installed torch's site
 /// folder: nccl.h (nvidia-nccl-cu*, which torch requires, so its version is the one libtorch
 /// was built with: that matters, the NCCL group's options hold an `ncclConfig_t`), the CUDA
 /// runtime headers (nvidia/cu13/include, or cu12's nvidia/cuda_runtime/include), and the two
@@ -119,7 +139,7 @@ fn cuda_headers_marker(torch_root: &Path) -> PathBuf {
 ///
 /// `Err(None)`: a libtorch without CUDA (no libtorch_cuda.so), so no NCCL to build;
 /// `Err(Some(header))`: a CUDA libtorch, but `header` is nowhere to be found.
-fn nccl_includes(torch_root: &Path) -> Result<Vec<PathBuf>, Option<&'static str>> {
+fn cuda_includes(torch_root: &Path, headers: &[&'static str]) -> Result<Vec<PathBuf>, Option<&'static str>> {
     if !torch_root.join("lib/libtorch_cuda.so").exists() {
         return Err(None);
     }
@@ -137,7 +157,7 @@ fn nccl_includes(torch_root: &Path) -> Result<Vec<PathBuf>, Option<&'static str>
         }
     }
     let mut found: Vec<PathBuf> = Vec::new();
-    for header in ["nccl.h", "cuda_runtime_api.h", "crt/host_config.h", "nv/target"] {
+    for &header in headers {
         let dir = candidates.iter().find(|d| d.join(header).exists()).ok_or(Some(header))?;
         if !found.contains(dir) {
             found.push(dir.clone());

@@ -20,6 +20,9 @@ def main():
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    # bf16: torch.autocast(dtype=torch.bfloat16) around forward and loss, the PyTorch twin of
+    # torchfit's training.precision: bf16.
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,7 +49,8 @@ def main():
         for i in range(0, n, bs):
             xb, yb = xs[i:i + bs], ys[i:i + bs]
             opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
             total += loss.detach() * xb.shape[0]

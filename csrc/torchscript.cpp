@@ -76,8 +76,8 @@ char* tf_module_save(void* module, const char* path, const char* const* extra_na
 // rule, L2 weight decay off): advances `step` (a float scalar tensor) by one, then updates
 // param, exp_avg and exp_avg_sq in place. Keras's rule is the same with eps scaled by
 // 1 / sqrt(1 - beta2^t), which the caller passes.
-char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step, double lr,
-                    double beta1, double beta2, double eps) {
+char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step,
+                    const void* lr_tensor, double lr, double beta1, double beta2, double eps) {
   return guarded([&] {
     auto& p = *static_cast<torch::Tensor*>(param);
     const auto& g = *static_cast<const torch::Tensor*>(grad);
@@ -85,8 +85,15 @@ char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_
     auto& v = *static_cast<torch::Tensor*>(exp_avg_sq);
     auto& t = *static_cast<torch::Tensor*>(step);
     t.add_(1);
-    at::_fused_adam_({p}, {g}, {m}, {v}, {}, {t}, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
-                     /*amsgrad=*/false, /*maximize=*/false);
+    // A rate held in a device tensor is read by the kernel when it runs, which a captured
+    // CUDA graph needs (a double would be frozen into the graph at capture).
+    if (lr_tensor != nullptr) {
+      at::_fused_adam_({p}, {g}, {m}, {v}, {}, {t}, *static_cast<const torch::Tensor*>(lr_tensor), beta1, beta2,
+                       /*weight_decay=*/0.0, eps, /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adam_({p}, {g}, {m}, {v}, {}, {t}, lr, beta1, beta2, /*weight_decay=*/0.0, eps,
+                       /*amsgrad=*/false, /*maximize=*/false);
+    }
   });
 }
 

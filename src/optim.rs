@@ -26,6 +26,12 @@ pub struct Optimizer {
     v: Tensor,
     /// `step` as a float scalar tensor, as libtorch's fused Adam kernel reads it.
     step_tensor: Tensor,
+    /// On CUDA: `lr` as a float scalar on the device, and the update is written so that every
+    /// value that changes between steps (rate, step count, the Keras eps correction) is read
+    /// from the device, as PyTorch's `capturable=True`, so that a CUDA graph can capture it
+    /// (`train::graph`); a replayed step advances the host's count by `count_replayed_step`.
+    /// The CPU keeps them on the host, as before.
+    lr_tensor: Option<Tensor>,
 }
 
 impl Optimizer {
@@ -33,7 +39,13 @@ impl Optimizer {
     pub fn new(cfg: &OptimizerConfig, params: &Tensor) -> Optimizer {
         let v = if cfg.kind == OptimizerKind::Sgd { params.zeros_like().narrow(0, 0, 0) } else { params.zeros_like() };
         let step_tensor = Tensor::zeros([], (tch::Kind::Float, params.device()));
-        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, step_tensor }
+        let lr_tensor = params.device().is_cuda().then(|| Tensor::full([], cfg.lr, (tch::Kind::Float, params.device())));
+        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, step_tensor, lr_tensor }
+    }
+
+    /// Counts a step that a CUDA graph replayed (its device state advanced on its own).
+    pub fn count_replayed_step(&mut self) {
+        self.step += 1;
     }
 
     pub fn lr(&self) -> f64 {
@@ -42,6 +54,9 @@ impl Optimizer {
 
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+        if let Some(lr_tensor) = &mut self.lr_tensor {
+            let _ = lr_tensor.fill_(lr);
+        }
     }
 
     pub fn steps(&self) -> i64 {
@@ -67,11 +82,10 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Applies one update to the flat parameters `p` from the flat gradient `g`. Everything
-    /// the update needs besides tensors (the rate, the step count and the Keras eps
-    /// correction that follows from it) is kept on the host, so a step never waits to read
-    /// a value back from the device; a captured CUDA graph will need the same values as
-    /// device scalars instead.
+    /// Applies one update to the flat parameters `p` from the flat gradient `g`. On the CPU
+    /// everything the update needs besides tensors (the rate, the step count and the Keras
+    /// eps correction that follows from it) is kept on the host; on CUDA those are device
+    /// scalars (`capturable`). Either way a step never waits to read a value back.
     pub fn step(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         self.step += 1;
         let g = self.decay(p, g);
@@ -92,7 +106,14 @@ impl Optimizer {
         }
         let decoupled = self.cfg.semantics == Semantics::Keras || self.cfg.kind == OptimizerKind::Adamw;
         if decoupled {
-            let _ = p.g_mul_scalar_(1.0 - wd * self.lr);
+            match &self.lr_tensor {
+                Some(lr) => {
+                    let _ = p.g_mul_(&(lr * -wd + 1.0));
+                }
+                None => {
+                    let _ = p.g_mul_scalar_(1.0 - wd * self.lr);
+                }
+            }
             g.shallow_clone()
         } else {
             g + &*p * wd
@@ -105,22 +126,33 @@ impl Optimizer {
     /// eps / sqrt(1 - b2^t) in place of eps (multiply PyTorch's through by sqrt(1 - b2^t)).
     fn adam(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         let OptimizerConfig { beta1, beta2, semantics, .. } = self.cfg;
+        if let (Some(lr), Semantics::Keras) = (&self.lr_tensor, semantics) {
+            // The eps correction changes every step; the fused kernel takes eps as a number,
+            // which a captured graph would freeze, so on CUDA Keras's rule is written out.
+            let _ = self.step_tensor.g_add_scalar_(1.0);
+            let _ = self.m.lerp_(g, 1.0 - beta1);
+            let _ = self.v.g_mul_scalar_(beta2).g_add_(&(g * g * (1.0 - beta2)));
+            let correction1 = -Tensor::pow_scalar(beta1, &self.step_tensor) + 1.0;
+            let correction2 = -Tensor::pow_scalar(beta2, &self.step_tensor) + 1.0;
+            let step_size = lr * correction2.sqrt() / correction1;
+            let _ = p.g_sub_(&(&self.m / (self.v.sqrt() + self.cfg.eps()) * step_size));
+            return Ok(());
+        }
         let eps = match semantics {
             Semantics::Keras => self.cfg.eps() / (1.0 - beta2.powi(self.step as i32)).sqrt(),
             Semantics::Torch => self.cfg.eps(),
         };
-        crate::shim::fused_adam(p, g, &mut self.m, &mut self.v, &mut self.step_tensor, self.lr, (beta1, beta2), eps)
+        let lr = self.lr_tensor.as_ref();
+        crate::shim::fused_adam(p, g, &mut self.m, &mut self.v, &mut self.step_tensor, lr, self.lr, (beta1, beta2), eps)
     }
 
     fn sgd(&mut self, p: &mut Tensor, g: &Tensor) {
         let OptimizerConfig { momentum, nesterov, .. } = self.cfg;
         let update = if momentum > 0.0 {
-            // torch.optim.SGD: buf = momentum * buf + g (buf = g on the first step).
-            if self.step == 1 {
-                self.m.copy_(g);
-            } else {
-                let _ = self.m.g_mul_scalar_(momentum).g_add_(g);
-            }
+            // torch.optim.SGD: buf = momentum * buf + g (buf = g on the first step, which
+            // this is, exactly, from buf = 0; no branch on the host's step count, so it can
+            // be captured).
+            let _ = self.m.g_mul_scalar_(momentum).g_add_(g);
             // Nesterov looks ahead along the momentum: g + momentum * buf.
             if nesterov {
                 g + &self.m * momentum
@@ -130,7 +162,14 @@ impl Optimizer {
         } else {
             g.shallow_clone()
         };
-        let _ = p.g_add_(&(update * -self.lr));
+        match &self.lr_tensor {
+            Some(lr) => {
+                let _ = p.g_sub_(&(update * lr));
+            }
+            None => {
+                let _ = p.g_add_(&(update * -self.lr));
+            }
+        }
     }
 }
 

@@ -45,11 +45,18 @@ mod ffi {
             exp_avg: *mut c_void,
             exp_avg_sq: *mut c_void,
             step: *mut c_void,
+            lr_tensor: *const c_void,
             lr: f64,
             beta1: f64,
             beta2: f64,
             eps: f64,
         ) -> *mut c_char;
+        pub fn tf_cuda_graphs_compiled() -> c_int;
+        pub fn tf_cuda_graph_new(out: *mut *mut c_void) -> *mut c_char;
+        pub fn tf_cuda_graph_capture_begin(graph: *mut c_void, device: c_int) -> *mut c_char;
+        pub fn tf_cuda_graph_capture_end(graph: *mut c_void) -> *mut c_char;
+        pub fn tf_cuda_graph_replay(graph: *mut c_void) -> *mut c_char;
+        pub fn tf_cuda_graph_free(graph: *mut c_void);
     }
 }
 
@@ -145,7 +152,9 @@ impl ScriptModule {
 }
 
 /// One Adam step (PyTorch's rule) on flat buffers with libtorch's fused kernel; `step` is a
-/// float scalar tensor that the call advances by one before the update.
+/// float scalar tensor that the call advances by one before the update. The rate is `lr`,
+/// or with `lr_tensor` a float scalar on the parameters' device, read when the kernel runs
+/// (what a CUDA graph needs).
 #[allow(clippy::too_many_arguments)]
 pub fn fused_adam(
     param: &mut Tensor,
@@ -153,6 +162,7 @@ pub fn fused_adam(
     exp_avg: &mut Tensor,
     exp_avg_sq: &mut Tensor,
     step: &mut Tensor,
+    lr_tensor: Option<&Tensor>,
     lr: f64,
     betas: (f64, f64),
     eps: f64,
@@ -166,12 +176,60 @@ pub fn fused_adam(
             exp_avg.as_mut_ptr() as *mut c_void,
             exp_avg_sq.as_mut_ptr() as *mut c_void,
             step.as_mut_ptr() as *mut c_void,
+            lr_tensor.map_or(std::ptr::null(), |t| t.as_ptr() as *const c_void),
             lr,
             betas.0,
             betas.1,
             eps,
         )
     })
+}
+
+/// A CUDA graph (`at::cuda::CUDAGraph`): the CUDA work queued between `capture_begin` and
+/// `capture_end`, recorded once and then run again by `replay` on the same memory. Work
+/// captured must not read host values that change, nor synchronise with the host.
+pub struct CudaGraph {
+    ptr: *mut c_void,
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from tf_cuda_graph_new and is freed once, here.
+        unsafe { ffi::tf_cuda_graph_free(self.ptr) }
+    }
+}
+
+impl CudaGraph {
+    /// Whether this build compiled CUDA graphs in (a CUDA libtorch with the CUDA headers).
+    pub fn compiled() -> bool {
+        // SAFETY: no arguments.
+        unsafe { ffi::tf_cuda_graphs_compiled() != 0 }
+    }
+
+    pub fn new() -> Result<CudaGraph> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        check(unsafe { ffi::tf_cuda_graph_new(&mut ptr) })?;
+        Ok(CudaGraph { ptr })
+    }
+
+    /// Starts capturing CUDA device `device`'s work, on a side stream made current.
+    pub fn capture_begin(&mut self, device: usize) -> Result<()> {
+        let device = c_int::try_from(device).map_err(|_| anyhow!("CUDA device index {device} out of range"))?;
+        // SAFETY: live graph.
+        check(unsafe { ffi::tf_cuda_graph_capture_begin(self.ptr, device) })
+    }
+
+    /// Ends the capture (also after an error in the captured work) and readies the graph.
+    pub fn capture_end(&mut self) -> Result<()> {
+        // SAFETY: live graph.
+        check(unsafe { ffi::tf_cuda_graph_capture_end(self.ptr) })
+    }
+
+    pub fn replay(&mut self) -> Result<()> {
+        // SAFETY: live graph.
+        check(unsafe { ffi::tf_cuda_graph_replay(self.ptr) })
+    }
 }
 
 /// The name of CUDA device `index` (e.g. "NVIDIA H200"), from the CUDA runtime libtorch

@@ -312,6 +312,33 @@ pub struct TrainingConfig {
     /// `fit(class_weight=...)`. Absent: no weighting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<ClassWeight>,
+    /// The arithmetic of the training step's matmuls and activations (`Precision`).
+    pub precision: Precision,
+    /// Whether a CUDA run captures its training step in a CUDA graph (`CudaGraphs`).
+    pub cuda_graphs: CudaGraphs,
+}
+
+/// `training.precision`. `bf16` is mixed precision as `torch.autocast(dtype=torch.bfloat16)`
+/// does it: the matmuls and activations of the training step run in bfloat16 on bf16 copies
+/// of the weights, while the weights themselves (`Mlp::params`), the gradients the optimizer
+/// sees, the optimizer state, the loss and the metrics stay float32, and so do checkpoints,
+/// exports and evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Fp32,
+    Bf16,
+}
+
+/// `training.cuda_graphs`: `on` captures one whole training step in a CUDA graph and replays
+/// it (an error off CUDA or where the step cannot be captured); `auto` does so where kernel
+/// launches dominate a step (see `train::graph`) and the step can be captured; `off` never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CudaGraphs {
+    Auto,
+    On,
+    Off,
 }
 
 /// `training.class_weight`. Spelled in YAML as `balanced` or a mapping `{label: weight}`
@@ -538,6 +565,8 @@ impl Default for TrainingConfig {
             on_nan: OnNan::Stop,
             threads: None,
             class_weight: None,
+            precision: Precision::Fp32,
+            cuda_graphs: CudaGraphs::Auto,
         }
     }
 }

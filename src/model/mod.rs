@@ -16,11 +16,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Activation, Init, ModelConfig};
+use crate::config::{Activation, Init, ModelConfig, Precision};
 
 mod activation;
 mod dense;
 mod input;
+mod mixed;
 use dense::views;
 pub use dense::{child_name, Dense};
 pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
@@ -40,6 +41,8 @@ pub struct Mlp {
     pub grads: Tensor,
     grad_layers: Vec<Dense>,
     grad_embeddings: Vec<Option<Tensor>>,
+    /// With `training.precision: bf16`, the training step's bf16 weights and gradients.
+    low: Option<mixed::LowPrecision>,
 }
 
 /// What a training forward pass keeps for the backward pass.
@@ -53,6 +56,8 @@ pub struct Tape {
     post: Vec<Tensor>,
     /// Each hidden layer's dropout mask (already scaled by 1 / (1 - p)).
     masks: Vec<Option<Tensor>>,
+    /// Whether the pass ran in bf16 (`mixed`), so that backward does too.
+    low: bool,
 }
 
 impl Mlp {
@@ -111,6 +116,7 @@ impl Mlp {
             grads,
             grad_layers,
             grad_embeddings,
+            low: None,
         };
         if let Some(path) = &cfg.init_from {
             if !path.is_file() {
@@ -121,23 +127,46 @@ impl Mlp {
         Ok(model)
     }
 
+    /// Sets the arithmetic of training steps (`forward_train_into`, `backward`); evaluation
+    /// and exports stay float32 either way.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.low = match precision {
+            Precision::Fp32 => None,
+            Precision::Bf16 => {
+                let shapes: Vec<Vec<i64>> = self.layers.iter().flat_map(|d| [d.weight.size(), d.bias.size()]).collect();
+                Some(mixed::LowPrecision::new(&self.params, &shapes))
+            }
+        };
+    }
+
     /// The model's output in evaluation mode (no dropout).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         self.forward_train(x, false).0
     }
 
-    /// The model's output and what `backward` needs; `dropout` turns dropout on. Dropout
-    /// draws from libtorch's global generator, which the caller seeds.
+    /// The model's output and what `backward` needs, in float32; `dropout` turns dropout
+    /// on. Dropout draws from libtorch's global generator, which the caller seeds.
     pub fn forward_train(&self, x: &Tensor, dropout: bool) -> (Tensor, Tape) {
         let output = Tensor::empty([x.size()[0], self.outputs()], (Kind::Float, self.params.device()));
-        let tape = self.forward_train_into(x, dropout, &output);
+        let tape = self.forward_layers(x, dropout, &output, None);
         (output, tape)
     }
 
-    /// `forward_train`, writing the output into `output` (`[batch, outputs]`, e.g. a slice of
-    /// an epoch's buffer).
+    /// A training step's forward pass, in the precision `set_precision` chose, writing the
+    /// (float32) output into `output` (`[batch, outputs]`, e.g. a slice of an epoch's buffer).
     pub fn forward_train_into(&self, x: &Tensor, dropout: bool, output: &Tensor) -> Tape {
+        self.forward_layers(x, dropout, output, self.low.as_ref())
+    }
+
+    fn forward_layers(&self, x: &Tensor, dropout: bool, output: &Tensor, low: Option<&mixed::LowPrecision>) -> Tape {
         let last = self.layers.len() - 1;
+        let layers = match low {
+            Some(low) => {
+                low.refresh(&self.params);
+                &low.layers
+            }
+            None => &self.layers,
+        };
         // A numeric-only input is x itself: no op is added to the models that need none.
         let (mut h, codes) = if self.input.is_numeric_only() {
             (x.shallow_clone(), None)
@@ -145,10 +174,19 @@ impl Mlp {
             let (h0, codes) = self.input.forward(x, &self.embeddings);
             (h0, Some(codes))
         };
-        let mut tape = Tape { inputs: Vec::new(), codes, pre: Vec::new(), post: Vec::new(), masks: Vec::new() };
-        for (i, layer) in self.layers.iter().enumerate() {
+        if low.is_some() {
+            h = h.to_kind(Kind::BFloat16);
+        }
+        let mut tape =
+            Tape { inputs: Vec::new(), codes, pre: Vec::new(), post: Vec::new(), masks: Vec::new(), low: low.is_some() };
+        for (i, layer) in layers.iter().enumerate() {
             if i == last {
-                let _ = layer.bias.addmm_out(output, &h, &layer.weight_t);
+                if low.is_some() {
+                    // The output is float32, as autocast's outputs are once they reach the loss.
+                    output.shallow_clone().copy_(&layer.bias.addmm(&h, &layer.weight_t));
+                } else {
+                    let _ = layer.bias.addmm_out(output, &h, &layer.weight_t);
+                }
                 tape.inputs.push(h);
                 return tape;
             }
@@ -177,7 +215,8 @@ impl Mlp {
     /// `backward`, telling `ready(start, len)` each time a range of `grads` is final: each
     /// layer's weight and bias (contiguous in the buffer), last layer first, then the
     /// embedding tables. Data-parallel training starts summing a range across processes
-    /// while the backward pass goes on through the layers before it.
+    /// while the backward pass goes on through the layers before it. In bf16 the Dense
+    /// gradients reach `grads` together, widened at the end, and are ready then.
     pub fn backward_with(
         &self,
         tape: &Tape,
@@ -185,27 +224,44 @@ impl Mlp {
         mut ready: impl FnMut(i64, i64) -> Result<()>,
     ) -> Result<()> {
         let ranges = self.gradient_ranges();
-        let mut dz = grad_output.shallow_clone();
-        for i in (0..self.layers.len()).rev() {
-            let g = &self.grad_layers[i];
+        let low = self.low.as_ref().filter(|_| tape.low);
+        let (layers, grad_layers) = match low {
+            Some(low) => (&low.layers, &low.grad_layers),
+            None => (&self.layers, &self.grad_layers),
+        };
+        let mut dz = match low {
+            Some(_) => grad_output.to_kind(Kind::BFloat16),
+            None => grad_output.shallow_clone(),
+        };
+        for i in (0..layers.len()).rev() {
+            let g = &grad_layers[i];
             // dW = dz^T a_(i-1) and db = the batch sum of dz, straight into the flat buffer.
             let _ = dz.tr().mm_out(&g.weight, &tape.inputs[i]);
             let _ = dz.sum_intlist_out(&g.bias, [0i64].as_slice(), false, None::<Kind>);
-            let (start, len) = ranges[self.layers.len() - 1 - i];
-            ready(start, len)?;
+            if low.is_none() {
+                let (start, len) = ranges[layers.len() - 1 - i];
+                ready(start, len)?;
+            }
             if i == 0 {
                 // dh0 only matters to embeddings; one-hot and numeric columns have no
                 // parameters before them.
                 if let (Some(codes), true) = (&tape.codes, self.grad_embeddings.iter().any(Option::is_some)) {
-                    self.input.backward(&dz.mm(&self.layers[0].weight), codes, &self.grad_embeddings);
+                    let dh0 = dz.mm(&layers[0].weight).to_kind(Kind::Float);
+                    self.input.backward(&dh0, codes, &self.grad_embeddings);
                 }
                 break;
             }
-            let mut da = dz.mm(&self.layers[i].weight);
+            let mut da = dz.mm(&layers[i].weight);
             if let Some(mask) = &tape.masks[i - 1] {
                 da = da * mask;
             }
             dz = (activation::op(self.activation).backward)(&da, &tape.pre[i - 1], &tape.post[i - 1]);
+        }
+        if let Some(low) = low {
+            low.widen(&self.grads);
+            for &(start, len) in &ranges[..layers.len()] {
+                ready(start, len)?;
+            }
         }
         match ranges.get(self.layers.len()) {
             Some(&(start, len)) => ready(start, len),

@@ -15,6 +15,7 @@ use crate::export;
 use crate::rundir::{self, RunDir, Status};
 
 mod early_stopping;
+mod graph;
 mod run;
 mod signals;
 mod state;
@@ -83,6 +84,7 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     // A TorchScript error fails now rather than after the last epoch.
     export::check_script(&trainer.model, &data.preprocessing, config.loss())?;
     trainer.set_threads(launch.local_world_size);
+    trainer.plan_graphs(launch.world_size)?;
     let group = Group::join(launch, config, device)?;
 
     // Everything that can fail on the user's input has been checked: only now does a run

@@ -43,6 +43,10 @@ pub struct Summary {
     pub skipped_batches: usize,
     /// libtorch's intra-op threads during training.
     pub threads: usize,
+    /// `training.precision` (`fp32`, `bf16`).
+    pub precision: String,
+    /// Whether training steps were replayed from a CUDA graph (`training.cuda_graphs`).
+    pub cuda_graphs: bool,
     /// The training loop alone, over every session of a resumed run: the sum of
     /// metrics.csv's `seconds`, each epoch with its validation pass.
     pub train_seconds: f64,
@@ -79,6 +83,8 @@ impl Summary {
             class_weights: class_weights(trainer),
             skipped_batches: trainer.skipped_batches,
             threads: trainer.threads(),
+            precision: yaml_name(&config.training.precision),
+            cuda_graphs: trainer.cuda_graphs(),
             train_seconds: trainer.train_seconds,
             total_seconds,
             world_size: 1,
@@ -98,10 +104,14 @@ impl Summary {
             _ => String::new(),
         };
         let mut text = format!(
-            "run saved to {}\n{} epochs on {}: {}{stopped} (train {:.2}s, total {:.2}s)",
+            "run saved to {}\n{} epochs on {}{}: {}{stopped} (train {:.2}s, total {:.2}s)",
             self.run_dir.display(),
             self.epochs,
             self.device,
+            match (self.precision.as_str(), self.cuda_graphs) {
+                ("fp32", false) => String::new(),
+                (precision, graphs) => format!(" ({precision}{})", if graphs { ", CUDA graphs" } else { "" }),
+            },
             show(&self.final_metrics),
             self.train_seconds,
             self.total_seconds

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use super::early_stopping::EarlyStopper;
+use super::graph::{self, Ran, StepGraph};
 use super::signals::{Signal, Signals};
 use crate::config::{Config, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
@@ -103,13 +104,16 @@ pub struct Trainer<'a> {
     class_weight: Option<Tensor>,
     /// libtorch's intra-op threads (`set_threads`).
     threads: usize,
+    /// With `training.cuda_graphs` in force, the captured training step (`plan_graphs`).
+    graph: Option<StepGraph>,
 }
 
 impl<'a> Trainer<'a> {
     pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
         let outputs = pre.output_width(config.loss());
-        let model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
+        let mut model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
+        model.set_precision(config.training.precision);
         let training = &config.training;
         let optimizer = Optimizer::new(&training.optimizer, &model.params);
         let class_weights = match (&training.class_weight, &pre.labels) {
@@ -141,6 +145,7 @@ impl<'a> Trainer<'a> {
             class_weights,
             class_weight,
             threads: 1,
+            graph: None,
         })
     }
 
@@ -160,6 +165,18 @@ impl<'a> Trainer<'a> {
         self.threads
     }
 
+    /// Decides whether training steps are replayed from a CUDA graph (`train::graph`), for
+    /// a run of `world_size` processes.
+    pub fn plan_graphs(&mut self, world_size: usize) -> Result<()> {
+        self.graph = graph::plan(self.config, self.device, world_size, self.model.parameter_count())?;
+        Ok(())
+    }
+
+    /// Whether training steps are replayed from a CUDA graph.
+    pub fn cuda_graphs(&self) -> bool {
+        self.graph.is_some()
+    }
+
     pub(super) fn batch_sizes(&self) -> Vec<i64> {
         let (n, batch) = (self.train.len() as i64, self.config.training.batch_size as i64);
         (0..n).step_by(batch as usize).map(|start| batch.min(n - start)).collect()
@@ -173,6 +190,22 @@ impl<'a> Trainer<'a> {
     /// One training step: forward, loss, backward, the gradients combined across the
     /// group's processes, clipping, update.
     pub fn step(&mut self, batch: &Batch, group: &Group) -> Result<StepOutcome> {
+        let Some(mut graph) = self.graph.take_if(|g| g.fits(batch)) else {
+            return self.eager_step(batch, group);
+        };
+        let ran = graph.step(batch, |batch| self.eager_step(batch, group));
+        self.graph = Some(graph);
+        match ran? {
+            Ran::Eager(outcome) => Ok(outcome),
+            Ran::Replayed => {
+                self.optimizer.count_replayed_step();
+                Ok(StepOutcome::Updated)
+            }
+        }
+    }
+
+    /// `step` as it runs without a graph, and as a graph captures it.
+    fn eager_step(&mut self, batch: &Batch, group: &Group) -> Result<StepOutcome> {
         let training = &self.config.training;
         let loss = self.config.loss();
         if let Some(seed) = batch.dropout_seed {
