@@ -17,6 +17,7 @@ mod optim;
 pub mod predict;
 mod report;
 pub mod rundir;
+pub mod serve;
 mod shim;
 pub mod train;
 

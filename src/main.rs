@@ -1,7 +1,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use torchfit::config::Config;
@@ -28,6 +28,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors.
     Export(ExportArgs),
+    /// Serve a trained model over HTTP: Open Inference Protocol (KServe V2), /predict, /metrics.
+    Serve(ServeArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
 }
@@ -118,6 +120,46 @@ struct ExportArgs {
     weights: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// The model: a run directory written by `torchfit train` (its model.pt), or a model.pt.
+    model: PathBuf,
+    /// The address to listen on; anything but 127.0.0.1 opens the model to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on (0: any free one; the start-up line on standard error says which).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The model's name in V2 URLs (/v2/models/NAME/infer) [default: the run's config `name`].
+    #[arg(long)]
+    name: Option<String>,
+    /// Dynamic batching: the most rows in one forward pass (a larger request runs alone).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_batch: u64,
+    /// Dynamic batching: how long the first request of a batch may wait for others, in
+    /// milliseconds (0: batch only the requests already waiting, as Triton's default does).
+    #[arg(long, default_value_t = 0.0, value_name = "MS", value_parser = parse_seconds_or_ms)]
+    max_delay_ms: f64,
+    /// The largest request body, in bytes (larger ones get 413) [default: 16 MiB].
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    max_body: usize,
+    /// Seconds a client may take to send a request's head, and then its body (slower ones
+    /// are cut off, or get 408).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = parse_seconds_or_ms)]
+    read_timeout: f64,
+    /// No access log (one JSON line per request on standard error).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// A duration option: a finite number >= 0 (the unit is the option's).
+fn parse_seconds_or_ms(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("expected a number >= 0, got {text:?}")),
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     Torchscript,
@@ -185,6 +227,19 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
                 torchfit::export::export_run(&args.run, format, args.weights.as_deref(), args.output.as_deref())?;
             writeln!(out, "wrote {}", written.display())?;
         }
+        Command::Serve(args) => torchfit::serve::serve(torchfit::serve::Options {
+            model: args.model,
+            host: args.host,
+            port: args.port,
+            name: args.name,
+            max_batch: args.max_batch as usize,
+            max_delay: Duration::from_secs_f64(args.max_delay_ms / 1000.0),
+            limits: torchfit::serve::Limits {
+                max_body: args.max_body,
+                read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.001)),
+            },
+            quiet: args.quiet,
+        })?,
         Command::Info => writeln!(out, "{}", torchfit::device::info())?,
     }
     Ok(())
