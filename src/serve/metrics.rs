@@ -37,10 +37,12 @@ pub struct Metrics {
     latency: Family<Route, Histogram>,
     batch_rows: Histogram,
     quiet: bool,
+    /// The body limit, for the 413 that tower-http answers by itself.
+    max_body: usize,
 }
 
 impl Metrics {
-    pub fn new(quiet: bool) -> Metrics {
+    pub fn new(quiet: bool, max_body: usize) -> Metrics {
         let mut registry = Registry::with_prefix("torchfit");
         let requests = Family::<RouteStatus, Counter>::default();
         let errors = Family::<Route, Counter>::default();
@@ -51,7 +53,7 @@ impl Metrics {
         registry.register("http_errors", "HTTP requests answered with a 4xx or 5xx status", errors.clone());
         registry.register("http_request_duration_seconds", "Time from request to response", latency.clone());
         registry.register("batch_rows", "Rows per forward pass (dynamic batching)", batch_rows.clone());
-        Metrics { registry, requests, errors, latency, batch_rows, quiet }
+        Metrics { registry, requests, errors, latency, batch_rows, quiet, max_body }
     }
 
     pub fn observe_batch(&self, rows: usize) {
@@ -78,7 +80,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let path = request.uri().path().to_string();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
     let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string());
-    let response = json_errors(next.run(request).await).await;
+    let response = json_errors(next.run(request).await, metrics.max_body).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status();
     metrics.requests.get_or_create(&RouteStatus { route: route.clone(), status: status.as_u16() }).inc();
@@ -101,7 +103,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-async fn json_errors(response: Response) -> Response {
+async fn json_errors(response: Response, max_body: usize) -> Response {
     let status = response.status();
     let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
@@ -112,7 +114,11 @@ async fn json_errors(response: Response) -> Response {
         Err(_) => String::new(),
     };
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let message = if text.is_empty() { reason } else { format!("{reason}: {text}") };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is over the limit of {max_body} bytes"),
+        _ if text.is_empty() => reason,
+        _ => format!("{reason}: {text}"),
+    };
     let mut response = (status, serde_json::json!({ "error": message }).to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

@@ -60,7 +60,7 @@ pub fn serve(options: Options) -> Result<()> {
     let predictor = Arc::new(Predictor::load(&options.model)?);
     let targets = probe(&predictor)?;
     let name = options.name.clone().unwrap_or_else(|| predictor.config().name.clone());
-    let metrics = Arc::new(Metrics::new(options.quiet));
+    let metrics = Arc::new(Metrics::new(options.quiet, options.limits.max_body));
     let observer = metrics.clone();
     let (batcher, worker) =
         Batcher::start(predictor.clone(), options.max_batch, options.max_delay, Box::new(move |rows| observer.observe_batch(rows)));

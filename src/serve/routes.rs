@@ -184,9 +184,9 @@ async fn predict(State(app): State<Arc<App>>, body: Body) -> Result<Response, Ap
     let rows = rows::parse(&body, &app.predictor).map_err(ApiError::bad)?;
     let predicted = app.batcher.predict(rows).await.map_err(ApiError::bad)?;
     Ok(json_response(&match predicted {
-        Predicted::Values { targets, values } if targets == 1 => json!({ "predictions": values }),
+        Predicted::Values { targets, values } if targets == 1 => json!({ "predictions": v2::floats(&values) }),
         Predicted::Values { targets, values } => {
-            json!({ "predictions": values.chunks(targets.max(1)).collect::<Vec<_>>() })
+            json!({ "predictions": values.chunks(targets.max(1)).map(v2::floats).collect::<Vec<_>>() })
         }
         Predicted::Classes { index, classes, proba } => {
             let labels = app.predictor.labels().unwrap_or_default();
@@ -194,7 +194,7 @@ async fn predict(State(app): State<Arc<App>>, body: Body) -> Result<Response, Ap
             json!({
                 "predictions": index,
                 "labels": names,
-                "probabilities": proba.chunks(classes.max(1)).collect::<Vec<_>>(),
+                "probabilities": proba.chunks(classes.max(1)).map(v2::floats).collect::<Vec<_>>(),
             })
         }
     }))

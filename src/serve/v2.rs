@@ -33,7 +33,9 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
         ],
         None => vec![json!({"name": "predictions", "datatype": "FP32", "shape": [-1, targets]})],
     };
-    json!({"name": name, "versions": ["1"], "platform": "torchfit", "inputs": inputs, "outputs": outputs})
+    // Beyond the protocol's fields: what `input`'s columns are, and the classes' labels.
+    let parameters = json!({"features": predictor.features(), "labels": predictor.labels()});
+    json!({"name": name, "versions": ["1"], "platform": "torchfit", "inputs": inputs, "outputs": outputs, "parameters": parameters})
 }
 
 /// An inference request: its JSON header and the binary part after it (empty without the
@@ -302,7 +304,7 @@ enum Values {
 impl Values {
     fn to_json(&self) -> Value {
         match self {
-            Values::F32(v) => json!(v),
+            Values::F32(v) => floats(v),
             Values::I64(v) => json!(v),
             Values::Text(v) => json!(v),
         }
@@ -340,6 +342,17 @@ fn outputs(predictor: &Predictor, predicted: &Predicted) -> Vec<Output> {
             ]
         }
     }
+}
+
+/// Float32 values as JSON numbers, each written as the shortest decimal that reads back
+/// as the same float32 (as `torchfit predict` writes them), not as the float64 it widens to.
+pub fn floats(values: &[f32]) -> Value {
+    Value::Array(values.iter().map(|&v| float(v)).collect())
+}
+
+fn float(v: f32) -> Value {
+    let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(v));
+    serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
 }
 
 /// A class index's label (the index itself should the model answer outside its labels).

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod server;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_torchfit");
 
 pub fn repo_file(path: &str) -> PathBuf {
