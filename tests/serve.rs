@@ -12,30 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::server::{request, signal, Server};
+use common::server::{predict_csv, request, signal, train, Server};
 use common::*;
-
-fn train(dir: &Path, out: &str, config: &str, sets: &[&str]) {
-    let config = repo_file(config);
-    let mut args = vec!["train", config.to_str().unwrap(), "--device", "cpu", "--quiet", "--out", out];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    assert_ok(&torchfit(dir, &args));
-}
-
-/// `torchfit predict` on CSV text: the header and the rows' cells.
-fn predict_csv(dir: &Path, run: &str, csv: &str, proba: bool) -> Vec<Vec<String>> {
-    let input = dir.join(format!("{run}-input.csv"));
-    std::fs::write(&input, csv).unwrap();
-    let mut args = vec!["predict", run, input.to_str().unwrap()];
-    if proba {
-        args.push("--proba");
-    }
-    let out = torchfit(dir, &args);
-    assert_ok(&out);
-    stdout(&out).lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect()
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-5 * (1.0 + b.abs())

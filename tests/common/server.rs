@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::BIN;
+use super::{assert_ok, repo_file, stdout, torchfit, BIN};
 
 pub struct Server {
     child: Child,
@@ -165,3 +165,27 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Trains `config` (a repository file) into `dir/out` on the CPU.
+pub fn train(dir: &Path, out: &str, config: &str, sets: &[&str]) {
+    let config = repo_file(config);
+    let mut args = vec!["train", config.to_str().unwrap(), "--device", "cpu", "--quiet", "--out", out];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    assert_ok(&torchfit(dir, &args));
+}
+
+/// `torchfit predict` on CSV text: the header and the rows' cells.
+pub fn predict_csv(dir: &Path, run: &str, csv: &str, proba: bool) -> Vec<Vec<String>> {
+    let input = dir.join(format!("{run}-input.csv"));
+    std::fs::write(&input, csv).unwrap();
+    let mut args = vec!["predict", run, input.to_str().unwrap()];
+    if proba {
+        args.push("--proba");
+    }
+    let out = torchfit(dir, &args);
+    assert_ok(&out);
+    stdout(&out).lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
