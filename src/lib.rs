@@ -20,6 +20,7 @@ pub mod rundir;
 pub mod serve;
 mod shim;
 pub mod train;
+pub mod triton;
 
 #[cfg(test)]
 mod testing {

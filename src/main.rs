@@ -26,7 +26,8 @@ enum Command {
     Predict(PredictArgs),
     /// Report a run's loss and metrics on a new labelled CSV or Parquet file.
     Evaluate(EvaluateArgs),
-    /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors.
+    /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors, or as a
+    /// Triton model repository.
     Export(ExportArgs),
     /// Serve a trained model over HTTP: Open Inference Protocol (KServe V2), /predict, /metrics.
     Serve(ServeArgs),
@@ -107,7 +108,8 @@ struct ExportArgs {
     /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
     run: PathBuf,
     /// What to write [default: what --output's extension says (.pt, .pth, .ts: torchscript;
-    /// .safetensors: safetensors), else torchscript].
+    /// .safetensors: safetensors), else torchscript]. triton: a Triton model repository in
+    /// the folder --output (REPO/<name>/config.pbtxt and REPO/<name>/1/model.pt).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
     /// Where to write it [default: the run's own model.pt or weights.safetensors; required
@@ -164,6 +166,7 @@ fn parse_seconds_or_ms(text: &str) -> Result<f64, String> {
 enum FormatArg {
     Torchscript,
     Safetensors,
+    Triton,
 }
 
 /// `--seed`: clap's own message for `-1` would suggest `-- -1`, which makes it a config path.
@@ -218,10 +221,17 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
                 writeln!(out, "{name} {value:.6}")?;
             }
         }
+        Command::Export(args) if matches!(args.format, Some(FormatArg::Triton)) => {
+            let Some(repo) = &args.output else {
+                anyhow::bail!("--format triton writes a model repository: pass --output REPO_DIR");
+            };
+            let written = torchfit::triton::export_repository(&args.run, args.weights.as_deref(), repo)?;
+            writeln!(out, "wrote {}", written.display())?;
+        }
         Command::Export(args) => {
             let format = args.format.map(|f| match f {
                 FormatArg::Torchscript => torchfit::export::Format::Torchscript,
-                FormatArg::Safetensors => torchfit::export::Format::Safetensors,
+                FormatArg::Safetensors | FormatArg::Triton => torchfit::export::Format::Safetensors,
             });
             let written =
                 torchfit::export::export_run(&args.run, format, args.weights.as_deref(), args.output.as_deref())?;
