@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test bench bench-keras bench-csv bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -18,6 +18,12 @@ run: build
 test:
 	python3 scripts/check-structure.py
 	$(WITH_TORCH) cargo test --release --no-fail-fast
+
+## A one-node Slurm on this machine (installs slurm-wlm and munge when root), for the tests
+## and benchmarks that launch torchfit with srun; a no-op when it is already up.
+## `scripts/slurm.sh stop` stops the daemons it started.
+slurm:
+	scripts/slurm.sh
 
 ## Speed and memory side by side with the references; writes docs/benchmarks.md.
 bench: build

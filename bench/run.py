@@ -11,7 +11,8 @@ optional: with `tensorflow-cpu` installed in ~/.cache/torchfit/keras (`make benc
 importable, the Keras example's `fit` is measured too. So are pandas and polars, for loading
 CSV files: installed in ~/.cache/torchfit/bench (`make bench-csv`) or importable.
 
-    python3 bench/run.py --only loading   # just the CSV loading section, printed
+    python3 bench/run.py --only loading       # just the CSV loading section, printed
+    python3 bench/run.py --only distributed   # just torchfit under torchrun next to PyTorch DDP
 """
 import argparse
 import json
@@ -46,22 +47,36 @@ def measure(cmd, cwd=None, env=None, check=True):
         if proc.returncode != 0:
             message = err.read()
             if not check:
-                last = (message.strip().splitlines() or ["exit status %d" % proc.returncode])[-1]
-                raise Failed(last if len(last) <= 160 else last[:160] + "...")
+                raise Failed(reason(message, proc.returncode))
             sys.exit(f"bench: {shlex.join(cmd)} failed ({proc.returncode}):\n{message}")
         return out.read(), wall, usage.ru_maxrss / 1024.0
 
 
-def torchfit_train(binary, sets, workdir, config=None, check=True):
+def reason(stderr, status):
+    """One short line saying why a run failed: torchfit's own `torchfit: ...` error line when
+    there is one (under torchrun the first: the rank that failed, before the launcher stopped
+    the others and printed its report), else the last line that is not decoration."""
+    lines = [l.strip() for l in stderr.splitlines() if l.strip().strip("=-*#").strip()]
+    ours = [l[l.index("torchfit: "):] for l in lines if "torchfit: " in l and "torchfit: warning" not in l]
+    last = ours[0] if ours else (lines or ["exit status %d" % status])[-1]
+    return last if len(last) <= 160 else last[:160] + "..."
+
+
+def torchfit_train(binary, sets, workdir, config=None, check=True, launcher=()):
+    """Trains with `sets` into a fresh folder; `launcher` is a command put before the binary
+    (torchrun), in which case rank 0's summary.json is read."""
     out_dir = tempfile.mkdtemp(dir=workdir)
     os.rmdir(out_dir)
-    cmd = [binary, "train"] + ([str(config)] if config else []) + ["--device", "cpu", "--quiet", "--out", out_dir]
+    cmd = list(launcher) + [binary, "train"] + ([str(config)] if config else []) + ["--device", "cpu", "--quiet", "--out", out_dir]
     for s in sets:
         cmd += ["--set", s]
     _, wall, rss = measure(cmd, check=check)
-    summary = json.loads(Path(out_dir, "summary.json").read_text())
+    path = Path(out_dir, "summary.json")
+    if not path.exists() and not check:
+        raise Failed(f"no summary.json in --out {out_dir}")
+    summary = json.loads(path.read_text())
     return {"train": summary["train_seconds"], "total": summary["total_seconds"], "wall": wall, "rss": rss,
-            "loss": summary["final_metrics"]["loss"]}
+            "loss": summary["final_metrics"]["loss"], "world_size": summary.get("world_size")}
 
 
 def torch_reference(args):
@@ -235,6 +250,85 @@ def loading(binary, work, rows, repeats, tables_path):
     return lines
 
 
+def torchrun(procs, no_python=False):
+    """PyTorch's launcher, from the torch package on PYTHONPATH (the one the build links)."""
+    return [sys.executable, "-m", "torch.distributed.run"] + (["--no-python"] if no_python else []) + \
+        ["--standalone", "--nproc-per-node", str(procs)]
+
+
+def ddp_reference(procs, samples):
+    out, wall, rss = measure(torchrun(procs) + [str(HERE / "ddp.py"), "--samples", str(samples)], check=False)
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"train": result["train_seconds"], "wall": wall, "rss": rss, "loss": result["final_loss"]}
+
+
+def distributed(binary, work, samples, repeats):
+    """The distributed section: the large workload with one thread per process, torchfit
+    alone and as 2 processes under torchrun, next to PyTorch DDP (bench/ddp.py) with 1 and
+    2 processes. Returns Markdown lines."""
+    sets = [f"data.samples={samples}", "data.features=256", "model.hidden=[1024, 1024]",
+            "training.batch_size=1024", "training.epochs=1", "training.metrics=[]", "training.threads=1"]
+
+    def torchfit_2p():
+        r = torchfit_train(binary, sets, work, check=False, launcher=torchrun(2, no_python=True))
+        if r["world_size"] != 2:
+            got = "no world_size" if r["world_size"] is None else f"world_size {r['world_size']}"
+            raise Failed(f"summary.json says {got}, not 2: torchfit did not train as one group of 2 processes")
+        return r
+
+    programs = [
+        ("PyTorch DDP, 1 process (bench/ddp.py)", lambda: ddp_reference(1, samples)),
+        ("PyTorch DDP, 2 processes", lambda: ddp_reference(2, samples)),
+        ("torchfit, 1 process", lambda: torchfit_train(binary, sets, work, check=False)),
+        ("torchfit, 2 processes (torchrun)", torchfit_2p),
+    ]
+    runs = {name: [] for name, _ in programs}
+    failed = {}
+    for i in range(repeats):
+        print(f"distributed, round {i + 1}/{repeats}", file=sys.stderr)
+        for name, run in programs:
+            if name in failed:
+                continue
+            try:
+                runs[name].append(run())
+            except Failed as e:
+                failed[name] = str(e)
+    lines = [
+        f"## Distributed: the large workload ({samples:,}x256, hidden [1024, 1024], global batch 1024, 1 epoch), CPU, one thread per process",
+        "",
+        "Data-parallel over gloo: each process trains on its part of every global batch (512 rows each with 2 "
+        "processes) and the gradients are averaged. Each process uses one libtorch thread (`training.threads=1`, "
+        "`torch.set_num_threads(1)`). Samples/s: the samples of the epoch over the training loop's time (torchfit's "
+        "`train_seconds` in rank 0's summary.json; bench/ddp.py times its loop the same way, on rank 0).",
+        "",
+        "| program | training loop | samples/s | wall |",
+        "|---|---|---|---|",
+    ]
+    rate = {}
+    for name, _ in programs:
+        if name in failed:
+            lines.append(f"| {name} | failed: {failed[name]} | - | - |")
+            continue
+        rate[name] = samples / statistics.median(r["train"] for r in runs[name])
+        lines.append(f"| {name} | {fmt([r['train'] for r in runs[name]])} | {rate[name]:,.0f} | {fmt([r['wall'] for r in runs[name]])} |")
+
+    def ratio(a, b, goal):
+        if a not in rate or b not in rate:
+            return f"n/a ({next(n for n in (a, b) if n not in rate)} failed)"
+        got = rate[a] / rate[b]
+        return f"**{got:.2f}x** (goal >= {goal}x: {'met' if got >= goal else 'not met'})"
+
+    ddp1, ddp2 = programs[0][0], programs[1][0]
+    tf1, tf2 = programs[2][0], programs[3][0]
+    lines += [
+        "",
+        f"- torchfit 2 processes / torchfit 1 process: {ratio(tf2, tf1, 1.7)}.",
+        f"- torchfit 2 processes / PyTorch DDP 2 processes: {ratio(tf2, ddp2, 1.2)}.",
+        f"- PyTorch DDP 2 processes / 1 process: " + (f"{rate[ddp2] / rate[ddp1]:.2f}x." if ddp1 in rate and ddp2 in rate else "n/a."),
+    ]
+    return lines
+
+
 def stats(values):
     return statistics.median(values), min(values), max(values)
 
@@ -257,13 +351,19 @@ def main():
     p.add_argument("--load-repeats", type=int, default=3)
     p.add_argument("--tables-path", default=str(Path.home() / ".cache/torchfit/bench"),
                    help="a pip --target folder holding pandas and polars (used when it exists)")
-    p.add_argument("--only", choices=["all", "loading"], default="all",
-                   help="loading: run only the CSV loading section and print it (--output is left alone)")
+    p.add_argument("--dist-samples", type=int, default=50_000, help="samples of the distributed section's workload")
+    p.add_argument("--dist-repeats", type=int, default=3)
+    p.add_argument("--only", choices=["all", "loading", "distributed"], default="all",
+                   help="run only that section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
     if args.only == "loading":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
             print("\n".join(loading(binary, work, args.load_rows, args.load_repeats, args.tables_path)))
+        return
+    if args.only == "distributed":
+        with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
+            print("\n".join(distributed(binary, work, args.dist_samples, args.dist_repeats)))
         return
     keras_path = args.keras_path if Path(args.keras_path, "tensorflow").is_dir() else None
     probe_env = dict(os.environ, PYTHONPATH=keras_path) if keras_path else None
@@ -296,6 +396,8 @@ def main():
     large_model = ["data.features=256", "model.hidden=[1024, 1024]", "training.metrics=[]"]
     large_fit = fit_costs(binary, work, large_model,
                           [(8192, 1024, 2), (16384, 1024, 2), (16384, 256, 2), (32768, 512, 1)])
+    print("distributed", file=sys.stderr)
+    dist_lines = distributed(binary, work, args.dist_samples, args.dist_repeats)
     # Its own folder, removed after: the CSV files are hundreds of MB.
     with tempfile.TemporaryDirectory(prefix="torchfit-bench-load-") as load_work:
         load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
@@ -361,7 +463,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [""] + load_lines + [
+    lines += [""] + dist_lines + [""] + load_lines + [
         "",
         "## Commands",
         "",
@@ -373,6 +475,10 @@ def main():
         f"python3 bench/reference_keras.py                                   # Keras fit (PYTHONPATH=~/.cache/torchfit/keras)",
         f"torchfit train --device cpu --quiet --out DIR {' '.join('--set ' + shlex.quote(s) for s in large_sets)}",
         f"python3 bench/reference_torch.py {' '.join(large_ref)}",
+        "python3 bench/run.py --only distributed   # just the distributed section",
+        f"python3 -m torch.distributed.run --standalone --nproc-per-node 2 bench/ddp.py --samples {args.dist_samples}   # PyTorch DDP, 2 processes",
+        f"python3 -m torch.distributed.run --no-python --standalone --nproc-per-node 2 torchfit train --device cpu --quiet --out DIR "
+        f"--set data.samples={args.dist_samples} ... --set training.threads=1   # torchfit, 2 processes",
         "make bench-csv   # once: pandas and polars into ~/.cache/torchfit/bench, for the loading section",
         "python3 bench/run.py --only loading   # just the loading section (writes its CSV files in a temporary folder)",
         "torchfit train LOAD.yaml --device cpu --quiet --out DIR           # loading: data {kind: csv, path, target: y}, 1 epoch",

@@ -5,46 +5,17 @@
 // returns nullptr on success or an error message that the caller frees with tf_string_free.
 #include <torch/script.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <exception>
 #include <memory>
 #include <string>
 
-namespace {
+#include "guarded.h"
 
-// Returned in place of an error message that could not be allocated: a null return means
-// success, so a failed malloc must still return something. tf_string_free leaves it alone.
-char kOutOfMemory[] = "out of memory (while reporting a libtorch error)";
-
-char* copy_string(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out == nullptr) return kOutOfMemory;
-  std::memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-// Runs f and turns any C++ exception into a message: none may cross into Rust.
-template <typename F>
-char* guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return copy_string(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_string(e.what());
-  } catch (...) {
-    return copy_string("unknown C++ exception");
-  }
-}
-
-}  // namespace
+using torchfit::guarded;
 
 extern "C" {
 
 void tf_string_free(char* s) {
-  if (s != kOutOfMemory) std::free(s);
+  if (s != torchfit::kOutOfMemory) std::free(s);
 }
 
 // A new, empty module whose TorchScript class is `class_name` (e.g. "torchfit.Dense0").

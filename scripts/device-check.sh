@@ -2,7 +2,8 @@
 # The whole CUDA check, on a machine with an NVIDIA GPU (see docs/cuda.md):
 #   scripts/libtorch.sh env TORCHFIT_BIN=target/release/torchfit bash scripts/device-check.sh
 # It checks `info`, a CUDA training run, the export on the GPU from PyTorch, and times the
-# Keras example and the large workload on CUDA beside PyTorch on the same GPU. Everything it
+# Keras example and the large workload on CUDA beside PyTorch on the same GPU, and trains
+# on two processes over NCCL. Everything it
 # prints is also in $OUT/device-check.log (OUT defaults to /tmp/device-check).
 # TORCHFIT_BIN defaults to .device/torchfit, where the project's own GPU sessions put a
 # binary built for the GPU machine, and else to target/release/torchfit.
@@ -31,5 +32,13 @@ large=(--set data.samples=200000 --set data.features=256 --set 'model.hidden=[10
     rm -rf "$out/l$i"; "$bin" train --device cuda --quiet --out "$out/l$i" "${large[@]}"
     python3 bench/reference_torch.py --device cuda --samples 200000 --features 256 --hidden 1024,1024 --batch-size 1024 --epochs 1
   done
+  # Data-parallel on NCCL (docs/distributed.md): two processes on the GPUs there are (one
+  # GPU is enough to run the code path, each process takes cuda:LOCAL_RANK modulo the
+  # GPUs), beside one process; the losses should agree to float rounding.
+  rm -rf "$out/nccl1" "$out/nccl2"
+  "$bin" train --device cuda --quiet --out "$out/nccl1" --set training.epochs=10
+  python3 -m torch.distributed.run --no-python --standalone --nproc-per-node 2 \
+    "$bin" train --device cuda --quiet --out "$out/nccl2" --set training.epochs=10
+  grep -h '"backend"\|"world_size"\|"loss"' "$out"/nccl1/summary.json "$out"/nccl2/summary.json
   grep -h '"train_seconds"' "$out"/k*/summary.json "$out"/l*/summary.json
 } 2>&1 | tee "$out/device-check.log"

@@ -48,9 +48,9 @@ else
     fi
     exec 9>&-
   fi
-  # The serving and export tests (tests/serve_*.rs, tests/python/onnx_check.py) talk to
-  # `torchfit serve` with Triton's own HTTP client, parse config.pbtxt with its ModelConfig
-  # protobuf, and check ONNX files with onnx and onnxruntime. Pinned, with their
+  # The serving and export tests (tests/serve_python.rs, tests/triton_export.rs) talk to
+  # `torchfit serve` with Triton's own HTTP client and parse config.pbtxt with its
+  # ModelConfig protobuf; onnx and onnxruntime are for the ONNX export's checks. Pinned, with their
   # dependencies listed (--no-deps), so that nothing already in the cache (numpy, torch's
   # own) is replaced. grpcio is left out: the tests load tritonclient's model_config_pb2
   # from its file, which needs only protobuf.
@@ -62,6 +62,30 @@ else
         tritonclient==2.73.0 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.3.2 zope.event==6.2 \
         zope.interface==8.7 python-rapidjson==1.25 urllib3==2.8.0 brotli==1.2.1 certifi==2026.10.19.post1 \
         onnx==1.23.2 protobuf==6.33.6 ml_dtypes==0.5.4 onnxruntime==1.32.0 flatbuffers==25.12.19 packaging==26.4 >&2
+    fi
+    exec 9>&-
+  fi
+  # c10d's NCCL process group (csrc/c10d_nccl.cpp) compiles against the CUDA runtime headers
+  # that the wheel brings, which include two header-only packages that torch does not pull
+  # in: the CUDA compiler's runtime headers (crt/) and CCCL (nv/target). Installed once, at
+  # the versions that torch's cuda-toolkit==13.0.3 names for its crt and cccl extras, into a
+  # folder of their own in the cache (pip --target skips, or with --upgrade replaces, a
+  # top-level folder that exists, and the wheel's `nvidia/` does); build.rs looks there.
+  # Only where the wheel has NCCL, i.e. a CUDA build.
+  cuda_headers="$home/cuda-headers"
+  if [ -f "$home/nvidia/nccl/include/nccl.h" ] && [ ! -f "$cuda_headers/.complete" ]; then
+    exec 9>"$home.lock"
+    flock 9
+    if [ ! -f "$cuda_headers/.complete" ]; then
+      rm -rf "$cuda_headers"
+      # Not fatal (e.g. offline): the build then compiles NCCL out, and this is tried again
+      # next time.
+      if python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+        --target "$cuda_headers" nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 >&2; then
+        touch "$cuda_headers/.complete"
+      else
+        echo "libtorch.sh: could not install the CUDA headers; this build will have no NCCL" >&2
+      fi
     fi
     exec 9>&-
   fi

@@ -5,6 +5,7 @@
 //! modules are what `main.rs` and the end-to-end tests use; the rest are internals.
 
 mod atomic;
+mod c10d;
 mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,7 +1,8 @@
 //! Safe wrappers over the C++ shim in `csrc/`: building and saving TorchScript modules with
 //! real parameters (tch only traces) and libtorch's fused Adam kernel (`torchscript.cpp`), and
 //! CUDA device names (`cuda.cpp`). (A saved module's extra files are read from its zip
-//! archive: `export::ExtraFiles`.)
+//! archive: `export::ExtraFiles`.) c10d's stores and process groups have their own wrapper,
+//! `c10d`, which shares this file's error convention (`check`).
 //!
 //! The shim relies on a tch internal: it takes tch's tensor pointer (`Tensor::as_ptr`,
 //! `Tensor::as_mut_ptr`) to be a `torch::Tensor*` and dereferences it in C++. tch does not
@@ -53,7 +54,7 @@ mod ffi {
 }
 
 /// Turns the shim's error convention (null, or a message we must free) into a `Result`.
-fn check(err: *mut c_char) -> Result<()> {
+pub(crate) fn check(err: *mut c_char) -> Result<()> {
     if err.is_null() {
         return Ok(());
     }
@@ -69,7 +70,7 @@ pub fn first_line(message: &str) -> &str {
     message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error")
 }
 
-fn c_string(s: &str) -> Result<CString> {
+pub(crate) fn c_string(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| anyhow!("{s:?} contains a NUL byte"))
 }
 

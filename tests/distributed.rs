@@ -11,38 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `torchrun --standalone --nproc-per-node N` running `program args` in `dir`.
-fn torchrun_command(dir: &Path, nproc: usize, extra: &[&str], program: &str, args: &[&str]) -> Command {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    let mut command = Command::new("python3");
-    command
-        .args(["-m", "torch.distributed.run", "--no-python", "--standalone", "--nproc-per-node"])
-        .arg(nproc.to_string())
-        .args(extra)
-        .arg(program)
-        .args(args)
-        .current_dir(dir)
-        .env("PYTHONPATH", python_path)
-        .env_remove("LD_LIBRARY_PATH");
-    command
-}
+const LIMIT: Duration = Duration::from_secs(300);
 
-/// Runs torchfit under torchrun, bounded in time.
-fn torchrun(dir: &Path, nproc: usize, args: &[&str]) -> Output {
-    let child = torchrun_command(dir, nproc, &[], BIN, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    wait_bounded(child.expect("python3 runs torchrun"), Duration::from_secs(300))
-}
-
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+/// torchfit ARGS as `nproc` workers of torchrun, in `dir`.
+fn torchrun_torchfit(dir: &Path, nproc: usize, args: &[&str]) -> Output {
+    let cmd: Vec<&str> = [BIN].iter().chain(args).copied().collect();
+    torchrun(nproc, dir, &cmd, &[], LIMIT).unwrap()
 }
 
 /// metrics.csv without its `seconds` column.
@@ -74,10 +48,13 @@ fn assert_same_training(one: &Path, two: &Path, rel: f64) {
             assert!(close(*x, *y, rel), "epoch {}: {column} {x} (1 process) vs {y} (2 processes)", epoch + 1);
         }
     }
+    // Weights within `rel` of their tensor's largest magnitude: a weight near 0 carries
+    // the rounding of the larger ones it was updated with.
     for ((name, a), (other, b)) in weights(one).iter().zip(&weights(two)) {
         assert_eq!(name, other);
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
         for (x, y) in a.iter().zip(b) {
-            assert!(close(*x as f64, *y as f64, rel), "{name}: {x} vs {y}");
+            assert!((*x as f64 - *y as f64).abs() <= rel * scale, "{name}: {x} vs {y} (largest {scale})");
         }
     }
 }
@@ -87,7 +64,7 @@ fn torchrun_two_processes_train_the_keras_example_as_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert_ok(&torchfit(d, &["train", "--out", "one", "--quiet"]));
-    let two = torchrun(d, 2, &["train", "--out", "two", "--quiet"]);
+    let two = torchrun_torchfit(d, 2, &["train", "--out", "two", "--quiet"]);
     assert_ok(&two);
     assert_same_training(&d.join("one"), &d.join("two"), 1e-5);
     let s = summary(&d.join("two"));
@@ -107,7 +84,7 @@ fn torchrun_two_processes_train_a_classifier_with_validation_and_early_stopping_
     let one: Vec<&str> = ["train", config, "--out", "one"].iter().chain(&sets).copied().collect();
     assert_ok(&torchfit(d, &one));
     let two: Vec<&str> = ["train", config, "--out", "two"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 2, &two));
+    assert_ok(&torchrun_torchfit(d, 2, &two));
     let (header, _) = metrics(&d.join("two"));
     assert!(header.contains(&"val_accuracy".to_string()), "{header:?}");
     assert_same_training(&d.join("one"), &d.join("two"), 1e-5);
@@ -128,8 +105,28 @@ fn an_uneven_last_batch_splits_across_processes() {
     let one: Vec<&str> = ["train", "--out", "one"].iter().chain(&sets).copied().collect();
     assert_ok(&torchfit(d, &one));
     let four: Vec<&str> = ["train", "--out", "four"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 4, &four));
+    assert_ok(&torchrun_torchfit(d, 4, &four));
     assert_same_training(&d.join("one"), &d.join("four"), 1e-5);
+}
+
+/// Slurm's `srun -n 2` (the one-node Slurm of scripts/slurm.sh) trains what torchrun's two
+/// workers train: the same bytes.
+#[test]
+fn srun_two_tasks_train_what_torchrun_trains() {
+    let Some(_) = slurm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sets = ["--set", "training.epochs=20", "--quiet"];
+    let args: Vec<&str> = ["train", "--out", "torchrun"].iter().chain(&sets).copied().collect();
+    assert_ok(&torchrun_torchfit(d, 2, &args));
+    let cmd: Vec<&str> = [BIN, "train", "--out", "slurm"].iter().chain(&sets).copied().collect();
+    let out = srun(2, d, &cmd, &[], LIMIT).unwrap();
+    assert_ok(&out);
+    let s = summary(&d.join("slurm"));
+    assert_eq!((s["world_size"].as_u64(), s["backend"].as_str()), (Some(2), Some("gloo")));
+    let weights = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
+    assert!(weights("torchrun") == weights("slurm"), "srun's weights differ from torchrun's");
+    assert_eq!(metrics(&d.join("torchrun")), metrics(&d.join("slurm")));
 }
 
 #[test]
@@ -138,20 +135,20 @@ fn processes_with_different_configs_fail_naming_the_key() {
     let d = dir.path();
     // Each worker gets its own epochs: 2 + RANK.
     let script = format!("exec {BIN} train --out run --quiet --set training.epochs=$((2 + RANK))");
-    let child = torchrun_command(d, 2, &[], "sh", &["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = wait_bounded(child.spawn().unwrap(), Duration::from_secs(120));
+    let out = torchrun(2, d, &["sh", "-c", &script], &[], LIMIT).unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
         err.contains("the processes have different configs: training.epochs is 2 on rank 0 but 3 on rank 1"),
         "{err}"
     );
+    // Every rank fails alike, naming itself; torchrun's report shows what each wrote to its
+    // TORCHELASTIC_ERROR_FILE.
+    for rank in ["rank 0", "rank 1"] {
+        let line = format!("traceback : {rank}: the processes have different configs: training.epochs is 2");
+        assert!(err.contains(&line), "{line} in {err}");
+    }
     assert!(!d.join("run").exists(), "no run directory for a group that never trained");
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Started as rank 0 of 2 the way srun starts tasks, with no rank 1 ever coming: a clear
@@ -169,9 +166,21 @@ fn a_rank_that_never_arrives_is_a_clear_error_within_the_timeout() {
         .output()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    assert_fails_with(&out, &["torchfit: rank 0: ", "rank 1 did not join within 3 s (distributed.timeout)"]);
+    assert_fails_with(&out, &["torchfit: rank 0: ", "within 3 s (distributed.timeout)", "1/2 clients joined"]);
     assert!(seconds < 30.0, "took {seconds} s");
     assert!(!dir.path().join("run").exists());
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// The process ids of `parent`'s children whose environment has `RANK=rank`.
@@ -201,11 +210,21 @@ fn a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted() {
     let d = dir.path();
     let sets = ["--set", "training.epochs=60", "--set", "training.checkpoint_every=5", "--quiet"];
     let straight: Vec<&str> = ["train", "--out", "straight"].iter().chain(&sets).copied().collect();
-    assert_ok(&torchrun(d, 2, &straight));
+    assert_ok(&torchrun_torchfit(d, 2, &straight));
 
+    // Spawned rather than run_bounded: the test kills a worker while torchrun runs.
     let restarted: Vec<&str> = ["train", "--out", "restarted"].iter().chain(&sets).copied().collect();
-    let mut command = torchrun_command(d, 2, &["--max-restarts", "1"], BIN, &restarted);
-    let mut torchrun = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut torchrun = Command::new("python3")
+        .args(["-m", "torch.distributed.run", "--no-python", "--standalone", "--nproc-per-node", "2"])
+        .args(["--max-restarts", "1", BIN])
+        .args(&restarted)
+        .current_dir(d)
+        .env("PYTHONPATH", env!("TORCHFIT_TORCH_PYTHONPATH"))
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let checkpoint = d.join("restarted/checkpoint/last.safetensors");
     let started = Instant::now();
     while !checkpoint.exists() {
@@ -215,7 +234,7 @@ fn a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted() {
     }
     let pid = worker(torchrun.id(), 1).expect("rank 1 is a child of torchrun");
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
-    let out = wait_bounded(torchrun, Duration::from_secs(300));
+    let out = wait_bounded(torchrun, LIMIT);
     assert_ok(&out);
     let s = summary(&d.join("restarted"));
     assert_eq!(s["status"], "finished");
@@ -223,8 +242,9 @@ fn a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted() {
     let (a, b) = (d.join("straight/weights.safetensors"), d.join("restarted/weights.safetensors"));
     assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "weights differ from the uninterrupted run's");
     assert_eq!(metrics(&d.join("straight")), metrics(&d.join("restarted")));
-    // torchrun did restart the group (its log says so).
-    assert!(stderr(&out).to_lowercase().contains("restart worker group"), "{}", stderr(&out));
+    // The first attempt's rank 0 lost its peer and said so, naming itself; torchrun then
+    // started the group again, which finished.
+    assert!(stderr(&out).contains("torchfit: rank 0: "), "{}", stderr(&out));
 }
 
 /// A restart after the run finished (the last worker died after rank 0 wrote everything)

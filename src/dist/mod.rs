@@ -17,10 +17,9 @@ use tch::{Device, Tensor};
 
 use crate::config::{yaml_difference, BackendChoice, Config};
 
-mod c10d;
 mod launch;
 
-use c10d::{Backend, ProcessGroup, Store};
+use crate::c10d::{Backend, ProcessGroup, Store};
 pub use launch::{Launch, Launcher};
 
 pub struct Group {
@@ -57,8 +56,9 @@ impl Group {
         // prefixes the workers' keys per restart so that a new attempt never reads keys a
         // dead one left. Otherwise (Slurm) rank 0 serves it.
         let server = rank == 0 && !launch.agent_store;
-        let store = Store::tcp(addr, *port, world_size, server, timeout)
-            .with_context(|| format!("cannot reach the group's store at {addr}:{port} (MASTER_ADDR, MASTER_PORT)"))?;
+        let store = Store::tcp(addr, *port, world_size, server, timeout).with_context(|| {
+            format!("the group did not meet at {addr}:{port} (MASTER_ADDR, MASTER_PORT) within {seconds} s (distributed.timeout)")
+        })?;
         let store = match launch.agent_store {
             true => store.prefixed(&format!("/worker/attempt_{}/", launch.restart))?,
             false => store,

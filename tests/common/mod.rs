@@ -1,6 +1,10 @@
 //! Helpers shared by the end-to-end tests: run the real binary in a directory, read what it
-//! wrote.
+//! wrote; launch it under srun or torchrun (launch.rs).
 #![allow(dead_code)]
+
+mod launch;
+#[allow(unused_imports)]
+pub use launch::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
