@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test slurm bench bench-keras bench-csv bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -65,6 +65,10 @@ bench-serve: build
 ## wrk: apt-get install wrk).
 bench-serve-deps:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/serve-bench fastapi==0.136.1 uvicorn==0.46.0
+
+## Optional: optuna for bench's sweep reference, cached beside libtorch.
+bench-optuna:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/optuna optuna==4.5.0
 
 libtorch:
 	$(WITH_TORCH)

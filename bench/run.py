@@ -250,6 +250,65 @@ def loading(binary, work, rows, repeats, tables_path):
     return lines
 
 
+SWEEP_SETS = ["device=cpu", "data.samples=1250", "data.validation_split=0.2", "data.test_split=0",
+              "training.epochs=100", "training.batch_size=32", "training.early_stopping=null",
+              "training.lr_schedule={kind: constant}", "training.metrics=[]"]
+SWEEP_FILE = """base: {base}
+method: grid
+parameters:
+  training.optimizer.lr: {{values: [0.0003, 0.001, 0.003, 0.01]}}
+  model.hidden: {{values: [[16, 16], [32, 32], [64, 64], [128, 128]]}}
+"""
+
+
+def sweep_section(binary, work, repeats, optuna_path, jobs=2):
+    """The sweep section: a 16-trial grid (4 learning rates x 4 widths, friedman1 with 1,000
+    training rows, 100 epochs, batch 32) with 2 workers, next to Optuna's GridSampler over the
+    PyTorch eager twin with n_jobs=2, interleaved."""
+    sweep_file = Path(work, "bench-sweep.yaml")
+    sweep_file.write_text(SWEEP_FILE.format(base=HERE.parent / "configs" / "friedman1.yaml"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [optuna_path, os.environ.get("PYTHONPATH", "")] if p))
+    have_optuna = subprocess.run([sys.executable, "-c", "import optuna"], capture_output=True, env=env).returncode == 0
+    runs = {"torchfit": [], "optuna": []}
+    for i in range(repeats):
+        print(f"sweep, round {i + 1}/{repeats}", file=sys.stderr)
+        out_dir = tempfile.mkdtemp(dir=work)
+        os.rmdir(out_dir)
+        cmd = [binary, "sweep", str(sweep_file), "--out", out_dir, "--jobs", str(jobs)]
+        for s in SWEEP_SETS:
+            cmd += ["--set", s]
+        _, wall, _ = measure(cmd)
+        with open(Path(out_dir, "results.csv")) as f:
+            import csv
+            rows = list(csv.DictReader(f))
+        train = sum(float(r["train_seconds"]) for r in rows)
+        total = sum(float(r["seconds"]) for r in rows)
+        runs["torchfit"].append({"wall": wall, "train": train, "total": total, "trials": len(rows)})
+        if have_optuna:
+            out, wall, _ = measure([sys.executable, str(HERE / "reference_optuna.py"), "--jobs", str(jobs)], env=env)
+            runs["optuna"].append({"wall": wall, "inner": json.loads(out.strip().splitlines()[-1])["wall_seconds"]})
+    col = lambda rs, key: [r[key] for r in rs]
+    med = lambda rs, key: statistics.median(col(rs, key))
+    tf = runs["torchfit"]
+    lines = [
+        f"## Sweep (16-trial grid: 4 learning rates x 4 widths of [w, w], friedman1, 1,000 training rows, 100 epochs, batch 32, {jobs} workers), CPU",
+        "",
+        "| program | wall | sum of trials' train_seconds | sum of trials' total_seconds |",
+        "|---|---|---|---|",
+        f"| `torchfit sweep --jobs {jobs}` | {fmt(col(tf, 'wall'))} | {fmt(col(tf, 'train'))} | {fmt(col(tf, 'total'))} |",
+    ]
+    if have_optuna:
+        lines.append(f"| Optuna GridSampler, PyTorch eager, n_jobs={jobs} (bench/reference_optuna.py) | {fmt(col(runs['optuna'], 'wall'))} | - | - |")
+    lines.append("")
+    if have_optuna:
+        lines.append(f"- `torchfit sweep` is **{med(runs['optuna'], 'wall') / med(tf, 'wall'):.1f}x** faster than Optuna (wall, whole processes).")
+    else:
+        lines.append("- Optuna not installed (`make bench-optuna` to include it).")
+    lines.append(f"- Wall time over (sum of train_seconds) / workers: **{med(tf, 'wall') / (med(tf, 'train') / jobs):.2f}**; "
+                 f"over (sum of the trials' total_seconds) / workers: {med(tf, 'wall') / (med(tf, 'total') / jobs):.2f} "
+                 "(a trial's total also holds its data, its model.pt and plot).")
+
+
 def torchrun(procs, no_python=False):
     """PyTorch's launcher, from the torch package on PYTHONPATH (the one the build links)."""
     return [sys.executable, "-m", "torch.distributed.run"] + (["--no-python"] if no_python else []) + \
@@ -351,15 +410,22 @@ def main():
     p.add_argument("--load-repeats", type=int, default=3)
     p.add_argument("--tables-path", default=str(Path.home() / ".cache/torchfit/bench"),
                    help="a pip --target folder holding pandas and polars (used when it exists)")
+    p.add_argument("--optuna-path", default=str(Path.home() / ".cache/torchfit/optuna"),
+                   help="a pip --target folder holding optuna (used when it exists)")
+    p.add_argument("--sweep-repeats", type=int, default=3)
     p.add_argument("--dist-samples", type=int, default=50_000, help="samples of the distributed section's workload")
     p.add_argument("--dist-repeats", type=int, default=3)
-    p.add_argument("--only", choices=["all", "loading", "distributed"], default="all",
+    p.add_argument("--only", choices=["all", "loading", "sweep", "distributed"], default="all",
                    help="run only that section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
     if args.only == "loading":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
             print("\n".join(loading(binary, work, args.load_rows, args.load_repeats, args.tables_path)))
+        return
+    if args.only == "sweep":
+        with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
+            print("\n".join(sweep_section(binary, work, args.sweep_repeats, args.optuna_path)))
         return
     if args.only == "distributed":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
@@ -401,6 +467,7 @@ def main():
     # Its own folder, removed after: the CSV files are hundreds of MB.
     with tempfile.TemporaryDirectory(prefix="torchfit-bench-load-") as load_work:
         load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
+    sweep_lines = sweep_section(binary, work, args.sweep_repeats, args.optuna_path)
 
     col = lambda runs, key: [r[key] for r in runs]
     med = lambda runs, key: statistics.median(col(runs, key))
@@ -463,7 +530,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [""] + dist_lines + [""] + load_lines + [
+    lines += [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [
         "",
         "## Commands",
         "",
@@ -483,6 +550,10 @@ def main():
         "python3 bench/run.py --only loading   # just the loading section (writes its CSV files in a temporary folder)",
         "torchfit train LOAD.yaml --device cpu --quiet --out DIR           # loading: data {kind: csv, path, target: y}, 1 epoch",
         "python3 bench/reference_load.py pandas FILE                       # pandas.read_csv (polars: polars)",
+        "make bench-optuna   # once: optuna into ~/.cache/torchfit/optuna, for the sweep section",
+        "python3 bench/run.py --only sweep   # just the sweep section",
+        f"torchfit sweep SWEEP.yaml --jobs 2 --out DIR {' '.join('--set ' + shlex.quote(s) for s in SWEEP_SETS)}   # SWEEP.yaml: bench/run.py's SWEEP_FILE",
+        "python3 bench/reference_optuna.py --jobs 2                       # Optuna GridSampler over the PyTorch eager twin",
         "```",
         "",
     ]

@@ -20,6 +20,7 @@ mod report;
 pub mod rundir;
 pub mod serve;
 mod shim;
+pub mod sweep;
 pub mod train;
 pub mod triton;
 

@@ -31,8 +31,64 @@ enum Command {
     Export(ExportArgs),
     /// Serve a trained model over HTTP: Open Inference Protocol (KServe V2), /predict, /metrics.
     Serve(ServeArgs),
+    /// Search hyperparameters: grid or random trials of a base config, optionally with
+    /// ASHA early termination, on this machine or as a Slurm job array.
+    Sweep(SweepArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    action: Option<SweepAction>,
+    /// The sweep file (YAML: base, method, parameters, metric, ...; see docs/sweeps.md).
+    #[arg(required = true)]
+    sweep: Option<PathBuf>,
+    /// Override a key of the base config for every trial: a dotted path and a YAML value.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Workers (trials at once) [default: the cores here; with Slurm, one per trial].
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// The sweep directory [default: sweeps/<the sweep file's name>]; the same command on
+    /// an existing one continues it.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Where the workers run: here, or as a Slurm job array (sbatch).
+    #[arg(long, value_enum, default_value = "local")]
+    launcher: LauncherArg,
+    /// With --launcher slurm: a line for the batch script, e.g. --sbatch-arg=--time=01:00:00.
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// With --launcher slurm: write DIR/sweep.sbatch without submitting it.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Subcommand)]
+enum SweepAction {
+    /// Print a sweep's results table so far.
+    Status {
+        /// The sweep directory.
+        dir: PathBuf,
+    },
+    /// Train the sweep's trials until none is left (what each local worker and each Slurm
+    /// array task runs).
+    #[command(hide = true)]
+    Worker {
+        dir: PathBuf,
+        /// Workers on this machine: each takes its share of the cores.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LauncherArg {
+    Local,
+    Slurm,
 }
 
 #[derive(Args)]
@@ -199,7 +255,7 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             };
             let resume = args.resume.is_some();
             let run_dir = args.resume.or(args.out);
-            let options = TrainOptions { run_dir, resume, quiet: args.quiet, started, launch };
+            let options = TrainOptions { run_dir, resume, quiet: args.quiet, started, launch, pause_after: None };
             match train(&config, &options)? {
                 Outcome::Trained(summary) => writeln!(out, "{}", summary.describe())?,
                 Outcome::AlreadyFinished(message) if options.launch.rank == 0 => writeln!(out, "{message}")?,
@@ -250,9 +306,38 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             },
             quiet: args.quiet,
         })?,
+        Command::Sweep(args) => match (args.action, args.sweep) {
+            (Some(SweepAction::Status { dir }), _) => torchfit::sweep::status(&dir, &mut out)?,
+            (Some(SweepAction::Worker { dir, jobs }), _) => torchfit::sweep::worker(&dir, jobs)?,
+            (None, sweep) => {
+                let options = torchfit::sweep::SweepOptions {
+                    file: sweep.unwrap_or_default(),
+                    set: args.set,
+                    jobs: args.jobs,
+                    out: args.out,
+                    launcher: match args.launcher {
+                        LauncherArg::Local => torchfit::sweep::Launcher::Local,
+                        LauncherArg::Slurm => torchfit::sweep::Launcher::Slurm,
+                    },
+                    sbatch_args: args.sbatch_args,
+                    dry_run: args.dry_run,
+                    command: std::env::args().map(|a| shell_word(&a)).collect::<Vec<_>>().join(" "),
+                };
+                torchfit::sweep::run(&options, &mut out)?
+            }
+        },
         Command::Info => writeln!(out, "{}", torchfit::device::info())?,
     }
     Ok(())
+}
+
+/// A command-line word as a shell reads it back, for "continue with: ..." messages.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:@,".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

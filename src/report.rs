@@ -139,7 +139,7 @@ impl History {
 }
 
 /// Plots use a font embedded in the binary, so they get labels on machines without fonts.
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");

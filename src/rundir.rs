@@ -49,6 +49,9 @@ pub enum Status {
     Interrupted,
     /// An error stopped training (summary.json's `error` says which).
     Failed,
+    /// Stopped on purpose after the epoch `TrainOptions::pause_after` named, with a
+    /// checkpoint, short of `training.epochs` (a sweep's ASHA rung); resumable as it is.
+    Paused,
 }
 
 impl Status {
@@ -60,6 +63,7 @@ impl Status {
             Status::StoppedEarly => "stopped_early",
             Status::Interrupted => "interrupted",
             Status::Failed => "failed",
+            Status::Paused => "paused",
         }
     }
 

@@ -24,9 +24,16 @@ impl Config {
             }
             None => ("embedded keras_example.yaml".to_string(), KERAS_EXAMPLE.to_string()),
         };
-        let mut config = Config::parse(&text, &source, overrides)?;
+        Config::load_text(&text, &source, overrides, path.is_none())
+    }
+
+    /// `load` of config text that did not come from a file (a sweep's `config:` mapping, or
+    /// its base file read once for every trial); `source` names it in errors. `embedded`:
+    /// the text is the Keras example, whose data keys a `--set data=...` replaces.
+    pub fn load_text(text: &str, source: &str, overrides: &[String], embedded: bool) -> Result<Config> {
+        let mut config = Config::parse(text, source, overrides)?;
         // Without a config file, a key no --set names comes from the embedded default.
-        let inherited = |key: &str| path.is_none() && !overrides.iter().any(|o| assigns(o, key));
+        let inherited = |key: &str| embedded && !overrides.iter().any(|o| assigns(o, key));
         config.validate_settings(&inherited)?;
         config.infer_task_from_csv();
         config.resolve();

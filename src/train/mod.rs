@@ -23,7 +23,7 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
-use run::Run;
+use run::{Run, Start};
 pub use summary::Summary;
 use trainer::{EpochEnd, Trainer};
 
@@ -39,6 +39,10 @@ pub struct TrainOptions {
     pub started: Instant,
     /// How this process was started: alone, or as one of several by torchrun or Slurm.
     pub launch: Launch,
+    /// Stop after this epoch with a checkpoint and status `paused`, short of
+    /// `training.epochs`, which stays the run's budget: schedules defined over it go on
+    /// unchanged when the run is resumed (a sweep's ASHA rung). `None`: train to the end.
+    pub pause_after: Option<usize>,
 }
 
 /// How `train` ended on this process.
@@ -84,13 +88,16 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     // Everything that can fail on the user's input has been checked: only now does a run
     // directory appear (or, resuming, get written to).
     let mut run = match Run::open(config, &data, &mut trainer, options, &group)? {
-        Ok(run) => run,
-        Err(finished) => return Ok(Outcome::AlreadyFinished(finished)),
+        Start::Train(run) => run,
+        Start::Finished(message) => return Ok(Outcome::AlreadyFinished(message)),
     };
     // Every process starts from rank 0's weights (the same already, from the same seed or
     // checkpoint: this makes sure of it, as DDP does).
     group.broadcast(&mut trainer.model.params)?;
-    let outcome = fit(&mut run, &mut trainer, &group).and_then(|status| run.finish(&mut trainer, &data, status));
+    let outcome = fit(&mut run, &mut trainer, &group, options.pause_after).and_then(|status| match status {
+        Status::Paused => run.pause(&mut trainer),
+        _ => run.finish(&mut trainer, &data, status),
+    });
     match outcome {
         Ok(summary) if group.is_leader() => Ok(Outcome::Trained(summary)),
         Ok(_) => Ok(Outcome::Follower),
@@ -98,9 +105,15 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     }
 }
 
-/// The epochs from where the trainer stands to `training.epochs`, or until early stopping.
-fn fit(run: &mut Run, trainer: &mut Trainer, group: &Group) -> Result<Status> {
-    for epoch in trainer.epoch + 1..=trainer.config.training.epochs {
+/// The epochs from where the trainer stands to `training.epochs`, or until early stopping,
+/// or to `pause_after` (a run already there pauses at once).
+fn fit(run: &mut Run, trainer: &mut Trainer, group: &Group, pause_after: Option<usize>) -> Result<Status> {
+    let epochs = trainer.config.training.epochs;
+    let pause = |epoch: usize| pause_after.is_some_and(|p| epoch >= p && epoch < epochs);
+    if pause(trainer.epoch) && trainer.running.is_none() {
+        return Ok(Status::Paused);
+    }
+    for epoch in trainer.epoch + 1..=epochs {
         if let EpochEnd::Interrupted(signal) = trainer.run_epoch(epoch, &run.signals, group)? {
             return Err(run.interrupt(trainer, signal));
         }
@@ -108,6 +121,9 @@ fn fit(run: &mut Run, trainer: &mut Trainer, group: &Group) -> Result<Status> {
         run.end_of_epoch(trainer, improved, stop)?;
         if stop {
             return Ok(Status::StoppedEarly);
+        }
+        if pause(epoch) {
+            return Ok(Status::Paused);
         }
     }
     Ok(Status::Finished)

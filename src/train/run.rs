@@ -35,9 +35,15 @@ pub struct Run {
     backend: Option<&'static str>,
 }
 
+/// What `Run::open` found: a run to train, or one that had already finished (this message).
+pub enum Start {
+    Train(Run),
+    Finished(String),
+}
+
 /// Where rank 0 found the run: what the other processes need to start alike.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Opened {
+struct Handover {
     run_dir: PathBuf,
     /// The run had already finished: this message, and nothing to train.
     finished: Option<String>,
@@ -51,8 +57,7 @@ impl Run {
     /// Opens the run directory for training: a new one, or, resuming (`--resume`, or a
     /// launcher's restart finding its run), the run's own after the trainer is restored
     /// from its last checkpoint and found able to go on. Writes the config, preprocessing
-    /// and split, and `summary.json` with status `running`. `Err` with a message when the
-    /// run had already finished. The other processes of a distributed run restore from
+    /// and split, and `summary.json` with status `running`. The other processes of a distributed run restore from
     /// rank 0's checkpoint, which it hands them, so they need no shared disk.
     pub fn open(
         config: &Config,
@@ -60,7 +65,7 @@ impl Run {
         trainer: &mut Trainer,
         options: &TrainOptions,
         group: &Group,
-    ) -> Result<Result<Run, String>> {
+    ) -> Result<Start> {
         let dir = if group.is_leader() {
             let opened = open_dir(config, trainer, options);
             if group.world_size > 1 {
@@ -68,16 +73,16 @@ impl Run {
             }
             let (dir, finished) = opened?;
             if let Some(finished) = finished {
-                return Ok(Err(finished));
+                return Ok(Start::Finished(finished));
             }
             dir
         } else {
-            let opened: Opened = serde_json::from_slice(&group.share("open", None)?)?;
+            let opened: Handover = serde_json::from_slice(&group.share("open", None)?)?;
             if let Some(error) = opened.error {
                 bail!("rank 0 could not open the run: {error}");
             }
             if let Some(finished) = opened.finished {
-                return Ok(Err(finished));
+                return Ok(Start::Finished(finished));
             }
             if opened.restored {
                 let bytes = group.share("checkpoint", None)?;
@@ -107,7 +112,7 @@ impl Run {
             std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
             run.write_summary(&run.summary(trainer, Status::Running))?;
         }
-        Ok(Ok(run))
+        Ok(Start::Train(run))
     }
 
     /// After an epoch: its progress line, and the checkpoints due (`best` when early
@@ -133,6 +138,24 @@ impl Run {
             trainer.checkpointed = Some(epoch);
         }
         Ok(())
+    }
+
+    /// Training paused (`TrainOptions::pause_after`): the last checkpoint holds this epoch,
+    /// and summary.json says `paused`. No model.pt: the run is not done.
+    pub fn pause(&mut self, trainer: &mut Trainer) -> Result<Summary> {
+        self.progress.abandon();
+        let summary = self.summary(trainer, Status::Paused);
+        if !self.leader {
+            return self.writer.finish().map(|()| summary);
+        }
+        if trainer.checkpointed != Some(trainer.epoch) {
+            let last = self.dir.file(rundir::LAST_CHECKPOINT);
+            self.writer.submit(&last, trainer.checkpoint_job(&last, None, self.total_seconds(trainer)))?;
+            trainer.checkpointed = Some(trainer.epoch);
+        }
+        self.writer.finish()?;
+        self.write_report(trainer, &summary)?;
+        Ok(summary)
     }
 
     /// Training was stopped by a signal: checkpoints the epoch in progress and records the
@@ -271,13 +294,13 @@ fn resume(dir: RunDir, config: &Config, trainer: &mut Trainer) -> Result<(RunDir
 /// checkpoint it restored from.
 fn share_opened(group: &Group, opened: &Result<(RunDir, Option<String>)>) -> Result<()> {
     let message = match opened {
-        Ok((dir, finished)) => Opened {
+        Ok((dir, finished)) => Handover {
             run_dir: dir.path().to_path_buf(),
             finished: finished.clone(),
             error: None,
             restored: finished.is_none() && dir.file(rundir::LAST_CHECKPOINT).exists(),
         },
-        Err(err) => Opened { run_dir: PathBuf::new(), finished: None, error: Some(format!("{err:#}")), restored: false },
+        Err(err) => Handover { run_dir: PathBuf::new(), finished: None, error: Some(format!("{err:#}")), restored: false },
     };
     group.share("open", Some(serde_json::to_vec(&message)?))?;
     if let (true, Ok((dir, _))) = (message.restored, opened) {

@@ -1,0 +1,270 @@
+//! The sweep file: what to search, how, and by which metric. Read with
+//! `deny_unknown_fields` like a train config, then checked as a whole before any trial
+//! runs: every parameter path is a config key, every grid value and every sampled trial is
+//! a valid config, the metric is a metrics.csv column of every trial.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+use crate::config::{Config, Metric};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// A config file that every trial starts from (`--set` applies to it); or `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<std::path::PathBuf>,
+    /// The config inline, instead of `base`. The resolved sweep.yaml always holds it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Mapping>,
+    /// `--set KEY=VALUE` overrides of the base, applied before each trial's parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    pub method: Method,
+    /// random: how many trials to sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<usize>,
+    /// random: seeds the sampling (not the trials, which keep the config's `seed`).
+    #[serde(default)]
+    pub seed: u64,
+    /// Dotted config keys, each with `values` or a `distribution`, in the order written.
+    pub parameters: Mapping,
+    /// A metrics.csv column; default `val_loss` with a validation split, else `loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// `min` or `max`; default from the metric, as early stopping's `mode: auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_termination: Option<EarlyTermination>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Grid,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum EarlyTermination {
+    /// Asynchronous successive halving (Li et al., MLSys 2020).
+    Asha { min_epochs: usize, reduction_factor: usize },
+}
+
+/// One parameter's search space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum Space {
+    Values { values: Vec<Value> },
+    Distribution { distribution: Distribution, min: f64, max: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    Uniform,
+    LogUniform,
+    IntUniform,
+}
+
+/// A sweep file, read and checked: the spec with its base config inline, the parameters
+/// parsed, and the base config's text (for every trial's `Config::load_text`).
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub spec: Spec,
+    pub parameters: Vec<(String, Space)>,
+    pub metric: String,
+    pub mode: Mode,
+    /// The base config's `training.epochs`: every trial's budget (ASHA's last rung).
+    pub epochs: usize,
+    base_text: String,
+    base_source: String,
+}
+
+impl Sweep {
+    /// Reads a sweep file; `set` are the command's `--set` overrides of the base config.
+    pub fn load(path: &Path, set: &[String]) -> Result<Sweep> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read sweep file {source}"))?;
+        let mut spec = parse(&text, &source)?;
+        spec.set.extend(set.iter().cloned());
+        let (base_text, base_source) = match (&spec.base, &spec.config) {
+            (Some(_), Some(_)) => bail!("{source}: set base (a config file) or config (inline), not both"),
+            (None, None) => bail!("{source}: base: missing; name the config file every trial starts from (or write it inline under config:)"),
+            (Some(base), None) => {
+                let text = std::fs::read_to_string(base)
+                    .with_context(|| format!("{source}: base: cannot read config file {}", base.display()))?;
+                (text, base.display().to_string())
+            }
+            (None, Some(config)) => (serde_yaml::to_string(config)?, format!("{source} config")),
+        };
+        // sweep.yaml carries the base inline, so that the sweep directory holds all it needs
+        // (a Slurm worker on another node, a later continuation) and a changed base file is
+        // noticed rather than silently mixed into one table.
+        let tree: Value = serde_yaml::from_str(&base_text).map_err(|e| anyhow!("{base_source}: YAML syntax error: {e}"))?;
+        spec.config = match tree {
+            Value::Mapping(m) => Some(m),
+            _ => bail!("{base_source}: expected a mapping of config keys"),
+        };
+        spec.base = None;
+        Sweep::check(spec, base_text, base_source, &source)
+    }
+
+    /// The resolved sweep a sweep directory's `sweep.yaml` holds.
+    pub fn load_resolved(path: &Path) -> Result<Sweep> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {source}"))?;
+        let spec = parse(&text, &source)?;
+        let config = spec.config.clone().with_context(|| format!("{source}: config: missing"))?;
+        let base_text = serde_yaml::to_string(&config)?;
+        Sweep::check(spec, base_text, format!("{source} config"), &source)
+    }
+
+    fn check(mut spec: Spec, base_text: String, base_source: String, source: &str) -> Result<Sweep> {
+        let base = Config::load_text(&base_text, &base_source, &spec.set, false)?;
+        let parameters = parameters(&spec, source)?;
+        // Each value on its own first, so that an error names the value rather than a trial.
+        for (name, space) in &parameters {
+            let values = match space {
+                Space::Values { values } => values.clone(),
+                Space::Distribution { distribution, min, max } => {
+                    vec![super::space::number(*distribution, *min), super::space::number(*distribution, *max)]
+                }
+            };
+            for value in values {
+                let mut overrides = spec.set.clone();
+                overrides.push(super::space::assignment(name, &value));
+                Config::load_text(&base_text, &base_source, &overrides, false).map_err(|e| {
+                    anyhow!("{source}: parameters.{name}: value {}: {e:#}", super::space::show(&value))
+                })?;
+            }
+        }
+        match (spec.method, spec.trials) {
+            (Method::Grid, Some(_)) => bail!("{source}: trials: only method random samples a number of trials; a grid runs every combination"),
+            (Method::Random, None) => bail!("{source}: trials: missing; method random needs the number of trials to sample"),
+            (Method::Random, Some(0)) => bail!("{source}: trials must be > 0, got 0"),
+            _ => {}
+        }
+        let metric = spec.metric.clone().unwrap_or_else(|| {
+            if base.monitorable().iter().any(|m| m == "val_loss") { "val_loss" } else { "loss" }.to_string()
+        });
+        let mode = spec.mode.unwrap_or(if Metric::higher_is_better(&metric) { Mode::Max } else { Mode::Min });
+        if let Some(EarlyTermination::Asha { min_epochs, reduction_factor }) = &spec.early_termination {
+            if *min_epochs == 0 {
+                bail!("{source}: early_termination.min_epochs must be > 0, got 0");
+            }
+            if *reduction_factor < 2 {
+                bail!("{source}: early_termination.reduction_factor must be >= 2, got {reduction_factor}");
+            }
+            if let Some((name, _)) = parameters.iter().find(|(name, _)| name == "training.epochs" || name == "training") {
+                bail!("{source}: parameters.{name}: with early_termination, training.epochs is every trial's budget and cannot be searched");
+            }
+            if *min_epochs >= base.training.epochs {
+                bail!(
+                    "{source}: early_termination.min_epochs ({min_epochs}) must be below training.epochs ({}), the full budget",
+                    base.training.epochs
+                );
+            }
+        }
+        spec.metric = Some(metric.clone());
+        spec.mode = Some(mode);
+        let epochs = base.training.epochs;
+        let sweep = Sweep { spec, parameters, metric, mode, epochs, base_text, base_source };
+        // Every trial is a valid config with the metric among its columns, or nothing runs.
+        for trial in sweep.trials() {
+            let config = sweep.trial_config(&trial).map_err(|e| anyhow!("{source}: trial {}: {e:#}", trial.name()))?;
+            if !config.monitorable().contains(&sweep.metric) {
+                bail!(
+                    "{source}: metric: {:?} is not a metrics.csv column of trial {}; choose one of {}",
+                    sweep.metric,
+                    trial.name(),
+                    config.monitorable().join(", ")
+                );
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// A trial's config: the base, the `--set` overrides, then the trial's parameters.
+    pub fn trial_config(&self, trial: &super::space::Trial) -> Result<Config> {
+        let mut overrides = self.spec.set.clone();
+        overrides.extend(trial.assignments());
+        Config::load_text(&self.base_text, &self.base_source, &overrides, false)
+    }
+
+    /// The resolved sweep file, as sweep.yaml holds it.
+    pub fn to_yaml(&self) -> Result<String> {
+        Ok(serde_yaml::to_string(&self.spec)?)
+    }
+
+    /// ASHA's rungs, when the sweep stops trials early.
+    pub fn asha(&self) -> Option<super::asha::Asha> {
+        self.spec.early_termination.as_ref().map(|EarlyTermination::Asha { min_epochs, reduction_factor }| {
+            super::asha::Asha { min_epochs: *min_epochs, reduction_factor: *reduction_factor, epochs: self.epochs }
+        })
+    }
+}
+
+fn parse(text: &str, source: &str) -> Result<Spec> {
+    if text.trim().is_empty() {
+        bail!("{source}: the sweep file is empty");
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        if path == "." || inner.starts_with(&path) {
+            anyhow!("{source}: {inner}")
+        } else {
+            anyhow!("{source}: {path}: {inner}")
+        }
+    })
+}
+
+/// The parameters in the order written, each checked on its own: its key is a config key
+/// and its values or range are valid there.
+fn parameters(spec: &Spec, source: &str) -> Result<Vec<(String, Space)>> {
+    if spec.parameters.is_empty() {
+        bail!("{source}: parameters: empty; name at least one config key to search");
+    }
+    let mut out = Vec::new();
+    for (key, raw) in &spec.parameters {
+        let Some(name) = key.as_str() else { bail!("{source}: parameters: every key must be a dotted config key such as training.optimizer.lr") };
+        let at = format!("{source}: parameters.{name}");
+        let space: Space = serde_yaml::from_value(raw.clone()).map_err(|_| {
+            anyhow!("{at}: expected {{values: [...]}} or {{distribution: uniform | log_uniform | int_uniform, min: A, max: B}}")
+        })?;
+        match &space {
+            Space::Values { values } if values.is_empty() => bail!("{at}: values: empty"),
+            Space::Values { .. } => {}
+            Space::Distribution { .. } if spec.method == Method::Grid => {
+                bail!("{at}: a distribution needs method: random (a grid takes values: [...])")
+            }
+            Space::Distribution { distribution, min, max } => {
+                if !(min < max) || !min.is_finite() || !max.is_finite() {
+                    bail!("{at}: min ({min}) must be below max ({max})");
+                }
+                if *distribution == Distribution::LogUniform && *min <= 0.0 {
+                    bail!("{at}: log_uniform needs min > 0, got {min}");
+                }
+                if *distribution == Distribution::IntUniform && (min.fract() != 0.0 || max.fract() != 0.0) {
+                    bail!("{at}: int_uniform needs whole numbers for min and max, got {min} and {max}");
+                }
+            }
+        }
+        out.push((name.to_string(), space));
+    }
+    Ok(out)
+}
