@@ -14,6 +14,7 @@ pub mod dist;
 pub mod export;
 mod metrics;
 pub mod model;
+mod onnx;
 mod optim;
 pub mod predict;
 mod report;

@@ -26,8 +26,8 @@ enum Command {
     Predict(PredictArgs),
     /// Report a run's loss and metrics on a new labelled CSV or Parquet file.
     Evaluate(EvaluateArgs),
-    /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors, or as a
-    /// Triton model repository.
+    /// Re-export a run, or other weights of its shapes, as TorchScript, safetensors or ONNX, or
+    /// as a Triton model repository.
     Export(ExportArgs),
     /// Serve a trained model over HTTP: Open Inference Protocol (KServe V2), /predict, /metrics.
     Serve(ServeArgs),
@@ -164,12 +164,13 @@ struct ExportArgs {
     /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
     run: PathBuf,
     /// What to write [default: what --output's extension says (.pt, .pth, .ts: torchscript;
-    /// .safetensors: safetensors), else torchscript]. triton: a Triton model repository in
-    /// the folder --output (REPO/<name>/config.pbtxt and REPO/<name>/1/model.pt).
+    /// .safetensors: safetensors; .onnx: onnx), else torchscript]. onnx: an ONNX model
+    /// (opset 17) with the preprocessing inside (docs/interop.md). triton: a Triton model
+    /// repository in the folder --output (REPO/<name>/config.pbtxt and REPO/<name>/1/model.pt).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Where to write it [default: the run's own model.pt or weights.safetensors; required
-    /// with --weights].
+    /// Where to write it [default: the run's own model.pt or weights.safetensors, or
+    /// model.onnx in the run directory; required with --weights].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Export these weights instead of the run's (a safetensors file of the same names and
@@ -222,6 +223,7 @@ fn parse_seconds_or_ms(text: &str) -> Result<f64, String> {
 enum FormatArg {
     Torchscript,
     Safetensors,
+    Onnx,
     Triton,
 }
 
@@ -287,6 +289,7 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
         Command::Export(args) => {
             let format = args.format.map(|f| match f {
                 FormatArg::Torchscript => torchfit::export::Format::Torchscript,
+                FormatArg::Onnx => torchfit::export::Format::Onnx,
                 FormatArg::Safetensors | FormatArg::Triton => torchfit::export::Format::Safetensors,
             });
             let written =
