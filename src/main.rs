@@ -192,6 +192,11 @@ struct ServeArgs {
     /// The model's name in V2 URLs (/v2/models/NAME/infer) [default: the run's config `name`].
     #[arg(long)]
     name: Option<String>,
+    /// Where the model runs: cpu, cuda, cuda:N or auto (CUDA when available). The CPU by
+    /// default: for an MLP and the few rows of a request, copies to and from a GPU cost
+    /// more than the forward pass they would speed up.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: torchfit::config::DeviceChoice,
     /// Dynamic batching: the most rows in one forward pass (a larger request runs alone).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_batch: u64,
@@ -209,6 +214,11 @@ struct ServeArgs {
     /// No access log (one JSON line per request on standard error).
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `--device`, as the config's `device` reads it.
+fn parse_device(text: &str) -> Result<torchfit::config::DeviceChoice, String> {
+    text.parse()
 }
 
 /// A duration option: a finite number >= 0 (the unit is the option's).
@@ -301,6 +311,7 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             host: args.host,
             port: args.port,
             name: args.name,
+            device: args.device,
             max_batch: args.max_batch as usize,
             max_delay: Duration::from_secs_f64(args.max_delay_ms / 1000.0),
             limits: torchfit::serve::Limits {

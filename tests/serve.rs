@@ -339,3 +339,33 @@ fn sigterm_finishes_requests_in_flight_and_exits_0() {
     // Nothing listens any more.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// `--device`: cpu serves (and says so); cuda serves on a GPU where there is one, and
+/// where there is none is a one-line error, exit 2, before anything listens.
+#[test]
+fn device_cpu_serves_and_absent_cuda_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=1"]);
+    let (rows, csv) = keras_rows();
+    let want: Vec<f64> = predict_csv(d, "keras", &csv, false).iter().map(|r| r[0].parse().unwrap()).collect();
+    let mut devices = vec!["cpu"];
+    if tch::Cuda::device_count() > 0 {
+        devices.push("cuda");
+    } else {
+        for asked in ["cuda", "cuda:1"] {
+            let out = torchfit(d, &["serve", "keras", "--port", "0", "--device", asked]);
+            assert_fails_with(&out, &["--device", "was asked for", "finds no CUDA device"]);
+        }
+    }
+    for device in devices {
+        let server = Server::start(d, Path::new("keras"), &["--device", device, "--quiet"]);
+        let on = if device == "cpu" { "on cpu)" } else { "on cuda:0)" };
+        assert!(server.log.lock().unwrap().contains(on), "{device}: {}", server.log.lock().unwrap());
+        let (status, got) = server.json("POST", "/predict", &json!({ "instances": rows }).to_string());
+        assert_eq!(status, 200, "{device}: {got}");
+        let got = floats(&got["predictions"]);
+        assert!(got.iter().zip(&want).all(|(a, b)| close(*a, *b)), "{device}: {got:?} != {want:?}");
+        assert_eq!(server.terminate().code(), Some(0), "{device}");
+    }
+}

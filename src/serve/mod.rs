@@ -23,7 +23,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tch::Tensor;
 use tower::Service;
 
+use crate::config::DeviceChoice;
 use crate::data::TextColumn;
+use crate::device::device_name;
 use crate::predict::Predictor;
 use batcher::Batcher;
 use metrics::{Metrics, Peer};
@@ -37,6 +39,8 @@ pub struct Options {
     pub port: u16,
     /// The model's name in V2 URLs [default: the run's config `name`].
     pub name: Option<String>,
+    /// Where the model runs.
+    pub device: DeviceChoice,
     pub max_batch: usize,
     pub max_delay: Duration,
     pub limits: Limits,
@@ -57,7 +61,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// Loads the model, then serves it until SIGTERM or SIGINT.
 pub fn serve(options: Options) -> Result<()> {
-    let predictor = Arc::new(Predictor::load(&options.model)?);
+    let device = options.device.resolve().context("--device")?;
+    let predictor = Arc::new(Predictor::load_on(&options.model, device)?);
     let targets = probe(&predictor)?;
     let name = options.name.clone().unwrap_or_else(|| predictor.config().name.clone());
     let metrics = Arc::new(Metrics::new(options.quiet, options.limits.max_body));
@@ -91,8 +96,9 @@ async fn run(app: Arc<App>, options: &Options) -> Result<()> {
     let bound = listener.local_addr()?;
     let name = app.name.clone();
     eprintln!(
-        "torchfit: serving `{name}` ({}) on http://{bound} (V2: /v2/models/{name}/infer; /predict; /metrics)",
-        app.predictor.path().display()
+        "torchfit: serving `{name}` ({} on {}) on http://{bound} (V2: /v2/models/{name}/infer; /predict; /metrics)",
+        app.predictor.path().display(),
+        device_name(app.predictor.device())
     );
     let router = routes::router(app);
     let mut http = hyper::server::conn::http1::Builder::new();
