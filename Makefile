@@ -57,7 +57,7 @@ bench-csv:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/bench pandas polars
 
 ## torchfit serve next to FastAPI + uvicorn under wrk (bench/serving.py); prints the
-## serving section of docs/benchmarks.md.
+## serving section of docs/benchmarks.md, which `make bench` writes too.
 bench-serve: build
 	$(WITH_TORCH) python3 bench/serving.py --binary $(BIN)
 
