@@ -53,7 +53,8 @@ fn prepare(dir: &Path, out: &str, config: &str, sets: &[&str], rows: Rows) -> [S
         }
         Rows::Csv(file) => {
             let names: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
-            let (x, text, _) = torchfit::data::read_features(&repo_file(file), &pre.feature_names, &names, b',').unwrap();
+            let (x, text, _) =
+                torchfit::data::read_features(&repo_file(file), &pre.feature_names, &names, b',').unwrap();
             x.write_npy(&numeric_npy).unwrap();
             if !pre.categorical.is_empty() {
                 let codes = torchfit::data::categorical_codes(&pre.categorical, &text, x.size()[0] as usize).unwrap();
@@ -115,7 +116,13 @@ fn onnxruntime_agrees_with_torchfit_predict() {
         &[&penguins, "training.epochs=3"],
         Rows::Csv("data/penguins.csv"),
     ));
-    args.extend(prepare(d, "moons", "configs/moons.yaml", &["training.loss=bce", "training.epochs=3"], Rows::Random(2)));
+    args.extend(prepare(
+        d,
+        "moons",
+        "configs/moons.yaml",
+        &["training.loss=bce", "training.epochs=3"],
+        Rows::Random(2),
+    ));
     let titanic = data("data/titanic.csv");
     args.extend(prepare(
         d,

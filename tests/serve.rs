@@ -361,7 +361,8 @@ fn device_cpu_serves_and_absent_cuda_is_a_clear_error() {
     for device in devices {
         let server = Server::start(d, Path::new("keras"), &["--device", device, "--quiet"]);
         let on = if device == "cpu" { "on cpu)" } else { "on cuda:0)" };
-        assert!(server.log.lock().unwrap().contains(on), "{device}: {}", server.log.lock().unwrap());
+        let log = server.log.lock().unwrap().clone();
+        assert!(log.contains(on), "{device}: {log}");
         let (status, got) = server.json("POST", "/predict", &json!({ "instances": rows }).to_string());
         assert_eq!(status, 200, "{device}: {got}");
         let got = floats(&got["predictions"]);
