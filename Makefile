@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -55,6 +55,16 @@ bench-tables-deps:
 ## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
 bench-csv:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/bench pandas polars
+
+## torchfit serve next to FastAPI + uvicorn under wrk (bench/serving.py); prints the
+## serving section of docs/benchmarks.md, which `make bench` writes too.
+bench-serve: build
+	$(WITH_TORCH) python3 bench/serving.py --binary $(BIN)
+
+## Optional: fastapi and uvicorn for bench-serve's reference, cached beside libtorch (and
+## wrk: apt-get install wrk).
+bench-serve-deps:
+	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/serve-bench fastapi==0.136.1 uvicorn==0.46.0
 
 ## Optional: optuna for bench's sweep reference, cached beside libtorch.
 bench-optuna:

@@ -13,6 +13,7 @@ CSV files: installed in ~/.cache/torchfit/bench (`make bench-csv`) or importable
 
     python3 bench/run.py --only loading       # just the CSV loading section, printed
     python3 bench/run.py --only distributed   # just torchfit under torchrun next to PyTorch DDP
+    python3 bench/run.py --only serving       # just torchfit serve next to FastAPI + uvicorn (bench/serving.py)
 """
 import argparse
 import json
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import serving  # noqa: E402  (bench/serving.py, beside this file)
 
 
 class Failed(Exception):
@@ -416,7 +419,10 @@ def main():
     p.add_argument("--sweep-repeats", type=int, default=3)
     p.add_argument("--dist-samples", type=int, default=50_000, help="samples of the distributed section's workload")
     p.add_argument("--dist-repeats", type=int, default=3)
-    p.add_argument("--only", choices=["all", "loading", "sweep", "distributed"], default="all",
+    p.add_argument("--serve-seconds", type=int, default=5, help="seconds of wrk load per server in the serving section")
+    p.add_argument("--serve-deps", default=str(Path.home() / ".cache/torchfit/serve-bench"),
+                   help="a pip --target folder holding fastapi and uvicorn (used when it exists)")
+    p.add_argument("--only", choices=["all", "loading", "sweep", "distributed", "serving"], default="all",
                    help="run only that section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
@@ -427,6 +433,9 @@ def main():
     if args.only == "sweep":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
             print("\n".join(sweep_section(binary, work, args.sweep_repeats, args.optuna_path)))
+        return
+    if args.only == "serving":
+        print("\n".join(serving.section(binary, args.serve_seconds, args.serve_deps)))
         return
     if args.only == "distributed":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
@@ -469,6 +478,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="torchfit-bench-load-") as load_work:
         load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
     sweep_lines = sweep_section(binary, work, args.sweep_repeats, args.optuna_path)
+    print("serving", file=sys.stderr)
+    serving_lines = serving.section(binary, args.serve_seconds, args.serve_deps)
 
     col = lambda runs, key: [r[key] for r in runs]
     med = lambda runs, key: statistics.median(col(runs, key))
@@ -531,7 +542,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [
+    lines += [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [""] + serving_lines + [
         "",
         "## Commands",
         "",
@@ -555,6 +566,10 @@ def main():
         "python3 bench/run.py --only sweep   # just the sweep section",
         f"torchfit sweep SWEEP.yaml --jobs 2 --out DIR {' '.join('--set ' + shlex.quote(s) for s in SWEEP_SETS)}   # SWEEP.yaml: bench/run.py's SWEEP_FILE",
         "python3 bench/reference_optuna.py --jobs 2                       # Optuna GridSampler over the PyTorch eager twin",
+        "make bench-serve-deps   # once: fastapi and uvicorn into ~/.cache/torchfit/serve-bench, for the serving reference",
+        "python3 bench/run.py --only serving   # just the serving section (= make bench-serve; needs wrk)",
+        f"torchfit serve DIR --port PORT --quiet; wrk -t2 -c8 -d{args.serve_seconds}s --latency -s post.lua http://127.0.0.1:PORT/predict",
+        "python3 bench/reference_serve.py DIR/model.pt PORT              # FastAPI + uvicorn, torch.jit.load",
         "```",
         "",
     ]

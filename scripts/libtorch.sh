@@ -48,6 +48,23 @@ else
     fi
     exec 9>&-
   fi
+  # The serving and export tests (tests/serve_python.rs, tests/triton_export.rs) talk to
+  # `torchfit serve` with Triton's own HTTP client and parse config.pbtxt with its
+  # ModelConfig protobuf; onnx and onnxruntime are for the ONNX export's checks. Pinned, with their
+  # dependencies listed (--no-deps), so that nothing already in the cache (numpy, torch's
+  # own) is replaced. grpcio is left out: the tests load tritonclient's model_config_pb2
+  # from its file, which needs only protobuf.
+  if [ ! -d "$home/tritonclient" ] || [ ! -d "$home/onnx" ] || [ ! -d "$home/onnxruntime" ]; then
+    exec 9>"$home.lock"
+    flock 9
+    if [ ! -d "$home/tritonclient" ] || [ ! -d "$home/onnx" ] || [ ! -d "$home/onnxruntime" ]; then
+      python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --upgrade --target "$home" \
+        tritonclient==2.73.0 geventhttpclient==2.6.1 gevent==26.9.0 greenlet==3.3.2 zope.event==6.2 \
+        zope.interface==8.7 python-rapidjson==1.25 urllib3==2.8.0 brotli==1.2.1 certifi==2026.10.19.post1 \
+        onnx==1.23.2 protobuf==6.33.6 ml_dtypes==0.5.4 onnxruntime==1.32.0 flatbuffers==25.12.19 packaging==26.4 >&2
+    fi
+    exec 9>&-
+  fi
   # c10d's NCCL process group (csrc/c10d_nccl.cpp) compiles against the CUDA runtime headers
   # that the wheel brings, which include two header-only packages that torch does not pull
   # in: the CUDA compiler's runtime headers (crt/) and CCCL (nv/target). Installed once, at

@@ -175,6 +175,7 @@ pub fn read_extra_file(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
 pub enum Format {
     Torchscript,
     Safetensors,
+    Onnx,
 }
 
 impl Format {
@@ -182,14 +183,17 @@ impl Format {
         match self {
             Format::Torchscript => "torchscript",
             Format::Safetensors => "safetensors",
+            Format::Onnx => "onnx",
         }
     }
 
-    /// The format a file name's extension stands for: `.pt`, `.pth`, `.ts` or `.safetensors`.
+    /// The format a file name's extension stands for: `.pt`, `.pth`, `.ts`, `.safetensors` or
+    /// `.onnx`.
     pub fn of_file(path: &Path) -> Option<Format> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "pt" | "pth" | "ts" => Some(Format::Torchscript),
             "safetensors" => Some(Format::Safetensors),
+            "onnx" => Some(Format::Onnx),
             _ => None,
         }
     }
@@ -227,6 +231,7 @@ pub fn export_run(
     let own = trained.dir.file(match format {
         Format::Torchscript => rundir::MODEL,
         Format::Safetensors => rundir::WEIGHTS,
+        Format::Onnx => rundir::ONNX,
     });
     // The run's model.pt and weights.safetensors must stay what summary.json describes.
     let output = match (output, weights) {
@@ -250,6 +255,7 @@ pub fn export_run(
             write_torchscript(&trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
         }
         Format::Safetensors => write_safetensors(&trained.model, &output)?,
+        Format::Onnx => crate::onnx::write(&trained.model, &trained.preprocessing, trained.config.loss(), &output)?,
     }
     Ok(output)
 }

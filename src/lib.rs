@@ -14,13 +14,16 @@ pub mod dist;
 pub mod export;
 mod metrics;
 pub mod model;
+mod onnx;
 mod optim;
 pub mod predict;
 mod report;
 pub mod rundir;
+pub mod serve;
 mod shim;
 pub mod sweep;
 pub mod train;
+pub mod triton;
 
 #[cfg(test)]
 mod testing {

@@ -1,7 +1,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use torchfit::config::Config;
@@ -26,8 +26,11 @@ enum Command {
     Predict(PredictArgs),
     /// Report a run's loss and metrics on a new labelled CSV or Parquet file.
     Evaluate(EvaluateArgs),
-    /// Re-export a run, or other weights of its shapes, as TorchScript or safetensors.
+    /// Re-export a run, or other weights of its shapes, as TorchScript, safetensors or ONNX, or
+    /// as a Triton model repository.
     Export(ExportArgs),
+    /// Serve a trained model over HTTP: Open Inference Protocol (KServe V2), /predict, /metrics.
+    Serve(ServeArgs),
     /// Search hyperparameters: grid or random trials of a base config, optionally with
     /// ASHA early termination, on this machine or as a Slurm job array.
     Sweep(SweepArgs),
@@ -161,11 +164,13 @@ struct ExportArgs {
     /// The run: a run directory written by `torchfit train`, or the model.pt inside one.
     run: PathBuf,
     /// What to write [default: what --output's extension says (.pt, .pth, .ts: torchscript;
-    /// .safetensors: safetensors), else torchscript].
+    /// .safetensors: safetensors; .onnx: onnx), else torchscript]. onnx: an ONNX model
+    /// (opset 17) with the preprocessing inside (docs/interop.md). triton: a Triton model
+    /// repository in the folder --output (REPO/<name>/config.pbtxt and REPO/<name>/1/model.pt).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Where to write it [default: the run's own model.pt or weights.safetensors; required
-    /// with --weights].
+    /// Where to write it [default: the run's own model.pt or weights.safetensors, or
+    /// model.onnx in the run directory; required with --weights].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Export these weights instead of the run's (a safetensors file of the same names and
@@ -174,10 +179,62 @@ struct ExportArgs {
     weights: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// The model: a run directory written by `torchfit train` (its model.pt), or a model.pt.
+    model: PathBuf,
+    /// The address to listen on; anything but 127.0.0.1 opens the model to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on (0: any free one; the start-up line on standard error says which).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The model's name in V2 URLs (/v2/models/NAME/infer) [default: the run's config `name`].
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the model runs: cpu, cuda, cuda:N or auto (CUDA when available). The CPU by
+    /// default: for an MLP and the few rows of a request, copies to and from a GPU cost
+    /// more than the forward pass they would speed up.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: torchfit::config::DeviceChoice,
+    /// Dynamic batching: the most rows in one forward pass (a larger request runs alone).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_batch: u64,
+    /// Dynamic batching: how long the first request of a batch may wait for others, in
+    /// milliseconds (0: batch only the requests already waiting, as Triton's default does).
+    #[arg(long, default_value_t = 0.0, value_name = "MS", value_parser = parse_seconds_or_ms)]
+    max_delay_ms: f64,
+    /// The largest request body, in bytes (larger ones get 413) [default: 16 MiB].
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    max_body: usize,
+    /// Seconds a client may take to send a request's head, and then its body (slower ones
+    /// are cut off, or get 408).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = parse_seconds_or_ms)]
+    read_timeout: f64,
+    /// No access log (one JSON line per request on standard error).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `--device`, as the config's `device` reads it.
+fn parse_device(text: &str) -> Result<torchfit::config::DeviceChoice, String> {
+    text.parse()
+}
+
+/// A duration option: a finite number >= 0 (the unit is the option's).
+fn parse_seconds_or_ms(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("expected a number >= 0, got {text:?}")),
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     Torchscript,
     Safetensors,
+    Onnx,
+    Triton,
 }
 
 /// `--seed`: clap's own message for `-1` would suggest `-- -1`, which makes it a config path.
@@ -232,15 +289,37 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
                 writeln!(out, "{name} {value:.6}")?;
             }
         }
+        Command::Export(args) if matches!(args.format, Some(FormatArg::Triton)) => {
+            let Some(repo) = &args.output else {
+                anyhow::bail!("--format triton writes a model repository: pass --output REPO_DIR");
+            };
+            let written = torchfit::triton::export_repository(&args.run, args.weights.as_deref(), repo)?;
+            writeln!(out, "wrote {}", written.display())?;
+        }
         Command::Export(args) => {
             let format = args.format.map(|f| match f {
                 FormatArg::Torchscript => torchfit::export::Format::Torchscript,
-                FormatArg::Safetensors => torchfit::export::Format::Safetensors,
+                FormatArg::Onnx => torchfit::export::Format::Onnx,
+                FormatArg::Safetensors | FormatArg::Triton => torchfit::export::Format::Safetensors,
             });
             let written =
                 torchfit::export::export_run(&args.run, format, args.weights.as_deref(), args.output.as_deref())?;
             writeln!(out, "wrote {}", written.display())?;
         }
+        Command::Serve(args) => torchfit::serve::serve(torchfit::serve::Options {
+            model: args.model,
+            host: args.host,
+            port: args.port,
+            name: args.name,
+            device: args.device,
+            max_batch: args.max_batch as usize,
+            max_delay: Duration::from_secs_f64(args.max_delay_ms / 1000.0),
+            limits: torchfit::serve::Limits {
+                max_body: args.max_body,
+                read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.001)),
+            },
+            quiet: args.quiet,
+        })?,
         Command::Sweep(args) => match (args.action, args.sweep) {
             (Some(SweepAction::Status { dir }), _) => torchfit::sweep::status(&dir, &mut out)?,
             (Some(SweepAction::Worker { dir, jobs }), _) => torchfit::sweep::worker(&dir, jobs)?,

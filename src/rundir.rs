@@ -31,6 +31,8 @@ pub const METRICS: &str = "metrics.csv";
 pub const LOSS_PLOT: &str = "loss.png";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const MODEL: &str = "model.pt";
+/// Written only by `torchfit export --format onnx` without `--output`; training does not.
+pub const ONNX: &str = "model.onnx";
 pub const SUMMARY: &str = "summary.json";
 pub const CHECKPOINTS: &str = "checkpoint";
 pub const LAST_CHECKPOINT: &str = "checkpoint/last.safetensors";

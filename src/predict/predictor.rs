@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::{CModule, IValue, Tensor};
+use tch::{CModule, Device, IValue, Tensor};
 
 use crate::config::{Config, Missing};
 use crate::data::{self, CategoricalFeature, TextColumn};
@@ -17,6 +17,8 @@ use crate::shim::first_line;
 pub struct Predictor {
     path: PathBuf,
     module: CModule,
+    /// Where the module's parameters and buffers live, and so where its inputs go.
+    device: Device,
     config: Config,
     features: Vec<String>,
     /// The categorical features (extra/categorical.json), whose level codes follow the
@@ -42,8 +44,14 @@ fn predictor_is_shareable() {
 }
 
 impl Predictor {
-    /// Loads a model.pt that torchfit wrote, or a run directory's own.
+    /// Loads a model.pt that torchfit wrote, or a run directory's own, on the CPU.
     pub fn load(path: &Path) -> Result<Predictor> {
+        Predictor::load_on(path, Device::Cpu)
+    }
+
+    /// [`Predictor::load`] onto `device`: its predictions take and return CPU tensors all
+    /// the same, moving them to and from the device.
+    pub fn load_on(path: &Path, device: Device) -> Result<Predictor> {
         let path = rundir::model_file(path)?;
         let file = path.display();
         // The extra files come straight from the archive, before libtorch parses anything:
@@ -64,13 +72,13 @@ impl Predictor {
                 .with_context(|| format!("{file}: extra/categorical.json is not a list of categorical features"))?,
             None => Vec::new(),
         };
-        let module = CModule::load(&path)
+        let module = CModule::load_on_device(&path, device)
             .map_err(|e| anyhow!("{file}: cannot load as TorchScript: {}", first_line(&e.to_string())))?;
         let numeric_only = categorical.is_empty();
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, config, features, categorical, labels })
+        Ok(Predictor { path, module, device, config, features, categorical, labels })
     }
 
     /// The model.pt this was loaded from.
@@ -96,6 +104,11 @@ impl Predictor {
     /// Classification: the class labels, in class-index order.
     pub fn labels(&self) -> Option<&[String]> {
         self.labels.as_deref()
+    }
+
+    /// Where the model runs.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The config the model was trained with.
@@ -147,9 +160,11 @@ impl Predictor {
 
     fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
         let model = self.path.display();
-        let result = tch::no_grad(|| self.module.method_is(method, &[IValue::Tensor(x.shallow_clone())]));
+        // A no-op on the CPU; elsewhere one copy in and one out per batch.
+        let x = x.f_to_device(self.device)?;
+        let result = tch::no_grad(|| self.module.method_is(method, &[IValue::Tensor(x)]));
         match result.map_err(|e| anyhow!("{model}: {method} failed: {}", first_line(&e.to_string())))? {
-            IValue::Tensor(t) => Ok(t),
+            IValue::Tensor(t) => Ok(t.f_to_device(Device::Cpu)?),
             _ => bail!("{model}: {method} did not return a tensor"),
         }
     }

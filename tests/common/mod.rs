@@ -9,6 +9,8 @@ pub use launch::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod server;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_torchfit");
 
 pub fn repo_file(path: &str) -> PathBuf {

@@ -1,0 +1,125 @@
+//! `GET /metrics` (Prometheus, through the Prometheus project's own client crate) and the
+//! access log: one JSON line per request on standard error, unless `--quiet`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+/// The client's address, which the accept loop puts into each request's extensions.
+#[derive(Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    errors: Family<Route, Counter>,
+    latency: Family<Route, Histogram>,
+    batch_rows: Histogram,
+    quiet: bool,
+    /// The body limit, for the 413 that tower-http answers by itself.
+    max_body: usize,
+}
+
+impl Metrics {
+    pub fn new(quiet: bool, max_body: usize) -> Metrics {
+        let mut registry = Registry::with_prefix("torchfit");
+        let requests = Family::<RouteStatus, Counter>::default();
+        let errors = Family::<Route, Counter>::default();
+        // 50 µs to about 3 s, doubling.
+        let latency = Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(5e-5, 2.0, 17)));
+        let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register("http_errors", "HTTP requests answered with a 4xx or 5xx status", errors.clone());
+        registry.register("http_request_duration_seconds", "Time from request to response", latency.clone());
+        registry.register("batch_rows", "Rows per forward pass (dynamic batching)", batch_rows.clone());
+        Metrics { registry, requests, errors, latency, batch_rows, quiet, max_body }
+    }
+
+    pub fn observe_batch(&self, rows: usize) {
+        self.batch_rows.observe(rows as f64);
+    }
+
+    /// The Prometheus (OpenMetrics) text.
+    pub fn render(&self) -> Response {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the metrics: {e}")).into_response();
+        }
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], text).into_response()
+    }
+}
+
+/// Counts, times and logs every request, and turns the plain-text errors that come from
+/// layers below the handlers (body limit, body timeout) into the JSON errors the handlers
+/// give.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string());
+    let response = json_errors(next.run(request).await, metrics.max_body).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status();
+    metrics.requests.get_or_create(&RouteStatus { route: route.clone(), status: status.as_u16() }).inc();
+    let label = Route { route };
+    if status.is_client_error() || status.is_server_error() {
+        metrics.errors.get_or_create(&label).inc();
+    }
+    metrics.latency.get_or_create(&label).observe(seconds);
+    if !metrics.quiet {
+        let line = serde_json::json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "remote": peer,
+            "method": method.as_str(),
+            "path": path,
+            "status": status.as_u16(),
+            "ms": (seconds * 1e6).round() / 1e3,
+        });
+        eprintln!("{line}");
+    }
+    response
+}
+
+async fn json_errors(response: Response, max_body: usize) -> Response {
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is over the limit of {max_body} bytes"),
+        _ if text.is_empty() => reason,
+        _ => format!("{reason}: {text}"),
+    };
+    let mut response = (status, serde_json::json!({ "error": message }).to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

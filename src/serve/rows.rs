@@ -1,0 +1,140 @@
+//! `POST /predict` bodies: `{"instances": [[...], ...]}` (values in the model's input order:
+//! the numeric features, then the categorical ones) or `{"rows": [{"column": value, ...}]}`
+//! (by column name, as `torchfit predict` reads a CSV file's header). Cells are read as CSV
+//! cells are: numbers, numeric text, booleans (`true`, `yes`, ... as 1 and 0), and the
+//! missing markers (`null`, `""`, `NA`, `N/A`, `NaN`). Errors name the row and column.
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{Map, Value};
+
+use super::batcher::Rows;
+use crate::config::is_missing;
+use crate::predict::Predictor;
+
+/// The body's rows, checked against the model's features.
+pub fn parse(body: &Value, predictor: &Predictor) -> Result<Rows> {
+    let Value::Object(fields) = body else { bail!("the body must be a JSON object with `instances` or `rows`") };
+    match (fields.get("instances"), fields.get("rows")) {
+        (Some(_), Some(_)) => bail!("give either `instances` or `rows`, not both"),
+        (Some(instances), None) => instances_rows(instances, predictor),
+        (None, Some(rows)) => named_rows(rows, predictor),
+        (None, None) => bail!("the body has neither `instances` nor `rows`"),
+    }
+}
+
+fn list<'a>(value: &'a Value, field: &str) -> Result<&'a Vec<Value>> {
+    match value {
+        Value::Array(items) if items.is_empty() => bail!("`{field}` is empty: send at least one row"),
+        Value::Array(items) => Ok(items),
+        _ => bail!("`{field}` must be a list of rows"),
+    }
+}
+
+fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
+    let features = predictor.features();
+    let categorical = predictor.categorical();
+    let width = features.len() + categorical.len();
+    let items = list(instances, "instances")?;
+    let mut rows = new_rows(items.len(), predictor);
+    for (i, item) in items.iter().enumerate() {
+        let Value::Array(values) = item else { bail!("instances[{i}] must be a list of {width} values") };
+        if values.len() != width {
+            bail!("instances[{i}] has {} values, but the model takes {width} ({})", values.len(), input_names(predictor));
+        }
+        for (j, value) in values.iter().enumerate() {
+            match j.checked_sub(features.len()) {
+                None => rows.numeric.push(number(value).map_err(|e| anyhow!("instances[{i}][{j}] (`{}`): {e}", features[j]))?),
+                Some(c) => rows.text[c].push(text(value)),
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn named_rows(body: &Value, predictor: &Predictor) -> Result<Rows> {
+    let items = list(body, "rows")?;
+    let mut rows = new_rows(items.len(), predictor);
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(row) = item else { bail!("rows[{i}] must be an object of column: value") };
+        for name in predictor.features() {
+            let value = cell(row, i, name, predictor)?;
+            rows.numeric.push(number(value).map_err(|e| anyhow!("rows[{i}].{name}: {e}"))?);
+        }
+        for (j, feature) in predictor.categorical().iter().enumerate() {
+            rows.text[j].push(text(cell(row, i, &feature.name, predictor)?));
+        }
+    }
+    Ok(rows)
+}
+
+fn new_rows(count: usize, predictor: &Predictor) -> Rows {
+    Rows {
+        count,
+        numeric: Vec::with_capacity(count * predictor.features().len()),
+        text: vec![Vec::with_capacity(count); predictor.categorical().len()],
+    }
+}
+
+fn cell<'a>(row: &'a Map<String, Value>, i: usize, name: &str, predictor: &Predictor) -> Result<&'a Value> {
+    row.get(name).ok_or_else(|| anyhow!("rows[{i}] has no `{name}` (the model's features are {})", input_names(predictor)))
+}
+
+/// The model's inputs in order, for messages.
+pub fn input_names(predictor: &Predictor) -> String {
+    let numeric = predictor.features().iter().map(String::as_str);
+    let names: Vec<&str> = numeric.chain(predictor.categorical().iter().map(|c| c.name.as_str())).collect();
+    names.join(", ")
+}
+
+/// A numeric feature's value: NaN where missing. Infinities are refused: no model was
+/// trained on them, and they would come back as NaN predictions.
+pub fn number(value: &Value) -> Result<f32> {
+    let v = match value {
+        Value::Null => return Ok(f32::NAN),
+        Value::Bool(b) => return Ok(f32::from(u8::from(*b))),
+        Value::Number(n) => n.as_f64().ok_or_else(|| anyhow!("{n} is not a number"))? as f32,
+        Value::String(s) if is_missing(s) => return Ok(f32::NAN),
+        Value::String(s) => {
+            let s = s.trim();
+            let is = |word: &str| s.eq_ignore_ascii_case(word);
+            if is("true") || is("yes") || is("t") {
+                return Ok(1.0);
+            }
+            if is("false") || is("no") || is("f") {
+                return Ok(0.0);
+            }
+            s.parse::<f32>().map_err(|_| anyhow!("{s:?} is not a number"))?
+        }
+        Value::Array(_) | Value::Object(_) => bail!("expected a number, got {}", kind(value)),
+    };
+    finite(v).map_err(|e| anyhow!("{value}: {e}"))
+}
+
+/// Refuses infinities (an f64 out of float32 range becomes one).
+pub fn finite(v: f32) -> Result<f32> {
+    if v.is_infinite() {
+        bail!("infinite values are not accepted (out of float32 range?)");
+    }
+    Ok(v)
+}
+
+/// A categorical feature's value as text, trimmed as a CSV cell is; `None` where missing.
+pub fn text(value: &Value) -> Option<String> {
+    let s = match value {
+        Value::Null => return None,
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    };
+    (!is_missing(&s)).then_some(s)
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

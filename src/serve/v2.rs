@@ -1,0 +1,361 @@
+//! The Open Inference Protocol (KServe V2) as Triton speaks it over REST: model metadata,
+//! and inference requests and responses, with the binary tensor extension that Triton's
+//! clients use by default (a JSON header of `Inference-Header-Content-Length` bytes, then
+//! each binary tensor's bytes in order: little-endian numbers, and BYTES elements as a
+//! 4-byte little-endian length and the bytes).
+//!
+//! Inputs: `input`, FP32 `[batch, numeric features]`; and, for each categorical feature, a
+//! BYTES tensor `[batch]` (or `[batch, 1]`) named after its column. Outputs: `predictions`
+//! (regression: FP32 `[batch, targets]` in the data's units; classification: INT64 class
+//! indices `[batch]`), and for classifiers `labels` (BYTES `[batch]`) and `probabilities`
+//! (FP32 `[batch, classes]`).
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Map, Value};
+
+use super::batcher::{Predicted, Rows};
+use super::rows::{finite, text};
+use crate::predict::Predictor;
+
+pub const INPUT: &str = "input";
+
+/// The model's metadata: `GET /v2/models/{name}`.
+pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
+    let mut inputs = vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})];
+    for feature in predictor.categorical() {
+        inputs.push(json!({"name": feature.name, "datatype": "BYTES", "shape": [-1]}));
+    }
+    let outputs = match predictor.labels() {
+        Some(labels) => vec![
+            json!({"name": "predictions", "datatype": "INT64", "shape": [-1]}),
+            json!({"name": "labels", "datatype": "BYTES", "shape": [-1]}),
+            json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, labels.len()]}),
+        ],
+        None => vec![json!({"name": "predictions", "datatype": "FP32", "shape": [-1, targets]})],
+    };
+    // Beyond the protocol's fields: what `input`'s columns are, and the classes' labels.
+    let parameters = json!({"features": predictor.features(), "labels": predictor.labels()});
+    json!({"name": name, "versions": ["1"], "platform": "torchfit", "inputs": inputs, "outputs": outputs, "parameters": parameters})
+}
+
+/// An inference request: its JSON header and the binary part after it (empty without the
+/// binary extension).
+pub struct Request {
+    pub header: Value,
+    pub binary: Vec<u8>,
+}
+
+impl Request {
+    /// Splits a body at `Inference-Header-Content-Length` (the whole body without it).
+    pub fn parse(body: &[u8], header_length: Option<&str>) -> Result<Request> {
+        let length = match header_length {
+            None => body.len(),
+            Some(text) => text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n <= body.len())
+                .ok_or_else(|| anyhow!("Inference-Header-Content-Length {text:?} is not a length within the body's {} bytes", body.len()))?,
+        };
+        let header = serde_json::from_slice(&body[..length]).map_err(|e| anyhow!("the body is not valid JSON: {e}"))?;
+        Ok(Request { header, binary: body[length..].to_vec() })
+    }
+
+    /// The rows of the request's inputs, checked against the model's.
+    pub fn rows(&self, predictor: &Predictor) -> Result<Rows> {
+        let Value::Object(fields) = &self.header else { bail!("the body must be a JSON object with `inputs`") };
+        let Some(Value::Array(inputs)) = fields.get("inputs") else { bail!("the body has no `inputs` list") };
+        let features = predictor.features().len();
+        let categorical = predictor.categorical();
+        let mut numeric: Option<(usize, Vec<f32>)> = None;
+        let mut text: Vec<Option<(usize, Vec<Option<String>>)>> = vec![None; categorical.len()];
+        let mut offset = 0;
+        for (k, input) in inputs.iter().enumerate() {
+            let tensor = Tensor::of(input, k)?;
+            let data = tensor.data(&self.binary, &mut offset)?;
+            if tensor.name == INPUT {
+                if numeric.is_some() {
+                    bail!("input `{INPUT}` is given twice");
+                }
+                tensor.expect("FP32", features)?;
+                numeric = Some((tensor.shape[0], data.floats(&tensor.name)?));
+            } else if let Some(j) = categorical.iter().position(|c| c.name == tensor.name) {
+                if text[j].is_some() {
+                    bail!("input `{}` is given twice", tensor.name);
+                }
+                tensor.expect("BYTES", 1)?;
+                text[j] = Some((tensor.shape[0], data.strings(&tensor.name)?));
+            } else {
+                bail!("the model has no input `{}` (its inputs are {})", tensor.name, input_names(predictor));
+            }
+        }
+        if offset != self.binary.len() {
+            bail!("the binary part has {} bytes, but the inputs' binary_data_size add up to {offset}", self.binary.len());
+        }
+        let (count, numeric) = numeric.ok_or_else(|| anyhow!("input `{INPUT}` is missing (FP32 [batch, {features}])"))?;
+        let mut columns = Vec::with_capacity(categorical.len());
+        for (feature, column) in categorical.iter().zip(text) {
+            let (rows, values) = column.ok_or_else(|| anyhow!("input `{}` is missing (BYTES [batch])", feature.name))?;
+            if rows != count {
+                bail!("input `{}` has {rows} rows, but `{INPUT}` has {count}", feature.name);
+            }
+            columns.push(values);
+        }
+        if count == 0 {
+            bail!("the batch is empty: send at least one row");
+        }
+        Ok(Rows { count, numeric, text: columns })
+    }
+}
+
+fn input_names(predictor: &Predictor) -> String {
+    let names: Vec<String> = std::iter::once(format!("`{INPUT}`"))
+        .chain(predictor.categorical().iter().map(|c| format!("`{}`", c.name)))
+        .collect();
+    names.join(", ")
+}
+
+/// One input tensor's header.
+struct Tensor<'a> {
+    name: String,
+    datatype: &'a str,
+    shape: Vec<usize>,
+    json: Option<&'a Value>,
+    binary_size: Option<usize>,
+}
+
+/// An input's values, from JSON or from the binary part.
+enum Data<'a> {
+    Json(Vec<&'a Value>),
+    Binary(&'a [u8]),
+}
+
+impl<'a> Tensor<'a> {
+    fn of(input: &'a Value, k: usize) -> Result<Tensor<'a>> {
+        let field = |f: &str| input.get(f).ok_or_else(|| anyhow!("inputs[{k}] has no `{f}`"));
+        let name = field("name")?.as_str().ok_or_else(|| anyhow!("inputs[{k}].name must be a string"))?.to_string();
+        let datatype = field("datatype")?.as_str().ok_or_else(|| anyhow!("input `{name}`: datatype must be a string"))?;
+        let shape = field("shape")?
+            .as_array()
+            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| anyhow!("input `{name}`: shape must be a list of whole numbers >= 0"))?;
+        let binary_size = match input.get("parameters").and_then(|p| p.get("binary_data_size")) {
+            None => None,
+            Some(size) => Some(
+                size.as_u64().ok_or_else(|| anyhow!("input `{name}`: binary_data_size must be a whole number"))? as usize,
+            ),
+        };
+        Ok(Tensor { name, datatype, shape, json: input.get("data"), binary_size })
+    }
+
+    /// Checks the datatype and the shape: `[batch, width]`, or `[batch]` for width 1.
+    fn expect(&self, datatype: &str, width: usize) -> Result<()> {
+        let name = &self.name;
+        if self.datatype != datatype {
+            bail!("input `{name}` has datatype {}, but the model takes {datatype}", self.datatype);
+        }
+        let fits = match self.shape.as_slice() {
+            [_, w] => *w == width,
+            [_] => width == 1,
+            _ => false,
+        };
+        if !fits {
+            let want = if width == 1 { "[batch] or [batch, 1]".to_string() } else { format!("[batch, {width}]") };
+            bail!("input `{name}` has shape {:?}, but the model takes {want}", self.shape);
+        }
+        Ok(())
+    }
+
+    fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn data(&self, binary: &'a [u8], offset: &mut usize) -> Result<Data<'a>> {
+        let name = &self.name;
+        match (self.json, self.binary_size) {
+            (Some(_), Some(_)) => bail!("input `{name}` has both `data` and binary_data_size"),
+            (None, None) => bail!("input `{name}` has no `data`"),
+            (None, Some(size)) => {
+                let bytes = binary.get(*offset..*offset + size).ok_or_else(|| {
+                    anyhow!("input `{name}`: binary_data_size {size} runs past the body's binary part ({} bytes)", binary.len())
+                })?;
+                *offset += size;
+                Ok(Data::Binary(bytes))
+            }
+            (Some(data), None) => {
+                let mut flat = Vec::with_capacity(self.elements());
+                flatten(data, &mut flat);
+                if flat.len() != self.elements() {
+                    bail!("input `{name}` has {} values, but its shape {:?} holds {}", flat.len(), self.shape, self.elements());
+                }
+                Ok(Data::Json(flat))
+            }
+        }
+    }
+}
+
+/// V2 allows `data` flat or nested row-major.
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        other => out.push(other),
+    }
+}
+
+impl Data<'_> {
+    fn floats(&self, name: &str) -> Result<Vec<f32>> {
+        let values: Vec<f32> = match self {
+            Data::Json(values) => values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_f64().map(|v| v as f32).ok_or_else(|| anyhow!("input `{name}`: value {i} ({v}) is not a number")))
+                .collect::<Result<_>>()?,
+            Data::Binary(bytes) => {
+                if bytes.len() % 4 != 0 {
+                    bail!("input `{name}`: {} bytes of binary data is not a whole number of FP32 values", bytes.len());
+                }
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+        };
+        for (i, &v) in values.iter().enumerate() {
+            finite(v).map_err(|e| anyhow!("input `{name}`: value {i}: {e}"))?;
+        }
+        Ok(values)
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<Option<String>>> {
+        match self {
+            Data::Json(values) => Ok(values.iter().map(|v| text(v)).collect()),
+            Data::Binary(mut bytes) => {
+                let mut out = Vec::new();
+                while !bytes.is_empty() {
+                    let (length, rest) = bytes.split_first_chunk::<4>().ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside a length"))?;
+                    let length = u32::from_le_bytes(*length) as usize;
+                    let element = rest.get(..length).ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside an element"))?;
+                    let element = std::str::from_utf8(element).map_err(|_| anyhow!("input `{name}`: element {} is not UTF-8 text", out.len()))?;
+                    out.push(text(&Value::String(element.to_string())));
+                    bytes = &rest[length..];
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The response to an inference request, and its binary part (for outputs asked for as
+/// binary: by the output's `binary_data` parameter, or the request's `binary_data_output`).
+pub fn response(name: &str, request: &Request, predictor: &Predictor, predicted: &Predicted) -> Result<(Value, Vec<u8>)> {
+    let parameters = request.header.get("parameters");
+    let all_binary = parameters.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+    let available = outputs(predictor, predicted);
+    let asked: Vec<(String, bool)> = match request.header.get("outputs") {
+        None => available.iter().map(|o| (o.name.to_string(), all_binary)).collect(),
+        Some(Value::Array(asked)) => asked
+            .iter()
+            .enumerate()
+            .map(|(k, o)| {
+                let name = o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
+                let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
+                Ok((name.to_string(), binary.unwrap_or(all_binary)))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => bail!("`outputs` must be a list"),
+    };
+    let mut out = Vec::new();
+    let mut binary = Vec::new();
+    for (wanted, as_binary) in asked {
+        let output = available.iter().find(|o| o.name == wanted).ok_or_else(|| {
+            let names: Vec<String> = available.iter().map(|o| format!("`{}`", o.name)).collect();
+            anyhow!("the model has no output `{wanted}` (its outputs are {})", names.join(", "))
+        })?;
+        let mut entry = Map::new();
+        entry.insert("name".into(), json!(output.name));
+        entry.insert("datatype".into(), json!(output.datatype));
+        entry.insert("shape".into(), json!(output.shape));
+        if as_binary {
+            let bytes = output.values.to_bytes();
+            entry.insert("parameters".into(), json!({"binary_data_size": bytes.len()}));
+            binary.extend(bytes);
+        } else {
+            entry.insert("data".into(), output.values.to_json());
+        }
+        out.push(Value::Object(entry));
+    }
+    let mut header = json!({"model_name": name, "model_version": "1", "outputs": out});
+    if let Some(id) = request.header.get("id") {
+        header["id"] = id.clone();
+    }
+    Ok((header, binary))
+}
+
+struct Output {
+    name: &'static str,
+    datatype: &'static str,
+    shape: Vec<usize>,
+    values: Values,
+}
+
+enum Values {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    Text(Vec<String>),
+}
+
+impl Values {
+    fn to_json(&self) -> Value {
+        match self {
+            Values::F32(v) => floats(v),
+            Values::I64(v) => json!(v),
+            Values::Text(v) => json!(v),
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::Text(v) => v.iter().flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes())).collect(),
+        }
+    }
+}
+
+fn outputs(predictor: &Predictor, predicted: &Predicted) -> Vec<Output> {
+    match predicted {
+        Predicted::Values { targets, values } => vec![Output {
+            name: "predictions",
+            datatype: "FP32",
+            shape: vec![values.len() / targets.max(&1), *targets],
+            values: Values::F32(values.clone()),
+        }],
+        Predicted::Classes { index, classes, proba } => {
+            let labels = predictor.labels().unwrap_or_default();
+            let names = index.iter().map(|&c| label(labels, c)).collect();
+            vec![
+                Output { name: "predictions", datatype: "INT64", shape: vec![index.len()], values: Values::I64(index.clone()) },
+                Output { name: "labels", datatype: "BYTES", shape: vec![index.len()], values: Values::Text(names) },
+                Output {
+                    name: "probabilities",
+                    datatype: "FP32",
+                    shape: vec![index.len(), *classes],
+                    values: Values::F32(proba.clone()),
+                },
+            ]
+        }
+    }
+}
+
+/// Float32 values as JSON numbers, each written as the shortest decimal that reads back
+/// as the same float32 (as `torchfit predict` writes them), not as the float64 it widens to.
+pub fn floats(values: &[f32]) -> Value {
+    Value::Array(values.iter().map(|&v| float(v)).collect())
+}
+
+fn float(v: f32) -> Value {
+    let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(v));
+    serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
+}
+
+/// A class index's label (the index itself should the model answer outside its labels).
+pub fn label(labels: &[String], class: i64) -> String {
+    usize::try_from(class).ok().and_then(|c| labels.get(c)).cloned().unwrap_or_else(|| class.to_string())
+}

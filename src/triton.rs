@@ -1,0 +1,99 @@
+//! `torchfit export RUN --format triton --output REPO`: a Triton model repository that
+//! Triton's PyTorch (libtorch) backend serves as it is:
+//!
+//! ```text
+//! REPO/<name>/config.pbtxt   backend pytorch, max_batch_size, dynamic batching,
+//!                            INPUT__0 and OUTPUT__0 with their data types and dims
+//! REPO/<name>/1/model.pt     the run's model.pt
+//! ```
+//!
+//! Triton calls the module's `forward`: `INPUT__0` is the model's encoded input, FP32
+//! `[batch, numeric features + categorical features]` (the categorical ones as level codes,
+//! see docs/serving.md), and `OUTPUT__0` is what `forward` returns: regression values in the
+//! data's units (FP32 `[batch, targets]`), or class indices (INT64 `[batch]`, presented as
+//! `[batch, 1]` through `reshape`, since Triton's batched dims cannot be empty).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{CModule, Kind, Tensor};
+
+use crate::atomic;
+use crate::export::{self, Format};
+use crate::predict::Predictor;
+use crate::rundir;
+
+/// The largest batch Triton's dynamic batcher may form.
+pub const MAX_BATCH: usize = 1024;
+
+/// Writes the repository for `run` (with `weights` instead of its own, if given) under
+/// `repo`; returns the model's folder.
+pub fn export_repository(run: &Path, weights: Option<&Path>, repo: &Path) -> Result<PathBuf> {
+    let source = rundir::model_file(run)?;
+    let predictor = Predictor::load(&source)?;
+    let name = predictor.config().name.clone();
+    if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+        bail!("the run's name {name:?} cannot be a Triton model folder name");
+    }
+    let folder = repo.join(&name);
+    let model = folder.join("1").join(rundir::MODEL);
+    std::fs::create_dir_all(folder.join("1")).with_context(|| format!("cannot create {}", folder.join("1").display()))?;
+    match weights {
+        Some(_) => {
+            export::export_run(run, Some(Format::Torchscript), weights, Some(&model))?;
+        }
+        None => {
+            let bytes = std::fs::read(&source).with_context(|| format!("cannot read {}", source.display()))?;
+            atomic::write(&model, &bytes)?;
+        }
+    }
+    let width = predictor.features().len() + predictor.categorical().len();
+    let output = output_of(&model, width)?;
+    atomic::write(&folder.join("config.pbtxt"), config(&name, width, output).as_bytes())?;
+    Ok(folder)
+}
+
+/// What `forward` returns for a batch: its element type and the dims after the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Values(usize),
+    Classes,
+}
+
+/// Runs `forward` on two rows of zeros (level 0 for categorical features) to see what it
+/// returns, rather than assume it.
+fn output_of(model: &Path, width: usize) -> Result<Output> {
+    let module = CModule::load(model).with_context(|| format!("cannot load {}", model.display()))?;
+    let x = Tensor::zeros([2, width as i64], (Kind::Float, tch::Device::Cpu));
+    let y = tch::no_grad(|| module.forward_ts(&[x])).with_context(|| format!("{}: forward failed", model.display()))?;
+    match (y.kind(), y.size().as_slice()) {
+        (Kind::Int64, [2]) => Ok(Output::Classes),
+        (Kind::Float, [2, targets]) => Ok(Output::Values(*targets as usize)),
+        (kind, shape) => bail!("{}: forward returned {kind:?} {shape:?}, not a torchfit model's output", model.display()),
+    }
+}
+
+/// The config.pbtxt text (protobuf text format of Triton's `ModelConfig`).
+pub fn config(name: &str, width: usize, output: Output) -> String {
+    let output = match output {
+        Output::Values(targets) => format!("    data_type: TYPE_FP32\n    dims: [ {targets} ]\n"),
+        Output::Classes => "    data_type: TYPE_INT64\n    dims: [ 1 ]\n    reshape: { shape: [ ] }\n".to_string(),
+    };
+    format!(
+        concat!(
+            "# Written by torchfit {version}. INPUT__0: the encoded features (numeric, then categorical level codes);\n",
+            "# OUTPUT__0: model.pt's forward (values in the data's units, or class indices).\n",
+            "name: {name:?}\n",
+            "backend: \"pytorch\"\n",
+            "max_batch_size: {max_batch}\n",
+            "input [\n  {{\n    name: \"INPUT__0\"\n    data_type: TYPE_FP32\n    dims: [ {width} ]\n  }}\n]\n",
+            "output [\n  {{\n    name: \"OUTPUT__0\"\n{output}  }}\n]\n",
+            "dynamic_batching {{ }}\n",
+        ),
+        version = env!("CARGO_PKG_VERSION"),
+        name = name,
+        max_batch = MAX_BATCH,
+        width = width,
+        output = output,
+    )
+}
