@@ -3,12 +3,13 @@
 //! ([`parallel`]); a file with quotes (whose fields may hold line breaks) is streamed through
 //! the csv crate, which also reads the header and gives every error, so that both agree.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::text::{Text, TextBuilder};
 use super::{Format, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
 
@@ -40,8 +41,9 @@ pub enum Role {
 pub enum Column {
     /// Numbers (booleans as 1/0); NaN where a cell is missing.
     Numbers(Vec<f32>),
-    /// Text; `None` where a cell is missing.
-    Text(Vec<Option<String>>),
+    /// Text: distinct values and a code per row, [`super::text::MISSING`] where a cell is
+    /// missing.
+    Text(Text),
 }
 
 impl Column {
@@ -71,13 +73,13 @@ pub struct CsvData {
 enum Reading {
     /// `auto`: the column may still turn out to be text (a training feature).
     Numbers { values: Vec<f32>, numbers: bool, booleans: bool, auto: bool },
-    Text(Vec<Option<String>>),
+    Text(TextBuilder),
 }
 
 impl Reading {
     fn new(role: Role) -> Reading {
         match role {
-            Role::Text | Role::Label => Reading::Text(Vec::new()),
+            Role::Text | Role::Label => Reading::Text(TextBuilder::default()),
             role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
         }
     }
@@ -97,14 +99,15 @@ impl Reading {
     /// (so `01` and `1` are one level), booleans `true`/`false`.
     fn to_text(&mut self) {
         if let Reading::Numbers { values, booleans, .. } = self {
-            let text = values
-                .iter()
-                .map(|v| match (v.is_nan(), *booleans) {
-                    (true, _) => None,
-                    (false, true) => Some(if *v != 0.0 { "true" } else { "false" }.to_string()),
-                    (false, false) => Some(v.to_string()),
-                })
-                .collect();
+            let mut text = TextBuilder::default();
+            text.reserve(values.capacity());
+            for v in values.iter() {
+                match (v.is_nan(), *booleans) {
+                    (true, _) => text.push(None),
+                    (false, true) => text.push(Some(if *v != 0.0 { "true" } else { "false" })),
+                    (false, false) => text.push(Some(&v.to_string())),
+                }
+            }
             *self = Reading::Text(text);
         }
     }
@@ -143,7 +146,7 @@ impl Reading {
             },
             Reading::Text(values) => values.push(match cell {
                 Cell::Missing => None,
-                _ => Some(text.to_string()),
+                _ => Some(text),
             }),
         }
     }
@@ -151,7 +154,7 @@ impl Reading {
     fn finish(self) -> Column {
         match self {
             Reading::Numbers { values, .. } => Column::Numbers(values),
-            Reading::Text(values) => Column::Text(values),
+            Reading::Text(values) => Column::Text(values.finish()),
         }
     }
 }
@@ -393,7 +396,7 @@ pub(super) fn read_table(d: &DataConfig, task: Task, format: Format) -> Result<T
     })?;
     let y = match labelled.values {
         Some(values) => Target::Values(values),
-        None => classes_from_labels(&labelled.labels),
+        None => classes_from_text(&labelled.labels),
     };
     Ok(Table { x: labelled.x, categorical: labelled.categorical, y, feature_names: labelled.feature_names, target_names: targets })
 }
@@ -408,8 +411,8 @@ pub struct LabelledCsv {
     pub categorical: Vec<TextColumn>,
     /// Regression: the target columns, `[rows, targets]`.
     pub values: Option<Tensor>,
-    /// Classification: the label column's strings.
-    pub labels: Vec<String>,
+    /// Classification: the label column (empty for regression).
+    pub labels: Text,
 }
 
 /// Reads the feature columns that `features` picks from the header (each with how to read
@@ -446,11 +449,13 @@ pub fn read_labelled_csv(
         }
     }
     let x = column_matrix(numeric, rows)?;
-    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    let (mut values, mut labels) = (Vec::new(), Text::default());
     for column in target_columns {
         match column {
             Column::Numbers(v) => values.push(v),
-            Column::Text(v) => labels = v.into_iter().map(Option::unwrap_or_default).collect(),
+            // A label is never missing (an error, or the row dropped); were one, it would
+            // be the empty label.
+            Column::Text(v) => labels = v.fill_missing(""),
         }
     }
     let values = (task == Task::Regression).then(|| column_matrix(values, rows)).transpose()?;
@@ -501,11 +506,22 @@ pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tenso
 
 /// Maps label strings to class indices; labels sort numerically when they are all integers.
 pub fn classes_from_labels(values: &[String]) -> Target {
-    let distinct: BTreeSet<&String> = values.iter().collect();
-    let mut labels: Vec<String> = distinct.into_iter().cloned().collect();
+    classes_from_text(&Text::from_values(values.iter().map(|v| Some(v.as_str()))))
+}
+
+/// [`classes_from_labels`] for a label column as read (a missing cell is the empty label).
+pub fn classes_from_text(values: &Text) -> Target {
+    let mut labels: Vec<String> = values.distinct().to_vec();
+    if values.codes().contains(&super::text::MISSING) {
+        labels.push(String::new());
+    }
+    labels.sort_unstable();
+    labels.dedup();
     if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
         labels.sort_by_key(|l| l.parse::<i64>().unwrap_or(0));
     }
-    let index: Vec<i64> = values.iter().map(|v| labels.iter().position(|l| l == v).unwrap_or(0) as i64).collect();
+    // A lookup per distinct value; rows only map codes.
+    let class: HashMap<&str, i64> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i64)).collect();
+    let index = values.map_rows(class.get("").copied().unwrap_or(0), |v| class.get(v).copied().unwrap_or(0));
     Target::Classes { index: Tensor::from_slice(&index), labels }
 }

@@ -25,8 +25,10 @@ mod parquet;
 mod preprocessing;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
+pub use text::Text;
 pub use crate::config::is_missing;
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
@@ -236,7 +238,7 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         .iter()
         .map(|c| CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref()))
         .collect();
-    let columns: Vec<&[Option<String>]> = table.categorical.iter().map(|c| c.values.as_slice()).collect();
+    let columns: Vec<&Text> = table.categorical.iter().map(|c| &c.values).collect();
     let codes = categorical::codes(&preprocessing.categorical, &columns, rows)?;
     // Standardised in place: nothing else holds `table.x` now (the training part was it, or
     // a copy of its rows), and it is dropped next. Joined to the codes only when there are

@@ -1,9 +1,10 @@
 //! What was fitted on the training part, applied again to any new data.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::text::Text;
 use super::{categorical, first_true, has_nan, CategoricalFeature, TextColumn};
 use crate::config::Loss;
 
@@ -111,18 +112,17 @@ impl Preprocessing {
         self.target_std.iter().any(|&s| s != 1.0) || self.target_mean.iter().any(|&m| m != 0.0)
     }
 
-    /// Class indices for label strings; an unseen label is an error naming it.
-    pub fn encode_labels(&self, values: &[String]) -> Result<Tensor> {
+    /// Class indices for a label column; an unseen label is an error naming it (and the
+    /// first row that has it).
+    pub fn encode_labels(&self, values: &Text) -> Result<Tensor> {
         let labels = self.labels.as_ref().context("this run is not a classification")?;
-        let index = values
-            .iter()
-            .enumerate()
-            .map(|(row, v)| {
-                labels.iter().position(|l| l == v).map(|i| i as i64).ok_or_else(|| {
-                    anyhow!("row {}: label {v:?} was not seen in training (labels: {})", row + 1, labels.join(", "))
-                })
-            })
-            .collect::<Result<Vec<i64>>>()?;
+        // A search per distinct value (a missing one is the empty label); rows map codes.
+        let class = |v: &str| labels.iter().position(|l| l == v).map_or(-1, |i| i as i64);
+        let index = values.map_rows(class(""), class);
+        if let Some(row) = index.iter().position(|&i| i < 0) {
+            let v = values.get(row).unwrap_or("");
+            bail!("row {}: label {v:?} was not seen in training (labels: {})", row + 1, labels.join(", "));
+        }
         Ok(Tensor::from_slice(&index))
     }
 

@@ -181,3 +181,19 @@ fn crlf_files_report_the_lines_that_editors_show() {
         assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
     }
 }
+
+#[test]
+fn categorical_levels_count_only_training_rows() {
+    let values = Text::from_values([Some("b"), Some("a"), None, Some("z"), Some("b"), Some("a"), Some("b")]);
+    // Rows 2 (missing) and 3 (`z`) are outside the training part.
+    let train = [0, 1, 4, 5, 6];
+    let f = CategoricalFeature::fit("c", &values, &train, 1, None);
+    assert_eq!(f.levels, ["a", "b", "(other)"]);
+    assert_eq!((f.other, f.missing), (2, None));
+    assert_eq!(f.codes(&values), [1.0, 0.0, 2.0, 2.0, 1.0, 0.0, 1.0]);
+    let rare = CategoricalFeature::fit("c", &values, &[0, 1, 2, 3, 4, 6], 2, None);
+    assert_eq!(rare.levels, ["b", "(other)", "(missing)"]);
+    assert_eq!(rare.codes(&values), [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 0.0]);
+    let numbers = Text::from_values([Some("10"), Some("9"), Some("-1.5")]);
+    assert_eq!(CategoricalFeature::fit("n", &numbers, &[0, 1, 2], 1, None).levels, ["-1.5", "9", "10", "(other)"]);
+}

@@ -198,7 +198,7 @@ fn quotes_bad_bytes_and_ragged_rows_leave_the_file_to_the_csv_crate() {
     // A quoted field may hold a line break; the csv crate reads it as one cell.
     std::fs::write(&path, "a,y\n\"x\ny\",2\n").unwrap();
     let data = read(&path, &[Role::Auto, Role::Target], Missing::Error, Split::Bytes(2)).unwrap();
-    assert_eq!(data.columns[0], Column::Text(vec![Some("x\ny".to_string())]));
+    assert_eq!(data.columns[0], Column::Text(Text::from_values([Some("x\ny")])));
 }
 
 #[test]
