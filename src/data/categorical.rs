@@ -81,10 +81,16 @@ impl CategoricalFeature {
     /// The level codes of `values`: a known level's index, else `other`; a missing cell's
     /// level, or `other` when training saw none.
     pub fn codes(&self, values: &Text) -> Vec<f32> {
+        let (per_value, missing) = self.level_codes(values);
+        values.codes().iter().map(|&c| per_value.get(c as usize).copied().unwrap_or(missing)).collect()
+    }
+
+    /// [`CategoricalFeature::codes`] of each of `values`' distinct values, and of a missing
+    /// cell: a lookup per distinct value, after which rows only map their codes.
+    pub fn level_codes(&self, values: &Text) -> (Vec<f32>, f32) {
         let known: HashMap<&str, usize> = self.levels[..self.other].iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-        let missing = self.missing.unwrap_or(self.other) as f32;
-        // A lookup per distinct value; rows only map codes.
-        values.map_rows(missing, |v| known.get(v).copied().unwrap_or(self.other) as f32)
+        let per_value = values.distinct().iter().map(|v| known.get(v.as_str()).copied().unwrap_or(self.other) as f32);
+        (per_value.collect(), self.missing.unwrap_or(self.other) as f32)
     }
 }
 

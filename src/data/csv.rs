@@ -476,32 +476,41 @@ pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tenso
     // SAFETY: `out` was just allocated by libtorch as a contiguous float32 CPU tensor of
     // rows * width elements, and nothing else refers to it while the slice lives.
     let data = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * width) };
-    // Blocks of rows: a block of the output stays in cache while each column fills its part.
-    const BLOCK: usize = 4096;
-    let fill = |first_block: usize, part: &mut [f32]| {
-        for (b, block) in part.chunks_mut(BLOCK * width).enumerate() {
-            let first = (first_block + b) * BLOCK;
-            for (j, column) in columns.iter().enumerate() {
-                for (row, &value) in block.chunks_exact_mut(width).zip(&column[first..]) {
-                    row[j] = value;
-                }
+    fill_rows(data, width, |first, block| {
+        for (j, column) in columns.iter().enumerate() {
+            for (row, &value) in block.chunks_exact_mut(width).zip(&column[first..]) {
+                row[j] = value;
             }
         }
+    });
+    Ok(out)
+}
+
+/// Fills `data`, rows of `width` floats, by `fill(first row, rows)` on blocks of rows, the
+/// blocks spread over every core: a block stays in cache while `fill` goes over it.
+pub(super) fn fill_rows(data: &mut [f32], width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    const BLOCK: usize = 4096;
+    if width == 0 || data.is_empty() {
+        return;
+    }
+    let fill_part = |first_block: usize, part: &mut [f32]| {
+        for (b, block) in part.chunks_mut(BLOCK * width).enumerate() {
+            fill((first_block + b) * BLOCK, block);
+        }
     };
-    let blocks = rows.div_ceil(BLOCK);
+    let blocks = (data.len() / width).div_ceil(BLOCK);
     let threads = parallel::threads().min(blocks);
     if threads <= 1 {
-        fill(0, data);
-        return Ok(out);
+        fill_part(0, data);
+        return;
     }
     let per_thread = blocks.div_ceil(threads);
     std::thread::scope(|scope| {
         for (t, part) in data.chunks_mut(per_thread * BLOCK * width).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || fill(t * per_thread, part));
+            let fill_part = &fill_part;
+            scope.spawn(move || fill_part(t * per_thread, part));
         }
     });
-    Ok(out)
 }
 
 /// Maps label strings to class indices; labels sort numerically when they are all integers.

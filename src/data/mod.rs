@@ -239,12 +239,11 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         .map(|c| CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref()))
         .collect();
     let columns: Vec<&Text> = table.categorical.iter().map(|c| &c.values).collect();
-    let codes = categorical::codes(&preprocessing.categorical, &columns, rows)?;
-    // Standardised in place: nothing else holds `table.x` now (the training part was it, or
-    // a copy of its rows), and it is dropped next. Joined to the codes only when there are
-    // any, so that a numeric table is never copied here.
-    let numeric = preprocessing.apply_owned(table.x.shallow_clone())?;
-    let x_all = if codes.size().get(1) == Some(&0) { numeric } else { Tensor::f_cat(&[numeric, codes], 1)? };
+    // Nothing else holds `table.x` now (the training part was it, or a copy of its rows):
+    // a numeric table is standardised in place, a table with text written once with its
+    // level codes.
+    let x_all = preprocessing.apply_with_codes(table.x.shallow_clone(), &columns)?;
+    drop(columns);
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     Ok(Prepared {

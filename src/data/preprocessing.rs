@@ -1,5 +1,7 @@
 //! What was fitted on the training part, applied again to any new data.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -86,6 +88,74 @@ impl Preprocessing {
         let _ = x.f_sub_(&Tensor::from_slice(&self.input_mean).to_device(x.device()))?;
         let _ = x.f_div_(&Tensor::from_slice(&self.input_std).to_device(x.device()))?;
         Ok(x)
+    }
+
+    /// The training table's model input: [`Preprocessing::apply`] to `x`, then the level
+    /// codes of the categorical columns `text` (in [`Preprocessing::categorical`]'s order),
+    /// written row by row into one new tensor on every core: no standardised copy, matrix of
+    /// codes or concatenation on the way. A table without text is standardised in place
+    /// ([`Preprocessing::apply_owned`]), so that it is never copied here.
+    pub(super) fn apply_with_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
+        if text.is_empty() {
+            return self.apply_owned(x);
+        }
+        let size = x.size();
+        let (rows, width) = match size.as_slice() {
+            &[rows, width] => (rows as usize, width as usize),
+            _ => (0, usize::MAX),
+        };
+        let plain = x.kind() == Kind::Float && x.device() == Device::Cpu && x.is_contiguous();
+        let fitted = [&self.input_mean, &self.input_std].iter().all(|v| v.len() == width)
+            && self.input_fill.as_ref().is_none_or(|f| f.len() == width);
+        if !plain || !fitted || text.iter().any(|t| t.len() != rows) || self.categorical.len() != text.len() {
+            return self.apply_then_codes(x, text);
+        }
+        let levels: Vec<(Vec<f32>, f32)> = self.categorical.iter().zip(text).map(|(f, t)| f.level_codes(t)).collect();
+        let out_width = width + text.len();
+        let out = Tensor::f_empty([rows as i64, out_width as i64], (Kind::Float, Device::Cpu))?;
+        // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
+        // above), only read while borrowed here; `out` was just allocated as a contiguous
+        // float32 CPU tensor of rows * out_width, and nothing else refers to it yet.
+        let (src, dst) = unsafe {
+            (
+                std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width),
+                std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * out_width),
+            )
+        };
+        let (mean, std, fill, identity) = (&self.input_mean, &self.input_std, self.input_fill.as_deref(), self.is_identity());
+        let unfilled = AtomicBool::new(false);
+        super::csv::fill_rows(dst, out_width, |first, block| {
+            for (r, row) in block.chunks_exact_mut(out_width).enumerate() {
+                let (numeric, codes) = row.split_at_mut(width);
+                let at = (first + r) * width;
+                for (j, (o, &v)) in numeric.iter_mut().zip(&src[at..at + width]).enumerate() {
+                    // As `apply`: the fill where missing, then (v - mean) / std in float32.
+                    let v = match (v.is_nan(), fill) {
+                        (true, Some(fill)) => fill[j],
+                        (true, None) => {
+                            unfilled.store(true, Ordering::Relaxed);
+                            v
+                        }
+                        (false, _) => v,
+                    };
+                    *o = if identity { v } else { (v - mean[j]) / std[j] };
+                }
+                for (o, ((per_value, missing), t)) in codes.iter_mut().zip(levels.iter().zip(text)) {
+                    *o = per_value.get(t.codes()[first + r] as usize).copied().unwrap_or(*missing);
+                }
+            }
+        });
+        if unfilled.load(Ordering::Relaxed) {
+            // A missing value with nothing to fill it: `apply` says where.
+            return self.apply_then_codes(x, text);
+        }
+        Ok(out)
+    }
+
+    /// [`Preprocessing::apply_with_codes`] the long way: standardised, codes, joined.
+    pub(super) fn apply_then_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
+        let codes = categorical::codes(&self.categorical, text, x.size()[0] as usize)?;
+        Ok(Tensor::f_cat(&[self.apply_owned(x)?, codes], 1)?)
     }
 
     /// Whether standardisation leaves features as they are (mean 0, std 1 everywhere).
