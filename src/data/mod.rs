@@ -184,7 +184,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
     let train_x = select(&table.x, train_rows);
 
-    let input_fill = if d.missing == Missing::Mean && has_nan(&table.x) {
+    // Under `missing: mean` a table without NaN is known to be one here, once.
+    let nan = d.missing == Missing::Mean && has_nan(&table.x);
+    let input_fill = if nan {
         let present = train_x.isnan().logical_not();
         let counts = present.sum_dim_intlist(0, false, Kind::Float);
         if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
@@ -212,7 +214,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         categorical: Vec::new(),
     };
     if d.standardize.unwrap_or(false) {
-        let filled = preprocessing.apply(&train_x)?;
+        // Nothing to fill, and nothing `apply` would find missing, in a table known to hold no NaN.
+        let known_full = d.missing == Missing::Mean && !nan;
+        let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(&train_x)? };
         (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
     }
 
