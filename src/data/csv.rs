@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::numbers::Numbers;
 use super::text::{Text, TextBuilder};
 use super::{Format, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
@@ -40,7 +41,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
     /// Numbers (booleans as 1/0); NaN where a cell is missing.
-    Numbers(Vec<f32>),
+    Numbers(Numbers),
     /// Text: distinct values and a code per row, [`super::text::MISSING`] where a cell is
     /// missing.
     Text(Text),
@@ -153,7 +154,7 @@ impl Reading {
 
     fn finish(self) -> Column {
         match self {
-            Reading::Numbers { values, .. } => Column::Numbers(values),
+            Reading::Numbers { values, .. } => Column::Numbers(values.into()),
             Reading::Text(values) => Column::Text(values.finish()),
         }
     }
@@ -463,8 +464,10 @@ pub fn read_labelled_csv(
 }
 
 /// `[rows, columns]` float32 from columns of `rows` values each, written straight into the
-/// tensor's memory: one copy of the data, and no second buffer of its size.
-pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tensor> {
+/// tensor's memory from the parts the columns were read in: one copy of the data, and no
+/// second buffer of its size.
+pub(super) fn column_matrix<C: Into<Numbers>>(columns: Vec<C>, rows: usize) -> Result<Tensor> {
+    let columns: Vec<Numbers> = columns.into_iter().map(Into::into).collect();
     if let Some(column) = columns.iter().find(|c| c.len() != rows) {
         bail!("a column has {} values where {rows} were expected", column.len());
     }
@@ -478,8 +481,17 @@ pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tenso
     let data = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * width) };
     fill_rows(data, width, |first, block| {
         for (j, column) in columns.iter().enumerate() {
-            for (row, &value) in block.chunks_exact_mut(width).zip(&column[first..]) {
-                row[j] = value;
+            let mut block_rows = block.chunks_exact_mut(width);
+            // The values first in the zip: where a part ends, no row is taken and lost.
+            for part in column.slices_from(first) {
+                let mut filled = 0;
+                for (&value, row) in part.iter().zip(&mut block_rows) {
+                    row[j] = value;
+                    filled += 1;
+                }
+                if filled < part.len() {
+                    break;
+                }
             }
         }
     });

@@ -21,6 +21,7 @@ mod csv;
 mod features;
 mod generate;
 mod npy;
+mod numbers;
 mod parquet;
 mod preprocessing;
 #[cfg(test)]
@@ -28,6 +29,7 @@ mod tests;
 mod text;
 
 pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
+pub use numbers::Numbers;
 pub use text::Text;
 pub use crate::config::is_missing;
 pub use features::{or_list, read_features, ColumnMatch};

@@ -349,7 +349,7 @@ impl Buffer {
 
     fn finish(self) -> Column {
         match self {
-            Buffer::Numbers(values) => Column::Numbers(values),
+            Buffer::Numbers(values) => Column::Numbers(values.into()),
             Buffer::Text { text, auto: false, .. } => Column::Text(text.finish()),
             Buffer::Text { text, auto: true, .. } => {
                 // Every distinct value is some row's: typing them types the column.
@@ -371,7 +371,7 @@ impl Buffer {
                     Cell::Boolean(b) => f32::from(u8::from(b)),
                     Cell::Missing | Cell::Text => f32::NAN,
                 };
-                Column::Numbers(text.map_rows(f32::NAN, number))
+                Column::Numbers(text.map_rows(f32::NAN, number).into())
             }
         }
     }

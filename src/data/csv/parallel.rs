@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::cell::{parse_cell, trim, Cell};
-use super::{judge, Column, Reading, Role, TextBuilder};
+use super::{judge, Column, Numbers, Reading, Role, TextBuilder};
 use crate::config::Missing;
 
 /// Bytes read at a time: small enough to stay in cache while parsed, large enough that
@@ -107,13 +107,12 @@ fn concatenate(chunks: &mut [Chunk], j: usize, rows: usize) -> Column {
         }
         Column::Text(all.unwrap_or_default().finish())
     } else {
-        let mut all = Vec::with_capacity(rows);
-        for part in parts {
-            if let Reading::Numbers { values, .. } = part {
-                all.extend_from_slice(&values);
-            }
-        }
-        Column::Numbers(all)
+        // Kept in their parts, which the tensor is written from.
+        let parts = parts.filter_map(|part| match part {
+            Reading::Numbers { values, .. } => Some(values),
+            Reading::Text(_) => None,
+        });
+        Column::Numbers(Numbers::from_parts(parts.collect()))
     }
 }
 

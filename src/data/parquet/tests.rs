@@ -22,7 +22,7 @@ fn roles<'a>(names: &'a [&str], role: Role) -> impl FnOnce(&[String]) -> Result<
 /// A numbers column with `None` for NaN (NaN != NaN would fail any comparison).
 fn numbers(column: &Column) -> Vec<Option<f32>> {
     match column {
-        Column::Numbers(v) => v.iter().map(|x| (!x.is_nan()).then_some(*x)).collect(),
+        Column::Numbers(v) => v.iter().map(|x| (!x.is_nan()).then_some(x)).collect(),
         Column::Text(t) => panic!("expected numbers, got text {t:?}"),
     }
 }
