@@ -8,13 +8,14 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::text::Text;
 use crate::config::{CategoricalEncoding, ColumnEncoding, Encoding};
 
-/// A column of text as read; `None` where a cell is missing.
+/// A column of text as read.
 #[derive(Debug, Clone)]
 pub struct TextColumn {
     pub name: String,
-    pub values: Vec<Option<String>>,
+    pub values: Text,
 }
 
 /// A categorical feature: its levels as learned from the training part, and how the model
@@ -43,21 +44,16 @@ impl CategoricalFeature {
     /// unseen and rare values, then `(missing)` when the training part has missing cells.
     pub fn fit(
         name: &str,
-        values: &[Option<String>],
+        values: &Text,
         train: &[usize],
         min_frequency: usize,
         encoding: Option<&CategoricalEncoding>,
     ) -> CategoricalFeature {
-        // Counted in a hash map (a lookup per training row), then sorted once.
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        let mut has_missing = false;
-        for &row in train {
-            match &values[row] {
-                Some(v) => *counts.entry(v.as_str()).or_default() += 1,
-                None => has_missing = true,
-            }
-        }
-        let mut kept: Vec<&str> = counts.into_iter().filter(|&(_, n)| n >= min_frequency).map(|(v, _)| v).collect();
+        // Counted per distinct value (a code per training row), then sorted once. A value
+        // only in other rows counts 0, which no min_frequency keeps.
+        let (counts, has_missing) = values.counts(train);
+        let kept = values.distinct().iter().zip(counts).filter(|&(_, n)| n >= min_frequency.max(1));
+        let mut kept: Vec<&str> = kept.map(|(v, _)| v.as_str()).collect();
         kept.sort_unstable();
         let mut levels: Vec<String> = kept.into_iter().map(str::to_string).collect();
         if levels.iter().all(|l| l.parse::<f64>().is_ok()) {
@@ -84,16 +80,17 @@ impl CategoricalFeature {
 
     /// The level codes of `values`: a known level's index, else `other`; a missing cell's
     /// level, or `other` when training saw none.
-    pub fn codes(&self, values: &[Option<String>]) -> Vec<f32> {
+    pub fn codes(&self, values: &Text) -> Vec<f32> {
+        let (per_value, missing) = self.level_codes(values);
+        values.codes().iter().map(|&c| per_value.get(c as usize).copied().unwrap_or(missing)).collect()
+    }
+
+    /// [`CategoricalFeature::codes`] of each of `values`' distinct values, and of a missing
+    /// cell: a lookup per distinct value, after which rows only map their codes.
+    pub fn level_codes(&self, values: &Text) -> (Vec<f32>, f32) {
         let known: HashMap<&str, usize> = self.levels[..self.other].iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-        let missing = self.missing.unwrap_or(self.other);
-        values
-            .iter()
-            .map(|v| match v {
-                Some(v) => known.get(v.as_str()).copied().unwrap_or(self.other),
-                None => missing,
-            } as f32)
-            .collect()
+        let per_value = values.distinct().iter().map(|v| known.get(v.as_str()).copied().unwrap_or(self.other) as f32);
+        (per_value.collect(), self.missing.unwrap_or(self.other) as f32)
     }
 }
 
@@ -155,17 +152,17 @@ fn quote(text: &str) -> String {
 /// [`codes`] of the text columns named as `features` are, from any order; a feature without
 /// its column is an error naming it.
 pub fn codes_by_name(features: &[CategoricalFeature], text: &[TextColumn], rows: usize) -> Result<Tensor> {
-    let columns: Vec<&[Option<String>]> = features
+    let columns: Vec<&Text> = features
         .iter()
         .map(|f| {
             let column = text.iter().find(|c| c.name == f.name);
-            column.map(|c| c.values.as_slice()).ok_or_else(|| anyhow::anyhow!("no column `{}`", f.name))
+            column.map(|c| &c.values).ok_or_else(|| anyhow::anyhow!("no column `{}`", f.name))
         })
         .collect::<Result<_>>()?;
     codes(features, &columns, rows)
 }
 
-pub fn codes(features: &[CategoricalFeature], columns: &[&[Option<String>]], rows: usize) -> Result<Tensor> {
+pub fn codes(features: &[CategoricalFeature], columns: &[&Text], rows: usize) -> Result<Tensor> {
     let codes: Vec<Vec<f32>> = features.iter().zip(columns).map(|(f, values)| f.codes(values)).collect();
     super::csv::column_matrix(codes, rows)
 }

@@ -3,12 +3,14 @@
 //! ([`parallel`]); a file with quotes (whose fields may hold line breaks) is streamed through
 //! the csv crate, which also reads the header and gives every error, so that both agree.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::numbers::Numbers;
+use super::text::{Text, TextBuilder};
 use super::{Format, Table, Target, TextColumn};
 use crate::config::{DataConfig, Features, Missing, Task};
 
@@ -39,9 +41,10 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
     /// Numbers (booleans as 1/0); NaN where a cell is missing.
-    Numbers(Vec<f32>),
-    /// Text; `None` where a cell is missing.
-    Text(Vec<Option<String>>),
+    Numbers(Numbers),
+    /// Text: distinct values and a code per row, [`super::text::MISSING`] where a cell is
+    /// missing.
+    Text(Text),
 }
 
 impl Column {
@@ -71,13 +74,13 @@ pub struct CsvData {
 enum Reading {
     /// `auto`: the column may still turn out to be text (a training feature).
     Numbers { values: Vec<f32>, numbers: bool, booleans: bool, auto: bool },
-    Text(Vec<Option<String>>),
+    Text(TextBuilder),
 }
 
 impl Reading {
     fn new(role: Role) -> Reading {
         match role {
-            Role::Text | Role::Label => Reading::Text(Vec::new()),
+            Role::Text | Role::Label => Reading::Text(TextBuilder::default()),
             role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
         }
     }
@@ -97,14 +100,15 @@ impl Reading {
     /// (so `01` and `1` are one level), booleans `true`/`false`.
     fn to_text(&mut self) {
         if let Reading::Numbers { values, booleans, .. } = self {
-            let text = values
-                .iter()
-                .map(|v| match (v.is_nan(), *booleans) {
-                    (true, _) => None,
-                    (false, true) => Some(if *v != 0.0 { "true" } else { "false" }.to_string()),
-                    (false, false) => Some(v.to_string()),
-                })
-                .collect();
+            let mut text = TextBuilder::default();
+            text.reserve(values.capacity());
+            for v in values.iter() {
+                match (v.is_nan(), *booleans) {
+                    (true, _) => text.push(None),
+                    (false, true) => text.push(Some(if *v != 0.0 { "true" } else { "false" })),
+                    (false, false) => text.push(Some(&v.to_string())),
+                }
+            }
             *self = Reading::Text(text);
         }
     }
@@ -143,15 +147,15 @@ impl Reading {
             },
             Reading::Text(values) => values.push(match cell {
                 Cell::Missing => None,
-                _ => Some(text.to_string()),
+                _ => Some(text),
             }),
         }
     }
 
     fn finish(self) -> Column {
         match self {
-            Reading::Numbers { values, .. } => Column::Numbers(values),
-            Reading::Text(values) => Column::Text(values),
+            Reading::Numbers { values, .. } => Column::Numbers(values.into()),
+            Reading::Text(values) => Column::Text(values.finish()),
         }
     }
 }
@@ -393,7 +397,7 @@ pub(super) fn read_table(d: &DataConfig, task: Task, format: Format) -> Result<T
     })?;
     let y = match labelled.values {
         Some(values) => Target::Values(values),
-        None => classes_from_labels(&labelled.labels),
+        None => classes_from_text(&labelled.labels),
     };
     Ok(Table { x: labelled.x, categorical: labelled.categorical, y, feature_names: labelled.feature_names, target_names: targets })
 }
@@ -408,8 +412,8 @@ pub struct LabelledCsv {
     pub categorical: Vec<TextColumn>,
     /// Regression: the target columns, `[rows, targets]`.
     pub values: Option<Tensor>,
-    /// Classification: the label column's strings.
-    pub labels: Vec<String>,
+    /// Classification: the label column (empty for regression).
+    pub labels: Text,
 }
 
 /// Reads the feature columns that `features` picks from the header (each with how to read
@@ -446,11 +450,13 @@ pub fn read_labelled_csv(
         }
     }
     let x = column_matrix(numeric, rows)?;
-    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    let (mut values, mut labels) = (Vec::new(), Text::default());
     for column in target_columns {
         match column {
             Column::Numbers(v) => values.push(v),
-            Column::Text(v) => labels = v.into_iter().map(Option::unwrap_or_default).collect(),
+            // A label is never missing (an error, or the row dropped); were one, it would
+            // be the empty label.
+            Column::Text(v) => labels = v.fill_missing(""),
         }
     }
     let values = (task == Task::Regression).then(|| column_matrix(values, rows)).transpose()?;
@@ -458,8 +464,10 @@ pub fn read_labelled_csv(
 }
 
 /// `[rows, columns]` float32 from columns of `rows` values each, written straight into the
-/// tensor's memory: one copy of the data, and no second buffer of its size.
-pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tensor> {
+/// tensor's memory from the parts the columns were read in: one copy of the data, and no
+/// second buffer of its size.
+pub(super) fn column_matrix<C: Into<Numbers>>(columns: Vec<C>, rows: usize) -> Result<Tensor> {
+    let columns: Vec<Numbers> = columns.into_iter().map(Into::into).collect();
     if let Some(column) = columns.iter().find(|c| c.len() != rows) {
         bail!("a column has {} values where {rows} were expected", column.len());
     }
@@ -471,41 +479,70 @@ pub(super) fn column_matrix(columns: Vec<Vec<f32>>, rows: usize) -> Result<Tenso
     // SAFETY: `out` was just allocated by libtorch as a contiguous float32 CPU tensor of
     // rows * width elements, and nothing else refers to it while the slice lives.
     let data = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * width) };
-    // Blocks of rows: a block of the output stays in cache while each column fills its part.
-    const BLOCK: usize = 4096;
-    let fill = |first_block: usize, part: &mut [f32]| {
-        for (b, block) in part.chunks_mut(BLOCK * width).enumerate() {
-            let first = (first_block + b) * BLOCK;
-            for (j, column) in columns.iter().enumerate() {
-                for (row, &value) in block.chunks_exact_mut(width).zip(&column[first..]) {
+    fill_rows(data, width, |first, block| {
+        for (j, column) in columns.iter().enumerate() {
+            let mut block_rows = block.chunks_exact_mut(width);
+            // The values first in the zip: where a part ends, no row is taken and lost.
+            for part in column.slices_from(first) {
+                let mut filled = 0;
+                for (&value, row) in part.iter().zip(&mut block_rows) {
                     row[j] = value;
+                    filled += 1;
+                }
+                if filled < part.len() {
+                    break;
                 }
             }
-        }
-    };
-    let blocks = rows.div_ceil(BLOCK);
-    let threads = parallel::threads().min(blocks);
-    if threads <= 1 {
-        fill(0, data);
-        return Ok(out);
-    }
-    let per_thread = blocks.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (t, part) in data.chunks_mut(per_thread * BLOCK * width).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || fill(t * per_thread, part));
         }
     });
     Ok(out)
 }
 
+/// Fills `data`, rows of `width` floats, by `fill(first row, rows)` on blocks of rows, the
+/// blocks spread over every core: a block stays in cache while `fill` goes over it.
+pub(super) fn fill_rows(data: &mut [f32], width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    const BLOCK: usize = 4096;
+    if width == 0 || data.is_empty() {
+        return;
+    }
+    let fill_part = |first_block: usize, part: &mut [f32]| {
+        for (b, block) in part.chunks_mut(BLOCK * width).enumerate() {
+            fill((first_block + b) * BLOCK, block);
+        }
+    };
+    let blocks = (data.len() / width).div_ceil(BLOCK);
+    let threads = parallel::threads().min(blocks);
+    if threads <= 1 {
+        fill_part(0, data);
+        return;
+    }
+    let per_thread = blocks.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, part) in data.chunks_mut(per_thread * BLOCK * width).enumerate() {
+            let fill_part = &fill_part;
+            scope.spawn(move || fill_part(t * per_thread, part));
+        }
+    });
+}
+
 /// Maps label strings to class indices; labels sort numerically when they are all integers.
 pub fn classes_from_labels(values: &[String]) -> Target {
-    let distinct: BTreeSet<&String> = values.iter().collect();
-    let mut labels: Vec<String> = distinct.into_iter().cloned().collect();
+    classes_from_text(&Text::from_values(values.iter().map(|v| Some(v.as_str()))))
+}
+
+/// [`classes_from_labels`] for a label column as read (a missing cell is the empty label).
+pub fn classes_from_text(values: &Text) -> Target {
+    let mut labels: Vec<String> = values.distinct().to_vec();
+    if values.codes().contains(&super::text::MISSING) {
+        labels.push(String::new());
+    }
+    labels.sort_unstable();
+    labels.dedup();
     if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
         labels.sort_by_key(|l| l.parse::<i64>().unwrap_or(0));
     }
-    let index: Vec<i64> = values.iter().map(|v| labels.iter().position(|l| l == v).unwrap_or(0) as i64).collect();
+    // A lookup per distinct value; rows only map codes.
+    let class: HashMap<&str, i64> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as i64)).collect();
+    let index = values.map_rows(class.get("").copied().unwrap_or(0), |v| class.get(v).copied().unwrap_or(0));
     Target::Classes { index: Tensor::from_slice(&index), labels }
 }

@@ -21,12 +21,16 @@ mod csv;
 mod features;
 mod generate;
 mod npy;
+mod numbers;
 mod parquet;
 mod preprocessing;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
+pub use numbers::Numbers;
+pub use text::Text;
 pub use crate::config::is_missing;
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
@@ -182,7 +186,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
     let train_x = select(&table.x, train_rows);
 
-    let input_fill = if d.missing == Missing::Mean && has_nan(&table.x) {
+    // Under `missing: mean` a table without NaN is known to be one here, once.
+    let nan = d.missing == Missing::Mean && has_nan(&table.x);
+    let input_fill = if nan {
         let present = train_x.isnan().logical_not();
         let counts = present.sum_dim_intlist(0, false, Kind::Float);
         if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
@@ -210,7 +216,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         categorical: Vec::new(),
     };
     if d.standardize.unwrap_or(false) {
-        let filled = preprocessing.apply(&train_x)?;
+        // Nothing to fill, and nothing `apply` would find missing, in a table known to hold no NaN.
+        let known_full = d.missing == Missing::Mean && !nan;
+        let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(&train_x)? };
         (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
     }
 
@@ -236,13 +244,12 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         .iter()
         .map(|c| CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref()))
         .collect();
-    let columns: Vec<&[Option<String>]> = table.categorical.iter().map(|c| c.values.as_slice()).collect();
-    let codes = categorical::codes(&preprocessing.categorical, &columns, rows)?;
-    // Standardised in place: nothing else holds `table.x` now (the training part was it, or
-    // a copy of its rows), and it is dropped next. Joined to the codes only when there are
-    // any, so that a numeric table is never copied here.
-    let numeric = preprocessing.apply_owned(table.x.shallow_clone())?;
-    let x_all = if codes.size().get(1) == Some(&0) { numeric } else { Tensor::f_cat(&[numeric, codes], 1)? };
+    let columns: Vec<&Text> = table.categorical.iter().map(|c| &c.values).collect();
+    // Nothing else holds `table.x` now (the training part was it, or a copy of its rows):
+    // a numeric table is standardised in place, a table with text written once with its
+    // level codes.
+    let x_all = preprocessing.apply_with_codes(table.x.shallow_clone(), &columns)?;
+    drop(columns);
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     Ok(Prepared {

@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::csv::{Column, CsvData, Role};
-use super::is_missing;
+use super::text::{TextBuilder, MISSING};
 use crate::config::Missing;
 
 /// Rows the reader decodes at a time: enough to spread the per-batch work thin, few enough
@@ -83,13 +83,16 @@ pub(super) fn read_parquet(
                 Ok(Cells::of(array.as_ref(), *role))
             })
             .collect::<Result<_>>()?;
+        for (buffer, column) in buffers.iter_mut().zip(&columns) {
+            buffer.start_batch(column);
+        }
         for i in 0..batch.num_rows() {
             row += 1;
             let place = |k: usize| format!("{file}: row {row}, column `{}`", wanted[k].0);
             let mut drop = false;
             cells.clear();
             for (k, (column, (_, role))) in columns.iter().zip(&wanted).enumerate() {
-                let cell = column.cell(i);
+                let cell = column.cell(i, *role);
                 // As the CSV reader decides, so that both formats fail and fill alike.
                 match (&cell, role) {
                     (Cell::Missing, _) => match (missing, role) {
@@ -172,21 +175,28 @@ enum Cell {
     Text,
 }
 
-/// A string cell by the CSV reader's rules: a missing marker, a number, a boolean word, or
-/// text. Kept in step with `parse_cell` in csv.rs by the tests that read one table in both
-/// formats.
-fn text_cell(cell: &str) -> Cell {
+/// A string cell of a column read as `role`, by the CSV reader's rules: a missing marker, a
+/// number, a boolean word, or text; a text role keeps every present cell as text. Kept in
+/// step with `parse_cell` in csv.rs by the tests that read one table in both formats.
+fn text_cell(cell: &str, role: Role) -> Cell {
     let cell = cell.trim();
-    if is_missing(cell) {
+    // `is_missing` without its lower-case copy: this runs for every string cell.
+    let is = |word: &str| cell.eq_ignore_ascii_case(word);
+    if cell.is_empty() || is("na") || is("n/a") || is("nan") {
         return Cell::Missing;
+    }
+    if matches!(role, Role::Text | Role::Label) {
+        return Cell::Text;
     }
     if let Ok(v) = cell.parse::<f32>() {
         return Cell::Number(v);
     }
-    match cell.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "t" => Cell::Boolean(true),
-        "false" | "no" | "f" => Cell::Boolean(false),
-        _ => Cell::Text,
+    if is("true") || is("yes") || is("t") {
+        Cell::Boolean(true)
+    } else if is("false") || is("no") || is("f") {
+        Cell::Boolean(false)
+    } else {
+        Cell::Text
     }
 }
 
@@ -196,6 +206,9 @@ enum Cells<'a> {
     Numbers(Vec<f32>),
     Booleans(Vec<Option<bool>>),
     Text(Vec<Option<Cow<'a, str>>>),
+    /// A dictionary-encoded text column: its values, each one's cell (parsed once), and
+    /// each row's key into them (`None` where null).
+    Dictionary { values: Vec<Option<Cow<'a, str>>>, cells: Vec<Cell>, keys: Vec<Option<usize>> },
 }
 
 impl<'a> Cells<'a> {
@@ -205,7 +218,14 @@ impl<'a> Cells<'a> {
         if let Some(dictionary) = array.as_any_dictionary_opt() {
             // Each batch may carry its own dictionary: its values are read once, then looked up.
             let values = Cells::of(dictionary.values().as_ref(), role);
-            return values.gather(&dictionary.normalized_keys(), |i| dictionary.is_null(i));
+            let keys = dictionary.normalized_keys();
+            if let Cells::Text(values) = values {
+                // Rows keep their keys, which a text column maps to its codes once per key.
+                let cells = values.iter().map(|v| v.as_deref().map_or(Cell::Missing, |v| text_cell(v, role))).collect();
+                let keys = keys.iter().enumerate().map(|(i, &k)| (!dictionary.is_null(i)).then_some(k)).collect();
+                return Cells::Dictionary { values, cells, keys };
+            }
+            return values.gather(&keys, |i| dictionary.is_null(i));
         }
         let as_text = matches!(role, Role::Text | Role::Label);
         let borrowed = |v: Option<&'a str>| v.map(Cow::Borrowed);
@@ -237,26 +257,34 @@ impl<'a> Cells<'a> {
             Cells::Booleans(v) => Cells::Booleans(
                 keys.iter().enumerate().map(|(i, &k)| at(i, k).and_then(|k| v.get(k).copied().flatten())).collect(),
             ),
-            Cells::Text(v) => Cells::Text(
+            Cells::Text(v) | Cells::Dictionary { values: v, .. } => Cells::Text(
                 keys.iter().enumerate().map(|(i, &k)| at(i, k).and_then(|k| v.get(k).cloned().flatten())).collect(),
             ),
         }
     }
 
-    fn cell(&self, i: usize) -> Cell {
+    /// Cell `i` of a column read as `role`.
+    fn cell(&self, i: usize, role: Role) -> Cell {
         match self {
             Cells::Numbers(v) => v.get(i).copied().filter(|v| !v.is_nan()).map_or(Cell::Missing, Cell::Number),
             Cells::Booleans(v) => v.get(i).copied().flatten().map_or(Cell::Missing, Cell::Boolean),
-            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map_or(Cell::Missing, text_cell),
+            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map_or(Cell::Missing, |v| text_cell(v, role)),
+            Cells::Dictionary { cells, keys, .. } => {
+                keys.get(i).copied().flatten().and_then(|k| cells.get(k)).copied().unwrap_or(Cell::Missing)
+            }
         }
     }
 
     /// Cell `i` as text, trimmed as the CSV reader trims cells; `None` where it is null.
-    fn text(&self, i: usize) -> Option<String> {
+    fn text(&self, i: usize) -> Option<Cow<'_, str>> {
         match self {
-            Cells::Numbers(v) => v.get(i).filter(|v| !v.is_nan()).map(f32::to_string),
-            Cells::Booleans(v) => v.get(i).copied().flatten().map(|b| b.to_string()),
-            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map(|s| s.trim().to_string()),
+            Cells::Numbers(v) => v.get(i).filter(|v| !v.is_nan()).map(|v| Cow::Owned(v.to_string())),
+            Cells::Booleans(v) => v.get(i).copied().flatten().map(|b| Cow::Borrowed(if b { "true" } else { "false" })),
+            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map(|s| Cow::Borrowed(s.trim())),
+            Cells::Dictionary { values, keys, .. } => {
+                let key = keys.get(i).copied().flatten()?;
+                values.get(key).and_then(Option::as_deref).map(|s| Cow::Borrowed(s.trim()))
+            }
         }
     }
 }
@@ -264,18 +292,30 @@ impl<'a> Cells<'a> {
 /// A requested column being filled.
 enum Buffer {
     Numbers(Vec<f32>),
-    Text(Vec<Option<String>>),
-    /// `Role::Auto` on a string column: kept as text until every row is in, then numbers when
-    /// every value was a number (or every one a boolean word), as the CSV reader would type it.
-    Auto(Vec<Option<String>>),
+    /// Text. `auto`: `Role::Auto` on a string column, kept as text until every row is in,
+    /// then numbers when every value was a number (or every one a boolean word), as the CSV
+    /// reader would type it. `keys`: a dictionary batch's code per key, [`MISSING`] until
+    /// a row has it.
+    Text { text: TextBuilder, auto: bool, keys: Vec<u32> },
 }
 
 impl Buffer {
     fn new(role: Role, data_type: &DataType) -> Buffer {
+        let text = |auto| Buffer::Text { text: TextBuilder::default(), auto, keys: Vec::new() };
         match role {
-            Role::Text | Role::Label => Buffer::Text(Vec::new()),
-            Role::Auto if is_text(data_type) => Buffer::Auto(Vec::new()),
+            Role::Text | Role::Label => text(false),
+            Role::Auto if is_text(data_type) => text(true),
             _ => Buffer::Numbers(Vec::new()),
+        }
+    }
+
+    /// Readies for a batch whose column is `cells`.
+    fn start_batch(&mut self, cells: &Cells) {
+        if let Buffer::Text { keys, .. } = self {
+            keys.clear();
+            if let Cells::Dictionary { values, .. } = cells {
+                keys.resize(values.len(), MISSING);
+            }
         }
     }
 
@@ -287,37 +327,51 @@ impl Buffer {
                 Cell::Boolean(b) => f32::from(u8::from(*b)),
                 Cell::Missing | Cell::Text => f32::NAN,
             }),
-            Buffer::Text(values) | Buffer::Auto(values) => values.push(match cell {
-                Cell::Missing => None,
-                _ => cells.text(i),
-            }),
+            Buffer::Text { text, .. } if *cell == Cell::Missing => text.push(None),
+            Buffer::Text { text, keys, .. } => {
+                // A dictionary's value is looked up once per batch, then its code reused.
+                let key = match cells {
+                    Cells::Dictionary { keys: rows, .. } => rows.get(i).copied().flatten().filter(|&k| k < keys.len()),
+                    _ => None,
+                };
+                match key {
+                    Some(k) if keys[k] != MISSING => text.push_code(keys[k]),
+                    Some(k) => {
+                        let code = cells.text(i).map_or(MISSING, |v| text.intern(&v));
+                        keys[k] = code;
+                        text.push_code(code);
+                    }
+                    None => text.push(cells.text(i).as_deref()),
+                }
+            }
         }
     }
 
     fn finish(self) -> Column {
         match self {
-            Buffer::Numbers(values) => Column::Numbers(values),
-            Buffer::Text(values) => Column::Text(values),
-            Buffer::Auto(values) => {
-                let parsed = || values.iter().map(|v| v.as_deref().map_or(Cell::Missing, text_cell));
+            Buffer::Numbers(values) => Column::Numbers(values.into()),
+            Buffer::Text { text, auto: false, .. } => Column::Text(text.finish()),
+            Buffer::Text { text, auto: true, .. } => {
+                // Every distinct value is some row's: typing them types the column.
+                let text = text.finish();
                 let (mut numbers, mut booleans) = (false, false);
-                for cell in parsed() {
-                    match cell {
-                        Cell::Text => return Column::Text(values),
+                for value in text.distinct() {
+                    match text_cell(value, Role::Auto) {
+                        Cell::Text => return Column::Text(text),
                         Cell::Number(_) => numbers = true,
                         Cell::Boolean(_) => booleans = true,
                         Cell::Missing => {}
                     }
                 }
                 if numbers && booleans {
-                    return Column::Text(values);
+                    return Column::Text(text);
                 }
-                let number = |cell| match cell {
+                let number = |value: &str| match text_cell(value, Role::Auto) {
                     Cell::Number(v) => v,
                     Cell::Boolean(b) => f32::from(u8::from(b)),
                     Cell::Missing | Cell::Text => f32::NAN,
                 };
-                Column::Numbers(parsed().map(number).collect())
+                Column::Numbers(text.map_rows(f32::NAN, number).into())
             }
         }
     }

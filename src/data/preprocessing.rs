@@ -1,9 +1,12 @@
 //! What was fitted on the training part, applied again to any new data.
 
-use anyhow::{anyhow, bail, Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::text::Text;
 use super::{categorical, first_true, has_nan, CategoricalFeature, TextColumn};
 use crate::config::Loss;
 
@@ -87,6 +90,74 @@ impl Preprocessing {
         Ok(x)
     }
 
+    /// The training table's model input: [`Preprocessing::apply`] to `x`, then the level
+    /// codes of the categorical columns `text` (in [`Preprocessing::categorical`]'s order),
+    /// written row by row into one new tensor on every core: no standardised copy, matrix of
+    /// codes or concatenation on the way. A table without text is standardised in place
+    /// ([`Preprocessing::apply_owned`]), so that it is never copied here.
+    pub(super) fn apply_with_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
+        if text.is_empty() {
+            return self.apply_owned(x);
+        }
+        let size = x.size();
+        let (rows, width) = match size.as_slice() {
+            &[rows, width] => (rows as usize, width as usize),
+            _ => (0, usize::MAX),
+        };
+        let plain = x.kind() == Kind::Float && x.device() == Device::Cpu && x.is_contiguous();
+        let fitted = [&self.input_mean, &self.input_std].iter().all(|v| v.len() == width)
+            && self.input_fill.as_ref().is_none_or(|f| f.len() == width);
+        if !plain || !fitted || text.iter().any(|t| t.len() != rows) || self.categorical.len() != text.len() {
+            return self.apply_then_codes(x, text);
+        }
+        let levels: Vec<(Vec<f32>, f32)> = self.categorical.iter().zip(text).map(|(f, t)| f.level_codes(t)).collect();
+        let out_width = width + text.len();
+        let out = Tensor::f_empty([rows as i64, out_width as i64], (Kind::Float, Device::Cpu))?;
+        // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
+        // above), only read while borrowed here; `out` was just allocated as a contiguous
+        // float32 CPU tensor of rows * out_width, and nothing else refers to it yet.
+        let (src, dst) = unsafe {
+            (
+                std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width),
+                std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * out_width),
+            )
+        };
+        let (mean, std, fill, identity) = (&self.input_mean, &self.input_std, self.input_fill.as_deref(), self.is_identity());
+        let unfilled = AtomicBool::new(false);
+        super::csv::fill_rows(dst, out_width, |first, block| {
+            for (r, row) in block.chunks_exact_mut(out_width).enumerate() {
+                let (numeric, codes) = row.split_at_mut(width);
+                let at = (first + r) * width;
+                for (j, (o, &v)) in numeric.iter_mut().zip(&src[at..at + width]).enumerate() {
+                    // As `apply`: the fill where missing, then (v - mean) / std in float32.
+                    let v = match (v.is_nan(), fill) {
+                        (true, Some(fill)) => fill[j],
+                        (true, None) => {
+                            unfilled.store(true, Ordering::Relaxed);
+                            v
+                        }
+                        (false, _) => v,
+                    };
+                    *o = if identity { v } else { (v - mean[j]) / std[j] };
+                }
+                for (o, ((per_value, missing), t)) in codes.iter_mut().zip(levels.iter().zip(text)) {
+                    *o = per_value.get(t.codes()[first + r] as usize).copied().unwrap_or(*missing);
+                }
+            }
+        });
+        if unfilled.load(Ordering::Relaxed) {
+            // A missing value with nothing to fill it: `apply` says where.
+            return self.apply_then_codes(x, text);
+        }
+        Ok(out)
+    }
+
+    /// [`Preprocessing::apply_with_codes`] the long way: standardised, codes, joined.
+    pub(super) fn apply_then_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
+        let codes = categorical::codes(&self.categorical, text, x.size()[0] as usize)?;
+        Ok(Tensor::f_cat(&[self.apply_owned(x)?, codes], 1)?)
+    }
+
     /// Whether standardisation leaves features as they are (mean 0, std 1 everywhere).
     fn is_identity(&self) -> bool {
         self.input_mean.iter().all(|&m| m == 0.0) && self.input_std.iter().all(|&s| s == 1.0)
@@ -111,18 +182,17 @@ impl Preprocessing {
         self.target_std.iter().any(|&s| s != 1.0) || self.target_mean.iter().any(|&m| m != 0.0)
     }
 
-    /// Class indices for label strings; an unseen label is an error naming it.
-    pub fn encode_labels(&self, values: &[String]) -> Result<Tensor> {
+    /// Class indices for a label column; an unseen label is an error naming it (and the
+    /// first row that has it).
+    pub fn encode_labels(&self, values: &Text) -> Result<Tensor> {
         let labels = self.labels.as_ref().context("this run is not a classification")?;
-        let index = values
-            .iter()
-            .enumerate()
-            .map(|(row, v)| {
-                labels.iter().position(|l| l == v).map(|i| i as i64).ok_or_else(|| {
-                    anyhow!("row {}: label {v:?} was not seen in training (labels: {})", row + 1, labels.join(", "))
-                })
-            })
-            .collect::<Result<Vec<i64>>>()?;
+        // A search per distinct value (a missing one is the empty label); rows map codes.
+        let class = |v: &str| labels.iter().position(|l| l == v).map_or(-1, |i| i as i64);
+        let index = values.map_rows(class(""), class);
+        if let Some(row) = index.iter().position(|&i| i < 0) {
+            let v = values.get(row).unwrap_or("");
+            bail!("row {}: label {v:?} was not seen in training (labels: {})", row + 1, labels.join(", "));
+        }
         Ok(Tensor::from_slice(&index))
     }
 
@@ -147,29 +217,35 @@ pub(super) fn column_mean_std(x: &Tensor) -> Option<(Vec<f64>, Vec<f64>)> {
     // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
     // above), and it is only read while borrowed here.
     let data = unsafe { std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width) };
-    let sums = |term: &(dyn Fn(usize, f32) -> f64 + Sync)| -> Vec<f64> {
-        let per_thread = rows.div_ceil(std::thread::available_parallelism().map_or(1, |n| n.get())).max(1 << 14);
-        let parts: Vec<Vec<f64>> = std::thread::scope(|scope| {
-            let jobs: Vec<_> = data
-                .chunks(per_thread * width)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut acc = vec![0.0f64; width];
-                        for row in part.chunks_exact(width) {
-                            for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
-                                *a += term(j, v);
-                            }
-                        }
-                        acc
-                    })
-                })
-                .collect();
-            jobs.into_iter().map(|j| j.join().unwrap_or_else(|_| vec![f64::NAN; width])).collect()
-        });
-        (0..width).map(|j| parts.iter().map(|p| p[j]).sum()).collect()
-    };
+    let mean = column_sums(data, rows, width, |_, v| f64::from(v));
     let n = rows as f64;
-    let mean: Vec<f64> = sums(&|_, v| f64::from(v)).into_iter().map(|s| s / n).collect();
-    let std = sums(&|j, v| (f64::from(v) - mean[j]).powi(2)).into_iter().map(|s| (s / n).sqrt()).collect();
-    Some((mean, std))
+    let mean: Vec<f64> = mean.into_iter().map(|s| s / n).collect();
+    let std = column_sums(data, rows, width, |j, v| (f64::from(v) - mean[j]).powi(2));
+    Some((mean, std.into_iter().map(|s| (s / n).sqrt()).collect()))
+}
+
+/// Per column, the sum of `term(column, value)` over the rows of `data`, in f64: blocks of
+/// rows on every core, each summed in row order, then the blocks' sums in order. Generic
+/// rather than a `dyn Fn`, so that the term is inlined in the loop over every value.
+fn column_sums(data: &[f32], rows: usize, width: usize, term: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+    let per_thread = rows.div_ceil(std::thread::available_parallelism().map_or(1, |n| n.get())).max(1 << 14);
+    let term = &term;
+    let parts: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = data
+            .chunks(per_thread * width)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut acc = vec![0.0f64; width];
+                    for row in part.chunks_exact(width) {
+                        for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
+                            *a += term(j, v);
+                        }
+                    }
+                    acc
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap_or_else(|_| vec![f64::NAN; width])).collect()
+    });
+    (0..width).map(|j| parts.iter().map(|p| p[j]).sum()).collect()
 }

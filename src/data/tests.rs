@@ -181,3 +181,59 @@ fn crlf_files_report_the_lines_that_editors_show() {
         assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
     }
 }
+
+#[test]
+fn categorical_levels_count_only_training_rows() {
+    let values = Text::from_values([Some("b"), Some("a"), None, Some("z"), Some("b"), Some("a"), Some("b")]);
+    // Rows 2 (missing) and 3 (`z`) are outside the training part.
+    let train = [0, 1, 4, 5, 6];
+    let f = CategoricalFeature::fit("c", &values, &train, 1, None);
+    assert_eq!(f.levels, ["a", "b", "(other)"]);
+    assert_eq!((f.other, f.missing), (2, None));
+    assert_eq!(f.codes(&values), [1.0, 0.0, 2.0, 2.0, 1.0, 0.0, 1.0]);
+    let rare = CategoricalFeature::fit("c", &values, &[0, 1, 2, 3, 4, 6], 2, None);
+    assert_eq!(rare.levels, ["b", "(other)", "(missing)"]);
+    assert_eq!(rare.codes(&values), [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 0.0]);
+    let numbers = Text::from_values([Some("10"), Some("9"), Some("-1.5")]);
+    assert_eq!(CategoricalFeature::fit("n", &numbers, &[0, 1, 2], 1, None).levels, ["-1.5", "9", "10", "(other)"]);
+}
+
+#[test]
+fn codes_written_with_the_standardised_features_match_the_long_way() {
+    let _rng = crate::testing::seed(3);
+    let rows = 10_000;
+    let x = Tensor::randn([rows, 3], (Kind::Float, Device::Cpu)) * 5.0 + 2.0;
+    let _ = x.get(7).get(1).fill_(f64::NAN);
+    let words = ["a", "b", "c", "d"];
+    let text = Text::from_values((0..rows as usize).map(|r| (r % 7 != 0).then_some(words[r % 4])));
+    let other = Text::from_values((0..rows as usize).map(|r| Some(words[(r / 3) % 4])));
+    let mut pre = Preprocessing {
+        feature_names: vec!["x0".into(), "x1".into(), "x2".into()],
+        target_names: vec!["y".into()],
+        input_mean: vec![1.0, -2.0, 0.5],
+        input_std: vec![3.0, 0.7, 1.0],
+        input_fill: Some(vec![0.1, 0.2, 0.3]),
+        target_mean: vec![0.0],
+        target_std: vec![1.0],
+        labels: None,
+        categorical: vec![
+            CategoricalFeature::fit("t", &text, &(0..5000).collect::<Vec<_>>(), 1, None),
+            CategoricalFeature::fit("o", &other, &(0..3).collect::<Vec<_>>(), 1, None),
+        ],
+    };
+    let columns = [&text, &other];
+    let bits = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, 1)).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for identity in [false, true] {
+        if identity {
+            (pre.input_mean, pre.input_std) = (vec![0.0; 3], vec![1.0; 3]);
+        }
+        let fast = pre.apply_with_codes(x.copy(), &columns).unwrap();
+        let slow = pre.apply_then_codes(x.copy(), &columns).unwrap();
+        assert_eq!(fast.size(), [rows, 5]);
+        assert!(bits(&fast) == bits(&slow), "identity {identity}");
+    }
+    // Nothing to fill a missing value with: the error `apply` gives.
+    pre.input_fill = None;
+    let err = pre.apply_with_codes(x.copy(), &columns).unwrap_err().to_string();
+    assert!(err.contains("row 8 column `x1` is missing"), "{err}");
+}

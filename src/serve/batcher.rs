@@ -13,7 +13,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 use tokio::sync::oneshot;
 
-use crate::data::TextColumn;
+use crate::data::{Text, TextColumn};
 use crate::predict::Predictor;
 
 /// Rows of one request, parsed: the numeric features row by row, and each categorical
@@ -140,7 +140,7 @@ fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
         .enumerate()
         .map(|(j, f)| TextColumn {
             name: f.name.clone(),
-            values: parts.iter().flat_map(|r| r.text.get(j).into_iter().flatten().cloned()).collect(),
+            values: Text::from_values(parts.iter().flat_map(|r| r.text.get(j).into_iter().flatten().map(|v| v.as_deref()))),
         })
         .collect();
     let classifier = predictor.labels().is_some();

@@ -24,7 +24,7 @@ use tch::Tensor;
 use tower::Service;
 
 use crate::config::DeviceChoice;
-use crate::data::TextColumn;
+use crate::data::{Text, TextColumn};
 use crate::device::device_name;
 use crate::predict::Predictor;
 use batcher::Batcher;
@@ -84,7 +84,7 @@ pub fn serve(options: Options) -> Result<()> {
 fn probe(predictor: &Predictor) -> Result<usize> {
     let x = Tensor::zeros([1, predictor.features().len() as i64], (tch::Kind::Float, tch::Device::Cpu));
     let text: Vec<TextColumn> =
-        predictor.categorical().iter().map(|c| TextColumn { name: c.name.clone(), values: vec![None] }).collect();
+        predictor.categorical().iter().map(|c| TextColumn { name: c.name.clone(), values: Text::from_values([None]) }).collect();
     let output = predictor.predict(&x, &text, false).context("a trial prediction failed")?.output;
     Ok(if output.dim() == 2 { output.size()[1] as usize } else { 1 })
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::cell::{parse_cell, trim, Cell};
-use super::{judge, Column, Reading, Role};
+use super::{judge, Column, Numbers, Reading, Role, TextBuilder};
 use crate::config::Missing;
 
 /// Bytes read at a time: small enough to stay in cache while parsed, large enough that
@@ -87,26 +87,32 @@ pub fn read(path: &Path, start: u64, layout: &Layout, chunk: Option<u64>) -> Opt
 /// Column `j` of every chunk, in file order, freeing each chunk's part once copied.
 fn concatenate(chunks: &mut [Chunk], j: usize, rows: usize) -> Column {
     let text = chunks.iter().any(|c| c.readings[j].is_text());
-    let parts = chunks.iter_mut().map(|c| std::mem::replace(&mut c.readings[j], Reading::Text(Vec::new())));
+    let parts = chunks.iter_mut().map(|c| std::mem::replace(&mut c.readings[j], Reading::Text(TextBuilder::default())));
     if text {
-        let mut all = Vec::with_capacity(rows);
+        let mut all: Option<TextBuilder> = None;
         for mut part in parts {
             // Rows before the column turned to text become the text that the sequential
             // reader makes of them then.
             part.to_text();
-            if let Reading::Text(values) = part {
-                all.extend(values);
+            let Reading::Text(part) = part else { continue };
+            match &mut all {
+                // The first part goes on as the column, each next one's values mapped to it.
+                None => {
+                    let mut first = part;
+                    first.reserve(rows.saturating_sub(first.len()));
+                    all = Some(first);
+                }
+                Some(all) => all.append(part),
             }
         }
-        Column::Text(all)
+        Column::Text(all.unwrap_or_default().finish())
     } else {
-        let mut all = Vec::with_capacity(rows);
-        for part in parts {
-            if let Reading::Numbers { values, .. } = part {
-                all.extend_from_slice(&values);
-            }
-        }
-        Column::Numbers(all)
+        // Kept in their parts, which the tensor is written from.
+        let parts = parts.filter_map(|part| match part {
+            Reading::Numbers { values, .. } => Some(values),
+            Reading::Text(_) => None,
+        });
+        Column::Numbers(Numbers::from_parts(parts.collect()))
     }
 }
 
@@ -245,7 +251,7 @@ fn parse_chunk(path: &Path, range: (u64, u64), layout: &Layout, starts: &[Start]
         .iter()
         .zip(starts)
         .map(|(&role, start)| match role {
-            Role::Auto if start.text => Reading::Text(Vec::new()),
+            Role::Auto if start.text => Reading::Text(TextBuilder::default()),
             Role::Auto => {
                 Reading::Numbers { values: Vec::new(), numbers: start.numbers, booleans: start.booleans, auto: true }
             }

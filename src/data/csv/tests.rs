@@ -198,7 +198,7 @@ fn quotes_bad_bytes_and_ragged_rows_leave_the_file_to_the_csv_crate() {
     // A quoted field may hold a line break; the csv crate reads it as one cell.
     std::fs::write(&path, "a,y\n\"x\ny\",2\n").unwrap();
     let data = read(&path, &[Role::Auto, Role::Target], Missing::Error, Split::Bytes(2)).unwrap();
-    assert_eq!(data.columns[0], Column::Text(vec![Some("x\ny".to_string())]));
+    assert_eq!(data.columns[0], Column::Text(Text::from_values([Some("x\ny")])));
 }
 
 #[test]
@@ -209,7 +209,24 @@ fn column_matrix_lays_columns_out_as_rows() {
     assert_eq!(x.size(), [rows as i64, 3]);
     let flat = Vec::<f32>::try_from(x.flatten(0, 1)).unwrap();
     assert!(flat.iter().enumerate().all(|(i, &v)| v == i as f32));
-    assert_eq!(column_matrix(Vec::new(), 4).unwrap().size(), [4, 0]);
+    assert_eq!(column_matrix(Vec::<Vec<f32>>::new(), 4).unwrap().size(), [4, 0]);
     assert_eq!(column_matrix(vec![Vec::new()], 0).unwrap().size(), [0, 1]);
     assert!(column_matrix(vec![vec![1.0]], 2).is_err());
+}
+
+#[test]
+fn column_matrix_reads_columns_across_their_parts() {
+    let rows = 10_000;
+    let column = |c: usize| (0..rows).map(|r| (r * 2 + c) as f32).collect::<Vec<f32>>();
+    let (a, b) = (column(0), column(1));
+    let parts = |v: &[f32], cuts: &[usize]| {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(v.len());
+        Numbers::from_parts(bounds.windows(2).map(|w| v[w[0]..w[1]].to_vec()).collect())
+    };
+    // Parts that end inside a block of rows, on its edge, and empty ones.
+    let x = column_matrix(vec![parts(&a, &[1, 4095, 4096, 4096, 9000]), parts(&b, &[8192])], rows).unwrap();
+    let flat = Vec::<f32>::try_from(x.flatten(0, 1)).unwrap();
+    assert!(flat.iter().enumerate().all(|(i, &v)| v == i as f32));
 }

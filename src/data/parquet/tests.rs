@@ -22,14 +22,14 @@ fn roles<'a>(names: &'a [&str], role: Role) -> impl FnOnce(&[String]) -> Result<
 /// A numbers column with `None` for NaN (NaN != NaN would fail any comparison).
 fn numbers(column: &Column) -> Vec<Option<f32>> {
     match column {
-        Column::Numbers(v) => v.iter().map(|x| (!x.is_nan()).then_some(*x)).collect(),
+        Column::Numbers(v) => v.iter().map(|x| (!x.is_nan()).then_some(x)).collect(),
         Column::Text(t) => panic!("expected numbers, got text {t:?}"),
     }
 }
 
 fn text(column: &Column) -> Vec<Option<&str>> {
     match column {
-        Column::Text(v) => v.iter().map(Option::as_deref).collect(),
+        Column::Text(v) => v.iter().collect(),
         Column::Numbers(n) => panic!("expected text, got numbers {n:?}"),
     }
 }
@@ -260,7 +260,7 @@ fn predict_inputs_match_by_name_or_position_and_the_extension_picks_the_format()
     assert_eq!(matched, ColumnMatch::ByName);
     let x = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
     assert!(x[3].is_nan() && x[..3] == [1.0, 2.0, 3.0] && x[4..] == [5.0, 6.0]);
-    assert_eq!(text[0].values, [Some("red".to_string()), None, Some("blue".to_string())]);
+    assert_eq!(text[0].values.iter().collect::<Vec<_>>(), [Some("red"), None, Some("blue")]);
     let err = read_features(&path, &["a".into(), "zz".into()], &[], b',').unwrap_err().to_string();
     assert!(err.contains("no column `zz`"), "{err}");
 
