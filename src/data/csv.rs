@@ -19,7 +19,8 @@ mod parallel;
 #[cfg(test)]
 mod tests;
 
-use cell::{parse_cell, trim, Cell};
+use cell::trim;
+pub(super) use cell::{parse_cell, Cell};
 
 /// How a requested column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::csv::{Column, CsvData, Role};
+use super::csv::{parse_cell, Cell, Column, CsvData, Role};
 use super::text::{TextBuilder, MISSING};
 use crate::config::Missing;
 
@@ -167,37 +167,11 @@ fn is_text(data_type: &DataType) -> bool {
 }
 
 /// One cell, as the CSV reader would parse it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell {
-    Missing,
-    Number(f32),
-    Boolean(bool),
-    Text,
-}
-
-/// A string cell of a column read as `role`, by the CSV reader's rules: a missing marker, a
-/// number, a boolean word, or text; a text role keeps every present cell as text. Kept in
-/// step with `parse_cell` in csv.rs by the tests that read one table in both formats.
+/// A string cell of a column read as `role`, by the CSV reader's rules (`parse_cell`): a
+/// missing marker, a number, a boolean word, or text; a text role keeps every present cell
+/// as text.
 fn text_cell(cell: &str, role: Role) -> Cell {
-    let cell = cell.trim();
-    // `is_missing` without its lower-case copy: this runs for every string cell.
-    let is = |word: &str| cell.eq_ignore_ascii_case(word);
-    if cell.is_empty() || is("na") || is("n/a") || is("nan") {
-        return Cell::Missing;
-    }
-    if matches!(role, Role::Text | Role::Label) {
-        return Cell::Text;
-    }
-    if let Ok(v) = cell.parse::<f32>() {
-        return Cell::Number(v);
-    }
-    if is("true") || is("yes") || is("t") {
-        Cell::Boolean(true)
-    } else if is("false") || is("no") || is("f") {
-        Cell::Boolean(false)
-    } else {
-        Cell::Text
-    }
+    parse_cell(cell.trim(), role)
 }
 
 /// One batch's column, in the form its role reads: numbers (NaN where missing), booleans,

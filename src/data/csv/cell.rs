@@ -3,8 +3,10 @@
 
 use super::Role;
 
-/// One cell, parsed; text stays in the record.
-pub(super) enum Cell {
+/// One cell, parsed; text stays in the record. The Parquet reader's string cells follow the
+/// same rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(in crate::data) enum Cell {
     Missing,
     Number(f32),
     Boolean(bool),
@@ -13,7 +15,7 @@ pub(super) enum Cell {
 
 /// Parses a trimmed cell of a column read as `role`. Text columns keep every present cell as
 /// text, so only the missing markers are looked for there.
-pub(super) fn parse_cell(cell: &str, role: Role) -> Cell {
+pub(in crate::data) fn parse_cell(cell: &str, role: Role) -> Cell {
     if is_missing_marker(cell) {
         return Cell::Missing;
     }
