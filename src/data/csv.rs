@@ -267,9 +267,9 @@ fn read_csv_split(
         let place = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
         let mut drop = false;
         cells.clear();
-        for (&col, &role) in at.iter().zip(&roles) {
+        for ((&col, &role), reading) in at.iter().zip(&roles).zip(&columns) {
             let text = trim(record.get(col).unwrap_or(""));
-            let cell = parse_cell(text, role);
+            let cell = parse_cell(text, if reading.is_text() { Role::Text } else { role });
             match judge(&cell, role, missing) {
                 Ok(keep) => drop |= !keep,
                 Err(Problem::MissingLabel) => {

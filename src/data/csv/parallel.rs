@@ -334,10 +334,10 @@ fn parse_records(text: &str, layout: &Layout, chunk: &mut Chunk, fields: &mut Ve
         }
         cells.clear();
         let mut keep = true;
-        for (&col, &role) in layout.at.iter().zip(layout.roles) {
+        for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(&chunk.readings) {
             let (a, b) = fields[col];
             let cell_text = trim(line.get(a..b)?);
-            let cell = parse_cell(cell_text, role);
+            let cell = parse_cell(cell_text, if reading.is_text() { Role::Text } else { role });
             keep &= judge(&cell, role, layout.missing).ok()?;
             cells.push((cell, cell_text));
         }
