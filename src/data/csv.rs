@@ -487,7 +487,8 @@ pub(super) fn column_matrix_spare<C: Into<Numbers>>(columns: Vec<C>, rows: usize
         return Ok(out);
     }
     // SAFETY: `full` was just allocated by libtorch as a contiguous float32 CPU tensor of
-    // rows * stride elements, and nothing else refers to it while the slice lives.
+    // rows * stride elements, and nothing else refers to it while the slice lives (`out`,
+    // a view of it, is only returned after).
     let data = unsafe { std::slice::from_raw_parts_mut(full.data_ptr().cast::<f32>(), rows * stride) };
     fill_rows(data, stride, |first, block| {
         for (j, column) in columns.iter().enumerate() {
