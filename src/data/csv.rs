@@ -268,9 +268,9 @@ fn read_csv_split(
         let place = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
         let mut drop = false;
         cells.clear();
-        for (&col, &role) in at.iter().zip(&roles) {
+        for ((&col, &role), reading) in at.iter().zip(&roles).zip(&columns) {
             let text = trim(record.get(col).unwrap_or(""));
-            let cell = parse_cell(text, role);
+            let cell = parse_cell(text, if reading.is_text() { Role::Text } else { role });
             match judge(&cell, role, missing) {
                 Ok(keep) => drop |= !keep,
                 Err(Problem::MissingLabel) => {
@@ -450,7 +450,8 @@ pub fn read_labelled_csv(
             Column::Text(values) => categorical.push(TextColumn { name, values }),
         }
     }
-    let x = column_matrix(numeric, rows)?;
+    // A column to spare per text feature: the codes go there in training.
+    let x = column_matrix_spare(numeric, rows, categorical.len())?;
     let (mut values, mut labels) = (Vec::new(), Text::default());
     for column in target_columns {
         match column {
@@ -468,21 +469,31 @@ pub fn read_labelled_csv(
 /// tensor's memory from the parts the columns were read in: one copy of the data, and no
 /// second buffer of its size.
 pub(super) fn column_matrix<C: Into<Numbers>>(columns: Vec<C>, rows: usize) -> Result<Tensor> {
+    column_matrix_spare(columns, rows, 0)
+}
+
+/// [`column_matrix`] as the left of a `[rows, columns + spare]` matrix, whose other columns
+/// are left for the categorical features' codes (`Preprocessing::apply_with_codes` writes
+/// them there rather than into a copy).
+pub(super) fn column_matrix_spare<C: Into<Numbers>>(columns: Vec<C>, rows: usize, spare: usize) -> Result<Tensor> {
     let columns: Vec<Numbers> = columns.into_iter().map(Into::into).collect();
     if let Some(column) = columns.iter().find(|c| c.len() != rows) {
         bail!("a column has {} values where {rows} were expected", column.len());
     }
     let width = columns.len();
-    let out = Tensor::f_empty([rows as i64, width as i64], (Kind::Float, Device::Cpu))?;
+    let stride = width + spare;
+    let full = Tensor::f_empty([rows as i64, stride as i64], (Kind::Float, Device::Cpu))?;
+    let out = if spare == 0 { full.shallow_clone() } else { full.f_narrow(1, 0, width as i64)? };
     if rows == 0 || width == 0 {
         return Ok(out);
     }
-    // SAFETY: `out` was just allocated by libtorch as a contiguous float32 CPU tensor of
-    // rows * width elements, and nothing else refers to it while the slice lives.
-    let data = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * width) };
-    fill_rows(data, width, |first, block| {
+    // SAFETY: `full` was just allocated by libtorch as a contiguous float32 CPU tensor of
+    // rows * stride elements, and nothing else refers to it while the slice lives (`out`,
+    // a view of it, is only returned after).
+    let data = unsafe { std::slice::from_raw_parts_mut(full.data_ptr().cast::<f32>(), rows * stride) };
+    fill_rows(data, stride, |first, block| {
         for (j, column) in columns.iter().enumerate() {
-            let mut block_rows = block.chunks_exact_mut(width);
+            let mut block_rows = block.chunks_exact_mut(stride);
             // The values first in the zip: where a part ends, no row is taken and lost.
             for part in column.slices_from(first) {
                 let mut filled = 0;

@@ -186,8 +186,13 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
     let train_x = select(&table.x, train_rows);
 
+    // Standardising a table taken whole begins with its column sums: finite ones also settle
+    // that it holds no NaN, without a pass to look for one.
+    let standardize = d.standardize.unwrap_or(false);
+    let rows_x = if standardize && unsplit { preprocessing::rows_of(&table.x) } else { None };
+    let sums = rows_x.as_ref().map(|r| r.sums()).filter(|s| s.iter().all(|v| v.is_finite()));
     // Under `missing: mean` a table without NaN is known to be one here, once.
-    let nan = d.missing == Missing::Mean && has_nan(&table.x);
+    let nan = sums.is_none() && d.missing == Missing::Mean && has_nan(&table.x);
     let input_fill = if nan {
         let present = train_x.isnan().logical_not();
         let counts = present.sum_dim_intlist(0, false, Kind::Float);
@@ -215,7 +220,10 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         labels: None,
         categorical: Vec::new(),
     };
-    if d.standardize.unwrap_or(false) {
+    if let (Some(rows), Some(sums)) = (rows_x, sums) {
+        // The training part is the table, which holds no NaN: nothing to fill.
+        (preprocessing.input_mean, preprocessing.input_std) = to_f32(rows.mean_std(sums));
+    } else if standardize {
         // Nothing to fill, and nothing `apply` would find missing, in a table known to hold no NaN.
         let known_full = d.missing == Missing::Mean && !nan;
         let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(&train_x)? };
@@ -301,14 +309,19 @@ fn check_classes(
 /// Per-column mean and population std; a constant column gets std 1 rather than a division
 /// by zero.
 fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
-    if let Some((mean, std)) = preprocessing::column_mean_std(x) {
-        let std = std.into_iter().map(|s| s as f32).map(|s| if s > 1e-12 { s } else { 1.0 });
-        return Ok((mean.into_iter().map(|m| m as f32).collect(), std.collect()));
+    if let Some(stats) = preprocessing::column_mean_std(x) {
+        return Ok(to_f32(stats));
     }
     let mean = x.f_mean_dim(0, false, Kind::Float)?;
     let std = x.f_std_dim(0, false, false)?;
     let std = std.f_where_scalarother(&std.gt(1e-12), 1.0)?;
     Ok((Vec::<f32>::try_from(&mean)?, Vec::<f32>::try_from(&std)?))
+}
+
+/// [`preprocessing::column_mean_std`]'s mean and std as float32, a constant column's std 1.
+fn to_f32((mean, std): (Vec<f64>, Vec<f64>)) -> (Vec<f32>, Vec<f32>) {
+    let std = std.into_iter().map(|s| s as f32).map(|s| if s > 1e-12 { s } else { 1.0 });
+    (mean.into_iter().map(|m| m as f32).collect(), std.collect())
 }
 
 /// Whether `x` holds a NaN, without a mask the size of `x` in the common case: a sum is NaN

@@ -92,9 +92,12 @@ impl Preprocessing {
 
     /// The training table's model input: [`Preprocessing::apply`] to `x`, then the level
     /// codes of the categorical columns `text` (in [`Preprocessing::categorical`]'s order),
-    /// written row by row into one new tensor on every core: no standardised copy, matrix of
-    /// codes or concatenation on the way. A table without text is standardised in place
-    /// ([`Preprocessing::apply_owned`]), so that it is never copied here.
+    /// written row by row on every core: no standardised copy, matrix of codes or
+    /// concatenation on the way. Where `x` is the left part of a float32 matrix with a column
+    /// to spare per text column (as the CSV and Parquet readers leave it), that matrix is
+    /// filled in place and returned; otherwise one new tensor is. A table without text is
+    /// standardised in place ([`Preprocessing::apply_owned`]), so that it is never copied
+    /// here.
     pub(super) fn apply_with_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
         if text.is_empty() {
             return self.apply_owned(x);
@@ -104,49 +107,74 @@ impl Preprocessing {
             &[rows, width] => (rows as usize, width as usize),
             _ => (0, usize::MAX),
         };
-        let plain = x.kind() == Kind::Float && x.device() == Device::Cpu && x.is_contiguous();
+        let plain = x.kind() == Kind::Float && x.device() == Device::Cpu;
         let fitted = [&self.input_mean, &self.input_std].iter().all(|v| v.len() == width)
             && self.input_fill.as_ref().is_none_or(|f| f.len() == width);
         if !plain || !fitted || text.iter().any(|t| t.len() != rows) || self.categorical.len() != text.len() {
             return self.apply_then_codes(x, text);
         }
-        let levels: Vec<(Vec<f32>, f32)> = self.categorical.iter().zip(text).map(|(f, t)| f.level_codes(t)).collect();
         let out_width = width + text.len();
-        let out = Tensor::f_empty([rows as i64, out_width as i64], (Kind::Float, Device::Cpu))?;
-        // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
-        // above), only read while borrowed here; `out` was just allocated as a contiguous
-        // float32 CPU tensor of rows * out_width, and nothing else refers to it yet.
-        let (src, dst) = unsafe {
-            (
-                std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width),
-                std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * out_width),
-            )
+        let shape = [rows as i64, out_width as i64];
+        // The matrix `x` is the left of, when its rows are that wide: libtorch checks that
+        // its storage holds them.
+        let spare = x.stride() == [out_width as i64, 1] && x.storage_offset() == 0;
+        let wider = spare.then(|| x.f_as_strided(shape, [out_width as i64, 1], 0).ok()).flatten();
+        let in_place = wider.is_some();
+        if !in_place && !x.is_contiguous() {
+            return self.apply_then_codes(x, text);
+        }
+        let out = match wider {
+            Some(wider) => wider,
+            None => Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?,
         };
+        let levels: Vec<(Vec<f32>, f32)> = self.categorical.iter().zip(text).map(|(f, t)| f.level_codes(t)).collect();
         let (mean, std, fill, identity) = (&self.input_mean, &self.input_std, self.input_fill.as_deref(), self.is_identity());
         let unfilled = AtomicBool::new(false);
-        super::csv::fill_rows(dst, out_width, |first, block| {
-            for (r, row) in block.chunks_exact_mut(out_width).enumerate() {
-                let (numeric, codes) = row.split_at_mut(width);
-                let at = (first + r) * width;
-                for (j, (o, &v)) in numeric.iter_mut().zip(&src[at..at + width]).enumerate() {
-                    // As `apply`: the fill where missing, then (v - mean) / std in float32.
-                    let v = match (v.is_nan(), fill) {
-                        (true, Some(fill)) => fill[j],
-                        (true, None) => {
-                            unfilled.store(true, Ordering::Relaxed);
-                            v
-                        }
-                        (false, _) => v,
-                    };
-                    *o = if identity { v } else { (v - mean[j]) / std[j] };
-                }
-                for (o, ((per_value, missing), t)) in codes.iter_mut().zip(levels.iter().zip(text)) {
-                    *o = per_value.get(t.codes()[first + r] as usize).copied().unwrap_or(*missing);
-                }
+        // A row whose first `width` values are the raw features: filled, standardised, then
+        // the codes after them.
+        let encode = |r: usize, row: &mut [f32]| {
+            let (numeric, codes) = row.split_at_mut(width);
+            for (j, o) in numeric.iter_mut().enumerate() {
+                // As `apply`: the fill where missing, then (v - mean) / std in float32.
+                let v = match (o.is_nan(), fill) {
+                    (true, Some(fill)) => fill[j],
+                    (true, None) => {
+                        unfilled.store(true, Ordering::Relaxed);
+                        *o
+                    }
+                    (false, _) => *o,
+                };
+                *o = if identity { v } else { (v - mean[j]) / std[j] };
             }
-        });
+            for (o, ((per_value, missing), t)) in codes.iter_mut().zip(levels.iter().zip(text)) {
+                *o = per_value.get(t.codes()[r] as usize).copied().unwrap_or(*missing);
+            }
+        };
+        // SAFETY: `out` is a contiguous float32 CPU tensor of rows * out_width elements: `x`'s
+        // storage seen whole (libtorch checked its size), or just allocated. Nothing else
+        // reads or writes it while the slice lives: the caller gave `x` up.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr().cast::<f32>(), rows * out_width) };
+        if in_place {
+            super::csv::fill_rows(dst, out_width, |first, block| {
+                for (r, row) in block.chunks_exact_mut(out_width).enumerate() {
+                    encode(first + r, row);
+                }
+            });
+        } else {
+            // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
+            // above), only read while borrowed here, and no storage of `out`.
+            let src = unsafe { std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width) };
+            super::csv::fill_rows(dst, out_width, |first, block| {
+                for (r, row) in block.chunks_exact_mut(out_width).enumerate() {
+                    let at = (first + r) * width;
+                    row[..width].copy_from_slice(&src[at..at + width]);
+                    encode(first + r, row);
+                }
+            });
+        }
         if unfilled.load(Ordering::Relaxed) {
-            // A missing value with nothing to fill it: `apply` says where.
+            // A missing value with nothing to fill it: `apply` says where (filled in place,
+            // `x` still holds NaN just there).
             return self.apply_then_codes(x, text);
         }
         Ok(out)
@@ -204,40 +232,78 @@ impl Preprocessing {
     }
 }
 
-/// Per-column mean and population std of a `[rows, columns]` float32 CPU tensor, summed in
-/// f64 (two passes: the mean, then squares about it) over blocks of rows on every core. On a
-/// tall, narrow table libtorch's std over dim 0 takes ten times as long. `None` for any other
-/// tensor.
+/// Per-column mean and population std of a `[rows, columns]` float32 CPU tensor (see
+/// [`rows_of`]), summed in f64 (two passes: the mean, then squares about it) over blocks of
+/// rows on every core. On a tall, narrow table libtorch's std over dim 0 takes ten times as
+/// long. `None` for any other tensor.
 pub(super) fn column_mean_std(x: &Tensor) -> Option<(Vec<f64>, Vec<f64>)> {
-    let &[rows, width] = x.size().as_slice() else { return None };
-    let (rows, width) = (usize::try_from(rows).ok()?, usize::try_from(width).ok()?);
-    if rows == 0 || width == 0 || x.kind() != Kind::Float || x.device() != Device::Cpu || !x.is_contiguous() {
-        return None;
-    }
-    // SAFETY: `x` is a contiguous float32 CPU tensor of rows * width elements (checked
-    // above), and it is only read while borrowed here.
-    let data = unsafe { std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), rows * width) };
-    let mean = column_sums(data, rows, width, |_, v| f64::from(v));
-    let n = rows as f64;
-    let mean: Vec<f64> = mean.into_iter().map(|s| s / n).collect();
-    let std = column_sums(data, rows, width, |j, v| (f64::from(v) - mean[j]).powi(2));
-    Some((mean, std.into_iter().map(|s| (s / n).sqrt()).collect()))
+    let rows = rows_of(x)?;
+    let sums = rows.sums();
+    Some(rows.mean_std(sums))
 }
 
-/// Per column, the sum of `term(column, value)` over the rows of `data`, in f64: blocks of
-/// rows on every core, each summed in row order, then the blocks' sums in order. Generic
-/// rather than a `dyn Fn`, so that the term is inlined in the loop over every value.
-fn column_sums(data: &[f32], rows: usize, width: usize, term: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+/// The rows of a float32 CPU matrix, `stride` values apart, of `width` values each.
+pub(super) struct Rows<'a> {
+    data: &'a [f32],
+    rows: usize,
+    width: usize,
+    stride: usize,
+}
+
+/// `x`'s rows when it is a non-empty `[rows, columns]` float32 CPU tensor whose rows lie one
+/// after the other: contiguous, or the left of a wider matrix.
+pub(super) fn rows_of(x: &Tensor) -> Option<Rows<'_>> {
+    let &[rows, width] = x.size().as_slice() else { return None };
+    let (rows, width) = (usize::try_from(rows).ok()?, usize::try_from(width).ok()?);
+    let &[stride, 1] = x.stride().as_slice() else { return None };
+    let stride = usize::try_from(stride).ok()?;
+    if rows == 0 || width == 0 || stride < width || x.kind() != Kind::Float || x.device() != Device::Cpu {
+        return None;
+    }
+    // SAFETY: `x` is a float32 CPU tensor of `rows` rows `stride` elements apart, each of
+    // `width` elements (checked above): its last row ends (rows - 1) * stride + width
+    // elements from its start. The slice only reads it, for as long as `x` is borrowed.
+    let len = (rows - 1) * stride + width;
+    let data = unsafe { std::slice::from_raw_parts(x.data_ptr().cast::<f32>().cast_const(), len) };
+    Some(Rows { data, rows, width, stride })
+}
+
+impl Rows<'_> {
+    /// Each column's sum, in f64.
+    pub(super) fn sums(&self) -> Vec<f64> {
+        column_sums(self.data, self.rows, self.width, self.stride, |_, v| f64::from(v))
+    }
+
+    /// Each column's mean and population std, from its [`Rows::sums`].
+    pub(super) fn mean_std(&self, sums: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
+        let n = self.rows as f64;
+        let mean: Vec<f64> = sums.into_iter().map(|s| s / n).collect();
+        let std = column_sums(self.data, self.rows, self.width, self.stride, |j, v| (f64::from(v) - mean[j]).powi(2));
+        (mean, std.into_iter().map(|s| (s / n).sqrt()).collect())
+    }
+}
+
+/// Per column, the sum of `term(column, value)` over the rows of `data` (`stride` apart, the
+/// first `width` values of each), in f64: blocks of rows on every core, each summed in row
+/// order, then the blocks' sums in order. Generic rather than a `dyn Fn`, so that the term is
+/// inlined in the loop over every value.
+fn column_sums(
+    data: &[f32],
+    rows: usize,
+    width: usize,
+    stride: usize,
+    term: impl Fn(usize, f32) -> f64 + Sync,
+) -> Vec<f64> {
     let per_thread = rows.div_ceil(std::thread::available_parallelism().map_or(1, |n| n.get())).max(1 << 14);
     let term = &term;
     let parts: Vec<Vec<f64>> = std::thread::scope(|scope| {
         let jobs: Vec<_> = data
-            .chunks(per_thread * width)
+            .chunks(per_thread * stride)
             .map(|part| {
                 scope.spawn(move || {
                     let mut acc = vec![0.0f64; width];
-                    for row in part.chunks_exact(width) {
-                        for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
+                    for row in part.chunks(stride) {
+                        for (j, (a, &v)) in acc.iter_mut().zip(&row[..width]).enumerate() {
                             *a += term(j, v);
                         }
                     }

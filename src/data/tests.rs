@@ -231,9 +231,33 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
         let slow = pre.apply_then_codes(x.copy(), &columns).unwrap();
         assert_eq!(fast.size(), [rows, 5]);
         assert!(bits(&fast) == bits(&slow), "identity {identity}");
+        // The left of a matrix with a column to spare per text column: filled in place.
+        let spare = csv::column_matrix_spare(
+            (0..3).map(|j| Vec::<f32>::try_from(x.select(1, j)).unwrap()).collect::<Vec<_>>(),
+            rows as usize,
+            2,
+        )
+        .unwrap();
+        assert_eq!((spare.size(), spare.stride()), (vec![rows, 3], vec![5, 1]));
+        let at = spare.data_ptr();
+        let in_place = pre.apply_with_codes(spare, &columns).unwrap();
+        assert_eq!(in_place.data_ptr(), at);
+        assert!(bits(&in_place) == bits(&slow), "identity {identity}, in place");
     }
+    // Statistics of the left of a wider matrix are those of the same values alone.
+    let spare = csv::column_matrix_spare(
+        (0..3).map(|j| Vec::<f32>::try_from(x.select(1, j).nan_to_num(0.0, None, None)).unwrap()).collect::<Vec<_>>(),
+        rows as usize,
+        2,
+    )
+    .unwrap();
+    let alone = preprocessing::column_mean_std(&spare.contiguous()).unwrap();
+    assert_eq!(preprocessing::column_mean_std(&spare).unwrap(), alone);
     // Nothing to fill a missing value with: the error `apply` gives.
     pre.input_fill = None;
     let err = pre.apply_with_codes(x.copy(), &columns).unwrap_err().to_string();
     assert!(err.contains("row 8 column `x1` is missing"), "{err}");
+    let raw = (0..3).map(|j| Vec::<f32>::try_from(x.select(1, j)).unwrap()).collect::<Vec<_>>();
+    let err = pre.apply_with_codes(csv::column_matrix_spare(raw, rows as usize, 2).unwrap(), &columns).unwrap_err();
+    assert!(err.to_string().contains("row 8 column `x1` is missing"), "{err}");
 }

@@ -101,23 +101,57 @@ impl PartialEq for Text {
 #[derive(Default)]
 pub struct TextBuilder {
     text: Text,
-    /// Codes, hashed by their values. Fixed keys: the values come from the user's own file.
-    index: HashTable<u32>,
+    /// The distinct values' keys, hashed by [`Key::hash`].
+    index: HashTable<Key>,
+    /// Fixed keys: the values come from the user's own file.
     hasher: FixedState,
+}
+
+/// A distinct value in the index: its length and first eight bytes, which settle whether a
+/// value of up to eight bytes (most category names) is this one without reading the value
+/// itself, and its code.
+#[derive(Clone, Copy)]
+struct Key {
+    head: u64,
+    len: u32,
+    code: u32,
+}
+
+impl Key {
+    /// `value`'s length and first eight bytes (zero after its end).
+    fn head(value: &str) -> (u64, u32) {
+        let bytes = value.as_bytes();
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        // A length past u32 (a cell of gigabytes) counts as u32::MAX: still over eight, so
+        // such values are compared whole.
+        (u64::from_le_bytes(head), u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A hash of `value`: its head and length mixed by a multiply when that is all of it,
+    /// foldhash's otherwise.
+    fn hash(hasher: &FixedState, value: &str, head: u64, len: u32) -> u64 {
+        if len > 8 {
+            return hasher.hash_one(value);
+        }
+        let mixed = u128::from(head ^ (u64::from(len) << 56)) * 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
+        (mixed as u64) ^ ((mixed >> 64) as u64)
+    }
+
+    fn is(&self, value: &str, head: u64, len: u32, distinct: &[String]) -> bool {
+        self.head == head && self.len == len && (len <= 8 || distinct[self.code as usize] == value)
+    }
 }
 
 impl TextBuilder {
     /// A builder that goes on from `text`.
     fn from_text(text: Text) -> TextBuilder {
-        let mut builder = TextBuilder { text: Text::default(), index: HashTable::new(), hasher: FixedState::default() };
-        let (hasher, distinct) = (&builder.hasher, &text.distinct);
-        builder.index.reserve(distinct.len(), |&c| hasher.hash_one(distinct[c as usize].as_str()));
-        for (c, value) in distinct.iter().enumerate() {
-            builder.index.insert_unique(hasher.hash_one(value.as_str()), c as u32, |&c| {
-                hasher.hash_one(distinct[c as usize].as_str())
-            });
+        let mut builder = TextBuilder { text, index: HashTable::new(), hasher: FixedState::default() };
+        let distinct = std::mem::take(&mut builder.text.distinct);
+        for value in distinct {
+            builder.intern_owned(value);
         }
-        builder.text = text;
         builder
     }
 
@@ -148,32 +182,35 @@ impl TextBuilder {
     /// The code of `value`, added to the distinct values when new.
     #[inline]
     pub fn intern(&mut self, value: &str) -> u32 {
-        let hash = self.hasher.hash_one(value);
+        let (head, len) = Key::head(value);
+        let hash = Key::hash(&self.hasher, value, head, len);
         let distinct = &self.text.distinct;
-        if let Some(&code) = self.index.find(hash, |&c| distinct[c as usize] == value) {
-            return code;
+        match self.index.find(hash, |k| k.is(value, head, len, distinct)) {
+            Some(key) => key.code,
+            None => self.add(hash, head, len, value.to_string()),
         }
-        self.add(hash, value.to_string())
     }
 
     /// [`TextBuilder::intern`] for a value the caller owns already.
     fn intern_owned(&mut self, value: String) -> u32 {
-        let hash = self.hasher.hash_one(value.as_str());
+        let (head, len) = Key::head(&value);
+        let hash = Key::hash(&self.hasher, &value, head, len);
         let distinct = &self.text.distinct;
-        if let Some(&code) = self.index.find(hash, |&c| distinct[c as usize] == value) {
-            return code;
+        match self.index.find(hash, |k| k.is(&value, head, len, distinct)) {
+            Some(key) => key.code,
+            None => self.add(hash, head, len, value),
         }
-        self.add(hash, value)
     }
 
     /// Adds a value known to be new.
-    fn add(&mut self, hash: u64, value: String) -> u32 {
+    fn add(&mut self, hash: u64, head: u64, len: u32, value: String) -> u32 {
         // Codes stop below MISSING: a column of four billion distinct values is not a table
         // torchfit trains on, and would not fit in memory as Strings anyway.
         let code = u32::try_from(self.text.distinct.len()).unwrap_or(MISSING - 1).min(MISSING - 1);
         self.text.distinct.push(value);
         let (hasher, distinct) = (&self.hasher, &self.text.distinct);
-        self.index.insert_unique(hash, code, |&c| hasher.hash_one(distinct[c as usize].as_str()));
+        let rehash = |k: &Key| Key::hash(hasher, &distinct[k.code as usize], k.head, k.len);
+        self.index.insert_unique(hash, Key { head, len, code }, rehash);
         code
     }
 
@@ -219,5 +256,18 @@ mod tests {
         let filled = joined.fill_missing("");
         assert_eq!(filled.iter().collect::<Vec<_>>(), [Some("a"), Some("c"), Some(""), Some("a")]);
         assert_eq!(filled.distinct(), ["a", "c", ""]);
+    }
+
+    #[test]
+    fn values_sharing_their_first_eight_bytes_stay_apart() {
+        let values = ["abcdefgh", "abcdefghi", "abcdefghj", "", "\0", "abcdefgh", "abcdefghij", "abcdefghi", "Ünïcödé!"];
+        let text = Text::from_values(values.iter().map(|v| Some(*v)));
+        assert_eq!(text.distinct(), ["abcdefgh", "abcdefghi", "abcdefghj", "", "\0", "abcdefghij", "Ünïcödé!"]);
+        assert_eq!(text.iter().collect::<Vec<_>>(), values.map(Some));
+        // Many values: the index grows and rehashes.
+        let many: Vec<String> = (0..5000).map(|i| format!("value {}", i % 3000)).collect();
+        let text = Text::from_values(many.iter().map(|v| Some(v.as_str())));
+        assert_eq!(text.distinct().len(), 3000);
+        assert!(text.iter().zip(&many).all(|(a, b)| a == Some(b.as_str())));
     }
 }

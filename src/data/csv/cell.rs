@@ -14,7 +14,8 @@ pub(in crate::data) enum Cell {
 }
 
 /// Parses a trimmed cell of a column read as `role`. Text columns keep every present cell as
-/// text, so only the missing markers are looked for there.
+/// text, so only the missing markers are looked for there (the readers pass `Role::Text` for
+/// an `auto` column that has turned to text: what else a cell is no longer matters).
 pub(in crate::data) fn parse_cell(cell: &str, role: Role) -> Cell {
     if is_missing_marker(cell) {
         return Cell::Missing;
@@ -53,10 +54,9 @@ const EXACT_POWERS: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e
 /// what `parse` returns too. Everything else (exponents, long mantissas, inf) goes to `parse`.
 pub(super) fn parse_f32(cell: &str) -> Option<f32> {
     let bytes = cell.as_bytes();
-    let digits = match bytes.first() {
-        Some(b'-' | b'+') => &bytes[1..],
-        _ => bytes,
-    };
+    // The sign without a branch: half the numbers of a column may be negative, at random.
+    let negative = bytes.first() == Some(&b'-');
+    let digits = &bytes[usize::from(negative || bytes.first() == Some(&b'+'))..];
     // At most 19 digits, which a u64 holds.
     let (mut mantissa, mut i) = (0u64, 0);
     while i < digits.len().min(19) && digits[i].is_ascii_digit() {
@@ -81,7 +81,7 @@ pub(super) fn parse_f32(cell: &str) -> Option<f32> {
         };
     }
     let value = mantissa as f32 / EXACT_POWERS[decimals];
-    Some(if bytes.first() == Some(&b'-') { -value } else { value })
+    Some(f32::from_bits(value.to_bits() | (u32::from(negative) << 31)))
 }
 
 /// `cell.trim()`, at once when the cell begins and ends with visible ASCII, as most do.

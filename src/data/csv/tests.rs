@@ -230,3 +230,18 @@ fn column_matrix_reads_columns_across_their_parts() {
     let flat = Vec::<f32>::try_from(x.flatten(0, 1)).unwrap();
     assert!(flat.iter().enumerate().all(|(i, &v)| v == i as f32));
 }
+
+#[test]
+fn each_byte_finds_every_delimiter_in_order() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..2000 {
+        let len = rng.gen_range(0..70);
+        let text: Vec<u8> = (0..len).map(|_| [b',', b';', 0, 0x7f, 0x80, 0xac, 0xff, b'a'][rng.gen_range(0..8)]).collect();
+        for byte in [b',', b';', 0, 0x80, 0xff] {
+            let mut got = Vec::new();
+            parallel::each_byte(&text, byte, |i| got.push(i));
+            let want: Vec<usize> = (0..text.len()).filter(|&i| text[i] == byte).collect();
+            assert_eq!(got, want, "{text:?} {byte}");
+        }
+    }
+}
