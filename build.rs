@@ -1,7 +1,7 @@
-//! Links torchfit against libtorch so the binary runs without `LD_LIBRARY_PATH` and sees CUDA
-//! whenever the libtorch it was built with has it, and compiles the small C++ shim in `csrc/`
-//! for what tch does not expose (`torch::jit::Module`'s builder API, the fused Adam
-//! kernel, CUDA device names, c10d's stores and process groups).
+//! Links torchfit against libtorch so the binary runs without `LD_LIBRARY_PATH`, and compiles
+//! the small C++ shim in `csrc/` for what tch does not expose (`torch::jit::Module`'s builder
+//! API, the fused Adam kernel, CUDA device names, c10d's stores and process groups, CUDA
+//! graphs); its CUDA half becomes a shared library of its own that the binary embeds.
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -19,14 +19,11 @@ fn main() {
     // Record where libtorch lives in the binary itself (RUNPATH), so that `torchfit` and the
     // test binaries find libtorch*.so without LD_LIBRARY_PATH.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
-    // rustc links with --as-needed, which drops any library none of our symbols reference.
-    // libtorch_cuda.so is such a library: it registers the CUDA backend from static
-    // initialisers when it is loaded, so dropping it silently turns CUDA off.
-    // --no-as-needed applies to every library named after it on the command line.
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    // libtorch.so is a thin library whose dependencies are libtorch_cpu.so and, in CUDA
-    // builds, libtorch_cuda.so: linking it (kept by the flag above) loads the CUDA backend.
-    println!("cargo:rustc-link-arg=-ltorch");
+    // Nothing here links libtorch_cuda: rustc's --as-needed drops the one torch-sys names,
+    // since no symbol of ours refers to it. The CUDA backend (libtorch_cuda and cuBLAS,
+    // cuDNN, NCCL, ... under it) costs every process ~0.17 s of start-up to load, so
+    // src/cuda.rs loads it at run time, when this machine has an NVIDIA driver; the CUDA
+    // half of the shim is a library of its own for the same reason (below).
 
     // libtorch's C++ ABI: torch-sys compiles its own C++ glue with
     // -D_GLIBCXX_USE_CXX11_ABI=$LIBTORCH_CXX11_ABI (default 1, what the PyPI wheels use), and
@@ -46,8 +43,10 @@ fn main() {
         .include("csrc/gloo_decl")
         .file("csrc/c10d.cpp")
         .compile("torchfit_c10d");
-    // c10d's NCCL process group, when this libtorch has CUDA and the headers it needs are
-    // beside it; otherwise the same file compiles to a stub that says NCCL is missing.
+    // The CUDA half of the shim (c10d's NCCL process group, CUDA graphs) refers to
+    // libtorch_cuda, so it is a shared library of its own, embedded in the binary and loaded
+    // only when it is used (src/cuda.rs). Its files need the CUDA headers beside a CUDA
+    // libtorch; without them they compile to stubs that say what this build lacks.
     let mut nccl = cpp_build(&torch_root, &cxx11_abi);
     println!("cargo::rustc-check-cfg=cfg(torchfit_nccl)");
     match cuda_includes(&torch_root, &["nccl.h", CUDA_RUNTIME_HEADERS[0], CUDA_RUNTIME_HEADERS[1], CUDA_RUNTIME_HEADERS[2]]) {
@@ -56,9 +55,6 @@ fn main() {
             for dir in dirs {
                 nccl.flag("-isystem").flag(dir.as_os_str());
             }
-            // ProcessGroupNCCL lives in libtorch_cuda (which torch-sys links); the CUDA
-            // device count the file asks for first, in libc10_cuda.
-            println!("cargo:rustc-link-lib=dylib=c10_cuda");
             // Lets the tests expect the error of a build with NCCL, or of one without.
             println!("cargo:rustc-cfg=torchfit_nccl");
         }
@@ -73,9 +69,8 @@ fn main() {
         // A CPU-only libtorch: no NCCL to have.
         Err(None) => {}
     }
-    nccl.file("csrc/c10d_nccl.cpp").compile("torchfit_nccl");
-    // CUDA graphs (at::cuda::CUDAGraph), with the same CUDA headers less NCCL's; a stub that
-    // says there are none otherwise (the NCCL branch above already warned of what is missing).
+    nccl.file("csrc/c10d_nccl.cpp");
+    // CUDA graphs (at::cuda::CUDAGraph), with the same CUDA headers less NCCL's.
     let mut graphs = cpp_build(&torch_root, &cxx11_abi);
     println!("cargo::rustc-check-cfg=cfg(torchfit_cuda_graphs)");
     if let Ok(dirs) = cuda_includes(&torch_root, &CUDA_RUNTIME_HEADERS) {
@@ -83,12 +78,11 @@ fn main() {
         for dir in dirs {
             graphs.flag("-isystem").flag(dir.as_os_str());
         }
-        // CUDAGraph is in libtorch_cuda, the stream pool in libc10_cuda.
-        println!("cargo:rustc-link-lib=dylib=torch_cuda");
-        println!("cargo:rustc-link-lib=dylib=c10_cuda");
         println!("cargo:rustc-cfg=torchfit_cuda_graphs");
     }
-    graphs.file("csrc/cuda_graph.cpp").compile("torchfit_cuda_graph");
+    graphs.file("csrc/cuda_graph.cpp").file("csrc/cuda_lib.cpp");
+    let library = link_shared(&lib_dir, &[nccl, graphs], "libtorchfit_cuda.so");
+    println!("cargo:rustc-env=TORCHFIT_CUDA_LIBRARY={}", library.display());
     // csrc/cuda.cpp looks the CUDA runtime up with dlsym; glibc before 2.34 keeps it in libdl.
     println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc");
@@ -116,6 +110,30 @@ fn cpp_build(torch_root: &Path, cxx11_abi: &str) -> cc::Build {
         build.flag("-isystem").flag(dir.as_os_str());
     }
     build
+}
+
+/// Compiles `builds` and links their objects into the shared library `name` in OUT_DIR,
+/// against libtorch's CUDA libraries where this libtorch has them (found at run time through
+/// the RUNPATH recorded here, as the binary finds its own).
+fn link_shared(lib_dir: &Path, builds: &[cc::Build], name: &str) -> PathBuf {
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join(name);
+    let mut command = builds[0].get_compiler().to_command();
+    command.arg("-shared").arg("-o").arg(&out);
+    for build in builds {
+        command.args(build.compile_intermediates());
+    }
+    command.arg(format!("-L{}", lib_dir.display())).arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        command.args(["-ltorch_cuda", "-lc10_cuda"]);
+    }
+    command.args(["-ltorch_cpu", "-lc10"]);
+    match command.status() {
+        Ok(status) if status.success() => out,
+        result => {
+            eprintln!("linking {} failed ({result:?}): {command:?}", out.display());
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The folder scripts/libtorch.sh installs the CUDA compiler's runtime headers and CCCL into,

@@ -2,6 +2,7 @@
 // libtorch has already loaded. Nothing here includes CUDA headers or links the CUDA runtime:
 // symbols are looked up at run time, so the same code builds against a CPU-only libtorch and
 // simply reports "not available" there. Wrapped safely in src/shim.rs.
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <dlfcn.h>
 
 #include <cstddef>
@@ -35,6 +36,18 @@ int tf_cuda_device_name(int index, char* out, size_t out_len) {
   std::memcpy(out, props, n);
   out[n] = '\0';
   return 0;
+}
+
+// The CUDA runtime version libtorch's CUDA backend was built with (e.g. 13000), or -1 when
+// libtorch has no CUDA backend registered (libtorch_cuda not loaded: src/cuda.rs). Only the
+// registered backend answers this, and it needs no GPU, so it tells on any machine whether
+// loading libtorch_cuda at run time worked. (tch does not expose libtorch's CUDA hooks.)
+int tf_cuda_backend_runtime() {
+  try {
+    return static_cast<int>(at::detail::getCUDAHooks().versionCUDART());
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

@@ -24,15 +24,6 @@ struct TfCudaGraph {
 
 extern "C" {
 
-// 1 when this build can capture CUDA graphs, 0 when it compiled the stub.
-int tf_cuda_graphs_compiled() {
-#ifdef TORCHFIT_CUDA_GRAPHS
-  return 1;
-#else
-  return 0;
-#endif
-}
-
 #ifdef TORCHFIT_CUDA_GRAPHS
 // A new, empty graph in *out (free with tf_cuda_graph_free).
 char* tf_cuda_graph_new(void** out) {

@@ -97,4 +97,9 @@ char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_
   });
 }
 
+// Flushes denormal floats to zero (x86's FTZ and DAZ) in this thread and in the threads it
+// starts from now on (they inherit its floating-point mode), as TensorFlow does on the CPU;
+// 1 when the CPU has the mode, 0 when not (libtorch then changes nothing).
+int tf_set_flush_denormal(int on) { return at::globalContext().setFlushDenormal(on != 0) ? 1 : 0; }
+
 }  // extern "C"

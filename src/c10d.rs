@@ -54,13 +54,6 @@ mod ffi {
             timeout_ms: i64,
             out: *mut *mut c_void,
         ) -> *mut c_char;
-        pub fn tf_pg_nccl(
-            store: *mut c_void,
-            rank: c_int,
-            size: c_int,
-            timeout_ms: i64,
-            out: *mut *mut c_void,
-        ) -> *mut c_char;
         pub fn tf_pg_free(pg: *mut c_void);
         pub fn tf_pg_allreduce_sum(pg: *mut c_void, tensor: *mut c_void) -> *mut c_char;
         pub fn tf_pg_allreduce_sum_start(pg: *mut c_void, tensor: *mut c_void, work: *mut *mut c_void) -> *mut c_char;
@@ -227,13 +220,16 @@ impl ProcessGroup {
             (Ok(r), Ok(s)) => (r, s),
             _ => bail!("a world size of {world_size} is more than c10d takes"),
         };
-        let create = match backend {
-            Backend::Gloo => ffi::tf_pg_gloo,
-            Backend::Nccl => ffi::tf_pg_nccl,
-        };
         let mut ptr = std::ptr::null_mut();
+        let (store_ptr, timeout) = (store.ptr.as_ptr(), millis(timeout));
         // SAFETY: live store and out-pointer.
-        check(unsafe { create(store.ptr.as_ptr(), c_rank, c_size, millis(timeout), &mut ptr) }).map_err(|e| {
+        let created = match backend {
+            Backend::Gloo => check(unsafe { ffi::tf_pg_gloo(store_ptr, c_rank, c_size, timeout, &mut ptr) }),
+            // In the CUDA half of the shim, loaded now (crate::cuda).
+            Backend::Nccl => crate::cuda::shim()
+                .and_then(|shim| shim.check(unsafe { (shim.pg_nccl)(store_ptr, c_rank, c_size, timeout, &mut ptr) })),
+        };
+        created.map_err(|e| {
             anyhow!(
                 "{backend:?} process group of {world_size} (this is rank {rank}), over the store at {}: {e}",
                 store.name

@@ -35,6 +35,16 @@ impl DeviceChoice {
     }
 }
 
+/// Makes CPU arithmetic flush denormal floats (below 1.2e-38) to zero, in this thread and
+/// every thread started after it, as TensorFlow (so Keras) does on the CPU and PyTorch does
+/// after `torch.set_flush_denormal(True)`. x86 computes with denormals many times slower,
+/// and training makes them: Adam's first moment of a dead ReLU unit decays by beta1 each
+/// step, through the denormal range (a [128, 128] MLP on friedman1 at lr 0.01 trained in
+/// 0.71 s with them, 0.46 s without). Called first thing, before libtorch starts threads.
+pub fn flush_denormals() {
+    crate::shim::set_flush_denormal(true);
+}
+
 /// The name torchfit writes for a device: `cpu` or `cuda:N`.
 pub fn device_name(device: Device) -> String {
     match device {
@@ -48,11 +58,21 @@ pub fn libtorch_version() -> &'static str {
     env!("TORCHFIT_LIBTORCH_VERSION")
 }
 
+/// Whether libtorch's CUDA backend is in this process (crate::cuda), and its CUDA runtime.
+fn cuda_backend() -> String {
+    match (crate::cuda::backend_state(), crate::shim::cuda_backend_runtime()) {
+        ("loaded", Some(runtime)) => format!("loaded (CUDA runtime {runtime})"),
+        ("loaded", None) => "loaded, but libtorch registered no CUDA backend".into(),
+        (state, _) => state.to_string(),
+    }
+}
+
 /// What `torchfit info` prints.
 pub fn info() -> String {
     let mut lines = vec![
         format!("torchfit {}", env!("CARGO_PKG_VERSION")),
         format!("libtorch {}", libtorch_version()),
+        format!("cuda backend: {}", cuda_backend()),
         format!("cuda available: {}", Cuda::is_available()),
     ];
     let count = Cuda::device_count().max(0) as usize;
@@ -69,6 +89,22 @@ pub fn info() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denormals_are_flushed_in_the_thread_that_asks_and_the_threads_it_starts() {
+        // A thread of its own: the mode stays with the threads that have it.
+        std::thread::spawn(|| {
+            let tiny = || tch::Tensor::from_slice(&[1e-39f32]) * 1.0;
+            assert_eq!(tiny().double_value(&[0]), 1e-39f32 as f64, "a denormal survives by default");
+            if !crate::shim::set_flush_denormal(true) {
+                return; // a CPU without the mode
+            }
+            assert_eq!(tiny().double_value(&[0]), 0.0);
+            std::thread::spawn(move || assert_eq!(tiny().double_value(&[0]), 0.0)).join().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn absent_cuda_device_is_an_error_naming_what_was_found() {

@@ -1,11 +1,11 @@
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use torchfit::config::Config;
 use torchfit::dist::Launch;
+use torchfit::exit;
 use torchfit::train::{train, Outcome, TrainOptions};
 
 /// Train multi-layer perceptrons on libtorch from YAML configs.
@@ -359,10 +359,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| kind(e) == Some(std::io::ErrorKind::BrokenPipe))
 }
 
-/// Exit status of a bug in torchfit (BSD's EX_SOFTWARE), as opposed to bad input (2).
-const INTERNAL_ERROR: u8 = 70;
+fn main() {
+    exit::now(status())
+}
 
-fn main() -> ExitCode {
+/// Runs the command line; the process's exit status.
+fn status() -> u8 {
+    // Before anything asks libtorch about CUDA (see torchfit::cuda).
+    torchfit::cuda::load_backend();
+    torchfit::device::flush_denormals();
     let started = Instant::now();
     // A panic is a bug in torchfit, not bad input: say so on one line, with the message and
     // where, instead of a backtrace.
@@ -378,23 +383,21 @@ fn main() -> ExitCode {
         Ok(launch) => launch,
         Err(err) => {
             eprintln!("torchfit: {err:#}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let (rank, distributed, for_errors) = (launch.rank, launch.is_distributed(), launch.clone());
     match std::panic::catch_unwind(|| run(cli, launch, started)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => 0,
         // A reader that stopped reading (`torchfit predict ... | head`) is not an error.
-        Ok(Err(err)) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Ok(Err(err)) if is_broken_pipe(&err) => 0,
         Ok(Err(err)) => {
             let message = format!("{err:#}").replace('\n', " ");
             let message = if distributed { format!("rank {rank}: {message}") } else { message };
             for_errors.write_error_file(&message);
             eprintln!("torchfit: {message}");
-            // Interrupted runs exit as shells expect of a signal (130, 143); errors with 2.
-            let code = err.downcast_ref::<torchfit::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2);
-            ExitCode::from(code)
+            exit::code(&err)
         }
-        Err(_) => ExitCode::from(INTERNAL_ERROR),
+        Err(_) => exit::INTERNAL_ERROR,
     }
 }

@@ -1,7 +1,7 @@
 //! Safe wrappers over the C++ shim in `csrc/`: building and saving TorchScript modules with
-//! real parameters (tch only traces) and libtorch's fused Adam kernel (`torchscript.cpp`), and
-//! CUDA device names (`cuda.cpp`). (A saved module's extra files are read from its zip
-//! archive: `export::ExtraFiles`.) c10d's stores and process groups have their own wrapper,
+//! real parameters (tch only traces), libtorch's fused Adam kernel and flushing denormals
+//! (`torchscript.cpp`), and CUDA facts (`cuda.cpp`); the CUDA half of the shim is wrapped in
+//! `cuda`. (A saved module's extra files are read from its zip archive: `export::ExtraFiles`.) c10d's stores and process groups have their own wrapper,
 //! `c10d`, which shares this file's error convention (`check`).
 //!
 //! The shim relies on a tch internal: it takes tch's tensor pointer (`Tensor::as_ptr`,
@@ -20,6 +20,8 @@ mod ffi {
     extern "C" {
         pub fn tf_string_free(s: *mut c_char);
         pub fn tf_cuda_device_name(index: c_int, out: *mut c_char, out_len: usize) -> c_int;
+        pub fn tf_cuda_backend_runtime() -> c_int;
+        pub fn tf_set_flush_denormal(on: c_int) -> c_int;
         pub fn tf_module_new(class_name: *const c_char, out: *mut *mut c_void) -> *mut c_char;
         pub fn tf_module_free(module: *mut c_void);
         pub fn tf_module_register_tensor(
@@ -51,12 +53,6 @@ mod ffi {
             beta2: f64,
             eps: f64,
         ) -> *mut c_char;
-        pub fn tf_cuda_graphs_compiled() -> c_int;
-        pub fn tf_cuda_graph_new(out: *mut *mut c_void) -> *mut c_char;
-        pub fn tf_cuda_graph_capture_begin(graph: *mut c_void, device: c_int) -> *mut c_char;
-        pub fn tf_cuda_graph_capture_end(graph: *mut c_void) -> *mut c_char;
-        pub fn tf_cuda_graph_replay(graph: *mut c_void) -> *mut c_char;
-        pub fn tf_cuda_graph_free(graph: *mut c_void);
     }
 }
 
@@ -185,53 +181,6 @@ pub fn fused_adam(
     })
 }
 
-/// A CUDA graph (`at::cuda::CUDAGraph`): the CUDA work queued between `capture_begin` and
-/// `capture_end`, recorded once and then run again by `replay` on the same memory. Work
-/// captured must not read host values that change, nor synchronise with the host.
-pub struct CudaGraph {
-    ptr: *mut c_void,
-}
-
-impl Drop for CudaGraph {
-    fn drop(&mut self) {
-        // SAFETY: ptr came from tf_cuda_graph_new and is freed once, here.
-        unsafe { ffi::tf_cuda_graph_free(self.ptr) }
-    }
-}
-
-impl CudaGraph {
-    /// Whether this build compiled CUDA graphs in (a CUDA libtorch with the CUDA headers).
-    pub fn compiled() -> bool {
-        // SAFETY: no arguments.
-        unsafe { ffi::tf_cuda_graphs_compiled() != 0 }
-    }
-
-    pub fn new() -> Result<CudaGraph> {
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: valid out-pointer.
-        check(unsafe { ffi::tf_cuda_graph_new(&mut ptr) })?;
-        Ok(CudaGraph { ptr })
-    }
-
-    /// Starts capturing CUDA device `device`'s work, on a side stream made current.
-    pub fn capture_begin(&mut self, device: usize) -> Result<()> {
-        let device = c_int::try_from(device).map_err(|_| anyhow!("CUDA device index {device} out of range"))?;
-        // SAFETY: live graph.
-        check(unsafe { ffi::tf_cuda_graph_capture_begin(self.ptr, device) })
-    }
-
-    /// Ends the capture (also after an error in the captured work) and readies the graph.
-    pub fn capture_end(&mut self) -> Result<()> {
-        // SAFETY: live graph.
-        check(unsafe { ffi::tf_cuda_graph_capture_end(self.ptr) })
-    }
-
-    pub fn replay(&mut self) -> Result<()> {
-        // SAFETY: live graph.
-        check(unsafe { ffi::tf_cuda_graph_replay(self.ptr) })
-    }
-}
-
 /// The name of CUDA device `index` (e.g. "NVIDIA H200"), from the CUDA runtime libtorch
 /// loaded; `None` when there is none (a CPU-only libtorch, no driver) or the index is bad.
 pub fn cuda_device_name(index: usize) -> Option<String> {
@@ -245,6 +194,21 @@ pub fn cuda_device_name(index: usize) -> Option<String> {
     }
     // SAFETY: on success the shim wrote a NUL-terminated string within `name`.
     Some(unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Flushes denormal floats to zero in this thread and the threads it starts from now on;
+/// whether the CPU has that mode.
+pub fn set_flush_denormal(on: bool) -> bool {
+    // SAFETY: no pointers.
+    unsafe { ffi::tf_set_flush_denormal(c_int::from(on)) != 0 }
+}
+
+/// The CUDA runtime version of libtorch's registered CUDA backend, as `13.0`; `None` when
+/// libtorch has none (libtorch_cuda not loaded, or a CPU-only libtorch).
+pub fn cuda_backend_runtime() -> Option<String> {
+    // SAFETY: no arguments.
+    let version = unsafe { ffi::tf_cuda_backend_runtime() };
+    (version > 0).then(|| format!("{}.{}", version / 1000, version % 1000 / 10))
 }
 
 #[cfg(test)]

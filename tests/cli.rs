@@ -263,6 +263,35 @@ fn info_reports_versions_and_cuda() {
     assert!(text.lines().any(|l| l == format!("libtorch {version}")), "{text}");
     assert!(text.contains("cuda available: "), "{text}");
     assert!(text.contains("cudnn available: "), "{text}");
+    // libtorch's CUDA backend is loaded at run time, where there is a driver; either way
+    // the line says which, and why not.
+    let backend = text.lines().find_map(|l| l.strip_prefix("cuda backend: ")).unwrap_or_default();
+    assert!(
+        backend.starts_with("loaded (CUDA runtime ") || backend.starts_with("not loaded (no NVIDIA driver"),
+        "{text}"
+    );
+}
+
+/// The CUDA libraries are not linked but loaded at run time (src/cuda.rs): forced to load on
+/// any machine, they register libtorch's CUDA backend, which reports the CUDA runtime it was
+/// built with, GPU or not; told not to, they stay out.
+#[test]
+fn the_cuda_backend_loads_at_run_time() {
+    let info = |load: &str| {
+        let out = std::process::Command::new(BIN).arg("info").env(torchfit::cuda::LOAD_ENV, load).output().unwrap();
+        assert_ok(&out);
+        stdout(&out)
+    };
+    let version = torchfit::device::libtorch_version();
+    let forced = info("1");
+    if let Some((_, cuda)) = version.split_once("+cu") {
+        // 2.13.0+cu130: CUDA 13.0.
+        let runtime = format!("{}.{}", &cuda[..cuda.len() - 1], &cuda[cuda.len() - 1..]);
+        assert!(forced.contains(&format!("cuda backend: loaded (CUDA runtime {runtime})")), "{forced}");
+    }
+    let skipped = info("0");
+    assert!(skipped.contains("cuda backend: not loaded (TORCHFIT_LOAD_CUDA=0)"), "{skipped}");
+    assert!(skipped.contains("cuda available: false"), "{skipped}");
 }
 
 #[test]

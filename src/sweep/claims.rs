@@ -14,8 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -189,37 +188,30 @@ impl Claim {
 }
 
 struct Heartbeat {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the thread at once (a sleep would hold up the end of every task).
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Heartbeat {
     fn start(path: PathBuf) -> Heartbeat {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let step = Duration::from_millis(100);
-            let mut since = Duration::ZERO;
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(step);
-                since += step;
-                if since >= HEARTBEAT {
-                    since = Duration::ZERO;
-                    // A failed touch is retried at the next beat; many missed beats make the
-                    // claim stale, which is then the truth.
-                    if let Ok(file) = std::fs::File::options().append(true).open(&path) {
-                        let _ = file.set_modified(SystemTime::now());
-                    }
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                // A failed touch is retried at the next beat; many missed beats make the
+                // claim stale, which is then the truth.
+                if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                    let _ = file.set_modified(SystemTime::now());
                 }
             }
         });
-        Heartbeat { stop, thread: Some(thread) }
+        Heartbeat { stop: Some(stop), thread: Some(thread) }
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

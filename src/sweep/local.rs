@@ -1,11 +1,13 @@
-//! A sweep on this machine: `jobs` worker processes (`torchfit sweep worker DIR`), each
-//! training trial after trial in-process, so that a trial pays no process start and
-//! libtorch's global state (seed, threads, signal handlers) is each worker's own. This
-//! process only watches: one line per finished task, and at the end the best trial.
+//! A sweep on this machine: `jobs` worker processes, each training trial after trial
+//! in-process, so that a trial pays no process start and libtorch's global state (seed,
+//! threads, signal handlers) is each worker's own. The workers are forks of this process
+//! (the same loop a Slurm array task runs as `torchfit sweep worker DIR`), which only
+//! watches: one line per finished task, and at the end the best trial.
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +19,11 @@ use super::spec::Sweep;
 use super::survey::{Survey, Work};
 use super::table::{self, Row};
 use super::SweepDir;
+use crate::exit;
 use crate::train::Interrupted;
 
-const POLL: Duration = Duration::from_millis(100);
+/// How often the workers are looked at: a finished sweep is noticed this long after.
+const POLL: Duration = Duration::from_millis(25);
 
 pub fn run(dir: &SweepDir, sweep: &Sweep, jobs: usize, continued: bool, command: &str, out: &mut dyn Write) -> Result<()> {
     let trials = sweep.trials();
@@ -28,32 +32,22 @@ pub fn run(dir: &SweepDir, sweep: &Sweep, jobs: usize, continued: bool, command:
     let verb = if continued { "continuing" } else { "starting" };
     writeln!(out, "{verb} sweep {}: {} trials, {jobs} workers", dir.path().display(), trials.len())?;
     out.flush()?;
+    let mut workers = start_workers(dir, jobs)?;
     // Ctrl-C reaches the workers from the terminal; a signal to this process alone is
     // passed on to them. Either way each checkpoints its trial, and this process waits.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let exe = std::env::current_exe().context("cannot find the torchfit binary to start workers")?;
-    let mut workers: Vec<Child> = (0..jobs)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["sweep", "worker", "--jobs", &jobs.to_string()])
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .spawn()
-                .context("cannot start a sweep worker")
-        })
-        .collect::<Result<_>>()?;
     let mut forwarded = false;
     let mut failed = Vec::new();
     while !workers.is_empty() {
         std::thread::sleep(POLL);
         if stop.load(Ordering::Relaxed) && !forwarded {
             forwarded = true;
-            for child in &workers {
+            for &pid in &workers {
                 // SAFETY: kill(2) with a pid this process started and has not reaped.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
         let survey = Survey::read(dir, sweep, &trials, &claims)?;
@@ -63,11 +57,11 @@ pub fn run(dir: &SweepDir, sweep: &Sweep, jobs: usize, continued: bool, command:
         }
         out.flush()?;
         let mut running = Vec::new();
-        for mut child in workers {
-            match child.try_wait()? {
+        for pid in workers {
+            match exited(pid)? {
                 Some(status) if !status.success() && !forwarded && !stop.load(Ordering::Relaxed) => failed.push(status),
                 Some(_) => {}
-                None => running.push(child),
+                None => running.push(pid),
             }
         }
         workers = running;
@@ -92,6 +86,53 @@ pub fn run(dir: &SweepDir, sweep: &Sweep, jobs: usize, continued: bool, command:
     }
     writeln!(out, "{}", summary_line(dir, sweep, &rows, complete))?;
     Ok(())
+}
+
+/// Starts `jobs` workers, each a fork of this process. libtorch is loaded and initialised
+/// here already, so a fork starts training at once, where a new process spends about 0.4 s
+/// starting libtorch (in series with this process's own start, before any trial ran). A
+/// fork is sound here because this process has one thread: no other thread can hold a
+/// lock (the allocator's, say) that the child would inherit held.
+fn start_workers(dir: &SweepDir, jobs: usize) -> Result<Vec<libc::pid_t>> {
+    let threads = std::fs::read_dir("/proc/self/task").map(|tasks| tasks.count()).unwrap_or(1);
+    if threads != 1 {
+        bail!("internal error: sweep workers are forked from a process with one thread, this one has {threads}");
+    }
+    // Whatever is buffered would otherwise be written by every child too.
+    std::io::stdout().flush()?;
+    (0..jobs)
+        // SAFETY: fork(2) in a process with one thread (checked above).
+        .map(|_| match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()).context("cannot start a sweep worker"),
+            0 => exit::now(work(dir, jobs)),
+            pid => Ok(pid),
+        })
+        .collect()
+}
+
+/// A forked worker's life: the loop `torchfit sweep worker` runs, its error said as
+/// main() says it; the exit status.
+fn work(dir: &SweepDir, jobs: usize) -> u8 {
+    match std::panic::catch_unwind(|| super::worker(dir.path(), jobs)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(err)) => {
+            eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
+            exit::code(&err)
+        }
+        // main()'s panic hook, inherited, has said what and where.
+        Err(_) => exit::INTERNAL_ERROR,
+    }
+}
+
+/// The status of worker `pid` once it has ended (reaped), or None while it runs.
+fn exited(pid: libc::pid_t) -> Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: waitpid(2) on a child of this process, writing into a local.
+    match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+        0 => Ok(None),
+        -1 => Err(std::io::Error::last_os_error()).context("cannot wait for a sweep worker"),
+        _ => Ok(Some(ExitStatus::from_raw(status))),
+    }
 }
 
 fn done(survey: &Survey) -> BTreeSet<Task> {

@@ -31,7 +31,8 @@ pub struct Survey {
     /// With ASHA, the trials that reached each rung, with the metric at its epoch.
     rungs: Vec<Vec<asha::Result>>,
     mode: Mode,
-    trials: usize,
+    /// The trials in the order they are started.
+    order: Vec<usize>,
 }
 
 impl Survey {
@@ -54,7 +55,14 @@ impl Survey {
                 }
             }
         }
-        Ok(Survey { tasks, asha, rungs, mode: sweep.mode, trials: trials.len() })
+        let mut order: Vec<usize> = (0..trials.len()).collect();
+        if asha.is_none() {
+            // Every trial runs to its end: the costliest start first and the cheapest fill
+            // the end ("longest processing time first"), so that no worker waits alone for
+            // a long last trial. ASHA starts them in their order, as its paper samples them.
+            order.sort_by(|&a, &b| trials[b].cost.total_cmp(&trials[a].cost));
+        }
+        Ok(Survey { tasks, asha, rungs, mode: sweep.mode, order })
     }
 
     /// The next work in the order ASHA wants it: unfinished tasks whose worker is gone
@@ -77,7 +85,7 @@ impl Survey {
                 return Work::Take(Task { trial, rung }, 1);
             }
         }
-        if let Some(trial) = (0..self.trials).find(|&trial| !self.tasks.contains_key(&Task { trial, rung: 0 })) {
+        if let Some(&trial) = self.order.iter().find(|&&trial| !self.tasks.contains_key(&Task { trial, rung: 0 })) {
             return Work::Take(Task { trial, rung: 0 }, 1);
         }
         if busy {
@@ -97,4 +105,51 @@ pub fn metric_values(run: &Path, metric: &str) -> Vec<f64> {
         .map_while(std::result::Result::ok)
         .map(|r| r.get(at).and_then(|c| c.trim().parse().ok()).unwrap_or(f64::NAN))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep whose trials differ in cost by width and batch size.
+    fn sweep(dir: &Path, extra: &str) -> Sweep {
+        let file = dir.join("sweep.yaml");
+        let text = format!(
+            "config: {{name: t, training: {{epochs: 10}}}}\nmethod: grid\n{extra}parameters:\n  \
+             model.hidden: {{values: [[16], [256, 256], [64, 64]]}}\n  training.batch_size: {{values: [512, 32]}}\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        Sweep::load(&file, &[]).unwrap()
+    }
+
+    /// The trial indexes in the order a worker would start them, one claim after another.
+    fn start_order(dir: &Path, sweep: &Sweep) -> Vec<usize> {
+        let (trials, claims) = (sweep.trials(), Claims::new(&dir.join("claims")).unwrap());
+        let mut order = Vec::new();
+        while let Work::Take(task, generation) =
+            Survey::read(&SweepDir::new(dir), sweep, &trials, &claims).unwrap().next(&claims)
+        {
+            claims.finish(claims.take(task, generation).unwrap().unwrap(), "finished").unwrap();
+            order.push(task.trial);
+        }
+        order
+    }
+
+    #[test]
+    fn without_asha_the_costliest_trials_start_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let sweep = sweep(dir.path(), "");
+        // Trials: 0 [16]/512, 1 [16]/32, 2 [256,256]/512, 3 [256,256]/32, 4 [64,64]/512, 5 [64,64]/32.
+        let costs: Vec<f64> = sweep.trials().iter().map(|t| t.cost).collect();
+        assert!(costs[3] > costs[2] && costs[2] > costs[5] && costs[5] > costs[4], "{costs:?}");
+        assert!(costs[1] > costs[0], "a smaller batch means more steps: {costs:?}");
+        assert_eq!(start_order(dir.path(), &sweep), [3, 2, 5, 1, 4, 0]);
+    }
+
+    #[test]
+    fn under_asha_trials_start_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let sweep = sweep(dir.path(), "early_termination: {kind: asha, min_epochs: 1, reduction_factor: 3}\n");
+        assert_eq!(start_order(dir.path(), &sweep), [0, 1, 2, 3, 4, 5]);
+    }
 }

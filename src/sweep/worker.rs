@@ -20,7 +20,7 @@ use crate::rundir::{self, RunDir, Status};
 use crate::train::{self, Interrupted, Outcome, TrainOptions};
 
 /// How often an idle worker looks for work again.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(25);
 
 pub struct Worker {
     dir: SweepDir,

@@ -19,7 +19,7 @@ use tch::{Device, Tensor};
 
 use super::trainer::{Batch, StepOutcome};
 use crate::config::{Config, CudaGraphs, OnNan};
-use crate::shim::CudaGraph;
+use crate::cuda::CudaGraph;
 
 /// `auto`'s limit: 2^26 batch x parameter multiply-adds (a 1024-row batch through 65k
 /// parameters, the Keras example's 32 x 121 many times over). Above it a step's matmuls run

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
+use signal_hook::SigId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -33,25 +34,30 @@ impl Signal {
 pub struct Signals {
     pub(super) int: Arc<AtomicBool>,
     pub(super) term: Arc<AtomicBool>,
+    /// The handlers installed for this run, removed when it ends (a sweep worker trains
+    /// many runs in one process; each would otherwise leave its handlers behind).
+    installed: Vec<SigId>,
 }
 
 impl Signals {
     pub fn install() -> Result<Signals> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
-        let signals = Signals::none();
+        let mut signals = Signals::none();
         // Registered first, the conditional shutdown sees the flag as it was before this
         // signal: unset the first time, set the second.
-        flag::register_conditional_shutdown(SIGINT, 130, signals.int.clone())?;
-        flag::register(SIGINT, signals.int.clone())?;
-        flag::register_conditional_shutdown(SIGTERM, 143, signals.term.clone())?;
-        flag::register(SIGTERM, signals.term.clone())?;
+        signals.installed = vec![
+            flag::register_conditional_shutdown(SIGINT, 130, signals.int.clone())?,
+            flag::register(SIGINT, signals.int.clone())?,
+            flag::register_conditional_shutdown(SIGTERM, 143, signals.term.clone())?,
+            flag::register(SIGTERM, signals.term.clone())?,
+        ];
         Ok(signals)
     }
 
     /// Flags that no signal sets (for tests).
     pub fn none() -> Signals {
-        Signals { int: Arc::new(AtomicBool::new(false)), term: Arc::new(AtomicBool::new(false)) }
+        Signals { int: Arc::new(AtomicBool::new(false)), term: Arc::new(AtomicBool::new(false)), installed: Vec::new() }
     }
 
     pub fn received(&self) -> Option<Signal> {
@@ -61,6 +67,14 @@ impl Signals {
             Some(Signal::Term)
         } else {
             None
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.installed.drain(..) {
+            signal_hook::low_level::unregister(id);
         }
     }
 }
