@@ -1,8 +1,9 @@
 //! Safe wrappers over the C++ shim in `csrc/`: building and saving TorchScript modules with
 //! real parameters (tch only traces), libtorch's fused Adam kernel and flushing denormals
 //! (`torchscript.cpp`), and CUDA facts (`cuda.cpp`); the CUDA half of the shim is wrapped in
-//! `cuda`. (A saved module's extra files are read from its zip archive: `export::ExtraFiles`.) c10d's stores and process groups have their own wrapper,
-//! `c10d`, which shares this file's error convention (`check`).
+//! `cuda`. (A saved module's extra files are read from its zip archive: `export::ExtraFiles`.)
+//! c10d's stores and process groups have their own wrapper, `c10d`, which shares this file's
+//! error convention (`check`).
 //!
 //! The shim relies on a tch internal: it takes tch's tensor pointer (`Tensor::as_ptr`,
 //! `Tensor::as_mut_ptr`) to be a `torch::Tensor*` and dereferences it in C++. tch does not
