@@ -38,7 +38,9 @@ class Failed(Exception):
 
 def measure(cmd, cwd=None, env=None, check=True):
     """Runs cmd; returns (stdout, wall seconds, peak RSS MiB) using wait4 for this child only.
-    A failure ends the bench, or with check=False raises Failed with the last line of stderr."""
+    A failure ends the bench, or with check=False raises Failed with the last line of stderr.
+    Linux counts this process's own high-water RSS, at the moment the child execs, in the
+    child's peak: this process keeps no bulk data (see loading's CSV writer)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
@@ -187,7 +189,11 @@ def loading(binary, work, rows, repeats, tables_path):
         for size, n in [("big", rows), ("tiny", 100)]:
             path = Path(work, f"{kind}-{size}.csv")
             print(f"loading: writing {path.name} ({n:,} rows)", file=sys.stderr)
-            write(path, n)
+            # In a process of its own: a child's peak RSS from wait4 includes this process's
+            # high-water mark at the child's exec, so this process must never hold the
+            # files' data (it would floor every later measurement at its size).
+            subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); import run; "
+                            f"run.{write.__name__}({str(path)!r}, {n})"], check=True)
             config = Path(work, f"{kind}-{size}.yaml")
             config.write_text(f"name: load_{kind}\ndata: {{kind: csv, path: {path}, target: y{extra}}}\n"
                               "model: {hidden: [16]}\ntraining: {epochs: 1, batch_size: 8192, metrics: []}\n")
