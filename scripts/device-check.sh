@@ -4,8 +4,9 @@
 # It checks `info`, a CUDA training run, the export on the GPU and the CPU from PyTorch,
 # times the Keras example (fp32 and bf16, CUDA graphs on and off) and the large workload
 # (fp32 and bf16) on CUDA beside PyTorch on the same GPU, runs the CUDA-graph equality test
-# (tests/cuda_graphs.rs: graphs on and off end within 1e-6 relative), and trains on two
-# processes over NCCL. Everything it
+# (tests/cuda_graphs.rs: graphs on and off end within 1e-6 relative), trains on two
+# processes over NCCL, and times data-parallel training on the CPU over Gloo (1 and 2
+# processes, beside PyTorch DDP). Everything it
 # prints is also in $OUT/device-check.log (OUT defaults to /tmp/device-check).
 # TORCHFIT_BIN defaults to .device/torchfit, where the project's own GPU sessions put a
 # binary built for the GPU machine, and else to target/release/torchfit.
@@ -61,4 +62,18 @@ large=(--set data.samples=200000 --set data.features=256 --set 'model.hidden=[10
     "$bin" train --device cuda --quiet --out "$out/nccl2" --set training.epochs=10
   grep -h '"backend"\|"world_size"\|"loss"' "$out"/nccl1/summary.json "$out"/nccl2/summary.json
   grep -H '"train_seconds"\|"precision"\|"cuda_graphs"' "$out"/k*/summary.json "$out"/l*/summary.json
+  # Data-parallel on the CPU over Gloo, the workload of docs/benchmarks.md's distributed
+  # section (one thread per process, 1 and 2 processes, beside PyTorch DDP), on a machine
+  # with cores to spare for the communication.
+  dist=(--device cpu --quiet --set data.samples=50000 --set data.features=256 --set 'model.hidden=[1024, 1024]'
+        --set training.batch_size=1024 --set training.epochs=1 --set 'training.metrics=[]' --set training.threads=1)
+  for i in 1 2; do
+    rm -rf "$out/g1-$i" "$out/g2-$i"
+    "$bin" train --out "$out/g1-$i" "${dist[@]}"
+    python3 -m torch.distributed.run --no-python --standalone --nproc-per-node 2 "$bin" train --out "$out/g2-$i" "${dist[@]}"
+    for procs in 1 2; do
+      python3 -m torch.distributed.run --standalone --nproc-per-node $procs bench/ddp.py --samples 50000
+    done
+  done
+  grep -H '"train_seconds"\|"world_size"' "$out"/g*/summary.json
 } 2>&1 | tee "$out/device-check.log"

@@ -476,7 +476,7 @@ pub(super) fn column_matrix<C: Into<Numbers>>(columns: Vec<C>, rows: usize) -> R
 /// are left for the categorical features' codes (`Preprocessing::apply_with_codes` writes
 /// them there rather than into a copy).
 pub(super) fn column_matrix_spare<C: Into<Numbers>>(columns: Vec<C>, rows: usize, spare: usize) -> Result<Tensor> {
-    let columns: Vec<Numbers> = columns.into_iter().map(Into::into).collect();
+    let mut columns: Vec<Numbers> = columns.into_iter().map(Into::into).collect();
     if let Some(column) = columns.iter().find(|c| c.len() != rows) {
         bail!("a column has {} values where {rows} were expected", column.len());
     }
@@ -491,22 +491,39 @@ pub(super) fn column_matrix_spare<C: Into<Numbers>>(columns: Vec<C>, rows: usize
     // rows * stride elements, and nothing else refers to it while the slice lives (`out`,
     // a view of it, is only returned after).
     let data = unsafe { std::slice::from_raw_parts_mut(full.data_ptr().cast::<f32>(), rows * stride) };
-    fill_rows(data, stride, |first, block| {
-        for (j, column) in columns.iter().enumerate() {
-            let mut block_rows = block.chunks_exact_mut(stride);
-            // The values first in the zip: where a part ends, no row is taken and lost.
-            for part in column.slices_from(first) {
-                let mut filled = 0;
-                for (&value, row) in part.iter().zip(&mut block_rows) {
-                    row[j] = value;
-                    filled += 1;
-                }
-                if filled < part.len() {
-                    break;
+    // A sixteenth of the rows at a time, after which the columns' parts wholly behind them
+    // are freed: the matrix's memory becomes resident as the columns' goes back, so that
+    // loading peaks near one copy of the table rather than two (a part is a range of the
+    // file, a few per core).
+    let segment = rows.div_ceil(16);
+    for (s, rows_data) in data.chunks_mut(segment * stride).enumerate() {
+        let start = s * segment;
+        fill_rows(rows_data, stride, |first, block| {
+            let first = start + first;
+            for (j, column) in columns.iter().enumerate() {
+                let mut block_rows = block.chunks_exact_mut(stride);
+                // The values first in the zip: where a part ends, no row is taken and lost.
+                for part in column.slices_from(first) {
+                    let mut filled = 0;
+                    for (&value, row) in part.iter().zip(&mut block_rows) {
+                        row[j] = value;
+                        filled += 1;
+                    }
+                    if filled < part.len() {
+                        break;
+                    }
                 }
             }
+        });
+        let end = start + rows_data.len() / stride;
+        let released: usize = columns.iter_mut().map(|column| column.release_before(end)).sum();
+        if released > 0 {
+            // The parts were allocated by the reader's threads, in glibc's per-thread
+            // arenas, which keep freed memory: this gives it back to the system now.
+            // SAFETY: malloc_trim only returns free memory; no pointer is involved.
+            unsafe { libc::malloc_trim(0) };
         }
-    });
+    }
     Ok(out)
 }
 

@@ -4,7 +4,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::early_stopping::EarlyStopper;
 use super::signals::{Signal, Signals};
-use super::trainer::epoch_order;
+use super::trainer::EpochOrder;
 use super::*;
 use crate::config::{EarlyStopping, Loss, Metric, OptimizerConfig, OptimizerKind};
 use crate::metrics::loss_value;
@@ -23,16 +23,28 @@ fn unsignalled() -> Signals {
 fn shuffling_is_a_per_epoch_permutation_fixed_by_the_seed() {
     let _rng = crate::testing::seed(1);
     let data = data::load(&config(&["data.samples=100"])).unwrap().train;
-    let (x1, _) = epoch_order(&data, 5, 1, true);
-    let (x1_again, _) = epoch_order(&data, 5, 1, true);
-    let (x2, _) = epoch_order(&data, 5, 2, true);
+    let (n, limit) = (data.len() as i64, EpochOrder::COPY_LIMIT);
+    let x1 = EpochOrder::new(&data, 5, 1, true, limit).x(0, n);
+    let x1_again = EpochOrder::new(&data, 5, 1, true, limit).x(0, n);
+    let x2 = EpochOrder::new(&data, 5, 2, true, limit).x(0, n);
     assert!(x1.equal(&x1_again));
     assert!(!x1.equal(&x2));
     // Same rows, another order.
     let sorted = |t: &Tensor| t.sum_dim_intlist(1, false, Kind::Float).sort(0, false).0;
     assert!(sorted(&x1).allclose(&sorted(&data.x), 1e-6, 1e-6, false));
-    let (unshuffled, _) = epoch_order(&data, 5, 1, false);
-    assert!(unshuffled.equal(&data.x));
+    assert!(EpochOrder::new(&data, 5, 1, false, limit).x(0, n).equal(&data.x));
+}
+
+#[test]
+fn a_large_part_is_gathered_batch_by_batch_into_the_same_batches() {
+    let _rng = crate::testing::seed(1);
+    let data = data::load(&config(&["data.samples=100"])).unwrap().train;
+    // A limit of 0 bytes: every part counts as large.
+    let (copied, gathered) = (EpochOrder::new(&data, 5, 3, true, i64::MAX), EpochOrder::new(&data, 5, 3, true, 0));
+    assert!(copied.y.equal(&gathered.y));
+    for (start, len) in [(0, 32), (32, 32), (64, 16), (80, 0)] {
+        assert!(copied.x(start, len).equal(&gathered.x(start, len)), "rows {start}..{}", start + len);
+    }
 }
 
 #[test]
@@ -74,8 +86,10 @@ fn straightforward_losses(config: &Config, data: &data::Prepared, epochs: usize)
     let mut t = 0;
     let mut losses = Vec::new();
     for epoch in 1..=epochs {
-        let (x, y) = epoch_order(&data.train, config.seed, epoch, true);
-        let (mut total, n) = (0.0, x.size()[0]);
+        let order = EpochOrder::new(&data.train, config.seed, epoch, true, EpochOrder::COPY_LIMIT);
+        let n = data.train.len() as i64;
+        let (x, y) = (order.x(0, n), order.y);
+        let mut total = 0.0;
         for start in (0..n).step_by(config.training.batch_size) {
             let len = (config.training.batch_size as i64).min(n - start);
             let mut h = x.narrow(0, start, len);

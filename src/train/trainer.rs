@@ -272,15 +272,16 @@ impl<'a> Trainer<'a> {
             }
         };
         self.optimizer.set_lr(self.schedule.lr(epoch));
-        let (x, y) = epoch_order(&self.train, self.config.seed, epoch, training.shuffle);
+        let order = EpochOrder::new(&self.train, self.config.seed, epoch, training.shuffle, EpochOrder::COPY_LIMIT);
         let batch = training.batch_size as i64;
         let dropout = self.model.dropout > 0.0;
-        for (step, (xb, yb)) in x.split(batch, 0).into_iter().zip(y.split(batch, 0)).enumerate().skip(first_step) {
-            let (first, rows) = group.shard(sizes[step]);
-            let output = outputs.narrow(0, step as i64 * batch + first, rows);
+        for (step, &size) in sizes.iter().enumerate().skip(first_step) {
+            let (first, rows) = group.shard(size);
+            let at = step as i64 * batch + first;
+            let output = outputs.narrow(0, at, rows);
             let dropout_seed = dropout.then(|| step_seed(self.config.seed, epoch, step, group.rank));
-            let share = rows as f64 / sizes[step] as f64;
-            let (x, y) = (xb.narrow(0, first, rows), yb.narrow(0, first, rows));
+            let share = rows as f64 / size as f64;
+            let (x, y) = (order.x(at, rows), order.y.narrow(0, at, rows));
             if self.step(&Batch { x, y, output, share, dropout_seed }, group)? == StepOutcome::Skipped {
                 self.skipped_batches += 1;
                 skipped.push(step);
@@ -295,7 +296,7 @@ impl<'a> Trainer<'a> {
             }
         }
         sum_rows(group, &outputs, summed_rows, rows)?;
-        let values = self.epoch_values(epoch, &outputs, &y, &skipped)?;
+        let values = self.epoch_values(epoch, &outputs, &order.y, &skipped)?;
         let seconds = seconds + started.elapsed().as_secs_f64();
         self.history.epochs.push(EpochRecord { epoch, values, lr: self.optimizer.lr(), seconds });
         self.train_seconds += seconds;
@@ -406,18 +407,47 @@ fn class_counts(part: &Part, classes: usize) -> Result<Vec<usize>> {
     Ok(Vec::<i64>::try_from(&counts)?.into_iter().map(|c| c as usize).collect())
 }
 
-/// The epoch's copy of the training part, in the order its batches are taken. Shuffling
-/// uses a ChaCha stream per (seed, epoch), so any epoch's order can be recomputed on its own.
-pub(super) fn epoch_order(part: &Part, seed: u64, epoch: usize, shuffle: bool) -> (Tensor, Tensor) {
-    if !shuffle {
-        return (part.x.shallow_clone(), part.y.shallow_clone());
+/// The training part's rows in the order an epoch's batches take them. Shuffling uses a
+/// ChaCha stream per (seed, epoch), so any epoch's order can be recomputed on its own.
+pub(super) struct EpochOrder {
+    /// The rows in epoch order (a copy), or the part itself when `index` says the order.
+    rows: Tensor,
+    index: Option<Tensor>,
+    /// The targets in epoch order.
+    pub y: Tensor,
+}
+
+impl EpochOrder {
+    /// A part of up to this many bytes of features is copied in epoch order once an epoch
+    /// and its batches are views of the copy: a gather per step would cost a tiny model
+    /// more than its step. A larger part is gathered batch by batch, so that no epoch holds
+    /// a second copy of it (2,000,000 rows of 20 features are 160 MiB).
+    pub const COPY_LIMIT: i64 = 64 << 20;
+
+    pub fn new(part: &Part, seed: u64, epoch: usize, shuffle: bool, copy_limit: i64) -> EpochOrder {
+        if !shuffle {
+            return EpochOrder { rows: part.x.shallow_clone(), index: None, y: part.y.shallow_clone() };
+        }
+        let mut order: Vec<i64> = (0..part.len() as i64).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(epoch as u64);
+        order.shuffle(&mut rng);
+        let index = Tensor::from_slice(&order).to_device(part.x.device());
+        let y = part.y.index_select(0, &index);
+        let bytes = part.x.numel() as i64 * part.x.kind().elt_size_in_bytes() as i64;
+        match bytes <= copy_limit {
+            true => EpochOrder { rows: part.x.index_select(0, &index), index: None, y },
+            false => EpochOrder { rows: part.x.shallow_clone(), index: Some(index), y },
+        }
     }
-    let mut order: Vec<i64> = (0..part.len() as i64).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(epoch as u64);
-    order.shuffle(&mut rng);
-    let index = Tensor::from_slice(&order).to_device(part.x.device());
-    (part.x.index_select(0, &index), part.y.index_select(0, &index))
+
+    /// Rows `start..start + len` of the epoch's features.
+    pub fn x(&self, start: i64, len: i64) -> Tensor {
+        match &self.index {
+            Some(index) => self.rows.index_select(0, &index.narrow(0, start, len)),
+            None => self.rows.narrow(0, start, len),
+        }
+    }
 }
 
 /// A seed for one training step, mixing the run's seed, the epoch and the step.
