@@ -169,6 +169,32 @@ fn a_second_sigint_exits_at_once_and_the_last_checkpoint_still_resumes() {
     assert_eq!(summary(&d.join("twice"))["epochs"], 12);
 }
 
+/// Killed after the checkpoint of its last epoch and before its artifacts (model.pt,
+/// weights, summary.json `finished`): the same command line with --resume finishes it,
+/// rather than taking it for a finished run.
+#[test]
+fn a_run_killed_after_its_last_checkpoint_resumes_to_write_its_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sets = ["data.samples=500", "training.epochs=3"];
+    assert_ok(&torchfit(d, &args("whole", &sets)));
+    assert_ok(&torchfit(d, &args("killed", &sets)));
+    // What a SIGKILL there leaves: the last checkpoint, summary.json still `running`, no
+    // exports yet.
+    let killed = d.join("killed");
+    let mut s = summary(&killed);
+    s["status"] = "running".into();
+    std::fs::write(killed.join("summary.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+    for file in ["model.pt", "weights.safetensors", "loss.png"] {
+        std::fs::remove_file(killed.join(file)).unwrap();
+    }
+    let out = resume(d, "killed");
+    assert_ok(&out);
+    assert!(!stdout(&out).contains("nothing to do"), "{}", stdout(&out));
+    assert!(["model.pt", "loss.png"].iter().all(|f| killed.join(f).is_file()));
+    assert_same_run(d, "whole", "killed");
+}
+
 #[test]
 fn more_epochs_continue_a_finished_run() {
     let dir = tempfile::tempdir().unwrap();

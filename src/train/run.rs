@@ -335,10 +335,11 @@ fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<O
             trainer.epoch
         );
     }
-    // A run that failed after its last epoch (writing the plot or model.pt, say) resumes
-    // to write its artifacts again. One that finished is done: a launcher that runs the
-    // command again (a restart, a requeue) must not see an error.
-    if trainer.epoch == epochs && trainer.running.is_none() && dir.status() != Some(Status::Failed) {
+    // A run that finished is done: a launcher that runs the command again (a restart, a
+    // requeue) must not see an error. One whose checkpoint holds its last epoch but that did
+    // not finish (killed or failed while writing the plot or model.pt: summary.json says
+    // `finished` only after every artifact) resumes to write its artifacts.
+    if trainer.epoch == epochs && trainer.running.is_none() && dir.status() == Some(Status::Finished) {
         return Ok(Some(format!(
             "{path} has already trained all {epochs} epochs; nothing to do (pass --set training.epochs=N with N > {epochs} to train further)"
         )));
