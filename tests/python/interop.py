@@ -22,20 +22,12 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from checks import finish, require
+
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
     "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "silu": nn.SiLU, "linear": nn.Identity,
 }
-checks = 0
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise AssertionError(message)
-    checks += 1
-
-
 def config_value(config, key):
     """The first `key: value` line of the resolved config (no YAML library needed)."""
     for line in config.splitlines():
@@ -67,29 +59,29 @@ def check_config_yaml(run):
     optimizer = config["training"]["optimizer"]
     for key in ("lr", "eps", "beta1", "beta2", "weight_decay"):
         value = optimizer[key]
-        check(type(value) is float, f"{run}: config.yaml training.optimizer.{key} is a float in PyYAML, got {value!r}")
+        require(type(value) is float, f"{run}: config.yaml training.optimizer.{key} is a float in PyYAML, got {value!r}")
     misread = strings_that_are_numbers(config)
-    check(misread == [], f"{run}: config.yaml numbers that PyYAML reads as strings: {misread}")
+    require(misread == [], f"{run}: config.yaml numbers that PyYAML reads as strings: {misread}")
 
 
 def check_training_flag(run, m, x):
     """model.pt has the bool `training` of a scripted module, eval() works and changes no
     output, and the module saves and loads again."""
-    check(type(m.training) is bool and m.training, f"{run}: model.pt has training, True when loaded: {m.training!r}")
+    require(type(m.training) is bool and m.training, f"{run}: model.pt has training, True when loaded: {m.training!r}")
     with torch.no_grad():
         before = m(x)
     m.eval()
-    check(not m.training and not any(c.training for c in m.modules()), f"{run}: eval() clears training everywhere")
+    require(not m.training and not any(c.training for c in m.modules()), f"{run}: eval() clears training everywhere")
     with torch.no_grad():
-        check(torch.equal(m(x), before), f"{run}: eval() changes no output")
+        require(torch.equal(m(x), before), f"{run}: eval() changes no output")
     with tempfile.TemporaryDirectory() as tmp:
         torch.jit.save(m, os.path.join(tmp, "again.pt"))
         again = torch.jit.load(os.path.join(tmp, "again.pt"))
-    check(again.training is False, f"{run}: training survives a save and load")
+    require(again.training is False, f"{run}: training survives a save and load")
     with torch.no_grad():
-        check(torch.equal(again(x), before), f"{run}: the saved module computes the same")
+        require(torch.equal(again(x), before), f"{run}: the saved module computes the same")
     m.train()
-    check(m.training, f"{run}: train() sets training again")
+    require(m.training, f"{run}: train() sets training again")
 
 
 def check_run(run, input_path, predictions_path):
@@ -98,10 +90,10 @@ def check_run(run, input_path, predictions_path):
     config = extra["config.yaml"].decode()
     features = json.loads(extra["features.json"])
     labels = json.loads(extra["labels.json"]) if extra["labels.json"] else None
-    check(config_value(config, "name") != "", f"{run}: extra/config.yaml holds the resolved config")
+    require(config_value(config, "name") != "", f"{run}: extra/config.yaml holds the resolved config")
 
     x = torch.from_numpy(np.load(input_path)).float()
-    check(x.shape[1] == len(features), f"{run}: features.json names every input column")
+    require(x.shape[1] == len(features), f"{run}: features.json names every input column")
     check_training_flag(run, m, x)
     check_config_yaml(run)
 
@@ -109,13 +101,13 @@ def check_run(run, input_path, predictions_path):
     params = dict(m.named_parameters())
     names = sorted(params, key=lambda n: (int(n.split(".")[0]), n.split(".")[1] != "weight"))
     linear_ids = sorted({int(n.split(".")[0]) for n in names})
-    check(linear_ids == list(range(0, 2 * len(linear_ids), 2)), f"{run}: layers at even indices: {names}")
-    check(all(p.requires_grad for p in params.values()), f"{run}: parameters require grad")
-    check(params["0.weight"].shape[1] == len(features), f"{run}: 0.weight is [out, in]")
+    require(linear_ids == list(range(0, 2 * len(linear_ids), 2)), f"{run}: layers at even indices: {names}")
+    require(all(p.requires_grad for p in params.values()), f"{run}: parameters require grad")
+    require(params["0.weight"].shape[1] == len(features), f"{run}: 0.weight is [out, in]")
     buffers = dict(m.named_buffers())
-    check({"input_mean", "input_std"} <= set(buffers), f"{run}: standardisation buffers: {list(buffers)}")
+    require({"input_mean", "input_std"} <= set(buffers), f"{run}: standardisation buffers: {list(buffers)}")
     state = m.state_dict()
-    check(set(names) <= set(state), f"{run}: state_dict holds the parameters")
+    require(set(names) <= set(state), f"{run}: state_dict holds the parameters")
 
     # Same outputs as `torchfit predict` on the same input.
     with open(predictions_path) as f:
@@ -126,16 +118,16 @@ def check_run(run, input_path, predictions_path):
     if labels is None:
         theirs = torch.tensor([[float(v) for v in r] for r in body])
         diff = (out.reshape(theirs.shape) - theirs).abs().max().item()
-        check(diff <= 1e-6, f"{run}: model.pt vs torchfit predict: max abs diff {diff}")
+        require(diff <= 1e-6, f"{run}: model.pt vs torchfit predict: max abs diff {diff}")
     else:
         predicted = [labels[i] for i in out.tolist()]
-        check(predicted == [r[0] for r in body], f"{run}: labels match torchfit predict")
+        require(predicted == [r[0] for r in body], f"{run}: labels match torchfit predict")
         with torch.no_grad():
             proba = m.predict_proba(x)
-        check(torch.allclose(proba.sum(1), torch.ones(len(x)), atol=1e-5), f"{run}: probabilities sum to 1")
-        check(torch.equal(proba.argmax(1), out), f"{run}: the label is the most probable class")
+        require(torch.allclose(proba.sum(1), torch.ones(len(x)), atol=1e-5), f"{run}: probabilities sum to 1")
+        require(torch.equal(proba.argmax(1), out), f"{run}: the label is the most probable class")
         theirs = torch.tensor([[float(v) for v in r[1:]] for r in body])
-        check((proba - theirs).abs().max().item() <= 1e-6, f"{run}: predict_proba vs torchfit predict --proba")
+        require((proba - theirs).abs().max().item() <= 1e-6, f"{run}: predict_proba vs torchfit predict --proba")
 
     # A plain nn.Sequential takes the state_dict; with the buffers applied by hand it
     # computes what model.pt's logits do.
@@ -148,17 +140,17 @@ def check_run(run, input_path, predictions_path):
             layers.append(activation())
     seq = nn.Sequential(*layers)
     result = seq.load_state_dict(state, strict=False)
-    check(result.missing_keys == [], f"{run}: nothing missing: {result.missing_keys}")
-    check(set(result.unexpected_keys) <= set(buffers), f"{run}: only buffers left over: {result.unexpected_keys}")
+    require(result.missing_keys == [], f"{run}: nothing missing: {result.missing_keys}")
+    require(set(result.unexpected_keys) <= set(buffers), f"{run}: only buffers left over: {result.unexpected_keys}")
     with torch.no_grad():
         filled = torch.where(torch.isnan(x), buffers["input_fill"], x) if "input_fill" in buffers else x
         mine = seq((filled - buffers["input_mean"]) / buffers["input_std"])
-        check(torch.allclose(mine, m.logits(x), atol=1e-5), f"{run}: nn.Sequential matches model.pt")
+        require(torch.allclose(mine, m.logits(x), atol=1e-5), f"{run}: nn.Sequential matches model.pt")
 
     # weights.safetensors holds the same tensors.
     stored = load_file(f"{run}/weights.safetensors")
-    check(set(stored) == set(params), f"{run}: safetensors names")
-    check(all(torch.equal(stored[n], params[n].detach()) for n in params), f"{run}: safetensors values")
+    require(set(stored) == set(params), f"{run}: safetensors names")
+    require(all(torch.equal(stored[n], params[n].detach()) for n in params), f"{run}: safetensors values")
 
     # Fine-tuning the loaded module itself: one optimizer step moves the weights.
     before = params["0.weight"].detach().clone()
@@ -166,12 +158,12 @@ def check_run(run, input_path, predictions_path):
     loss = m.logits(x).pow(2).mean()
     loss.backward()
     opt.step()
-    check(not torch.equal(before, dict(m.named_parameters())["0.weight"].detach()), f"{run}: a step changed 0.weight")
+    require(not torch.equal(before, dict(m.named_parameters())["0.weight"].detach()), f"{run}: a step changed 0.weight")
 
     if torch.cuda.is_available():
         with torch.no_grad():
             on_gpu = m.to("cuda")(x.cuda()).cpu()
-        check(on_gpu.shape[0] == len(x), f"{run}: runs on CUDA")
+        require(on_gpu.shape[0] == len(x), f"{run}: runs on CUDA")
 
 
 def main(args):
@@ -179,7 +171,7 @@ def main(args):
         sys.exit(__doc__)
     for i in range(0, len(args), 3):
         check_run(*args[i:i + 3])
-    print(f"interop: {checks} passed, 0 failed")
+    finish("interop: ")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from checks import finish, require
+
 FLOAT, INT64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
-checks = 0
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise AssertionError(message)
-    checks += 1
-
-
 def signature(values):
     """{name: (elem_type, [dim or 'batch'])} of graph inputs or outputs."""
     out = {}
@@ -41,9 +33,9 @@ def signature(values):
 def check_model(path, numeric_path, codes_path, predictions_path):
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
-    check(True, f"{path}: onnx.checker.check_model")
+    require(True, f"{path}: onnx.checker.check_model")
     opset = {o.domain: o.version for o in model.opset_import}
-    check(opset.get("", 0) >= 17, f"{path}: opset {opset}")
+    require(opset.get("", 0) >= 17, f"{path}: opset {opset}")
     meta = {p.key: p.value for p in model.metadata_props}
     features = json.loads(meta["features"])
     labels = json.loads(meta["labels"]) if "labels" in meta else None
@@ -55,17 +47,17 @@ def check_model(path, numeric_path, codes_path, predictions_path):
     if features:
         feeds["numeric"] = numeric
         want_inputs["numeric"] = (FLOAT, ["batch", len(features)])
-    check(numeric.shape[1] == len(features), f"{path}: metadata features names the numeric columns")
+    require(numeric.shape[1] == len(features), f"{path}: metadata features names the numeric columns")
     if codes_path != "-":
         codes = np.load(codes_path)
-        check(codes.dtype == np.int64, f"{path}: codes are int64")
+        require(codes.dtype == np.int64, f"{path}: codes are int64")
         feeds["codes"] = codes
         want_inputs["codes"] = (INT64, ["batch", len(categorical)])
         for j, feature in enumerate(categorical):
-            check(codes[:, j].max() < len(feature["levels"]), f"{path}: codes of {feature['name']} are level indices")
+            require(codes[:, j].max() < len(feature["levels"]), f"{path}: codes of {feature['name']} are level indices")
     else:
-        check(categorical == [], f"{path}: no codes input without categorical features")
-    check(signature(model.graph.input) == want_inputs, f"{path}: inputs {signature(model.graph.input)}")
+        require(categorical == [], f"{path}: no codes input without categorical features")
+    require(signature(model.graph.input) == want_inputs, f"{path}: inputs {signature(model.graph.input)}")
 
     with open(predictions_path) as f:
         rows = list(csv.reader(f))
@@ -75,28 +67,28 @@ def check_model(path, numeric_path, codes_path, predictions_path):
     got = signature(model.graph.output)
     if labels is None:
         theirs = np.array([[float(v) for v in r] for r in body], dtype=np.float64)
-        check(got == {"predictions": (FLOAT, ["batch", theirs.shape[1]])}, f"{path}: outputs {got}")
+        require(got == {"predictions": (FLOAT, ["batch", theirs.shape[1]])}, f"{path}: outputs {got}")
         mine = outputs["predictions"].astype(np.float64)
-        check(mine.shape == theirs.shape, f"{path}: predictions shape {mine.shape} vs {theirs.shape}")
+        require(mine.shape == theirs.shape, f"{path}: predictions shape {mine.shape} vs {theirs.shape}")
         err = (np.abs(mine - theirs) / np.maximum(1.0, np.abs(theirs))).max()
-        check(err <= 1e-5, f"{path}: onnxruntime vs torchfit predict: max relative diff {err}")
+        require(err <= 1e-5, f"{path}: onnxruntime vs torchfit predict: max relative diff {err}")
     else:
         want = {"predictions": (INT64, ["batch"]), "probabilities": (FLOAT, ["batch", len(labels)])}
-        check(got == want, f"{path}: outputs {got}")
-        check(header == ["label"] + [f"p_{l}" for l in labels], f"{path}: predictions were written with --proba")
+        require(got == want, f"{path}: outputs {got}")
+        require(header == ["label"] + [f"p_{l}" for l in labels], f"{path}: predictions were written with --proba")
         index = outputs["predictions"]
-        check(index.dtype == np.int64 and index.shape == (len(body),), f"{path}: class indices [batch]")
-        check([labels[i] for i in index] == [r[0] for r in body], f"{path}: labels match torchfit predict")
+        require(index.dtype == np.int64 and index.shape == (len(body),), f"{path}: class indices [batch]")
+        require([labels[i] for i in index] == [r[0] for r in body], f"{path}: labels match torchfit predict")
         proba = outputs["probabilities"]
         theirs = np.array([[float(v) for v in r[1:]] for r in body], dtype=np.float32)
         diff = np.abs(proba - theirs).max()
-        check(diff <= 1e-5, f"{path}: probabilities vs torchfit predict --proba: max abs diff {diff}")
-        check(np.allclose(proba.sum(1), 1.0, atol=1e-5), f"{path}: probabilities sum to 1")
+        require(diff <= 1e-5, f"{path}: probabilities vs torchfit predict --proba: max abs diff {diff}")
+        require(np.allclose(proba.sum(1), 1.0, atol=1e-5), f"{path}: probabilities sum to 1")
 
     # Any batch size, one row included.
     one = {k: v[:1] for k, v in feeds.items()}
     first = session.run(None, one)[0]
-    check(np.allclose(first, outputs["predictions"][:1], rtol=1e-6, atol=1e-6), f"{path}: one row alone")
+    require(np.allclose(first, outputs["predictions"][:1], rtol=1e-6, atol=1e-6), f"{path}: one row alone")
 
 
 def main(args):
@@ -104,7 +96,7 @@ def main(args):
         sys.exit(__doc__)
     for i in range(0, len(args), 4):
         check_model(*args[i:i + 4])
-    print(f"onnx: {checks} passed, 0 failed")
+    finish("onnx: ")
 
 
 if __name__ == "__main__":

@@ -15,26 +15,18 @@ import sys
 
 import torch
 
+from checks import finish, require
+
 MISSING = {"", "na", "n/a", "nan"}
 # A column of yes/no (true/false, t/f) is a numeric feature of 1/0.
 BOOLEANS = {"true": 1.0, "yes": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "f": 0.0}
-checks = 0
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise AssertionError(message)
-    checks += 1
-
-
 def main(run, raw_path, predictions_path):
     extra = {"features.json": "", "categorical.json": "", "labels.json": ""}
     m = torch.jit.load(f"{run}/model.pt", _extra_files=extra)
     features = json.loads(extra["features.json"])
     categorical = json.loads(extra["categorical.json"])
     labels = json.loads(extra["labels.json"])
-    check(len(categorical) > 0, "extra/categorical.json describes the categorical features")
+    require(len(categorical) > 0, "extra/categorical.json describes the categorical features")
 
     with open(raw_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -46,28 +38,28 @@ def main(run, raw_path, predictions_path):
     text = {c["name"]: [r[c["name"]] for r in rows] for c in categorical}
     unseen = [v for c in categorical for v in text[c["name"]]
               if v.strip() not in c["levels"][:c["other"]] and v.strip().lower() not in MISSING]
-    check(unseen, "the rows hold levels unseen in training")
-    check(any(v.strip().lower() in MISSING for vs in text.values() for v in vs), "and missing cells")
+    require(unseen, "the rows hold levels unseen in training")
+    require(any(v.strip().lower() in MISSING for vs in text.values() for v in vs), "and missing cells")
 
     with torch.no_grad():
         x = m.encode(numeric, text)
         out = m.predict_rows(numeric, text)
         proba = m.predict_proba_rows(numeric, text)
-        check(torch.equal(out, m(x)), "predict_rows is forward of encode")
-    check(x.shape == (len(rows), len(features) + len(categorical)), f"encode's shape {tuple(x.shape)}")
+        require(torch.equal(out, m(x)), "predict_rows is forward of encode")
+    require(x.shape == (len(rows), len(features) + len(categorical)), f"encode's shape {tuple(x.shape)}")
 
     with open(predictions_path, newline="") as f:
         theirs = list(csv.reader(f))[1:]
-    check([labels[i] for i in out.tolist()] == [r[0] for r in theirs], "labels match torchfit predict")
+    require([labels[i] for i in out.tolist()] == [r[0] for r in theirs], "labels match torchfit predict")
     theirs_p = torch.tensor([[float(v) for v in r[1:]] for r in theirs])
     diff = (proba - theirs_p).abs().max().item()
-    check(diff <= 1e-6, f"predict_proba_rows vs torchfit predict --proba: max abs diff {diff}")
+    require(diff <= 1e-6, f"predict_proba_rows vs torchfit predict --proba: max abs diff {diff}")
 
     names = dict(m.named_parameters())
     embeddings = [n for n in names if n.startswith("embeddings.")]
-    check(embeddings, f"embedding weights are parameters: {sorted(names)}")
-    check(all(names[n].requires_grad for n in embeddings), "and trainable")
-    print(f"raw_rows: {checks} passed, 0 failed")
+    require(embeddings, f"embedding weights are parameters: {sorted(names)}")
+    require(all(names[n].requires_grad for n in embeddings), "and trainable")
+    finish("raw_rows: ")
 
 
 if __name__ == "__main__":

@@ -12,15 +12,7 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-passed, failed = 0, []
-
-
-def check(name, condition, detail=""):
-    global passed
-    if condition:
-        passed += 1
-    else:
-        failed.append(f"{name}: {detail}")
+from checks import check, finish
 
 
 def close(a, b):
@@ -104,7 +96,4 @@ def categorical(spec):
 spec = json.load(open(sys.argv[1]))
 regression(spec["regression"])
 categorical(spec["categorical"])
-for failure in failed:
-    print("FAILED", failure)
-print(f"{passed} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -13,23 +13,14 @@ import torch
 import tritonclient
 from google.protobuf import text_format
 
+from checks import check, finish
+
 # model_config_pb2 lives in tritonclient.grpc, whose __init__ needs grpcio; the generated
 # module itself needs only protobuf, so it is loaded from its file.
 path = os.path.join(os.path.dirname(tritonclient.__file__), "grpc", "model_config_pb2.py")
 spec = importlib.util.spec_from_file_location("model_config_pb2", path)
 model_config_pb2 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model_config_pb2)
-
-passed, failed = 0, []
-
-
-def check(name, condition, detail=""):
-    global passed
-    if condition:
-        passed += 1
-    else:
-        failed.append(f"{name}: {detail}")
-
 
 TYPES = {model_config_pb2.TYPE_FP32: torch.float32, model_config_pb2.TYPE_INT64: torch.int64}
 args = sys.argv[1:]
@@ -54,7 +45,4 @@ for folder, run_model in zip(args[::2], args[1::2]):
     want = torch.jit.load(run_model)(x)
     check(f"{name}: same model", torch.equal(y, want))
 
-for failure in failed:
-    print("FAILED", failure)
-print(f"{passed} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+finish()
