@@ -64,15 +64,13 @@ impl Sweep {
             Method::Grid => grid(&self.parameters),
             Method::Random => random(&self.parameters, self.spec.trials.unwrap_or(0), self.spec.seed),
         };
-        let trials = values.into_iter().enumerate().map(|(index, values)| Trial { index, values, cost: 0.0 });
-        trials
-            .map(|mut trial| {
-                // Configs were checked when the sweep was loaded; one that fails now just
-                // goes last.
-                trial.cost = self.trial_config(&trial).map(|config| cost(&config)).unwrap_or(0.0);
-                trial
-            })
-            .collect()
+        let trial = |(index, values)| {
+            let mut trial = Trial { index, values, cost: 0.0 };
+            // Configs were checked when the sweep was loaded; one that fails now goes last.
+            trial.cost = self.trial_config(&trial).map(|config| cost(&config)).unwrap_or(0.0);
+            trial
+        };
+        values.into_iter().enumerate().map(trial).collect()
     }
 }
 
