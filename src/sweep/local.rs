@@ -100,14 +100,24 @@ fn start_workers(dir: &SweepDir, jobs: usize) -> Result<Vec<libc::pid_t>> {
     }
     // Whatever is buffered would otherwise be written by every child too.
     std::io::stdout().flush()?;
-    (0..jobs)
+    let mut workers = Vec::new();
+    for _ in 0..jobs {
         // SAFETY: fork(2) in a process with one thread (checked above).
-        .map(|_| match unsafe { libc::fork() } {
-            -1 => Err(std::io::Error::last_os_error()).context("cannot start a sweep worker"),
+        match unsafe { libc::fork() } {
+            -1 => {
+                let err = std::io::Error::last_os_error();
+                // The workers already started checkpoint their trials and stop.
+                for &pid in &workers {
+                    // SAFETY: kill(2) with a pid this process started and has not reaped.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+                return Err(err).context("cannot start a sweep worker");
+            }
             0 => exit::now(work(dir, jobs)),
-            pid => Ok(pid),
-        })
-        .collect()
+            pid => workers.push(pid),
+        }
+    }
+    Ok(workers)
 }
 
 /// A forked worker's life: the loop `torchfit sweep worker` runs, its error said as
