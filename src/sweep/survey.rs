@@ -25,18 +25,17 @@ pub enum Work {
     Complete,
 }
 
-pub struct Survey {
+pub struct Survey<'a> {
     pub tasks: BTreeMap<Task, Entry>,
     asha: Option<Asha>,
     /// With ASHA, the trials that reached each rung, with the metric at its epoch.
     rungs: Vec<Vec<asha::Result>>,
     mode: Mode,
-    /// The trials in the order they are started.
-    order: Vec<usize>,
+    trials: &'a [Trial],
 }
 
-impl Survey {
-    pub fn read(dir: &SweepDir, sweep: &Sweep, trials: &[Trial], claims: &Claims) -> Result<Survey> {
+impl<'a> Survey<'a> {
+    pub fn read(dir: &SweepDir, sweep: &Sweep, trials: &'a [Trial], claims: &Claims) -> Result<Survey<'a>> {
         let tasks = claims.snapshot()?;
         let asha = sweep.asha();
         let mut rungs = Vec::new();
@@ -55,14 +54,7 @@ impl Survey {
                 }
             }
         }
-        let mut order: Vec<usize> = (0..trials.len()).collect();
-        if asha.is_none() {
-            // Every trial runs to its end: the costliest start first and the cheapest fill
-            // the end ("longest processing time first"), so that no worker waits alone for
-            // a long last trial. ASHA starts them in their order, as its paper samples them.
-            order.sort_by(|&a, &b| trials[b].cost.total_cmp(&trials[a].cost));
-        }
-        Ok(Survey { tasks, asha, rungs, mode: sweep.mode, order })
+        Ok(Survey { tasks, asha, rungs, mode: sweep.mode, trials })
     }
 
     /// The next work in the order ASHA wants it: unfinished tasks whose worker is gone
@@ -85,8 +77,17 @@ impl Survey {
                 return Work::Take(Task { trial, rung }, 1);
             }
         }
-        if let Some(&trial) = self.order.iter().find(|&&trial| !self.tasks.contains_key(&Task { trial, rung: 0 })) {
-            return Work::Take(Task { trial, rung: 0 }, 1);
+        let mut new = self.trials.iter().filter(|t| !self.tasks.contains_key(&Task { trial: t.index, rung: 0 }));
+        // Without ASHA every trial runs to its end: the costliest starts first (the first of
+        // equals), so that the cheapest fill the end ("longest processing time first") and no
+        // worker waits alone for a long last trial. ASHA starts them in their order, as its
+        // paper samples them.
+        let next = match self.asha {
+            Some(_) => new.next(),
+            None => new.reduce(|best, t| if t.cost > best.cost { t } else { best }),
+        };
+        if let Some(trial) = next {
+            return Work::Take(Task { trial: trial.index, rung: 0 }, 1);
         }
         if busy {
             Work::Wait
