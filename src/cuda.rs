@@ -24,31 +24,31 @@ use crate::shim::first_line;
 /// CUDA libraries on a machine without a GPU); set to 0, never loads it.
 pub const LOAD_ENV: &str = "TORCHFIT_LOAD_CUDA";
 
-/// What [`load_backend`] did, for `torchfit info`.
-static BACKEND: OnceLock<String> = OnceLock::new();
+/// What [`load_backend`] did, for `torchfit info`: loaded, or why not.
+static BACKEND: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Loads libtorch_cuda when this machine has an NVIDIA driver (the driver library
 /// libcuda.so.1 loads) or [`LOAD_ENV`] says so. Call it before anything else asks libtorch
 /// about CUDA; calls after the first do nothing.
 pub fn load_backend() {
     BACKEND.get_or_init(|| {
-        let forced = std::env::var(LOAD_ENV).ok();
-        match forced.as_deref() {
-            Some("0") => return format!("not loaded ({LOAD_ENV}=0)"),
+        match std::env::var(LOAD_ENV).ok().as_deref() {
+            Some("0") => return Err(format!("{LOAD_ENV}=0")),
             Some("1") => {}
-            _ if !has_driver() => return "not loaded (no NVIDIA driver: libcuda.so.1 not found)".into(),
+            _ if !has_driver() => return Err("no NVIDIA driver: libcuda.so.1 not found".into()),
             _ => {}
         }
-        match dlopen("libtorch_cuda.so", libc::RTLD_NOW | libc::RTLD_GLOBAL) {
-            Ok(_) => "loaded".into(),
-            Err(err) => format!("not loaded ({err})"),
-        }
+        dlopen("libtorch_cuda.so", libc::RTLD_NOW | libc::RTLD_GLOBAL).map(drop).map_err(|e| e.to_string())
     });
 }
 
-/// `loaded`, or why not.
-pub fn backend_state() -> &'static str {
-    BACKEND.get().map(String::as_str).unwrap_or("not loaded")
+/// `Ok` when [`load_backend`] loaded the CUDA backend, else why not.
+pub fn backend_state() -> Result<(), &'static str> {
+    match BACKEND.get() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(why),
+        None => Err("load_backend was not called"),
+    }
 }
 
 fn has_driver() -> bool {

@@ -61,9 +61,9 @@ pub fn libtorch_version() -> &'static str {
 /// Whether libtorch's CUDA backend is in this process (crate::cuda), and its CUDA runtime.
 fn cuda_backend() -> String {
     match (crate::cuda::backend_state(), crate::shim::cuda_backend_runtime()) {
-        ("loaded", Some(runtime)) => format!("loaded (CUDA runtime {runtime})"),
-        ("loaded", None) => "loaded, but libtorch registered no CUDA backend".into(),
-        (state, _) => state.to_string(),
+        (Ok(()), Some(runtime)) => format!("loaded (CUDA runtime {runtime})"),
+        (Ok(()), None) => "loaded, but libtorch registered no CUDA backend".into(),
+        (Err(why), _) => format!("not loaded ({why})"),
     }
 }
 
