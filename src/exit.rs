@@ -1,5 +1,5 @@
-//! How a torchfit process ends: the status an error gives, and leaving without running
-//! libtorch's static destructors.
+//! How a torchfit process ends: the status an error gives and the line it is said in, and
+//! leaving without running libtorch's static destructors.
 
 use std::io::Write;
 
@@ -10,6 +10,11 @@ pub const INTERNAL_ERROR: u8 = 70;
 /// expect of a signal, else 2 (bad input, or a run that failed).
 pub fn code(err: &anyhow::Error) -> u8 {
     err.downcast_ref::<crate::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2)
+}
+
+/// An error and its causes on one line (`outer: inner`), as torchfit reports them.
+pub fn one_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").replace('\n', " ")
 }
 
 /// Ends the process with `code` once standard output and error are flushed, without the

@@ -392,7 +392,7 @@ fn status() -> u8 {
         // A reader that stopped reading (`torchfit predict ... | head`) is not an error.
         Ok(Err(err)) if is_broken_pipe(&err) => 0,
         Ok(Err(err)) => {
-            let message = format!("{err:#}").replace('\n', " ");
+            let message = exit::one_line(&err);
             let message = if distributed { format!("rank {rank}: {message}") } else { message };
             for_errors.write_error_file(&message);
             eprintln!("torchfit: {message}");

@@ -126,7 +126,7 @@ fn work(dir: &SweepDir, jobs: usize) -> u8 {
     match std::panic::catch_unwind(|| super::worker(dir.path(), jobs)) {
         Ok(Ok(())) => 0,
         Ok(Err(err)) => {
-            eprintln!("torchfit: {}", format!("{err:#}").replace('\n', " "));
+            eprintln!("torchfit: {}", exit::one_line(&err));
             exit::code(&err)
         }
         // main()'s panic hook, inherited, has said what and where.

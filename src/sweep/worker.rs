@@ -100,7 +100,7 @@ impl Worker {
             }
             // A trial that fails (a learning rate that diverges, say) is a result, not the
             // end of the sweep: its run directory and the record say why.
-            Err(err) => format!("failed: {}", format!("{err:#}").replace('\n', " ")),
+            Err(err) => format!("failed: {}", crate::exit::one_line(&err)),
         };
         if claim.lost() {
             // Another worker found this one's heartbeat stale and took the task over: it
