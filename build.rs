@@ -49,7 +49,10 @@ fn main() {
     // libtorch; without them they compile to stubs that say what this build lacks.
     let mut nccl = cpp_build(&torch_root, &cxx11_abi);
     println!("cargo::rustc-check-cfg=cfg(torchfit_nccl)");
-    match cuda_includes(&torch_root, &["nccl.h", CUDA_RUNTIME_HEADERS[0], CUDA_RUNTIME_HEADERS[1], CUDA_RUNTIME_HEADERS[2]]) {
+    match cuda_includes(
+        &torch_root,
+        &["nccl.h", CUDA_RUNTIME_HEADERS[0], CUDA_RUNTIME_HEADERS[1], CUDA_RUNTIME_HEADERS[2]],
+    ) {
         Ok(dirs) => {
             nccl.define("TORCHFIT_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
             for dir in dirs {

@@ -266,7 +266,10 @@ impl ProcessGroup {
         check(unsafe { ffi::tf_pg_allreduce_sum_start(self.ptr.as_ptr(), tensor.as_ptr() as *mut c_void, &mut work) })
             .map_err(|e| self.failed("allreduce", e))?;
         let work = NonNull::new(work).ok_or_else(|| anyhow!("the allreduce's work came back null"))?;
-        Ok(Pending { work, what: format!("allreduce on rank {} of {} ({:?})", self.rank, self.world_size, self.backend) })
+        Ok(Pending {
+            work,
+            what: format!("allreduce on rank {} of {} ({:?})", self.rank, self.world_size, self.backend),
+        })
     }
 
     /// Replaces `tensor` (contiguous) with process `root`'s.

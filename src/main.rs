@@ -275,13 +275,9 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             }
         }
         Command::Config(args) => write!(out, "{}", args.load()?.to_yaml()?)?,
-        Command::Predict(args) => torchfit::predict::predict(
-            &args.model,
-            &args.input,
-            args.output.as_deref(),
-            args.proba,
-            &mut out,
-        )?,
+        Command::Predict(args) => {
+            torchfit::predict::predict(&args.model, &args.input, args.output.as_deref(), args.proba, &mut out)?
+        }
         Command::Evaluate(args) => {
             let metrics =
                 torchfit::predict::evaluate(&args.run, &args.data, args.weights.as_deref(), args.target.as_deref())?;

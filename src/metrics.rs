@@ -256,23 +256,23 @@ impl Accumulator {
             .iter()
             .map(|metric| -> Result<f64> {
                 Ok(match metric {
-                Metric::Mae => first(&self.abs_sum)? / (n * outputs),
-                Metric::Mse => read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs),
-                Metric::Rmse => (read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs)).sqrt(),
-                Metric::R2 => {
-                    // Keras's R2Score: 1 - SSE/SST per target, averaged uniformly.
-                    let (sse, ys, y2s) = (read(&self.sq_sum)?, read(&self.y_sum)?, read(&self.y2_sum)?);
-                    let r2: Vec<f64> = sse
-                        .iter()
-                        .zip(&ys)
-                        .zip(&y2s)
-                        .map(|((sse, s), s2)| 1.0 - sse / (s2 - s * s / n).max(f64::MIN_POSITIVE))
-                        .collect();
-                    r2.iter().sum::<f64>() / r2.len().max(1) as f64
-                }
-                Metric::Accuracy => first(&self.correct)? / n,
-                Metric::F1 => macro_f1(&read(&self.confusion)?, self.classes as usize),
-                Metric::LogLoss => first(&self.log_loss_sum)? / n,
+                    Metric::Mae => first(&self.abs_sum)? / (n * outputs),
+                    Metric::Mse => read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs),
+                    Metric::Rmse => (read(&self.sq_sum)?.iter().sum::<f64>() / (n * outputs)).sqrt(),
+                    Metric::R2 => {
+                        // Keras's R2Score: 1 - SSE/SST per target, averaged uniformly.
+                        let (sse, ys, y2s) = (read(&self.sq_sum)?, read(&self.y_sum)?, read(&self.y2_sum)?);
+                        let r2: Vec<f64> = sse
+                            .iter()
+                            .zip(&ys)
+                            .zip(&y2s)
+                            .map(|((sse, s), s2)| 1.0 - sse / (s2 - s * s / n).max(f64::MIN_POSITIVE))
+                            .collect();
+                        r2.iter().sum::<f64>() / r2.len().max(1) as f64
+                    }
+                    Metric::Accuracy => first(&self.correct)? / n,
+                    Metric::F1 => macro_f1(&read(&self.confusion)?, self.classes as usize),
+                    Metric::LogLoss => first(&self.log_loss_sum)? / n,
                 })
             })
             .collect::<Result<Vec<f64>>>()?;

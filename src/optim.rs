@@ -39,7 +39,8 @@ impl Optimizer {
     pub fn new(cfg: &OptimizerConfig, params: &Tensor) -> Optimizer {
         let v = if cfg.kind == OptimizerKind::Sgd { params.zeros_like().narrow(0, 0, 0) } else { params.zeros_like() };
         let step_tensor = Tensor::zeros([], (tch::Kind::Float, params.device()));
-        let lr_tensor = params.device().is_cuda().then(|| Tensor::full([], cfg.lr, (tch::Kind::Float, params.device())));
+        let lr_tensor =
+            params.device().is_cuda().then(|| Tensor::full([], cfg.lr, (tch::Kind::Float, params.device())));
         Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, step_tensor, lr_tensor }
     }
 

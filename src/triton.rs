@@ -37,7 +37,8 @@ pub fn export_repository(run: &Path, weights: Option<&Path>, repo: &Path) -> Res
     }
     let folder = repo.join(&name);
     let model = folder.join("1").join(rundir::MODEL);
-    std::fs::create_dir_all(folder.join("1")).with_context(|| format!("cannot create {}", folder.join("1").display()))?;
+    std::fs::create_dir_all(folder.join("1"))
+        .with_context(|| format!("cannot create {}", folder.join("1").display()))?;
     match weights {
         Some(_) => {
             export::export_run(run, Some(Format::Torchscript), weights, Some(&model))?;
@@ -69,7 +70,9 @@ fn output_of(model: &Path, width: usize) -> Result<Output> {
     match (y.kind(), y.size().as_slice()) {
         (Kind::Int64, [2]) => Ok(Output::Classes),
         (Kind::Float, [2, targets]) => Ok(Output::Values(*targets as usize)),
-        (kind, shape) => bail!("{}: forward returned {kind:?} {shape:?}, not a torchfit model's output", model.display()),
+        (kind, shape) => {
+            bail!("{}: forward returned {kind:?} {shape:?}, not a torchfit model's output", model.display())
+        }
     }
 }
 

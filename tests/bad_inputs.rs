@@ -26,7 +26,22 @@ fn categorical_model() -> PathBuf {
     let data = format!("data.path={}", repo_file("data/titanic.csv").display());
     let config: &'static str = Box::leak(config.into_boxed_str());
     let data: &'static str = Box::leak(data.into_boxed_str());
-    trained(&RUN, &["train", config, "--set", data, "--set", "training.epochs=1", "--device", "cpu", "--out", "model-run", "--quiet"])
+    trained(
+        &RUN,
+        &[
+            "train",
+            config,
+            "--set",
+            data,
+            "--set",
+            "training.epochs=1",
+            "--device",
+            "cpu",
+            "--out",
+            "model-run",
+            "--quiet",
+        ],
+    )
 }
 
 fn trained(run: &'static OnceLock<tempfile::TempDir>, args: &[&str]) -> PathBuf {

@@ -305,7 +305,8 @@ fn a_text_label_column_makes_a_classification_task_and_a_late_one_says_what_to_s
         &["late.csv: row 1001 (line 1002), column `y`: \"Gentoo\" is not a number; if it is a class label, set task: classification"],
     );
     // In a feature column, the same text makes the column categorical.
-    std::fs::write(d.join("feature.yaml"), "data: {kind: csv, path: late.csv, target: a}\ntraining: {epochs: 1}\n").unwrap();
+    std::fs::write(d.join("feature.yaml"), "data: {kind: csv, path: late.csv, target: a}\ntraining: {epochs: 1}\n")
+        .unwrap();
     assert_ok(&torchfit(d, &["train", "feature.yaml", "--out", "feature", "--quiet"]));
     let pre: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("feature/preprocessing.json")).unwrap()).unwrap();

@@ -67,7 +67,10 @@ fn torchrun_two_processes_train_the_keras_example_as_one_does() {
     assert_same_training(&d.join("one"), &d.join("two"), 1e-5);
     let s = summary(&d.join("two"));
     assert_eq!((s["world_size"].as_u64(), s["backend"].as_str()), (Some(2), Some("gloo")));
-    assert_eq!((summary(&d.join("one"))["world_size"].as_u64(), summary(&d.join("one"))["backend"].as_str()), (Some(1), Some("none")));
+    assert_eq!(
+        (summary(&d.join("one"))["world_size"].as_u64(), summary(&d.join("one"))["backend"].as_str()),
+        (Some(1), Some("none"))
+    );
     // Only rank 0 reports: one summary on stdout.
     assert_eq!(stdout(&two).matches("run saved to").count(), 1, "{}", stdout(&two));
 }

@@ -33,7 +33,6 @@ fn to_parquet(dir: &Path, csv: &str) -> String {
     out.display().to_string()
 }
 
-
 /// Trains `config` on `csv` and on its Parquet copy with the same seed, and checks that the
 /// two runs, their predictions on either file and their evaluations agree exactly.
 fn same_as_csv(config: &str, csv: &str, columns: &[&str], proba: bool) {

@@ -43,7 +43,6 @@ fn resume(dir: &Path, run: &str) -> std::process::Output {
     torchfit(dir, &["train", "--resume", run, "--quiet"])
 }
 
-
 fn assert_same_run(dir: &Path, a: &str, b: &str) {
     let (a, b) = (dir.join(a), dir.join(b));
     assert_eq!(metrics_without_seconds(&a), metrics_without_seconds(&b));

@@ -33,7 +33,8 @@ fn floats(value: &Value) -> Vec<f64> {
 
 /// Ten rows of the Keras example's ten features, as JSON instances and as CSV.
 fn keras_rows() -> (Vec<Vec<f64>>, String) {
-    let rows: Vec<Vec<f64>> = (0..10).map(|i| (0..10).map(|j| ((i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0).collect()).collect();
+    let rows: Vec<Vec<f64>> =
+        (0..10).map(|i| (0..10).map(|j| ((i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0).collect()).collect();
     let mut csv = (0..10).map(|j| format!("x{j}")).collect::<Vec<_>>().join(",") + "\n";
     for row in &rows {
         csv += &(row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n");
@@ -72,7 +73,8 @@ fn v2_and_predict_answer_as_torchfit_predict_does() {
     let named: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let mut row: serde_json::Map<String, Value> = r.iter().enumerate().map(|(j, v)| (format!("x{j}"), json!(v))).collect();
+            let mut row: serde_json::Map<String, Value> =
+                r.iter().enumerate().map(|(j, v)| (format!("x{j}"), json!(v))).collect();
             row.insert("note".into(), json!("ignored"));
             Value::Object(row)
         })
@@ -123,8 +125,18 @@ fn raw_rows_with_categorical_columns_and_classes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let titanic = repo_file("data/titanic.csv").display().to_string();
-    train(d, "titanic", "configs/titanic.yaml", &[&format!("data.path={titanic}"), "training.epochs=3", "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}"]);
-    let csv = "pclass,sex,age,fare,embarked,deck,alone\n1,female,38,70.5,S,A,no\n3,male,,8.05,Q,Z,yes\n2,female,4,,,,no\n";
+    train(
+        d,
+        "titanic",
+        "configs/titanic.yaml",
+        &[
+            &format!("data.path={titanic}"),
+            "training.epochs=3",
+            "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}",
+        ],
+    );
+    let csv =
+        "pclass,sex,age,fare,embarked,deck,alone\n1,female,38,70.5,S,A,no\n3,male,,8.05,Q,Z,yes\n2,female,4,,,,no\n";
     let want = predict_csv(d, "titanic", csv, true);
     let server = Server::start(d, Path::new("titanic"), &["--quiet"]);
     let rows = json!([
@@ -149,7 +161,8 @@ fn raw_rows_with_categorical_columns_and_classes() {
     assert_eq!(categorical, ["deck", "embarked", "pclass", "sex"], "{meta}");
     // The first row: its numeric features in the order the metadata names them.
     let first = &rows[0];
-    let features: Vec<&str> = meta["parameters"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let features: Vec<&str> =
+        meta["parameters"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert_eq!(features.len(), numeric, "{meta}");
     let number = |v: &Value| match v {
         Value::String(s) if s == "no" => 0.0,
@@ -161,7 +174,10 @@ fn raw_rows_with_categorical_columns_and_classes() {
         "data": features.iter().map(|f| number(&first[*f])).collect::<Vec<_>>(),
     })];
     for name in &inputs[1..] {
-        let text = match &first[*name] { Value::String(s) => s.clone(), v => v.to_string() };
+        let text = match &first[*name] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
         body_inputs.push(json!({"name": name, "datatype": "BYTES", "shape": [1], "data": [text]}));
     }
     let (status, got) = server.json("POST", "/v2/models/titanic/infer", &json!({ "inputs": body_inputs }).to_string());
@@ -191,21 +207,69 @@ fn bad_requests_get_4xx_json_naming_the_problem_and_the_server_keeps_serving() {
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/predict", "{not json".into(), 400, "not valid JSON"),
         ("POST", "/predict", "[1, 2]".into(), 400, "JSON object"),
-        ("POST", "/predict", json!({"instances": [[1, 2, 3]]}).to_string(), 400, "instances[0] has 3 values, but the model takes 10"),
+        (
+            "POST",
+            "/predict",
+            json!({"instances": [[1, 2, 3]]}).to_string(),
+            400,
+            "instances[0] has 3 values, but the model takes 10",
+        ),
         ("POST", "/predict", json!({"instances": []}).to_string(), 400, "`instances` is empty"),
         ("POST", "/predict", json!({"instances": [nan_row]}).to_string(), 400, "row 1 column `x3` is missing"),
-        ("POST", "/predict", json!({"instances": [inf_row]}).to_string(), 400, "instances[0][4] (`x4`): 1e+39: infinite"),
+        (
+            "POST",
+            "/predict",
+            json!({"instances": [inf_row]}).to_string(),
+            400,
+            "instances[0][4] (`x4`): 1e+39: infinite",
+        ),
         ("POST", "/predict", json!({"rows": [{"x0": 1}]}).to_string(), 400, "rows[0] has no `x1`"),
         ("POST", "/predict", json!({"rows": [{"x0": "abc"}]}).to_string(), 400, "rows[0].x0: \"abc\" is not a number"),
         ("POST", "/predict", big, 413, "over the limit of 65536 bytes"),
-        ("POST", "/v2/models/k/infer", tensor("INT64", json!([1, 10]), json!(row())), 400, "datatype INT64, but the model takes FP32"),
-        ("POST", "/v2/models/k/infer", tensor("FP32", json!([2, 5]), json!(row())), 400, "shape [2, 5], but the model takes [batch, 10]"),
-        ("POST", "/v2/models/k/infer", tensor("FP32", json!([2, 10]), json!(row())), 400, "has 10 values, but its shape [2, 10] holds 20"),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("INT64", json!([1, 10]), json!(row())),
+            400,
+            "datatype INT64, but the model takes FP32",
+        ),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([2, 5]), json!(row())),
+            400,
+            "shape [2, 5], but the model takes [batch, 10]",
+        ),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([2, 10]), json!(row())),
+            400,
+            "has 10 values, but its shape [2, 10] holds 20",
+        ),
         ("POST", "/v2/models/k/infer", tensor("FP32", json!([0, 10]), json!([])), 400, "the batch is empty"),
-        ("POST", "/v2/models/k/infer", tensor("FP32", json!([1, 10]), json!(vec!["a"; 10])), 400, "value 0 (\"a\") is not a number"),
-        ("POST", "/v2/models/k/infer", json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 10], "data": row()}]}).to_string(), 400, "no input `x`"),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([1, 10]), json!(vec!["a"; 10])),
+            400,
+            "value 0 (\"a\") is not a number",
+        ),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 10], "data": row()}]}).to_string(),
+            400,
+            "no input `x`",
+        ),
         ("POST", "/v2/models/k/infer", json!({"outputs": []}).to_string(), 400, "no `inputs`"),
-        ("POST", "/v2/models/nope/infer", tensor("FP32", json!([1, 10]), json!(row())), 404, "unknown model `nope`; this server serves `k`"),
+        (
+            "POST",
+            "/v2/models/nope/infer",
+            tensor("FP32", json!([1, 10]), json!(row())),
+            404,
+            "unknown model `nope`; this server serves `k`",
+        ),
         ("GET", "/v2/models/k/versions/2", String::new(), 404, "no version `2`"),
         ("GET", "/nowhere", String::new(), 404, "no such route"),
         ("GET", "/predict", String::new(), 405, "method not allowed"),
@@ -222,7 +286,11 @@ fn bad_requests_get_4xx_json_naming_the_problem_and_the_server_keeps_serving() {
     }
     // A body over the limit that does not say its length up front is cut off too.
     let chunked = b"1000\r\n".iter().chain(&[b' '; 0x1000]).chain(b"\r\n").copied().collect::<Vec<u8>>().repeat(20);
-    let response = request_raw(server.port, "POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", &chunked);
+    let response = request_raw(
+        server.port,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        &chunked,
+    );
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert_eq!(server.terminate().code(), Some(0));
 }
@@ -312,7 +380,8 @@ fn a_concurrent_burst_is_answered_right_and_batched() {
         .find_map(|l| l.strip_prefix("torchfit_batch_rows_count "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
-    let batched_rows: f64 = metrics.lines().find_map(|l| l.strip_prefix("torchfit_batch_rows_sum ")).unwrap().trim().parse().unwrap();
+    let batched_rows: f64 =
+        metrics.lines().find_map(|l| l.strip_prefix("torchfit_batch_rows_sum ")).unwrap().trim().parse().unwrap();
     assert!(batched_rows > passes, "no forward pass took more than one row: {metrics}");
     assert_eq!(server.terminate().code(), Some(0));
 }

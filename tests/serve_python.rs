@@ -19,7 +19,8 @@ fn tritonclient_gets_what_torchfit_predict_gets() {
     let titanic = repo_file("data/titanic.csv").display().to_string();
     train(d, "titanic", "configs/titanic.yaml", &[&format!("data.path={titanic}"), "training.epochs=3"]);
 
-    let rows: Vec<Vec<f32>> = (0..6).map(|i| (0..10).map(|j| ((i * 5 + j * 3) % 7) as f32 / 3.0 - 1.0).collect()).collect();
+    let rows: Vec<Vec<f32>> =
+        (0..6).map(|i| (0..10).map(|j| ((i * 5 + j * 3) % 7) as f32 / 3.0 - 1.0).collect()).collect();
     let mut csv = (0..10).map(|j| format!("x{j}")).collect::<Vec<_>>().join(",") + "\n";
     for row in &rows {
         csv += &(row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n");

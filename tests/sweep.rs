@@ -74,7 +74,10 @@ fn a_grid_sweep_gives_the_same_table_twice_and_a_trainable_best_config() {
     let (a, b) = (table(&d.path().join("a")), table(&d.path().join("b")));
     assert_eq!(a, b);
     assert_eq!(a.len(), 5);
-    assert_eq!(a[0], ["trial", "training.optimizer.lr", "model.hidden", "status", "epochs", "best_val_loss", "last_val_loss"]);
+    assert_eq!(
+        a[0],
+        ["trial", "training.optimizer.lr", "model.hidden", "status", "epochs", "best_val_loss", "last_val_loss"]
+    );
     assert_eq!(a[4][..5], ["0003", "0.01", "[16, 16]", "finished", "6"]);
     assert!(a[1..].iter().all(|r| r[3] == "finished"));
     // Each trial is an ordinary run directory, with the trial's parameters in its config.
@@ -125,7 +128,8 @@ metric: val_mae
 #[test]
 fn a_sweep_killed_with_sigkill_continues_to_the_uninterrupted_table() {
     // Trials long enough (a few seconds) to be killed in the middle of.
-    let text = GRID.replace("parameters:", "parameters:\n  training.epochs: {values: [40]}\n  data.samples: {values: [3000]}");
+    let text =
+        GRID.replace("parameters:", "parameters:\n  training.epochs: {values: [40]}\n  data.samples: {values: [3000]}");
     let d = setup(&text);
     let started = Instant::now();
     let mut child = Command::new(BIN)
@@ -161,7 +165,6 @@ fn a_sweep_killed_with_sigkill_continues_to_the_uninterrupted_table() {
     assert_eq!(killed, straight);
     assert!(killed[1..].iter().all(|r| r[5] == "finished"), "{killed:?}");
 }
-
 
 #[test]
 fn asha_pauses_prunes_and_promotes_trials_that_continue_exactly() {
@@ -291,7 +294,8 @@ fn claim_files(dir: &Path) -> Vec<String> {
 #[test]
 fn a_sweep_writes_its_sbatch_script_with_dry_run() {
     let d = setup(GRID);
-    let out = sweep(d.path(), "s", &["--launcher", "slurm", "--jobs", "3", "--dry-run", "--sbatch-arg=--time=00:10:00"]);
+    let out =
+        sweep(d.path(), "s", &["--launcher", "slurm", "--jobs", "3", "--dry-run", "--sbatch-arg=--time=00:10:00"]);
     assert_ok(&out);
     let script = std::fs::read_to_string(d.path().join("s/sweep.sbatch")).unwrap();
     assert!(script.contains("#SBATCH --array=0-2\n") && script.contains("#SBATCH --time=00:10:00\n"), "{script}");
@@ -312,7 +316,16 @@ parameters:
     let d = setup(text);
     // Long enough (about 10 s each on an idle 2-core machine) that a trial is still running
     // when the cancel arrives.
-    let sets = ["--set", "training.epochs=400", "--set", "data.samples=4000", "--set", "model.hidden=[128, 128]", "--set", "training.batch_size=16"];
+    let sets = [
+        "--set",
+        "training.epochs=400",
+        "--set",
+        "data.samples=4000",
+        "--set",
+        "model.hidden=[128, 128]",
+        "--set",
+        "training.batch_size=16",
+    ];
     let mut args = vec!["--launcher", "slurm", "--jobs", "2"];
     args.extend(sets);
     let out = sweep(d.path(), "s", &args);
@@ -363,5 +376,8 @@ parameters:
     let config = run.join("config.yaml").display().to_string();
     assert_ok(&torchfit(d.path(), &["train", &config, "--quiet", "--out", "straight"]));
     assert_eq!(metrics_without_seconds(&run), metrics_without_seconds(&d.path().join("straight")));
-    assert_eq!(std::fs::read(run.join("weights.safetensors")).unwrap(), std::fs::read(d.path().join("straight/weights.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(run.join("weights.safetensors")).unwrap(),
+        std::fs::read(d.path().join("straight/weights.safetensors")).unwrap()
+    );
 }

@@ -99,10 +99,23 @@ fn a_missing_text_cell_is_an_error_unless_the_policy_keeps_it() {
     let d = dir.path();
     table(d);
     let out = torchfit(d, &["train", "t.yaml", "--out", "run"]);
-    assert_fails_with(&out, &["t.csv: row 10 (line 11), column `colour`: missing value; set data.missing to drop_row or mean"]);
+    assert_fails_with(
+        &out,
+        &["t.csv: row 10 (line 11), column `colour`: missing value; set data.missing to drop_row or mean"],
+    );
     let out = torchfit(
         d,
-        &["train", "t.yaml", "--quiet", "--out", "dropped", "--set", "data.missing=drop_row", "--set", "training.epochs=1"],
+        &[
+            "train",
+            "t.yaml",
+            "--quiet",
+            "--out",
+            "dropped",
+            "--set",
+            "data.missing=drop_row",
+            "--set",
+            "training.epochs=1",
+        ],
     );
     assert_ok(&out);
     assert_eq!(json(&d.join("dropped/split.json"))["rows"], 270, "the 30 rows without a colour are dropped");

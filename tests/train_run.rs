@@ -180,7 +180,10 @@ fn a_bug_is_one_line_with_its_message_and_exit_status_70() {
     assert_eq!(out.status.code(), Some(70));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("torchfit: internal error, please report it: injected by TORCHFIT_FAULT=panic (at src/"), "{err}");
+    assert!(
+        err.starts_with("torchfit: internal error, please report it: injected by TORCHFIT_FAULT=panic (at src/"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -28,7 +28,10 @@ fn triton_repository_config_matches_the_model() {
     // A repository needs a folder to go to.
     assert_fails_with(&torchfit(d, &["export", "keras", "--format", "triton"]), &["--output REPO_DIR"]);
     let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    assert!(Path::new(python_path).join("tritonclient").is_dir(), "no tritonclient at {python_path}: run through scripts/libtorch.sh");
+    assert!(
+        Path::new(python_path).join("tritonclient").is_dir(),
+        "no tritonclient at {python_path}: run through scripts/libtorch.sh"
+    );
     let out = Command::new("python3").args(&args).env("PYTHONPATH", python_path).output().expect("python3 runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "triton_config.py failed:\n{stdout}\n{stderr}");

@@ -113,9 +113,11 @@ fn holds_text(path: &Path, delimiter: u8, column: &str) -> bool {
     let Some(at) = reader.headers().ok().and_then(|h| h.iter().position(|name| name.trim() == column)) else {
         return false;
     };
-    reader.records().take(SNIFF_ROWS).map_while(Result::ok).any(|record| {
-        record.get(at).is_some_and(|cell| !is_missing(cell) && cell.trim().parse::<f32>().is_err())
-    })
+    reader
+        .records()
+        .take(SNIFF_ROWS)
+        .map_while(Result::ok)
+        .any(|record| record.get(at).is_some_and(|cell| !is_missing(cell) && cell.trim().parse::<f32>().is_err()))
 }
 
 /// Whether a Parquet file's `column` is typed as labels: text (plain or dictionary-encoded)

@@ -448,8 +448,7 @@ fn class_weight_reads_balanced_or_labels_as_text_and_writes_them_back() {
     assert_eq!(cfg.training.class_weight, Some(ClassWeight::Balanced));
     // Numbers and text alike become the labels' text; weights may be written as integers.
     let cfg = parse(&format!("{moons}{{0: 1, 1: 2.5, cat: 3, 0.5: 1}}\n")).unwrap();
-    let want: Vec<(String, f64)> =
-        vec![("0".into(), 1.0), ("1".into(), 2.5), ("cat".into(), 3.0), ("0.5".into(), 1.0)];
+    let want: Vec<(String, f64)> = vec![("0".into(), 1.0), ("1".into(), 2.5), ("cat".into(), 3.0), ("0.5".into(), 1.0)];
     assert_eq!(cfg.training.class_weight, Some(ClassWeight::Labels(want)));
     // The saved config reads back the same (its labels are quoted text there).
     let yaml = cfg.to_yaml().unwrap();

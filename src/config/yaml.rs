@@ -245,4 +245,3 @@ fn first_difference(a: &Value, b: &Value, at: &str) -> Option<(String, String, S
         _ => Some((at.to_string(), show(Some(a)), show(Some(b)))),
     }
 }
-

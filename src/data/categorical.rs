@@ -88,7 +88,8 @@ impl CategoricalFeature {
     /// [`CategoricalFeature::codes`] of each of `values`' distinct values, and of a missing
     /// cell: a lookup per distinct value, after which rows only map their codes.
     pub fn level_codes(&self, values: &Text) -> (Vec<f32>, f32) {
-        let known: HashMap<&str, usize> = self.levels[..self.other].iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+        let known: HashMap<&str, usize> =
+            self.levels[..self.other].iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
         let per_value = values.distinct().iter().map(|v| known.get(v.as_str()).copied().unwrap_or(self.other) as f32);
         (per_value.collect(), self.missing.unwrap_or(self.other) as f32)
     }
@@ -118,7 +119,8 @@ pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
         src += "    return self.predict_proba(self.encode(numeric, categorical))\n\n";
     }
     for (j, f) in features.iter().enumerate() {
-        let table: Vec<String> = f.levels[..f.other].iter().enumerate().map(|(i, l)| format!("{}: {i}", quote(l))).collect();
+        let table: Vec<String> =
+            f.levels[..f.other].iter().enumerate().map(|(i, l)| format!("{}: {i}", quote(l))).collect();
         let missing = f.missing.unwrap_or(f.other);
         src += &format!(
             concat!(

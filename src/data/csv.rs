@@ -74,7 +74,12 @@ pub struct CsvData {
 /// A column being read: numbers so far (and whether they were all booleans), or text.
 enum Reading {
     /// `auto`: the column may still turn out to be text (a training feature).
-    Numbers { values: Vec<f32>, numbers: bool, booleans: bool, auto: bool },
+    Numbers {
+        values: Vec<f32>,
+        numbers: bool,
+        booleans: bool,
+        auto: bool,
+    },
     Text(TextBuilder),
 }
 
@@ -258,7 +263,8 @@ fn read_csv_split(
         reader.read_record(&mut record).map_err(|e| anyhow!("{file}: {}", csv_error(&e)))?;
     }
     loop {
-        let more = reader.read_record(&mut record).map_err(|e| anyhow!("{file}: row {}: {}", row + 1, csv_error(&e)))?;
+        let more =
+            reader.read_record(&mut record).map_err(|e| anyhow!("{file}: row {}: {}", row + 1, csv_error(&e)))?;
         if !more {
             break;
         }
@@ -283,7 +289,8 @@ fn read_csv_split(
                 Err(Problem::Missing) => bail!("{}: missing value; set data.missing to drop_row or mean", place(col)),
                 Err(Problem::NotANumber) => {
                     // Text in a target column is likely a class label.
-                    let hint = if role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
+                    let hint =
+                        if role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
                     bail!("{}: {text:?} is not a number{hint}", place(col))
                 }
             }
@@ -394,13 +401,22 @@ pub(super) fn read_table(d: &DataConfig, task: Task, format: Format) -> Result<T
             let why = if header.contains(unknown) { "is not a feature" } else { "is not a column" };
             bail!("data.categorical: `{unknown}` {why} of {} (features: {})", path.display(), features.join(", "));
         }
-        Ok(features.into_iter().map(|f| (f.clone(), if forced.contains(&f) { Role::Text } else { Role::Auto })).collect())
+        Ok(features
+            .into_iter()
+            .map(|f| (f.clone(), if forced.contains(&f) { Role::Text } else { Role::Auto }))
+            .collect())
     })?;
     let y = match labelled.values {
         Some(values) => Target::Values(values),
         None => classes_from_text(&labelled.labels),
     };
-    Ok(Table { x: labelled.x, categorical: labelled.categorical, y, feature_names: labelled.feature_names, target_names: targets })
+    Ok(Table {
+        x: labelled.x,
+        categorical: labelled.categorical,
+        y,
+        feature_names: labelled.feature_names,
+        target_names: targets,
+    })
 }
 
 /// A table file's features and targets, as read by [`read_labelled_csv`].

@@ -7,9 +7,9 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::csv::{column_matrix, read_csv_rows, Column, Role};
+use super::npy::read_npy;
 use super::parquet::read_parquet;
 use super::{is_missing, Format, TextColumn};
-use super::npy::read_npy;
 use crate::config::Missing;
 
 /// How [`read_features`] matched an input file's columns to the model's features.

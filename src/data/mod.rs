@@ -29,13 +29,15 @@ mod tests;
 mod text;
 
 pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
-pub use numbers::Numbers;
-pub use text::Text;
 pub use crate::config::is_missing;
+pub use categorical::{
+    codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn,
+};
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
-pub use categorical::{codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn};
+pub use numbers::Numbers;
 pub use preprocessing::Preprocessing;
+pub use text::Text;
 
 /// A whole dataset as loaded, before splitting.
 pub struct Table {
@@ -250,7 +252,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     preprocessing.categorical = table
         .categorical
         .iter()
-        .map(|c| CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref()))
+        .map(|c| {
+            CategoricalFeature::fit(&c.name, &c.values, train_rows, min_frequency, d.categorical_encoding.as_ref())
+        })
         .collect();
     let columns: Vec<&Text> = table.categorical.iter().map(|c| &c.values).collect();
     // Nothing else holds `table.x` now (the training part was it, or a copy of its rows):

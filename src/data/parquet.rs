@@ -182,7 +182,11 @@ enum Cells<'a> {
     Text(Vec<Option<Cow<'a, str>>>),
     /// A dictionary-encoded text column: its values, each one's cell (parsed once), and
     /// each row's key into them (`None` where null).
-    Dictionary { values: Vec<Option<Cow<'a, str>>>, cells: Vec<Cell>, keys: Vec<Option<usize>> },
+    Dictionary {
+        values: Vec<Option<Cow<'a, str>>>,
+        cells: Vec<Cell>,
+        keys: Vec<Option<usize>>,
+    },
 }
 
 impl<'a> Cells<'a> {
@@ -270,7 +274,11 @@ enum Buffer {
     /// then numbers when every value was a number (or every one a boolean word), as the CSV
     /// reader would type it. `keys`: a dictionary batch's code per key, [`MISSING`] until
     /// a row has it.
-    Text { text: TextBuilder, auto: bool, keys: Vec<u32> },
+    Text {
+        text: TextBuilder,
+        auto: bool,
+        keys: Vec<u32>,
+    },
 }
 
 impl Buffer {

@@ -128,7 +128,8 @@ impl Preprocessing {
             None => Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?,
         };
         let levels: Vec<(Vec<f32>, f32)> = self.categorical.iter().zip(text).map(|(f, t)| f.level_codes(t)).collect();
-        let (mean, std, fill, identity) = (&self.input_mean, &self.input_std, self.input_fill.as_deref(), self.is_identity());
+        let (mean, std, fill, identity) =
+            (&self.input_mean, &self.input_std, self.input_fill.as_deref(), self.is_identity());
         let unfilled = AtomicBool::new(false);
         // A row whose first `width` values are the raw features: filled, standardised, then
         // the codes after them.

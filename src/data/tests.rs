@@ -109,7 +109,8 @@ fn csv_errors_name_file_row_and_column() {
     let dir = tempfile::tempdir().unwrap();
     // Text in a feature makes it categorical; in a regression target it is an error.
     let bad = write(dir.path(), "bad.csv", "a,y\n1,2\n3,x\n");
-    let regression = |path: &Path| config(&format!("task: regression\ndata: {{kind: csv, path: {}, target: y}}\n", path.display()));
+    let regression =
+        |path: &Path| config(&format!("task: regression\ndata: {{kind: csv, path: {}, target: y}}\n", path.display()));
     let err = load(&regression(&bad)).err().unwrap().to_string();
     assert!(err.contains("bad.csv: row 2 (line 3), column `y`: \"x\" is not a number; if it is a class label, set task: classification"), "{err}");
     let ragged = write(dir.path(), "ragged.csv", "a,y\n1,2\n3\n");
@@ -222,7 +223,8 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
         ],
     };
     let columns = [&text, &other];
-    let bits = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, 1)).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bits =
+        |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, 1)).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     for identity in [false, true] {
         if identity {
             (pre.input_mean, pre.input_std) = (vec![0.0; 3], vec![1.0; 3]);

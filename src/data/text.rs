@@ -260,7 +260,8 @@ mod tests {
 
     #[test]
     fn values_sharing_their_first_eight_bytes_stay_apart() {
-        let values = ["abcdefgh", "abcdefghi", "abcdefghj", "", "\0", "abcdefgh", "abcdefghij", "abcdefghi", "Ünïcödé!"];
+        let values =
+            ["abcdefgh", "abcdefghi", "abcdefghj", "", "\0", "abcdefgh", "abcdefghij", "abcdefghi", "Ünïcödé!"];
         let text = Text::from_values(values.iter().map(|v| Some(*v)));
         assert_eq!(text.distinct(), ["abcdefgh", "abcdefghi", "abcdefghj", "", "\0", "abcdefghij", "Ünïcödé!"]);
         assert_eq!(text.iter().collect::<Vec<_>>(), values.map(Some));

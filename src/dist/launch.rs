@@ -121,7 +121,8 @@ impl Launch {
                      set them before srun (see docs/distributed.md)"
                 );
             };
-            let port = port.trim().parse::<u16>().with_context(|| format!("MASTER_PORT={port:?} is not a port number"))?;
+            let port =
+                port.trim().parse::<u16>().with_context(|| format!("MASTER_PORT={port:?} is not a port number"))?;
             launch.master = Some((addr, port));
         }
         Ok(launch)
@@ -157,10 +158,8 @@ impl Launch {
     /// Best effort: the error itself is also printed.
     pub fn write_error_file(&self, message: &str) {
         let Some(path) = &self.error_file else { return };
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let timestamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let body = serde_json::json!({
             "message": {
                 "message": message,

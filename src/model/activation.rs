@@ -24,9 +24,11 @@ pub fn op(activation: Activation) -> Op {
             backward: |da, _, a| a.threshold_backward(da, 0.0),
             script: Some("torch.relu(x)"),
         },
-        Activation::Tanh => {
-            Op { forward: |x| x.tanh(), backward: |da, _, a| Tensor::tanh_backward(da, a), script: Some("torch.tanh(x)") }
-        }
+        Activation::Tanh => Op {
+            forward: |x| x.tanh(),
+            backward: |da, _, a| Tensor::tanh_backward(da, a),
+            script: Some("torch.tanh(x)"),
+        },
         Activation::Sigmoid => Op {
             forward: |x| x.sigmoid(),
             backward: |da, _, a| Tensor::sigmoid_backward(da, a),
@@ -50,6 +52,8 @@ pub fn op(activation: Activation) -> Op {
         Activation::Silu => {
             Op { forward: |x| x.silu(), backward: |da, z, _| z.silu_backward(da), script: Some("torch.silu(x)") }
         }
-        Activation::Linear => Op { forward: |x| x.shallow_clone(), backward: |da, _, _| da.shallow_clone(), script: None },
+        Activation::Linear => {
+            Op { forward: |x| x.shallow_clone(), backward: |da, _, _| da.shallow_clone(), script: None }
+        }
     }
 }

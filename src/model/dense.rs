@@ -29,7 +29,10 @@ impl Dense {
     /// TorchScript applying layer `layer` to `x` inside the root module's method; it must
     /// compute what `Mlp::forward` does with this layer.
     pub fn script(layer: usize) -> String {
-        format!("    layer = getattr(self, \"{}\")\n    x = torch.linear(x, layer.weight, layer.bias)\n", child_name(layer))
+        format!(
+            "    layer = getattr(self, \"{}\")\n    x = torch.linear(x, layer.weight, layer.bias)\n",
+            child_name(layer)
+        )
     }
 }
 

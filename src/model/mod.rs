@@ -177,8 +177,14 @@ impl Mlp {
         if low.is_some() {
             h = h.to_kind(Kind::BFloat16);
         }
-        let mut tape =
-            Tape { inputs: Vec::new(), codes, pre: Vec::new(), post: Vec::new(), masks: Vec::new(), low: low.is_some() };
+        let mut tape = Tape {
+            inputs: Vec::new(),
+            codes,
+            pre: Vec::new(),
+            post: Vec::new(),
+            masks: Vec::new(),
+            low: low.is_some(),
+        };
         for (i, layer) in layers.iter().enumerate() {
             if i == last {
                 if low.is_some() {

@@ -27,22 +27,21 @@ pub fn evaluate(
     let file = data_path.display();
     // Missing cells are treated as in training: an error, a dropped row, or the training mean.
     let format = data::Format::of(data_path, config.data.delimiter());
-    let table =
-        data::read_labelled_csv(data_path, format, config.data.missing, config.task(), &targets, |header| {
-            let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
-            let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
-            let features = absent(&all, header);
-            if !features.is_empty() {
-                bail!("{file}: no column {} (the run's features are {})", or_list(&features), all.join(", "));
-            }
-            let labels = absent(&targets, header);
-            if !labels.is_empty() {
-                let hint = if target.is_some() { "" } else { "; use --target to name another label column" };
-                bail!("{file}: no column {} for the target{hint}", or_list(&labels));
-            }
-            let numbers = pre.feature_names.iter().map(|n| (n.clone(), Role::Number));
-            Ok(numbers.chain(categorical.into_iter().map(|n| (n, Role::Text))).collect())
-        })?;
+    let table = data::read_labelled_csv(data_path, format, config.data.missing, config.task(), &targets, |header| {
+        let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
+        let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
+        let features = absent(&all, header);
+        if !features.is_empty() {
+            bail!("{file}: no column {} (the run's features are {})", or_list(&features), all.join(", "));
+        }
+        let labels = absent(&targets, header);
+        if !labels.is_empty() {
+            let hint = if target.is_some() { "" } else { "; use --target to name another label column" };
+            bail!("{file}: no column {} for the target{hint}", or_list(&labels));
+        }
+        let numbers = pre.feature_names.iter().map(|n| (n.clone(), Role::Number));
+        Ok(numbers.chain(categorical.into_iter().map(|n| (n, Role::Text))).collect())
+    })?;
     let x = pre.encode(&table.x, &table.categorical).with_context(|| file.to_string())?;
     let y = match &table.values {
         Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {

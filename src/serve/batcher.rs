@@ -140,7 +140,9 @@ fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
         .enumerate()
         .map(|(j, f)| TextColumn {
             name: f.name.clone(),
-            values: Text::from_values(parts.iter().flat_map(|r| r.text.get(j).into_iter().flatten().map(|v| v.as_deref()))),
+            values: Text::from_values(
+                parts.iter().flat_map(|r| r.text.get(j).into_iter().flatten().map(|v| v.as_deref())),
+            ),
         })
         .collect();
     let classifier = predictor.labels().is_some();

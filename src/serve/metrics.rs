@@ -47,7 +47,8 @@ impl Metrics {
         let requests = Family::<RouteStatus, Counter>::default();
         let errors = Family::<Route, Counter>::default();
         // 50 µs to about 3 s, doubling.
-        let latency = Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(5e-5, 2.0, 17)));
+        let latency =
+            Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(5e-5, 2.0, 17)));
         let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_errors", "HTTP requests answered with a 4xx or 5xx status", errors.clone());
@@ -78,7 +79,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
     let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string());
     let response = json_errors(next.run(request).await, metrics.max_body).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -105,7 +107,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 
 async fn json_errors(response: Response, max_body: usize) -> Response {
     let status = response.status();
-    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -67,10 +67,17 @@ pub fn serve(options: Options) -> Result<()> {
     let name = options.name.clone().unwrap_or_else(|| predictor.config().name.clone());
     let metrics = Arc::new(Metrics::new(options.quiet, options.limits.max_body));
     let observer = metrics.clone();
-    let (batcher, worker) =
-        Batcher::start(predictor.clone(), options.max_batch, options.max_delay, Box::new(move |rows| observer.observe_batch(rows)));
+    let (batcher, worker) = Batcher::start(
+        predictor.clone(),
+        options.max_batch,
+        options.max_delay,
+        Box::new(move |rows| observer.observe_batch(rows)),
+    );
     let app = Arc::new(App { name, predictor, batcher, metrics, limits: options.limits, targets });
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the server's runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
     let served = runtime.block_on(run(app, &options));
     // Every request has had its answer; the model's thread ends once its queue is empty
     // and the router (holding the queue) is gone.
@@ -83,8 +90,11 @@ pub fn serve(options: Options) -> Result<()> {
 /// first pass is the slow one, and it tells how many targets a regression predicts.
 fn probe(predictor: &Predictor) -> Result<usize> {
     let x = Tensor::zeros([1, predictor.features().len() as i64], (tch::Kind::Float, tch::Device::Cpu));
-    let text: Vec<TextColumn> =
-        predictor.categorical().iter().map(|c| TextColumn { name: c.name.clone(), values: Text::from_values([None]) }).collect();
+    let text: Vec<TextColumn> = predictor
+        .categorical()
+        .iter()
+        .map(|c| TextColumn { name: c.name.clone(), values: Text::from_values([None]) })
+        .collect();
     let output = predictor.predict(&x, &text, false).context("a trial prediction failed")?.output;
     Ok(if output.dim() == 2 { output.size()[1] as usize } else { 1 })
 }

@@ -68,7 +68,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/predict", post(predict))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here".into())
+        })
         .with_state(app)
         // tower-http refuses a body over the limit by its Content-Length at once (413), and
         // one that trickles in too slowly (408); the handlers read what is left within both.
@@ -79,16 +81,23 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn server_metadata() -> Response {
-    json_response(&json!({"name": "torchfit", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
+    json_response(
+        &json!({"name": "torchfit", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
 }
 
 /// The model's name and version, checked: an unknown one is a 404 naming the right one.
 fn check_model(app: &App, name: &str, version: Option<&str>) -> Result<(), ApiError> {
     if name != app.name {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown model `{name}`; this server serves `{}`", app.name)));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown model `{name}`; this server serves `{}`", app.name),
+        ));
     }
     match version {
-        Some(v) if v != "1" => Err(ApiError(StatusCode::NOT_FOUND, format!("model `{name}` has no version `{v}` (it has version 1)"))),
+        Some(v) if v != "1" => {
+            Err(ApiError(StatusCode::NOT_FOUND, format!("model `{name}` has no version `{v}` (it has version 1)")))
+        }
         _ => Ok(()),
     }
 }
@@ -180,7 +189,8 @@ async fn run_infer(app: &App, headers: &HeaderMap, body: Body) -> Result<Respons
 
 async fn predict(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body, app.limits).await?;
-    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))?;
     let rows = rows::parse(&body, &app.predictor).map_err(ApiError::bad)?;
     let predicted = app.batcher.predict(rows).await.map_err(ApiError::bad)?;
     Ok(json_response(&match predicted {

@@ -39,11 +39,17 @@ fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
     for (i, item) in items.iter().enumerate() {
         let Value::Array(values) = item else { bail!("instances[{i}] must be a list of {width} values") };
         if values.len() != width {
-            bail!("instances[{i}] has {} values, but the model takes {width} ({})", values.len(), input_names(predictor));
+            bail!(
+                "instances[{i}] has {} values, but the model takes {width} ({})",
+                values.len(),
+                input_names(predictor)
+            );
         }
         for (j, value) in values.iter().enumerate() {
             match j.checked_sub(features.len()) {
-                None => rows.numeric.push(number(value).map_err(|e| anyhow!("instances[{i}][{j}] (`{}`): {e}", features[j]))?),
+                None => rows
+                    .numeric
+                    .push(number(value).map_err(|e| anyhow!("instances[{i}][{j}] (`{}`): {e}", features[j]))?),
                 Some(c) => rows.text[c].push(text(value)),
             }
         }
@@ -76,7 +82,8 @@ fn new_rows(count: usize, predictor: &Predictor) -> Rows {
 }
 
 fn cell<'a>(row: &'a Map<String, Value>, i: usize, name: &str, predictor: &Predictor) -> Result<&'a Value> {
-    row.get(name).ok_or_else(|| anyhow!("rows[{i}] has no `{name}` (the model's features are {})", input_names(predictor)))
+    row.get(name)
+        .ok_or_else(|| anyhow!("rows[{i}] has no `{name}` (the model's features are {})", input_names(predictor)))
 }
 
 /// The model's inputs in order, for messages.

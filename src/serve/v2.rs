@@ -50,12 +50,12 @@ impl Request {
     pub fn parse(body: &[u8], header_length: Option<&str>) -> Result<Request> {
         let length = match header_length {
             None => body.len(),
-            Some(text) => text
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n <= body.len())
-                .ok_or_else(|| anyhow!("Inference-Header-Content-Length {text:?} is not a length within the body's {} bytes", body.len()))?,
+            Some(text) => text.trim().parse::<usize>().ok().filter(|&n| n <= body.len()).ok_or_else(|| {
+                anyhow!(
+                    "Inference-Header-Content-Length {text:?} is not a length within the body's {} bytes",
+                    body.len()
+                )
+            })?,
         };
         let header = serde_json::from_slice(&body[..length]).map_err(|e| anyhow!("the body is not valid JSON: {e}"))?;
         Ok(Request { header, binary: body[length..].to_vec() })
@@ -90,12 +90,17 @@ impl Request {
             }
         }
         if offset != self.binary.len() {
-            bail!("the binary part has {} bytes, but the inputs' binary_data_size add up to {offset}", self.binary.len());
+            bail!(
+                "the binary part has {} bytes, but the inputs' binary_data_size add up to {offset}",
+                self.binary.len()
+            );
         }
-        let (count, numeric) = numeric.ok_or_else(|| anyhow!("input `{INPUT}` is missing (FP32 [batch, {features}])"))?;
+        let (count, numeric) =
+            numeric.ok_or_else(|| anyhow!("input `{INPUT}` is missing (FP32 [batch, {features}])"))?;
         let mut columns = Vec::with_capacity(categorical.len());
         for (feature, column) in categorical.iter().zip(text) {
-            let (rows, values) = column.ok_or_else(|| anyhow!("input `{}` is missing (BYTES [batch])", feature.name))?;
+            let (rows, values) =
+                column.ok_or_else(|| anyhow!("input `{}` is missing (BYTES [batch])", feature.name))?;
             if rows != count {
                 bail!("input `{}` has {rows} rows, but `{INPUT}` has {count}", feature.name);
             }
@@ -134,16 +139,18 @@ impl<'a> Tensor<'a> {
     fn of(input: &'a Value, k: usize) -> Result<Tensor<'a>> {
         let field = |f: &str| input.get(f).ok_or_else(|| anyhow!("inputs[{k}] has no `{f}`"));
         let name = field("name")?.as_str().ok_or_else(|| anyhow!("inputs[{k}].name must be a string"))?.to_string();
-        let datatype = field("datatype")?.as_str().ok_or_else(|| anyhow!("input `{name}`: datatype must be a string"))?;
+        let datatype =
+            field("datatype")?.as_str().ok_or_else(|| anyhow!("input `{name}`: datatype must be a string"))?;
         let shape = field("shape")?
             .as_array()
             .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
             .ok_or_else(|| anyhow!("input `{name}`: shape must be a list of whole numbers >= 0"))?;
         let binary_size = match input.get("parameters").and_then(|p| p.get("binary_data_size")) {
             None => None,
-            Some(size) => Some(
-                size.as_u64().ok_or_else(|| anyhow!("input `{name}`: binary_data_size must be a whole number"))? as usize,
-            ),
+            Some(size) => {
+                Some(size.as_u64().ok_or_else(|| anyhow!("input `{name}`: binary_data_size must be a whole number"))?
+                    as usize)
+            }
         };
         Ok(Tensor { name, datatype, shape, json: input.get("data"), binary_size })
     }
@@ -177,7 +184,10 @@ impl<'a> Tensor<'a> {
             (None, None) => bail!("input `{name}` has no `data`"),
             (None, Some(size)) => {
                 let bytes = binary.get(*offset..*offset + size).ok_or_else(|| {
-                    anyhow!("input `{name}`: binary_data_size {size} runs past the body's binary part ({} bytes)", binary.len())
+                    anyhow!(
+                        "input `{name}`: binary_data_size {size} runs past the body's binary part ({} bytes)",
+                        binary.len()
+                    )
                 })?;
                 *offset += size;
                 Ok(Data::Binary(bytes))
@@ -186,7 +196,12 @@ impl<'a> Tensor<'a> {
                 let mut flat = Vec::with_capacity(self.elements());
                 flatten(data, &mut flat);
                 if flat.len() != self.elements() {
-                    bail!("input `{name}` has {} values, but its shape {:?} holds {}", flat.len(), self.shape, self.elements());
+                    bail!(
+                        "input `{name}` has {} values, but its shape {:?} holds {}",
+                        flat.len(),
+                        self.shape,
+                        self.elements()
+                    );
                 }
                 Ok(Data::Json(flat))
             }
@@ -208,7 +223,11 @@ impl Data<'_> {
             Data::Json(values) => values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| v.as_f64().map(|v| v as f32).ok_or_else(|| anyhow!("input `{name}`: value {i} ({v}) is not a number")))
+                .map(|(i, v)| {
+                    v.as_f64()
+                        .map(|v| v as f32)
+                        .ok_or_else(|| anyhow!("input `{name}`: value {i} ({v}) is not a number"))
+                })
                 .collect::<Result<_>>()?,
             Data::Binary(bytes) => {
                 if bytes.len() % 4 != 0 {
@@ -229,10 +248,15 @@ impl Data<'_> {
             Data::Binary(mut bytes) => {
                 let mut out = Vec::new();
                 while !bytes.is_empty() {
-                    let (length, rest) = bytes.split_first_chunk::<4>().ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside a length"))?;
+                    let (length, rest) = bytes
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside a length"))?;
                     let length = u32::from_le_bytes(*length) as usize;
-                    let element = rest.get(..length).ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside an element"))?;
-                    let element = std::str::from_utf8(element).map_err(|_| anyhow!("input `{name}`: element {} is not UTF-8 text", out.len()))?;
+                    let element = rest
+                        .get(..length)
+                        .ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside an element"))?;
+                    let element = std::str::from_utf8(element)
+                        .map_err(|_| anyhow!("input `{name}`: element {} is not UTF-8 text", out.len()))?;
                     out.push(text(&Value::String(element.to_string())));
                     bytes = &rest[length..];
                 }
@@ -244,7 +268,12 @@ impl Data<'_> {
 
 /// The response to an inference request, and its binary part (for outputs asked for as
 /// binary: by the output's `binary_data` parameter, or the request's `binary_data_output`).
-pub fn response(name: &str, request: &Request, predictor: &Predictor, predicted: &Predicted) -> Result<(Value, Vec<u8>)> {
+pub fn response(
+    name: &str,
+    request: &Request,
+    predictor: &Predictor,
+    predicted: &Predicted,
+) -> Result<(Value, Vec<u8>)> {
     let parameters = request.header.get("parameters");
     let all_binary = parameters.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
     let available = outputs(predictor, predicted);
@@ -254,7 +283,8 @@ pub fn response(name: &str, request: &Request, predictor: &Predictor, predicted:
             .iter()
             .enumerate()
             .map(|(k, o)| {
-                let name = o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
+                let name =
+                    o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
                 let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
                 Ok((name.to_string(), binary.unwrap_or(all_binary)))
             })
@@ -314,7 +344,9 @@ impl Values {
         match self {
             Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::Text(v) => v.iter().flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes())).collect(),
+            Values::Text(v) => {
+                v.iter().flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes())).collect()
+            }
         }
     }
 }
@@ -331,7 +363,12 @@ fn outputs(predictor: &Predictor, predicted: &Predicted) -> Vec<Output> {
             let labels = predictor.labels().unwrap_or_default();
             let names = index.iter().map(|&c| label(labels, c)).collect();
             vec![
-                Output { name: "predictions", datatype: "INT64", shape: vec![index.len()], values: Values::I64(index.clone()) },
+                Output {
+                    name: "predictions",
+                    datatype: "INT64",
+                    shape: vec![index.len()],
+                    values: Values::I64(index.clone()),
+                },
                 Output { name: "labels", datatype: "BYTES", shape: vec![index.len()], values: Values::Text(names) },
                 Output {
                     name: "probabilities",

@@ -104,10 +104,7 @@ mod tests {
         // n=1,2: floor(n/3) = 0. n=3: the best of {.9, .5, .7} is trial 1. n=4: the best is
         // now trial 3 (.2). n=5, 6: the top 1, then 2, are {3}, {3, 1}, both promoted. n=7:
         // trial 6 (.1) is best. n=8: the top 2 are {6, 3}. n=9: the top 3 add trial 8 (.4).
-        assert_eq!(
-            decisions,
-            [None, None, Some((1, 1)), Some((3, 1)), None, None, Some((6, 1)), None, Some((8, 1))]
-        );
+        assert_eq!(decisions, [None, None, Some((1, 1)), Some((3, 1)), None, None, Some((6, 1)), None, Some((8, 1))]);
         // Asynchrony's price, as the paper notes: trial 1 was promoted on the results seen
         // when it arrived, though it is not among the final best three; trial 2 never was.
         assert!(top_k(&rung0, 3, Mode::Min) == [6, 3, 8] && promoted.contains(&(1, 0)) && !promoted.contains(&(2, 0)));

@@ -236,7 +236,9 @@ fn parse(name: &str) -> Option<(Task, Suffix)> {
 }
 
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A process's start time (clock ticks after boot, /proc/PID/stat field 22): with the pid,

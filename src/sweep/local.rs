@@ -25,7 +25,14 @@ use crate::train::Interrupted;
 /// How often the workers are looked at: a finished sweep is noticed this long after.
 const POLL: Duration = Duration::from_millis(25);
 
-pub fn run(dir: &SweepDir, sweep: &Sweep, jobs: usize, continued: bool, command: &str, out: &mut dyn Write) -> Result<()> {
+pub fn run(
+    dir: &SweepDir,
+    sweep: &Sweep,
+    jobs: usize,
+    continued: bool,
+    command: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
     let trials = sweep.trials();
     let claims = Claims::new(dir.path())?;
     let mut seen: BTreeSet<Task> = done(&Survey::read(dir, sweep, &trials, &claims)?);
@@ -154,7 +161,14 @@ fn is_final(status: &str) -> bool {
 }
 
 /// `trial 0003 (lr=0.01, hidden=[64]): finished, 100 epochs, val_loss 0.1234 [5 done]`.
-fn task_line(dir: &SweepDir, sweep: &Sweep, claims: &Claims, task: Task, trials: &[super::space::Trial], count: usize) -> String {
+fn task_line(
+    dir: &SweepDir,
+    sweep: &Sweep,
+    claims: &Claims,
+    task: Task,
+    trials: &[super::space::Trial],
+    count: usize,
+) -> String {
     let trial = &trials[task.trial];
     let record = claims.record(task).unwrap_or_default();
     let values = super::survey::metric_values(&dir.trial(trial), &sweep.metric);

@@ -58,7 +58,8 @@ pub fn write(dir: &SweepDir, sweep: &Sweep, rows: &[Row]) -> Result<()> {
             let (xlo, xhi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
             let log = numeric
                 && xlo > 0.0
-                && (matches!(space, Space::Distribution { distribution: Distribution::LogUniform, .. }) || xhi / xlo >= 100.0);
+                && (matches!(space, Space::Distribution { distribution: Distribution::LogUniform, .. })
+                    || xhi / xlo >= 100.0);
             let tx = |x: f64| if log { x.log10() } else { x };
             let (a, b) = (tx(xlo), tx(xhi));
             let xpad = if b > a { (b - a) * 0.08 } else { 0.5 };
@@ -72,7 +73,11 @@ pub fn write(dir: &SweepDir, sweep: &Sweep, rows: &[Row]) -> Result<()> {
             let format_x = move |x: &f64| -> String {
                 if !categories.is_empty() {
                     let i = x.round();
-                    return if (x - i).abs() < 1e-6 && i >= 0.0 { categories.get(i as usize).cloned().unwrap_or_default() } else { String::new() };
+                    return if (x - i).abs() < 1e-6 && i >= 0.0 {
+                        categories.get(i as usize).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
                 }
                 let v = if log { 10f64.powf(*x) } else { *x };
                 format!("{v:.3e}").replace("e0", "")

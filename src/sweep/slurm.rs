@@ -35,11 +35,20 @@ pub fn submit(dir: &SweepDir, jobs: usize, extra: &[String], dry_run: bool, out:
         script += &format!("#SBATCH {arg}\n");
     }
     // exec: Slurm's signals (scancel, preemption, time limit) reach the worker itself.
-    script += &format!("exec {} sweep worker {}\n", quote(&exe.display().to_string()), quote(&sweep_dir.display().to_string()));
+    script += &format!(
+        "exec {} sweep worker {}\n",
+        quote(&exe.display().to_string()),
+        quote(&sweep_dir.display().to_string())
+    );
     let path = dir.path().join(SBATCH);
     atomic::write(&path, script.as_bytes())?;
     if dry_run {
-        writeln!(out, "wrote {} (not submitted: --dry-run); submit it with: sbatch {}", path.display(), path.display())?;
+        writeln!(
+            out,
+            "wrote {} (not submitted: --dry-run); submit it with: sbatch {}",
+            path.display(),
+            path.display()
+        )?;
         return Ok(());
     }
     let output = Command::new("sbatch")

@@ -150,7 +150,8 @@ mod tests {
         let params = vec![("a".to_string(), values(&[1, 2])), ("b".to_string(), values(&[3, 4, 5]))];
         let combos = grid(&params);
         assert_eq!(combos.len(), 6);
-        let shown: Vec<String> = combos.iter().map(|c| c.iter().map(|(_, v)| show(v)).collect::<Vec<_>>().join(",")).collect();
+        let shown: Vec<String> =
+            combos.iter().map(|c| c.iter().map(|(_, v)| show(v)).collect::<Vec<_>>().join(",")).collect();
         assert_eq!(shown, ["1,3", "1,4", "1,5", "2,3", "2,4", "2,5"]);
     }
 

@@ -113,7 +113,8 @@ impl Sweep {
         // sweep.yaml carries the base inline, so that the sweep directory holds all it needs
         // (a Slurm worker on another node, a later continuation) and a changed base file is
         // noticed rather than silently mixed into one table.
-        let tree: Value = serde_yaml::from_str(&base_text).map_err(|e| anyhow!("{base_source}: YAML syntax error: {e}"))?;
+        let tree: Value =
+            serde_yaml::from_str(&base_text).map_err(|e| anyhow!("{base_source}: YAML syntax error: {e}"))?;
         spec.config = match tree {
             Value::Mapping(m) => Some(m),
             _ => bail!("{base_source}: expected a mapping of config keys"),
@@ -146,14 +147,17 @@ impl Sweep {
             for value in values {
                 let mut overrides = spec.set.clone();
                 overrides.push(super::space::assignment(name, &value));
-                Config::load_text(&base_text, &base_source, &overrides, false).map_err(|e| {
-                    anyhow!("{source}: parameters.{name}: value {}: {e:#}", super::space::show(&value))
-                })?;
+                Config::load_text(&base_text, &base_source, &overrides, false)
+                    .map_err(|e| anyhow!("{source}: parameters.{name}: value {}: {e:#}", super::space::show(&value)))?;
             }
         }
         match (spec.method, spec.trials) {
-            (Method::Grid, Some(_)) => bail!("{source}: trials: only method random samples a number of trials; a grid runs every combination"),
-            (Method::Random, None) => bail!("{source}: trials: missing; method random needs the number of trials to sample"),
+            (Method::Grid, Some(_)) => {
+                bail!("{source}: trials: only method random samples a number of trials; a grid runs every combination")
+            }
+            (Method::Random, None) => {
+                bail!("{source}: trials: missing; method random needs the number of trials to sample")
+            }
             (Method::Random, Some(0)) => bail!("{source}: trials must be > 0, got 0"),
             _ => {}
         }
@@ -168,7 +172,8 @@ impl Sweep {
             if *reduction_factor < 2 {
                 bail!("{source}: early_termination.reduction_factor must be >= 2, got {reduction_factor}");
             }
-            if let Some((name, _)) = parameters.iter().find(|(name, _)| name == "training.epochs" || name == "training") {
+            if let Some((name, _)) = parameters.iter().find(|(name, _)| name == "training.epochs" || name == "training")
+            {
                 bail!("{source}: parameters.{name}: with early_termination, training.epochs is every trial's budget and cannot be searched");
             }
             if *min_epochs >= base.training.epochs {
@@ -241,7 +246,9 @@ fn parameters(spec: &Spec, source: &str) -> Result<Vec<(String, Space)>> {
     }
     let mut out = Vec::new();
     for (key, raw) in &spec.parameters {
-        let Some(name) = key.as_str() else { bail!("{source}: parameters: every key must be a dotted config key such as training.optimizer.lr") };
+        let Some(name) = key.as_str() else {
+            bail!("{source}: parameters: every key must be a dotted config key such as training.optimizer.lr")
+        };
         let at = format!("{source}: parameters.{name}");
         let space: Space = serde_yaml::from_value(raw.clone()).map_err(|_| {
             anyhow!("{at}: expected {{values: [...]}} or {{distribution: uniform | log_uniform | int_uniform, min: A, max: B}}")

@@ -31,7 +31,14 @@ pub struct Row {
 
 /// Every trial's row. `complete`: the sweep has nothing left to do (a paused trial is then
 /// one ASHA pruned).
-pub fn rows(dir: &SweepDir, sweep: &Sweep, trials: &[Trial], survey: &Survey, claims: &Claims, complete: bool) -> Vec<Row> {
+pub fn rows(
+    dir: &SweepDir,
+    sweep: &Sweep,
+    trials: &[Trial],
+    survey: &Survey,
+    claims: &Claims,
+    complete: bool,
+) -> Vec<Row> {
     trials
         .iter()
         .map(|trial| {
@@ -77,7 +84,11 @@ fn better(mode: Mode, a: f64, b: f64) -> f64 {
 /// The row with the best `best` value (the earlier trial on a tie).
 pub fn best<'a>(rows: &'a [Row], mode: Mode) -> Option<&'a Row> {
     rows.iter().filter(|r| r.best.is_some()).fold(None, |acc: Option<&Row>, row| match acc {
-        Some(a) if better(mode, a.best.unwrap_or(f64::NAN), row.best.unwrap_or(f64::NAN)) == a.best.unwrap_or(f64::NAN) => Some(a),
+        Some(a)
+            if better(mode, a.best.unwrap_or(f64::NAN), row.best.unwrap_or(f64::NAN)) == a.best.unwrap_or(f64::NAN) =>
+        {
+            Some(a)
+        }
         _ => Some(row),
     })
 }
@@ -157,10 +168,17 @@ pub fn text(sweep: &Sweep, rows: &[Row]) -> String {
     for row in rows {
         let mut l = vec![row.trial.name()];
         l.extend(row.trial.values.iter().map(|(_, v)| plain(v)));
-        l.extend([row.status.clone(), row.epochs.to_string(), number(row.best), number(row.last), format!("{:.1}", row.seconds)]);
+        l.extend([
+            row.status.clone(),
+            row.epochs.to_string(),
+            number(row.best),
+            number(row.last),
+            format!("{:.1}", row.seconds),
+        ]);
         lines.push(l);
     }
-    let widths: Vec<usize> = (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for line in &lines {
         let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();

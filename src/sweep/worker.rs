@@ -87,8 +87,14 @@ impl Worker {
         let pause_after = self.sweep.asha().map(|asha| asha.budgets()[claim.task.rung]);
         let outcome = config.and_then(|config| {
             let launch = Launch { local_world_size: self.jobs, ..Launch::single() };
-            let options =
-                TrainOptions { run_dir: Some(run_dir.clone()), resume, quiet: true, started: Instant::now(), launch, pause_after };
+            let options = TrainOptions {
+                run_dir: Some(run_dir.clone()),
+                resume,
+                quiet: true,
+                started: Instant::now(),
+                launch,
+                pause_after,
+            };
             train::train(&config, &options)
         });
         let record = match outcome {

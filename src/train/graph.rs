@@ -59,7 +59,12 @@ enum State {
     Warmup,
     /// The next full step is captured.
     Ready,
-    Captured { graph: CudaGraph, x: Tensor, y: Tensor, output: Tensor },
+    Captured {
+        graph: CudaGraph,
+        x: Tensor,
+        y: Tensor,
+        output: Tensor,
+    },
 }
 
 /// What a step through the graph did.

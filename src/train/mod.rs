@@ -20,9 +20,9 @@ mod run;
 mod signals;
 mod state;
 mod summary;
-mod trainer;
 #[cfg(test)]
 mod tests;
+mod trainer;
 
 use run::{Run, Start};
 pub use summary::Summary;

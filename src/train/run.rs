@@ -13,8 +13,8 @@ use super::summary::Summary;
 use super::trainer::Trainer;
 use super::{Interrupted, TrainOptions};
 use crate::checkpoint;
-use crate::config::Config;
 use crate::config::yaml_difference;
+use crate::config::Config;
 use crate::data::Prepared;
 use crate::dist::Group;
 use crate::report::{self, Progress};
@@ -86,7 +86,8 @@ impl Run {
             }
             if opened.restored {
                 let bytes = group.share("checkpoint", None)?;
-                let copy = tempfile::NamedTempFile::new().context("cannot make a temporary file for rank 0's checkpoint")?;
+                let copy =
+                    tempfile::NamedTempFile::new().context("cannot make a temporary file for rank 0's checkpoint")?;
                 std::fs::write(copy.path(), bytes).context("cannot write rank 0's checkpoint to a temporary file")?;
                 trainer.restore(copy.path())?;
             }
@@ -109,7 +110,8 @@ impl Run {
             report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
             report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
             let checkpoints = dir.file(rundir::CHECKPOINTS);
-            std::fs::create_dir_all(&checkpoints).with_context(|| format!("cannot create {}", checkpoints.display()))?;
+            std::fs::create_dir_all(&checkpoints)
+                .with_context(|| format!("cannot create {}", checkpoints.display()))?;
             run.write_summary(&run.summary(trainer, Status::Running))?;
         }
         Ok(Start::Train(run))
@@ -300,7 +302,9 @@ fn share_opened(group: &Group, opened: &Result<(RunDir, Option<String>)>) -> Res
             error: None,
             restored: finished.is_none() && dir.file(rundir::LAST_CHECKPOINT).exists(),
         },
-        Err(err) => Handover { run_dir: PathBuf::new(), finished: None, error: Some(format!("{err:#}")), restored: false },
+        Err(err) => {
+            Handover { run_dir: PathBuf::new(), finished: None, error: Some(format!("{err:#}")), restored: false }
+        }
     };
     group.share("open", Some(serde_json::to_vec(&message)?))?;
     if let (true, Ok((dir, _))) = (message.restored, opened) {
@@ -355,4 +359,3 @@ fn note(err: anyhow::Error, what: &str, written: Result<()>) -> anyhow::Error {
         Err(write_err) => anyhow::anyhow!("{err:#} (and {what} could not be written: {write_err:#})"),
     }
 }
-

@@ -100,7 +100,9 @@ impl Summary {
             m.iter().map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", ")
         };
         let stopped = match (self.status, self.best_epoch) {
-            (Status::StoppedEarly, Some(best)) => format!(" (stopped early; best epoch {best}: {})", show(&self.best_metrics)),
+            (Status::StoppedEarly, Some(best)) => {
+                format!(" (stopped early; best epoch {best}: {})", show(&self.best_metrics))
+            }
             _ => String::new(),
         };
         let mut text = format!(
@@ -132,5 +134,7 @@ fn class_weights(trainer: &Trainer) -> Option<Map<String, Value>> {
 /// Epoch `epoch`'s (1-based) metrics.csv values by column.
 fn row(history: &History, epoch: usize) -> Map<String, Value> {
     let record = epoch.checked_sub(1).and_then(|i| history.epochs.get(i));
-    record.map(|r| history.columns.iter().cloned().zip(r.values.iter().map(|&v| v.into())).collect()).unwrap_or_default()
+    record
+        .map(|r| history.columns.iter().cloned().zip(r.values.iter().map(|&v| v.into())).collect())
+        .unwrap_or_default()
 }

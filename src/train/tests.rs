@@ -61,8 +61,7 @@ fn epoch_loss_is_the_batch_size_weighted_mean() {
     let values = &trainer.history.epochs[0].values;
     let (x, y) = (&data.train.x, &data.train.y);
     let batch = |s: i64, l: i64| {
-        loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l))
-            .double_value(&[])
+        loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l)).double_value(&[])
     };
     let want = (batch(0, 4) * 4.0 + batch(4, 4) * 4.0 + batch(8, 2) * 2.0) / 10.0;
     assert!((values[0] - want).abs() < 1e-6, "{} vs {want}", values[0]);
@@ -78,11 +77,9 @@ fn epoch_loss_is_the_batch_size_weighted_mean() {
 fn straightforward_losses(config: &Config, data: &data::Prepared, epochs: usize) -> Vec<f64> {
     tch::manual_seed(5);
     let model = Mlp::new(&config.model, &Input::numeric_only(10), 1, Device::Cpu).unwrap();
-    let params: Vec<Tensor> =
-        model.parameters().iter().map(|p| p.detach().copy().set_requires_grad(true)).collect();
+    let params: Vec<Tensor> = model.parameters().iter().map(|p| p.detach().copy().set_requires_grad(true)).collect();
     let o = &config.training.optimizer;
-    let (mut m, mut v): (Vec<Tensor>, Vec<Tensor>) =
-        params.iter().map(|p| (p.zeros_like(), p.zeros_like())).unzip();
+    let (mut m, mut v): (Vec<Tensor>, Vec<Tensor>) = params.iter().map(|p| (p.zeros_like(), p.zeros_like())).unzip();
     let mut t = 0;
     let mut losses = Vec::new();
     for epoch in 1..=epochs {

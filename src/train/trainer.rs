@@ -226,8 +226,7 @@ impl<'a> Trainer<'a> {
         let mut sum = group.sum_gradients(&self.model.grads);
         match &tape {
             Some(tape) => {
-                let mut grad =
-                    weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
+                let mut grad = weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
                 if batch.share != 1.0 {
                     // The mean over the shard, weighed as the shard's part of the global mean.
                     let _ = grad.g_mul_scalar_(batch.share);
@@ -462,7 +461,9 @@ fn step_seed(seed: u64, epoch: usize, step: usize, rank: usize) -> i64 {
 /// shards' rows), so that every process has them all; returns the rows now summed.
 fn sum_rows(group: &Group, outputs: &Tensor, from: i64, to: i64) -> Result<i64> {
     if group.world_size > 1 && to > from {
-        group.sum(&mut outputs.narrow(0, from, to - from)).context("summing the epoch's outputs across processes failed")?;
+        group
+            .sum(&mut outputs.narrow(0, from, to - from))
+            .context("summing the epoch's outputs across processes failed")?;
     }
     Ok(to.max(from))
 }

@@ -236,7 +236,8 @@ fn each_byte_finds_every_delimiter_in_order() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for _ in 0..2000 {
         let len = rng.gen_range(0..70);
-        let text: Vec<u8> = (0..len).map(|_| [b',', b';', 0, 0x7f, 0x80, 0xac, 0xff, b'a'][rng.gen_range(0..8)]).collect();
+        let text: Vec<u8> =
+            (0..len).map(|_| [b',', b';', 0, 0x7f, 0x80, 0xac, 0xff, b'a'][rng.gen_range(0..8)]).collect();
         for byte in [b',', b';', 0, 0x80, 0xff] {
             let mut got = Vec::new();
             parallel::each_byte(&text, byte, |i| got.push(i));
