@@ -12,10 +12,12 @@ build:
 run: build
 	$(BIN) train
 
-## The module structure (no import cycle, no file in src/ over 600 lines), then unit tests
-## and end-to-end tests of the real binary, in release mode (shares `build`'s compiled
-## dependencies, so libtorch's C++ glue is compiled once).
+## The module structure (no import cycle between modules or between sibling files, no file
+## in src/ over 600 lines; the checker first proves on made-up trees that it finds those), then
+## unit tests and end-to-end tests of the real binary, in release mode (shares `build`'s
+## compiled dependencies, so libtorch's C++ glue is compiled once).
 test:
+	python3 scripts/check-structure.py --self-test
 	python3 scripts/check-structure.py
 	$(WITH_TORCH) cargo test --release --no-fail-fast
 

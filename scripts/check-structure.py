@@ -6,13 +6,21 @@
    `use crate::{Y, ...}` group, or a path written inline). Test code does not count: blocks
    `#[cfg(test)] mod NAME { ... }` and files named tests.rs are skipped, since unit tests may
    reach across modules without making the library's modules depend on each other.
-2. No file in src/ over MAX_LINES lines: a file that long holds more than one concept.
+2. No cycles between sibling files: the files (and folders) directly in one module folder,
+   e.g. src/sweep/asha.rs and src/sweep/space.rs, may not reach each other both ways. A file
+   depends on a sibling when its code names it through `super::X`, `self::X` or
+   `crate::sweep::X` (in a `use` or inline; groups `{...}` included), or names an item that
+   the folder's mod.rs re-exports from it (`pub use spec::Sweep` makes `super::Sweep` a use
+   of spec). Test code does not count, as in 1.
+3. No file in src/ over MAX_LINES lines: a file that long holds more than one concept.
 
 usage: scripts/check-structure.py [SRC_DIR]   (default: the repository's src/)
+       scripts/check-structure.py --self-test (checks the checks on made-up trees)
 Prints one OK line and exits 0, or names each cycle and each long file and exits 1.
 """
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 MAX_LINES = 600
@@ -184,11 +192,8 @@ def shortest_cycle(graph, component):
     return component
 
 
-def main(argv):
-    src = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "src"
-    if not src.is_dir():
-        print(f"check-structure: {src} is not a directory", file=sys.stderr)
-        return 2
+def check(src):
+    """(problems, summary line) for the crate whose sources are in `src`."""
     files = sorted(src.rglob("*.rs"))
     shown = lambda f: f.relative_to(src.parent)  # src/x.rs, as the user knows it
     modules = {module_of(f, src) for f in files} - {None}
@@ -196,6 +201,7 @@ def main(argv):
     graph = {m: set() for m in modules}
     evidence = {}  # (from, to) -> "file:line", the first place the dependency is written
     sizes = []  # (lines, file)
+    codes = {}  # file -> its code without comments, literals and test modules
     for f in files:
         text = f.read_text(encoding="utf-8")
         sizes.append((lines_of(text), f))
@@ -203,6 +209,7 @@ def main(argv):
         if module is None:
             continue
         code = without_test_modules(strip_comments_and_literals(text))
+        codes[f] = code
         for line, target in crate_references(code):
             if target in modules and target != module:
                 graph[module].add(target)
@@ -210,22 +217,230 @@ def main(argv):
 
     problems = []
     for cycle, component in find_cycles(graph):
-        steps = ", ".join(f"{a} -> {b} at {evidence[(a, b)]}" for a, b in zip(cycle, cycle[1:]) if (a, b) in evidence)
-        # Other cycles may run through the same modules; name them all so one fix is not
-        # followed by a surprise.
-        rest = f"; {', '.join(component)} all reach each other" if len(component) > len(cycle) - 1 else ""
-        problems.append(f"import cycle: {' -> '.join(cycle)} ({steps}){rest}")
+        problems.append(f"import cycle: {describe(cycle, component, evidence)}")
+    siblings = sibling_graphs(src, codes, shown)
+    for folder, (sgraph, sevidence) in sorted(siblings.items()):
+        for cycle, component in find_cycles(sgraph):
+            where = "src/" + "/".join(folder) + "/"
+            problems.append(f"sibling cycle in {where}: {describe(cycle, component, sevidence)}")
     for lines, f in sizes:
         if lines > MAX_LINES:
             problems.append(f"{shown(f)} has {lines} lines, over the limit of {MAX_LINES}")
+    edges = sum(len(v) for v in graph.values())
+    sibling_edges = sum(len(v) for g, _ in siblings.values() for v in g.values())
+    longest = max(sizes, default=(0, src))
+    summary = (f"check-structure: OK: {len(modules)} modules, {edges} imports between them, no cycles; "
+               f"{sibling_edges} imports between sibling files in {len(siblings)} folders, no cycles; "
+               f"longest file {shown(longest[1])} ({longest[0]} lines, limit {MAX_LINES})")
+    return problems, summary
+
+
+def describe(cycle, component, evidence):
+    steps = ", ".join(f"{a} -> {b} at {evidence[(a, b)]}" for a, b in zip(cycle, cycle[1:]) if (a, b) in evidence)
+    # Other cycles may run through the same modules; name them all so one fix is not
+    # followed by a surprise.
+    rest = f"; {', '.join(component)} all reach each other" if len(component) > len(cycle) - 1 else ""
+    return f"{' -> '.join(cycle)} ({steps}){rest}"
+
+
+def module_path(path, src):
+    """The module a file is, as a tuple of names (src/sweep/asha.rs: ("sweep", "asha"),
+    src/sweep/mod.rs: ("sweep",)); None for crate roots, bin/ and test files."""
+    rel = path.relative_to(src)
+    if path.name == "tests.rs" or (len(rel.parts) == 1 and rel.name in ROOTS) or rel.parts[0] == "bin":
+        return None
+    parts = list(rel.parts[:-1])
+    if rel.name != "mod.rs":
+        parts.append(rel.name[:-3])
+    return tuple(parts)
+
+
+PATH_START = re.compile(r"(?<![\w$:])(crate|super|self)\s*::")
+IDENT = re.compile(r"\s*(r#)?([A-Za-z_]\w*)")
+
+
+def parse_tree(code, i):
+    """The paths of a use tree (or an inline path) starting at code[i]: ([names...], ...)
+    with their lines, and where the tree ends. `a::{b, c::{d}}` gives [a, b], [a, c, d]."""
+    j = skip_space(code, i)
+    if j < len(code) and code[j] == "{":
+        paths, j = [], j + 1
+        while True:
+            sub, j = parse_tree(code, j)
+            paths += sub
+            j = skip_space(code, j)
+            if j < len(code) and code[j] == ",":
+                j += 1
+                continue
+            if j < len(code) and code[j] == "}":
+                j += 1
+            return paths, j
+    m = IDENT.match(code, j)
+    if not m:
+        return [([], j)], j
+    name, j = m.group(2), m.end()
+    k = skip_space(code, j)
+    if code.startswith("::", k):
+        sub, end = parse_tree(code, k + 2)
+        return [([name] + p, at) for p, at in sub], end
+    return [([name], j)], j
+
+
+def skip_space(code, i):
+    while i < len(code) and code[i].isspace():
+        i += 1
+    return i
+
+
+def paths_in(code, module):
+    """(line, absolute path, called) for every `crate::`, `super::` or `self::` path in
+    `code` of `module`; `called` when its last name is followed by `(` or `!` (a function
+    or macro, which may share a module's name)."""
+    found, consumed = [], 0
+    for m in PATH_START.finditer(code):
+        if m.start() < consumed:
+            continue
+        trees, consumed = parse_tree(code, m.end())
+        line = code.count("\n", 0, m.start()) + 1
+        for names, at in trees:
+            names = [m.group(1)] + names
+            base = () if names[0] == "crate" else module
+            if names[0] == "self":
+                names = names[1:]
+            elif names[0] == "crate":
+                names = names[1:]
+            while names and names[0] == "super":
+                base, names = base[:-1], names[1:]
+            names = [n for n in names if n != "self"]
+            k = skip_space(code, at)
+            called = k < len(code) and code[k] in "(!"
+            found.append((line, tuple(base) + tuple(names), called))
+    return found
+
+
+def re_exports(code, folder, children):
+    """{name: child} for each `pub use child::...::name` in the folder's own file."""
+    table = {}
+    for m in re.finditer(r"\bpub(?:\s*\([^)]*\))?\s+use\s+", code):
+        trees, _ = parse_tree(code, m.end())
+        for names, _ in trees:
+            names = [n for n in names if n not in ("self",)]
+            if names and names[0] == "crate" and tuple(names[1:len(folder) + 1]) == folder:
+                names = names[len(folder) + 1:]
+            if len(names) >= 2 and names[0] in children:
+                table[names[-1]] = names[0]
+    return table
+
+
+def sibling_graphs(src, codes, shown):
+    """{folder: (graph, evidence)}: for each module folder, which of its files (or
+    subfolders) names which other."""
+    paths = {f: module_path(f, src) for f in codes}
+    children = {}  # folder -> the names of its child modules
+    for p in paths.values():
+        for depth in range(1, len(p)):
+            children.setdefault(p[:depth], set()).add(p[depth])
+    exports = {}  # folder -> {re-exported name: child}
+    for f, p in paths.items():
+        if p in children:
+            exports[p] = re_exports(codes[f], p, children[p])
+    graphs = {folder: ({c: set() for c in names}, {}) for folder, names in children.items()}
+    for f, module in paths.items():
+        for line, target, called in paths_in(codes[f], module):
+            common = 0
+            while common < min(len(module), len(target)) and module[common] == target[common]:
+                common += 1
+            folder = module[:common]
+            if common == 0 or folder not in children or common >= len(module) or common >= len(target):
+                continue
+            source, name = module[common], target[common]
+            if name not in children[folder]:
+                name = exports.get(folder, {}).get(name)
+            elif called and len(target) == common + 1:
+                continue  # a function of the folder's module named like a child module
+            if name is None or name == source:
+                continue
+            graph, evidence = graphs[folder]
+            graph[source].add(name)
+            evidence.setdefault((source, name), f"{shown(f)}:{line}")
+    return graphs
+
+
+def main(argv):
+    if argv[1:] == ["--self-test"]:
+        return self_test()
+    src = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "src"
+    if not src.is_dir():
+        print(f"check-structure: {src} is not a directory", file=sys.stderr)
+        return 2
+    problems, summary = check(src)
     for p in problems:
         print(f"check-structure: {p}", file=sys.stderr)
     if problems:
         return 1
-    edges = sum(len(v) for v in graph.values())
-    longest = max(sizes, default=(0, src))
-    print(f"check-structure: OK: {len(modules)} modules, {edges} imports between them, no cycles; "
-          f"longest file {shown(longest[1])} ({longest[0]} lines, limit {MAX_LINES})")
+    print(summary)
+    return 0
+
+
+# Made-up crates for --self-test: {file: text}, and the problems check() must report (each
+# expected string is a substring of one problem; no other problem may be reported).
+SELF_TESTS = [
+    ("sibling cycle through super::", {
+        "lib.rs": "mod sweep;",
+        "sweep/mod.rs": "mod asha;\nmod space;\nmod spec;",
+        "sweep/asha.rs": "use super::spec::Mode;\npub struct Asha;",
+        "sweep/space.rs": "use super::spec::{Space, Sweep};",
+        "sweep/spec.rs": "pub fn f() -> super::asha::Asha { super::asha::Asha }",
+    }, ["sibling cycle in src/sweep/: asha -> spec -> asha (asha -> spec at src/sweep/asha.rs:1, "
+        "spec -> asha at src/sweep/spec.rs:1)"]),
+    ("sibling cycle through crate:: paths, groups and a nested folder", {
+        "lib.rs": "mod train;",
+        "train/mod.rs": "mod graph;\nmod trainer;",
+        "train/graph/mod.rs": "mod capture;",
+        "train/graph/capture.rs": "use crate::train::{trainer::{self, Batch}};",
+        "train/trainer.rs": "fn step() { let _ = crate::train::graph::run(); }",
+    }, ["sibling cycle in src/train/: graph -> trainer -> graph (graph -> trainer at "
+        "src/train/graph/capture.rs:1, trainer -> graph at src/train/trainer.rs:1)"]),
+    ("sibling cycle through a re-export of the folder's mod.rs", {
+        "lib.rs": "mod sweep;",
+        "sweep/mod.rs": "mod spec;\nmod space;\npub use spec::Sweep;",
+        "sweep/spec.rs": "use super::space::Trial;\npub struct Sweep;",
+        "sweep/space.rs": "\n\nfn f(s: &super::Sweep) {}",
+    }, ["sibling cycle in src/sweep/: space -> spec -> space (space -> spec at src/sweep/space.rs:3"]),
+    ("no cycle: one way only, the other way in test code, comments, strings or a function", {
+        "lib.rs": "mod sweep;",
+        "sweep/mod.rs": "mod asha;\nmod spec;\npub fn asha() {}",
+        "sweep/asha.rs": "use super::spec::Mode;",
+        "sweep/spec.rs": ("// super::asha::Asha\nconst S: &str = \"super::asha::x\";\nfn f() { super::asha(); }\n"
+                          "#[cfg(test)]\nmod tests {\n    use super::super::asha::Asha;\n}"),
+        "sweep/tests.rs": "use super::asha::Asha;",
+    }, []),
+    ("a cycle between top-level modules is still found", {
+        "lib.rs": "mod a;\nmod b;",
+        "a.rs": "use crate::b::X;",
+        "b/mod.rs": "use crate::a::Y;",
+    }, ["import cycle: a -> b -> a"]),
+]
+
+
+def self_test():
+    failures = 0
+    for name, tree, expected in SELF_TESTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "src"
+            for rel, text in tree.items():
+                (src / rel).parent.mkdir(parents=True, exist_ok=True)
+                (src / rel).write_text(text + "\n", encoding="utf-8")
+            problems, _ = check(src)
+        missing = [e for e in expected if not any(e in p for p in problems)]
+        extra = [p for p in problems if not any(e in p for e in expected)]
+        if missing or extra:
+            failures += 1
+            print(f"check-structure self-test FAILED: {name}: missing {missing}, unexpected {extra}",
+                  file=sys.stderr)
+    if failures:
+        return 1
+    print(f"check-structure: self-test OK: {len(SELF_TESTS)} made-up crates")
     return 0
 
 
