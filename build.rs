@@ -88,6 +88,12 @@ fn main() {
     println!("cargo:rustc-env=TORCHFIT_CUDA_LIBRARY={}", library.display());
     // csrc/cuda.cpp looks the CUDA runtime up with dlsym; glibc before 2.34 keeps it in libdl.
     println!("cargo:rustc-link-lib=dl");
+    // Where the shim's static libraries are, for tests/ffi_decls.rs's `nm` check.
+    let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
+    println!("cargo:rustc-env=TORCHFIT_SHIM_OUT_DIR={out_dir}");
+    // Every file of csrc/ (a folder is scanned whole): the .cpp files, csrc/torchfit.h that
+    // declares their extern "C" functions (and that each includes, so the compiler checks
+    // them against it), guarded.h and gloo_decl/.
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-changed=build.rs");
 

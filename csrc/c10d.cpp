@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "guarded.h"
+#include "torchfit.h"
 
 using torchfit::guarded;
 

@@ -18,6 +18,7 @@
 #endif
 
 #include "guarded.h"
+#include "torchfit.h"
 
 using torchfit::guarded;
 

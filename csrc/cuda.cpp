@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstring>
 
+#include "torchfit.h"
+
 extern "C" {
 
 // Copies the name of CUDA device `index` (NUL-terminated, truncated to out_len - 1 bytes)

@@ -2,8 +2,9 @@
 // step can be captured once and replayed (src/train/graph.rs). Compiled for real where
 // build.rs finds the CUDA runtime headers beside a CUDA libtorch (TORCHFIT_CUDA_GRAPHS);
 // elsewhere the same functions exist and report that this build has no CUDA graphs.
-// Wrapped safely in src/shim.rs (`CudaGraph`).
+// Wrapped safely in src/cuda.rs (`CudaGraph`).
 #include "guarded.h"
+#include "torchfit.h"
 
 #ifdef TORCHFIT_CUDA_GRAPHS
 #include <ATen/cuda/CUDAGraph.h>

@@ -3,6 +3,7 @@
 // only when NCCL or a CUDA graph is used (src/cuda.rs), so that no other process pays for
 // loading the CUDA libraries. This file adds what a library of its own needs besides.
 #include "guarded.h"
+#include "torchfit.h"
 
 extern "C" {
 

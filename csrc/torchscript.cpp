@@ -9,6 +9,7 @@
 #include <string>
 
 #include "guarded.h"
+#include "torchfit.h"
 
 using torchfit::guarded;
 

@@ -16,53 +16,16 @@
 // the tests exercise; training does not need them (yet).
 #![cfg_attr(not(test), allow(dead_code))]
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use tch::Tensor;
 
-use crate::shim::{c_string, check};
-
-mod ffi {
-    use super::*;
-    extern "C" {
-        pub fn tf_store_tcp(
-            host: *const c_char,
-            port: u16,
-            world_size: usize,
-            is_server: c_int,
-            timeout_ms: i64,
-            out: *mut *mut c_void,
-        ) -> *mut c_char;
-        pub fn tf_store_prefixed(store: *mut c_void, prefix: *const c_char, out: *mut *mut c_void) -> *mut c_char;
-        pub fn tf_store_free(store: *mut c_void);
-        pub fn tf_store_set(store: *mut c_void, key: *const c_char, value: *const u8, len: usize) -> *mut c_char;
-        pub fn tf_store_get(
-            store: *mut c_void,
-            key: *const c_char,
-            out: *mut *mut u8,
-            out_len: *mut usize,
-        ) -> *mut c_char;
-        pub fn tf_bytes_free(bytes: *mut u8);
-        pub fn tf_store_add(store: *mut c_void, key: *const c_char, delta: i64, out: *mut i64) -> *mut c_char;
-        pub fn tf_pg_gloo(
-            store: *mut c_void,
-            rank: c_int,
-            size: c_int,
-            timeout_ms: i64,
-            out: *mut *mut c_void,
-        ) -> *mut c_char;
-        pub fn tf_pg_free(pg: *mut c_void);
-        pub fn tf_pg_allreduce_sum(pg: *mut c_void, tensor: *mut c_void) -> *mut c_char;
-        pub fn tf_pg_allreduce_sum_start(pg: *mut c_void, tensor: *mut c_void, work: *mut *mut c_void) -> *mut c_char;
-        pub fn tf_work_wait(work: *mut c_void) -> *mut c_char;
-        pub fn tf_work_free(work: *mut c_void);
-        pub fn tf_pg_broadcast(pg: *mut c_void, tensor: *mut c_void, root: c_int) -> *mut c_char;
-        pub fn tf_pg_barrier(pg: *mut c_void) -> *mut c_char;
-    }
-}
+use crate::cuda::LiveStore;
+use crate::shim::{c_string, check, ffi};
 
 /// Which c10d process group: Gloo (CPU tensors, or CUDA ones staged through the host) or NCCL
 /// (CUDA tensors, one device per process).
@@ -94,6 +57,14 @@ impl Drop for Store {
         // SAFETY: ptr came from tf_store_tcp or tf_store_prefixed and is freed once, here. A
         // process group made from this store holds its own reference to it.
         unsafe { ffi::tf_store_free(self.ptr.as_ptr()) }
+    }
+}
+
+// SAFETY: the handle is a live c10d store for as long as `self` is borrowed (it is freed
+// only in Drop).
+unsafe impl LiveStore for Store {
+    fn handle(&self) -> NonNull<c_void> {
+        self.ptr
     }
 }
 
@@ -220,22 +191,23 @@ impl ProcessGroup {
             (Ok(r), Ok(s)) => (r, s),
             _ => bail!("a world size of {world_size} is more than c10d takes"),
         };
-        let mut ptr = std::ptr::null_mut();
-        let (store_ptr, timeout) = (store.ptr.as_ptr(), millis(timeout));
-        // SAFETY: live store and out-pointer.
+        let timeout = millis(timeout);
         let created = match backend {
-            Backend::Gloo => check(unsafe { ffi::tf_pg_gloo(store_ptr, c_rank, c_size, timeout, &mut ptr) }),
+            Backend::Gloo => {
+                let mut ptr = std::ptr::null_mut();
+                // SAFETY: live store and out-pointer.
+                check(unsafe { ffi::tf_pg_gloo(store.ptr.as_ptr(), c_rank, c_size, timeout, &mut ptr) })
+                    .and_then(|()| NonNull::new(ptr).ok_or_else(|| anyhow!("the Gloo process group came back null")))
+            }
             // In the CUDA half of the shim, loaded now (crate::cuda).
-            Backend::Nccl => crate::cuda::shim()
-                .and_then(|shim| shim.check(unsafe { (shim.pg_nccl)(store_ptr, c_rank, c_size, timeout, &mut ptr) })),
+            Backend::Nccl => crate::cuda::shim().and_then(|shim| shim.pg_nccl(store, c_rank, c_size, timeout)),
         };
-        created.map_err(|e| {
+        let ptr = created.map_err(|e| {
             anyhow!(
                 "{backend:?} process group of {world_size} (this is rank {rank}), over the store at {}: {e}",
                 store.name
             )
         })?;
-        let ptr = NonNull::new(ptr).ok_or_else(|| anyhow!("the {backend:?} process group came back null"))?;
         Ok(ProcessGroup { ptr, rank, world_size, backend })
     }
 
@@ -258,18 +230,30 @@ impl ProcessGroup {
     }
 
     /// Starts replacing `tensor` (contiguous) with its sum over all processes; the sum is
-    /// there once [`Pending::wait`] returns. Until then the tensor must be left alone.
-    pub fn start_allreduce_sum(&self, tensor: &Tensor) -> Result<Pending> {
+    /// there once [`Pending::wait`] returns. The pending collective borrows `tensor` mutably
+    /// until then, so it can be neither read nor dropped while the collective writes it.
+    pub fn start_allreduce_sum<'a>(&self, tensor: &'a mut Tensor) -> Result<Pending<'a>> {
+        let work = self.start(tensor)?;
+        Ok(Pending { work, what: self.what("allreduce"), _tensor: PhantomData, _part: None })
+    }
+
+    /// [`start_allreduce_sum`](Self::start_allreduce_sum) on `part`, a view of a buffer (one
+    /// bucket of a gradient buffer, while the backward pass still writes the others): the
+    /// pending collective owns the view until it is waited for. The rest of the buffer is
+    /// the caller's; it must leave this part alone until then (`dist::GradientSum` reads
+    /// the buffer only after waiting for every part).
+    pub fn start_allreduce_sum_part(&self, part: Tensor) -> Result<Pending<'static>> {
+        let work = self.start(&part)?;
+        Ok(Pending { work, what: self.what("allreduce"), _tensor: PhantomData, _part: Some(part) })
+    }
+
+    fn start(&self, tensor: &Tensor) -> Result<NonNull<c_void>> {
         let mut work = std::ptr::null_mut();
         // SAFETY: live group; tch's tensor pointer is a torch::Tensor*, which the work copies
         // (a new reference to the same storage), so the storage outlives the collective.
         check(unsafe { ffi::tf_pg_allreduce_sum_start(self.ptr.as_ptr(), tensor.as_ptr() as *mut c_void, &mut work) })
             .map_err(|e| self.failed("allreduce", e))?;
-        let work = NonNull::new(work).ok_or_else(|| anyhow!("the allreduce's work came back null"))?;
-        Ok(Pending {
-            work,
-            what: format!("allreduce on rank {} of {} ({:?})", self.rank, self.world_size, self.backend),
-        })
+        NonNull::new(work).ok_or_else(|| anyhow!("the allreduce's work came back null"))
     }
 
     /// Replaces `tensor` (contiguous) with process `root`'s.
@@ -291,27 +275,37 @@ impl ProcessGroup {
     }
 
     fn failed(&self, op: &str, e: anyhow::Error) -> anyhow::Error {
-        anyhow!("{op} on rank {} of {} ({:?}): {e}", self.rank, self.world_size, self.backend)
+        anyhow!("{}: {e}", self.what(op))
+    }
+
+    fn what(&self, op: &str) -> String {
+        format!("{op} on rank {} of {} ({:?})", self.rank, self.world_size, self.backend)
     }
 }
 
-/// A collective in flight (see [`ProcessGroup::start_allreduce_sum`]).
-pub struct Pending {
+/// A collective in flight (see [`ProcessGroup::start_allreduce_sum`]), holding its tensor:
+/// borrowed mutably for `'a`, or a view it owns.
+pub struct Pending<'a> {
     work: NonNull<c_void>,
     what: String,
+    _tensor: PhantomData<&'a mut Tensor>,
+    _part: Option<Tensor>,
 }
 
-// SAFETY: the work handle is c10d's, safe to wait on from any thread.
-unsafe impl Send for Pending {}
+// SAFETY: the work handle is c10d's, safe to wait on from any thread; the tensor it holds
+// is only kept, not used.
+unsafe impl Send for Pending<'_> {}
 
-impl Pending {
+impl Pending<'_> {
+    /// Waits for the collective; the tensor holds the result once this returns `Ok` (for
+    /// NCCL, once the current CUDA stream gets there), and is free again either way.
     pub fn wait(self) -> Result<()> {
         // SAFETY: live work handle, freed once in Drop.
         check(unsafe { ffi::tf_work_wait(self.work.as_ptr()) }).map_err(|e| anyhow!("{}: {e}", self.what))
     }
 }
 
-impl Drop for Pending {
+impl Drop for Pending<'_> {
     fn drop(&mut self) {
         // SAFETY: work came from tf_pg_allreduce_sum_start and is freed once, here. A work
         // dropped unwaited (an error elsewhere in the step) still completes or fails on

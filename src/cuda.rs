@@ -14,6 +14,7 @@
 //! binary and loaded the first time NCCL or a CUDA graph is used ([`shim`]).
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Result};
@@ -77,27 +78,93 @@ fn dlerror() -> String {
     unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
 }
 
-/// The CUDA half of the shim: libtorchfit_cuda.so's functions (see csrc/cuda_lib.cpp).
+/// Declares libtorchfit_cuda.so's functions once (csrc/torchfit.h's second section; checked
+/// against it by tests/ffi_decls.rs) and makes from that one list the table of function
+/// pointers, [`Functions`], and its loading by name from the library.
+macro_rules! cuda_library {
+    ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;)*) => {
+        /// The library's functions, looked up by name once it is loaded.
+        struct Functions {
+            $($name: unsafe extern "C" fn($($ty),*) $(-> $ret)?,)*
+        }
+
+        impl Functions {
+            /// Each function, at the address `symbol` finds for its name.
+            ///
+            /// # Safety
+            /// `symbol` must return the address of the library's extern "C" function of
+            /// that name, which has the signature declared here.
+            unsafe fn load(symbol: impl Fn(&str) -> Result<*mut c_void>) -> Result<Functions> {
+                Ok(Functions {
+                    $($name: std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($ty),*) $(-> $ret)?>(
+                        symbol(stringify!($name))?,
+                    ),)*
+                })
+            }
+        }
+    };
+}
+
+cuda_library! {
+    // cuda_lib.cpp
+    fn tf_cuda_string_free(s: *mut c_char);
+    // c10d_nccl.cpp
+    fn tf_pg_nccl(store: *mut c_void, rank: c_int, size: c_int, timeout_ms: i64, out: *mut *mut c_void) -> *mut c_char;
+    // cuda_graph.cpp
+    fn tf_cuda_graph_new(out: *mut *mut c_void) -> *mut c_char;
+    fn tf_cuda_graph_capture_begin(graph: *mut c_void, device: c_int) -> *mut c_char;
+    fn tf_cuda_graph_capture_end(graph: *mut c_void) -> *mut c_char;
+    fn tf_cuda_graph_replay(graph: *mut c_void) -> *mut c_char;
+    fn tf_cuda_graph_free(graph: *mut c_void);
+}
+
+/// A c10d store whose handle (a heap `c10::intrusive_ptr<c10d::Store>*`, csrc/c10d.cpp)
+/// the NCCL process group is made over: `crate::c10d::Store`.
+///
+/// # Safety
+/// `handle` must return a live store handle, which stays live while `self` is borrowed.
+pub unsafe trait LiveStore {
+    fn handle(&self) -> NonNull<c_void>;
+}
+
+/// The CUDA half of the shim: libtorchfit_cuda.so, loaded (see csrc/cuda_lib.cpp). Its
+/// functions are reached through safe methods here and [`CudaGraph`].
 pub struct Shim {
-    pub pg_nccl: unsafe extern "C" fn(*mut c_void, c_int, c_int, i64, *mut *mut c_void) -> *mut c_char,
-    pub graph_new: unsafe extern "C" fn(*mut *mut c_void) -> *mut c_char,
-    pub graph_capture_begin: unsafe extern "C" fn(*mut c_void, c_int) -> *mut c_char,
-    pub graph_capture_end: unsafe extern "C" fn(*mut c_void) -> *mut c_char,
-    pub graph_replay: unsafe extern "C" fn(*mut c_void) -> *mut c_char,
-    pub graph_free: unsafe extern "C" fn(*mut c_void),
-    string_free: unsafe extern "C" fn(*mut c_char),
+    functions: Functions,
 }
 
 impl Shim {
-    /// `Ok` for a null return of one of the shim's functions, else its message (freed).
-    pub fn check(&self, err: *mut c_char) -> Result<()> {
+    /// `Ok` for a null return of one of the library's functions, else its message (freed).
+    ///
+    /// # Safety
+    /// `err` must be what one of the library's functions returned, not yet checked.
+    unsafe fn check(&self, err: *mut c_char) -> Result<()> {
         if err.is_null() {
             return Ok(());
         }
-        // SAFETY: a non-null return is a NUL-terminated string malloc'd by the library.
+        // SAFETY: a non-null return is a NUL-terminated string malloc'd by the library,
+        // freed once, here.
         let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-        unsafe { (self.string_free)(err) };
+        unsafe { (self.functions.tf_cuda_string_free)(err) };
         Err(anyhow!("{}", first_line(&message)))
+    }
+
+    /// A new NCCL process group (csrc/c10d_nccl.cpp) of `size` processes meeting in `store`,
+    /// this one being `rank`, each collective bounded by `timeout_ms`: a handle of the kind
+    /// csrc/c10d.cpp's functions take, which the caller owns and frees with `tf_pg_free`.
+    pub fn pg_nccl(
+        &self,
+        store: &impl LiveStore,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: i64,
+    ) -> Result<NonNull<c_void>> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: a live store handle (LiveStore) and a valid out-pointer.
+        unsafe {
+            self.check((self.functions.tf_pg_nccl)(store.handle().as_ptr(), rank, size, timeout_ms, &mut ptr))?;
+        }
+        NonNull::new(ptr).ok_or_else(|| anyhow!("the NCCL process group came back null"))
     }
 }
 
@@ -113,7 +180,7 @@ pub struct CudaGraph {
 impl Drop for CudaGraph {
     fn drop(&mut self) {
         // SAFETY: ptr came from tf_cuda_graph_new and is freed once, here.
-        unsafe { (self.shim.graph_free)(self.ptr) }
+        unsafe { (self.shim.functions.tf_cuda_graph_free)(self.ptr) }
     }
 }
 
@@ -127,7 +194,7 @@ impl CudaGraph {
         let shim = shim()?;
         let mut ptr = std::ptr::null_mut();
         // SAFETY: valid out-pointer.
-        shim.check(unsafe { (shim.graph_new)(&mut ptr) })?;
+        unsafe { shim.check((shim.functions.tf_cuda_graph_new)(&mut ptr)) }?;
         Ok(CudaGraph { ptr, shim })
     }
 
@@ -135,18 +202,18 @@ impl CudaGraph {
     pub fn capture_begin(&mut self, device: usize) -> Result<()> {
         let device = c_int::try_from(device).map_err(|_| anyhow!("CUDA device index {device} out of range"))?;
         // SAFETY: live graph.
-        self.shim.check(unsafe { (self.shim.graph_capture_begin)(self.ptr, device) })
+        unsafe { self.shim.check((self.shim.functions.tf_cuda_graph_capture_begin)(self.ptr, device)) }
     }
 
     /// Ends the capture (also after an error in the captured work) and readies the graph.
     pub fn capture_end(&mut self) -> Result<()> {
         // SAFETY: live graph.
-        self.shim.check(unsafe { (self.shim.graph_capture_end)(self.ptr) })
+        unsafe { self.shim.check((self.shim.functions.tf_cuda_graph_capture_end)(self.ptr)) }
     }
 
     pub fn replay(&mut self) -> Result<()> {
         // SAFETY: live graph.
-        self.shim.check(unsafe { (self.shim.graph_replay)(self.ptr) })
+        unsafe { self.shim.check((self.shim.functions.tf_cuda_graph_replay)(self.ptr)) }
     }
 }
 
@@ -173,25 +240,17 @@ fn open_shim() -> Result<Shim> {
     std::io::Write::write_all(&mut file, LIBRARY)?;
     let handle = dlopen(&format!("/proc/self/fd/{fd}"), libc::RTLD_NOW | libc::RTLD_LOCAL)?;
     drop(file);
-    let symbol = |name: &CStr| -> Result<*mut c_void> {
+    let symbol = |name: &str| -> Result<*mut c_void> {
+        let c_name = CString::new(name)?;
         // SAFETY: a live handle and a NUL-terminated name.
-        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        let address = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
         match address.is_null() {
-            true => bail!("{} has no {name:?}", "libtorchfit_cuda.so"),
+            true => bail!("libtorchfit_cuda.so has no {name}"),
             false => Ok(address),
         }
     };
-    // SAFETY: each symbol is the extern "C" function of that name in csrc/, whose signature
-    // the field's type repeats.
-    unsafe {
-        Ok(Shim {
-            pg_nccl: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_pg_nccl")?),
-            graph_new: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_graph_new")?),
-            graph_capture_begin: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_graph_capture_begin")?),
-            graph_capture_end: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_graph_capture_end")?),
-            graph_replay: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_graph_replay")?),
-            graph_free: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_graph_free")?),
-            string_free: std::mem::transmute::<*mut c_void, _>(symbol(c"tf_cuda_string_free")?),
-        })
-    }
+    // SAFETY: `symbol` finds each function by its name in the library build.rs made from
+    // csrc/, whose signatures csrc/torchfit.h declares and `cuda_library!` repeats (checked
+    // by tests/ffi_decls.rs).
+    Ok(Shim { functions: unsafe { Functions::load(symbol) }? })
 }

@@ -16,46 +16,8 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 use tch::Tensor;
 
-mod ffi {
-    use super::*;
-    extern "C" {
-        pub fn tf_string_free(s: *mut c_char);
-        pub fn tf_cuda_device_name(index: c_int, out: *mut c_char, out_len: usize) -> c_int;
-        pub fn tf_cuda_backend_runtime() -> c_int;
-        pub fn tf_set_flush_denormal(on: c_int) -> c_int;
-        pub fn tf_module_new(class_name: *const c_char, out: *mut *mut c_void) -> *mut c_char;
-        pub fn tf_module_free(module: *mut c_void);
-        pub fn tf_module_register_tensor(
-            module: *mut c_void,
-            name: *const c_char,
-            tensor: *const c_void,
-            is_buffer: c_int,
-        ) -> *mut c_char;
-        pub fn tf_module_register_module(module: *mut c_void, name: *const c_char, child: *const c_void)
-            -> *mut c_char;
-        pub fn tf_module_define(module: *mut c_void, source: *const c_char) -> *mut c_char;
-        pub fn tf_module_save(
-            module: *mut c_void,
-            path: *const c_char,
-            extra_names: *const *const c_char,
-            extra_values: *const *const c_char,
-            extra_lengths: *const usize,
-            n_extra: usize,
-        ) -> *mut c_char;
-        pub fn tf_fused_adam(
-            param: *mut c_void,
-            grad: *const c_void,
-            exp_avg: *mut c_void,
-            exp_avg_sq: *mut c_void,
-            step: *mut c_void,
-            lr_tensor: *const c_void,
-            lr: f64,
-            beta1: f64,
-            beta2: f64,
-            eps: f64,
-        ) -> *mut c_char;
-    }
-}
+/// The declarations of the shim's C functions (csrc/torchfit.h), for this file and `c10d`.
+pub(crate) mod ffi;
 
 /// Turns the shim's error convention (null, or a message we must free) into a `Result`.
 pub(crate) fn check(err: *mut c_char) -> Result<()> {

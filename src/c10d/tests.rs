@@ -123,6 +123,19 @@ fn collectives(pg: &ProcessGroup) {
     let mut big = Tensor::full([1000, 3], rank + 0.5, (tch::Kind::Double, tch::Device::Cpu));
     pg.allreduce_sum(&mut big).unwrap();
     assert_eq!(Vec::<f64>::try_from(big.flatten(0, -1)).unwrap(), vec![2.0; 3000]);
+    // Started, then waited for: a tensor the pending collective borrows, and two parts of one
+    // buffer that the pending collectives own (as dist::GradientSum's buckets), waited for in
+    // the other order than started.
+    let mut s = Tensor::from_slice(&[1.0f32, 2.0]) * (rank + 1.0);
+    let pending = pg.start_allreduce_sum(&mut s).unwrap();
+    pending.wait().unwrap();
+    assert_eq!(Vec::<f32>::try_from(&s).unwrap(), [3.0, 6.0]);
+    let buffer = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0]) * (rank + 1.0);
+    let last = pg.start_allreduce_sum_part(buffer.narrow(0, 3, 2)).unwrap();
+    let first = pg.start_allreduce_sum_part(buffer.narrow(0, 0, 3)).unwrap();
+    first.wait().unwrap();
+    last.wait().unwrap();
+    assert_eq!(Vec::<f32>::try_from(&buffer).unwrap(), [3.0, 6.0, 9.0, 12.0, 15.0]);
     // From rank 1, so the result is not what rank 0 already had.
     let mut b = Tensor::from_slice(&[10.0f32, 20.0]) * (rank + 1.0);
     pg.broadcast(&mut b, 1).unwrap();

@@ -151,7 +151,8 @@ pub struct GradientSum<'g> {
     grads: Tensor,
     /// The range ready and not yet started: `start..end`.
     ready: Option<(i64, i64)>,
-    pending: Vec<Pending>,
+    /// The buckets in flight, each holding its view of `grads` until waited for.
+    pending: Vec<Pending<'static>>,
 }
 
 impl GradientSum<'_> {
@@ -186,7 +187,8 @@ impl GradientSum<'_> {
     fn start(&mut self) -> Result<()> {
         let (Some(comm), Some((first, end))) = (&self.group.comm, self.ready.take()) else { return Ok(()) };
         let bucket = self.grads.narrow(0, first, end - first);
-        let pending = comm.pg.start_allreduce_sum(&bucket).context("summing the gradients across processes failed")?;
+        let pending =
+            comm.pg.start_allreduce_sum_part(bucket).context("summing the gradients across processes failed")?;
         self.pending.push(pending);
         Ok(())
     }
