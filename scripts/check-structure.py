@@ -239,7 +239,9 @@ def describe(cycle, component, evidence):
     steps = ", ".join(f"{a} -> {b} at {evidence[(a, b)]}" for a, b in zip(cycle, cycle[1:]) if (a, b) in evidence)
     # Other cycles may run through the same modules; name them all so one fix is not
     # followed by a surprise.
-    rest = f"; {', '.join(component)} all reach each other" if len(component) > len(cycle) - 1 else ""
+    others = [f"{a} -> {b} at {at}" for (a, b), at in sorted(evidence.items())
+              if a in component and b in component and (a, b) not in zip(cycle, cycle[1:])]
+    rest = f"; {', '.join(component)} all reach each other, also through {', '.join(others)}" if others else ""
     return f"{' -> '.join(cycle)} ({steps}){rest}"
 
 
@@ -292,19 +294,35 @@ def skip_space(code, i):
     return i
 
 
+INLINE_MOD = re.compile(r"(?<![\w$])mod\s+(\w+)\s*\{")
+
+
+def inline_modules(code):
+    """(start, end, name) of each `mod NAME { ... }` written inside a file."""
+    spans = []
+    for m in INLINE_MOD.finditer(code):
+        depth, j = 1, m.end()
+        while j < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[j], 0)
+            j += 1
+        spans.append((m.start(), j, m.group(1)))
+    return spans
+
+
 def paths_in(code, module):
     """(line, absolute path, called) for every `crate::`, `super::` or `self::` path in
-    `code` of `module`; `called` when its last name is followed by `(` or `!` (a function
-    or macro, which may share a module's name)."""
-    found, consumed = [], 0
+    `code` of `module` (or of a `mod NAME { ... }` inside it); `called` when its last name is
+    followed by `(` or `!` (a function or macro, which may share a module's name)."""
+    found, consumed, spans = [], 0, inline_modules(code)
     for m in PATH_START.finditer(code):
         if m.start() < consumed:
             continue
         trees, consumed = parse_tree(code, m.end())
         line = code.count("\n", 0, m.start()) + 1
+        here = tuple(module) + tuple(name for start, end, name in spans if start < m.start() < end)
         for names, at in trees:
             names = [m.group(1)] + names
-            base = () if names[0] == "crate" else module
+            base = () if names[0] == "crate" else here
             if names[0] == "self":
                 names = names[1:]
             elif names[0] == "crate":
@@ -414,6 +432,13 @@ SELF_TESTS = [
         "sweep/spec.rs": ("// super::asha::Asha\nconst S: &str = \"super::asha::x\";\nfn f() { super::asha(); }\n"
                           "#[cfg(test)]\nmod tests {\n    use super::super::asha::Asha;\n}"),
         "sweep/tests.rs": "use super::asha::Asha;",
+    }, []),
+    ("no cycle: super:: inside a module written in a file means that file", {
+        "lib.rs": "mod sweep;",
+        "sweep/mod.rs": "mod asha;\nmod spec;",
+        "sweep/asha.rs": "use super::spec::Mode;\npub struct Spec;",
+        "sweep/spec.rs": ("pub struct Mode;\nmod asha {\n    pub struct Local;\n}\n"
+                          "mod inner {\n    use super::asha::Local;\n    use super::super::spec::Mode;\n}"),
     }, []),
     ("a cycle between top-level modules is still found", {
         "lib.rs": "mod a;\nmod b;",
