@@ -491,7 +491,7 @@ fn a_truncated_weights_file_is_refused_by_evaluate_and_export() {
     let weights = d.join("run/weights.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() - 20]).unwrap();
-    for args in [vec!["evaluate", "run", "d.csv"], vec!["export", "run", "--output", "m.onnx"]] {
+    for args in [vec!["evaluate", "run", "--data", "d.csv"], vec!["export", "run", "--output", "m.onnx"]] {
         let out = torchfit(d, &args);
         assert_fails_with(&out, &["weights.safetensors: cannot read safetensors"]);
     }
