@@ -267,7 +267,7 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
 /// The bytes of a version-1.0 .npy file with this header dict and data.
 fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
