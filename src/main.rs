@@ -147,9 +147,12 @@ struct EvaluateArgs {
     run: PathBuf,
     /// A labelled CSV file, read with the run's delimiter (data.delimiter), or a Parquet
     /// file (.parquet, .pq), whose header row or schema names the run's feature columns and
-    /// its target.
-    #[arg(long, value_name = "FILE")]
-    data: PathBuf,
+    /// its target. Also accepted as --data FILE.
+    #[arg(value_name = "FILE", required_unless_present = "data")]
+    file: Option<PathBuf>,
+    /// The labelled data file, as FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
+    data: Option<PathBuf>,
     /// The label column, when it is not named as in training.
     #[arg(long, value_name = "COLUMN")]
     target: Option<String>,
@@ -263,7 +266,10 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             overrides.extend(args.seed.map(|s| format!("seed={s}")));
             let config = match &args.resume {
                 Some(run_dir) => torchfit::train::resume_config(run_dir, &overrides)?,
-                None => Config::load(args.config.config.as_deref(), &overrides)?,
+                None => {
+                    torchfit::data::note_config_file(args.config.config.as_deref());
+                    Config::load(args.config.config.as_deref(), &overrides)?
+                }
             };
             let resume = args.resume.is_some();
             let run_dir = args.resume.or(args.out);
@@ -279,8 +285,10 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             torchfit::predict::predict(&args.model, &args.input, args.output.as_deref(), args.proba, &mut out)?
         }
         Command::Evaluate(args) => {
+            // clap has made sure that one of the two is given.
+            let data = args.file.or(args.data).unwrap_or_default();
             let metrics =
-                torchfit::predict::evaluate(&args.run, &args.data, args.weights.as_deref(), args.target.as_deref())?;
+                torchfit::predict::evaluate(&args.run, &data, args.weights.as_deref(), args.target.as_deref())?;
             for (name, value) in metrics {
                 writeln!(out, "{name} {value:.6}")?;
             }

@@ -83,6 +83,11 @@ fn fixtures(args: &[&str]) -> tempfile::TempDir {
     Tensor::zeros([4], (Kind::Float, Device::Cpu)).write_npy(d.join("y.npy")).unwrap();
     Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
     parquet_fixtures(d);
+    damaged_fixtures(d);
+    if args.iter().any(|a| a.contains("bigname")) {
+        // A 10 MB column name, which no message may echo whole.
+        std::fs::write(d.join("bigname.csv"), format!("a,{},y\n1,2,3\n4,5,6\n", "n".repeat(10_000_000))).unwrap();
+    }
     if args.contains(&"trained.pt") {
         std::fs::copy(trained_model(), d.join("trained.pt")).unwrap();
     }
@@ -110,6 +115,45 @@ fn parquet_fixtures(d: &Path) {
     write("tags.parquet", vec![("x", x.clone()), ("tags", Arc::new(tags)), ("y", x.clone())]);
     write("gap.parquet", vec![("x", x), ("y", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0)])))]);
     std::fs::write(d.join("corrupt.parquet"), b"PAR1\x15\x04garbage, not a footer\x00\x00\x00PAR1").unwrap();
+}
+
+/// Data files damaged as users damage them: a .npy cut short (`np.save` of 80x3 float32, then
+/// `head -c 800`) or with bytes after its array, infinite values in .npy and Parquet files, a
+/// run whose weights.safetensors is cut short, a config in a folder naming a file beside it.
+fn damaged_fixtures(d: &Path) {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+    use std::sync::Arc;
+    // As NumPy writes it: the header padded to 64 bytes (tch pads to 16).
+    let data: Vec<u8> = (0..240).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    npy_with_header(&d.join("whole.npy"), "{'descr': '<f4', 'fortran_order': False, 'shape': (80, 3), }", &data);
+    let whole = std::fs::read(d.join("whole.npy")).unwrap();
+    assert_eq!(whole.len(), 1088, "np.save's layout: a 128-byte header, then 960 bytes");
+    std::fs::write(d.join("trunc.npy"), &whole[..800]).unwrap();
+    std::fs::write(d.join("long.npy"), [whole.as_slice(), &[0u8; 12]].concat()).unwrap();
+    Tensor::zeros([80], (Kind::Float, Device::Cpu)).write_npy(d.join("y80.npy")).unwrap();
+    let inf = Tensor::ones([4, 10], (Kind::Float, Device::Cpu));
+    let _ = inf.get(2).get(1).fill_(f64::INFINITY);
+    inf.write_npy(d.join("inf10.npy")).unwrap();
+    inf.narrow(1, 0, 3).contiguous().write_npy(d.join("inf3.npy")).unwrap();
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("x", Arc::new(Float64Array::from(vec![1.0, f64::INFINITY, 3.0]))),
+        ("y", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(d.join("inf.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let parquet = std::fs::read(d.join("inf.parquet")).unwrap();
+    std::fs::write(d.join("cut.parquet"), &parquet[..parquet.len() / 2]).unwrap();
+    let header: Vec<String> = (0..10).map(|i| format!("x{i}")).collect();
+    let row = |first: &str| format!("{first},{}", vec!["1"; 9].join(","));
+    let inf_csv = [header.join(","), row("0.5"), row("inf"), row("1e400")].join("\n");
+    std::fs::write(d.join("inf.csv"), inf_csv).unwrap();
+    std::fs::write(d.join("semi.csv"), "a;b;y\n1;2;3\n4;5;6\n").unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/beside.csv"), "a,y\n1,2\n3,4\n").unwrap();
+    std::fs::write(d.join("sub/beside.yaml"), "data: {kind: csv, path: beside.csv, target: y}\n").unwrap();
 }
 
 /// A version-1.0 .npy file with the given header dict and data bytes.
@@ -231,5 +275,21 @@ bad! {
     csv_crlf_line_numbers: ["train", "csv_crlf.yaml"] => ["crlf.csv: row 2 (line 3), column `y`: \"six\" is not a number"];
     predict_a_directory_takes_its_model_pt: ["predict", ".", "x.npy"] => ["./model.pt is not a TorchScript model"];
     evaluate_a_file_that_is_not_a_run: ["evaluate", "gap.csv", "--data", "gap.csv"] => ["gap.csv is a file; pass a run directory"];
+    npy_truncated_for_training: ["train", "npy_trunc.yaml"] => ["data.x: ", "trunc.npy: cannot read as .npy: truncated: expected 1088 bytes (128 of header, then 960 of data for shape [80, 3] of float32), the file has 800"];
+    npy_with_bytes_after_its_array: ["train", "npy_long.yaml"] => ["long.npy: cannot read as .npy: extra bytes after the array: expected 1088 bytes", "the file has 1100"];
+    npy_truncated_for_prediction: ["predict", "trained.pt", "trunc.npy"] => ["input: ", "trunc.npy: cannot read as .npy: truncated: expected 1088 bytes", "the file has 800"];
+    npy_infinite_for_training: ["train", "npy_inf.yaml"] => ["data.x: ", "inf3.npy: row 3, column 2 (x1): inf is not a finite number"];
+    npy_infinite_for_prediction: ["predict", "trained.pt", "inf10.npy"] => ["inf10.npy: row 3, column 2 (`x1`): inf is not a finite number"];
+    csv_infinite_for_prediction: ["predict", "trained.pt", "inf.csv"] => ["inf.csv: row 2 (line 3), column `x0`: \"inf\" is not a finite number"];
+    csv_infinite_for_training: ["train", "csv_inf.yaml"] => ["inf.csv: row 2 (line 3), column `x0`: \"inf\" is not a finite number"];
+    csv_overflowing_target_for_training: ["train", "csv_inf.yaml", "--set", "data.target=x0"] => ["inf.csv: row 2 (line 3), column `x0`: \"inf\" is not a finite number"];
+    csv_1e400_for_training: ["train", "csv_inf.yaml", "--set", "data.path=huge.csv", "--set", "data.target=y"] => ["huge.csv: row 2 (line 3), column `y`: \"1e400\" is not a finite number"];
+    parquet_infinite_for_training: ["train", "parquet_inf.yaml"] => ["inf.parquet: row 2, column `x`: \"inf\" is not a finite number"];
+    parquet_cut_short: ["train", "parquet_inf.yaml", "--set", "data.path=cut.parquet"] => ["cut.parquet: not a readable Parquet file ("];
+    csv_semicolons_without_a_delimiter: ["train", "csv_semi.yaml"] => ["data.target: no column `y` in", "semi.csv (columns: a;b;y); the header is one column, split at ',': if the file's fields are separated by \";\", set data.delimiter: \";\""];
+    relative_path_beside_the_config: ["train", "sub/beside.yaml"] => ["data.path: ", "beside.csv: no such file (relative paths resolve from the working directory, ", "sub/beside.csv exists beside the config file"];
+    relative_path_nowhere: ["train", "csv_missing_file.yaml"] => ["nowhere.csv: no such file (relative paths resolve from the working directory"];
+    continuous_target_with_cross_entropy: ["train", "continuous.yaml"] => ["continuous.csv: the target looks continuous: 8 distinct values such as \"0.5\", read as classes; for a continuous target set task: regression and training.loss: mse"];
+    ten_megabyte_column_name: ["train", "--set", "data={kind: csv, path: bigname.csv, target: zz}"] => ["data.target: no column `zz` in", "(columns: a, nnnnnnnnnn", "… (10000000 bytes), y)"];
     export_format_contradicts_the_output: ["export", ".", "--format", "torchscript", "--output", "x.safetensors"] => ["--format torchscript contradicts --output x.safetensors"];
 }

@@ -11,16 +11,23 @@ use tch::{Device, Kind, Tensor};
 
 use super::numbers::Numbers;
 use super::text::{Text, TextBuilder};
-use super::{Format, Table, Target, TextColumn};
-use crate::config::{DataConfig, Features, Missing, Task};
+use super::Target;
+use crate::config::Missing;
 
 mod cell;
+pub(super) mod header;
+mod judge;
 mod parallel;
+mod table;
 #[cfg(test)]
 mod tests;
 
 use cell::trim;
 pub(super) use cell::{parse_cell, Cell};
+pub(super) use judge::{judge, Keep};
+pub use judge::{CellError, Problem};
+pub(super) use table::read_table;
+pub use table::{read_labelled_csv, LabelledCsv};
 
 /// How a requested column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +76,8 @@ pub struct CsvData {
     pub names: Vec<String>,
     pub columns: Vec<Column>,
     pub rows: usize,
+    /// Rows dropped for a missing target or label under `missing: mean`.
+    pub unlabelled: usize,
 }
 
 /// A column being read: numbers so far (and whether they were all booleans), or text.
@@ -229,15 +238,7 @@ fn read_csv_split(
     let (wanted, names) = choose(&first)?;
     let first_is_data = names.is_some();
     let header = names.unwrap_or(first);
-    let position = |name: &String| -> Result<usize> {
-        let mut at = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i);
-        match (at.next(), at.next()) {
-            (Some(i), None) => Ok(i),
-            (Some(_), Some(_)) => bail!("{file}: the header has more than one column `{name}`"),
-            (None, _) => bail!("{file}: no column `{name}` (columns: {})", header.join(", ")),
-        }
-    };
-    let at: Vec<usize> = wanted.iter().map(|(name, _)| position(name)).collect::<Result<_>>()?;
+    let at = header::positions(&file.to_string(), "header", &header, wanted.iter().map(|(n, _)| n), Some(delimiter))?;
     let roles: Vec<Role> = wanted.iter().map(|(_, role)| *role).collect();
     let names = wanted.into_iter().map(|(name, _)| name).collect();
     // The data begin where the csv crate stopped reading the header (or at the top when the
@@ -249,13 +250,13 @@ fn read_csv_split(
         Split::Bytes(bytes) => parallel::read(path, data_start, &layout, Some(bytes)),
         Split::Never => None,
     };
-    if let Some((columns, rows)) = parallel {
-        return Ok(CsvData { header, names, columns, rows });
+    if let Some((columns, rows, unlabelled)) = parallel {
+        return Ok(CsvData { header, names, columns, rows, unlabelled });
     }
     // Quotes, an error, or nothing to read: the csv crate reads the file, and says what is
     // wrong with it.
     let mut columns: Vec<Reading> = roles.iter().map(|role| Reading::new(*role)).collect();
-    let mut rows = 0usize;
+    let (mut rows, mut unlabelled) = (0usize, 0usize);
     let mut record = csv::StringRecord::new();
     let mut cells: Vec<Cell> = Vec::with_capacity(at.len());
     let mut row = 0usize;
@@ -271,32 +272,26 @@ fn read_csv_split(
         row += 1;
         let start = record.position().map_or(0, |p| p.byte());
         // Only errors need the line, so it is counted only for them.
-        let place = |col: usize| format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header[col]);
-        let mut drop = false;
+        let place = |col: usize| {
+            format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header::clip(&header[col]))
+        };
+        let mut keep = Keep::Row;
         cells.clear();
         for ((&col, &role), reading) in at.iter().zip(&roles).zip(&columns) {
             let text = trim(record.get(col).unwrap_or(""));
             let cell = parse_cell(text, if reading.is_text() { Role::Text } else { role });
             match judge(&cell, role, missing) {
-                Ok(keep) => drop |= !keep,
-                Err(Problem::MissingLabel) => {
-                    bail!("{}: missing label; set data.missing: drop_row to skip such rows", place(col))
-                }
-                Err(Problem::MissingTarget) => bail!(
-                    "{}: missing value; data.missing: mean fills features only, use drop_row for targets",
-                    place(col)
-                ),
-                Err(Problem::Missing) => bail!("{}: missing value; set data.missing to drop_row or mean", place(col)),
-                Err(Problem::NotANumber) => {
-                    // Text in a target column is likely a class label.
-                    let hint =
-                        if role == Role::Target { "; if it is a class label, set task: classification" } else { "" };
-                    bail!("{}: {text:?} is not a number{hint}", place(col))
+                Ok(Keep::Row) => {}
+                Ok(other) => keep = other,
+                Err(problem) => {
+                    let text = text.to_string();
+                    return Err(CellError { place: place(col), problem, text, role, trained_regression: false }.into());
                 }
             }
             cells.push(cell);
         }
-        if drop {
+        if keep != Keep::Row {
+            unlabelled += usize::from(keep == Keep::Unlabelled);
             continue;
         }
         for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(&at) {
@@ -308,35 +303,7 @@ fn read_csv_split(
         bail!("{file}: no data rows after the header");
     }
     let columns = columns.into_iter().map(Reading::finish).collect();
-    Ok(CsvData { header, names, columns, rows })
-}
-
-/// Why a cell stops the reading of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Problem {
-    MissingLabel,
-    /// A missing target under `missing: mean`, which fills features only.
-    MissingTarget,
-    /// A missing cell under `missing: error`.
-    Missing,
-    /// Text in a column of numbers.
-    NotANumber,
-}
-
-/// Whether the row of `cell` is kept under the `missing` policy (a missing cell drops it
-/// with `drop_row`), or why the file cannot be read.
-fn judge(cell: &Cell, role: Role, missing: Missing) -> Result<bool, Problem> {
-    match (cell, role) {
-        (Cell::Missing, _) => match (missing, role) {
-            (Missing::DropRow, _) => Ok(false),
-            (Missing::Mean, Role::Auto | Role::Number | Role::Text) => Ok(true),
-            (_, Role::Label) => Err(Problem::MissingLabel),
-            (Missing::Mean, _) => Err(Problem::MissingTarget),
-            (Missing::Error, _) => Err(Problem::Missing),
-        },
-        (Cell::Text, Role::Number | Role::Target) => Err(Problem::NotANumber),
-        _ => Ok(true),
-    }
+    Ok(CsvData { header, names, columns, rows, unlabelled })
 }
 
 /// The line on which the CSV record that the reader began at byte `start` begins. The
@@ -367,118 +334,6 @@ fn csv_error(e: &csv::Error) -> String {
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_string(),
         _ => e.to_string(),
     }
-}
-
-/// The table of kind csv or parquet that `d` names, read in `format`: the target columns, and
-/// as features the columns `data.features` lists (default: all the others), those in
-/// `data.categorical` as text.
-pub(super) fn read_table(d: &DataConfig, task: Task, format: Format) -> Result<Table> {
-    let path = d.path.as_deref().with_context(|| format!("data.path is required for kind {}", format.kind()))?;
-    if !path.is_file() {
-        bail!("data.path: {}: no such file", path.display());
-    }
-    let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
-    let forced = d.categorical.clone().unwrap_or_default();
-    let labelled = read_labelled_csv(path, format, d.missing, task, &targets, |header| {
-        for target in &targets {
-            if !header.contains(target) {
-                bail!("data.target: no column `{target}` in {} (columns: {})", path.display(), header.join(", "));
-            }
-        }
-        let features: Vec<String> = match &d.features {
-            Some(Features::Columns(names)) => {
-                if let Some(t) = names.iter().find(|n| targets.contains(n)) {
-                    bail!("data.features: `{t}` is also the target");
-                }
-                names.clone()
-            }
-            _ => header.iter().filter(|h| !targets.contains(h)).cloned().collect(),
-        };
-        if features.is_empty() {
-            bail!("data.features: {} has no columns besides the target", path.display());
-        }
-        if let Some(unknown) = forced.iter().find(|c| !features.contains(c)) {
-            let why = if header.contains(unknown) { "is not a feature" } else { "is not a column" };
-            bail!("data.categorical: `{unknown}` {why} of {} (features: {})", path.display(), features.join(", "));
-        }
-        Ok(features
-            .into_iter()
-            .map(|f| (f.clone(), if forced.contains(&f) { Role::Text } else { Role::Auto }))
-            .collect())
-    })?;
-    let y = match labelled.values {
-        Some(values) => Target::Values(values),
-        None => classes_from_text(&labelled.labels),
-    };
-    Ok(Table {
-        x: labelled.x,
-        categorical: labelled.categorical,
-        y,
-        feature_names: labelled.feature_names,
-        target_names: targets,
-    })
-}
-
-/// A table file's features and targets, as read by [`read_labelled_csv`].
-pub struct LabelledCsv {
-    /// The numeric features' names, the columns of `x`.
-    pub feature_names: Vec<String>,
-    /// `[rows, numeric features]`, missing values as NaN (with `missing: mean`).
-    pub x: Tensor,
-    /// The categorical features, as read.
-    pub categorical: Vec<TextColumn>,
-    /// Regression: the target columns, `[rows, targets]`.
-    pub values: Option<Tensor>,
-    /// Classification: the label column (empty for regression).
-    pub labels: Text,
-}
-
-/// Reads the feature columns that `features` picks from the header (each with how to read
-/// it), and the `targets` columns: numbers for regression, one label column for
-/// classification. The file is CSV or Parquet, as `format` says.
-pub fn read_labelled_csv(
-    path: &Path,
-    format: Format,
-    missing: Missing,
-    task: Task,
-    targets: &[String],
-    features: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
-) -> Result<LabelledCsv> {
-    let data = format.read(path, missing, |header| {
-        let mut wanted = features(header)?;
-        let role = if task == Task::Classification { Role::Label } else { Role::Target };
-        wanted.extend(targets.iter().map(|t| (t.clone(), role)));
-        Ok(wanted)
-    })?;
-    let rows = data.rows;
-    // In the order asked for: the features, then the targets.
-    let mut names = data.names;
-    names.truncate(names.len() - targets.len());
-    let mut columns = data.columns;
-    let target_columns = columns.split_off(names.len());
-    let (mut feature_names, mut numeric, mut categorical) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, column) in names.into_iter().zip(columns) {
-        match column {
-            Column::Numbers(values) => {
-                feature_names.push(name);
-                numeric.push(values);
-            }
-            Column::Text(values) => categorical.push(TextColumn { name, values }),
-        }
-    }
-    // A column to spare per text feature: the codes go there in training.
-    let x = column_matrix_spare(numeric, rows, categorical.len())?;
-    let (mut values, mut labels) = (Vec::new(), Text::default());
-    for column in target_columns {
-        match column {
-            Column::Numbers(v) => values.push(v),
-            // A label is never missing (an error, or the row dropped); were one, it would
-            // be the empty label.
-            Column::Text(v) => labels = v.fill_missing(""),
-        }
-    }
-    let values = (task == Task::Regression).then(|| column_matrix(values, rows)).transpose()?;
-    Ok(LabelledCsv { feature_names, x, categorical, values, labels })
 }
 
 /// `[rows, columns]` float32 from columns of `rows` values each, written straight into the

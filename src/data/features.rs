@@ -1,13 +1,15 @@
 //! The features of new data for prediction: a `.npy` array, or a CSV or Parquet file's
 //! columns matched to the model's feature names.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+use super::csv::header::{clip, list};
 use super::csv::{column_matrix, read_csv_rows, Column, Role};
-use super::npy::read_npy;
+use super::npy::{check_finite, read_npy};
 use super::parquet::read_parquet;
 use super::{is_missing, Format, TextColumn};
 use crate::config::Missing;
@@ -47,7 +49,13 @@ pub fn read_features(
         if t.dim() != 2 {
             bail!("{}: expected a 2-D array [samples, features], got shape {:?}", path.display(), t.size());
         }
-        return Ok((t.f_to_kind(Kind::Float)?, Vec::new(), ColumnMatch::Array));
+        let x = t.f_to_kind(Kind::Float)?;
+        let name = |col: usize| match numeric.get(col) {
+            Some(feature) => format!("{} (`{}`)", col + 1, clip(feature)),
+            None => (col + 1).to_string(),
+        };
+        check_finite(&path.display().to_string(), &x, name)?;
+        return Ok((x, Vec::new(), ColumnMatch::Array));
     }
     let names: Vec<&String> = numeric.iter().chain(categorical).collect();
     let by_name = || -> Vec<(String, Role)> {
@@ -57,11 +65,13 @@ pub fn read_features(
     let mut matched = ColumnMatch::ByName;
     let format = Format::of(path, delimiter);
     let mut choose = |first: &[String]| -> Result<(Vec<(String, Role)>, Option<Vec<String>>)> {
-        let absent: Vec<&String> = names.iter().copied().filter(|n| !first.contains(n)).collect();
+        // A set of the header's names: it may have tens of thousands.
+        let header: HashSet<&String> = first.iter().collect();
+        let absent: Vec<&String> = names.iter().copied().filter(|n| !header.contains(n)).collect();
         if absent.is_empty() {
             return Ok((by_name(), None));
         }
-        let all = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        let all = list(names.iter().map(|n| n.as_str()));
         if absent.len() < names.len() || !categorical.is_empty() {
             bail!("{}: no column {} (the model's features are {all})", path.display(), or_list(&absent));
         }
@@ -96,9 +106,14 @@ pub fn read_features(
     Ok((column_matrix(numbers, data.rows)?, text, matched))
 }
 
-/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``: column names for a message.
+/// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``: column names for a message (long
+/// names cut, and at most a dozen named).
 pub fn or_list(names: &[&String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    const SHOWN: usize = 12;
+    let mut quoted: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{}`", clip(n))).collect();
+    if names.len() > SHOWN {
+        quoted.push(format!("{} more", names.len() - SHOWN));
+    }
     match quoted.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => quoted.join(""),

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use self::csv::header;
 use crate::config::{Config, DataConfig, DataKind, Loss, Missing};
 
 mod categorical;
@@ -23,12 +24,16 @@ mod generate;
 mod npy;
 mod numbers;
 mod parquet;
+mod paths;
 mod preprocessing;
 #[cfg(test)]
 mod tests;
 mod text;
 
-pub use self::csv::{classes_from_labels, read_csv, read_labelled_csv, Column, CsvData, LabelledCsv, Role};
+pub use self::csv::header::{clip, delimiter_hint, list as list_names};
+pub use self::csv::{
+    classes_from_labels, read_csv, read_labelled_csv, CellError, Column, CsvData, LabelledCsv, Problem, Role,
+};
 pub use crate::config::is_missing;
 pub use categorical::{
     codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn,
@@ -36,6 +41,7 @@ pub use categorical::{
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
 pub use numbers::Numbers;
+pub use paths::note_config_file;
 pub use preprocessing::Preprocessing;
 pub use text::Text;
 
@@ -301,6 +307,12 @@ fn check_classes(
         seen[index[row] as usize] = true;
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
+        if let Some(why) = looks_continuous(labels) {
+            bail!(
+                "{}: the target {why}; for a continuous target set task: regression and training.loss: mse",
+                source(d)
+            );
+        }
         bail!(
             "{}: class {:?} has no rows in the training part; lower data.validation_split / data.test_split or add rows of it",
             source(d),
@@ -308,6 +320,18 @@ fn check_classes(
         );
     }
     Ok(())
+}
+
+/// Why class labels look like the values of a continuous target (numbers, some with a
+/// fraction), for a message; `None` when they look like classes.
+fn looks_continuous(labels: &[String]) -> Option<String> {
+    let numbers: Vec<f64> = labels.iter().map(|l| l.parse::<f64>().ok()).collect::<Option<_>>()?;
+    let fraction = numbers.iter().position(|v| v.fract() != 0.0)?;
+    Some(format!(
+        "looks continuous: {} distinct values such as {:?}, read as classes",
+        labels.len(),
+        header::clip(&labels[fraction])
+    ))
 }
 
 /// Per-column mean and population std; a constant column gets std 1 rather than a division

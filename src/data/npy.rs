@@ -6,14 +6,15 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::csv::classes_from_labels;
-use super::{Table, Target};
+use super::{paths, Table, Target};
 use crate::config::{DataConfig, Missing, Task};
 
 pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     let (x, y, x_source, source) = match (&d.path, &d.x, &d.y) {
         (Some(npz), _, _) => {
+            paths::check_file("data.path", npz)?;
             let arrays =
-                Tensor::read_npz(npz).map_err(|e| anyhow!("data.path: {}: cannot read as .npz: {e}", npz.display()))?;
+                read_npz(npz).map_err(|e| anyhow!("data.path: {}: cannot read as .npz: {e}", npz.display()))?;
             let get = |name: &str| {
                 let at = arrays.iter().position(|(n, _)| n == name || n == &format!("{name}.npy"));
                 at.map(|i| arrays[i].1.shallow_clone()).ok_or_else(|| {
@@ -27,7 +28,11 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
             (get("x")?, get("y")?, format!("{}: x", npz.display()), format!("{}: y", npz.display()))
         }
         (None, Some(xp), Some(yp)) => (
-            read_npy("data.x", xp)?,
+            {
+                paths::check_file("data.x", xp)?;
+                paths::check_file("data.y", yp)?;
+                read_npy("data.x", xp)?
+            },
             read_npy("data.y", yp)?,
             format!("data.x: {}", xp.display()),
             format!("data.y: {}", yp.display()),
@@ -44,6 +49,9 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     }
     let mut x = x.f_to_kind(Kind::Float)?;
     let mut y_values = y.f_to_kind(Kind::Double)?;
+    // Rows numbered as in the file: before any are dropped.
+    check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+    check_finite(&source, &y_values.f_to_kind(Kind::Float)?, |col| (col + 1).to_string())?;
     // NaN in x follows data.missing like an empty CSV cell.
     let x_missing = x.isnan().any_dim(1, false);
     let y_missing = y_values.isnan().any_dim(1, false);
@@ -55,7 +63,14 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
                 bail!("{source}: row {} has a missing (NaN) value; set data.missing to drop_row or mean", row + 1)
             }
             Missing::Mean if y_missing.any().int64_value(&[]) != 0 => {
-                bail!("{source}: y has missing (NaN) values; data.missing: mean fills features only, use drop_row")
+                // Rows without a target are dropped; their features would be filled.
+                let keep = y_missing.logical_not().nonzero().squeeze_dim(1);
+                let dropped = y_values.size()[0] - keep.size()[0];
+                x = x.index_select(0, &keep);
+                y_values = y_values.index_select(0, &keep);
+                eprintln!(
+                    "torchfit: warning: {source}: dropped {dropped} row(s) without a target value (data.missing: mean fills features only)"
+                );
             }
             Missing::Mean => {}
             Missing::DropRow => {
@@ -89,14 +104,137 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     })
 }
 
+/// Reads a `.npy` file (`key` names it in errors, a config key or `input`): a numeric array
+/// whose data must be exactly the size its header gives, so that a truncated file is an
+/// error rather than a tensor read past the end of the data.
 pub(super) fn read_npy(key: &str, path: &Path) -> Result<Tensor> {
-    let t = Tensor::read_npy(path).map_err(|e| {
-        anyhow!("{key}: {}: cannot read as .npy: {}", path.display(), crate::shim::first_line(&e.to_string()))
-    })?;
-    if !(t.is_floating_point()
-        || matches!(t.kind(), Kind::Int | Kind::Int64 | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool))
-    {
-        bail!("{key}: {}: expected a numeric array, got dtype {:?}", path.display(), t.kind());
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{key}: {}: cannot read: {e}", path.display()))?;
+    parse_npy(&bytes).map_err(|e| anyhow!("{key}: {}: cannot read as .npy: {e}", path.display()))
+}
+
+/// The arrays of a `.npz` file (a zip of `.npy` files), by name without `.npy`, each checked
+/// as [`read_npy`] checks a file.
+fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| anyhow!("not a zip archive ({e})"))?;
+    let mut arrays = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| anyhow!("entry {i}: {e}"))?;
+        let name = entry.name().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| anyhow!("{name}: {e}"))?;
+        let array = parse_npy(&bytes).map_err(|e| anyhow!("{name}: {e}"))?;
+        arrays.push((name.strip_suffix(".npy").unwrap_or(&name).to_string(), array));
     }
-    Ok(t)
+    Ok(arrays)
+}
+
+/// The array in the bytes of a `.npy` file (format versions 1 to 3).
+fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
+    let file_size = bytes.len();
+    if file_size < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("not a .npy file (no \\x93NUMPY magic)");
+    }
+    let (length_bytes, start) = match bytes[6] {
+        1 => (2, 10),
+        2 | 3 => (4, 12),
+        v => bail!("unknown .npy format version {v}"),
+    };
+    let header_len = match bytes.get(8..8 + length_bytes) {
+        Some(&[a, b]) => usize::from(u16::from_le_bytes([a, b])),
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+        _ => bail!("truncated: the file ends in its header ({file_size} bytes)"),
+    };
+    let data_start = start + header_len;
+    let Some(header) = bytes.get(start..data_start) else {
+        bail!("truncated: the header says it is {header_len} bytes long, the file has {file_size} bytes in all");
+    };
+    let header = String::from_utf8_lossy(header);
+    let descr = dict_value(&header, "descr").ok_or_else(|| anyhow!("the header has no 'descr'"))?;
+    let (kind, size, name) = dtype(descr.trim_matches(|c| c == '\'' || c == '"'))?;
+    let fortran = match dict_value(&header, "fortran_order").map(str::trim) {
+        None | Some("False") => false,
+        Some("True") => true,
+        Some(other) => bail!("the header's fortran_order is {other}"),
+    };
+    let shape_text = dict_value(&header, "shape").ok_or_else(|| anyhow!("the header has no 'shape'"))?;
+    let shape: Vec<i64> = shape_text
+        .trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<i64>().ok().filter(|&d| d >= 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| anyhow!("the header's shape {shape_text} is not a list of sizes"))?;
+    let expected = shape
+        .iter()
+        .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| anyhow!("the header's shape {shape:?} is too large"))?;
+    let data = &bytes[data_start..];
+    if data.len() as u64 != expected {
+        let why = if (data.len() as u64) < expected { "truncated" } else { "extra bytes after the array" };
+        bail!(
+            "{why}: expected {} bytes ({data_start} of header, then {expected} of data for shape {shape:?} of {name}), the file has {file_size}",
+            data_start as u64 + expected,
+        );
+    }
+    if !fortran {
+        return Ok(Tensor::f_from_data_size(data, &shape, kind)?);
+    }
+    // Column-major: the reversed shape in row-major order, transposed back.
+    let reversed: Vec<i64> = shape.iter().rev().copied().collect();
+    let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
+    Ok(Tensor::f_from_data_size(data, &reversed, kind)?.f_permute(&dims)?.f_contiguous()?)
+}
+
+/// The text of `key`'s value in a .npy header, a Python dict literal such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (80, 3), }`.
+fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    // A tuple runs to its closing parenthesis, anything else to the next comma or brace.
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+    Some(&rest[..end])
+}
+
+/// The tensor kind, element size and name of a little-endian (or one-byte) numeric dtype.
+fn dtype(descr: &str) -> Result<(Kind, usize, &'static str)> {
+    let (order, code) = match descr.as_bytes().first() {
+        Some(b'<' | b'>' | b'|' | b'=') => descr.split_at(1),
+        _ => ("", descr),
+    };
+    let found = match code {
+        "f2" | "e" => (Kind::Half, 2, "float16"),
+        "f4" | "f" => (Kind::Float, 4, "float32"),
+        "f8" | "d" => (Kind::Double, 8, "float64"),
+        "i1" | "b" => (Kind::Int8, 1, "int8"),
+        "i2" | "h" => (Kind::Int16, 2, "int16"),
+        "i4" | "i" => (Kind::Int, 4, "int32"),
+        "i8" | "q" => (Kind::Int64, 8, "int64"),
+        "u1" | "B" => (Kind::Uint8, 1, "uint8"),
+        "b1" | "?" => (Kind::Bool, 1, "bool"),
+        _ => bail!("dtype {descr} is not a numeric type torchfit reads (floats, ints, uint8, bool)"),
+    };
+    if order == ">" && found.1 > 1 {
+        bail!("dtype {descr} is big-endian; save the array as little-endian (arr.astype('<{code}'))");
+    }
+    Ok(found)
+}
+
+/// Fails at the first infinite value of `x` (`[rows, columns]`, float), naming its row and
+/// column: inf and overflowed values (a float64 beyond float32's range) make NaN losses and
+/// predictions. NaN is not looked for: it is a missing value.
+pub(super) fn check_finite(source: &str, x: &Tensor, names: impl Fn(usize) -> String) -> Result<()> {
+    let inf = x.f_isinf()?;
+    if inf.f_any()?.int64_value(&[]) != 0 {
+        let (row, col) = super::first_true(&inf);
+        let value = x.f_double_value(&[row as i64, col as i64])?;
+        bail!(
+            "{source}: row {}, column {}: {value} is not a finite number (infinite, or beyond float32's ±3.4e38); fix or remove the value",
+            row + 1,
+            names(col)
+        );
+    }
+    Ok(())
 }

@@ -19,7 +19,7 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::csv::{parse_cell, Cell, Column, CsvData, Role};
+use super::csv::{header, judge, parse_cell, Cell, CellError, Column, CsvData, Keep, Role};
 use super::text::{TextBuilder, MISSING};
 use crate::config::Missing;
 
@@ -48,15 +48,7 @@ pub(super) fn read_parquet(
         bail!("{file}: the file has no columns");
     }
     let wanted = choose(&header)?;
-    let position = |name: &String| -> Result<usize> {
-        let mut at = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i);
-        match (at.next(), at.next()) {
-            (Some(i), None) => Ok(i),
-            (Some(_), Some(_)) => bail!("{file}: the schema has more than one column `{name}`"),
-            (None, _) => bail!("{file}: no column `{name}` (columns: {})", header.join(", ")),
-        }
-    };
-    let at: Vec<usize> = wanted.iter().map(|(name, _)| position(name)).collect::<Result<_>>()?;
+    let at = header::positions(&file.to_string(), "schema", &header, wanted.iter().map(|(n, _)| n), None)?;
     for (&i, (name, _)) in at.iter().zip(&wanted) {
         if let Some(what) = unreadable(schema.field(i).data_type()) {
             bail!("{file}: column `{name}` is {what}; torchfit reads numeric, boolean and text columns");
@@ -71,7 +63,7 @@ pub(super) fn read_parquet(
         .map_err(|e| anyhow!("{file}: not a readable Parquet file ({e})"))?;
     let mut buffers: Vec<Buffer> =
         wanted.iter().zip(&at).map(|((_, role), &i)| Buffer::new(*role, schema.field(i).data_type())).collect();
-    let (mut row, mut rows) = (0usize, 0usize);
+    let (mut row, mut rows, mut unlabelled) = (0usize, 0usize, 0usize);
     let mut cells: Vec<Cell> = Vec::with_capacity(wanted.len());
     for batch in reader {
         let batch = batch.map_err(|e| anyhow!("{file}: cannot decode the rows from row {} on ({e})", row + 1))?;
@@ -88,41 +80,25 @@ pub(super) fn read_parquet(
         }
         for i in 0..batch.num_rows() {
             row += 1;
-            let place = |k: usize| format!("{file}: row {row}, column `{}`", wanted[k].0);
-            let mut drop = false;
+            let place = |k: usize| format!("{file}: row {row}, column `{}`", header::clip(&wanted[k].0));
+            let mut keep = Keep::Row;
             cells.clear();
             for (k, (column, (_, role))) in columns.iter().zip(&wanted).enumerate() {
                 let cell = column.cell(i, *role);
                 // As the CSV reader decides, so that both formats fail and fill alike.
-                match (&cell, role) {
-                    (Cell::Missing, _) => match (missing, role) {
-                        (Missing::DropRow, _) => drop = true,
-                        (Missing::Mean, Role::Auto | Role::Number | Role::Text) => {}
-                        (_, Role::Label) => {
-                            bail!("{}: missing label; set data.missing: drop_row to skip such rows", place(k))
-                        }
-                        (Missing::Mean, _) => bail!(
-                            "{}: missing value; data.missing: mean fills features only, use drop_row for targets",
-                            place(k)
-                        ),
-                        (Missing::Error, _) => {
-                            bail!("{}: missing value; set data.missing to drop_row or mean", place(k))
-                        }
-                    },
-                    (Cell::Text, Role::Number | Role::Target) => {
-                        let text = column.text(i).unwrap_or_default();
-                        let hint = if *role == Role::Target {
-                            "; if it is a class label, set task: classification"
-                        } else {
-                            ""
-                        };
-                        bail!("{}: {text:?} is not a number{hint}", place(k))
+                match judge(&cell, *role, missing) {
+                    Ok(Keep::Row) => {}
+                    Ok(other) => keep = other,
+                    Err(problem) => {
+                        let text = column.text(i).unwrap_or_default().into_owned();
+                        let place = place(k);
+                        return Err(CellError { place, problem, text, role: *role, trained_regression: false }.into());
                     }
-                    _ => {}
                 }
                 cells.push(cell);
             }
-            if drop {
+            if keep != Keep::Row {
+                unlabelled += usize::from(keep == Keep::Unlabelled);
                 continue;
             }
             for ((buffer, column), cell) in buffers.iter_mut().zip(&columns).zip(&cells) {
@@ -136,7 +112,7 @@ pub(super) fn read_parquet(
     }
     let columns = buffers.into_iter().map(Buffer::finish).collect();
     let names = wanted.into_iter().map(|(name, _)| name).collect();
-    Ok(CsvData { header, names, columns, rows })
+    Ok(CsvData { header, names, columns, rows, unlabelled })
 }
 
 /// What a column of this type is, in a message, when torchfit cannot read it.

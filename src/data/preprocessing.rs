@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::text::Text;
-use super::{categorical, first_true, has_nan, CategoricalFeature, TextColumn};
+use super::{categorical, clip, first_true, has_nan, list_names, CategoricalFeature, TextColumn};
 use crate::config::Loss;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,7 +220,8 @@ impl Preprocessing {
         let index = values.map_rows(class(""), class);
         if let Some(row) = index.iter().position(|&i| i < 0) {
             let v = values.get(row).unwrap_or("");
-            bail!("row {}: label {v:?} was not seen in training (labels: {})", row + 1, labels.join(", "));
+            let (v, labels) = (clip(v), list_names(labels.iter().map(String::as_str)));
+            bail!("row {}: label {v:?} was not seen in training (labels: {labels})", row + 1);
         }
         Ok(Tensor::from_slice(&index))
     }

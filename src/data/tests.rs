@@ -263,3 +263,76 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
     let err = pre.apply_with_codes(csv::column_matrix_spare(raw, rows as usize, 2).unwrap(), &columns).unwrap_err();
     assert!(err.to_string().contains("row 8 column `x1` is missing"), "{err}");
 }
+
+/// The bytes of a version-1.0 .npy file with this header dict and data.
+fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+#[test]
+fn npy_data_must_be_exactly_the_size_the_header_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let write = |name: &str, dict: &str, data: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, npy_bytes(dict, data)).unwrap();
+        path
+    };
+    let c_order = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+    let x = npy::read_npy("input", &write("ok.npy", c_order, &data)).unwrap();
+    assert_eq!(Vec::<f32>::try_from(x.flatten(0, -1)).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let short = write("short.npy", c_order, &data[..20]);
+    let err = npy::read_npy("input", &short).unwrap_err().to_string();
+    assert!(err.contains("short.npy: cannot read as .npy: truncated: expected 152 bytes"), "{err}");
+    assert!(err.contains("128 of header, then 24 of data for shape [2, 3] of float32), the file has 148"), "{err}");
+    let long = write("long.npy", c_order, &[data.as_slice(), &[0; 4]].concat());
+    let err = npy::read_npy("input", &long).unwrap_err().to_string();
+    assert!(err.contains("extra bytes after the array: expected 152 bytes"), "{err}");
+    // Column-major data comes out in the same rows and columns.
+    let fortran = write("f.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", &data);
+    let x = npy::read_npy("input", &fortran).unwrap();
+    assert_eq!(Vec::<f32>::try_from(x.flatten(0, -1)).unwrap(), [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+    let big = write("big.npy", "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", &data);
+    let err = npy::read_npy("input", &big).unwrap_err().to_string();
+    assert!(err.contains("big-endian"), "{err}");
+    let huge =
+        write("huge.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 8), }", &data);
+    let err = npy::read_npy("input", &huge).unwrap_err().to_string();
+    assert!(err.contains("too large"), "{err}");
+}
+
+#[test]
+fn an_npz_array_is_checked_like_an_npy_file_and_infinite_values_are_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xy.npz");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let stored = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let x: Vec<u8> = [1.0f32, f32::INFINITY, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    zip.start_file("x.npy", stored).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", &x)).unwrap();
+    zip.start_file("y.npy", stored).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &x[..8])).unwrap();
+    zip.finish().unwrap();
+    let npz = |extra: &str| config(&format!("data: {{kind: npy, path: {}{extra}}}\n", path.display()));
+    let err = load(&npz("")).err().unwrap().to_string();
+    assert!(err.contains("xy.npz: cannot read as .npz: y.npy: truncated: expected 144 bytes"), "{err}");
+    // Mend y: x's infinity is then the error, named by row and column.
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    zip.start_file("x.npy", stored).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", &x)).unwrap();
+    zip.start_file("y.npy", stored).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", &x[..8])).unwrap();
+    zip.finish().unwrap();
+    let err = load(&npz("")).err().unwrap().to_string();
+    assert!(err.contains("xy.npz: x: row 1, column 2 (x1): inf is not a finite number"), "{err}");
+}

@@ -1,10 +1,12 @@
 //! `torchfit evaluate`: a run's loss and metrics on new labelled data.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::{self, or_list, Part, Role};
+use crate::config::Task;
+use crate::data::{self, or_list, CellError, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
 
@@ -27,12 +29,18 @@ pub fn evaluate(
     let file = data_path.display();
     // Missing cells are treated as in training: an error, a dropped row, or the training mean.
     let format = data::Format::of(data_path, config.data.delimiter());
-    let table = data::read_labelled_csv(data_path, format, config.data.missing, config.task(), &targets, |header| {
+    let task = config.task();
+    let read = data::read_labelled_csv(data_path, format, config.data.missing, task, &targets, |header| {
         let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
         let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
         let features = absent(&all, header);
         if !features.is_empty() {
-            bail!("{file}: no column {} (the run's features are {})", or_list(&features), all.join(", "));
+            let hint = match format {
+                data::Format::Csv(delimiter) => data::delimiter_hint(header, delimiter),
+                data::Format::Parquet => String::new(),
+            };
+            let all = data::list_names(all.iter().map(String::as_str));
+            bail!("{file}: no column {} (the run's features are {all}){hint}", or_list(&features));
         }
         let labels = absent(&targets, header);
         if !labels.is_empty() {
@@ -41,7 +49,18 @@ pub fn evaluate(
         }
         let numbers = pre.feature_names.iter().map(|n| (n.clone(), Role::Number));
         Ok(numbers.chain(categorical.into_iter().map(|n| (n, Role::Text))).collect())
+    });
+    // The run's task is settled: text in its target column is no class label to switch to.
+    let table = read.map_err(|e| match e.downcast::<CellError>() {
+        Ok(cell) => CellError { trained_regression: task == Task::Regression, ..cell }.into(),
+        Err(e) => e,
     })?;
+    if table.unlabelled > 0 {
+        eprintln!(
+            "torchfit: warning: {file}: {} row(s) without a target value left out (data.missing: mean fills features only)",
+            table.unlabelled
+        );
+    }
     let x = pre.encode(&table.x, &table.categorical).with_context(|| file.to_string())?;
     let y = match &table.values {
         Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {
@@ -58,5 +77,7 @@ pub fn evaluate(
 
 /// Those of `names` that `header` lacks.
 fn absent<'a>(names: &'a [String], header: &[String]) -> Vec<&'a String> {
+    // A set: a header may have tens of thousands of names.
+    let header: HashSet<&String> = header.iter().collect();
     names.iter().filter(|n| !header.contains(n)).collect()
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::cell::{parse_cell, trim, Cell};
-use super::{judge, Column, Numbers, Reading, Role, TextBuilder};
+use super::{judge, Column, Keep, Numbers, Reading, Role, TextBuilder};
 use crate::config::Missing;
 
 /// Bytes read at a time: small enough to stay in cache while parsed, large enough that
@@ -40,10 +40,11 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The columns and the number of rows kept, reading the data from byte `start` in ranges of
-/// about `chunk` bytes (`None`: a few per thread); `None` when the csv crate has to read
-/// the file (see the module's doc).
-pub fn read(path: &Path, start: u64, layout: &Layout, chunk: Option<u64>) -> Option<(Vec<Column>, usize)> {
+/// The columns, the number of rows kept and the number dropped for a missing target
+/// (`missing: mean`), reading the data from byte `start` in ranges of about `chunk` bytes
+/// (`None`: a few per thread); `None` when the csv crate has to read the file (see the
+/// module's doc).
+pub fn read(path: &Path, start: u64, layout: &Layout, chunk: Option<u64>) -> Option<(Vec<Column>, usize, usize)> {
     if matches!(layout.delimiter, b'\n' | b'\r' | b'"') {
         return None;
     }
@@ -77,11 +78,12 @@ pub fn read(path: &Path, start: u64, layout: &Layout, chunk: Option<u64>) -> Opt
         }
     }
     let rows: usize = chunks.iter().map(|c| c.rows).sum();
+    let unlabelled: usize = chunks.iter().map(|c| c.unlabelled).sum();
     if rows == 0 {
         return None;
     }
     let columns = (0..layout.at.len()).map(|j| concatenate(&mut chunks, j, rows)).collect();
-    Some((columns, rows))
+    Some((columns, rows, unlabelled))
 }
 
 /// Column `j` of every chunk, in file order, freeing each chunk's part once copied.
@@ -239,6 +241,8 @@ struct Chunk {
     /// Per column, for `auto` ones.
     stats: Vec<Stats>,
     rows: usize,
+    /// Rows dropped for a missing target under `missing: mean`.
+    unlabelled: usize,
 }
 
 /// Reads the records in `range` of the file, each column starting from `starts`.
@@ -258,7 +262,7 @@ fn parse_chunk(path: &Path, range: (u64, u64), layout: &Layout, starts: &[Start]
             role => Reading::new(role),
         })
         .collect();
-    let mut chunk = Chunk { readings, stats: vec![Stats::default(); layout.at.len()], rows: 0 };
+    let mut chunk = Chunk { readings, stats: vec![Stats::default(); layout.at.len()], rows: 0, unlabelled: 0 };
     let mut left = usize::try_from(to - from).ok()?;
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK.min(left) + 4096);
     let mut fields: Vec<(usize, usize)> = Vec::with_capacity(layout.fields);
@@ -333,15 +337,19 @@ fn parse_records(text: &str, layout: &Layout, chunk: &mut Chunk, fields: &mut Ve
             return None;
         }
         cells.clear();
-        let mut keep = true;
+        let mut keep = Keep::Row;
         for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(&chunk.readings) {
             let (a, b) = fields[col];
             let cell_text = trim(line.get(a..b)?);
             let cell = parse_cell(cell_text, if reading.is_text() { Role::Text } else { role });
-            keep &= judge(&cell, role, layout.missing).ok()?;
+            match judge(&cell, role, layout.missing).ok()? {
+                Keep::Row => {}
+                k => keep = k,
+            }
             cells.push((cell, cell_text));
         }
-        if !keep {
+        if keep != Keep::Row {
+            chunk.unlabelled += usize::from(keep == Keep::Unlabelled);
             continue;
         }
         let row = chunk.rows;

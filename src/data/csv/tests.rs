@@ -22,7 +22,10 @@ fn same(a: &CsvData, b: &CsvData) -> bool {
         Column::Numbers(v) => Ok(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
         Column::Text(v) => Err(v.clone()),
     };
-    a.rows == b.rows && a.names == b.names && a.columns.iter().map(bits).eq(b.columns.iter().map(bits))
+    a.rows == b.rows
+        && a.unlabelled == b.unlabelled
+        && a.names == b.names
+        && a.columns.iter().map(bits).eq(b.columns.iter().map(bits))
 }
 
 #[test]

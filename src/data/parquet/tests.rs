@@ -131,14 +131,15 @@ fn missing_values_follow_the_policy_across_row_groups_and_batches() {
 
     let err = failure(read_parquet(&path, Missing::Error, target));
     assert_eq!(err, format!("{file}: row 12346, column `x`: missing value; set data.missing to drop_row or mean"));
-    let err = failure(read_parquet(&path, Missing::Mean, target));
-    assert_eq!(
-        err,
-        format!("{file}: row 19000, column `y`: missing value; data.missing: mean fills features only, use drop_row for targets")
-    );
+    // Under `mean` a row without a target is dropped and counted; its features are filled.
+    let filled = read_parquet(&path, Missing::Mean, target).unwrap();
+    assert_eq!((filled.rows, filled.unlabelled), (rows as usize - 1, 1));
+    assert_eq!(numbers(&filled.columns[0])[12_345], None, "row 12346's x is left for the mean");
     let label = |_: &[String]| Ok(vec![("label".to_string(), Role::Label)]);
-    let err = failure(read_parquet(&path, Missing::Mean, label));
+    let err = failure(read_parquet(&path, Missing::Error, label));
     assert!(err.starts_with(&format!("{file}: row 19000, column `label`: missing label")), "{err}");
+    let labelled = read_parquet(&path, Missing::Mean, label).unwrap();
+    assert_eq!((labelled.rows, labelled.unlabelled), (rows as usize - 1, 1));
 
     let kept = read_parquet(&path, Missing::DropRow, target).unwrap();
     assert_eq!(kept.rows, rows as usize - 2);
