@@ -20,7 +20,7 @@ mod parallel;
 mod tests;
 
 use cell::trim;
-pub(super) use cell::{parse_cell, Cell};
+pub(crate) use cell::{parse_cell, Cell};
 
 /// How a requested column is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
