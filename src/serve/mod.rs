@@ -74,12 +74,11 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub fn serve(options: Options) -> Result<()> {
     let device = options.device.resolve().context("--device")?;
     let predictor = Arc::new(Predictor::load_on(&options.model, device)?);
-    let (log, writer) = match options.quiet {
-        true => (None, None),
-        false => {
-            let (log, writer) = AccessLog::start(Box::new(std::io::stderr()));
-            (Some(log), Some(writer))
-        }
+    let (log, writer) = if options.quiet {
+        (None, None)
+    } else {
+        let (log, writer) = AccessLog::start(Box::new(std::io::stderr()));
+        (Some(log), Some(writer))
     };
     let (app, worker) = app(predictor, &options, log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
