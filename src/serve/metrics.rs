@@ -42,12 +42,10 @@ pub struct Metrics {
     batch_rows: Histogram,
     /// `None` with `--quiet`.
     log: Option<AccessLog>,
-    /// The body limit, for the 413 that tower-http answers by itself.
-    max_body: usize,
 }
 
 impl Metrics {
-    pub fn new(log: Option<AccessLog>, max_body: usize) -> Metrics {
+    pub fn new(log: Option<AccessLog>) -> Metrics {
         let mut registry = Registry::with_prefix("torchfit");
         let requests = Family::<RouteStatus, Counter>::default();
         let errors = Family::<Route, Counter>::default();
@@ -59,7 +57,7 @@ impl Metrics {
         registry.register("http_errors", "HTTP requests answered with a 4xx or 5xx status", errors.clone());
         registry.register("http_request_duration_seconds", "Time from request to response", latency.clone());
         registry.register("batch_rows", "Rows per forward pass (dynamic batching)", batch_rows.clone());
-        Metrics { registry, requests, errors, latency, batch_rows, log, max_body }
+        Metrics { registry, requests, errors, latency, batch_rows, log }
     }
 
     pub fn observe_batch(&self, rows: usize) {
@@ -87,7 +85,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
     let remote = request.extensions().get::<Peer>().map(|p| p.0);
-    let response = json_errors(next.run(request).await, metrics.max_body).await;
+    let response = json_errors(next.run(request).await).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status();
     metrics.requests.get_or_create(&RouteStatus { route: route.clone(), status: status.as_u16() }).inc();
@@ -102,7 +100,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-async fn json_errors(response: Response, max_body: usize) -> Response {
+async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
@@ -114,10 +112,6 @@ async fn json_errors(response: Response, max_body: usize) -> Response {
         Err(_) => String::new(),
     };
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is over the limit of {max_body} bytes"),
-        _ if text.is_empty() => reason,
-        _ => format!("{reason}: {text}"),
-    };
+    let message = if text.is_empty() { reason } else { format!("{reason}: {text}") };
     json_error(status, &message)
 }

@@ -102,7 +102,7 @@ pub fn serve(options: Options) -> Result<()> {
 fn app(predictor: Arc<Predictor>, options: &Options, log: Option<AccessLog>) -> Result<(Arc<App>, JoinHandle<()>)> {
     let targets = probe(&predictor)?;
     let name = options.name.clone().unwrap_or_else(|| predictor.config().name.clone());
-    let metrics = Arc::new(Metrics::new(log, options.limits.max_body));
+    let metrics = Arc::new(Metrics::new(log));
     let observer = metrics.clone();
     let (batcher, worker) = Batcher::start(
         predictor.clone(),
