@@ -1,8 +1,10 @@
 """The serving section of docs/benchmarks.md: `torchfit serve` next to FastAPI + uvicorn
 (bench/reference_serve.py) on the Keras example's model.pt, single-row POST /predict
 requests from `wrk` (8 connections, 2 threads, a few seconds), each server alone on the
-machine in turn. Both run without access logs. bench/run.py calls `section` for `make
-bench`; run alone (`make bench-serve`) it prints the section:
+machine in turn. Both run without access logs; then torchfit serve again with its access log
+on (the default; standard error to a file), as a share of its `--quiet` throughput (goal: at
+least 0.8x). bench/run.py calls `section` for `make bench`; run alone (`make bench-serve`) it
+prints the section:
 
     PYTHONPATH=<torch> python3 bench/serving.py --binary target/release/torchfit [--seconds 5]
 
@@ -15,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,8 +71,8 @@ def wrk(port, seconds, work):
     return rps, ms(50), ms(99), int(errors.group(1)) if errors else 0
 
 
-def measure(cmd, port, seconds, work, env):
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def measure(cmd, port, seconds, work, env, stderr=subprocess.DEVNULL):
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_ready(port, proc)
         wrk(port, 1, work)  # warm-up
@@ -77,6 +80,23 @@ def measure(cmd, port, seconds, work, env):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def measure_log_cost(binary, run, seconds, work, env, rounds=3):
+    """torchfit serve with its access log on (standard error to a file, as a service
+    manager keeps it) and with `--quiet`, in turns, `rounds` times each: the median
+    requests/s of each, and how many log lines the logged runs wrote (one per request)."""
+    quiet, logged, lines, requests = [], [], 0, 0
+    log = Path(work) / "access.log"
+    for _ in range(rounds):
+        for flags, out in ((["--quiet"], quiet), ([], logged)):
+            port = free_port()
+            cmd = [binary, "serve", str(run), "--port", str(port)] + flags
+            with open(log, "w") as stderr:
+                out.append(measure(cmd, port, seconds, work, env, stderr)[0])
+            if not flags:
+                lines += sum(1 for line in open(log) if '"path":"/predict"' in line)
+    return statistics.median(quiet), statistics.median(logged), lines
 
 
 def section(binary, seconds=5, deps=str(Path.home() / ".cache/torchfit/serve-bench")):
@@ -105,6 +125,11 @@ def section(binary, seconds=5, deps=str(Path.home() / ".cache/torchfit/serve-ben
                 results[name] = measure(cmd(port), port, seconds, work, env)
             except (Unavailable, subprocess.CalledProcessError, AttributeError) as e:
                 results[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print("serving: torchfit serve with its access log and with --quiet, in turns", file=sys.stderr)
+        try:
+            logged = measure_log_cost(binary, run, seconds, work, env)
+        except (Unavailable, subprocess.CalledProcessError, AttributeError) as e:
+            logged = str(e).splitlines()[0] if str(e) else type(e).__name__
     lines = heading + [
         f"Single-row `POST /predict` requests to the Keras example's model.pt, `wrk -t2 -c8 -d{seconds}s`",
         "(8 connections), each server alone in turn (bench/serving.py). The reference is FastAPI + uvicorn",
@@ -121,6 +146,7 @@ def section(binary, seconds=5, deps=str(Path.home() / ".cache/torchfit/serve-ben
             lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} ms | {p99:.2f} ms | {errors} |")
     lines.append("")
     ours, ref = results.get("torchfit serve"), results.get("FastAPI + uvicorn")
+    lines += log_lines(logged, seconds)
     if not have_reference:
         lines.append("FastAPI + uvicorn not installed (`make bench-serve-deps`): torchfit serve measured alone.")
     elif isinstance(ours, tuple) and isinstance(ref, tuple):
@@ -128,6 +154,21 @@ def section(binary, seconds=5, deps=str(Path.home() / ".cache/torchfit/serve-ben
         lines.append(f"torchfit serve: **{rps_x:.1f}x** the requests/s (goal >= 10x: {'met' if rps_x >= 10 else 'not met'}), "
                      f"**{p99_x:.3f}x** the p99 (goal <= 0.1x: {'met' if p99_x <= 0.1 else 'not met'}) of the reference.")
     return lines
+
+
+def log_lines(logged, seconds):
+    """The access log's cost: torchfit serve's requests/s with its log on (the default)
+    against `--quiet`."""
+    if isinstance(logged, str):
+        return [f"Access log on: failed: {logged}", ""]
+    quiet, rps, lines = logged
+    ratio = rps / quiet
+    return [
+        f"The access log's cost: with it on (the default; standard error to a file) torchfit serve answers "
+        f"{rps:,.0f} requests/s against {quiet:,.0f} with `--quiet` (medians of 3 turns each, `wrk -t2 -c8 -d{seconds}s`; "
+        f"{lines:,} log lines written): **{ratio:.2f}x** (goal >= 0.8x: {'met' if ratio >= 0.8 else 'not met'}).",
+        "",
+    ]
 
 
 def main():

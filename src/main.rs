@@ -207,13 +207,16 @@ struct ServeArgs {
     /// milliseconds (0: batch only the requests already waiting, as Triton's default does).
     #[arg(long, default_value_t = 0.0, value_name = "MS", value_parser = parse_seconds_or_ms)]
     max_delay_ms: f64,
-    /// The largest request body, in bytes (larger ones get 413) [default: 16 MiB].
-    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    /// The largest request body, in bytes (larger ones get 413) [default: 16777216, 16 MiB].
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES", hide_default_value = true)]
     max_body: usize,
     /// Seconds a client may take to send a request's head, and then its body (slower ones
     /// are cut off, or get 408).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = parse_seconds_or_ms)]
     read_timeout: f64,
+    /// Connections served at once; further clients wait to be accepted until one closes.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// No access log (one JSON line per request on standard error).
     #[arg(long, short)]
     quiet: bool,
@@ -322,6 +325,7 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
                 max_body: args.max_body,
                 read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.001)),
             },
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             quiet: args.quiet,
         })?,
         Command::Sweep(args) => match (args.action, args.sweep) {

@@ -272,7 +272,30 @@ fn bad_requests_get_4xx_json_naming_the_problem_and_the_server_keeps_serving() {
         ),
         ("GET", "/v2/models/k/versions/2", String::new(), 404, "no version `2`"),
         ("GET", "/nowhere", String::new(), 404, "no such route"),
-        ("GET", "/predict", String::new(), 405, "method not allowed"),
+        ("GET", "/predict", String::new(), 405, "method not allowed: GET /predict; use POST"),
+        // Declared shapes far past the data: a 400 naming the mismatch, nothing allocated.
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([1_000_000_000u64, 10]), json!(row())),
+            400,
+            "has 10 values, but its shape [1000000000, 10] holds 10000000000",
+        ),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([1u64 << 61, 10]), json!(row())),
+            400,
+            "which holds too many values",
+        ),
+        ("POST", "/v2/models/k/infer", tensor("FP32", json!([u64::MAX, 10]), json!(row())), 400, "too many values"),
+        (
+            "POST",
+            "/v2/models/k/infer",
+            tensor("FP32", json!([1_000_000_000u64, 4]), json!([39.1, 18.7, 181, 3750])),
+            400,
+            "shape [1000000000, 4], but the model takes [batch, 10]",
+        ),
     ];
     let good = json!({ "instances": [row()] }).to_string();
     for (method, path, body, status, words) in &cases {
@@ -281,6 +304,7 @@ fn bad_requests_get_4xx_json_naming_the_problem_and_the_server_keeps_serving() {
         let error = got["error"].as_str().unwrap_or_else(|| panic!("{got}"));
         assert!(error.contains(words), "{method} {path}: expected {words:?} in {error:?}");
         assert_eq!(error.lines().count(), 1);
+        assert_no_internals(error);
         let (status, answer) = server.json("POST", "/predict", &good);
         assert_eq!(status, 200, "after {path}: {answer}");
     }
@@ -438,4 +462,304 @@ fn device_cpu_serves_and_absent_cuda_is_a_clear_error() {
         assert!(got.iter().zip(&want).all(|(a, b)| close(*a, *b)), "{device}: {got:?} != {want:?}");
         assert_eq!(server.terminate().code(), Some(0), "{device}");
     }
+}
+
+/// What no error may show a client: libtorch's C++ backtrace, library paths, addresses.
+fn assert_no_internals(error: &str) {
+    for internals in ["Exception raised from", ".so", "0x", "frame #", "libtorch"] {
+        assert!(!error.contains(internals), "{internals:?} in {error}");
+    }
+}
+
+/// A V2 request with `input` in the binary extension: `shape` declared, `values` sent.
+fn binary_infer(port: u16, shape: Value, values: &[f64]) -> common::server::Response {
+    let size = values.len() * 4;
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": shape,
+        "parameters": {"binary_data_size": size}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
+    let length = header.len().to_string();
+    request(port, "POST", "/v2/models/k/infer", &[("Inference-Header-Content-Length", &length)], &body)
+}
+
+/// A byte count that disagrees with the declared shape, alone: a 400 naming it. (Before,
+/// two rows' bytes under shape [1, 10] reached libtorch, whose error, backtrace and all,
+/// came back as the 400's text.)
+#[test]
+fn binary_byte_counts_must_match_the_shape_and_errors_carry_no_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=1"]);
+    let server = Server::start(d, Path::new("keras"), &["--name", "k", "--quiet"]);
+    let (rows, _) = keras_rows();
+    let two: Vec<f64> = rows[0].iter().chain(&rows[1]).copied().collect();
+    let cases = [
+        (json!([1, 10]), two.clone(), "binary_data_size is 80 bytes, but its shape [1, 10] of FP32 takes 10 x 4 bytes"),
+        (
+            json!([2, 10]),
+            rows[0].clone(),
+            "binary_data_size is 40 bytes, but its shape [2, 10] of FP32 takes 20 x 4 bytes",
+        ),
+        (json!([3, 10]), two.clone(), "but its shape [3, 10]"),
+        (json!([u64::MAX, 10]), two, "which holds too many values"),
+    ];
+    for (shape, values, words) in cases {
+        let response = binary_infer(server.port, shape, &values);
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(response.status, 400, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(words), "expected {words:?} in {error}");
+        assert_no_internals(error);
+    }
+    let response = binary_infer(server.port, json!([1, 10]), &rows[0]);
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// 12 clients at once, with a batching delay so that requests share forward passes: good
+/// ones (JSON and binary, one and two rows) among malformed ones (byte counts off either
+/// way, huge shapes, infinities, missing values, wrong datatypes). Every good request gets
+/// exactly its own rows' predictions (as `torchfit predict` computes them), every bad one a
+/// 4xx that names its problem and shows no internals.
+#[test]
+fn concurrent_good_and_malformed_requests_each_get_exactly_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=2"]);
+    let (rows, csv) = keras_rows();
+    let want: Vec<f64> = predict_csv(d, "keras", &csv, false).iter().map(|r| r[0].parse().unwrap()).collect();
+    // The rows' answers are far enough apart that a row answered for another shows.
+    for (i, a) in want.iter().enumerate() {
+        assert!(want[i + 1..].iter().all(|b| !close(*a, *b)), "rows with equal predictions: {want:?}");
+    }
+    let server =
+        Server::start(d, Path::new("keras"), &["--name", "k", "--quiet", "--max-delay-ms", "20", "--max-batch", "16"]);
+    let port = server.port;
+    let until = Instant::now() + Duration::from_secs(4);
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let (rows, want) = (rows.clone(), want.clone());
+            std::thread::spawn(move || {
+                let (mut good, mut bad) = (0, 0);
+                for n in 0..60 {
+                    if Instant::now() > until {
+                        break;
+                    }
+                    let (i, j) = ((n + 3 * t) % 10, (n + 3 * t + 1) % 10);
+                    match mixed_request(port, (n + t) % 8, &rows[i], &rows[j]) {
+                        Ok(got) => {
+                            let expected = if got.len() == 2 { vec![want[i], want[j]] } else { vec![want[i]] };
+                            assert!(
+                                got.iter().zip(&expected).all(|(a, b)| close(*a, *b)),
+                                "client {t} request {n}: got {got:?}, its own rows' answer is {expected:?}"
+                            );
+                            good += 1;
+                        }
+                        Err((status, error)) => {
+                            assert!((400..500).contains(&status), "client {t} request {n}: {status} {error}");
+                            assert_no_internals(&error);
+                            bad += 1;
+                        }
+                    }
+                }
+                (good, bad)
+            })
+        })
+        .collect();
+    let (mut good, mut bad) = (0, 0);
+    for thread in threads {
+        let (g, b) = thread.join().unwrap();
+        good += g;
+        bad += b;
+    }
+    assert!(good > 40 && bad > 20, "only {good} good and {bad} bad requests answered");
+    let metrics = String::from_utf8(server.request("GET", "/metrics", &[], b"").body).unwrap();
+    let sum: f64 =
+        metrics.lines().find_map(|l| l.strip_prefix("torchfit_batch_rows_sum ")).unwrap().trim().parse().unwrap();
+    let count: f64 =
+        metrics.lines().find_map(|l| l.strip_prefix("torchfit_batch_rows_count ")).unwrap().trim().parse().unwrap();
+    assert!(sum > count, "no forward pass took more than one request: {metrics}");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// One request of kind `kind` (0-3 good, 4-7 malformed) for rows `a` (and `b`): the
+/// predictions, or the error's status and text.
+fn mixed_request(port: u16, kind: usize, a: &[f64], b: &[f64]) -> Result<Vec<f64>, (u16, String)> {
+    let both: Vec<f64> = a.iter().chain(b).copied().collect();
+    let json_infer = |shape: Value, data: Value| {
+        let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": data}]});
+        request(port, "POST", "/v2/models/k/infer", &[], body.to_string().as_bytes())
+    };
+    let response = match kind {
+        0 => request(port, "POST", "/predict", &[], json!({ "instances": [a] }).to_string().as_bytes()),
+        1 => binary_infer(port, json!([2, 10]), &both),
+        2 => json_infer(json!([1, 10]), json!(a)),
+        3 => binary_infer(port, json!([1, 10]), a),
+        4 => binary_infer(port, json!([1, 10]), &both),
+        5 => binary_infer(port, json!([2, 10]), a),
+        6 => json_infer(json!([1_000_000_000u64, 10]), json!(a)),
+        _ => {
+            let mut bad = a.to_vec();
+            bad[2] = 1e39;
+            binary_infer(port, json!([1, 10]), &bad)
+        }
+    };
+    let body: Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.body)));
+    if response.status != 200 {
+        let error = body["error"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+        assert_eq!(error.lines().count(), 1, "{error}");
+        return Err((response.status, error));
+    }
+    assert!(kind < 4, "malformed request {kind} was answered: {body}");
+    let predictions = if kind == 0 { &body["predictions"] } else { &body["outputs"][0]["data"] };
+    Ok(floats(predictions))
+}
+
+/// A complete head, then a body byte every half second (each byte well within the read
+/// timeout, the whole body not): a 408 once --read-timeout has passed since the body began.
+/// And such a client holds a graceful shutdown no longer than that either.
+#[test]
+fn a_trickling_body_gets_408_after_the_read_timeout_and_does_not_hold_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=1"]);
+    let server = Server::start(d, Path::new("keras"), &["--read-timeout", "2", "--quiet"]);
+    let trickle = |port: u16| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n").unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if writer.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream
+    };
+    let started = Instant::now();
+    let mut stream = trickle(server.port);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "after {waited:?}: {answer:?}");
+    assert!(answer.contains("--read-timeout"), "{answer}");
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5), "408 after {waited:?}");
+
+    // Shutdown while one trickles: over within the read timeout, not the 30 s drain.
+    let mut stream = trickle(server.port);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    signal(server.pid(), "TERM");
+    let status = server.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(stopping.elapsed() < Duration::from_secs(4), "shutdown took {:?}", stopping.elapsed());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// --max-connections 1: while one client holds the only connection, the next waits (it is
+/// not refused), and is answered as soon as the first one leaves.
+#[test]
+fn past_max_connections_clients_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=1"]);
+    let server = Server::start(d, Path::new("keras"), &["--max-connections", "1", "--read-timeout", "20", "--quiet"]);
+    let holder = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let body = json!({ "instances": [vec![0.5; 10]] }).to_string();
+    let mut waiting = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head =
+        format!("POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    waiting.write_all(head.as_bytes()).unwrap();
+    waiting.write_all(body.as_bytes()).unwrap();
+    waiting.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut first = [0u8; 1];
+    let early = waiting.read(&mut first);
+    assert!(early.is_err(), "answered while the only connection was taken: {early:?}");
+    let freed = Instant::now();
+    drop(holder);
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = waiting.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(freed.elapsed() < Duration::from_secs(3), "answered {:?} after the slot was freed", freed.elapsed());
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// The access log never holds up a request: with nobody reading the server's standard
+/// error (a full pipe), requests are still answered at full speed; and once it is read
+/// again, every request's line is there by the time a SIGTERM has ended the server.
+#[test]
+fn the_access_log_does_not_block_requests_and_loses_no_line_at_shutdown() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "keras", "configs/keras_example.yaml", &["training.epochs=1"]);
+    let mut child = Command::new(BIN)
+        .args(["serve", "keras", "--port", "0"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port: u16 = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the server ended before listening");
+        if let Some(rest) = line.split("on http://127.0.0.1:").nth(1) {
+            break rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap();
+        }
+    };
+    // ~150 bytes a line: 1500 lines are several times a pipe's 64 KiB.
+    let total = 1500;
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let body = json!({ "instances": [vec![0.25; 10]] }).to_string();
+        for _ in 0..total {
+            assert_eq!(request(port, "POST", "/predict", &[], body.as_bytes()).status, 200);
+        }
+        let _ = done_tx.send(());
+    });
+    let answered = done.recv_timeout(Duration::from_secs(60));
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    if answered.is_err() {
+        let _ = child.kill();
+        panic!("requests stalled while standard error was not read");
+    }
+    signal(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = reader.join().unwrap();
+    let lines = log.lines().filter(|l| l.contains("\"path\":\"/predict\",\"status\":200")).count();
+    assert_eq!(lines, total, "{}", log.lines().last().unwrap_or(""));
+}
+
+/// `serve --help` states the body limit's default once.
+#[test]
+fn serve_help_states_each_default_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = torchfit(dir.path(), &["serve", "--help"]);
+    assert_ok(&out);
+    let help = stdout(&out);
+    let max_body = help.split("--max-body").nth(1).unwrap().split("\n      --").next().unwrap();
+    assert_eq!(max_body.matches("default").count(), 1, "{max_body}");
+    assert!(help.contains("--max-connections <N>"), "{help}");
+    let connections = help.split("--max-connections").nth(1).unwrap();
+    assert!(connections.contains("[default: 1024]"), "{help}");
 }

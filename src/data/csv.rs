@@ -23,7 +23,7 @@ mod table;
 mod tests;
 
 use cell::trim;
-pub(super) use cell::{parse_cell, Cell};
+pub(crate) use cell::{parse_cell, Cell};
 pub(super) use judge::{judge, Keep};
 pub use judge::{CellError, Problem};
 pub(super) use table::read_table;

@@ -1,30 +1,26 @@
 //! Dynamic batching, as Triton's dynamic batcher does it: one thread owns the forward
 //! passes; requests queue for it, and each pass takes every request already waiting (and,
-//! with a delay, those arriving within it) up to a number of rows. A batch that fails (one
-//! request's rows are missing values the model cannot fill, say) is run again request by
-//! request, so that each request gets its own answer or its own error.
+//! with a delay, those arriving within it) up to a number of rows.
+//!
+//! Only checked [`Rows`] can be queued, so a batch splits back by construction: each job
+//! carries its row count, the forward pass must answer exactly the sum of them, and each
+//! job's range of the answer is checked before it is sent. Any failure here is the server's
+//! own (a 500): a batch that fails is rerun job by job, so that one bad pass cannot take
+//! other requests' answers with it.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 use tokio::sync::oneshot;
 
+use super::error::ApiError;
+use super::input::Rows;
 use crate::data::{Text, TextColumn};
 use crate::predict::Predictor;
-
-/// Rows of one request, parsed: the numeric features row by row, and each categorical
-/// feature's values (in [`Predictor::categorical`] order; `None` where missing).
-#[derive(Debug, Default)]
-pub struct Rows {
-    pub count: usize,
-    /// `count * features` values, row-major; NaN where missing.
-    pub numeric: Vec<f32>,
-    pub text: Vec<Vec<Option<String>>>,
-}
 
 /// What the model says about a request's rows.
 #[derive(Debug, Clone)]
@@ -37,7 +33,7 @@ pub enum Predicted {
 
 struct Job {
     rows: Rows,
-    reply: oneshot::Sender<Result<Predicted, String>>,
+    reply: oneshot::Sender<Result<Predicted, ApiError>>,
 }
 
 /// The queue in front of the model's thread.
@@ -63,11 +59,11 @@ impl Batcher {
         (Batcher { queue }, worker)
     }
 
-    /// Predicts for `rows` in the next batch. Errors are the request's own, one line.
-    pub async fn predict(&self, rows: Rows) -> Result<Predicted, String> {
+    /// Predicts for `rows` in the next batch.
+    pub async fn predict(&self, rows: Rows) -> Result<Predicted, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { rows, reply }).map_err(|_| "the server is shutting down".to_string())?;
-        answer.await.map_err(|_| "the model's thread stopped".to_string())?
+        self.queue.send(Job { rows, reply }).map_err(|_| ApiError::Unavailable)?;
+        answer.await.map_err(|_| ApiError::internal(anyhow!("the model's thread stopped without answering")))?
     }
 }
 
@@ -83,7 +79,7 @@ fn run(predictor: &Predictor, jobs: &Receiver<Job>, max_rows: usize, max_delay: 
             },
         };
         let deadline = Instant::now() + max_delay;
-        let mut rows = first.rows.count;
+        let mut rows = first.rows.count();
         let mut batch = vec![first];
         while rows < max_rows {
             // Whatever is already queued, then (with a delay) whatever arrives in time.
@@ -95,11 +91,11 @@ fn run(predictor: &Predictor, jobs: &Receiver<Job>, max_rows: usize, max_delay: 
                 },
             };
             let Some(job) = next else { break };
-            if rows + job.rows.count > max_rows {
+            if rows + job.rows.count() > max_rows {
                 held = Some(job);
                 break;
             }
-            rows += job.rows.count;
+            rows += job.rows.count();
             batch.push(job);
         }
         on_batch(rows);
@@ -107,32 +103,34 @@ fn run(predictor: &Predictor, jobs: &Receiver<Job>, max_rows: usize, max_delay: 
     }
 }
 
-/// Runs `batch` as one forward pass and hands each job its rows' part; on failure, runs
-/// each job alone.
+/// Runs `batch` as one forward pass and hands each job its rows' part; should the pass or
+/// the split fail, runs each job alone.
 fn answer(predictor: &Predictor, batch: Vec<Job>) {
     if batch.len() > 1 {
         let parts: Vec<&Rows> = batch.iter().map(|j| &j.rows).collect();
-        if let Ok(all) = forward(predictor, &parts) {
-            let mut start = 0;
-            for job in batch {
-                let end = start + job.rows.count;
-                let _ = job.reply.send(Ok(slice(&all, start, end)));
-                start = end;
+        let counts: Vec<usize> = parts.iter().map(|r| r.count()).collect();
+        let split = forward(predictor, &parts).and_then(|all| split(&all, &counts));
+        match split {
+            Ok(answers) => {
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(answer));
+                }
+                return;
             }
-            return;
+            Err(e) => eprintln!("torchfit: a batch of {} requests failed, running them one by one: {e:#}", parts.len()),
         }
     }
     for job in batch {
-        let result = forward(predictor, &[&job.rows]).map_err(|e| format!("{e:#}").replace('\n', " "));
+        let result = forward(predictor, &[&job.rows]).map_err(ApiError::Internal);
         let _ = job.reply.send(result);
     }
 }
 
-/// One forward pass over the rows of `parts`, in order.
+/// One forward pass over the rows of `parts`, in order; its answer has exactly their rows.
 fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
-    let count: usize = parts.iter().map(|r| r.count).sum();
+    let count: usize = parts.iter().map(|r| r.count()).sum();
     let features = predictor.features().len();
-    let numeric: Vec<f32> = parts.iter().flat_map(|r| r.numeric.iter().copied()).collect();
+    let numeric: Vec<f32> = parts.iter().flat_map(|r| r.numeric().iter().copied()).collect();
     let x = Tensor::f_from_slice(&numeric)?.f_view([count as i64, features as i64])?;
     let text: Vec<TextColumn> = predictor
         .categorical()
@@ -140,39 +138,109 @@ fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
         .enumerate()
         .map(|(j, f)| TextColumn {
             name: f.name.clone(),
-            values: Text::from_values(
-                parts.iter().flat_map(|r| r.text.get(j).into_iter().flatten().map(|v| v.as_deref())),
-            ),
+            values: Text::from_values(parts.iter().flat_map(|r| r.text(j).iter().map(|v| v.as_deref()))),
         })
         .collect();
     let classifier = predictor.labels().is_some();
     let prediction = predictor.predict(&x, &text, classifier)?;
-    match &prediction.proba {
+    let predicted = match &prediction.proba {
         Some(proba) => {
             let index = Vec::<i64>::try_from(prediction.output.f_to_kind(Kind::Int64)?.flatten(0, -1))?;
             let classes = proba.size().get(1).copied().unwrap_or(0) as usize;
             let proba = Vec::<f32>::try_from(proba.f_to_kind(Kind::Float)?.flatten(0, -1))?;
-            Ok(Predicted::Classes { index, classes, proba })
+            Predicted::Classes { index, classes, proba }
         }
         None => {
             let y = &prediction.output;
             let targets = if y.dim() == 1 { 1 } else { y.size()[1] as usize };
             let values = Vec::<f32>::try_from(y.f_to_kind(Kind::Float)?.flatten(0, -1))?;
-            Ok(Predicted::Values { targets, values })
+            Predicted::Values { targets, values }
+        }
+    };
+    if predicted.rows() != Some(count) {
+        bail!("the model answered {:?} rows for {count}", predicted.rows());
+    }
+    Ok(predicted)
+}
+
+impl Predicted {
+    /// How many rows this answers; `None` when its parts disagree.
+    pub fn rows(&self) -> Option<usize> {
+        match self {
+            Predicted::Values { targets, values } => {
+                (*targets > 0 && values.len() % targets == 0).then(|| values.len() / targets)
+            }
+            Predicted::Classes { index, classes, proba } => {
+                (index.len().checked_mul(*classes) == Some(proba.len())).then_some(index.len())
+            }
         }
     }
 }
 
-/// Rows `start..end` of a batch's prediction.
-fn slice(all: &Predicted, start: usize, end: usize) -> Predicted {
-    match all {
-        Predicted::Values { targets, values } => {
-            Predicted::Values { targets: *targets, values: values[start * targets..end * targets].to_vec() }
-        }
-        Predicted::Classes { index, classes, proba } => Predicted::Classes {
-            index: index[start..end].to_vec(),
-            classes: *classes,
-            proba: proba[start * classes..end * classes].to_vec(),
+/// Each part's rows (`counts`) of a batch's answer, in order; an answer of any other size
+/// is an error.
+fn split(all: &Predicted, counts: &[usize]) -> Result<Vec<Predicted>> {
+    let total: usize = counts.iter().sum();
+    if all.rows() != Some(total) {
+        bail!("the batch's answer has {:?} rows, its requests {total}", all.rows());
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(counts.len());
+    for count in counts {
+        let end = start + count;
+        out.push(slice(all, start, end).ok_or_else(|| anyhow!("rows {start}..{end} are not in the batch's answer"))?);
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Rows `start..end` of a batch's answer, if it has them.
+fn slice(all: &Predicted, start: usize, end: usize) -> Option<Predicted> {
+    Some(match all {
+        Predicted::Values { targets, values } => Predicted::Values {
+            targets: *targets,
+            values: values.get(start.checked_mul(*targets)?..end.checked_mul(*targets)?)?.to_vec(),
         },
+        Predicted::Classes { index, classes, proba } => Predicted::Classes {
+            index: index.get(start..end)?.to_vec(),
+            classes: *classes,
+            proba: proba.get(start.checked_mul(*classes)?..end.checked_mul(*classes)?)?.to_vec(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: &Predicted) -> Vec<f32> {
+        match v {
+            Predicted::Values { values, .. } => values.clone(),
+            Predicted::Classes { proba, .. } => proba.clone(),
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_back_into_each_request_s_own_rows() {
+        let all = Predicted::Values { targets: 2, values: (0..12).map(|v| v as f32).collect() };
+        let parts = split(&all, &[1, 3, 2]).unwrap();
+        let got: Vec<Vec<f32>> = parts.iter().map(values).collect();
+        assert_eq!(got, [vec![0., 1.], vec![2., 3., 4., 5., 6., 7.], vec![8., 9., 10., 11.]]);
+        let classes =
+            Predicted::Classes { index: vec![1, 0, 1], classes: 2, proba: vec![0.2, 0.8, 0.9, 0.1, 0.3, 0.7] };
+        let parts = split(&classes, &[2, 1]).unwrap();
+        assert!(matches!(&parts[1], Predicted::Classes { index, .. } if index == &[1]));
+        assert_eq!(values(&parts[1]), [0.3, 0.7]);
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_size_is_refused_rather_than_shifted() {
+        let all = Predicted::Values { targets: 1, values: vec![1.0; 5] };
+        assert!(split(&all, &[2, 2]).is_err());
+        assert!(split(&all, &[3, 3]).is_err());
+        let ragged = Predicted::Classes { index: vec![0, 1], classes: 2, proba: vec![0.5; 3] };
+        assert_eq!(ragged.rows(), None);
+        assert!(split(&ragged, &[1, 1]).is_err());
+        assert!(slice(&all, 4, 6).is_none());
     }
 }

@@ -1,12 +1,13 @@
 //! `GET /metrics` (Prometheus, through the Prometheus project's own client crate) and the
-//! access log: one JSON line per request on standard error, unless `--quiet`.
+//! access log: one JSON line per request on standard error, unless `--quiet`, written by
+//! its own thread (`log`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use super::error::json_error;
+use super::log::{AccessLog, Entry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
@@ -36,13 +40,12 @@ pub struct Metrics {
     errors: Family<Route, Counter>,
     latency: Family<Route, Histogram>,
     batch_rows: Histogram,
-    quiet: bool,
-    /// The body limit, for the 413 that tower-http answers by itself.
-    max_body: usize,
+    /// `None` with `--quiet`.
+    log: Option<AccessLog>,
 }
 
 impl Metrics {
-    pub fn new(quiet: bool, max_body: usize) -> Metrics {
+    pub fn new(log: Option<AccessLog>) -> Metrics {
         let mut registry = Registry::with_prefix("torchfit");
         let requests = Family::<RouteStatus, Counter>::default();
         let errors = Family::<Route, Counter>::default();
@@ -54,7 +57,7 @@ impl Metrics {
         registry.register("http_errors", "HTTP requests answered with a 4xx or 5xx status", errors.clone());
         registry.register("http_request_duration_seconds", "Time from request to response", latency.clone());
         registry.register("batch_rows", "Rows per forward pass (dynamic batching)", batch_rows.clone());
-        Metrics { registry, requests, errors, latency, batch_rows, quiet, max_body }
+        Metrics { registry, requests, errors, latency, batch_rows, log }
     }
 
     pub fn observe_batch(&self, rows: usize) {
@@ -73,16 +76,16 @@ impl Metrics {
 }
 
 /// Counts, times and logs every request, and turns the plain-text errors that come from
-/// layers below the handlers (body limit, body timeout) into the JSON errors the handlers
-/// give.
+/// below the handlers (axum's own rejections) into the JSON errors the handlers give.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let time = SystemTime::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
-    let peer = request.extensions().get::<Peer>().map(|p| p.0.to_string());
-    let response = json_errors(next.run(request).await, metrics.max_body).await;
+    let remote = request.extensions().get::<Peer>().map(|p| p.0);
+    let response = json_errors(next.run(request).await).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status();
     metrics.requests.get_or_create(&RouteStatus { route: route.clone(), status: status.as_u16() }).inc();
@@ -91,21 +94,13 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         metrics.errors.get_or_create(&label).inc();
     }
     metrics.latency.get_or_create(&label).observe(seconds);
-    if !metrics.quiet {
-        let line = serde_json::json!({
-            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "remote": peer,
-            "method": method.as_str(),
-            "path": path,
-            "status": status.as_u16(),
-            "ms": (seconds * 1e6).round() / 1e3,
-        });
-        eprintln!("{line}");
+    if let Some(log) = &metrics.log {
+        log.log(Entry { time, remote, method, path, status: status.as_u16(), seconds });
     }
     response
 }
 
-async fn json_errors(response: Response, max_body: usize) -> Response {
+async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
@@ -117,12 +112,6 @@ async fn json_errors(response: Response, max_body: usize) -> Response {
         Err(_) => String::new(),
     };
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is over the limit of {max_body} bytes"),
-        _ if text.is_empty() => reason,
-        _ => format!("{reason}: {text}"),
-    };
-    let mut response = (status, serde_json::json!({ "error": message }).to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    let message = if text.is_empty() { reason } else { format!("{reason}: {text}") };
+    json_error(status, &message)
 }

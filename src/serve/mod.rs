@@ -5,17 +5,25 @@
 //! The server is axum's router on hyper's HTTP/1 connections, accepted by our own loop so
 //! that two things stay in our hands: the time a client may take to send its request head
 //! (a client that connects and sends nothing, slowloris-style, is cut off without holding
-//! anyone else up), and graceful shutdown (on SIGTERM or SIGINT: stop accepting, finish the
-//! requests in flight, exit 0).
+//! anyone else up), the number of connections served at once (`--max-connections`: past
+//! it, new connections wait in the listen queue until one ends), and graceful shutdown (on
+//! SIGTERM or SIGINT: stop accepting, finish the requests in flight, exit 0).
 
 mod batcher;
+mod body;
+mod error;
+mod input;
+mod log;
 mod metrics;
 mod routes;
 mod rows;
+#[cfg(test)]
+mod tests;
 mod v2;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -28,6 +36,7 @@ use crate::data::{Text, TextColumn};
 use crate::device::device_name;
 use crate::predict::Predictor;
 use batcher::Batcher;
+use log::AccessLog;
 use metrics::{Metrics, Peer};
 use routes::App;
 
@@ -44,6 +53,8 @@ pub struct Options {
     pub max_batch: usize,
     pub max_delay: Duration,
     pub limits: Limits,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
     pub quiet: bool,
 }
 
@@ -63,9 +74,35 @@ const DRAIN: Duration = Duration::from_secs(30);
 pub fn serve(options: Options) -> Result<()> {
     let device = options.device.resolve().context("--device")?;
     let predictor = Arc::new(Predictor::load_on(&options.model, device)?);
+    let (log, writer) = if options.quiet {
+        (None, None)
+    } else {
+        let (log, writer) = AccessLog::start(Box::new(std::io::stderr()));
+        (Some(log), Some(writer))
+    };
+    let (app, worker) = app(predictor, &options, log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    let served = runtime.block_on(run(app, &options));
+    // Every request has had its answer; the model's thread ends once its queue is empty
+    // and the router (holding the queue) is gone; the access log's writer once the last
+    // line is out.
+    drop(runtime);
+    worker.join().map_err(|_| anyhow!("the model's thread panicked"))?;
+    if let Some(writer) = writer {
+        writer.finish();
+    }
+    served
+}
+
+/// The server's state over a loaded model, and the model's thread (which ends once the
+/// state is dropped).
+fn app(predictor: Arc<Predictor>, options: &Options, log: Option<AccessLog>) -> Result<(Arc<App>, JoinHandle<()>)> {
     let targets = probe(&predictor)?;
     let name = options.name.clone().unwrap_or_else(|| predictor.config().name.clone());
-    let metrics = Arc::new(Metrics::new(options.quiet, options.limits.max_body));
+    let metrics = Arc::new(Metrics::new(log));
     let observer = metrics.clone();
     let (batcher, worker) = Batcher::start(
         predictor.clone(),
@@ -73,17 +110,7 @@ pub fn serve(options: Options) -> Result<()> {
         options.max_delay,
         Box::new(move |rows| observer.observe_batch(rows)),
     );
-    let app = Arc::new(App { name, predictor, batcher, metrics, limits: options.limits, targets });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the server's runtime")?;
-    let served = runtime.block_on(run(app, &options));
-    // Every request has had its answer; the model's thread ends once its queue is empty
-    // and the router (holding the queue) is gone.
-    drop(runtime);
-    worker.join().map_err(|_| anyhow!("the model's thread panicked"))?;
-    served
+    Ok((Arc::new(App { name, predictor, batcher, metrics, limits: options.limits, targets }), worker))
 }
 
 /// One forward pass on a row of zeros (and missing categorical values) before serving: the
@@ -115,7 +142,16 @@ async fn run(app: Arc<App>, options: &Options) -> Result<()> {
     http.timer(TokioTimer::new()).header_read_timeout(options.limits.read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(shutdown_signal());
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     loop {
+        // A free slot first: past --max-connections, clients wait in the listen queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.context("the connection slots closed")?,
+            signal = &mut stop => {
+                signal?;
+                break;
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
@@ -141,6 +177,7 @@ async fn run(app: Arc<App>, options: &Options) -> Result<()> {
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(slot);
         });
     }
     drop(listener);

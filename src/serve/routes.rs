@@ -1,20 +1,22 @@
 //! The HTTP routes: the Open Inference Protocol's (KServe V2) health, metadata and infer
 //! endpoints, the plain `POST /predict`, and `GET /metrics`. Every error is a JSON object
-//! `{"error": "..."}` naming the problem, with a 4xx status for the client's mistakes.
+//! `{"error": "..."}` (`error::ApiError`): a 4xx naming the client's mistake, or a 500 that
+//! says no more than that. A request is parsed and checked in full before it is queued for
+//! the model (`input::Rows`), so that what reaches the batch is the model's to answer.
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use serde_json::{json, Value};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::batcher::{Batcher, Predicted};
+use super::body::read_body;
+use super::error::ApiError;
 use super::metrics::{self, Metrics};
 use super::{rows, v2, Limits};
 use crate::predict::Predictor;
@@ -29,23 +31,6 @@ pub struct App {
     pub targets: usize,
 }
 
-/// An error answer: its status and one line for `{"error": ...}`.
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    fn bad(message: impl std::fmt::Display) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, format!("{message:#}").replace('\n', " "))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.0, json!({ "error": self.1 }).to_string()).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
-    }
-}
-
 fn json_response(value: &Value) -> Response {
     let mut response = value.to_string().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -53,7 +38,6 @@ fn json_response(value: &Value) -> Response {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let limits = app.limits;
     let metrics = app.metrics.clone();
     Router::new()
         .route("/v2", get(server_metadata))
@@ -67,17 +51,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
         .route("/predict", post(predict))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here".into())
-        })
+        .fallback(|| async { ApiError::client(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
-        // tower-http refuses a body over the limit by its Content-Length at once (413), and
-        // one that trickles in too slowly (408); the handlers read what is left within both.
+        // The handlers read bodies themselves, within --max-body and --read-timeout
+        // (`body::read_body`).
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(limits.max_body))
-        .layer(RequestBodyTimeoutLayer::new(limits.read_timeout))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// A 405 that says which method the route takes (axum adds the Allow header).
+async fn method_not_allowed(method: Method, route: MatchedPath) -> ApiError {
+    let route = route.as_str();
+    let allowed = if route == "/predict" || route.ends_with("/infer") { "POST" } else { "GET" };
+    ApiError::client(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed: {method} {route}; use {allowed}"))
 }
 
 async fn server_metadata() -> Response {
@@ -89,15 +76,16 @@ async fn server_metadata() -> Response {
 /// The model's name and version, checked: an unknown one is a 404 naming the right one.
 fn check_model(app: &App, name: &str, version: Option<&str>) -> Result<(), ApiError> {
     if name != app.name {
-        return Err(ApiError(
+        return Err(ApiError::client(
             StatusCode::NOT_FOUND,
-            format!("unknown model `{name}`; this server serves `{}`", app.name),
+            format!("unknown model `{}`; this server serves `{}`", cut(name), app.name),
         ));
     }
     match version {
-        Some(v) if v != "1" => {
-            Err(ApiError(StatusCode::NOT_FOUND, format!("model `{name}` has no version `{v}` (it has version 1)")))
-        }
+        Some(v) if v != "1" => Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            format!("model `{name}` has no version `{}` (it has version 1)", cut(v)),
+        )),
         _ => Ok(()),
     }
 }
@@ -128,20 +116,12 @@ async fn model_ready_version(
     Ok(json_response(&json!({"name": name, "ready": true})))
 }
 
-/// The whole body, within the limits: over the size limit is a 413, too slow a 408.
-async fn read_body(body: Body, limits: Limits) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limits.max_body).await.map_err(|e| {
-        let chain = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source());
-        let text: Vec<String> = chain.map(|e| e.to_string()).collect();
-        let text = text.join(": ");
-        if text.contains("length limit") {
-            ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {} bytes", limits.max_body))
-        } else if text.to_lowercase().contains("timed out") || text.to_lowercase().contains("timeout") {
-            ApiError(StatusCode::REQUEST_TIMEOUT, format!("the body did not arrive within {:?}", limits.read_timeout))
-        } else {
-            ApiError::bad(format!("cannot read the body: {text}"))
-        }
-    })
+/// A name from the URL, cut to a length a message can quote.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 async fn infer(
@@ -172,8 +152,10 @@ async fn run_infer(app: &App, headers: &HeaderMap, body: Body) -> Result<Respons
     };
     let request = v2::Request::parse(&body, header_length).map_err(ApiError::bad)?;
     let rows = request.rows(&app.predictor).map_err(ApiError::bad)?;
-    let predicted = app.batcher.predict(rows).await.map_err(ApiError::bad)?;
-    let (header, binary) = v2::response(&app.name, &request, &app.predictor, &predicted).map_err(ApiError::bad)?;
+    let asked = request.outputs(&app.predictor).map_err(ApiError::bad)?;
+    let predicted = app.batcher.predict(rows).await?;
+    let (header, binary) =
+        v2::response(&app.name, &request, &asked, &app.predictor, &predicted).map_err(ApiError::internal)?;
     if binary.is_empty() {
         return Ok(json_response(&header));
     }
@@ -192,7 +174,7 @@ async fn predict(State(app): State<Arc<App>>, body: Body) -> Result<Response, Ap
     let body: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))?;
     let rows = rows::parse(&body, &app.predictor).map_err(ApiError::bad)?;
-    let predicted = app.batcher.predict(rows).await.map_err(ApiError::bad)?;
+    let predicted = app.batcher.predict(rows).await?;
     Ok(json_response(&match predicted {
         Predicted::Values { targets, values } if targets == 1 => json!({ "predictions": v2::floats(&values) }),
         Predicted::Values { targets, values } => {

@@ -1,14 +1,16 @@
 //! `POST /predict` bodies: `{"instances": [[...], ...]}` (values in the model's input order:
 //! the numeric features, then the categorical ones) or `{"rows": [{"column": value, ...}]}`
-//! (by column name, as `torchfit predict` reads a CSV file's header). Cells are read as CSV
-//! cells are: numbers, numeric text, booleans (`true`, `yes`, ... as 1 and 0), and the
-//! missing markers (`null`, `""`, `NA`, `N/A`, `NaN`). Errors name the row and column.
+//! (by column name, as `torchfit predict` reads a CSV file's header). Text is read by the
+//! CSV reader's own cell rule (`data::parse_cell`): numbers, numeric text, booleans (`true`,
+//! `yes`, ... as 1 and 0), and the missing markers (`""`, `NA`, `N/A`, `NaN`); JSON `null`
+//! is missing too. Errors name the row and column.
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
-use super::batcher::Rows;
+use super::input::Rows;
 use crate::config::is_missing;
+use crate::data::{parse_cell, Cell, Role};
 use crate::predict::Predictor;
 
 /// The body's rows, checked against the model's features.
@@ -30,12 +32,19 @@ fn list<'a>(value: &'a Value, field: &str) -> Result<&'a Vec<Value>> {
     }
 }
 
+/// The numeric values and text columns being gathered, sized for `count` rows (which the
+/// body's own list bounds).
+fn columns(count: usize, predictor: &Predictor) -> (Vec<f32>, Vec<Vec<Option<String>>>) {
+    let numeric = Vec::with_capacity(count.saturating_mul(predictor.features().len()));
+    (numeric, vec![Vec::with_capacity(count); predictor.categorical().len()])
+}
+
 fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
     let features = predictor.features();
     let categorical = predictor.categorical();
     let width = features.len() + categorical.len();
     let items = list(instances, "instances")?;
-    let mut rows = new_rows(items.len(), predictor);
+    let (mut numeric, mut text) = columns(items.len(), predictor);
     for (i, item) in items.iter().enumerate() {
         let Value::Array(values) = item else { bail!("instances[{i}] must be a list of {width} values") };
         if values.len() != width {
@@ -47,38 +56,30 @@ fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
         }
         for (j, value) in values.iter().enumerate() {
             match j.checked_sub(features.len()) {
-                None => rows
-                    .numeric
-                    .push(number(value).map_err(|e| anyhow!("instances[{i}][{j}] (`{}`): {e}", features[j]))?),
-                Some(c) => rows.text[c].push(text(value)),
+                None => {
+                    numeric.push(number(value).map_err(|e| anyhow!("instances[{i}][{j}] (`{}`): {e}", features[j]))?)
+                }
+                Some(c) => text[c].push(self::text(value)),
             }
         }
     }
-    Ok(rows)
+    Rows::new(predictor, items.len(), numeric, text)
 }
 
 fn named_rows(body: &Value, predictor: &Predictor) -> Result<Rows> {
     let items = list(body, "rows")?;
-    let mut rows = new_rows(items.len(), predictor);
+    let (mut numeric, mut text) = columns(items.len(), predictor);
     for (i, item) in items.iter().enumerate() {
         let Value::Object(row) = item else { bail!("rows[{i}] must be an object of column: value") };
         for name in predictor.features() {
             let value = cell(row, i, name, predictor)?;
-            rows.numeric.push(number(value).map_err(|e| anyhow!("rows[{i}].{name}: {e}"))?);
+            numeric.push(number(value).map_err(|e| anyhow!("rows[{i}].{name}: {e}"))?);
         }
         for (j, feature) in predictor.categorical().iter().enumerate() {
-            rows.text[j].push(text(cell(row, i, &feature.name, predictor)?));
+            text[j].push(self::text(cell(row, i, &feature.name, predictor)?));
         }
     }
-    Ok(rows)
-}
-
-fn new_rows(count: usize, predictor: &Predictor) -> Rows {
-    Rows {
-        count,
-        numeric: Vec::with_capacity(count * predictor.features().len()),
-        text: vec![Vec::with_capacity(count); predictor.categorical().len()],
-    }
+    Rows::new(predictor, items.len(), numeric, text)
 }
 
 fn cell<'a>(row: &'a Map<String, Value>, i: usize, name: &str, predictor: &Predictor) -> Result<&'a Value> {
@@ -100,18 +101,12 @@ pub fn number(value: &Value) -> Result<f32> {
         Value::Null => return Ok(f32::NAN),
         Value::Bool(b) => return Ok(f32::from(u8::from(*b))),
         Value::Number(n) => n.as_f64().ok_or_else(|| anyhow!("{n} is not a number"))? as f32,
-        Value::String(s) if is_missing(s) => return Ok(f32::NAN),
-        Value::String(s) => {
-            let s = s.trim();
-            let is = |word: &str| s.eq_ignore_ascii_case(word);
-            if is("true") || is("yes") || is("t") {
-                return Ok(1.0);
-            }
-            if is("false") || is("no") || is("f") {
-                return Ok(0.0);
-            }
-            s.parse::<f32>().map_err(|_| anyhow!("{s:?} is not a number"))?
-        }
+        Value::String(s) => match parse_cell(s.trim(), Role::Number) {
+            Cell::Missing => return Ok(f32::NAN),
+            Cell::Boolean(b) => return Ok(f32::from(u8::from(b))),
+            Cell::Number(v) => v,
+            _ => bail!("{:?} is not a number", s.trim()),
+        },
         Value::Array(_) | Value::Object(_) => bail!("expected a number, got {}", kind(value)),
     };
     finite(v).map_err(|e| anyhow!("{value}: {e}"))

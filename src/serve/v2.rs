@@ -13,7 +13,8 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value};
 
-use super::batcher::{Predicted, Rows};
+use super::batcher::Predicted;
+use super::input::Rows;
 use super::rows::{finite, text};
 use crate::predict::Predictor;
 
@@ -61,7 +62,9 @@ impl Request {
         Ok(Request { header, binary: body[length..].to_vec() })
     }
 
-    /// The rows of the request's inputs, checked against the model's.
+    /// The rows of the request's inputs, checked against the model's: every input's
+    /// datatype and shape, and its values (JSON or binary) against its shape, before
+    /// anything is allocated for them.
     pub fn rows(&self, predictor: &Predictor) -> Result<Rows> {
         let Value::Object(fields) = &self.header else { bail!("the body must be a JSON object with `inputs`") };
         let Some(Value::Array(inputs)) = fields.get("inputs") else { bail!("the body has no `inputs` list") };
@@ -78,13 +81,13 @@ impl Request {
                     bail!("input `{INPUT}` is given twice");
                 }
                 tensor.expect("FP32", features)?;
-                numeric = Some((tensor.shape[0], data.floats(&tensor.name)?));
+                numeric = Some((tensor.shape[0], tensor.floats(&data)?));
             } else if let Some(j) = categorical.iter().position(|c| c.name == tensor.name) {
                 if text[j].is_some() {
                     bail!("input `{}` is given twice", tensor.name);
                 }
                 tensor.expect("BYTES", 1)?;
-                text[j] = Some((tensor.shape[0], data.strings(&tensor.name)?));
+                text[j] = Some((tensor.shape[0], tensor.strings(&data)?));
             } else {
                 bail!("the model has no input `{}` (its inputs are {})", tensor.name, input_names(predictor));
             }
@@ -106,10 +109,41 @@ impl Request {
             }
             columns.push(values);
         }
-        if count == 0 {
-            bail!("the batch is empty: send at least one row");
-        }
-        Ok(Rows { count, numeric, text: columns })
+        Rows::new(predictor, count, numeric, columns)
+    }
+
+    /// The outputs asked for (all of them by default), each with whether it is wanted as
+    /// binary: checked before the request is queued.
+    pub fn outputs(&self, predictor: &Predictor) -> Result<Vec<(&'static str, bool)>> {
+        let parameters = self.header.get("parameters");
+        let all_binary = parameters.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+        let available = output_names(predictor);
+        let Some(asked) = self.header.get("outputs") else {
+            return Ok(available.iter().map(|&name| (name, all_binary)).collect());
+        };
+        let Value::Array(asked) = asked else { bail!("`outputs` must be a list") };
+        asked
+            .iter()
+            .enumerate()
+            .map(|(k, o)| {
+                let name =
+                    o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
+                let name = available.iter().find(|&&a| a == name).ok_or_else(|| {
+                    let names: Vec<String> = available.iter().map(|o| format!("`{o}`")).collect();
+                    anyhow!("the model has no output `{}` (its outputs are {})", cut(name), names.join(", "))
+                })?;
+                let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
+                Ok((*name, binary.unwrap_or(all_binary)))
+            })
+            .collect()
+    }
+}
+
+/// A name from a request, cut to a length a message can quote.
+fn cut(name: &str) -> String {
+    match name.char_indices().nth(60) {
+        Some((end, _)) => format!("{}...", &name[..end]),
+        None => name.to_string(),
     }
 }
 
@@ -138,21 +172,23 @@ enum Data<'a> {
 impl<'a> Tensor<'a> {
     fn of(input: &'a Value, k: usize) -> Result<Tensor<'a>> {
         let field = |f: &str| input.get(f).ok_or_else(|| anyhow!("inputs[{k}] has no `{f}`"));
-        let name = field("name")?.as_str().ok_or_else(|| anyhow!("inputs[{k}].name must be a string"))?.to_string();
+        let name = field("name")?.as_str().ok_or_else(|| anyhow!("inputs[{k}].name must be a string"))?;
+        let name = cut(name);
         let datatype =
             field("datatype")?.as_str().ok_or_else(|| anyhow!("input `{name}`: datatype must be a string"))?;
         let shape = field("shape")?
             .as_array()
-            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
+            .and_then(|dims| dims.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect())
             .ok_or_else(|| anyhow!("input `{name}`: shape must be a list of whole numbers >= 0"))?;
         let binary_size = match input.get("parameters").and_then(|p| p.get("binary_data_size")) {
             None => None,
-            Some(size) => {
-                Some(size.as_u64().ok_or_else(|| anyhow!("input `{name}`: binary_data_size must be a whole number"))?
-                    as usize)
-            }
+            Some(size) => Some(
+                size.as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| anyhow!("input `{name}`: binary_data_size must be a whole number"))?,
+            ),
         };
-        Ok(Tensor { name, datatype, shape, json: input.get("data"), binary_size })
+        Ok(Tensor { name, datatype: cut_str(datatype), shape, json: input.get("data"), binary_size })
     }
 
     /// Checks the datatype and the shape: `[batch, width]`, or `[batch]` for width 1.
@@ -173,17 +209,22 @@ impl<'a> Tensor<'a> {
         Ok(())
     }
 
-    fn elements(&self) -> usize {
-        self.shape.iter().product()
+    /// The number of values the shape holds, in checked arithmetic: a shape's product is
+    /// the client's number, and may not fit in memory or even in a machine word.
+    fn elements(&self) -> Result<usize> {
+        let product = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        product.ok_or_else(|| anyhow!("input `{}` has shape {:?}, which holds too many values", self.name, self.shape))
     }
 
+    /// The input's values as given: its `data`, or its bytes of the binary part (at
+    /// `offset`, which moves past them). Nothing is allocated for the declared shape.
     fn data(&self, binary: &'a [u8], offset: &mut usize) -> Result<Data<'a>> {
         let name = &self.name;
         match (self.json, self.binary_size) {
             (Some(_), Some(_)) => bail!("input `{name}` has both `data` and binary_data_size"),
             (None, None) => bail!("input `{name}` has no `data`"),
             (None, Some(size)) => {
-                let bytes = binary.get(*offset..*offset + size).ok_or_else(|| {
+                let bytes = offset.checked_add(size).and_then(|end| binary.get(*offset..end)).ok_or_else(|| {
                     anyhow!(
                         "input `{name}`: binary_data_size {size} runs past the body's binary part ({} bytes)",
                         binary.len()
@@ -193,45 +234,38 @@ impl<'a> Tensor<'a> {
                 Ok(Data::Binary(bytes))
             }
             (Some(data), None) => {
-                let mut flat = Vec::with_capacity(self.elements());
+                // As many values as the body holds, whatever the shape claims.
+                let mut flat = Vec::new();
                 flatten(data, &mut flat);
-                if flat.len() != self.elements() {
-                    bail!(
-                        "input `{name}` has {} values, but its shape {:?} holds {}",
-                        flat.len(),
-                        self.shape,
-                        self.elements()
-                    );
-                }
                 Ok(Data::Json(flat))
             }
         }
     }
-}
 
-/// V2 allows `data` flat or nested row-major.
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        other => out.push(other),
-    }
-}
-
-impl Data<'_> {
-    fn floats(&self, name: &str) -> Result<Vec<f32>> {
-        let values: Vec<f32> = match self {
-            Data::Json(values) => values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_f64()
-                        .map(|v| v as f32)
-                        .ok_or_else(|| anyhow!("input `{name}`: value {i} ({v}) is not a number"))
-                })
-                .collect::<Result<_>>()?,
+    /// FP32 values, exactly as many as the shape holds, all finite or missing.
+    fn floats(&self, data: &Data) -> Result<Vec<f32>> {
+        let name = &self.name;
+        let want = self.elements()?;
+        let values: Vec<f32> = match data {
+            Data::Json(values) => {
+                self.count(values.len(), want)?;
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_f64().map(|v| v as f32).ok_or_else(|| {
+                            anyhow!("input `{name}`: value {i} ({}) is not a number", cut(&v.to_string()))
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
             Data::Binary(bytes) => {
-                if bytes.len() % 4 != 0 {
-                    bail!("input `{name}`: {} bytes of binary data is not a whole number of FP32 values", bytes.len());
+                if want.checked_mul(4) != Some(bytes.len()) {
+                    bail!(
+                        "input `{name}`: binary_data_size is {} bytes, but its shape {:?} of FP32 takes {want} x 4 bytes",
+                        bytes.len(),
+                        self.shape
+                    );
                 }
                 bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
             }
@@ -242,12 +276,15 @@ impl Data<'_> {
         Ok(values)
     }
 
-    fn strings(&self, name: &str) -> Result<Vec<Option<String>>> {
-        match self {
-            Data::Json(values) => Ok(values.iter().map(|v| text(v)).collect()),
+    /// BYTES elements as text, exactly as many as the shape holds.
+    fn strings(&self, data: &Data) -> Result<Vec<Option<String>>> {
+        let name = &self.name;
+        let want = self.elements()?;
+        let out = match data {
+            Data::Json(values) => values.iter().map(|v| text(v)).collect(),
             Data::Binary(mut bytes) => {
                 let mut out = Vec::new();
-                while !bytes.is_empty() {
+                while !bytes.is_empty() && out.len() < want {
                     let (length, rest) = bytes
                         .split_first_chunk::<4>()
                         .ok_or_else(|| anyhow!("input `{name}`: binary BYTES data ends inside a length"))?;
@@ -260,44 +297,55 @@ impl Data<'_> {
                     out.push(text(&Value::String(element.to_string())));
                     bytes = &rest[length..];
                 }
-                Ok(out)
+                if !bytes.is_empty() {
+                    bail!("input `{name}`: the binary data holds more elements than its shape {:?}", self.shape);
+                }
+                out
             }
+        };
+        self.count(out.len(), want)?;
+        Ok(out)
+    }
+
+    fn count(&self, got: usize, want: usize) -> Result<()> {
+        if got != want {
+            bail!("input `{}` has {got} values, but its shape {:?} holds {want}", self.name, self.shape);
         }
+        Ok(())
+    }
+}
+
+/// A datatype from a request, as a message may quote it.
+fn cut_str(text: &str) -> &str {
+    text.char_indices().nth(40).map_or(text, |(end, _)| &text[..end])
+}
+
+/// V2 allows `data` flat or nested row-major.
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        other => out.push(other),
     }
 }
 
 /// The response to an inference request, and its binary part (for outputs asked for as
 /// binary: by the output's `binary_data` parameter, or the request's `binary_data_output`).
+/// `asked` is [`Request::outputs`], checked when the request came in.
 pub fn response(
     name: &str,
     request: &Request,
+    asked: &[(&str, bool)],
     predictor: &Predictor,
     predicted: &Predicted,
 ) -> Result<(Value, Vec<u8>)> {
-    let parameters = request.header.get("parameters");
-    let all_binary = parameters.and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
     let available = outputs(predictor, predicted);
-    let asked: Vec<(String, bool)> = match request.header.get("outputs") {
-        None => available.iter().map(|o| (o.name.to_string(), all_binary)).collect(),
-        Some(Value::Array(asked)) => asked
-            .iter()
-            .enumerate()
-            .map(|(k, o)| {
-                let name =
-                    o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
-                let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
-                Ok((name.to_string(), binary.unwrap_or(all_binary)))
-            })
-            .collect::<Result<_>>()?,
-        Some(_) => bail!("`outputs` must be a list"),
-    };
     let mut out = Vec::new();
     let mut binary = Vec::new();
-    for (wanted, as_binary) in asked {
-        let output = available.iter().find(|o| o.name == wanted).ok_or_else(|| {
-            let names: Vec<String> = available.iter().map(|o| format!("`{}`", o.name)).collect();
-            anyhow!("the model has no output `{wanted}` (its outputs are {})", names.join(", "))
-        })?;
+    for &(wanted, as_binary) in asked {
+        let output = available
+            .iter()
+            .find(|o| o.name == wanted)
+            .ok_or_else(|| anyhow!("output `{wanted}` is not in the model's answer"))?;
         let mut entry = Map::new();
         entry.insert("name".into(), json!(output.name));
         entry.insert("datatype".into(), json!(output.datatype));
@@ -316,6 +364,14 @@ pub fn response(
         header["id"] = id.clone();
     }
     Ok((header, binary))
+}
+
+/// The outputs' names: what [`outputs`] answers for this model.
+fn output_names(predictor: &Predictor) -> &'static [&'static str] {
+    match predictor.labels() {
+        Some(_) => &["predictions", "labels", "probabilities"],
+        None => &["predictions"],
+    }
 }
 
 struct Output {

@@ -6,7 +6,7 @@ use super::Role;
 /// One cell, parsed; text stays in the record. The Parquet reader's string cells follow the
 /// same rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(in crate::data) enum Cell {
+pub(crate) enum Cell {
     Missing,
     Number(f32),
     Boolean(bool),
@@ -16,7 +16,7 @@ pub(in crate::data) enum Cell {
 /// Parses a trimmed cell of a column read as `role`. Text columns keep every present cell as
 /// text, so only the missing markers are looked for there (the readers pass `Role::Text` for
 /// an `auto` column that has turned to text: what else a cell is no longer matters).
-pub(in crate::data) fn parse_cell(cell: &str, role: Role) -> Cell {
+pub(crate) fn parse_cell(cell: &str, role: Role) -> Cell {
     if is_missing_marker(cell) {
         return Cell::Missing;
     }
