@@ -383,6 +383,13 @@ parameters:
     assert!(claims.contains(&format!("{trial}-r0.2")), "{claims:?}");
     let rows = table(&s);
     assert!(rows[1..].iter().all(|r| r[2] == "finished"), "{rows:?}");
+    // Each array task's log shows its worker's progress.
+    let logs: Vec<String> = std::fs::read_dir(s.join("slurm"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().all(|log| log.starts_with("sweep worker pid ") && log.contains("): started")), "{logs:?}");
     // The trial interrupted by scancel ends exactly as one trained straight.
     let run = s.join("trials").join(trial);
     let config = run.join("config.yaml").display().to_string();
@@ -598,7 +605,11 @@ fn a_stopped_sweep_says_how_to_continue_it_with_the_signals_status() {
         assert_eq!(output.status.code(), Some(code), "{name}: {err}");
         assert_eq!(err.lines().count(), 1, "{name}: {err}");
         assert!(err.contains(&format!("interrupted by {name}")), "{name}: {err}");
-        assert!(err.contains("continue with: torchfit sweep sweep.yaml") && !err.contains("--resume"), "{name}: {err}");
+        let command = format!(" sweep sweep.yaml --out {out} --jobs 2");
+        assert!(
+            err.contains("continue with: ") && err.contains(&command) && !err.contains("--resume"),
+            "{name}: {err}"
+        );
         let again = torchfit(
             d.path(),
             &[

@@ -79,7 +79,10 @@ pub fn run(
     if stopped() || !complete {
         let finished = rows.iter().filter(|r| is_final(&r.status)).count();
         // 128 + the signal, as shells report it: Ctrl-C (SIGINT) 130, SIGTERM 143.
-        let (exit_code, signal) = if int.load(Ordering::Relaxed) { (130, "SIGINT") } else { (143, "SIGTERM") };
+        let (exit_code, signal) = match term.load(Ordering::Relaxed) && !int.load(Ordering::Relaxed) {
+            true => (143, "SIGTERM"),
+            false => (130, "SIGINT"),
+        };
         let why = match failed.first() {
             Some(status) => format!("a worker failed ({status})"),
             None if stopped() => format!("sweep interrupted by {signal}"),

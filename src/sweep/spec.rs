@@ -220,9 +220,11 @@ impl Sweep {
 /// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"): the
 /// expected name closest to `x`, as a config's unknown key gets.
 fn did_you_mean(message: &str) -> String {
-    if !message.starts_with("unknown field") && !message.starts_with("unknown variant") {
+    // serde_yaml may put the key's path in front.
+    let Some(at) = message.find("unknown field").or_else(|| message.find("unknown variant")) else {
         return String::new();
-    }
+    };
+    let message = &message[at..];
     let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
     let Some((bad, expected)) = names.split_first() else { return String::new() };
     match expected.iter().min_by_key(|name| strsim::levenshtein(bad, name)) {
