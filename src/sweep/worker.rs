@@ -59,22 +59,7 @@ impl Worker {
             }
             let survey = Survey::read(&self.dir, &self.sweep, &self.trials, &self.claims)?;
             match survey.next(&self.claims) {
-                Work::Take(task, generation) => {
-                    // Another worker may win the race: then survey again.
-                    if let Some(claim) = self.claims.take(task, generation)? {
-                        let started = Instant::now();
-                        self.say(format_args!("{}: started", self.task_name(task)));
-                        if let Some(record) = self.train(claim)? {
-                            let took = started.elapsed().as_secs_f64();
-                            let (epochs, value) = reached(&self.dir, &self.sweep, &self.trials[task.trial], task);
-                            let metric = value.map(|v| format!(", {} {v:.6}", self.sweep.metric)).unwrap_or_default();
-                            let record = record.lines().next().unwrap_or_default();
-                            let name = self.task_name(task);
-                            self.say(format_args!("{name}: {record}, {epochs} epochs{metric} ({took:.1} s)"));
-                        }
-                        self.write_results(false)?;
-                    }
-                }
+                Work::Take(task, generation) => self.take(task, generation)?,
                 Work::Wait => std::thread::sleep(POLL),
                 Work::Complete => {
                     self.write_results(true)?;
@@ -86,6 +71,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Takes `task` as generation `generation` and trains it, unless another worker won the
+    /// race for it (then the caller surveys again).
+    fn take(&self, task: Task, generation: u64) -> Result<()> {
+        let Some(claim) = self.claims.take(task, generation)? else { return Ok(()) };
+        let started = Instant::now();
+        let name = self.task_name(task);
+        self.say(format_args!("{name}: started"));
+        if let Some(record) = self.train(claim)? {
+            let took = started.elapsed().as_secs_f64();
+            let (epochs, value) = reached(&self.dir, &self.sweep, &self.trials[task.trial], task);
+            let metric = value.map(|v| format!(", {} {v:.6}", self.sweep.metric)).unwrap_or_default();
+            let record = record.lines().next().unwrap_or_default();
+            self.say(format_args!("{name}: {record}, {epochs} epochs{metric} ({took:.1} s)"));
+        }
+        self.write_results(false)
     }
 
     /// The exit status of a signal received, if one was.
@@ -129,8 +131,8 @@ impl Worker {
     }
 
     /// Trains `claim`'s task: its trial from the start, or resumed from its checkpoint, to
-    /// the end or (ASHA) to its rung's epoch.
-    /// Returns how it ended (its record), or None when another worker took it over.
+    /// the end or (ASHA) to its rung's epoch. Returns how it ended (its record), or None
+    /// when another worker took it over.
     fn train(&self, claim: Claim) -> Result<Option<String>> {
         let trial = &self.trials[claim.task.trial];
         let run_dir = self.dir.trial(trial);
