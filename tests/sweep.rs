@@ -232,6 +232,18 @@ fn asha_replay(values: &[Vec<f64>], budgets: &[usize], eta: usize) -> Vec<usize>
             task = Some((next_trial, 0));
             next_trial += 1;
         }
+        // Nothing else to do and no trial at the full budget: the best paused trial of the
+        // highest rung goes on.
+        let top = budgets.len() - 1;
+        if task.is_none() && rungs[top].is_empty() {
+            task = (0..top).rev().find_map(|k| {
+                let value = |t: usize| values[t][budgets[k] - 1];
+                let waiting = rungs[k].iter().copied().filter(|&t| !promoted[t][k]);
+                let best = waiting.min_by(|&a, &b| value(a).total_cmp(&value(b)).then(a.cmp(&b)))?;
+                promoted[best][k] = true;
+                Some((best, k + 1))
+            });
+        }
         let Some((t, k)) = task else { return reached };
         rungs[k].push(t);
         reached[t] = budgets[k];
@@ -371,6 +383,13 @@ parameters:
     assert!(claims.contains(&format!("{trial}-r0.2")), "{claims:?}");
     let rows = table(&s);
     assert!(rows[1..].iter().all(|r| r[2] == "finished"), "{rows:?}");
+    // Each array task's log shows its worker's progress.
+    let logs: Vec<String> = std::fs::read_dir(s.join("slurm"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().all(|log| log.starts_with("sweep worker pid ") && log.contains("): started")), "{logs:?}");
     // The trial interrupted by scancel ends exactly as one trained straight.
     let run = s.join("trials").join(trial);
     let config = run.join("config.yaml").display().to_string();
@@ -380,4 +399,251 @@ parameters:
         std::fs::read(run.join("weights.safetensors")).unwrap(),
         std::fs::read(d.path().join("straight/weights.safetensors")).unwrap()
     );
+}
+
+/// Issue 19, item 15: 12 random trials with rungs at 2, 6 and 18 of 20 epochs leave fewer
+/// than `reduction_factor` trials at 18 epochs; the best of them must still go on to the full
+/// budget. One worker and two make the same decisions, and every trial stops at a rung's
+/// epoch, as the lines printed while the sweep runs say too.
+#[test]
+fn asha_with_few_trials_trains_one_to_the_full_budget_the_same_with_any_jobs() {
+    let text = "base: base.yaml
+method: random
+trials: 12
+seed: 3
+parameters:
+  training.optimizer.lr: {distribution: log_uniform, min: 0.0003, max: 0.1}
+early_termination: {kind: asha, min_epochs: 2, reduction_factor: 3}
+";
+    let d = setup(text);
+    let mut tables = Vec::new();
+    for (out, jobs) in [("one", "1"), ("two", "2")] {
+        let run = sweep(d.path(), out, &["--jobs", jobs, "--set", "training.epochs=20"]);
+        assert_ok(&run);
+        // Each line: `trial 0004 rung 1 (lr=...): paused, 6 epochs, val_loss 0.269571 [12 done]`.
+        for line in stdout(&run).lines().filter(|l| l.contains(" rung ")) {
+            let rung: usize = line.split(" rung ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            let epochs: usize =
+                line.split("epochs").next().unwrap().rsplit(", ").next().unwrap().trim().parse().unwrap();
+            assert_eq!(epochs, [2, 6, 18, 20][rung], "{line}");
+            let trial = &line[6..10];
+            let (header, rows) = read_csv(&d.path().join(out).join("trials").join(trial).join("metrics.csv"));
+            let at = header.iter().position(|h| h == "val_loss").unwrap();
+            assert!(line.contains(&format!("val_loss {:.6} ", rows[epochs - 1][at])), "{line}");
+        }
+        tables.push(table(&d.path().join(out)));
+    }
+    assert_eq!(tables[0], tables[1]);
+    let rows = &tables[0];
+    let epochs: Vec<usize> = rows[1..].iter().map(|r| r[3].parse().unwrap()).collect();
+    assert!(epochs.iter().all(|e| [2, 6, 18, 20].contains(e)), "{rows:?}");
+    let finished: Vec<&Vec<String>> = rows[1..].iter().filter(|r| r[2] == "finished").collect();
+    assert!(!finished.is_empty() && finished.iter().all(|r| r[3] == "20"), "{rows:?}");
+    // The paper's rule with one worker, then the best paused trial of the highest rung: it
+    // stops each trial where the sweep did.
+    let values: Vec<Vec<f64>> = rows[1..]
+        .iter()
+        .map(|r| {
+            let (header, rows) = read_csv(&d.path().join("one/trials").join(&r[0]).join("metrics.csv"));
+            let at = header.iter().position(|h| h == "val_loss").unwrap();
+            rows.iter().map(|row| row[at]).collect()
+        })
+        .collect();
+    assert_eq!(asha_replay(&values, &[2, 6, 18, 20], 3), epochs);
+    for row in &rows[1..] {
+        let expected = if row[3] == "20" { "finished" } else { "paused" };
+        assert_eq!(summary(&d.path().join("one/trials").join(&row[0]))["status"], expected, "{row:?}");
+    }
+}
+
+/// Issue 19, item 13: identical `torchfit sweep` commands started at the same moment all
+/// join one sweep (none says the directory is not a sweep directory), and every trial runs
+/// exactly once. The race is narrow: several rounds of several commands each.
+#[test]
+fn identical_sweeps_started_together_join_and_run_each_trial_once() {
+    let d = setup(GRID);
+    for round in 0..4 {
+        let out = format!("s{round}");
+        let started = Instant::now();
+        let mut children: Vec<std::process::Child> = (0..5)
+            .map(|_| {
+                Command::new(BIN)
+                    .args(["sweep", "sweep.yaml", "--out", &out, "--jobs", "1", "--set", "training.epochs=2"])
+                    .current_dir(d.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Bounded: a command that never ends fails the test instead of hanging it.
+        while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+            if started.elapsed() > Duration::from_secs(240) {
+                for c in &children {
+                    unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+                }
+                panic!("round {round}: the sweeps did not end within 240 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "round {round}: {:?} {}", output.status, stderr(&output));
+        }
+        let claims = claim_files(&d.path().join(&out));
+        // Four trials, each claimed once (generation 1) and done once.
+        let expected: Vec<String> = (0..4).flat_map(|t| [format!("{t:04}-r0.1"), format!("{t:04}-r0.done")]).collect();
+        assert_eq!(claims, expected, "round {round}");
+        let rows = table(&d.path().join(&out));
+        assert!(rows[1..].iter().all(|r| r[3] == "finished" && r[4] == "2"), "{rows:?}");
+    }
+}
+
+/// Issue 19, item 8 (sweeps): a sweep of more trials than the documented limit is refused
+/// on one line naming the key and the count, before anything is listed or allocated.
+#[test]
+fn a_sweep_of_too_many_trials_is_refused_naming_the_count() {
+    let d =
+        setup("base: base.yaml\nmethod: random\ntrials: 1000000000000\nparameters: {model.dropout: {values: [0.1]}}\n");
+    assert_fails_with(&sweep(d.path(), "s", &[]), &["sweep.yaml: trials", "1000000000000", "limit of 100000"]);
+    let values = (0..1000).map(|i| format!("{}", i + 1)).collect::<Vec<_>>().join(", ");
+    let grid = format!(
+        "base: base.yaml\nmethod: grid\nparameters:\n  seed: {{values: [{values}]}}\n  training.batch_size: {{values: [{values}]}}\n  \
+         training.epochs: {{values: [{values}]}}\n  training.checkpoint_every: {{values: [{values}]}}\n"
+    );
+    write(d.path(), "sweep.yaml", &grid);
+    let out = sweep(d.path(), "s", &[]);
+    assert_fails_with(
+        &out,
+        &["sweep.yaml: parameters", "1000000000000 combinations", "1000 x 1000 x 1000 x 1000", "limit of 100000"],
+    );
+    assert!(!d.path().join("s").exists());
+}
+
+/// Papercut: a misspelt key or value in a sweep file gets a did-you-mean, as in a config.
+#[test]
+fn a_misspelt_sweep_key_gets_a_did_you_mean() {
+    let d = setup("base: base.yaml\nmethod: grid\nparameters: {model.dropout: {values: [0.1]}}\nmetrc: val_loss\n");
+    assert_fails_with(&sweep(d.path(), "s", &[]), &["metrc", "did you mean `metric`?"]);
+    let d = setup("base: base.yaml\nmethod: gird\nparameters: {model.dropout: {values: [0.1]}}\n");
+    assert_fails_with(&sweep(d.path(), "s", &[]), &["method", "did you mean `grid`?"]);
+    let text = "base: base.yaml\nmethod: grid\nparameters: {model.dropout: {values: [0.1]}}\n\
+                early_termination: {kind: asha, min_epoch: 1, reduction_factor: 2}\n";
+    let d = setup(text);
+    assert_fails_with(&sweep(d.path(), "s", &[]), &["early_termination", "did you mean `min_epochs`?"]);
+}
+
+/// Papercut: docs/sweeps.md's commands name sweeps/friedman1.yaml; it exists, and the sweep
+/// it describes is valid (every trial checked; --dry-run writes the job array only).
+#[test]
+fn the_documented_sweep_file_exists_and_is_valid() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("friedman1");
+    let out = out.to_str().unwrap();
+    let run = torchfit(
+        &repo_file(""),
+        &["sweep", "sweeps/friedman1.yaml", "--out", out, "--launcher", "slurm", "--dry-run", "--jobs", "2"],
+    );
+    assert_ok(&run);
+    let docs = std::fs::read_to_string(repo_file("docs/sweeps.md")).unwrap();
+    let file = std::fs::read_to_string(repo_file("sweeps/friedman1.yaml")).unwrap();
+    // The sweep file the docs show is the one in the repository.
+    let shown = docs.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    assert_eq!(shown, file);
+    assert!(docs.contains("torchfit sweep sweeps/friedman1.yaml"));
+}
+
+/// A sweep with trials of a few seconds, started in its own process group.
+fn long_sweep(d: &Path, out: &str) -> std::process::Child {
+    Command::new(BIN)
+        .args(["sweep", "sweep.yaml", "--out", out, "--jobs", "2"])
+        .args(["--set", "training.epochs=40", "--set", "data.samples=3000"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until both workers are in the middle of a trial.
+fn wait_for_two_running_trials(sweep_dir: &Path, child: &mut std::process::Child) {
+    let started = Instant::now();
+    loop {
+        let running = (0..4)
+            .filter(|t| {
+                let trial = format!("{t:04}");
+                let summary = sweep_dir.join("trials").join(&trial).join("metrics.csv");
+                summary.is_file() && !sweep_dir.join("claims").join(format!("{trial}-r0.done")).exists()
+            })
+            .count();
+        if running >= 2 {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it could be stopped");
+        assert!(started.elapsed() < Duration::from_secs(300), "no two trials running within 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Papercuts: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops the
+/// sweep with status 130 and one line saying how to continue the sweep (not a trial), and
+/// SIGTERM to the `torchfit sweep` process alone gives 143 (128 + the signal). Either way
+/// the same command then finishes it.
+#[test]
+fn a_stopped_sweep_says_how_to_continue_it_with_the_signals_status() {
+    let d = setup(GRID);
+    for (signal, group, code, name) in [(libc::SIGINT, true, 130, "SIGINT"), (libc::SIGTERM, false, 143, "SIGTERM")] {
+        let out = format!("s-{name}");
+        let mut child = long_sweep(d.path(), &out);
+        wait_for_two_running_trials(&d.path().join(&out), &mut child);
+        let pid = child.id() as i32;
+        unsafe { libc::kill(if group { -pid } else { pid }, signal) };
+        let output = child.wait_with_output().unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(err.contains(&format!("interrupted by {name}")), "{name}: {err}");
+        let command = format!(" sweep sweep.yaml --out {out} --jobs 2");
+        assert!(
+            err.contains("continue with: ") && err.contains(&command) && !err.contains("--resume"),
+            "{name}: {err}"
+        );
+        let again = torchfit(
+            d.path(),
+            &[
+                "sweep",
+                "sweep.yaml",
+                "--out",
+                &out,
+                "--jobs",
+                "2",
+                "--set",
+                "training.epochs=40",
+                "--set",
+                "data.samples=3000",
+            ],
+        );
+        assert_ok(&again);
+        let rows = table(&d.path().join(&out));
+        assert!(rows[1..].iter().all(|r| r[3] == "finished" && r[4] == "40"), "{rows:?}");
+    }
+}
+
+/// Papercut: a Slurm worker's log (its stdout and stderr) shows its progress: a line as each
+/// task starts and ends. `torchfit sweep worker` is what each array task runs.
+#[test]
+fn a_sweep_workers_log_shows_each_task() {
+    let d = setup(GRID);
+    assert_ok(&sweep(d.path(), "s", &["--launcher", "slurm", "--dry-run", "--set", "training.epochs=2"]));
+    let worker = torchfit(d.path(), &["sweep", "worker", "s"]);
+    assert_ok(&worker);
+    let log = stdout(&worker);
+    assert!(log.starts_with("sweep worker pid "), "{log}");
+    for trial in ["0000", "0001", "0002", "0003"] {
+        assert!(log.contains(&format!("trial {trial} (")), "{log}");
+        assert!(log.contains("): finished, 2 epochs, val_loss "), "{log}");
+    }
+    assert!(log.trim_end().ends_with("nothing left to do; results in s"), "{log}");
 }

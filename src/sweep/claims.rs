@@ -73,6 +73,11 @@ impl Claims {
         Ok(Claims { dir, me, host, stale: STALE })
     }
 
+    /// This worker, for a log: its pid and host.
+    pub fn owner(&self) -> String {
+        format!("pid {} on {}", std::process::id(), self.host)
+    }
+
     /// Every task that was ever claimed or done, read in one pass over the directory.
     pub fn snapshot(&self) -> Result<BTreeMap<Task, Entry>> {
         let mut tasks: BTreeMap<Task, Entry> = BTreeMap::new();

@@ -42,15 +42,15 @@ pub fn run(
     let mut workers = start_workers(dir, jobs)?;
     // Ctrl-C reaches the workers from the terminal; a signal to this process alone is
     // passed on to them. Either way each checkpoints its trial, and this process waits.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    let (int, term) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, int.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())?;
+    let stopped = || int.load(Ordering::Relaxed) || term.load(Ordering::Relaxed);
     let mut forwarded = false;
     let mut failed = Vec::new();
     while !workers.is_empty() {
         std::thread::sleep(POLL);
-        if stop.load(Ordering::Relaxed) && !forwarded {
+        if stopped() && !forwarded {
             forwarded = true;
             for &pid in &workers {
                 // SAFETY: kill(2) with a pid this process started and has not reaped.
@@ -66,7 +66,7 @@ pub fn run(
         let mut running = Vec::new();
         for pid in workers {
             match exited(pid)? {
-                Some(status) if !status.success() && !forwarded && !stop.load(Ordering::Relaxed) => failed.push(status),
+                Some(status) if !status.success() && !forwarded && !stopped() => failed.push(status),
                 Some(_) => {}
                 None => running.push(pid),
             }
@@ -76,18 +76,24 @@ pub fn run(
     let survey = Survey::read(dir, sweep, &trials, &claims)?;
     let complete = matches!(survey.next(&claims), Work::Complete);
     let rows = table::rows(dir, sweep, &trials, &survey, &claims, complete);
-    if stop.load(Ordering::Relaxed) || !complete {
+    if stopped() || !complete {
         let finished = rows.iter().filter(|r| is_final(&r.status)).count();
+        // 128 + the signal, as shells report it: Ctrl-C (SIGINT) 130, SIGTERM 143.
+        let (exit_code, signal) = match term.load(Ordering::Relaxed) && !int.load(Ordering::Relaxed) {
+            true => (143, "SIGTERM"),
+            false => (130, "SIGINT"),
+        };
         let why = match failed.first() {
             Some(status) => format!("a worker failed ({status})"),
-            None => "sweep interrupted".into(),
+            None if stopped() => format!("sweep interrupted by {signal}"),
+            None => "sweep interrupted (its workers were stopped)".into(),
         };
         let message = format!(
             "{why}: {finished} of {} trials done, the others checkpointed; continue with: {command}",
             rows.len()
         );
         if failed.is_empty() {
-            return Err(Interrupted { exit_code: 130, message }.into());
+            return Err(Interrupted { exit_code, message }.into());
         }
         bail!("{message}");
     }
@@ -130,8 +136,11 @@ fn start_workers(dir: &SweepDir, jobs: usize) -> Result<Vec<libc::pid_t>> {
 /// A forked worker's life: the loop `torchfit sweep worker` runs, its error said as
 /// main() says it; the exit status.
 fn work(dir: &SweepDir, jobs: usize) -> u8 {
-    match std::panic::catch_unwind(|| super::worker(dir.path(), jobs)) {
+    let run = || super::worker::Worker::open(dir.clone(), jobs, false)?.run();
+    match std::panic::catch_unwind(run) {
         Ok(Ok(())) => 0,
+        // Stopped by a signal: the `torchfit sweep` process says how to continue the sweep.
+        Ok(Err(err)) if err.is::<Interrupted>() => exit::code(&err),
         Ok(Err(err)) => {
             eprintln!("torchfit: {}", exit::one_line(&err));
             exit::code(&err)
@@ -171,15 +180,15 @@ fn task_line(
 ) -> String {
     let trial = &trials[task.trial];
     let record = claims.record(task).unwrap_or_default();
-    let values = super::survey::metric_values(&dir.trial(trial), &sweep.metric);
-    let last = values.last().map(|v| format!(", {} {v:.6}", sweep.metric)).unwrap_or_default();
+    let (epochs, value) = super::survey::reached(dir, sweep, trial, task);
+    let last = value.map(|v| format!(", {} {v:.6}", sweep.metric)).unwrap_or_default();
     let rung = if sweep.asha().is_some() { format!(" rung {}", task.rung) } else { String::new() };
     format!(
         "trial {}{rung} ({}): {}, {} epochs{last} [{count} done]",
         trial.name(),
         table::describe(trial),
         record.lines().next().unwrap_or("done"),
-        values.len()
+        epochs
     )
 }
 

@@ -113,29 +113,62 @@ pub fn run(options: &SweepOptions, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Creates the sweep directory with its sweep.yaml, or checks that an existing one holds
-/// this very sweep. Returns whether it existed.
+/// this very sweep. Returns whether it existed. The directory appears whole: it is made
+/// under a temporary name beside its place, with sweep.yaml and claims/, and renamed into
+/// place (atomic, on NFS too), so that an identical command started at the same moment
+/// finds either nothing (and races for the rename) or the complete sweep, and joins it.
 fn open(dir: &SweepDir, sweep: &Sweep) -> Result<bool> {
     let ours = sweep.to_yaml()?;
+    if let Some(existed) = join(dir, &ours)? {
+        return Ok(existed);
+    }
+    let parent = match dir.path().parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-sweep-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+    atomic::write(&tmp.path().join(SWEEP_YAML), ours.as_bytes())?;
+    claims::Claims::new(tmp.path())?;
+    // rename(2) replaces an empty directory, and fails on one with entries: then another
+    // command was first, or the directory is not ours.
+    match std::fs::rename(tmp.path(), dir.path()) {
+        Ok(()) => {
+            // The temporary name is gone; nothing is left to remove.
+            let _ = tmp.keep();
+            Ok(false)
+        }
+        Err(err) => match join(dir, &ours)? {
+            Some(_) => Ok(true),
+            None => Err(err).with_context(|| format!("cannot create {}", dir.path().display())),
+        },
+    }
+}
+
+/// Whether `dir` already holds a sweep: `Some(true)` when it holds this one, an error when
+/// it holds another sweep or something else, `None` when it is absent or empty.
+fn join(dir: &SweepDir, ours: &str) -> Result<Option<bool>> {
     let path = dir.path().join(SWEEP_YAML);
     if path.is_file() {
         let saved = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         if saved != ours {
-            let (key, now, before) = yaml_difference(&ours, &saved);
+            let (key, now, before) = yaml_difference(ours, &saved);
             bail!(
                 "{} holds a sweep whose {key} was {before}, and this one says {now}; \
                  a sweep continues only as it started (choose another --out for a new one)",
                 dir.path().display()
             );
         }
-        return Ok(true);
+        return Ok(Some(true));
     }
     let occupied = dir.path().read_dir().map(|mut e| e.next().is_some()).unwrap_or(false);
-    if occupied {
+    if occupied || dir.path().is_file() {
         bail!("{} exists and is not a sweep directory; choose another --out", dir.path().display());
     }
-    std::fs::create_dir_all(dir.path()).with_context(|| format!("cannot create {}", dir.path().display()))?;
-    atomic::write(&path, ours.as_bytes())?;
-    Ok(false)
+    Ok(None)
 }
 
 /// `torchfit sweep status DIR`: the results table so far.
@@ -155,5 +188,5 @@ pub fn status(dir: &Path, out: &mut dyn Write) -> Result<()> {
 /// The hidden `torchfit sweep worker DIR`: what each local process and each Slurm array
 /// task runs.
 pub fn worker(dir: &Path, jobs: usize) -> Result<()> {
-    worker::Worker::open(SweepDir::new(dir), jobs)?.run()
+    worker::Worker::open(SweepDir::new(dir), jobs, true)?.run()
 }

@@ -6,8 +6,8 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use serde_yaml::Value;
 
-use super::space::show;
-use super::spec::{Distribution, Space, Sweep};
+use super::space::{show, Distribution, Space};
+use super::spec::Sweep;
 use super::table::{self, Row};
 use super::SweepDir;
 use crate::atomic;

@@ -4,10 +4,33 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use super::spec::{Distribution, Method, Space, Sweep};
 use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Grid,
+    Random,
+}
+
+/// One parameter's search space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, untagged)]
+pub enum Space {
+    Values { values: Vec<Value> },
+    Distribution { distribution: Distribution, min: f64, max: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    Uniform,
+    LogUniform,
+    IntUniform,
+}
 
 /// One trial: its number and its parameter values, in the sweep file's order.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,22 +81,6 @@ pub fn number(distribution: Distribution, x: f64) -> Value {
     }
 }
 
-impl Sweep {
-    pub fn trials(&self) -> Vec<Trial> {
-        let values = match self.spec.method {
-            Method::Grid => grid(&self.parameters),
-            Method::Random => random(&self.parameters, self.spec.trials.unwrap_or(0), self.spec.seed),
-        };
-        let trial = |(index, values)| {
-            let mut trial = Trial { index, values, cost: 0.0 };
-            // Configs were checked when the sweep was loaded; one that fails now goes last.
-            trial.cost = self.trial_config(&trial).map(|config| cost(&config)).unwrap_or(0.0);
-            trial
-        };
-        values.into_iter().enumerate().map(trial).collect()
-    }
-}
-
 /// An optimizer step's fixed cost (launching the layers' kernels, the optimizer's update)
 /// in multiply-adds: about 57 us a step against 0.16 ns a multiply-add, measured for small
 /// MLPs on one CPU thread.
@@ -82,7 +89,7 @@ const STEP_OVERHEAD: f64 = 350_000.0;
 /// A trial's training time up to a constant factor: epochs x (steps per sample x a step's
 /// fixed cost + multiply-adds per sample). The data's rows and features are the same for
 /// every trial of most sweeps and are left out.
-fn cost(config: &Config) -> f64 {
+pub fn cost(config: &Config) -> f64 {
     let hidden = &config.model.hidden;
     let inner: usize = hidden.windows(2).map(|w| w[0] * w[1]).sum();
     let outer = hidden.first().copied().unwrap_or(0) + hidden.last().copied().unwrap_or(0);
@@ -92,7 +99,7 @@ fn cost(config: &Config) -> f64 {
 
 /// Every combination, the first parameter varying slowest (as nested loops written in the
 /// file's order).
-fn grid(parameters: &[(String, Space)]) -> Vec<Vec<(String, Value)>> {
+pub fn grid(parameters: &[(String, Space)]) -> Vec<Vec<(String, Value)>> {
     let mut combos: Vec<Vec<(String, Value)>> = vec![Vec::new()];
     for (name, space) in parameters {
         let Space::Values { values } = space else { continue };
@@ -112,7 +119,7 @@ fn grid(parameters: &[(String, Space)]) -> Vec<Vec<(String, Value)>> {
 
 /// `trials` draws from one ChaCha stream seeded by the sweep's seed, trial by trial and
 /// parameter by parameter.
-fn random(parameters: &[(String, Space)], trials: usize, seed: u64) -> Vec<Vec<(String, Value)>> {
+pub fn random(parameters: &[(String, Space)], trials: usize, seed: u64) -> Vec<Vec<(String, Value)>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..trials)
         .map(|_| {

@@ -9,7 +9,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
+use super::asha::{Asha, Mode};
+use super::space::{self, Distribution, Method, Space, Trial};
 use crate::config::{Config, Metric};
+
+/// The most trials a sweep may have: every worker lists them all (and checks each one's
+/// config) before it starts, so a count beyond this would take hours or exhaust memory
+/// before the first trial ran.
+pub const MAX_TRIALS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,41 +49,11 @@ pub struct Spec {
     pub early_termination: Option<EarlyTermination>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    Grid,
-    Random,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Min,
-    Max,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum EarlyTermination {
     /// Asynchronous successive halving (Li et al., MLSys 2020).
     Asha { min_epochs: usize, reduction_factor: usize },
-}
-
-/// One parameter's search space.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, untagged)]
-pub enum Space {
-    Values { values: Vec<Value> },
-    Distribution { distribution: Distribution, min: f64, max: f64 },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Distribution {
-    Uniform,
-    LogUniform,
-    IntUniform,
 }
 
 /// A sweep file, read and checked: the spec with its base config inline, the parameters
@@ -136,19 +113,20 @@ impl Sweep {
     fn check(mut spec: Spec, base_text: String, base_source: String, source: &str) -> Result<Sweep> {
         let base = Config::load_text(&base_text, &base_source, &spec.set, false)?;
         let parameters = parameters(&spec, source)?;
+        count(&spec, &parameters, source)?;
         // Each value on its own first, so that an error names the value rather than a trial.
         for (name, space) in &parameters {
             let values = match space {
                 Space::Values { values } => values.clone(),
                 Space::Distribution { distribution, min, max } => {
-                    vec![super::space::number(*distribution, *min), super::space::number(*distribution, *max)]
+                    vec![space::number(*distribution, *min), space::number(*distribution, *max)]
                 }
             };
             for value in values {
                 let mut overrides = spec.set.clone();
-                overrides.push(super::space::assignment(name, &value));
+                overrides.push(space::assignment(name, &value));
                 Config::load_text(&base_text, &base_source, &overrides, false)
-                    .map_err(|e| anyhow!("{source}: parameters.{name}: value {}: {e:#}", super::space::show(&value)))?;
+                    .map_err(|e| anyhow!("{source}: parameters.{name}: value {}: {e:#}", space::show(&value)))?;
             }
         }
         match (spec.method, spec.trials) {
@@ -203,7 +181,7 @@ impl Sweep {
     }
 
     /// A trial's config: the base, the `--set` overrides, then the trial's parameters.
-    pub fn trial_config(&self, trial: &super::space::Trial) -> Result<Config> {
+    pub fn trial_config(&self, trial: &Trial) -> Result<Config> {
         let mut overrides = self.spec.set.clone();
         overrides.extend(trial.assignments());
         Config::load_text(&self.base_text, &self.base_source, &overrides, false)
@@ -215,10 +193,78 @@ impl Sweep {
     }
 
     /// ASHA's rungs, when the sweep stops trials early.
-    pub fn asha(&self) -> Option<super::asha::Asha> {
-        self.spec.early_termination.as_ref().map(|EarlyTermination::Asha { min_epochs, reduction_factor }| {
-            super::asha::Asha { min_epochs: *min_epochs, reduction_factor: *reduction_factor, epochs: self.epochs }
+    pub fn asha(&self) -> Option<Asha> {
+        self.spec.early_termination.as_ref().map(|EarlyTermination::Asha { min_epochs, reduction_factor }| Asha {
+            min_epochs: *min_epochs,
+            reduction_factor: *reduction_factor,
+            epochs: self.epochs,
         })
+    }
+
+    /// The trials: every combination of the values (grid), or `trials` draws (random).
+    pub fn trials(&self) -> Vec<Trial> {
+        let values = match self.spec.method {
+            Method::Grid => space::grid(&self.parameters),
+            Method::Random => space::random(&self.parameters, self.spec.trials.unwrap_or(0), self.spec.seed),
+        };
+        let trial = |(index, values)| {
+            let mut trial = Trial { index, values, cost: 0.0 };
+            // Configs were checked when the sweep was loaded; one that fails now goes last.
+            trial.cost = self.trial_config(&trial).map(|config| space::cost(&config)).unwrap_or(0.0);
+            trial
+        };
+        values.into_iter().enumerate().map(trial).collect()
+    }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"): the
+/// expected name closest to `x`, as a config's unknown key gets.
+fn did_you_mean(message: &str) -> String {
+    // serde_yaml may put the key's path in front.
+    let Some(at) = message.find("unknown field").or_else(|| message.find("unknown variant")) else {
+        return String::new();
+    };
+    let message = &message[at..];
+    let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let Some((bad, expected)) = names.split_first() else { return String::new() };
+    match expected.iter().min_by_key(|name| strsim::levenshtein(bad, name)) {
+        Some(name) if strsim::levenshtein(bad, name) <= bad.len().max(2) / 2 + 1 => format!("; did you mean `{name}`?"),
+        _ => String::new(),
+    }
+}
+
+/// Refuses a sweep of more than MAX_TRIALS trials before any is listed (a grid's count is
+/// the product of its value counts, which may overflow).
+fn count(spec: &Spec, parameters: &[(String, Space)], source: &str) -> Result<()> {
+    match spec.method {
+        Method::Random => match spec.trials {
+            Some(n) if n > MAX_TRIALS => {
+                bail!("{source}: trials: {n} trials, more than the limit of {MAX_TRIALS}; sample fewer")
+            }
+            _ => Ok(()),
+        },
+        Method::Grid => {
+            let counts: Vec<usize> = parameters
+                .iter()
+                .map(|(_, space)| match space {
+                    Space::Values { values } => values.len(),
+                    Space::Distribution { .. } => 1,
+                })
+                .collect();
+            let product = counts.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+            let shown = counts.iter().map(usize::to_string).collect::<Vec<_>>().join(" x ");
+            match product {
+                Some(n) if n <= MAX_TRIALS => Ok(()),
+                Some(n) => bail!(
+                    "{source}: parameters: the grid has {n} combinations ({shown}), more than the limit of {MAX_TRIALS}; \
+                     use fewer values or method: random"
+                ),
+                None => bail!(
+                    "{source}: parameters: the grid has more combinations ({shown}) than can be counted, \
+                     more than the limit of {MAX_TRIALS}; use fewer values or method: random"
+                ),
+            }
+        }
     }
 }
 
@@ -229,7 +275,7 @@ fn parse(text: &str, source: &str) -> Result<Spec> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.inner().to_string();
+        let inner = format!("{}{}", e.inner(), did_you_mean(&e.inner().to_string()));
         if path == "." || inner.starts_with(&path) {
             anyhow!("{source}: {inner}")
         } else {

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::asha::{self, Asha};
+use super::asha::Outcome;
 use super::claims::{Claims, Entry, Holder, Task};
 use super::space::Trial;
-use super::spec::{Mode, Sweep};
+use super::spec::Sweep;
 use super::SweepDir;
 
 /// What there is to do.
@@ -27,39 +27,36 @@ pub enum Work {
 
 pub struct Survey<'a> {
     pub tasks: BTreeMap<Task, Entry>,
-    asha: Option<Asha>,
-    /// With ASHA, the trials that reached each rung, with the metric at its epoch.
-    rungs: Vec<Vec<asha::Result>>,
-    mode: Mode,
+    /// With ASHA, the tasks decided so far: `plan[k]` the trials sent to rung k.
+    plan: Option<Vec<Vec<usize>>>,
     trials: &'a [Trial],
 }
 
 impl<'a> Survey<'a> {
     pub fn read(dir: &SweepDir, sweep: &Sweep, trials: &'a [Trial], claims: &Claims) -> Result<Survey<'a>> {
         let tasks = claims.snapshot()?;
-        let asha = sweep.asha();
-        let mut rungs = Vec::new();
-        if let Some(asha) = &asha {
+        let plan = sweep.asha().map(|asha| {
             let budgets = asha.budgets();
-            rungs = vec![Vec::new(); budgets.len()];
-            for (task, entry) in &tasks {
-                if !entry.done {
-                    continue;
-                }
+            let mut outcomes = BTreeMap::new();
+            for (task, _) in tasks.iter().filter(|(_, e)| e.done) {
                 let values = metric_values(&dir.trial(&trials[task.trial]), &sweep.metric);
                 // A trial is in the rung when its run reached the rung's epoch (one that
                 // stopped early or failed short of it is not).
-                if let Some(&value) = values.get(budgets[task.rung] - 1) {
-                    rungs[task.rung].push(asha::Result { trial: task.trial, value });
-                }
+                let outcome = match budgets.get(task.rung).and_then(|&b| values.get(b - 1)) {
+                    Some(&value) => Outcome::Reached(value),
+                    None => Outcome::Short,
+                };
+                outcomes.insert((task.trial, task.rung), outcome);
             }
-        }
-        Ok(Survey { tasks, asha, rungs, mode: sweep.mode, trials })
+            let outcome = |trial, rung| outcomes.get(&(trial, rung)).copied().unwrap_or(Outcome::Pending);
+            asha.plan(trials.len(), sweep.mode, outcome)
+        });
+        Ok(Survey { tasks, plan, trials })
     }
 
     /// The next work in the order ASHA wants it: unfinished tasks whose worker is gone
-    /// first (their work is half done), then promotions from the highest rung down, then a
-    /// new trial.
+    /// first (their work is half done), then decided promotions from the highest rung
+    /// down, then a new trial.
     pub fn next(&self, claims: &Claims) -> Work {
         let mut busy = false;
         for (task, entry) in &self.tasks {
@@ -71,10 +68,11 @@ impl<'a> Survey<'a> {
                 Holder::Alive => busy = true,
             }
         }
-        if let Some(asha) = &self.asha {
-            let promoted = |trial, rung| self.tasks.contains_key(&Task { trial, rung: rung + 1 });
-            if let Some((trial, rung)) = asha.next_promotion(&self.rungs, self.mode, promoted) {
-                return Work::Take(Task { trial, rung }, 1);
+        if let Some(plan) = &self.plan {
+            for (rung, sent) in plan.iter().enumerate().skip(1).rev() {
+                if let Some(&trial) = sent.iter().find(|&&trial| !self.tasks.contains_key(&Task { trial, rung })) {
+                    return Work::Take(Task { trial, rung }, 1);
+                }
             }
         }
         let mut new = self.trials.iter().filter(|t| !self.tasks.contains_key(&Task { trial: t.index, rung: 0 }));
@@ -82,19 +80,30 @@ impl<'a> Survey<'a> {
         // equals), so that the cheapest fill the end ("longest processing time first") and no
         // worker waits alone for a long last trial. ASHA starts them in their order, as its
         // paper samples them.
-        let next = match self.asha {
+        let next = match self.plan {
             Some(_) => new.next(),
             None => new.reduce(|best, t| if t.cost > best.cost { t } else { best }),
         };
         if let Some(trial) = next {
             return Work::Take(Task { trial: trial.index, rung: 0 }, 1);
         }
+        // With ASHA, a running task's result may decide another promotion.
         if busy {
             Work::Wait
         } else {
             Work::Complete
         }
     }
+}
+
+/// How far a done task took its trial: the epochs and the metric at the last of them. With
+/// ASHA, counted to the task's rung at most: the trial may be training on to the next rung
+/// already (and writing its metrics.csv) when this is read.
+pub fn reached(dir: &SweepDir, sweep: &Sweep, trial: &Trial, task: Task) -> (usize, Option<f64>) {
+    let values = metric_values(&dir.trial(trial), &sweep.metric);
+    let budget = sweep.asha().and_then(|asha| asha.budgets().get(task.rung).copied());
+    let epochs = budget.map_or(values.len(), |b| values.len().min(b));
+    (epochs, epochs.checked_sub(1).and_then(|last| values.get(last).copied()))
 }
 
 /// A run's metrics.csv column `metric`, one value per epoch; empty without one.

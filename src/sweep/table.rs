@@ -4,9 +4,10 @@
 use anyhow::Result;
 use serde_yaml::Value;
 
+use super::asha::Mode;
 use super::claims::{Claims, Holder, Task};
 use super::space::{show, Trial};
-use super::spec::{Mode, Sweep};
+use super::spec::Sweep;
 use super::survey::{metric_values, Survey};
 use super::SweepDir;
 use crate::atomic;
