@@ -137,6 +137,10 @@ fn config_papercuts() {
     fails(d, &["train", "c.yaml"], &["c.yaml:3: training.epochs must be > 0, got 0"]);
     std::fs::write(d.join("m.yaml"), "training:\n  metrics: [mae, rmse, mae]\n").unwrap();
     fails(d, &["train", "m.yaml"], &["m.yaml:2: training.metrics: mae is listed more than once"]);
+    // A file's mistake is placed in the file even when --set changes another key.
+    std::fs::write(d.join("dev.yaml"), "name: d\ndevice: gpu\n").unwrap();
+    let err = fails(d, &["train", "dev.yaml", "--set", "training.epochs=1"], &["dev.yaml:2: device must be auto"]);
+    assert!(!err.contains("--set"), "{err}");
     // One wording for one key, whether serde or validation finds the problem.
     fails(
         d,

@@ -98,7 +98,14 @@ impl Config {
         for assignment in overrides {
             apply_override(&mut tree, assignment)?;
         }
-        serde_path_to_error::deserialize(tree).map_err(|e| anyhow!("{source} with --set: {}", explain(&e)))
+        serde_path_to_error::deserialize(tree).map_err(|e| {
+            // The tree has no positions; a key that no --set touched has its line in the text.
+            let key = e.path().to_string();
+            match locate::line_of(text, &key).filter(|_| !overrides.iter().any(|o| assigns(o, &key))) {
+                Some(line) => anyhow!("{source}:{line}: {}", explain(&e)),
+                None => anyhow!("{source} with --set: {}", explain(&e)),
+            }
+        })
     }
 
     /// The README promises that the task follows from the data: a CSV target column holding
