@@ -550,7 +550,7 @@ mod tests {
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, "a,y\n1,yes\n2,no\n").unwrap();
         let data = format!("data={{kind: csv, path: {}, target: y}}", csv.display());
-        let config = Config::load(None, &[data.clone()]).unwrap();
+        let config = Config::load(None, std::slice::from_ref(&data)).unwrap();
         assert_eq!((config.task, config.training.loss), (Some(Task::Classification), Some(Loss::CrossEntropy)));
         assert_eq!(config.training.metrics, Some(vec![Metric::Accuracy]));
         // What the user sets stays.
