@@ -105,8 +105,8 @@ struct TrainArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// Where to train: auto (CUDA when available), cpu, cuda or cuda:N. Overrides `device`.
-    #[arg(long)]
-    device: Option<String>,
+    #[arg(long, value_parser = parse_device)]
+    device: Option<torchfit::config::DeviceChoice>,
     /// Run directory [default: runs/<name>-<UTC timestamp>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -362,6 +362,29 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+/// A command-line error on one line, as every other error is (`--help` and `--version` print
+/// as clap prints them); clap's status, 2.
+fn usage_error(err: clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || matches!(err.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+    {
+        err.exit()
+    }
+    let text = err.render().to_string();
+    // clap's lines: "error: ...", detail lines, then a usage and a help hint after a blank.
+    let words: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty() && !line.starts_with("tip:"))
+        .collect();
+    let message = words.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("torchfit: {message} (see --help)");
+    2
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     let kind = |e: &(dyn std::error::Error + 'static)| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
     err.chain().any(|e| kind(e) == Some(std::io::ErrorKind::BrokenPipe))
@@ -384,7 +407,10 @@ fn status() -> u8 {
         let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
         eprintln!("torchfit: internal error, please report it: {message}{at}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     // Started by torchrun or Slurm: which of the processes this is, for every error's first
     // words, and torchrun's error file.
     let launch = match Launch::detect() {

@@ -61,7 +61,7 @@ impl History {
         for r in &self.epochs {
             let mut row = vec![r.epoch.to_string()];
             row.extend(r.values.iter().map(f64::to_string));
-            row.extend([r.lr.to_string(), format!("{:.6}", r.seconds)]);
+            row.extend([lr_text(r.lr), format!("{:.6}", r.seconds)]);
             out.write_record(&row)?;
         }
         let bytes = out.into_inner().map_err(|e| anyhow!("{e}"))?;
@@ -209,6 +209,14 @@ impl Progress {
     }
 }
 
+/// A learning rate as metrics.csv writes it: rounded to 12 significant digits, then the
+/// shortest text that reads back as that, so that a schedule's arithmetic (0.003 x 0.75)
+/// reads 0.00225 rather than 0.0022500000000000003. Twelve digits are far more than the
+/// float32 arithmetic the rate is applied in keeps.
+fn lr_text(lr: f64) -> String {
+    format!("{lr:.11e}").parse::<f64>().map_or_else(|_| lr.to_string(), |rounded| rounded.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +239,15 @@ mod tests {
         assert_eq!(lines[0], "epoch,loss,mae,lr,seconds");
         assert_eq!(lines[2], "2,0.5,0.5,0.001,0.250000");
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn lr_is_written_without_float_noise() {
+        assert_eq!(lr_text(0.003 * 0.75), "0.00225");
+        assert_eq!(lr_text(0.001), "0.001");
+        assert_eq!(lr_text(1e-30), 1e-30f64.to_string());
+        let cosine = 0.001 * 0.5 * (1.0 + (std::f64::consts::PI * 0.3).cos());
+        assert!((lr_text(cosine).parse::<f64>().unwrap() - cosine).abs() < 1e-15);
     }
 
     #[test]

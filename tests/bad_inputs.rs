@@ -199,7 +199,7 @@ bad! {
     unknown_top_level_key: ["train", "unknown_top.yaml"] => ["unknown_top.yaml: unknown key `nmae`", "did you mean `name`?"];
     misspelled_nested_key: ["train", "misspelled_nested.yaml"] => ["unknown key `training.epoch` at line 2 column 3", "did you mean `training.epochs`?"];
     misspelled_optimizer_key: ["train", "misspelled_optimizer.yaml"] => ["unknown key `training.optimizer.learning_rate`"];
-    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\", expected a whole number >= 0 at line 2 column 11"];
+    wrong_type_epochs: ["train", "wrong_type_epochs.yaml"] => ["training.epochs: invalid type: string \"ten\", expected a whole number > 0 at line 2 column 11"];
     wrong_type_hidden: ["train", "wrong_type_hidden.yaml"] => ["model.hidden: invalid type: integer `10`, expected a sequence"];
     zero_epochs: ["train", "epochs_zero.yaml"] => ["training.epochs must be > 0, got 0"];
     zero_batch_size: ["train", "batch_zero.yaml"] => ["training.batch_size must be > 0, got 0"];
@@ -267,7 +267,7 @@ bad! {
     categorical_target_with_one_class: ["train", "one_class.yaml"] => ["one_class.csv: the target has 1 class (yes); classification needs at least two"];
     categorical_unknown_column: ["train", "categorical_unknown.yaml"] => ["data.categorical: `colour` is not a column of", "gap.csv"];
     categorical_target_column: ["train", "categorical_target.yaml"] => ["data.categorical: `y` is not a feature of", "gap.csv"];
-    min_frequency_zero: ["train", "min_frequency_zero.yaml"] => ["data.min_frequency must be >= 1, got 0"];
+    min_frequency_zero: ["train", "min_frequency_zero.yaml"] => ["data.min_frequency must be > 0, got 0"];
     categorical_on_generated_data: ["train", "--set", "data.categorical=[x0]"] => ["data.categorical applies to kind csv or parquet only"];
     embedding_width_zero: ["train", "embedding_zero.yaml"] => ["data.categorical_encoding.b: an embedding width must be > 0, got 0"];
     evaluate_not_a_run: ["evaluate", ".", "--data", "gap.csv"] => [". is not a finished torchfit run"];

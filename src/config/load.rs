@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
-use super::{is_missing, Config, DataKind, Task, KERAS_EXAMPLE};
+use super::validate::{echo, Invalid, POSITIVE_KEYS};
+use super::{is_missing, locate, read, size, Config, DataKind, Task, KERAS_EXAMPLE};
 
 /// How many data rows of a CSV file are read to tell a label column from a numeric one.
 const SNIFF_ROWS: usize = 1000;
@@ -17,11 +18,7 @@ impl Config {
     /// overrides, and validates the result. Every error names the file and the key.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
         let (source, text) = match path {
-            Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
-                (p.display().to_string(), text)
-            }
+            Some(p) => (p.display().to_string(), read::read_file(p)?),
             None => ("embedded keras_example.yaml".to_string(), KERAS_EXAMPLE.to_string()),
         };
         Config::load_text(&text, &source, overrides, path.is_none())
@@ -34,10 +31,28 @@ impl Config {
         let mut config = Config::parse(text, source, overrides)?;
         // Without a config file, a key no --set names comes from the embedded default.
         let inherited = |key: &str| embedded && !overrides.iter().any(|o| assigns(o, key));
-        config.validate_settings(&inherited)?;
+        // The example's loss and metrics are for its own data: other data (`--set data=...`,
+        // or another kind) has them derived from itself, as a config file without them does.
+        if embedded && !inherited("data.kind") {
+            if inherited("training.loss") {
+                config.training.loss = None;
+            }
+            if inherited("training.metrics") {
+                config.training.metrics = None;
+            }
+        }
+        // The embedded default's keys are not the user's lines: their errors say so instead.
+        let at_line = |err| match embedded {
+            true => err,
+            false => with_line(err, read::prepare(text, source).unwrap_or(text), source, overrides),
+        };
+        config.validate_settings(&inherited).map_err(at_line)?;
         config.infer_task_from_csv();
         config.resolve();
-        config.validate()?;
+        config.validate().map_err(at_line)?;
+        if let Some(available) = size::available_memory() {
+            config.check_fits(available)?;
+        }
         Ok(config)
     }
 
@@ -47,7 +62,7 @@ impl Config {
     /// never read, so they are dropped here rather than refused, and old runs still
     /// evaluate, export and resume.
     pub fn load_saved(path: &Path, overrides: &[String]) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = read::read_file(path)?;
         let mut config = Config::parse(&text, &path.display().to_string(), overrides)?;
         let d = &mut config.data;
         if !d.kind.is_generated() {
@@ -67,6 +82,7 @@ impl Config {
 
     /// Stage one: YAML text plus overrides into a `Config`, without value checks.
     pub fn parse(text: &str, source: &str, overrides: &[String]) -> Result<Config> {
+        let text = read::prepare(text, source)?;
         if text.trim().is_empty() {
             bail!("{source}: the config file is empty");
         }
@@ -82,7 +98,14 @@ impl Config {
         for assignment in overrides {
             apply_override(&mut tree, assignment)?;
         }
-        serde_path_to_error::deserialize(tree).map_err(|e| anyhow!("{source} with --set: {}", explain(&e)))
+        serde_path_to_error::deserialize(tree).map_err(|e| {
+            // The tree has no positions; a key that no --set touched has its line in the text.
+            let key = e.path().to_string();
+            match locate::line_of(text, &key).filter(|_| !overrides.iter().any(|o| assigns(o, &key))) {
+                Some(line) => anyhow!("{source}:{line}: {}", explain(&e)),
+                None => anyhow!("{source} with --set: {}", explain(&e)),
+            }
+        })
     }
 
     /// The README promises that the task follows from the data: a CSV target column holding
@@ -139,6 +162,19 @@ fn parquet_labels(path: &Path, column: &str) -> bool {
     builder.schema().fields().iter().any(|f| f.name() == column && labels(f.data_type()))
 }
 
+/// `err` with the file and line where its key is written (`keras.yaml:12: training.epochs
+/// must be > 0, got 0`), when it is about a key the text sets and no `--set` replaced.
+fn with_line(err: anyhow::Error, text: &str, source: &str, overrides: &[String]) -> anyhow::Error {
+    let Some(invalid) = err.downcast_ref::<Invalid>() else { return err };
+    if overrides.iter().any(|o| assigns(o, &invalid.key)) {
+        return err;
+    }
+    match locate::line_of(text, &invalid.key) {
+        Some(line) => anyhow!("{source}:{line}: {}", invalid.message),
+        None => err,
+    }
+}
+
 /// Whether the `--set` `assignment` sets `key`, itself or a section holding it.
 fn assigns(assignment: &str, key: &str) -> bool {
     let set = assignment.split_once('=').map_or(assignment, |(k, _)| k).trim();
@@ -155,8 +191,8 @@ fn apply_override(tree: &mut Value, assignment: &str) -> Result<()> {
     if key.is_empty() || key.split('.').any(str::is_empty) {
         bail!("--set {assignment}: the key must be a dotted path such as training.optimizer.lr");
     }
-    let value: Value =
-        serde_yaml::from_str(raw).map_err(|e| anyhow!("--set {key}: the value {raw:?} is not valid YAML: {e}"))?;
+    let value: Value = serde_yaml::from_str(raw)
+        .map_err(|e| anyhow!("--set {key}: the value {} is not valid YAML: {e}", echo(raw)))?;
     let mut node = tree;
     let segments: Vec<&str> = key.split('.').collect();
     for (depth, segment) in segments.iter().enumerate() {
@@ -210,11 +246,11 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
             .map(|s| if parent.is_empty() { s } else { format!("{parent}.{s}") })
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
-        return format!("unknown key `{path}`{at}{suggestion}");
+        return shorten_quoted(&format!("unknown key `{path}`{at}{suggestion}"));
     }
     if let (true, Some(s)) = (message.starts_with("unknown variant"), suggestion) {
         let bad = backticked(&message).into_iter().next().unwrap_or_default();
-        return format!("{path}: unknown value `{bad}`{at}; did you mean `{s}`? ({message})");
+        return shorten_quoted(&format!("{path}: unknown value `{bad}`{at}; did you mean `{s}`? ({message})"));
     }
     if message.contains("untagged enum Features") {
         message = "expected a number of features or a list of column names".into();
@@ -227,10 +263,18 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
     }
     if let Some((problem, wanted)) = message.rsplit_once(", expected ") {
         if let Some((_, words)) = EXPECTED.iter().find(|(rust, _)| *rust == wanted) {
+            // Said as validation says it of the same key: "must be > 0".
+            let words = if words.ends_with(">= 0") && POSITIVE_KEYS.contains(&any_index(&path).as_str()) {
+                "a whole number > 0"
+            } else {
+                words
+            };
             message = format!("{problem}, expected {words}");
         }
     }
     message = message.replacen("invalid type: unit value", "invalid type: an empty value", 1);
+    message = message.replacen("unknown variant", "unknown value", 1);
+    message = shorten_quoted(&message);
     // A value's own check (device's) already names its key.
     if path.is_empty() || message.starts_with(&format!("{path} ")) {
         format!("{message}{at}")
@@ -244,9 +288,57 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
 fn nearest(message: &str) -> Option<String> {
     let names = backticked(message);
     let (bad, expected) = names.split_first()?;
+    // Edit distance takes time in the product of the lengths; no key or value is this long.
+    if bad.len() > 64 {
+        return None;
+    }
     expected.iter().min_by_key(|candidate| strsim::levenshtein(bad, candidate)).cloned()
 }
 
 fn backticked(message: &str) -> Vec<String> {
     message.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// `model.hidden[3]` as `model.hidden[]`, the spelling of `POSITIVE_KEYS`.
+fn any_index(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut inside = false;
+    for c in path.chars() {
+        match c {
+            '[' => inside = true,
+            ']' => inside = false,
+            _ if inside => continue,
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The message with every quoted (`"..."`) or backticked part that echoes a long input cut
+/// to a readable length, saying how long it was.
+fn shorten_quoted(message: &str) -> String {
+    let mut text = message.to_string();
+    for delimiter in ['`', '"'] {
+        let parts: Vec<&str> = text.split(delimiter).collect();
+        if parts.len() < 3 {
+            continue;
+        }
+        let mut out = String::with_capacity(text.len().min(4096));
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(delimiter);
+            }
+            // Odd parts are inside a pair of delimiters (the last one only if closed).
+            match part.char_indices().nth(60) {
+                Some((end, _)) if i % 2 == 1 && i + 1 < parts.len() => {
+                    out.push_str(&part[..end]);
+                    out.push_str(&format!("...({} bytes)", part.len()));
+                }
+                _ => out.push_str(part),
+            }
+        }
+        text = out;
+    }
+    text
 }

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 mod data;
 mod load;
+mod locate;
+mod read;
 mod resolve;
+mod size;
 mod validate;
 mod yaml;
 
@@ -20,6 +23,8 @@ mod yaml;
 mod tests;
 
 pub use data::*;
+pub use read::{read_file, MAX_CONFIG_BYTES, MAX_NESTING};
+pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
 
 /// The embedded default: byte for byte `configs/keras_example.yaml`.

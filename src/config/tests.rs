@@ -70,7 +70,7 @@ fn unknown_key_in_file_names_key_line_and_nearest() {
 #[test]
 fn wrong_type_names_key_and_line() {
     let err = parse_err("training:\n  epochs: ten\n");
-    assert!(err.contains("training.epochs: invalid type: string \"ten\", expected a whole number >= 0"), "{err}");
+    assert!(err.contains("training.epochs: invalid type: string \"ten\", expected a whole number > 0"), "{err}");
     assert!(err.contains("line 2 column 11"), "{err}");
 }
 
@@ -312,7 +312,7 @@ fn messages_use_the_users_words() {
     let cases = [
         (
             "training:\n  epochs: 2.5\n",
-            "training.epochs: invalid type: floating point `2.5`, expected a whole number >= 0 at line 2 column 11",
+            "training.epochs: invalid type: floating point `2.5`, expected a whole number > 0 at line 2 column 11",
         ),
         ("seed: -1\n", "seed: invalid type: integer `-1`, expected a whole number >= 0 at line 1 column 7"),
         (
@@ -325,7 +325,7 @@ fn messages_use_the_users_words() {
         ),
         (
             "training:\n  batch_size:\n",
-            "training.batch_size: invalid type: an empty value, expected a whole number >= 0",
+            "training.batch_size: invalid type: an empty value, expected a whole number > 0",
         ),
     ];
     for (text, want) in cases {
