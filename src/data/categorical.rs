@@ -105,9 +105,22 @@ pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
     if features.is_empty() {
         return String::new();
     }
-    let mut src = String::from(
-        "def encode(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n    codes: List[Tensor] = []\n",
-    );
+    let mut src = String::from("def encode(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n");
+    // A missing column is a message naming it, not a bare KeyError.
+    let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+    for f in features {
+        let message = format!(
+            "categorical has no column {:?}; the model's categorical features are {}",
+            f.name,
+            names.join(", ")
+        );
+        src += &format!(
+            "    if {} not in categorical:\n        raise RuntimeError({})\n",
+            quote(&f.name),
+            quote(&message)
+        );
+    }
+    src += "    codes: List[Tensor] = []\n";
     for (j, f) in features.iter().enumerate() {
         src += &format!("    codes.append(self._codes_{j}(categorical[{}]))\n", quote(&f.name));
     }

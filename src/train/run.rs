@@ -304,19 +304,20 @@ fn open_dir(config: &Config, trainer: &mut Trainer, options: &TrainOptions) -> R
 fn resume(dir: RunDir, config: &Config, trainer: &mut Trainer) -> Result<Opened> {
     let lock = RunLock::acquire(dir.path())?;
     let status = dir.status();
-    if status.is_some_and(Status::is_done) {
-        dir.verify()?;
-    }
     let last = dir.file(rundir::LAST_CHECKPOINT);
-    if last.exists() {
-        trainer.restore(&last)?;
-    } else if let Some(status) = status.filter(|s| !matches!(s, Status::Running | Status::Failed)) {
+    if let Some(status) = status.filter(|s| !last.exists() && !matches!(s, Status::Running | Status::Failed)) {
         bail!(
             "{} is missing: the run is {} and cannot continue without it (its epochs would be trained again from the start); \
              restore the file, or start a new run",
             last.display(),
             status.name()
         );
+    }
+    if status.is_some_and(Status::is_done) {
+        dir.verify()?;
+    }
+    if last.exists() {
+        trainer.restore(&last)?;
     } else {
         eprintln!(
             "torchfit: {} has no {} (it stopped before its first checkpoint): training starts over from epoch 1",
