@@ -114,11 +114,9 @@ pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
             f.name,
             names.join(", ")
         );
-        src += &format!(
-            "    if {} not in categorical:\n        raise RuntimeError({})\n",
-            quote(&f.name),
-            quote(&message)
-        );
+        // `assert` compiles to a raise without resolving a Python exception class by name,
+        // which a module defined from C++ cannot.
+        src += &format!("    assert {} in categorical, {}\n", quote(&f.name), quote(&message));
     }
     src += "    codes: List[Tensor] = []\n";
     for (j, f) in features.iter().enumerate() {
