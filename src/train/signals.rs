@@ -110,28 +110,32 @@ impl Drop for Signals {
 }
 
 /// A second signal: marks the run `interrupted` (when it still says `running`), says where
-/// its last checkpoint is, and ends the process with the signal's status.
+/// its last checkpoint is, and ends the process with the signal's status. Neither standard
+/// stream's lock is taken (`main` holds standard output's for the whole command): the line
+/// goes straight to file descriptor 2.
 fn stop_now(signal: Signal, run: Option<&RunDir>, writing: &Mutex<()>) -> ! {
     let _held = writing.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(run) = run {
         let marked = mark_interrupted(run);
         let last = run.file(rundir::LAST_CHECKPOINT);
-        let kept = if last.is_file() {
-            format!("{} holds its last checkpoint", last.display())
-        } else {
-            "it has no checkpoint yet".into()
+        let kept = match last.is_file() {
+            true => format!("{} holds its last checkpoint", last.display()),
+            false => "it has no checkpoint yet".into(),
         };
         let note = match marked {
             Ok(()) => String::new(),
             Err(err) => format!(" ({})", crate::exit::one_line(&err)),
         };
-        eprintln!(
-            "torchfit: stopped at once by a second {}; {kept}; resume with: torchfit train --resume {}{note}",
+        let line = format!(
+            "torchfit: stopped at once by a second {}; {kept}; resume with: torchfit train --resume {}{note}\n",
             signal.name(),
             run.path().display()
         );
+        // SAFETY: write(2) of a live buffer to standard error.
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
     }
-    crate::exit::now(signal.exit_code())
+    // SAFETY: _exit(2) ends the process; no Rust code runs after it.
+    unsafe { libc::_exit(i32::from(signal.exit_code())) }
 }
 
 /// Sets summary.json's status to `interrupted` if it says `running`.
