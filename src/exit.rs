@@ -6,10 +6,26 @@ use std::io::Write;
 /// Exit status of a bug in torchfit (BSD's EX_SOFTWARE), as opposed to bad input (2).
 pub const INTERNAL_ERROR: u8 = 70;
 
-/// The status for an error: an interrupted run's signal status (130, 143), as shells
-/// expect of a signal, else 2 (bad input, or a run that failed).
+/// Work stopped by SIGINT or SIGTERM (a run after its checkpoint, a sweep); the process
+/// exits with `exit_code`, 128 + the signal's number, as shells expect of a signal.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The status for an error: an interruption's signal status (130, 143), else 2 (bad
+/// input, or a run that failed).
 pub fn code(err: &anyhow::Error) -> u8 {
-    err.downcast_ref::<crate::train::Interrupted>().map(|i| i.exit_code).unwrap_or(2)
+    err.downcast_ref::<Interrupted>().map(|i| i.exit_code).unwrap_or(2)
 }
 
 /// An error and its causes on one line (`outer: inner`), as torchfit reports them.

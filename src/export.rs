@@ -228,11 +228,12 @@ pub fn export_run(
 ) -> Result<PathBuf> {
     let format = choose_format(format, output)?;
     let trained = TrainedRun::load(run, weights, "--weights")?;
-    let own = trained.dir.file(match format {
+    let own_name = match format {
         Format::Torchscript => rundir::MODEL,
         Format::Safetensors => rundir::WEIGHTS,
         Format::Onnx => rundir::ONNX,
-    });
+    };
+    let own = trained.dir.file(own_name);
     // The run's model.pt and weights.safetensors must stay what summary.json describes.
     let output = match (output, weights) {
         (Some(output), Some(weights)) if same_file(output, &own) => bail!(
@@ -247,7 +248,7 @@ pub fn export_run(
             weights.display(),
             own.display()
         ),
-        (None, None) => own,
+        (None, None) => own.clone(),
     };
     match format {
         Format::Torchscript => {
@@ -256,6 +257,10 @@ pub fn export_run(
         }
         Format::Safetensors => write_safetensors(&trained.model, &output)?,
         Format::Onnx => crate::onnx::write(&trained.model, &trained.preprocessing, trained.config.loss(), &output)?,
+    }
+    if same_file(&output, &own) {
+        // Rewritten from the run's own weights, checked against the manifest on loading.
+        trained.dir.update_manifest(own_name)?;
     }
     Ok(output)
 }

@@ -11,6 +11,8 @@
 //!       weights.safetensors  the trained weights, torch.nn.Sequential names
 //!       model.pt             TorchScript, preprocessing inside
 //!       summary.json         status and results; `running` while training
+//!       manifest.json        SHA-256 of the artifacts, once training has ended (manifest.rs)
+//!       train.lock           held by the process that trains the run (lock.rs)
 //!       checkpoint/last.safetensors, checkpoint/best.safetensors
 //! ```
 
@@ -23,6 +25,12 @@ use tch::Device;
 use crate::config::{Config, ModelConfig};
 use crate::data::Preprocessing;
 use crate::model::Mlp;
+
+mod lock;
+mod manifest;
+
+pub use lock::{RunLock, LOCK};
+pub use manifest::{sha256, MANIFEST};
 
 pub const CONFIG: &str = "config.yaml";
 pub const PREPROCESSING: &str = "preprocessing.json";
@@ -84,17 +92,23 @@ impl RunDir {
         RunDir(path.into())
     }
 
-    /// Creates a new run directory. An explicit one may exist if empty; a generated one,
-    /// `runs/<name>-<UTC timestamp>`, gets a numeric suffix when two runs start in the same
-    /// second.
-    pub fn create(name: &str, explicit: Option<&Path>) -> Result<RunDir> {
+    /// Creates a new run directory and claims it (see `lock`): an explicit one may exist if
+    /// empty; a generated one, `runs/<name>-<UTC timestamp>`, gets a numeric suffix when two
+    /// runs start in the same second. Of two processes creating one directory, one gets it.
+    pub fn create(name: &str, explicit: Option<&Path>) -> Result<(RunDir, RunLock)> {
         if let Some(dir) = explicit {
-            let occupied = dir.read_dir().map(|mut entries| entries.next().is_some()).unwrap_or(false);
-            if occupied {
-                bail!("run directory {} already exists and is not empty; choose another --out", dir.display());
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create run directory {}", dir.display()))?;
             }
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
-            return Ok(RunDir::new(dir));
+            match std::fs::create_dir(dir) {
+                Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir()) => {
+                    return Err(e).with_context(|| format!("cannot create run directory {}", dir.display()))
+                }
+                _ => {}
+            }
+            let lock = RunLock::claim_new(dir)?;
+            return Ok((RunDir::new(dir), lock));
         }
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         let base = PathBuf::from("runs").join(format!("{name}-{stamp}"));
@@ -103,7 +117,10 @@ impl RunDir {
         loop {
             let dir = if attempt == 1 { base.clone() } else { PathBuf::from(format!("{}-{attempt}", base.display())) };
             match std::fs::create_dir(&dir) {
-                Ok(()) => return Ok(RunDir::new(dir)),
+                Ok(()) => {
+                    let lock = RunLock::claim_new(&dir)?;
+                    return Ok((RunDir::new(dir), lock));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => attempt += 1,
                 Err(e) => return Err(e).with_context(|| format!("cannot create run directory {}", dir.display())),
             }
@@ -140,13 +157,20 @@ impl RunDir {
 
 /// The model.pt that `path` names where one is asked for: `path` itself, or a run
 /// directory's own.
+/// A run directory's is checked against its manifest; so is a model.pt given inside a run
+/// directory that has one.
 pub fn model_file(path: &Path) -> Result<PathBuf> {
     if !path.is_dir() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if path.file_name().is_some_and(|n| n == MODEL) && parent.join(MANIFEST).is_file() {
+            RunDir::new(parent).verify()?;
+        }
         return Ok(path.to_path_buf());
     }
     let run = RunDir::new(path);
     let model = run.file(MODEL);
     if model.is_file() {
+        run.verify()?;
         return Ok(model);
     }
     match run.status() {
@@ -205,6 +229,7 @@ impl TrainedRun {
         if !weights.is_file() {
             bail!("{source}: no such file");
         }
+        dir.verify()?;
         let config = dir.config(&[])?;
         let preprocessing = dir.preprocessing()?;
         let outputs = preprocessing.output_width(config.loss());

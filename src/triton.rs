@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use tch::{CModule, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::atomic;
 use crate::export::{self, Format};
@@ -64,7 +64,7 @@ pub enum Output {
 /// Runs `forward` on two rows of zeros (level 0 for categorical features) to see what it
 /// returns, rather than assume it.
 fn output_of(model: &Path, width: usize) -> Result<Output> {
-    let module = CModule::load(model).with_context(|| format!("cannot load {}", model.display()))?;
+    let module = crate::predict::load_module(model, tch::Device::Cpu)?;
     let x = Tensor::zeros([2, width as i64], (Kind::Float, tch::Device::Cpu));
     let y = tch::no_grad(|| module.forward_ts(&[x])).with_context(|| format!("{}: forward failed", model.display()))?;
     match (y.kind(), y.size().as_slice()) {

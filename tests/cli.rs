@@ -31,6 +31,8 @@ fn a_short_run_writes_every_artifact() {
         "model.pt",
         "weights.safetensors",
         "summary.json",
+        "manifest.json",
+        "train.lock",
     ];
     for file in files {
         assert!(run.join(file).is_file(), "{file} missing");

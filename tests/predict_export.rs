@@ -316,3 +316,208 @@ fn help_says_what_each_command_accepts() {
         }
     }
 }
+
+/// Copies a run directory (files and one level of folders, as a run has).
+fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("checkpoint")).unwrap();
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        std::fs::copy(&entry, to.join(rel)).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// A labelled CSV for `run`: its features' columns and its target's, a few rows.
+fn labelled_csv(run: &Path) -> String {
+    let pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("preprocessing.json")).unwrap()).unwrap();
+    let names =
+        |key: &str| pre[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (features, target) = (names("feature_names"), names("target_names"));
+    let label = pre["labels"].as_array().map(|l| l[0].as_str().unwrap().to_string());
+    let mut text = features.iter().chain(&target).cloned().collect::<Vec<_>>().join(",") + "\n";
+    for i in 0..5 {
+        let cells: Vec<String> =
+            features.iter().enumerate().map(|(j, _)| format!("{}", (i * 7 + j) as f32 / 10.0)).collect();
+        text += &format!("{},{}\n", cells.join(","), label.clone().unwrap_or_else(|| format!("{i}.5")));
+    }
+    text
+}
+
+/// Every command that reads `run`, each expected to refuse it with one line naming `file`.
+fn assert_every_reader_refuses(d: &Path, run: &str, file: &str) {
+    let input = format!("{run}.csv");
+    let readers: Vec<Vec<String>> = [
+        vec!["predict", run, &input],
+        vec!["predict", &format!("{run}/model.pt"), &input],
+        vec!["evaluate", run, "--data", &input],
+        vec!["export", run, "--output", "again.pt"],
+        vec!["export", run, "--output", "again.onnx"],
+        vec!["export", run, "--output", "again.safetensors"],
+        vec!["export", run, "--format", "triton", "--output", "repo"],
+        vec!["train", "--resume", run, "--set", "training.epochs=3", "--quiet"],
+    ]
+    .iter()
+    .map(|args| args.iter().map(|a| a.to_string()).collect())
+    .collect();
+    let named = format!("{run}/{file}");
+    for args in &readers {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = torchfit(d, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?} accepted a changed {file}: {}", stderr(&out));
+        assert_fails_with(&out, &[&named]);
+    }
+    // The server refuses to start (rather than serve the changed run).
+    let mut server = Command::new(BIN)
+        .args(["serve", run, "--port", "0", "--quiet"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = server.kill();
+            let _ = server.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = server.wait_with_output().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "serve started on a changed {file}");
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
+}
+
+/// A run's artifacts are checked against its manifest.json by every command that reads it:
+/// an edit to preprocessing.json (valid JSON, other numbers), flipped bytes in the weights,
+/// another run's model.pt, or a changed checkpoint are refused, naming the file.
+#[test]
+fn every_reader_refuses_a_run_changed_after_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keras_run(d, "keras", &[]);
+    keras_run(d, "other", &["seed=7"]);
+    let moons = repo_file("configs/moons.yaml").display().to_string();
+    assert_ok(&torchfit(
+        d,
+        &["train", &moons, "--device", "cpu", "--quiet", "--out", "moons", "--set", "training.epochs=1"],
+    ));
+    for run in ["keras", "moons"] {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join(run).join("manifest.json")).unwrap()).unwrap();
+        for file in
+            ["config.yaml", "preprocessing.json", "weights.safetensors", "model.pt", "checkpoint/last.safetensors"]
+        {
+            assert_eq!(manifest["files"][file].as_str().map(str::len), Some(64), "{run}: {file} in {manifest}");
+        }
+    }
+    let damages: Vec<(&str, &str, Box<dyn Fn(&Path)>)> = vec![
+        (
+            "keras",
+            "preprocessing.json",
+            Box::new(|run: &Path| {
+                edit_json(&run.join("preprocessing.json"), |p| p["target_mean"] = serde_json::json!([5.0]))
+            }),
+        ),
+        (
+            "moons",
+            "preprocessing.json",
+            Box::new(|run: &Path| {
+                edit_json(&run.join("preprocessing.json"), |p| {
+                    let mut labels = p["labels"].as_array().unwrap().clone();
+                    labels.reverse();
+                    p["labels"] = labels.into();
+                })
+            }),
+        ),
+        (
+            "keras",
+            "weights.safetensors",
+            Box::new(|run: &Path| {
+                let path = run.join("weights.safetensors");
+                let mut bytes = std::fs::read(&path).unwrap();
+                let n = bytes.len();
+                for b in &mut bytes[n - 16..n - 8] {
+                    *b ^= 0x5a;
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }),
+        ),
+        (
+            "keras",
+            "model.pt",
+            Box::new(|run: &Path| {
+                let other = run.parent().unwrap().join("other/model.pt");
+                std::fs::copy(other, run.join("model.pt")).unwrap();
+            }),
+        ),
+        (
+            "keras",
+            "checkpoint/last.safetensors",
+            Box::new(|run: &Path| {
+                let other = run.parent().unwrap().join("other/checkpoint/last.safetensors");
+                std::fs::copy(other, run.join("checkpoint/last.safetensors")).unwrap();
+            }),
+        ),
+    ];
+    for (i, (from, file, damage)) in damages.iter().enumerate() {
+        let run = format!("changed{i}");
+        copy_run(&d.join(from), &d.join(&run));
+        std::fs::write(d.join(format!("{run}.csv")), labelled_csv(&d.join(from))).unwrap();
+        // Unchanged, the copy reads as its original does.
+        assert_ok(&torchfit(d, &["predict", &run, &format!("{run}.csv")]));
+        assert_ok(&torchfit(d, &["evaluate", &run, "--data", &format!("{run}.csv")]));
+        damage(&d.join(&run));
+        assert_every_reader_refuses(d, &run, file);
+    }
+    // Re-exporting a run's own model.pt from its own weights keeps it readable.
+    assert_ok(&torchfit(d, &["export", "keras"]));
+    std::fs::write(d.join("keras.csv"), labelled_csv(&d.join("keras"))).unwrap();
+    assert_ok(&torchfit(d, &["predict", "keras", "keras.csv"]));
+    // A run without a manifest (an older torchfit's) is read, with a warning.
+    std::fs::remove_file(d.join("keras/manifest.json")).unwrap();
+    let out = torchfit(d, &["predict", "keras", "keras.csv"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("warning: keras has no manifest.json"), "{}", stderr(&out));
+}
+
+fn edit_json(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+/// A damaged model.pt (bytes flipped inside the archive) is one line naming the file.
+#[test]
+fn a_garbled_model_pt_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keras_run(d, "run", &[]);
+    let mut bytes = std::fs::read(d.join("run/model.pt")).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n / 3..n / 3 + 200] {
+        *b ^= 0xff;
+    }
+    std::fs::create_dir(d.join("loose")).unwrap();
+    std::fs::write(d.join("loose/model.pt"), bytes).unwrap();
+    Tensor::zeros([2, 10], (Kind::Float, Device::Cpu)).write_npy(d.join("x.npy")).unwrap();
+    let out = torchfit(d, &["predict", "loose/model.pt", "x.npy"]);
+    assert_fails_with(&out, &["loose/model.pt is not a TorchScript archive that libtorch can load"]);
+    assert!(!stderr(&out).contains("Internal torch error"), "{}", stderr(&out));
+}

@@ -161,8 +161,13 @@ fn a_second_sigint_exits_at_once_and_the_last_checkpoint_still_resumes() {
     wait_for(&d.join("twice/checkpoint/last.safetensors"), &mut child);
     signal(&child, "INT");
     signal(&child, "INT");
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    // Stopped at once or after its checkpoint, the run no longer says `running`, and the
+    // message says how to go on.
+    assert_eq!(summary(&d.join("twice"))["status"], "interrupted");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("resume with: torchfit train --resume twice"), "{err}");
     assert_ok(&resume(d, "twice"));
     assert_eq!(summary(&d.join("twice"))["status"], "finished");
     assert_eq!(summary(&d.join("twice"))["epochs"], 12);
@@ -215,6 +220,109 @@ fn more_epochs_continue_a_finished_run() {
     assert_same_run(d, "six", "more");
     let refused = torchfit(d, &["train", "--resume", "more", "--set", "model.hidden=[4]"]);
     assert_fails_with(&refused, &["--set model.hidden: a resumed run keeps its data, model, task and seed"]);
+}
+
+/// A run that early stopping ended trains on when the resume changes what stopped it (more
+/// patience, early stopping off, more epochs), as Keras's `fit` called again does; with
+/// nothing changed it is done; changed without room for another epoch, an error.
+#[test]
+fn a_run_that_stopped_early_trains_on_when_the_resume_allows_more_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No later epoch improves on the first by 1000: early stopping ends epoch 2 of 50.
+    let sets = [
+        "data.samples=300",
+        "data.validation_split=0.2",
+        "training.epochs=50",
+        "training.early_stopping={monitor: val_loss, patience: 1, min_delta: 1000}",
+    ];
+    assert_ok(&torchfit(d, &args("run", &sets)));
+    let s = summary(&d.join("run"));
+    assert_eq!((s["status"].as_str(), s["epochs"].as_u64()), (Some("stopped_early"), Some(2)));
+
+    let same = resume(d, "run");
+    assert_ok(&same);
+    assert!(stdout(&same).contains("stopped early at epoch 2; there is nothing to resume"), "{}", stdout(&same));
+    assert!(stdout(&same).contains("--set training.epochs=N with N > 2"), "{}", stdout(&same));
+
+    let short = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=2"]);
+    assert_fails_with(&short, &["stopped early at epoch 2", "--set training.epochs=N with N > 2"]);
+
+    // Patience 3, counted afresh: epochs 3, 4 and 5 do not improve.
+    let patient = torchfit(d, &["train", "--resume", "run", "--set", "training.early_stopping.patience=3", "--quiet"]);
+    assert_ok(&patient);
+    let s = summary(&d.join("run"));
+    assert_eq!((s["status"].as_str(), s["epochs"].as_u64()), (Some("stopped_early"), Some(5)), "{s}");
+    assert_eq!(read_csv(&d.join("run/metrics.csv")).1.len(), 5);
+
+    // Without early stopping, on to training.epochs.
+    let off = torchfit(
+        d,
+        &["train", "--resume", "run", "--set", "training.early_stopping=null", "--set", "training.epochs=8", "--quiet"],
+    );
+    assert_ok(&off);
+    let s = summary(&d.join("run"));
+    assert_eq!((s["status"].as_str(), s["epochs"].as_u64()), (Some("finished"), Some(8)), "{s}");
+}
+
+/// A run whose checkpoint is gone cannot continue: its status says one was written, so
+/// `--resume` refuses rather than train its epochs again from the start. A run that died
+/// before its first checkpoint starts over, and says so.
+#[test]
+fn resume_refuses_a_run_whose_checkpoint_was_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sets = ["data.samples=300", "training.epochs=2"];
+    assert_ok(&torchfit(d, &args("run", &sets)));
+    let last = d.join("run/checkpoint/last.safetensors");
+    std::fs::remove_file(&last).unwrap();
+    let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=4"]);
+    assert_fails_with(&out, &["run/checkpoint/last.safetensors is missing"]);
+    // Without a manifest (an older torchfit's run) too.
+    std::fs::remove_file(d.join("run/manifest.json")).unwrap();
+    let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=4"]);
+    assert_fails_with(&out, &["run/checkpoint/last.safetensors is missing: the run is finished and cannot continue"]);
+    assert_eq!(summary(&d.join("run"))["epochs"], 2, "nothing was trained again");
+
+    // Killed before its first checkpoint: summary.json says running.
+    let mut s = summary(&d.join("run"));
+    s["status"] = "running".into();
+    std::fs::write(d.join("run/summary.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+    let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=4", "--quiet"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("training starts over from epoch 1"), "{}", stderr(&out));
+    assert_eq!(summary(&d.join("run"))["epochs"], 4);
+}
+
+/// While a process trains a run, `--resume` of it is refused, naming that process; once it
+/// is gone (kill -9 included), its lock goes with it and the run resumes.
+#[test]
+fn a_run_being_trained_cannot_be_resumed_until_its_trainer_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let long = ["data.samples=3000", "training.batch_size=16", "training.epochs=100000"];
+    let mut child = spawn(d, &args("long", &long), &[]);
+    wait_for(&d.join("long/checkpoint/last.safetensors"), &mut child);
+    let mut second = spawn(d, &["train", "--resume", "long", "--quiet"], &[]);
+    let start = Instant::now();
+    while second.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = second.kill();
+            let _ = child.kill();
+            panic!("a second trainer of the same run was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(child.try_wait().unwrap(), None, "the first trainer still runs");
+    assert_fails_with(&out, &["long is being trained by process", &child.id().to_string()]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // kill -9: the lock is released with the process. Two epochs past its checkpoint.
+    let epochs = read_csv(&d.join("long/metrics.csv")).1.len() + 2;
+    let out = torchfit(d, &["train", "--resume", "long", "--quiet", "--set", &format!("training.epochs={epochs}")]);
+    assert_ok(&out);
+    assert_eq!(summary(&d.join("long"))["status"], "finished");
 }
 
 #[test]
@@ -281,7 +389,8 @@ fn an_unwritable_run_directory_is_a_clear_error() {
         std::fs::set_permissions(d.join("run"), std::fs::Permissions::from_mode(0o555)).unwrap();
         Command::new("sh").args(["-c", &resume]).current_dir(d).output().unwrap()
     };
-    assert_fails_with(&out, &["cannot write run/config.yaml"]);
+    // The first write: the manifest's removal (the run trains again, its files will change).
+    assert_fails_with(&out, &["cannot remove run/manifest.json"]);
     assert_eq!(std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap(), before);
 }
 
@@ -298,6 +407,13 @@ fn resume_rejects_what_is_not_a_resumable_run() {
     let path = d.join("run/checkpoint/last.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=2"]);
+    assert_fails_with(&out, &["run/checkpoint/last.safetensors has changed since the run ended"]);
+    // An interrupted run has no manifest to check: the checkpoint's reader says it.
+    std::fs::remove_file(d.join("run/manifest.json")).unwrap();
+    let mut s = summary(&d.join("run"));
+    s["status"] = "interrupted".into();
+    std::fs::write(d.join("run/summary.json"), serde_json::to_vec(&s).unwrap()).unwrap();
     let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=2"]);
     assert_fails_with(&out, &["last.safetensors is not a readable torchfit checkpoint"]);
 }

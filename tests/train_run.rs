@@ -223,3 +223,37 @@ fn on_a_terminal_an_interrupted_run_leaves_its_bar_where_it_stopped() {
     assert!(screen.contains("/100000"), "a bar was drawn: {screen}");
     assert!(!screen.contains("100000/100000"), "the bar was drawn full: {screen}");
 }
+
+/// Several `train --out SAME` started together: exactly one trains, the others fail at once
+/// naming the directory (no run of mixed files, every one exiting 0).
+#[test]
+fn runs_started_together_into_one_directory_leave_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for round in 0..4 {
+        let out = format!("same{round}");
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                Command::new(BIN)
+                    .args(["train", "--device", "cpu", "--quiet", "--out", &out])
+                    .args(["--set", &format!("training.epochs={}", 2 + i), "--set", "data.samples=200"])
+                    .current_dir(d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        let won: Vec<_> = outputs.iter().filter(|o| o.status.success()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {} of 4 trained into {out}", won.len());
+        for lost in outputs.iter().filter(|o| !o.status.success()) {
+            assert_fails_with(lost, &[&format!("run directory {out} already exists and is not empty")]);
+        }
+        // The winner's run is whole: its config's epochs are metrics.csv's rows.
+        let epochs = summary(&d.join(&out))["epochs"].as_u64().unwrap() as usize;
+        assert_eq!(metrics_rows(&d.join(&out)), epochs);
+        let config = std::fs::read_to_string(d.join(&out).join("config.yaml")).unwrap();
+        assert!(config.contains(&format!("epochs: {epochs}\n")), "{config}");
+    }
+}

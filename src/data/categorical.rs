@@ -105,9 +105,20 @@ pub fn script(features: &[CategoricalFeature], classifier: bool) -> String {
     if features.is_empty() {
         return String::new();
     }
-    let mut src = String::from(
-        "def encode(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n    codes: List[Tensor] = []\n",
-    );
+    let mut src = String::from("def encode(self, numeric: Tensor, categorical: Dict[str, List[str]]) -> Tensor:\n");
+    // A missing column is a message naming it, not a bare KeyError.
+    let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
+    for f in features {
+        let message = format!(
+            "categorical has no column {:?}; the model's categorical features are {}",
+            f.name,
+            names.join(", ")
+        );
+        // `assert` compiles to a raise without resolving a Python exception class by name,
+        // which a module defined from C++ cannot.
+        src += &format!("    assert {} in categorical, {}\n", quote(&f.name), quote(&message));
+    }
+    src += "    codes: List[Tensor] = []\n";
     for (j, f) in features.iter().enumerate() {
         src += &format!("    codes.append(self._codes_{j}(categorical[{}]))\n", quote(&f.name));
     }

@@ -8,4 +8,4 @@ mod predictor;
 
 pub use evaluate::evaluate;
 pub use io::predict;
-pub use predictor::{Prediction, Predictor};
+pub use predictor::{load_module, Prediction, Predictor};

@@ -72,8 +72,7 @@ impl Predictor {
                 .with_context(|| format!("{file}: extra/categorical.json is not a list of categorical features"))?,
             None => Vec::new(),
         };
-        let module = CModule::load_on_device(&path, device)
-            .map_err(|e| anyhow!("{file}: cannot load as TorchScript: {}", first_line(&e.to_string())))?;
+        let module = load_module(&path, device)?;
         let numeric_only = categorical.is_empty();
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
@@ -168,6 +167,17 @@ impl Predictor {
             _ => bail!("{model}: {method} did not return a tensor"),
         }
     }
+}
+
+/// Loads a TorchScript archive; a damaged one is one line naming the file, with libtorch's
+/// reason (its message starts with a bare "Internal torch error:" line, which says nothing).
+pub fn load_module(path: &Path, device: Device) -> Result<CModule> {
+    CModule::load_on_device(path, device).map_err(|e| {
+        let text = e.to_string();
+        let reason = first_line(text.trim_start().trim_start_matches("Internal torch error:"));
+        let reason: String = reason.chars().take(200).collect();
+        anyhow!("{} is not a TorchScript archive that libtorch can load (damaged?): {reason}", path.display())
+    })
 }
 
 fn json_names(path: &Path, name: &str, bytes: &[u8]) -> Result<Vec<String>> {

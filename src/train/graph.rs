@@ -17,7 +17,7 @@
 use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
-use super::trainer::{Batch, StepOutcome};
+use super::step::{Batch, StepOutcome};
 use crate::config::{Config, CudaGraphs, OnNan};
 use crate::cuda::CudaGraph;
 

@@ -19,11 +19,13 @@ mod graph;
 mod run;
 mod signals;
 mod state;
+mod step;
 mod summary;
 #[cfg(test)]
 mod tests;
 mod trainer;
 
+pub use crate::exit::Interrupted;
 use run::{Run, Start};
 pub use summary::Summary;
 use trainer::{EpochEnd, Trainer};
@@ -56,21 +58,6 @@ pub enum Outcome {
     /// A process other than rank 0 trained its part; rank 0 reports.
     Follower,
 }
-
-/// Training stopped by SIGINT or SIGTERM after a checkpoint; `main` exits with `exit_code`.
-#[derive(Debug)]
-pub struct Interrupted {
-    pub exit_code: u8,
-    pub message: String,
-}
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 /// Trains the model a validated config describes, or continues the run in
 /// `options.run_dir` with `options.resume`, and writes the run directory (see `rundir`).

@@ -11,14 +11,15 @@ use anyhow::{bail, Context, Result};
 use super::signals::{Signal, Signals};
 use super::summary::Summary;
 use super::trainer::Trainer;
-use super::{Interrupted, TrainOptions};
+use super::TrainOptions;
 use crate::checkpoint;
 use crate::config::yaml_difference;
 use crate::config::Config;
 use crate::data::Prepared;
 use crate::dist::Group;
+use crate::exit::Interrupted;
 use crate::report::{self, Progress};
-use crate::rundir::{self, RunDir, Status};
+use crate::rundir::{self, RunDir, RunLock, Status};
 use crate::{atomic, export};
 
 pub struct Run {
@@ -33,6 +34,8 @@ pub struct Run {
     leader: bool,
     world_size: usize,
     backend: Option<&'static str>,
+    /// Rank 0's lock on the run directory, held while this process trains it.
+    _lock: Option<RunLock>,
 }
 
 /// What `Run::open` found: a run to train, or one that had already finished (this message).
@@ -66,16 +69,16 @@ impl Run {
         options: &TrainOptions,
         group: &Group,
     ) -> Result<Start> {
-        let dir = if group.is_leader() {
+        let (dir, lock) = if group.is_leader() {
             let opened = open_dir(config, trainer, options);
             if group.world_size > 1 {
                 share_opened(group, &opened)?;
             }
-            let (dir, finished) = opened?;
+            let (dir, finished, lock) = opened?;
             if let Some(finished) = finished {
                 return Ok(Start::Finished(finished));
             }
-            dir
+            (dir, Some(lock))
         } else {
             let opened: Handover = serde_json::from_slice(&group.share("open", None)?)?;
             if let Some(error) = opened.error {
@@ -91,11 +94,12 @@ impl Run {
                 std::fs::write(copy.path(), bytes).context("cannot write rank 0's checkpoint to a temporary file")?;
                 trainer.restore(copy.path())?;
             }
-            RunDir::new(opened.run_dir)
+            (RunDir::new(opened.run_dir), None)
         };
+        let signals = Signals::install(group.is_leader().then(|| dir.clone()))?;
         let run = Run {
             dir,
-            signals: Signals::install()?,
+            signals,
             writer: checkpoint::Writer::new(),
             progress: Progress::new(config.training.epochs, trainer.epoch, options.quiet || !group.is_leader()),
             started: options.started,
@@ -103,9 +107,12 @@ impl Run {
             leader: group.is_leader(),
             world_size: group.world_size,
             backend: group.backend(),
+            _lock: lock,
         };
         if run.leader {
             let dir = &run.dir;
+            // Until it ends again, the run's files change: a manifest would be stale.
+            dir.remove_manifest()?;
             atomic::write(&dir.file(rundir::CONFIG), run.config_yaml.as_bytes())?;
             report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
             report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
@@ -223,6 +230,8 @@ impl Run {
         export::write_safetensors(&trainer.model, &self.dir.file(rundir::WEIGHTS))?;
         let model_pt = self.dir.file(rundir::MODEL);
         export::write_torchscript(&trainer.model, trainer.pre, config.loss(), &self.config_yaml, &model_pt)?;
+        // Every artifact is written; summary.json, last, says the run ended.
+        self.dir.write_manifest()?;
         let mut summary = self.summary(trainer, status);
         summary.test_metrics = test_metrics;
         self.write_report(trainer, &summary)?;
@@ -242,6 +251,8 @@ impl Run {
     }
 
     fn write_summary(&self, summary: &Summary) -> Result<()> {
+        // A second signal's exit waits for this write, and then writes no other.
+        let _held = self.signals.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         report::write_json(&self.dir.file(rundir::SUMMARY), summary)
     }
 
@@ -252,9 +263,13 @@ impl Run {
     }
 }
 
+/// What rank 0's `open_dir` found: the run directory, the message that it had already
+/// finished (if it had), and the lock on it.
+type Opened = (RunDir, Option<String>, RunLock);
+
 /// Rank 0's part of `open`: the run directory, created or found (with the trainer restored
 /// from its last checkpoint), or the message that the run had already finished.
-fn open_dir(config: &Config, trainer: &mut Trainer, options: &TrainOptions) -> Result<(RunDir, Option<String>)> {
+fn open_dir(config: &Config, trainer: &mut Trainer, options: &TrainOptions) -> Result<Opened> {
     let launch = &options.launch;
     if let (Some(dir), true) = (&options.run_dir, options.resume) {
         return resume(RunDir::new(dir), config, trainer);
@@ -277,26 +292,48 @@ fn open_dir(config: &Config, trainer: &mut Trainer, options: &TrainOptions) -> R
         }
         return resume(dir, config, trainer);
     }
-    Ok((RunDir::create(&config.name, explicit.as_deref())?, None))
+    let (dir, lock) = RunDir::create(&config.name, explicit.as_deref())?;
+    Ok((dir, None, lock))
 }
 
-/// Restores `trainer` from the run's last checkpoint, if it has one: a run that died
-/// before its first checkpoint starts over, which ends where it would have (data and
-/// initial weights follow from the seed).
-fn resume(dir: RunDir, config: &Config, trainer: &mut Trainer) -> Result<(RunDir, Option<String>)> {
+/// Locks the run (refusing when another process trains it), checks a run that ended
+/// against its manifest, and restores `trainer` from the last checkpoint. A run that died
+/// before its first checkpoint starts over (and says so), which ends where it would have:
+/// data and initial weights follow from the seed. One whose status says a checkpoint was
+/// written, but that has none, cannot go on.
+fn resume(dir: RunDir, config: &Config, trainer: &mut Trainer) -> Result<Opened> {
+    let lock = RunLock::acquire(dir.path())?;
+    let status = dir.status();
     let last = dir.file(rundir::LAST_CHECKPOINT);
+    if let Some(status) = status.filter(|s| !last.exists() && !matches!(s, Status::Running | Status::Failed)) {
+        bail!(
+            "{} is missing: the run is {} and cannot continue without it (its epochs would be trained again from the start); \
+             restore the file, or start a new run",
+            last.display(),
+            status.name()
+        );
+    }
+    if status.is_some_and(Status::is_done) {
+        dir.verify()?;
+    }
     if last.exists() {
         trainer.restore(&last)?;
+    } else {
+        eprintln!(
+            "torchfit: {} has no {} (it stopped before its first checkpoint): training starts over from epoch 1",
+            dir.path().display(),
+            rundir::LAST_CHECKPOINT
+        );
     }
     let finished = check_resumable(&dir, trainer, config)?;
-    Ok((dir, finished))
+    Ok((dir, finished, lock))
 }
 
 /// Hands the other processes where rank 0 found the run (or why it could not), and the
 /// checkpoint it restored from.
-fn share_opened(group: &Group, opened: &Result<(RunDir, Option<String>)>) -> Result<()> {
+fn share_opened(group: &Group, opened: &Result<Opened>) -> Result<()> {
     let message = match opened {
-        Ok((dir, finished)) => Handover {
+        Ok((dir, finished, _)) => Handover {
             run_dir: dir.path().to_path_buf(),
             finished: finished.clone(),
             error: None,
@@ -307,7 +344,7 @@ fn share_opened(group: &Group, opened: &Result<(RunDir, Option<String>)>) -> Res
         }
     };
     group.share("open", Some(serde_json::to_vec(&message)?))?;
-    if let (true, Ok((dir, _))) = (message.restored, opened) {
+    if let (true, Ok((dir, _, _))) = (message.restored, opened) {
         group.share("checkpoint", Some(read(&dir.file(rundir::LAST_CHECKPOINT))?))?;
     }
     Ok(())
@@ -319,10 +356,10 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Whether the run restored into `trainer` can train on to `config`'s epochs: `Some`
 /// message when it had already finished, an error when it cannot go on.
-fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<Option<String>> {
+fn check_resumable(dir: &RunDir, trainer: &mut Trainer, config: &Config) -> Result<Option<String>> {
     let path = dir.path().display();
     if dir.status() == Some(Status::StoppedEarly) {
-        return Ok(Some(format!("{path} stopped early at epoch {}; there is nothing to resume", trainer.epoch)));
+        return continue_stopped(dir, trainer, config);
     }
     let epochs = config.training.epochs;
     if trainer.running.is_some() && epochs <= trainer.epoch {
@@ -347,6 +384,31 @@ fn check_resumable(dir: &RunDir, trainer: &Trainer, config: &Config) -> Result<O
         return Ok(Some(format!(
             "{path} has already trained all {epochs} epochs; nothing to do (pass --set training.epochs=N with N > {epochs} to train further)"
         )));
+    }
+    Ok(None)
+}
+
+/// A run that early stopping ended trains on when the resume changes its training settings
+/// (more epochs, more patience, early stopping off, ...) and leaves epochs to train: as when
+/// Keras's `fit` is called again, from the last epoch's state, early stopping counts its
+/// patience afresh (its best value and weights stay). With the settings unchanged the run
+/// is done, as a finished one is; changed without room for another epoch, an error.
+fn continue_stopped(dir: &RunDir, trainer: &mut Trainer, config: &Config) -> Result<Option<String>> {
+    let (path, epoch, epochs) = (dir.path().display(), trainer.epoch, config.training.epochs);
+    let more = format!("--set training.epochs=N with N > {epoch}");
+    if dir.config(&[])?.training == config.training {
+        return Ok(Some(format!(
+            "{path} stopped early at epoch {epoch}; there is nothing to resume \
+             (to train it further, pass {more}, or change training.early_stopping)"
+        )));
+    }
+    if epochs <= epoch {
+        bail!(
+            "{path} stopped early at epoch {epoch}, and training.epochs is {epochs}: to train it further, pass {more}"
+        );
+    }
+    if let Some(stopper) = &mut trainer.stopper {
+        stopper.plateau.wait = 0;
     }
     Ok(None)
 }

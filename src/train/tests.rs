@@ -191,9 +191,19 @@ fn early_stopping_waits_patience_epochs_and_restores_the_best() {
 fn explicit_run_dir_must_be_empty() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    assert_eq!(crate::rundir::RunDir::create("x", Some(&out)).unwrap().path(), out);
-    std::fs::write(out.join("summary.json"), "{}").unwrap();
-    let err = crate::rundir::RunDir::create("x", Some(&out)).unwrap_err().to_string();
+    let (run, lock) = crate::rundir::RunDir::create("x", Some(&out)).unwrap();
+    assert_eq!(run.path(), out);
+    // Claimed, even while empty: another run cannot take it.
+    let err = crate::rundir::RunDir::create("x", Some(&out)).err().unwrap().to_string();
+    assert!(err.contains("already exists and is not empty"), "{err}");
+    drop(lock);
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    assert_eq!(crate::rundir::RunDir::create("x", Some(&other)).unwrap().0.path(), other, "an empty one is taken");
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("summary.json"), "{}").unwrap();
+    let err = crate::rundir::RunDir::create("x", Some(&full)).err().unwrap().to_string();
     assert!(err.contains("already exists and is not empty"), "{err}");
 }
 
@@ -219,7 +229,7 @@ fn a_step_updates_or_skips_a_non_finite_batch() {
     let data = data::load(&config).unwrap();
     let mut trainer = Trainer::new(&config, &data, Device::Cpu).unwrap();
     let group = Group::single();
-    let batch = |x: Tensor| trainer::Batch {
+    let batch = |x: Tensor| step::Batch {
         y: data.train.y.narrow(0, 0, 8),
         output: Tensor::zeros([8, 1], (Kind::Float, Device::Cpu)),
         x,
@@ -228,11 +238,11 @@ fn a_step_updates_or_skips_a_non_finite_batch() {
     };
     let before = trainer.model.params.copy();
     let good = batch(data.train.x.narrow(0, 0, 8));
-    assert_eq!(trainer.step(&good, &group).unwrap(), trainer::StepOutcome::Updated);
+    assert_eq!(trainer.step(&good, &group).unwrap(), step::StepOutcome::Updated);
     assert!(!trainer.model.params.equal(&before), "an update moves the weights");
     let after = trainer.model.params.copy();
     let bad = batch(data.train.x.narrow(0, 0, 8).fill(f64::NAN));
-    assert_eq!(trainer.step(&bad, &group).unwrap(), trainer::StepOutcome::Skipped);
+    assert_eq!(trainer.step(&bad, &group).unwrap(), step::StepOutcome::Skipped);
     assert!(trainer.model.params.equal(&after), "a skipped step leaves the weights alone");
     assert_eq!(trainer.optimizer.steps(), 1);
 }

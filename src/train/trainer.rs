@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 use super::early_stopping::EarlyStopper;
 use super::graph::{self, Ran, StepGraph};
 use super::signals::{Signal, Signals};
+use super::step::{Batch, StepOutcome};
 use crate::config::{Config, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
@@ -26,29 +27,6 @@ use crate::report::{EpochRecord, History};
 /// Keras example (32 x 121) runs several times slower on two threads than on one, while a
 /// 1024 x 1.3M step gains from every core.
 const SMALL_STEP_WORK: i64 = 1 << 20;
-
-/// One training step's data: this process's shard of a global batch (all of it for a
-/// single process), and where the model's outputs for it go (a slice of the epoch's output
-/// buffer, from which the epoch's loss and metrics are computed).
-pub struct Batch {
-    pub x: Tensor,
-    pub y: Tensor,
-    pub output: Tensor,
-    /// The shard's rows over the global batch's: what its mean loss's gradient weighs in
-    /// the step's (1 for a single process).
-    pub share: f64,
-    /// With dropout: the seed of this step's masks, a function of (seed, epoch, step) alone,
-    /// so a run resumed mid-epoch draws what an uninterrupted one would.
-    pub dropout_seed: Option<i64>,
-}
-
-/// What a step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    Updated,
-    /// The loss was not finite and `on_nan: skip_batch` left the weights alone.
-    Skipped,
-}
 
 /// How an epoch ended.
 pub enum EpochEnd {

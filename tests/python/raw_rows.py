@@ -48,6 +48,14 @@ def main(run, raw_path, predictions_path):
         require(torch.equal(out, m(x)), "predict_rows is forward of encode")
     require(x.shape == (len(rows), len(features) + len(categorical)), f"encode's shape {tuple(x.shape)}")
 
+    # A categorical column left out is an error that names it, not a bare KeyError.
+    first = categorical[0]["name"]
+    try:
+        m.predict_rows(numeric, {k: v for k, v in text.items() if k != first})
+        require(False, "predict_rows without a categorical column fails")
+    except Exception as e:  # torch.jit.Error, or the builtin class TorchScript raised
+        require(f'categorical has no column "{first}"' in str(e), f"the error names the column: {e}")
+
     with open(predictions_path, newline="") as f:
         theirs = list(csv.reader(f))[1:]
     require([labels[i] for i in out.tolist()] == [r[0] for r in theirs], "labels match torchfit predict")
