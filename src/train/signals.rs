@@ -2,6 +2,11 @@
 //! step (it then checkpoints and exits); a second stops the process at once, from a watcher
 //! thread, after marking summary.json `interrupted` (the last checkpoint stays valid, as
 //! every write is atomic), so that the run never says `running` once nothing runs it.
+//!
+//! Ctrl-C on a terminal reaches the whole process group, and a launcher in it (a sweep,
+//! torchrun, srun) then passes the stop on to its workers as SIGTERM: that is still the first
+//! request, not a second one. So another signal than the first, sent by the parent process,
+//! does not count as the second.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,7 +14,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Handle;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::{Handle, SignalsInfo};
 use signal_hook::SigId;
 
 use crate::rundir::{self, RunDir};
@@ -57,16 +63,24 @@ impl Signals {
         let mut signals = Signals::none();
         signals.installed =
             vec![flag::register(SIGINT, signals.int.clone())?, flag::register(SIGTERM, signals.term.clone())?];
-        let mut iterator = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let mut iterator = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM])?;
         let handle = iterator.handle();
         let writing = signals.writing.clone();
+        // SAFETY: getppid(2) cannot fail.
+        let parent = unsafe { libc::getppid() };
         let thread = std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                for (seen, number) in iterator.forever().enumerate() {
-                    if seen >= 1 {
-                        let signal = if number == SIGTERM { Signal::Term } else { Signal::Int };
-                        stop_now(signal, run.as_ref(), &writing);
+                let mut first = None;
+                for origin in iterator.forever() {
+                    let passed_on = origin.process.is_some_and(|p| p.pid == parent);
+                    match first {
+                        None => first = Some(origin.signal),
+                        Some(number) if passed_on && number != origin.signal => {}
+                        Some(_) => {
+                            let signal = if origin.signal == SIGTERM { Signal::Term } else { Signal::Int };
+                            stop_now(signal, run.as_ref(), &writing);
+                        }
                     }
                 }
             })
