@@ -488,12 +488,14 @@ fn a_truncated_weights_file_is_refused_by_evaluate_and_export() {
     yes_no_csv(&d.join("d.csv"), 40);
     std::fs::write(d.join("c.yaml"), "data: {kind: csv, path: d.csv, target: y}\ntraining: {epochs: 1}\n").unwrap();
     train(d, "c.yaml", "run", &[]);
-    let weights = d.join("run/weights.safetensors");
-    let bytes = std::fs::read(&weights).unwrap();
-    std::fs::write(&weights, &bytes[..bytes.len() - 20]).unwrap();
+    // A cut copy given with --weights: the run's own files are the manifest's to guard, and
+    // it would name them first; here the reader itself must refuse the short file.
+    let bytes = std::fs::read(d.join("run/weights.safetensors")).unwrap();
+    std::fs::write(d.join("cut.safetensors"), &bytes[..bytes.len() - 20]).unwrap();
+    let weights = ["--weights", "cut.safetensors"];
     for args in [vec!["evaluate", "run", "--data", "d.csv"], vec!["export", "run", "--output", "m.onnx"]] {
-        let out = torchfit(d, &args);
-        assert_fails_with(&out, &["weights.safetensors: cannot read safetensors"]);
+        let out = torchfit(d, &[&args[..], &weights[..]].concat());
+        assert_fails_with(&out, &["cut.safetensors: cannot read safetensors"]);
     }
 }
 
