@@ -1,7 +1,7 @@
-//! One cell of a CSV file: a missing marker, a number, a boolean or text, parsed without
-//! allocating (this runs for every cell of a file).
-
-use super::Role;
+//! One cell of a table: a missing marker, a number, a boolean or text, parsed without
+//! allocating (this runs for every cell of a file). The one rule for cells everywhere: the
+//! CSV and Parquet readers, the config's look at a target column, prediction's header check
+//! and the server's rows all parse through it, so they cannot disagree about what a cell is.
 
 /// One cell, parsed; text stays in the record. The Parquet reader's string cells follow the
 /// same rules.
@@ -13,14 +13,14 @@ pub(crate) enum Cell {
     Text,
 }
 
-/// Parses a trimmed cell of a column read as `role`. Text columns keep every present cell as
-/// text, so only the missing markers are looked for there (the readers pass `Role::Text` for
-/// an `auto` column that has turned to text: what else a cell is no longer matters).
-pub(crate) fn parse_cell(cell: &str, role: Role) -> Cell {
+/// Parses a trimmed cell. A column read as text keeps every present cell as text, so only the
+/// missing markers are looked for there (the readers pass `as_text` for an `auto` column
+/// that has turned to text too: what else a cell is no longer matters).
+pub(crate) fn parse_cell(cell: &str, as_text: bool) -> Cell {
     if is_missing_marker(cell) {
         return Cell::Missing;
     }
-    if matches!(role, Role::Text | Role::Label) {
+    if as_text {
         return Cell::Text;
     }
     if let Some(v) = parse_f32(cell) {
@@ -36,8 +36,13 @@ pub(crate) fn parse_cell(cell: &str, role: Role) -> Cell {
     }
 }
 
-/// [`crate::config::is_missing`] for a trimmed cell, without the lower-case copy it makes:
-/// this runs for every cell of a file.
+/// Whether a cell, trimmed, is one of the missing markers: empty, `NA`, `N/A`, `nan` (any
+/// case).
+pub fn is_missing(cell: &str) -> bool {
+    is_missing_marker(trim(cell))
+}
+
+/// [`is_missing`] for a cell already trimmed: this runs for every cell of a file.
 fn is_missing_marker(cell: &str) -> bool {
     cell.is_empty()
         || cell.eq_ignore_ascii_case("na")
@@ -52,7 +57,7 @@ const EXACT_POWERS: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e
 /// with at most 2^24 as its digits and at most ten after the point, a decimal is the quotient
 /// of two floats that are exact, and IEEE division rounds that quotient correctly, which is
 /// what `parse` returns too. Everything else (exponents, long mantissas, inf) goes to `parse`.
-pub(super) fn parse_f32(cell: &str) -> Option<f32> {
+pub(crate) fn parse_f32(cell: &str) -> Option<f32> {
     let bytes = cell.as_bytes();
     // The sign without a branch: half the numbers of a column may be negative, at random.
     let negative = bytes.first() == Some(&b'-');
@@ -85,7 +90,7 @@ pub(super) fn parse_f32(cell: &str) -> Option<f32> {
 }
 
 /// `cell.trim()`, at once when the cell begins and ends with visible ASCII, as most do.
-pub(super) fn trim(cell: &str) -> &str {
+pub(crate) fn trim(cell: &str) -> &str {
     match cell.as_bytes() {
         [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => cell,
         [only] if only.is_ascii_graphic() => cell,

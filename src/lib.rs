@@ -6,6 +6,7 @@
 
 mod atomic;
 mod c10d;
+mod cell;
 mod checkpoint;
 pub mod config;
 pub mod cuda;

@@ -8,7 +8,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
 use super::validate::{echo, Invalid, POSITIVE_KEYS};
-use super::{is_missing, locate, read, size, Config, DataKind, Task, KERAS_EXAMPLE};
+use crate::cell::{parse_cell, trim, Cell};
+
+use super::{locate, read, size, Config, DataKind, Task, KERAS_EXAMPLE};
 
 /// How many data rows of a CSV file are read to tell a label column from a numeric one.
 const SNIFF_ROWS: usize = 1000;
@@ -130,17 +132,16 @@ impl Config {
     }
 }
 
-/// Whether the first data rows of `column` hold a value that is neither missing nor a number.
+/// Whether the first data rows of `column` hold a value that is neither missing nor a number
+/// (a word, or a boolean one: labels either way).
 fn holds_text(path: &Path, delimiter: u8, column: &str) -> bool {
     let Ok(mut reader) = csv::ReaderBuilder::new().delimiter(delimiter).from_path(path) else { return false };
     let Some(at) = reader.headers().ok().and_then(|h| h.iter().position(|name| name.trim() == column)) else {
         return false;
     };
-    reader
-        .records()
-        .take(SNIFF_ROWS)
-        .map_while(Result::ok)
-        .any(|record| record.get(at).is_some_and(|cell| !is_missing(cell) && cell.trim().parse::<f32>().is_err()))
+    reader.records().take(SNIFF_ROWS).map_while(Result::ok).any(|record| {
+        record.get(at).is_some_and(|cell| !matches!(parse_cell(trim(cell), false), Cell::Missing | Cell::Number(_)))
+    })
 }
 
 /// Whether a Parquet file's `column` is typed as labels: text (plain or dictionary-encoded)

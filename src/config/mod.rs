@@ -462,8 +462,3 @@ impl Default for EarlyStopping {
         EarlyStopping { monitor: "val_loss".into(), patience: 0, min_delta: 0.0, mode: Mode::Auto, restore_best: false }
     }
 }
-
-/// Cells that count as missing: empty, `NA`, `N/A`, `nan` (any case).
-pub fn is_missing(cell: &str) -> bool {
-    matches!(cell.trim().to_ascii_lowercase().as_str(), "" | "na" | "n/a" | "nan")
-}

@@ -14,7 +14,6 @@ use super::text::{Text, TextBuilder};
 use super::Target;
 use crate::config::Missing;
 
-mod cell;
 pub(super) mod header;
 mod judge;
 mod parallel;
@@ -22,8 +21,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use cell::trim;
-pub(crate) use cell::{parse_cell, Cell};
+use crate::cell::{parse_cell, trim, Cell};
 pub(super) use judge::{judge, Keep};
 pub use judge::{CellError, Problem};
 pub(super) use table::read_table;
@@ -43,6 +41,13 @@ pub enum Role {
     Target,
     /// A class label: text, never filled.
     Label,
+}
+
+impl Role {
+    /// Whether the column's present cells are all kept as text.
+    pub fn is_text(self) -> bool {
+        matches!(self, Role::Text | Role::Label)
+    }
 }
 
 /// A column as read.
@@ -279,7 +284,7 @@ fn read_csv_split(
         cells.clear();
         for ((&col, &role), reading) in at.iter().zip(&roles).zip(&columns) {
             let text = trim(record.get(col).unwrap_or(""));
-            let cell = parse_cell(text, if reading.is_text() { Role::Text } else { role });
+            let cell = parse_cell(text, reading.is_text() || role.is_text());
             match judge(&cell, role, missing) {
                 Ok(Keep::Row) => {}
                 Ok(other) => keep = other,

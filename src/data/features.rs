@@ -12,6 +12,7 @@ use super::csv::{column_matrix, read_csv_rows, Column, Role};
 use super::npy::{check_finite, read_npy};
 use super::parquet::read_parquet;
 use super::{is_missing, Format, TextColumn};
+use crate::cell::{parse_cell, trim, Cell};
 use crate::config::Missing;
 
 /// How [`read_features`] matched an input file's columns to the model's features.
@@ -76,7 +77,7 @@ pub fn read_features(
             bail!("{}: no column {} (the model's features are {all})", path.display(), or_list(&absent));
         }
         let by_position = |columns: &[String]| columns.iter().map(|c| (c.clone(), Role::Number)).collect();
-        let is_number = |cell: &String| cell.parse::<f32>().is_ok();
+        let is_number = |cell: &String| matches!(parse_cell(trim(cell), false), Cell::Number(_));
         // A Parquet schema always names its columns, however they read.
         let csv = format != Format::Parquet;
         if csv && first.iter().all(|c| is_number(c) || is_missing(c)) && first.iter().any(is_number) {

@@ -34,9 +34,8 @@ pub use self::csv::header::{clip, delimiter_hint, list as list_names};
 pub use self::csv::{
     classes_from_labels, read_csv, read_labelled_csv, CellError, Column, CsvData, LabelledCsv, Problem, Role,
 };
-pub use crate::config::is_missing;
+pub use crate::cell::is_missing;
 // The one rule for a cell's text (the server reads JSON strings by it too).
-pub(crate) use self::csv::{parse_cell, Cell};
 pub use categorical::{
     codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn,
 };

@@ -19,7 +19,9 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::csv::{header, judge, parse_cell, Cell, CellError, Column, CsvData, Keep, Role};
+use crate::cell::{parse_cell, Cell};
+
+use super::csv::{header, judge, CellError, Column, CsvData, Keep, Role};
 use super::text::{TextBuilder, MISSING};
 use crate::config::Missing;
 
@@ -147,7 +149,7 @@ fn is_text(data_type: &DataType) -> bool {
 /// missing marker, a number, a boolean word, or text; a text role keeps every present cell
 /// as text.
 fn text_cell(cell: &str, role: Role) -> Cell {
-    parse_cell(cell.trim(), role)
+    parse_cell(cell.trim(), role.is_text())
 }
 
 /// One batch's column, in the form its role reads: numbers (NaN where missing), booleans,
@@ -181,7 +183,7 @@ impl<'a> Cells<'a> {
             }
             return values.gather(&keys, |i| dictionary.is_null(i));
         }
-        let as_text = matches!(role, Role::Text | Role::Label);
+        let as_text = role.is_text();
         let borrowed = |v: Option<&'a str>| v.map(Cow::Borrowed);
         match array.data_type() {
             DataType::Utf8 => Cells::Text(array.as_string::<i32>().iter().map(borrowed).collect()),

@@ -1,7 +1,7 @@
 //! `POST /predict` bodies: `{"instances": [[...], ...]}` (values in the model's input order:
 //! the numeric features, then the categorical ones) or `{"rows": [{"column": value, ...}]}`
 //! (by column name, as `torchfit predict` reads a CSV file's header). Text is read by the
-//! CSV reader's own cell rule (`data::parse_cell`): numbers, numeric text, booleans (`true`,
+//! CSV reader's own cell rule (`cell::parse_cell`): numbers, numeric text, booleans (`true`,
 //! `yes`, ... as 1 and 0), and the missing markers (`""`, `NA`, `N/A`, `NaN`); JSON `null`
 //! is missing too. Errors name the row and column.
 
@@ -9,8 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
 use super::input::Rows;
-use crate::config::is_missing;
-use crate::data::{parse_cell, Cell, Role};
+use crate::cell::{is_missing, parse_cell, Cell};
 use crate::predict::Predictor;
 
 /// The body's rows, checked against the model's features.
@@ -101,7 +100,7 @@ pub fn number(value: &Value) -> Result<f32> {
         Value::Null => return Ok(f32::NAN),
         Value::Bool(b) => return Ok(f32::from(u8::from(*b))),
         Value::Number(n) => n.as_f64().ok_or_else(|| anyhow!("{n} is not a number"))? as f32,
-        Value::String(s) => match parse_cell(s.trim(), Role::Number) {
+        Value::String(s) => match parse_cell(s.trim(), false) {
             Cell::Missing => return Ok(f32::NAN),
             Cell::Boolean(b) => return Ok(f32::from(u8::from(b))),
             Cell::Number(v) => v,

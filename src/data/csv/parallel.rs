@@ -14,8 +14,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::cell::{parse_cell, trim, Cell};
 use super::{judge, Column, Keep, Numbers, Reading, Role, TextBuilder};
+use crate::cell::{parse_cell, trim, Cell};
 use crate::config::Missing;
 
 /// Bytes read at a time: small enough to stay in cache while parsed, large enough that
@@ -341,7 +341,7 @@ fn parse_records(text: &str, layout: &Layout, chunk: &mut Chunk, fields: &mut Ve
         for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(&chunk.readings) {
             let (a, b) = fields[col];
             let cell_text = trim(line.get(a..b)?);
-            let cell = parse_cell(cell_text, if reading.is_text() { Role::Text } else { role });
+            let cell = parse_cell(cell_text, reading.is_text() || role.is_text());
             match judge(&cell, role, layout.missing).ok()? {
                 Keep::Row => {}
                 k => keep = k,

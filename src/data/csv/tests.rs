@@ -6,8 +6,8 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::cell::parse_f32;
 use super::*;
+use crate::cell::parse_f32;
 
 /// Reads `path` with every column in `roles` (by header position), split as `split` says.
 fn read(path: &Path, roles: &[Role], missing: Missing, split: Split) -> std::result::Result<CsvData, String> {
