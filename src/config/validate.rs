@@ -6,7 +6,7 @@ use std::fmt;
 
 use anyhow::Result;
 
-use super::{yaml_name, ClassWeight, Config, DataKind, Features, OptimizerKind, ScheduleKind, Task};
+use super::{yaml_name, ClassWeight, Config, DataConfig, DataKind, Features, OptimizerKind, ScheduleKind, Task};
 
 /// The largest whole number a count key takes (2^31 - 1): libtorch sizes are signed 64-bit,
 /// so a larger `usize` would wrap to a negative size inside libtorch; no real epoch count,
@@ -240,34 +240,8 @@ impl Config {
     fn validate_data(&self) -> Result<()> {
         let d = &self.data;
         let kind = yaml_name(&d.kind);
-        if d.min_frequency == Some(0) {
-            invalid!("data.min_frequency", "data.min_frequency must be > 0, got 0 (a level seen once counts at 1)");
-        }
-        at_most("data.min_frequency", d.min_frequency.unwrap_or(1), MAX_COUNT)?;
-        if let Some(super::CategoricalEncoding::PerColumn(columns)) = &d.categorical_encoding {
-            for (column, encoding) in columns {
-                if let super::ColumnEncoding::Width(width) = *encoding {
-                    let key = format!("data.categorical_encoding.{column}");
-                    if width == 0 {
-                        invalid!(key, "{key}: an embedding width must be > 0, got 0");
-                    }
-                    at_most(&key, width, MAX_COUNT)?;
-                }
-            }
-        }
-        for (key, fraction) in [("validation_split", d.validation_split), ("test_split", d.test_split)] {
-            if !(0.0..1.0).contains(&fraction) {
-                invalid!(format!("data.{key}"), "data.{key} must be in [0, 1), got {fraction}");
-            }
-        }
-        if d.validation_split + d.test_split >= 1.0 {
-            invalid!(
-                "data.validation_split",
-                "data.validation_split + data.test_split must leave rows for training, got {} + {}",
-                d.validation_split,
-                d.test_split
-            );
-        }
+        validate_categorical(d)?;
+        validate_splits(d)?;
         let task = self.task();
         if d.standardize_target && task == Task::Classification {
             invalid!(
@@ -276,68 +250,10 @@ impl Config {
             );
         }
         if d.kind.is_generated() {
-            let (features, targets) = (d.feature_count(), d.targets());
-            for (key, value) in [("data.samples", d.samples()), ("data.features", features), ("data.targets", targets)]
-            {
-                positive(key, value)?;
-                at_most(key, value, MAX_COUNT)?;
-            }
-            if !(d.noise().is_finite() && d.noise() >= 0.0) {
-                invalid!("data.noise", "data.noise must be >= 0, got {}", d.noise());
-            }
-            let generated_task = if d.kind == DataKind::Moons { Task::Classification } else { Task::Regression };
-            if task != generated_task {
-                invalid!(
-                    "data.kind",
-                    "data.kind {kind} makes {} data, but the task is {}",
-                    yaml_name(&generated_task),
-                    yaml_name(&task)
-                );
-            }
-            match d.kind {
-                DataKind::Friedman1 if features < 5 => {
-                    invalid!("data.features", "data.features must be >= 5 for friedman1, got {features}")
-                }
-                DataKind::Moons if features != 2 => {
-                    invalid!("data.features", "data.features must be 2 for moons (points in the plane), got {features}")
-                }
-                DataKind::Friedman1 | DataKind::Moons if targets != 1 => {
-                    invalid!("data.targets", "data.targets must be 1 for {kind}, got {targets}")
-                }
-                _ => {}
-            }
+            validate_generated(d, task, &kind)?;
         }
         match d.kind {
-            DataKind::Csv | DataKind::Parquet => {
-                if d.path.is_none() {
-                    invalid!("data.path", "data.path is required for kind {kind}");
-                }
-                let Some(target) = &d.target else {
-                    invalid!(
-                        "data.target",
-                        "data.target is required for kind {kind}: the column (or list of columns) to predict"
-                    )
-                };
-                if target.names().is_empty() || target.names().iter().any(String::is_empty) {
-                    invalid!("data.target", "data.target must name at least one column");
-                }
-                if task == Task::Classification && target.names().len() != 1 {
-                    invalid!(
-                        "data.target",
-                        "data.target: classification takes one label column, got {}",
-                        target.names().len()
-                    );
-                }
-                if let Some(delimiter) = &d.delimiter {
-                    if delimiter.len() != 1 {
-                        invalid!(
-                            "data.delimiter",
-                            "data.delimiter must be one ASCII character, got {}",
-                            echo(delimiter)
-                        );
-                    }
-                }
-            }
+            DataKind::Csv | DataKind::Parquet => validate_table_file(d, task, &kind)?,
             DataKind::Npy => match (&d.path, &d.x, &d.y) {
                 (Some(_), None, None) | (None, Some(_), Some(_)) => {}
                 _ => invalid!(
@@ -494,6 +410,98 @@ fn positive(key: &str, value: usize) -> Result<()> {
 fn at_most(key: &str, value: usize, max: usize) -> Result<()> {
     if value > max {
         invalid!(key, "{key} must be at most {max}, got {value}");
+    }
+    Ok(())
+}
+
+fn validate_categorical(d: &DataConfig) -> Result<()> {
+    if d.min_frequency == Some(0) {
+        invalid!("data.min_frequency", "data.min_frequency must be > 0, got 0 (a level seen once counts at 1)");
+    }
+    at_most("data.min_frequency", d.min_frequency.unwrap_or(1), MAX_COUNT)?;
+    if let Some(super::CategoricalEncoding::PerColumn(columns)) = &d.categorical_encoding {
+        for (column, encoding) in columns {
+            if let super::ColumnEncoding::Width(width) = *encoding {
+                let key = format!("data.categorical_encoding.{column}");
+                if width == 0 {
+                    invalid!(key, "{key}: an embedding width must be > 0, got 0");
+                }
+                at_most(&key, width, MAX_COUNT)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_splits(d: &DataConfig) -> Result<()> {
+    for (key, fraction) in [("validation_split", d.validation_split), ("test_split", d.test_split)] {
+        if !(0.0..1.0).contains(&fraction) {
+            invalid!(format!("data.{key}"), "data.{key} must be in [0, 1), got {fraction}");
+        }
+    }
+    if d.validation_split + d.test_split >= 1.0 {
+        invalid!(
+            "data.validation_split",
+            "data.validation_split + data.test_split must leave rows for training, got {} + {}",
+            d.validation_split,
+            d.test_split
+        );
+    }
+    Ok(())
+}
+
+/// A generator's sizes and noise, and that it makes data for the config's task.
+fn validate_generated(d: &DataConfig, task: Task, kind: &str) -> Result<()> {
+    let (features, targets) = (d.feature_count(), d.targets());
+    for (key, value) in [("data.samples", d.samples()), ("data.features", features), ("data.targets", targets)] {
+        positive(key, value)?;
+        at_most(key, value, MAX_COUNT)?;
+    }
+    if !(d.noise().is_finite() && d.noise() >= 0.0) {
+        invalid!("data.noise", "data.noise must be >= 0, got {}", d.noise());
+    }
+    let generated_task = if d.kind == DataKind::Moons { Task::Classification } else { Task::Regression };
+    if task != generated_task {
+        invalid!(
+            "data.kind",
+            "data.kind {kind} makes {} data, but the task is {}",
+            yaml_name(&generated_task),
+            yaml_name(&task)
+        );
+    }
+    match d.kind {
+        DataKind::Friedman1 if features < 5 => {
+            invalid!("data.features", "data.features must be >= 5 for friedman1, got {features}")
+        }
+        DataKind::Moons if features != 2 => {
+            invalid!("data.features", "data.features must be 2 for moons (points in the plane), got {features}")
+        }
+        DataKind::Friedman1 | DataKind::Moons if targets != 1 => {
+            invalid!("data.targets", "data.targets must be 1 for {kind}, got {targets}")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A CSV or Parquet source: its path, its target column(s) and its delimiter.
+fn validate_table_file(d: &DataConfig, task: Task, kind: &str) -> Result<()> {
+    if d.path.is_none() {
+        invalid!("data.path", "data.path is required for kind {kind}");
+    }
+    let Some(target) = &d.target else {
+        invalid!("data.target", "data.target is required for kind {kind}: the column (or list of columns) to predict")
+    };
+    if target.names().is_empty() || target.names().iter().any(String::is_empty) {
+        invalid!("data.target", "data.target must name at least one column");
+    }
+    if task == Task::Classification && target.names().len() != 1 {
+        invalid!("data.target", "data.target: classification takes one label column, got {}", target.names().len());
+    }
+    if let Some(delimiter) = &d.delimiter {
+        if delimiter.len() != 1 {
+            invalid!("data.delimiter", "data.delimiter must be one ASCII character, got {}", echo(delimiter));
+        }
     }
     Ok(())
 }

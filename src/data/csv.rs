@@ -224,22 +224,7 @@ fn read_csv_split(
     split: Split,
 ) -> Result<CsvData> {
     let file = path.display();
-    // No header as far as the csv crate knows: records() then yields the first row too,
-    // and we skip it when it is the header.
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(delimiter)
-        .from_path(path)
-        .with_context(|| format!("cannot read {file}"))?;
-    let first: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("{file}: cannot read the header row"))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    if first.iter().all(String::is_empty) {
-        bail!("{file}: the file is empty; expected a header row, then one row per sample");
-    }
+    let (mut reader, first) = open_csv(path, delimiter)?;
     let (wanted, names) = choose(&first)?;
     let first_is_data = names.is_some();
     let header = names.unwrap_or(first);
@@ -260,10 +245,46 @@ fn read_csv_split(
     }
     // Quotes, an error, or nothing to read: the csv crate reads the file, and says what is
     // wrong with it.
-    let mut columns: Vec<Reading> = roles.iter().map(|role| Reading::new(*role)).collect();
+    let (columns, rows, unlabelled) = read_streamed(&mut reader, path, &header, &layout, first_is_data)?;
+    Ok(CsvData { header, names, columns, rows, unlabelled })
+}
+
+/// Opens a CSV file and reads its first row, trimmed: the header, or data when names are given.
+fn open_csv(path: &Path, delimiter: u8) -> Result<(csv::Reader<std::fs::File>, Vec<String>)> {
+    let file = path.display();
+    // No header as far as the csv crate knows: records() then yields the first row too,
+    // and we skip it when it is the header.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(delimiter)
+        .from_path(path)
+        .with_context(|| format!("cannot read {file}"))?;
+    let first: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{file}: cannot read the header row"))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if first.iter().all(String::is_empty) {
+        bail!("{file}: the file is empty; expected a header row, then one row per sample");
+    }
+    Ok((reader, first))
+}
+
+/// Reads the data rows through the csv crate: the columns, the rows kept, and the rows
+/// dropped without a label.
+fn read_streamed(
+    reader: &mut csv::Reader<std::fs::File>,
+    path: &Path,
+    header: &[String],
+    layout: &parallel::Layout,
+    first_is_data: bool,
+) -> Result<(Vec<Column>, usize, usize)> {
+    let file = path.display();
+    let mut columns: Vec<Reading> = layout.roles.iter().map(|role| Reading::new(*role)).collect();
     let (mut rows, mut unlabelled) = (0usize, 0usize);
     let mut record = csv::StringRecord::new();
-    let mut cells: Vec<Cell> = Vec::with_capacity(at.len());
+    let mut cells: Vec<Cell> = Vec::with_capacity(layout.at.len());
     let mut row = 0usize;
     if !first_is_data {
         reader.read_record(&mut record).map_err(|e| anyhow!("{file}: {}", csv_error(&e)))?;
@@ -280,26 +301,12 @@ fn read_csv_split(
         let place = |col: usize| {
             format!("{file}: row {row} (line {}), column `{}`", line_at(path, start), header::clip(&header[col]))
         };
-        let mut keep = Keep::Row;
-        cells.clear();
-        for ((&col, &role), reading) in at.iter().zip(&roles).zip(&columns) {
-            let text = trim(record.get(col).unwrap_or(""));
-            let cell = parse_cell(text, reading.is_text() || role.is_text());
-            match judge(&cell, role, missing) {
-                Ok(Keep::Row) => {}
-                Ok(other) => keep = other,
-                Err(problem) => {
-                    let text = text.to_string();
-                    return Err(CellError { place: place(col), problem, text, role, trained_regression: false }.into());
-                }
-            }
-            cells.push(cell);
-        }
+        let keep = judge_record(&record, &columns, layout, &mut cells, place)?;
         if keep != Keep::Row {
             unlabelled += usize::from(keep == Keep::Unlabelled);
             continue;
         }
-        for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(&at) {
+        for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(layout.at) {
             reading.push(cell, trim(record.get(col).unwrap_or("")));
         }
         rows += 1;
@@ -307,8 +314,34 @@ fn read_csv_split(
     if rows == 0 {
         bail!("{file}: no data rows after the header");
     }
-    let columns = columns.into_iter().map(Reading::finish).collect();
-    Ok(CsvData { header, names, columns, rows, unlabelled })
+    Ok((columns.into_iter().map(Reading::finish).collect(), rows, unlabelled))
+}
+
+/// Parses a record's kept fields into `cells` and says whether the row is kept; the first bad
+/// cell is an error at `place(column)`.
+fn judge_record(
+    record: &csv::StringRecord,
+    columns: &[Reading],
+    layout: &parallel::Layout,
+    cells: &mut Vec<Cell>,
+    place: impl Fn(usize) -> String,
+) -> Result<Keep> {
+    let mut keep = Keep::Row;
+    cells.clear();
+    for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(columns) {
+        let text = trim(record.get(col).unwrap_or(""));
+        let cell = parse_cell(text, reading.is_text() || role.is_text());
+        match judge(&cell, role, layout.missing) {
+            Ok(Keep::Row) => {}
+            Ok(other) => keep = other,
+            Err(problem) => {
+                let text = text.to_string();
+                return Err(CellError { place: place(col), problem, text, role, trained_regression: false }.into());
+            }
+        }
+        cells.push(cell);
+    }
+    Ok(keep)
 }
 
 /// The line on which the CSV record that the reader began at byte `start` begins. The

@@ -161,99 +161,15 @@ pub fn load(config: &Config) -> Result<Prepared> {
 /// the preprocessing on the training part.
 pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let d = &config.data;
-    let rows = table.x.size()[0] as usize;
-    let part_size = |key: &str, fraction: f64| -> Result<usize> {
-        let size = (rows as f64 * fraction).round() as usize;
-        if fraction > 0.0 && size == 0 {
-            bail!("data.{key} {fraction} of {rows} rows leaves that part empty; use a larger fraction or more data");
-        }
-        Ok(size)
-    };
-    let (n_test, n_val) = (part_size("test_split", d.test_split)?, part_size("validation_split", d.validation_split)?);
-    if n_test + n_val >= rows {
-        bail!("data.validation_split and data.test_split leave no rows for training ({rows} rows in all)");
-    }
-    let mut order: Vec<usize> = (0..rows).collect();
-    if n_test + n_val > 0 {
-        // Stream 0 of the seed; epoch shuffles use streams 1, 2, ...
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        order.shuffle(&mut rng);
-    }
-    let split = Split {
-        rows,
-        train: rows - n_test - n_val,
-        test: order[..n_test].to_vec(),
-        validation: order[n_test..n_test + n_val].to_vec(),
-    };
-    let select = |t: &Tensor, idx: &[usize]| {
-        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-        t.index_select(0, &Tensor::from_slice(&idx))
-    };
+    let (split, order) = split_rows(table.x.size()[0] as usize, d, config.seed)?;
+    let (n_test, n_val) = (split.test.len(), split.validation.len());
     let train_rows = &order[n_test + n_val..];
     // Without a split the training part is the whole table, in order: no copy is made.
     let unsplit = n_test + n_val == 0;
-    let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select(t, idx) };
+    let select = |t: &Tensor, idx: &[usize]| if unsplit { t.shallow_clone() } else { select_rows(t, idx) };
     let train_x = select(&table.x, train_rows);
-
-    // Standardising a table taken whole begins with its column sums: finite ones also settle
-    // that it holds no NaN, without a pass to look for one.
-    let standardize = d.standardize.unwrap_or(false);
-    let rows_x = if standardize && unsplit { preprocessing::rows_of(&table.x) } else { None };
-    let sums = rows_x.as_ref().map(|r| r.sums()).filter(|s| s.iter().all(|v| v.is_finite()));
-    // Under `missing: mean` a table without NaN is known to be one here, once.
-    let nan = sums.is_none() && d.missing == Missing::Mean && has_nan(&table.x);
-    let input_fill = if nan {
-        let present = train_x.isnan().logical_not();
-        let counts = present.sum_dim_intlist(0, false, Kind::Float);
-        if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
-            bail!(
-                "{}: column `{}` has no values in the training part to take a mean of",
-                source(d),
-                table.feature_names[col]
-            );
-        }
-        let sums = train_x.nan_to_num(0.0, None, None).sum_dim_intlist(0, false, Kind::Float);
-        Some(Vec::<f32>::try_from(&(sums / counts))?)
-    } else {
-        None
-    };
-    let features = table.feature_names.len();
-    let mut preprocessing = Preprocessing {
-        feature_names: table.feature_names.clone(),
-        target_names: table.target_names.clone(),
-        input_mean: vec![0.0; features],
-        input_std: vec![1.0; features],
-        input_fill,
-        target_mean: Vec::new(),
-        target_std: Vec::new(),
-        labels: None,
-        categorical: Vec::new(),
-    };
-    if let (Some(rows), Some(sums)) = (rows_x, sums) {
-        // The training part is the table, which holds no NaN: nothing to fill.
-        (preprocessing.input_mean, preprocessing.input_std) = to_f32(rows.mean_std(sums));
-    } else if standardize {
-        // Nothing to fill, and nothing `apply` would find missing, in a table known to hold no NaN.
-        let known_full = d.missing == Missing::Mean && !nan;
-        let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(&train_x)? };
-        (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
-    }
-
-    let y_all = match &table.y {
-        Target::Values(v) => {
-            let targets = v.size()[1] as usize;
-            (preprocessing.target_mean, preprocessing.target_std) = (vec![0.0; targets], vec![1.0; targets]);
-            if d.standardize_target {
-                (preprocessing.target_mean, preprocessing.target_std) = mean_std(&select(v, train_rows))?;
-            }
-            preprocessing.scale_targets(v)
-        }
-        Target::Classes { index, labels } => {
-            check_classes(config, index, labels, train_rows, d)?;
-            preprocessing.labels = Some(labels.clone());
-            index.shallow_clone()
-        }
-    };
+    let mut preprocessing = fit_inputs(&table, &train_x, d, unsplit)?;
+    let y_all = fit_targets(&mut preprocessing, &table.y, train_rows, &select, config)?;
     drop(train_x);
     let min_frequency = d.min_frequency.unwrap_or(1);
     preprocessing.categorical = table
@@ -277,6 +193,117 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         test: (n_test > 0).then(|| part(&split.test)),
         preprocessing,
         split,
+    })
+}
+
+/// The seeded split of `rows` rows, and the shuffled order it was cut from: test rows first,
+/// then validation, then training.
+fn split_rows(rows: usize, d: &DataConfig, seed: u64) -> Result<(Split, Vec<usize>)> {
+    let part_size = |key: &str, fraction: f64| -> Result<usize> {
+        let size = (rows as f64 * fraction).round() as usize;
+        if fraction > 0.0 && size == 0 {
+            bail!("data.{key} {fraction} of {rows} rows leaves that part empty; use a larger fraction or more data");
+        }
+        Ok(size)
+    };
+    let (n_test, n_val) = (part_size("test_split", d.test_split)?, part_size("validation_split", d.validation_split)?);
+    if n_test + n_val >= rows {
+        bail!("data.validation_split and data.test_split leave no rows for training ({rows} rows in all)");
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    if n_test + n_val > 0 {
+        // Stream 0 of the seed; epoch shuffles use streams 1, 2, ...
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        order.shuffle(&mut rng);
+    }
+    let split = Split {
+        rows,
+        train: rows - n_test - n_val,
+        test: order[..n_test].to_vec(),
+        validation: order[n_test..n_test + n_val].to_vec(),
+    };
+    Ok((split, order))
+}
+
+fn select_rows(t: &Tensor, idx: &[usize]) -> Tensor {
+    let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    t.index_select(0, &Tensor::from_slice(&idx))
+}
+
+/// The preprocessing of the numeric features (fill and standardisation), fitted on the
+/// training part `train_x`; targets and categorical features are left for the caller.
+fn fit_inputs(table: &Table, train_x: &Tensor, d: &DataConfig, unsplit: bool) -> Result<Preprocessing> {
+    // Standardising a table taken whole begins with its column sums: finite ones also settle
+    // that it holds no NaN, without a pass to look for one.
+    let standardize = d.standardize.unwrap_or(false);
+    let rows_x = if standardize && unsplit { preprocessing::rows_of(&table.x) } else { None };
+    let sums = rows_x.as_ref().map(|r| r.sums()).filter(|s| s.iter().all(|v| v.is_finite()));
+    // Under `missing: mean` a table without NaN is known to be one here, once.
+    let nan = sums.is_none() && d.missing == Missing::Mean && has_nan(&table.x);
+    let input_fill = if nan { Some(fill_means(train_x, table, d)?) } else { None };
+    let features = table.feature_names.len();
+    let mut preprocessing = Preprocessing {
+        feature_names: table.feature_names.clone(),
+        target_names: table.target_names.clone(),
+        input_mean: vec![0.0; features],
+        input_std: vec![1.0; features],
+        input_fill,
+        target_mean: Vec::new(),
+        target_std: Vec::new(),
+        labels: None,
+        categorical: Vec::new(),
+    };
+    if let (Some(rows), Some(sums)) = (rows_x, sums) {
+        // The training part is the table, which holds no NaN: nothing to fill.
+        (preprocessing.input_mean, preprocessing.input_std) = to_f32(rows.mean_std(sums));
+    } else if standardize {
+        // Nothing to fill, and nothing `apply` would find missing, in a table known to hold no NaN.
+        let known_full = d.missing == Missing::Mean && !nan;
+        let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(train_x)? };
+        (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
+    }
+    Ok(preprocessing)
+}
+
+/// Each column's mean over the values present in the training part (`missing: mean`).
+fn fill_means(train_x: &Tensor, table: &Table, d: &DataConfig) -> Result<Vec<f32>> {
+    let present = train_x.isnan().logical_not();
+    let counts = present.sum_dim_intlist(0, false, Kind::Float);
+    if let Some(col) = Vec::<f32>::try_from(&counts)?.iter().position(|&c| c == 0.0) {
+        bail!(
+            "{}: column `{}` has no values in the training part to take a mean of",
+            source(d),
+            table.feature_names[col]
+        );
+    }
+    let sums = train_x.nan_to_num(0.0, None, None).sum_dim_intlist(0, false, Kind::Float);
+    Ok(Vec::<f32>::try_from(&(sums / counts))?)
+}
+
+/// Fits the target scaling (regression) or checks and records the labels (classification),
+/// and returns every row's target as the model sees it.
+fn fit_targets(
+    preprocessing: &mut Preprocessing,
+    y: &Target,
+    train_rows: &[usize],
+    select: &impl Fn(&Tensor, &[usize]) -> Tensor,
+    config: &Config,
+) -> Result<Tensor> {
+    let d = &config.data;
+    Ok(match y {
+        Target::Values(v) => {
+            let targets = v.size()[1] as usize;
+            (preprocessing.target_mean, preprocessing.target_std) = (vec![0.0; targets], vec![1.0; targets]);
+            if d.standardize_target {
+                (preprocessing.target_mean, preprocessing.target_std) = mean_std(&select(v, train_rows))?;
+            }
+            preprocessing.scale_targets(v)
+        }
+        Target::Classes { index, labels } => {
+            check_classes(config, index, labels, train_rows, d)?;
+            preprocessing.labels = Some(labels.clone());
+            index.shallow_clone()
+        }
     })
 }
 

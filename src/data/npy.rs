@@ -10,7 +10,29 @@ use super::{paths, Table, Target};
 use crate::config::{DataConfig, Missing, Task};
 
 pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
-    let (x, y, x_source, source) = match (&d.path, &d.x, &d.y) {
+    let (x, y, x_source, source) = load_arrays(d)?;
+    let y = check_shapes(&x, y, &x_source, &source)?;
+    let x = x.f_to_kind(Kind::Float)?;
+    let y_values = y.f_to_kind(Kind::Double)?;
+    // Rows numbered as in the file: before any are dropped.
+    check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+    check_finite(&source, &y_values.f_to_kind(Kind::Float)?, |col| (col + 1).to_string())?;
+    let (x, y_values) = apply_missing(d.missing, &source, x, y_values)?;
+    let targets = y_values.size()[1];
+    let y = npy_target(task, &source, &y_values)?;
+    let f = x.size()[1];
+    Ok(Table {
+        categorical: Vec::new(),
+        x,
+        y,
+        feature_names: (0..f).map(|i| format!("x{i}")).collect(),
+        target_names: (0..targets).map(|i| if targets == 1 { "y".to_string() } else { format!("y{i}") }).collect(),
+    })
+}
+
+/// The x and y arrays with the names errors give them: from one `.npz` or from two `.npy` files.
+fn load_arrays(d: &DataConfig) -> Result<(Tensor, Tensor, String, String)> {
+    match (&d.path, &d.x, &d.y) {
         (Some(npz), _, _) => {
             paths::check_file("data.path", npz)?;
             let arrays =
@@ -25,20 +47,21 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
                     )
                 })
             };
-            (get("x")?, get("y")?, format!("{}: x", npz.display()), format!("{}: y", npz.display()))
+            Ok((get("x")?, get("y")?, format!("{}: x", npz.display()), format!("{}: y", npz.display())))
         }
-        (None, Some(xp), Some(yp)) => (
-            {
-                paths::check_file("data.x", xp)?;
-                paths::check_file("data.y", yp)?;
-                read_npy("data.x", xp)?
-            },
-            read_npy("data.y", yp)?,
-            format!("data.x: {}", xp.display()),
-            format!("data.y: {}", yp.display()),
-        ),
+        (None, Some(xp), Some(yp)) => {
+            // Both files are checked before either is read.
+            paths::check_file("data.x", xp)?;
+            paths::check_file("data.y", yp)?;
+            let x = read_npy("data.x", xp)?;
+            Ok((x, read_npy("data.y", yp)?, format!("data.x: {}", xp.display()), format!("data.y: {}", yp.display())))
+        }
         _ => bail!("data: kind npy takes either x and y (.npy files) or path (one .npz with arrays x and y)"),
-    };
+    }
+}
+
+/// Checks x is [samples, features] and returns y as [samples, targets] (a 1-D y is one target).
+fn check_shapes(x: &Tensor, y: Tensor, x_source: &str, source: &str) -> Result<Tensor> {
     if x.dim() != 2 {
         bail!("{x_source}: must be 2-D [samples, features], got shape {:?}", x.size());
     }
@@ -47,43 +70,47 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     if y.dim() != 2 || y.size()[0] != rows {
         bail!("{source}: must have shape [{rows}] or [{rows}, targets] to match x, got {:?}", y.size());
     }
-    let mut x = x.f_to_kind(Kind::Float)?;
-    let mut y_values = y.f_to_kind(Kind::Double)?;
-    // Rows numbered as in the file: before any are dropped.
-    check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
-    check_finite(&source, &y_values.f_to_kind(Kind::Float)?, |col| (col + 1).to_string())?;
-    // NaN in x follows data.missing like an empty CSV cell.
+    Ok(y)
+}
+
+/// NaN in x follows data.missing like an empty CSV cell.
+fn apply_missing(missing: Missing, source: &str, mut x: Tensor, mut y_values: Tensor) -> Result<(Tensor, Tensor)> {
     let x_missing = x.isnan().any_dim(1, false);
     let y_missing = y_values.isnan().any_dim(1, false);
-    if x_missing.any().int64_value(&[]) != 0 || y_missing.any().int64_value(&[]) != 0 {
-        match d.missing {
-            Missing::Error => {
-                let row =
-                    Vec::<bool>::try_from(&x_missing.logical_or(&y_missing))?.iter().position(|&m| m).unwrap_or(0);
-                bail!("{source}: row {} has a missing (NaN) value; set data.missing to drop_row or mean", row + 1)
-            }
-            Missing::Mean if y_missing.any().int64_value(&[]) != 0 => {
-                // Rows without a target are dropped; their features would be filled.
-                let keep = y_missing.logical_not().nonzero().squeeze_dim(1);
-                let dropped = y_values.size()[0] - keep.size()[0];
-                x = x.index_select(0, &keep);
-                y_values = y_values.index_select(0, &keep);
-                eprintln!(
-                    "torchfit: warning: {source}: dropped {dropped} row(s) without a target value (data.missing: mean fills features only)"
-                );
-            }
-            Missing::Mean => {}
-            Missing::DropRow => {
-                let keep = x_missing.logical_or(&y_missing).logical_not().nonzero().squeeze_dim(1);
-                x = x.index_select(0, &keep);
-                y_values = y_values.index_select(0, &keep);
-            }
+    if x_missing.any().int64_value(&[]) == 0 && y_missing.any().int64_value(&[]) == 0 {
+        return Ok((x, y_values));
+    }
+    match missing {
+        Missing::Error => {
+            let row = Vec::<bool>::try_from(&x_missing.logical_or(&y_missing))?.iter().position(|&m| m).unwrap_or(0);
+            bail!("{source}: row {} has a missing (NaN) value; set data.missing to drop_row or mean", row + 1)
+        }
+        Missing::Mean if y_missing.any().int64_value(&[]) != 0 => {
+            // Rows without a target are dropped; their features would be filled.
+            let keep = y_missing.logical_not().nonzero().squeeze_dim(1);
+            let dropped = y_values.size()[0] - keep.size()[0];
+            x = x.index_select(0, &keep);
+            y_values = y_values.index_select(0, &keep);
+            eprintln!(
+                "torchfit: warning: {source}: dropped {dropped} row(s) without a target value (data.missing: mean fills features only)"
+            );
+        }
+        Missing::Mean => {}
+        Missing::DropRow => {
+            let keep = x_missing.logical_or(&y_missing).logical_not().nonzero().squeeze_dim(1);
+            x = x.index_select(0, &keep);
+            y_values = y_values.index_select(0, &keep);
         }
     }
-    let targets = y_values.size()[1];
-    let y = match task {
+    Ok((x, y_values))
+}
+
+/// Regression keeps y as values; classification takes one column of integer labels.
+fn npy_target(task: Task, source: &str, y_values: &Tensor) -> Result<Target> {
+    Ok(match task {
         Task::Regression => Target::Values(y_values.to_kind(Kind::Float)),
         Task::Classification => {
+            let targets = y_values.size()[1];
             if targets != 1 {
                 bail!("{source}: classification takes one label per row, y has {targets} columns");
             }
@@ -93,14 +120,6 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
             }
             classes_from_labels(&values.iter().map(|v| (*v as i64).to_string()).collect::<Vec<_>>())
         }
-    };
-    let f = x.size()[1];
-    Ok(Table {
-        categorical: Vec::new(),
-        x,
-        y,
-        feature_names: (0..f).map(|i| format!("x{i}")).collect(),
-        target_names: (0..targets).map(|i| if targets == 1 { "y".to_string() } else { format!("y{i}") }).collect(),
     })
 }
 

@@ -16,7 +16,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrowPrimitiveType};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
 use crate::cell::{parse_cell, Cell};
@@ -41,6 +41,52 @@ pub(super) fn read_parquet(
     choose: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
 ) -> Result<CsvData> {
     let file = path.display();
+    let (reader, header, wanted, mut buffers) = open_projected(path, choose)?;
+    let (mut row, mut rows, mut unlabelled) = (0usize, 0usize, 0usize);
+    let mut cells: Vec<Cell> = Vec::with_capacity(wanted.len());
+    for batch in reader {
+        let batch = batch.map_err(|e| anyhow!("{file}: cannot decode the rows from row {} on ({e})", row + 1))?;
+        let columns: Vec<Cells> = wanted
+            .iter()
+            .map(|(name, role)| {
+                let array =
+                    batch.column_by_name(name).with_context(|| format!("{file}: no column `{name}` in a row group"))?;
+                Ok(Cells::of(array.as_ref(), *role))
+            })
+            .collect::<Result<_>>()?;
+        for (buffer, column) in buffers.iter_mut().zip(&columns) {
+            buffer.start_batch(column);
+        }
+        for i in 0..batch.num_rows() {
+            row += 1;
+            let place = |k: usize| format!("{file}: row {row}, column `{}`", header::clip(&wanted[k].0));
+            let keep = judge_row(&columns, &wanted, i, missing, &mut cells, place)?;
+            if keep != Keep::Row {
+                unlabelled += usize::from(keep == Keep::Unlabelled);
+                continue;
+            }
+            for ((buffer, column), cell) in buffers.iter_mut().zip(&columns).zip(&cells) {
+                buffer.push(cell, column, i);
+            }
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        bail!("{file}: no data rows");
+    }
+    let columns = buffers.into_iter().map(Buffer::finish).collect();
+    let names = wanted.into_iter().map(|(name, _)| name).collect();
+    Ok(CsvData { header, names, columns, rows, unlabelled })
+}
+
+/// Opens a Parquet file for the columns that `choose` picks from its schema: a reader that
+/// decodes only those, the file's header, the columns with their roles, and a buffer for each.
+#[allow(clippy::type_complexity)]
+fn open_projected(
+    path: &Path,
+    choose: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
+) -> Result<(ParquetRecordBatchReader, Vec<String>, Vec<(String, Role)>, Vec<Buffer>)> {
+    let file = path.display();
     let handle = File::open(path).with_context(|| format!("cannot read {file}"))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(handle)
         .map_err(|e| anyhow!("{file}: not a readable Parquet file ({e})"))?;
@@ -63,58 +109,38 @@ pub(super) fn read_parquet(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| anyhow!("{file}: not a readable Parquet file ({e})"))?;
-    let mut buffers: Vec<Buffer> =
+    let buffers: Vec<Buffer> =
         wanted.iter().zip(&at).map(|((_, role), &i)| Buffer::new(*role, schema.field(i).data_type())).collect();
-    let (mut row, mut rows, mut unlabelled) = (0usize, 0usize, 0usize);
-    let mut cells: Vec<Cell> = Vec::with_capacity(wanted.len());
-    for batch in reader {
-        let batch = batch.map_err(|e| anyhow!("{file}: cannot decode the rows from row {} on ({e})", row + 1))?;
-        let columns: Vec<Cells> = wanted
-            .iter()
-            .map(|(name, role)| {
-                let array =
-                    batch.column_by_name(name).with_context(|| format!("{file}: no column `{name}` in a row group"))?;
-                Ok(Cells::of(array.as_ref(), *role))
-            })
-            .collect::<Result<_>>()?;
-        for (buffer, column) in buffers.iter_mut().zip(&columns) {
-            buffer.start_batch(column);
+    Ok((reader, header, wanted, buffers))
+}
+
+/// Judges row `i` of a batch into `cells` and says whether the row is kept; the first bad
+/// cell is an error at `place(column)`.
+fn judge_row(
+    columns: &[Cells],
+    wanted: &[(String, Role)],
+    i: usize,
+    missing: Missing,
+    cells: &mut Vec<Cell>,
+    place: impl Fn(usize) -> String,
+) -> Result<Keep> {
+    let mut keep = Keep::Row;
+    cells.clear();
+    for (k, (column, (_, role))) in columns.iter().zip(wanted).enumerate() {
+        let cell = column.cell(i, *role);
+        // As the CSV reader decides, so that both formats fail and fill alike.
+        match judge(&cell, *role, missing) {
+            Ok(Keep::Row) => {}
+            Ok(other) => keep = other,
+            Err(problem) => {
+                let text = column.text(i).unwrap_or_default().into_owned();
+                let place = place(k);
+                return Err(CellError { place, problem, text, role: *role, trained_regression: false }.into());
+            }
         }
-        for i in 0..batch.num_rows() {
-            row += 1;
-            let place = |k: usize| format!("{file}: row {row}, column `{}`", header::clip(&wanted[k].0));
-            let mut keep = Keep::Row;
-            cells.clear();
-            for (k, (column, (_, role))) in columns.iter().zip(&wanted).enumerate() {
-                let cell = column.cell(i, *role);
-                // As the CSV reader decides, so that both formats fail and fill alike.
-                match judge(&cell, *role, missing) {
-                    Ok(Keep::Row) => {}
-                    Ok(other) => keep = other,
-                    Err(problem) => {
-                        let text = column.text(i).unwrap_or_default().into_owned();
-                        let place = place(k);
-                        return Err(CellError { place, problem, text, role: *role, trained_regression: false }.into());
-                    }
-                }
-                cells.push(cell);
-            }
-            if keep != Keep::Row {
-                unlabelled += usize::from(keep == Keep::Unlabelled);
-                continue;
-            }
-            for ((buffer, column), cell) in buffers.iter_mut().zip(&columns).zip(&cells) {
-                buffer.push(cell, column, i);
-            }
-            rows += 1;
-        }
+        cells.push(cell);
     }
-    if rows == 0 {
-        bail!("{file}: no data rows");
-    }
-    let columns = buffers.into_iter().map(Buffer::finish).collect();
-    let names = wanted.into_iter().map(|(name, _)| name).collect();
-    Ok(CsvData { header, names, columns, rows, unlabelled })
+    Ok(keep)
 }
 
 /// What a column of this type is, in a message, when torchfit cannot read it.
