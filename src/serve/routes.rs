@@ -19,6 +19,7 @@ use super::body::read_body;
 use super::error::ApiError;
 use super::metrics::{self, Metrics};
 use super::{rows, v2, Limits};
+use crate::data::clip;
 use crate::predict::Predictor;
 
 pub struct App {
@@ -78,13 +79,13 @@ fn check_model(app: &App, name: &str, version: Option<&str>) -> Result<(), ApiEr
     if name != app.name {
         return Err(ApiError::client(
             StatusCode::NOT_FOUND,
-            format!("unknown model `{}`; this server serves `{}`", cut(name), app.name),
+            format!("unknown model `{}`; this server serves `{}`", clip(name), app.name),
         ));
     }
     match version {
         Some(v) if v != "1" => Err(ApiError::client(
             StatusCode::NOT_FOUND,
-            format!("model `{name}` has no version `{}` (it has version 1)", cut(v)),
+            format!("model `{name}` has no version `{}` (it has version 1)", clip(v)),
         )),
         _ => Ok(()),
     }
@@ -114,14 +115,6 @@ async fn model_ready_version(
 ) -> Result<Response, ApiError> {
     check_model(&app, &name, Some(&version))?;
     Ok(json_response(&json!({"name": name, "ready": true})))
-}
-
-/// A name from the URL, cut to a length a message can quote.
-fn cut(text: &str) -> String {
-    match text.char_indices().nth(60) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_string(),
-    }
 }
 
 async fn infer(

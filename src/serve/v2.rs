@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use super::batcher::Predicted;
 use super::input::Rows;
 use super::rows::{finite, text};
+use crate::data::clip;
 use crate::predict::Predictor;
 
 pub const INPUT: &str = "input";
@@ -130,20 +131,12 @@ impl Request {
                     o.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("outputs[{k}] has no `name`"))?;
                 let name = available.iter().find(|&&a| a == name).ok_or_else(|| {
                     let names: Vec<String> = available.iter().map(|o| format!("`{o}`")).collect();
-                    anyhow!("the model has no output `{}` (its outputs are {})", cut(name), names.join(", "))
+                    anyhow!("the model has no output `{}` (its outputs are {})", clip(name), names.join(", "))
                 })?;
                 let binary = o.get("parameters").and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
                 Ok((*name, binary.unwrap_or(all_binary)))
             })
             .collect()
-    }
-}
-
-/// A name from a request, cut to a length a message can quote.
-fn cut(name: &str) -> String {
-    match name.char_indices().nth(60) {
-        Some((end, _)) => format!("{}...", &name[..end]),
-        None => name.to_string(),
     }
 }
 
@@ -173,7 +166,7 @@ impl<'a> Tensor<'a> {
     fn of(input: &'a Value, k: usize) -> Result<Tensor<'a>> {
         let field = |f: &str| input.get(f).ok_or_else(|| anyhow!("inputs[{k}] has no `{f}`"));
         let name = field("name")?.as_str().ok_or_else(|| anyhow!("inputs[{k}].name must be a string"))?;
-        let name = cut(name);
+        let name = clip(name).into_owned();
         let datatype =
             field("datatype")?.as_str().ok_or_else(|| anyhow!("input `{name}`: datatype must be a string"))?;
         let shape = field("shape")?
@@ -254,7 +247,7 @@ impl<'a> Tensor<'a> {
                     .enumerate()
                     .map(|(i, v)| {
                         v.as_f64().map(|v| v as f32).ok_or_else(|| {
-                            anyhow!("input `{name}`: value {i} ({}) is not a number", cut(&v.to_string()))
+                            anyhow!("input `{name}`: value {i} ({}) is not a number", clip(&v.to_string()))
                         })
                     })
                     .collect::<Result<_>>()?
