@@ -276,6 +276,18 @@ fn bad_sweep_files_fail_on_one_line_naming_the_key() {
         assert_fails_with(&out, words);
         assert!(!d.path().join("s").exists(), "{text}: a sweep directory was made");
     }
+    // The sweep file and its base are read as config files are: no endless read of a
+    // device, no nesting libyaml takes quadratic time over.
+    let d = setup(GRID);
+    let endless = torchfit(d.path(), &["sweep", "/dev/zero", "--out", "s"]);
+    assert_fails_with(&endless, &["cannot read sweep file /dev/zero", "device"]);
+    std::fs::write(d.path().join("zero.yaml"), GRID.replace("base.yaml", "/dev/zero")).unwrap();
+    let base = torchfit(d.path(), &["sweep", "zero.yaml", "--out", "s"]);
+    assert_fails_with(&base, &["zero.yaml: base", "cannot read config file /dev/zero", "device"]);
+    let deep = format!("base: base.yaml\nx: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    std::fs::write(d.path().join("deep.yaml"), deep).unwrap();
+    let nested = torchfit(d.path(), &["sweep", "deep.yaml", "--out", "s"]);
+    assert_fails_with(&nested, &["deep.yaml", "nested more than"]);
     // A sweep directory continues only as it started.
     let d = setup(GRID);
     assert_ok(&sweep(d.path(), "s", &["--jobs", "1", "--set", "training.epochs=2"]));

@@ -241,7 +241,7 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
             break;
         }
     }
-    let suggestion = nearest(&message);
+    let suggestion = nearest_name(&message);
     if message.starts_with("unknown field") {
         let suggestion = suggestion
             .map(|s| if parent.is_empty() { s } else { format!("{parent}.{s}") })
@@ -286,7 +286,7 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" messages: the expected name
 /// closest to `x`.
-fn nearest(message: &str) -> Option<String> {
+pub fn nearest_name(message: &str) -> Option<String> {
     let names = backticked(message);
     let (bad, expected) = names.split_first()?;
     // Edit distance takes time in the product of the lengths; no key or value is this long.

@@ -23,7 +23,8 @@ mod yaml;
 mod tests;
 
 pub use data::*;
-pub use read::{read_file, MAX_CONFIG_BYTES, MAX_NESTING};
+pub use load::nearest_name;
+pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
 

@@ -18,14 +18,20 @@ pub const MAX_NESTING: usize = 64;
 
 /// Reads a config file: a regular file or a pipe, at most [`MAX_CONFIG_BYTES`], UTF-8.
 pub fn read_file(path: &Path) -> Result<String> {
+    read_yaml_file(path, "config file")
+}
+
+/// [`read_file`] for any YAML file torchfit reads (a sweep file too), named in messages as
+/// `what`.
+pub fn read_yaml_file(path: &Path, what: &str) -> Result<String> {
     use std::os::unix::fs::FileTypeExt;
-    let cannot = || format!("cannot read config file {}", path.display());
+    let cannot = || format!("cannot read {what} {}", path.display());
     let kind = std::fs::metadata(path).with_context(cannot)?.file_type();
     if kind.is_dir() {
-        bail!("cannot read config file {}: it is a directory", path.display());
+        bail!("cannot read {what} {}: it is a directory", path.display());
     }
     if kind.is_char_device() || kind.is_block_device() || kind.is_socket() {
-        bail!("cannot read config file {}: it is a device or socket, not a file", path.display());
+        bail!("cannot read {what} {}: it is a device or socket, not a file", path.display());
     }
     let file = std::fs::File::open(path).with_context(cannot)?;
     let mut bytes = Vec::new();
@@ -35,14 +41,14 @@ pub fn read_file(path: &Path) -> Result<String> {
     }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        anyhow::anyhow!("cannot read config file {}: not UTF-8 text (byte {at})", path.display())
+        anyhow::anyhow!("cannot read {what} {}: not UTF-8 text (byte {at})", path.display())
     })
 }
 
 /// The text YAML is given: without a leading byte-order mark (which editors on Windows
 /// write, and which libyaml would read as the start of a second document), and checked for
 /// nesting deeper than [`MAX_NESTING`].
-pub(super) fn prepare<'a>(text: &'a str, source: &str) -> Result<&'a str> {
+pub fn prepare<'a>(text: &'a str, source: &str) -> Result<&'a str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.len() as u64 > MAX_CONFIG_BYTES {
         bail!("{source}: larger than {} KiB; a config is a few kilobytes of YAML", MAX_CONFIG_BYTES >> 10);

@@ -11,7 +11,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::asha::{Asha, Mode};
 use super::space::{self, Distribution, Method, Space, Trial};
-use crate::config::{Config, Metric};
+use crate::config::{self, Config, Metric};
 
 /// The most trials a sweep may have: every worker lists them all (and checks each one's
 /// config) before it starts, so a count beyond this would take hours or exhaust memory
@@ -74,15 +74,14 @@ impl Sweep {
     /// Reads a sweep file; `set` are the command's `--set` overrides of the base config.
     pub fn load(path: &Path, set: &[String]) -> Result<Sweep> {
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read sweep file {source}"))?;
+        let text = config::read_yaml_file(path, "sweep file")?;
         let mut spec = parse(&text, &source)?;
         spec.set.extend(set.iter().cloned());
         let (base_text, base_source) = match (&spec.base, &spec.config) {
             (Some(_), Some(_)) => bail!("{source}: set base (a config file) or config (inline), not both"),
             (None, None) => bail!("{source}: base: missing; name the config file every trial starts from (or write it inline under config:)"),
             (Some(base), None) => {
-                let text = std::fs::read_to_string(base)
-                    .with_context(|| format!("{source}: base: cannot read config file {}", base.display()))?;
+                let text = config::read_file(base).with_context(|| format!("{source}: base"))?;
                 (text, base.display().to_string())
             }
             (None, Some(config)) => (serde_yaml::to_string(config)?, format!("{source} config")),
@@ -90,8 +89,8 @@ impl Sweep {
         // sweep.yaml carries the base inline, so that the sweep directory holds all it needs
         // (a Slurm worker on another node, a later continuation) and a changed base file is
         // noticed rather than silently mixed into one table.
-        let tree: Value =
-            serde_yaml::from_str(&base_text).map_err(|e| anyhow!("{base_source}: YAML syntax error: {e}"))?;
+        let tree: Value = serde_yaml::from_str(config::prepare_yaml(&base_text, &base_source)?)
+            .map_err(|e| anyhow!("{base_source}: YAML syntax error: {e}"))?;
         spec.config = match tree {
             Value::Mapping(m) => Some(m),
             _ => bail!("{base_source}: expected a mapping of config keys"),
@@ -225,10 +224,11 @@ fn did_you_mean(message: &str) -> String {
         return String::new();
     };
     let message = &message[at..];
-    let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    let Some((bad, expected)) = names.split_first() else { return String::new() };
-    match expected.iter().min_by_key(|name| strsim::levenshtein(bad, name)) {
-        Some(name) if strsim::levenshtein(bad, name) <= bad.len().max(2) / 2 + 1 => format!("; did you mean `{name}`?"),
+    let Some(bad) = message.split('`').nth(1) else { return String::new() };
+    match config::nearest_name(message) {
+        Some(name) if strsim::levenshtein(bad, &name) <= bad.len().max(2) / 2 + 1 => {
+            format!("; did you mean `{name}`?")
+        }
         _ => String::new(),
     }
 }
@@ -269,6 +269,7 @@ fn count(spec: &Spec, parameters: &[(String, Space)], source: &str) -> Result<()
 }
 
 fn parse(text: &str, source: &str) -> Result<Spec> {
+    let text = config::prepare_yaml(text, source)?;
     if text.trim().is_empty() {
         bail!("{source}: the sweep file is empty");
     }
