@@ -15,14 +15,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
+use super::Segment;
 use super::{init, trainable, Model, Tape};
 use crate::config::{Loss, ModelConfig, ParamGroup, Precision};
 use crate::data::Preprocessing;
-use crate::optim::Segment;
 use crate::shim::{first_line, ScriptModule};
-
-/// The trained module's attribute name inside `model.pt`'s wrapper (`m.net` in Python).
-pub const USER_MODULE: &str = "net";
 
 pub struct Scripted {
     path: PathBuf,
@@ -73,7 +70,10 @@ impl Scripted {
                 );
             }
             if t.kind() != Kind::Float {
-                bail!("{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)", t.kind());
+                bail!(
+                    "{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)",
+                    t.kind()
+                );
             }
         }
         tch::no_grad(|| -> Result<()> {
@@ -114,7 +114,11 @@ impl Scripted {
         let rows = probe.size()[0];
         let out = self.run(probe, false).map_err(|e| {
             let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
-            anyhow!("{file}: {args} failed on a batch of shape {:?} ({:?}): {e}", self.inputs(probe)[0].size(), probe.kind())
+            anyhow!(
+                "{file}: {args} failed on a batch of shape {:?} ({:?}): {e}",
+                self.inputs(probe)[0].size(),
+                probe.kind()
+            )
         })?;
         let want = [rows, self.outputs];
         if out.size() != want {
@@ -156,11 +160,6 @@ impl Scripted {
             false => tch::no_grad(|| self.module.run("forward", &refs)),
         };
         out.map_err(|e| anyhow!("{}", first_line(&e.to_string())))
-    }
-
-    /// The module itself (trained in place), for export.
-    pub fn module(&self) -> &ScriptModule {
-        &self.module
     }
 }
 
@@ -221,6 +220,11 @@ impl Model for Scripted {
 
     fn outputs(&self) -> i64 {
         self.outputs
+    }
+
+    fn frozen_count(&self) -> i64 {
+        let all: i64 = self.module.named_tensors(false).unwrap_or_default().iter().map(|(_, t)| t.numel() as i64).sum();
+        all - self.params.numel() as i64
     }
 
     /// A module may hold dropout layers, which torchfit cannot see: every step is seeded.
@@ -290,6 +294,6 @@ impl Model for Scripted {
     }
 
     fn export(&self, pre: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
-        super::script::user_module(self, pre, loss)
+        super::script::user_module(&self.module, pre, loss)
     }
 }

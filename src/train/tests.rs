@@ -246,3 +246,50 @@ fn a_step_updates_or_skips_a_non_finite_batch() {
     assert!(trainer.model.params().equal(&after), "a skipped step leaves the weights alone");
     assert_eq!(trainer.optimizer.steps(), 1);
 }
+
+/// Trains `steps` steps of `config` through the trainer, returning each step's loss and the
+/// weights after it.
+fn steps_of(config: &Config, data: &data::Prepared, steps: i64) -> Vec<(f64, Tensor)> {
+    tch::manual_seed(5);
+    let mut trainer = Trainer::new(config, data, Device::Cpu).unwrap();
+    let batch = config.training.batch_size as i64;
+    (0..steps)
+        .map(|step| {
+            let (x, y) = (data.train.x.narrow(0, step * batch, batch), data.train.y.narrow(0, step * batch, batch));
+            let output = Tensor::zeros([batch, trainer.outputs as i64], (Kind::Float, Device::Cpu));
+            let dropout_seed = Some(1000 + step);
+            let b = step::Batch { x, y: y.shallow_clone(), output: output.shallow_clone(), share: 1.0, dropout_seed };
+            trainer.step(&b, &Group::single()).unwrap();
+            (loss_value(config.loss(), &output, &y).double_value(&[]), trainer.model.params().copy())
+        })
+        .collect()
+}
+
+#[test]
+fn autograd_trains_the_mlp_as_the_hand_written_backward_does() {
+    let _rng = crate::testing::seed(3);
+    for sets in [
+        &["data.kind=linear", "model.hidden=[16, 8]", "model.activation=gelu", "model.dropout=0.3"][..],
+        &[
+            "data.kind=moons",
+            "data.features=2",
+            "model.hidden=[12, 12, 6]",
+            "model.activation=tanh",
+            "training.optimizer.kind=sgd",
+        ][..],
+    ] {
+        let mut sets: Vec<&str> = sets.to_vec();
+        sets.extend(["data.samples=400", "training.batch_size=20", "training.gradient_clip=1.0"]);
+        let manual = config(&sets);
+        let data = data::load(&manual).unwrap();
+        sets.push("model.backward=autograd");
+        let autograd = config(&sets);
+        let (a, b) = (steps_of(&manual, &data, 15), steps_of(&autograd, &data, 15));
+        for (step, ((la, wa), (lb, wb))) in a.iter().zip(&b).enumerate() {
+            assert!((la - lb).abs() <= 1e-6 * la.abs().max(1.0), "{sets:?} step {step}: loss {la} vs {lb}");
+            let diff = (wa - wb).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "{sets:?} step {step}: weights differ by {diff}");
+        }
+        assert!(a[0].1.ne_tensor(&a[14].1).any().int64_value(&[]) == 1, "the weights move");
+    }
+}
