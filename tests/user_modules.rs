@@ -56,15 +56,21 @@ fn train_args<'a>(dir: &'a Path, run: &'a str, sets: &'a [&'a str]) -> Vec<&'a s
     args
 }
 
-/// Trains CASE in torchfit and in PyTorch and compares them (user_modules.py check).
-fn assert_trains_as_pytorch(case: &str) {
+/// Trains CASE in torchfit and in PyTorch and compares them (user_modules.py check), with
+/// `sets` (`epochs=N`, `batch_size=N`) applied to both.
+fn assert_trains_as_pytorch(case: &str, sets: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     if !prepare(case, d) {
         return;
     }
-    assert_ok(&torchfit(d, &train_args(d, "run", &[])));
-    let out = python(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
+    let torchfit_sets: Vec<String> = sets.iter().map(|s| format!("training.{s}")).collect();
+    let torchfit_sets: Vec<&str> = torchfit_sets.iter().map(String::as_str).collect();
+    assert_ok(&torchfit(d, &train_args(d, "run", &torchfit_sets)));
+    let (folder, run) = (d.to_str().unwrap(), d.join("run"));
+    let mut args = vec!["check", case, folder, run.to_str().unwrap()];
+    args.extend(sets);
+    let out = python(&args);
     // The measured differences, visible with --nocapture.
     println!("{}", stdout(&out));
     assert_python_ok(&out, "check");
@@ -73,22 +79,22 @@ fn assert_trains_as_pytorch(case: &str) {
 
 #[test]
 fn a_cnn_with_batchnorm_on_digits_trains_as_pytorch_does() {
-    assert_trains_as_pytorch("cnn");
+    assert_trains_as_pytorch("cnn", &[]);
 }
 
 #[test]
 fn frozen_layers_and_param_groups_train_as_torch_optim_param_groups_do() {
-    assert_trains_as_pytorch("frozen");
+    assert_trains_as_pytorch("frozen", &[]);
 }
 
 #[test]
 fn an_lstm_on_generated_sequences_trains_as_pytorch_does() {
-    assert_trains_as_pytorch("lstm");
+    assert_trains_as_pytorch("lstm", &[]);
 }
 
 #[test]
 fn a_transformer_encoder_on_generated_sequences_trains_as_pytorch_does() {
-    assert_trains_as_pytorch("transformer");
+    assert_trains_as_pytorch("transformer", &[]);
 }
 
 /// Everything a checkpoint restores must match: metrics, and weights.safetensors (the

@@ -2,8 +2,10 @@
 the torchfit config that trains them, and the plain PyTorch loop they are held to.
 
 usage: user_modules.py prepare CASE DIR     net.pt, x.npy, y.npy and config.yaml in DIR
-       user_modules.py check CASE DIR RUN   trains DIR/net.pt in PyTorch on the same data and
-                                            compares RUN's per-epoch losses and weights
+       user_modules.py check CASE DIR RUN [KEY=N ...]
+                                            trains DIR/net.pt in PyTorch on the same data and
+                                            compares RUN's per-epoch losses and weights; KEY
+                                            (epochs, batch_size) as the run's --set changed it
        user_modules.py bad DIR              modules torchfit must refuse before epoch 1
 
 CASEs: cnn (a CNN with BatchNorm on scikit-learn's digits), frozen (the same CNN with frozen
@@ -222,9 +224,13 @@ def loss_per_sample(kind, out, y):
     return nn.functional.mse_loss(out, y, reduction="none").mean(1)
 
 
-def reference(case, folder):
+def reference(case, folder, overrides=()):
     """The plain PyTorch loop on DIR/net.pt: (per-epoch losses, the trained module)."""
-    spec = CASES[case]
+    spec = dict(CASES[case])
+    for override in overrides:
+        key, value = override.split("=")
+        require(key in ("epochs", "batch_size"), f"override {override}: only epochs and batch_size")
+        spec[key] = int(value)
     torch.set_num_threads(1)
     m = torch.jit.load(os.path.join(folder, "net.pt"))
     x = torch.from_numpy(np.load(os.path.join(folder, "x.npy")))
@@ -248,8 +254,8 @@ def relative(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
-def check_run(case, folder, run):
-    losses, m = reference(case, folder)
+def check_run(case, folder, run, *overrides):
+    losses, m = reference(case, folder, overrides)
     with open(os.path.join(run, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     require(len(rows) == len(losses), f"{case}: {len(rows)} epochs in metrics.csv, PyTorch trained {len(losses)}")
@@ -332,7 +338,7 @@ def bad(out):
 def main(args):
     if len(args) == 3 and args[0] == "prepare":
         prepare(args[1], args[2])
-    elif len(args) == 4 and args[0] == "check":
+    elif len(args) >= 4 and args[0] == "check":
         check_run(*args[1:])
     elif len(args) == 2 and args[0] == "bad":
         bad(args[1])
