@@ -67,6 +67,12 @@ fn assert_trains_as_pytorch(case: &str, sets: &[&str]) {
     let torchfit_sets: Vec<String> = sets.iter().map(|s| format!("training.{s}")).collect();
     let torchfit_sets: Vec<&str> = torchfit_sets.iter().map(String::as_str).collect();
     assert_ok(&torchfit(d, &train_args(d, "run", &torchfit_sets)));
+    let (x, predictions) = (d.join("x.npy"), d.join("run/predictions.csv"));
+    let mut predict = vec!["predict", "run", x.to_str().unwrap(), "--output", predictions.to_str().unwrap()];
+    if std::fs::read_to_string(d.join("config.yaml")).unwrap().contains("task: \"classification\"") {
+        predict.push("--proba");
+    }
+    assert_ok(&torchfit(d, &predict));
     let (folder, run) = (d.to_str().unwrap(), d.join("run"));
     let mut args = vec!["check", case, folder, run.to_str().unwrap()];
     args.extend(sets);

@@ -4,8 +4,10 @@ the torchfit config that trains them, and the plain PyTorch loop they are held t
 usage: user_modules.py prepare CASE DIR     net.pt, x.npy, y.npy and config.yaml in DIR
        user_modules.py check CASE DIR RUN [KEY=N ...]
                                             trains DIR/net.pt in PyTorch on the same data and
-                                            compares RUN's per-epoch losses and weights; KEY
-                                            (epochs, batch_size) as the run's --set changed it
+                                            compares RUN's per-epoch losses and weights, and
+                                            model.pt with RUN/predictions.csv (torchfit predict
+                                            on x.npy, --proba when classifying); KEY (epochs, batch_size) as the
+                                            run's --set changed it
        user_modules.py bad DIR              modules torchfit must refuse before epoch 1
 
 CASEs: cnn (a CNN with BatchNorm on scikit-learn's digits), frozen (the same CNN with frozen
@@ -21,6 +23,7 @@ downloaded (the Rust side then skips, saying why). `check` prints 'N passed, 0 f
 import csv
 import glob
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -304,7 +307,30 @@ def check_run(case, folder, run, *overrides):
     diff = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
     print(f"{case}: model.pt's logits vs PyTorch's eval-mode outputs: largest difference {diff:.2e}")
     check(f"{case}: model.pt logits", diff <= 1e-4, f"{diff:.2e}")
+    check_predictions(case, exported, x, os.path.join(run, "predictions.csv"))
     finish(f"{case}: ")
+
+
+def check_predictions(case, exported, x, path):
+    """model.pt's forward in PyTorch gives `torchfit predict`'s answers: labels and their
+    probabilities (--proba), or values, within 1e-6."""
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    body = rows[1:]
+    with torch.no_grad():
+        out = exported(x)
+    if CASES[case]["task"] == "classification":
+        extra = {"labels.json": ""}
+        torch.jit.load(os.path.join(os.path.dirname(path), "model.pt"), _extra_files=extra)
+        labels = json.loads(extra["labels.json"])
+        check(f"{case}: labels as torchfit predict's", [labels[i] for i in out.tolist()] == [r[0] for r in body])
+        with torch.no_grad():
+            proba = exported.predict_proba(x)
+        theirs = torch.tensor([[float(v) for v in r[1:]] for r in body])
+    else:
+        proba, theirs = out, torch.tensor([[float(v) for v in r] for r in body])
+    diff = (proba.reshape(theirs.shape) - theirs).abs().max().item()
+    check(f"{case}: model.pt's forward vs torchfit predict", diff <= 1e-6, f"largest difference {diff:.2e}")
 
 
 def spec_frozen(case, m):
