@@ -94,6 +94,11 @@ fn frozen_layers_and_param_groups_train_as_torch_optim_param_groups_do() {
 }
 
 #[test]
+fn frozen_layers_and_param_groups_train_as_torch_optim_adam_param_groups_do() {
+    assert_trains_as_pytorch("frozen_adam", &[]);
+}
+
+#[test]
 fn an_lstm_on_generated_sequences_trains_as_pytorch_does() {
     assert_trains_as_pytorch("lstm", &[]);
 }

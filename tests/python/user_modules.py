@@ -10,8 +10,9 @@ usage: user_modules.py prepare CASE DIR     net.pt, x.npy, y.npy and config.yaml
                                             run's --set changed it
        user_modules.py bad DIR              modules torchfit must refuse before epoch 1
 
-CASEs: cnn (a CNN with BatchNorm on scikit-learn's digits), frozen (the same CNN with frozen
-layers and param groups, on SGD), lstm and transformer (sequence tasks generated here).
+CASEs: cnn (a CNN with BatchNorm on scikit-learn's digits), frozen and frozen_adam (the same
+CNN with frozen layers and param groups, on SGD and on Adam), lstm and transformer (sequence
+tasks generated here).
 
 The reference loop is what a PyTorch user writes: torch.jit.load of the same net.pt,
 model.train(), rows in file order, batches of the config's size, the loss's mean over the
@@ -113,6 +114,9 @@ CASES = {
                    freeze=["features.0.*", "features.4.weight"],
                    param_groups=[dict(params="head.*", lr=0.2, weight_decay=0.001),
                                  dict(params=["features.1.*", "features.5.*"], lr=0.01)]),
+    "frozen_adam": dict(module=DigitsCnn, data="digits", task="classification", loss="cross_entropy", epochs=3,
+                        batch_size=64, optimizer=dict(kind="adam", lr=0.01), freeze=["features.4.*"],
+                        param_groups=[dict(params="head.*", lr=0.003, weight_decay=0.01)]),
     "lstm": dict(module=SequenceLstm, data="sum", task="regression", loss="mse", epochs=4, batch_size=32,
                  optimizer=dict(kind="adam", lr=0.01)),
     "transformer": dict(module=SequenceTransformer, data="sign", task="classification", loss="cross_entropy",
@@ -306,7 +310,7 @@ def check_run(case, folder, run, *overrides):
         want, got = m(x), exported.logits(x)
     diff = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
     print(f"{case}: model.pt's logits vs PyTorch's eval-mode outputs: largest difference {diff:.2e}")
-    check(f"{case}: model.pt logits", diff <= 1e-4, f"{diff:.2e}")
+    check(f"{case}: model.pt logits", diff <= TOLERANCE, f"{diff:.2e}")
     check_predictions(case, exported, x, os.path.join(run, "predictions.csv"))
     finish(f"{case}: ")
 
