@@ -309,6 +309,7 @@ mod tests {
             target_mean: vec![0.0; targets],
             target_std: vec![1.0; targets],
             labels: None,
+            input: None,
             categorical: Vec::new(),
         }
     }

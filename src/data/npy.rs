@@ -6,27 +6,49 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::csv::classes_from_labels;
-use super::{paths, Table, Target};
+use super::{array, paths, Table, Target};
 use crate::config::{DataConfig, Missing, Task};
 
 pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     let (x, y, x_source, source) = load_arrays(d)?;
     let y = check_shapes(&x, y, &x_source, &source)?;
-    let x = x.f_to_kind(Kind::Float)?;
     let y_values = y.f_to_kind(Kind::Double)?;
-    // Rows numbered as in the file: before any are dropped.
-    check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+    let (x, input) = match array::is_array(&x) {
+        true => {
+            let input = array::input_of(&x_source, &x)?;
+            if d.standardize == Some(true) {
+                bail!(
+                    "data.standardize: {x_source} is an array {}, which goes to the model as stored; \
+                     remove data.standardize (or set it to false) and normalise inside the module",
+                    input.describe(x.size()[0])
+                );
+            }
+            (input.convert(&x_source, &x)?, Some(input))
+        }
+        false => {
+            let x = x.f_to_kind(Kind::Float)?;
+            // Rows numbered as in the file: before any are dropped.
+            check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+            (x, None)
+        }
+    };
     check_finite(&source, &y_values.f_to_kind(Kind::Float)?, |col| (col + 1).to_string())?;
-    let (x, y_values) = apply_missing(d.missing, &source, x, y_values)?;
+    // An array holds no NaN now; a table's NaN follows data.missing like an empty CSV cell.
+    let x_missing = match input {
+        Some(_) => Tensor::zeros([x.size()[0]], (Kind::Bool, x.device())),
+        None => x.isnan().any_dim(1, false),
+    };
+    let (x, y_values) = apply_missing(d.missing, &source, x, &x_missing, y_values)?;
     let targets = y_values.size()[1];
     let y = npy_target(task, &source, &y_values)?;
-    let f = x.size()[1];
+    let f = if input.is_some() { 0 } else { x.size()[1] };
     Ok(Table {
         categorical: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),
         target_names: (0..targets).map(|i| if targets == 1 { "y".to_string() } else { format!("y{i}") }).collect(),
+        input,
     })
 }
 
@@ -60,10 +82,13 @@ fn load_arrays(d: &DataConfig) -> Result<(Tensor, Tensor, String, String)> {
     }
 }
 
-/// Checks x is [samples, features] and returns y as [samples, targets] (a 1-D y is one target).
+/// Checks x has a sample axis and returns y as [samples, targets] (a 1-D y is one target).
 fn check_shapes(x: &Tensor, y: Tensor, x_source: &str, source: &str) -> Result<Tensor> {
-    if x.dim() != 2 {
-        bail!("{x_source}: must be 2-D [samples, features], got shape {:?}", x.size());
+    if x.dim() < 2 {
+        bail!(
+            "{x_source}: must be [samples, features] or an array [samples, ...] of at least 2 axes, got shape {:?}",
+            x.size()
+        );
     }
     let rows = x.size()[0];
     let y = if y.dim() == 1 { y.unsqueeze(1) } else { y };
@@ -73,9 +98,15 @@ fn check_shapes(x: &Tensor, y: Tensor, x_source: &str, source: &str) -> Result<T
     Ok(y)
 }
 
-/// NaN in x follows data.missing like an empty CSV cell.
-fn apply_missing(missing: Missing, source: &str, mut x: Tensor, mut y_values: Tensor) -> Result<(Tensor, Tensor)> {
-    let x_missing = x.isnan().any_dim(1, false);
+/// Rows with a NaN (`x_missing`: per row, in x; or in y) follow data.missing like an empty
+/// CSV cell.
+fn apply_missing(
+    missing: Missing,
+    source: &str,
+    mut x: Tensor,
+    x_missing: &Tensor,
+    mut y_values: Tensor,
+) -> Result<(Tensor, Tensor)> {
     let y_missing = y_values.isnan().any_dim(1, false);
     if x_missing.any().int64_value(&[]) == 0 && y_missing.any().int64_value(&[]) == 0 {
         return Ok((x, y_values));
@@ -129,6 +160,13 @@ fn npy_target(task: Task, source: &str, y_values: &Tensor) -> Result<Target> {
 pub(super) fn read_npy(key: &str, path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("{key}: {}: cannot read: {e}", path.display()))?;
     parse_npy(&bytes).map_err(|e| anyhow!("{key}: {}: cannot read as .npy: {e}", path.display()))
+}
+
+/// Reads a `.npy` file of samples of `input` (prediction), converted to its dtype and
+/// checked: `key` names the file in errors.
+pub fn read_array(key: &str, path: &Path, input: &array::ArrayInput) -> Result<Tensor> {
+    let x = read_npy(key, path)?;
+    input.convert(&format!("{key}: {}", path.display()), &x)
 }
 
 /// The arrays of a `.npz` file (a zip of `.npy` files), by name without `.npy`, each checked
@@ -186,6 +224,9 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
         .map(|d| d.parse::<i64>().ok().filter(|&d| d >= 0))
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow!("the header's shape {shape_text} is not a list of sizes"))?;
+    if shape.len() > array::MAX_RANK {
+        bail!("the header's shape {shape:?} has {} axes; torchfit reads at most {}", shape.len(), array::MAX_RANK);
+    }
     let expected = shape
         .iter()
         .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
