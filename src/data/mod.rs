@@ -15,7 +15,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use self::csv::header;
-use crate::config::{Config, DataConfig, DataKind, Loss, Missing};
+use crate::config::{Config, DataConfig, DataKind, Loss, Missing, ModelKind};
 
 mod array;
 #[cfg(test)]
@@ -162,7 +162,7 @@ pub fn load(config: &Config) -> Result<Prepared> {
         DataKind::Npy => npy::read_npy_table(&config.data, config.task())?,
         _ => generate(&config.data)?,
     };
-    if let Some(input) = &table.input {
+    if let (Some(input), ModelKind::Mlp) = (&table.input, config.model.kind) {
         refuse_mlp(&config.data, input, table.x.size()[0])?;
     }
     prepare(table, config)
