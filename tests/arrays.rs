@@ -42,6 +42,12 @@ fn the_mlp_refuses_images_and_token_ids_naming_their_shape() {
     assert!(!d.join("run").exists(), "no run directory for a refused run");
     let out = train(d, &["data.x=ids.npy"]);
     assert_fails_with(&out, &["ids.npy) is an array [30, 6] (int64)", "forward takes [batch, 6]"]);
+    // The same from one .npz (data.path), a uint8 image array loading as int64.
+    let images = Tensor::randint(255, [30, 5, 5, 3], (Kind::Uint8, Device::Cpu));
+    let y = Tensor::randn([30], (Kind::Float, Device::Cpu));
+    Tensor::write_npz(&[("x", &images), ("y", &y)], d.join("xy.npz")).unwrap();
+    let out = train(d, &["data.x=null", "data.y=null", "data.path=xy.npz"]);
+    assert_fails_with(&out, &["the x of data.path (", "xy.npz) is an array [30, 5, 5, 3] (int64)"]);
     // Standardising an array is refused by name, before the model is.
     let out = train(d, &["data.standardize=true"]);
     assert_fails_with(&out, &["data.standardize: data.x: ", "images.npy is an array [30, 1, 4, 4] (float32)"]);
