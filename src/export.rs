@@ -218,11 +218,11 @@ pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
 mod tests {
     use super::*;
     use crate::config::{Activation, Init, ModelConfig};
-    use crate::model::{Categorical, Input};
+    use crate::model::{script_source, Categorical, Input, Mlp};
     use tch::{CModule, IValue, Kind};
 
     fn model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None, ..ModelConfig::default() };
         Mlp::new(&cfg, &Input::numeric_only(4), outputs, Device::Cpu).unwrap()
     }
 
@@ -330,7 +330,7 @@ mod tests {
 
     /// 2 numeric features, then a one-hot feature of 3 levels and an embedded one of 4.
     fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None, ..ModelConfig::default() };
         let categorical =
             vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
         Mlp::new(&cfg, &Input { numeric: 2, categorical }, outputs, Device::Cpu).unwrap()

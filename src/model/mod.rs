@@ -37,6 +37,7 @@ mod trainable;
 pub use dense::{child_name, Dense};
 pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
 pub use mlp::{Mlp, MlpTape};
+pub use script::script_source;
 pub use scripted::{Scripted, USER_MODULE};
 
 /// What a training forward pass keeps for the backward pass.

@@ -61,13 +61,13 @@ fn epoch_loss_is_the_batch_size_weighted_mean() {
     let values = &trainer.history.epochs[0].values;
     let (x, y) = (&data.train.x, &data.train.y);
     let batch = |s: i64, l: i64| {
-        loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)), &y.narrow(0, s, l)).double_value(&[])
+        loss_value(Loss::Mse, &trainer.model.forward(&x.narrow(0, s, l)).unwrap(), &y.narrow(0, s, l)).double_value(&[])
     };
     let want = (batch(0, 4) * 4.0 + batch(4, 4) * 4.0 + batch(8, 2) * 2.0) / 10.0;
     assert!((values[0] - want).abs() < 1e-6, "{} vs {want}", values[0]);
     assert!((values[2] - want).abs() < 1e-6, "mse metric {} vs {want}", values[2]);
     assert!((values[3] - want.sqrt()).abs() < 1e-6);
-    let mae = (trainer.model.forward(x) - y).abs().mean(Kind::Float).double_value(&[]);
+    let mae = (trainer.model.forward(x).unwrap() - y).abs().mean(Kind::Float).double_value(&[]);
     assert!((values[1] - mae).abs() < 1e-6);
     assert_eq!(trainer.optimizer.steps(), 3);
 }
@@ -153,7 +153,7 @@ fn a_checkpoint_mid_epoch_resumes_to_the_same_numbers() {
     signals.int.store(true, Ordering::Relaxed);
     assert!(matches!(first.run_epoch(2, &signals, &Group::single()).unwrap(), EpochEnd::Interrupted(Signal::Int)));
     assert_eq!(first.position(), (1, 4));
-    first.checkpoint_job(&path, None, 0.0)().unwrap();
+    first.checkpoint_job(&path, None, 0.0).unwrap()().unwrap();
 
     // A fresh trainer (other initial weights) restored from the checkpoint.
     tch::manual_seed(99);
@@ -161,7 +161,7 @@ fn a_checkpoint_mid_epoch_resumes_to_the_same_numbers() {
     resumed.restore(&path).unwrap();
     assert_eq!((resumed.epoch, resumed.position()), (1, (1, 4)));
     resumed.run_epoch(2, &unsignalled(), &Group::single()).unwrap();
-    assert!(straight.model.params.equal(&resumed.model.params), "weights differ");
+    assert!(straight.model.params().equal(resumed.model.params()), "weights differ");
     let rows = |t: &Trainer| t.history.epochs.iter().map(|r| r.values.clone()).collect::<Vec<_>>();
     assert_eq!(rows(&straight), rows(&resumed));
     assert_eq!(straight.optimizer.steps(), resumed.optimizer.steps());
@@ -175,16 +175,16 @@ fn early_stopping_waits_patience_epochs_and_restores_the_best() {
     let cfg = EarlyStopping { monitor: "loss".into(), patience: 2, restore_best: true, ..Default::default() };
     let mut stopper = EarlyStopper::new(cfg);
     let best = model.layers[0].weight.copy();
-    assert_eq!(stopper.observe(1, 1.0, &model), (true, false));
+    assert_eq!(stopper.observe(1, 1.0, &model).unwrap(), (true, false));
     let _ = model.layers[0].weight.shallow_clone().fill_(7.0);
-    assert_eq!(stopper.observe(2, 1.5, &model), (false, false));
-    assert_eq!(stopper.observe(3, 1.2, &model), (false, true), "two epochs without improvement");
-    stopper.restore(&model);
+    assert_eq!(stopper.observe(2, 1.5, &model).unwrap(), (false, false));
+    assert_eq!(stopper.observe(3, 1.2, &model).unwrap(), (false, true), "two epochs without improvement");
+    stopper.restore(&model).unwrap();
     assert!(model.layers[0].weight.equal(&best));
     assert_eq!(stopper.best_epoch, 1);
     let mut eager = EarlyStopper::new(EarlyStopping { monitor: "loss".into(), ..Default::default() });
-    assert_eq!(eager.observe(1, 1.0, &model), (true, false));
-    assert_eq!(eager.observe(2, 1.0, &model), (false, true), "patience 0 stops at the first non-improvement");
+    assert_eq!(eager.observe(1, 1.0, &model).unwrap(), (true, false));
+    assert_eq!(eager.observe(2, 1.0, &model).unwrap(), (false, true), "patience 0 stops at the first non-improvement");
 }
 
 #[test]
@@ -236,13 +236,13 @@ fn a_step_updates_or_skips_a_non_finite_batch() {
         share: 1.0,
         dropout_seed: None,
     };
-    let before = trainer.model.params.copy();
+    let before = trainer.model.params().copy();
     let good = batch(data.train.x.narrow(0, 0, 8));
     assert_eq!(trainer.step(&good, &group).unwrap(), step::StepOutcome::Updated);
-    assert!(!trainer.model.params.equal(&before), "an update moves the weights");
-    let after = trainer.model.params.copy();
+    assert!(!trainer.model.params().equal(&before), "an update moves the weights");
+    let after = trainer.model.params().copy();
     let bad = batch(data.train.x.narrow(0, 0, 8).fill(f64::NAN));
     assert_eq!(trainer.step(&bad, &group).unwrap(), step::StepOutcome::Skipped);
-    assert!(trainer.model.params.equal(&after), "a skipped step leaves the weights alone");
+    assert!(trainer.model.params().equal(&after), "a skipped step leaves the weights alone");
     assert_eq!(trainer.optimizer.steps(), 1);
 }
