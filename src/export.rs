@@ -222,7 +222,14 @@ mod tests {
     use tch::{CModule, IValue, Kind};
 
     fn model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            hidden: vec![6, 5],
+            activation,
+            init: Init::Torch,
+            dropout: 0.0,
+            init_from: None,
+            ..ModelConfig::default()
+        };
         Mlp::new(&cfg, &Input::numeric_only(4), outputs, Device::Cpu).unwrap()
     }
 
@@ -330,7 +337,14 @@ mod tests {
 
     /// 2 numeric features, then a one-hot feature of 3 levels and an embedded one of 4.
     fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            hidden: vec![6, 5],
+            activation,
+            init: Init::Torch,
+            dropout: 0.0,
+            init_from: None,
+            ..ModelConfig::default()
+        };
         let categorical =
             vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
         Mlp::new(&cfg, &Input { numeric: 2, categorical }, outputs, Device::Cpu).unwrap()

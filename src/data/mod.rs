@@ -54,7 +54,7 @@ pub use text::Text;
 /// A whole dataset as loaded, before splitting.
 pub struct Table {
     /// `[rows, numeric features]` float32; NaN marks a missing value (only with `missing:
-    /// mean`).
+    /// mean`). Array data: `[rows, ...]` as the model takes it (see `input`).
     pub x: Tensor,
     /// The categorical features, as read.
     pub categorical: Vec<TextColumn>,
@@ -74,8 +74,9 @@ pub enum Target {
     Classes { index: Tensor, labels: Vec<String> },
 }
 
-/// One part of the split, ready for the model: standardised features and training-space
-/// targets (standardised values, or class indices).
+/// One part of the split, ready for the model: standardised features (or an array as
+/// stored, `[rows, ...]` float32 or int64) and training-space targets (standardised values,
+/// or class indices).
 pub struct Part {
     pub x: Tensor,
     pub y: Tensor,
