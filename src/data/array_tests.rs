@@ -194,3 +194,34 @@ fn an_array_input_converts_samples_of_its_shape_and_names_a_mismatch() {
         "{err}"
     );
 }
+
+#[test]
+fn an_npz_entry_is_read_only_as_far_as_its_header_says() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xy.npz");
+    let deflated = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let x: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    zip.start_file("x.npy", deflated).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", &x)).unwrap();
+    // 64 MiB of zeros after a 2-float array: a few KiB compressed, never inflated whole.
+    zip.start_file("y.npy", deflated).unwrap();
+    zip.write_all(&npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", &x[..8])).unwrap();
+    for _ in 0..64 {
+        zip.write_all(&vec![0u8; 1 << 20]).unwrap();
+    }
+    zip.finish().unwrap();
+    let cfg = config(&format!("data: {{kind: npy, path: {}}}\n", path.display()));
+    let err = npy::read_npy_table(&cfg.data, cfg.task()).err().unwrap().to_string();
+    assert!(err.contains("y.npy: extra bytes after the array: expected 136 bytes"), "{err}");
+    assert!(err.ends_with("the file has 137"), "{err}");
+    // A version-2 header (4 length bytes) of over 1 MiB.
+    let dict = format!("{{'descr': '<f4', 'shape': (2,), 'pad': '{}'}}\n", " ".repeat(1 << 20));
+    let mut header = b"\x93NUMPY\x02\x00".to_vec();
+    header.extend((dict.len() as u32).to_le_bytes());
+    header.extend(dict.as_bytes());
+    std::fs::write(dir.path().join("h.npy"), header).unwrap();
+    let err = npy::read_npy("data.x", &dir.path().join("h.npy")).unwrap_err().to_string();
+    assert!(err.contains("torchfit reads headers up to 1048576"), "{err}");
+}

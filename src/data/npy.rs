@@ -179,16 +179,51 @@ fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| anyhow!("entry {i}: {e}"))?;
         let name = entry.name().to_string();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| anyhow!("{name}: {e}"))?;
+        let bytes = read_bounded(&mut entry).map_err(|e| anyhow!("{name}: {e}"))?;
         let array = parse_npy(&bytes).map_err(|e| anyhow!("{name}: {e}"))?;
         arrays.push((name.strip_suffix(".npy").unwrap_or(&name).to_string(), array));
     }
     Ok(arrays)
 }
 
+/// The longest `.npy` header read, in bytes.
+const MAX_HEADER: usize = 1 << 20;
+
+/// What a `.npy` header says: the element type, the shape and layout, and where the data
+/// starts and how many bytes it takes.
+struct Header {
+    kind: Kind,
+    name: &'static str,
+    shape: Vec<i64>,
+    fortran: bool,
+    data_start: usize,
+    data_bytes: u64,
+}
+
 /// The array in the bytes of a `.npy` file (format versions 1 to 3).
 fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
+    let h = parse_header(bytes)?;
+    let (file_size, data_start, expected, shape) = (bytes.len(), h.data_start, h.data_bytes, &h.shape);
+    let data = &bytes[data_start..];
+    if data.len() as u64 != expected {
+        let why = if (data.len() as u64) < expected { "truncated" } else { "extra bytes after the array" };
+        bail!(
+            "{why}: expected {} bytes ({data_start} of header, then {expected} of data for shape {shape:?} of {}), the file has {file_size}",
+            data_start as u64 + expected,
+            h.name,
+        );
+    }
+    if !h.fortran {
+        return Ok(Tensor::f_from_data_size(data, shape, h.kind)?);
+    }
+    // Column-major: the reversed shape in row-major order, transposed back.
+    let reversed: Vec<i64> = shape.iter().rev().copied().collect();
+    let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
+    Ok(Tensor::f_from_data_size(data, &reversed, h.kind)?.f_permute(&dims)?.f_contiguous()?)
+}
+
+/// Where the header of a `.npy` file starts and how long it is, from its first 12 bytes.
+fn header_extent(bytes: &[u8]) -> Result<(usize, usize)> {
     let file_size = bytes.len();
     if file_size < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("not a .npy file (no \\x93NUMPY magic)");
@@ -203,9 +238,19 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
         _ => bail!("truncated: the file ends in its header ({file_size} bytes)"),
     };
+    // NumPy writes headers of tens of bytes (and np.load reads up to 10,000).
+    if header_len > MAX_HEADER {
+        bail!("the header says it is {header_len} bytes long; torchfit reads headers up to {MAX_HEADER}");
+    }
+    Ok((start, header_len))
+}
+
+/// The header of the `.npy` file whose first bytes (at least the whole header) are `bytes`.
+fn parse_header(bytes: &[u8]) -> Result<Header> {
+    let (start, header_len) = header_extent(bytes)?;
     let data_start = start + header_len;
     let Some(header) = bytes.get(start..data_start) else {
-        bail!("truncated: the header says it is {header_len} bytes long, the file has {file_size} bytes in all");
+        bail!("truncated: the header says it is {header_len} bytes long, the file has {} bytes in all", bytes.len());
     };
     let header = String::from_utf8_lossy(header);
     let descr = dict_value(&header, "descr").ok_or_else(|| anyhow!("the header has no 'descr'"))?;
@@ -227,25 +272,27 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
     if shape.len() > array::MAX_RANK {
         bail!("the header's shape {shape:?} has {} axes; torchfit reads at most {}", shape.len(), array::MAX_RANK);
     }
-    let expected = shape
+    let data_bytes = shape
         .iter()
         .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
         .ok_or_else(|| anyhow!("the header's shape {shape:?} is too large"))?;
-    let data = &bytes[data_start..];
-    if data.len() as u64 != expected {
-        let why = if (data.len() as u64) < expected { "truncated" } else { "extra bytes after the array" };
-        bail!(
-            "{why}: expected {} bytes ({data_start} of header, then {expected} of data for shape {shape:?} of {name}), the file has {file_size}",
-            data_start as u64 + expected,
-        );
-    }
-    if !fortran {
-        return Ok(Tensor::f_from_data_size(data, &shape, kind)?);
-    }
-    // Column-major: the reversed shape in row-major order, transposed back.
-    let reversed: Vec<i64> = shape.iter().rev().copied().collect();
-    let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
-    Ok(Tensor::f_from_data_size(data, &reversed, kind)?.f_permute(&dims)?.f_contiguous()?)
+    Ok(Header { kind, name, shape, fortran, data_start, data_bytes })
+}
+
+/// The bytes of one `.npy` file from a stream (an `.npz` entry), reading no more than its
+/// header says the array takes, and one byte more to tell extra bytes: a compressed entry
+/// may expand to any size. A header that cannot be read is left for [`parse_npy`] to name.
+fn read_bounded(r: &mut impl std::io::Read) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    r.take(12).read_to_end(&mut bytes)?;
+    let Ok((start, header_len)) = header_extent(&bytes) else { return Ok(bytes) };
+    let rest = (start + header_len).saturating_sub(bytes.len());
+    r.take(rest as u64).read_to_end(&mut bytes)?;
+    let Ok(header) = parse_header(&bytes) else { return Ok(bytes) };
+    let wanted = (header.data_start as u64 + header.data_bytes + 1).saturating_sub(bytes.len() as u64);
+    r.take(wanted).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The text of `key`'s value in a .npy header, a Python dict literal such as
