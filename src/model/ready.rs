@@ -125,12 +125,9 @@ mod tests {
     fn ranges_are_reported_as_autograd_finishes_them_in_one_fixed_order() {
         let leaf = |n: i64| Tensor::ones([n], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let (a, b, c) = (leaf(2), leaf(3), leaf(1));
-        let hooks = GradHooks::new(vec![
-            (a.shallow_clone(), (0, 2)),
-            (b.shallow_clone(), (2, 3)),
-            (c.shallow_clone(), (5, 1)),
-        ])
-        .unwrap();
+        let hooks =
+            GradHooks::new(vec![(a.shallow_clone(), (0, 2)), (b.shallow_clone(), (2, 3)), (c.shallow_clone(), (5, 1))])
+                .unwrap();
         assert_eq!(hooks.ranges(), [(5, 1), (2, 3), (0, 2)]);
         let reported = RefCell::new(Vec::new());
         let during = RefCell::new(Vec::new());
