@@ -206,7 +206,17 @@ impl Optimizer {
             Semantics::Torch => eps,
         };
         let lr_tensor = group.lr_tensor.as_ref();
-        crate::shim::fused_adam(&mut s.p, &s.g, &mut s.m, &mut s.v, &mut group.step_tensor, lr_tensor, lr, (beta1, beta2), eps)
+        crate::shim::fused_adam(
+            &mut s.p,
+            &s.g,
+            &mut s.m,
+            &mut s.v,
+            &mut group.step_tensor,
+            lr_tensor,
+            lr,
+            (beta1, beta2),
+            eps,
+        )
     }
 
     fn sgd(&self, group: &Group, s: &mut Slices) {

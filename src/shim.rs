@@ -134,7 +134,9 @@ impl ScriptModule {
         let (mut names, mut tensors, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0usize);
         // SAFETY: live module, out-pointers; on success the shim hands over `names` and the
         // array of `n` new tensor pointers.
-        check(unsafe { ffi::tf_module_named_tensors(self.ptr, c_int::from(buffers), &mut names, &mut tensors, &mut n) })?;
+        check(unsafe {
+            ffi::tf_module_named_tensors(self.ptr, c_int::from(buffers), &mut names, &mut tensors, &mut n)
+        })?;
         // SAFETY: `names` is a NUL-terminated malloc'd string, freed once here.
         let joined = unsafe { CStr::from_ptr(names) }.to_string_lossy().into_owned();
         unsafe { ffi::tf_string_free(names) };

@@ -490,7 +490,11 @@ impl super::Model for Mlp {
         Ok(self.named_parameters().into_iter().map(|(n, t)| (n, t.shallow_clone())).collect())
     }
 
-    fn export(&self, preprocessing: &crate::data::Preprocessing, loss: crate::config::Loss) -> Result<crate::shim::ScriptModule> {
+    fn export(
+        &self,
+        preprocessing: &crate::data::Preprocessing,
+        loss: crate::config::Loss,
+    ) -> Result<crate::shim::ScriptModule> {
         super::script::mlp_module(self, preprocessing, loss)
     }
 

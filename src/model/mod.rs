@@ -72,8 +72,12 @@ pub trait Model {
     fn forward_train(&mut self, x: &Tensor, output: &Tensor) -> Result<Tape>;
     /// Writes into `grads` the gradient of the loss given its gradient with respect to the
     /// output, telling `ready(start, len)` each time a range of `grads` is final.
-    fn backward(&mut self, tape: Tape, grad_output: &Tensor, ready: &mut dyn FnMut(i64, i64) -> Result<()>)
-        -> Result<()>;
+    fn backward(
+        &mut self,
+        tape: Tape,
+        grad_output: &Tensor,
+        ready: &mut dyn FnMut(i64, i64) -> Result<()>,
+    ) -> Result<()>;
     /// The ranges of `grads`, in the order `backward` finishes them.
     fn gradient_ranges(&self) -> Vec<(i64, i64)>;
     /// The output in evaluation mode, without a graph.

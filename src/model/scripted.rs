@@ -73,7 +73,10 @@ impl Scripted {
                 );
             }
             if t.kind() != Kind::Float {
-                bail!("{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)", t.kind());
+                bail!(
+                    "{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)",
+                    t.kind()
+                );
             }
         }
         tch::no_grad(|| -> Result<()> {
@@ -114,7 +117,11 @@ impl Scripted {
         let rows = probe.size()[0];
         let out = self.run(probe, false).map_err(|e| {
             let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
-            anyhow!("{file}: {args} failed on a batch of shape {:?} ({:?}): {e}", self.inputs(probe)[0].size(), probe.kind())
+            anyhow!(
+                "{file}: {args} failed on a batch of shape {:?} ({:?}): {e}",
+                self.inputs(probe)[0].size(),
+                probe.kind()
+            )
         })?;
         let want = [rows, self.outputs];
         if out.size() != want {

@@ -92,7 +92,8 @@ impl<'a> Trainer<'a> {
         let outputs = pre.output_width(config.loss());
         let training = &config.training;
         let probe = data.train.x.narrow(0, 0, data.train.len().min(2) as i64).to_device(device);
-        let mut model = model::build(&config.model, pre, outputs, device, Some(&probe), &training.optimizer.param_groups)?;
+        let mut model =
+            model::build(&config.model, pre, outputs, device, Some(&probe), &training.optimizer.param_groups)?;
         model.set_precision(training.precision)?;
         let optimizer = Optimizer::new(&training.optimizer, model.params(), model.segments());
         let class_weights = match (&training.class_weight, &pre.labels) {
