@@ -2,7 +2,7 @@
 //! `torchfit predict` and `evaluate`, model.pt in PyTorch (`torch.jit.load` gives predict's
 //! answers; `m.net` is the trained module with its own methods), every export, and `serve`,
 //! on tables (CSV) and on arrays (.npy of any rank, int64 token ids). The modules are
-//! scripted by tests/python/user_modules.py with the torch of the libtorch this build links.
+//! scripted by tests/python/user_module_io.py with the torch of the libtorch this build links.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,9 +26,9 @@ fn python(args: &[&str]) -> String {
     stdout.into_owned()
 }
 
-/// The modules and arrays of user_modules.py in `dir`.
+/// The modules and arrays of user_module_io.py in `dir`.
 fn make_modules(dir: &Path) {
-    let script = repo_file("tests/python/user_modules.py");
+    let script = repo_file("tests/python/user_module_io.py");
     python(&[script.to_str().unwrap(), "make", dir.to_str().unwrap()]);
 }
 
@@ -123,7 +123,7 @@ fn table_runs_predict_evaluate_and_agree_with_pytorch() {
     assert!(stdout(&out).starts_with("loss ") && stdout(&out).contains("\nmae "), "{}", stdout(&out));
 
     // PyTorch: torch.jit.load(model.pt)(x) is predict's answer; m.net is the trained module.
-    let script = repo_file("tests/python/user_modules.py");
+    let script = repo_file("tests/python/user_module_io.py");
     let mut args = vec![script.display().to_string(), "check".into()];
     for (run, x, csv) in [(&housing, &housing_x, "housing.csv"), (&penguins, &penguins_x, "penguins.csv")] {
         args.extend([run.display().to_string(), x.display().to_string(), d.join(csv).display().to_string()]);
@@ -216,7 +216,7 @@ fn serving_a_table_user_module() {
     assert!(server.terminate().success());
 }
 
-/// The images and token-id runs of user_modules.py's arrays.
+/// The images and token-id runs of user_module_io.py's arrays.
 fn array_runs(d: &Path) -> (PathBuf, PathBuf) {
     let npy = |x: &str, y: &str| {
         format!(
@@ -246,7 +246,7 @@ fn array_runs_predict_export_and_agree_with_pytorch() {
     let tokens_x = d.join("tokens_x.npy");
     predict(d, &images, &images_x, "images.csv", true);
     predict(d, &tokens, &tokens_x, "tokens.csv", false);
-    let script = repo_file("tests/python/user_modules.py");
+    let script = repo_file("tests/python/user_module_io.py");
     let mut args = vec![script.display().to_string(), "check".into()];
     for (run, x, csv) in [(&images, &images_x, "images.csv"), (&tokens, &tokens_x, "tokens.csv")] {
         args.extend([run.display().to_string(), x.display().to_string(), d.join(csv).display().to_string()]);

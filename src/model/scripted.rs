@@ -15,14 +15,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
+use super::Segment;
 use super::{init, trainable, Model, Tape};
 use crate::config::{Loss, ModelConfig, ParamGroup, Precision};
 use crate::data::Preprocessing;
-use crate::optim::Segment;
 use crate::shim::{first_line, ScriptModule};
-
-/// The trained module's attribute name inside `model.pt`'s wrapper (`m.net` in Python).
-pub const USER_MODULE: &str = "net";
 
 pub struct Scripted {
     path: PathBuf,
@@ -164,11 +161,6 @@ impl Scripted {
         };
         out.map_err(|e| anyhow!("{}", first_line(&e.to_string())))
     }
-
-    /// The module itself (trained in place), for export.
-    pub fn module(&self) -> &ScriptModule {
-        &self.module
-    }
 }
 
 /// Makes the trainable parameters views into one flat buffer, ordered by parameter group
@@ -228,6 +220,11 @@ impl Model for Scripted {
 
     fn outputs(&self) -> i64 {
         self.outputs
+    }
+
+    fn frozen_count(&self) -> i64 {
+        let all: i64 = self.module.named_tensors(false).unwrap_or_default().iter().map(|(_, t)| t.numel() as i64).sum();
+        all - self.params.numel() as i64
     }
 
     /// A module may hold dropout layers, which torchfit cannot see: every step is seeded.
@@ -297,6 +294,6 @@ impl Model for Scripted {
     }
 
     fn export(&self, pre: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
-        super::script::user_module(self, pre, loss)
+        super::script::user_module(&self.module, pre, loss)
     }
 }

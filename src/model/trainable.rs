@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Result};
 
+use super::Segment;
 use crate::config::{name_pattern, ParamGroup};
-use crate::optim::Segment;
 
 /// Each parameter's fate, in the model's parameter order.
 pub(super) struct Assignment {
