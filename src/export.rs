@@ -39,6 +39,11 @@ pub fn write_torchscript(
     if let Some(labels) = &labels {
         extra.push(("labels.json", labels));
     }
+    // Array runs: the per-sample shape and dtype that `predict` and `serve` check inputs by.
+    let input = preprocessing.input.as_ref().map(serde_json::to_vec).transpose()?;
+    if let Some(input) = &input {
+        extra.push(("input.json", input));
+    }
     let categorical = serde_json::to_vec(&preprocessing.categorical)?;
     if !preprocessing.categorical.is_empty() {
         extra.push(("categorical.json", &categorical));
@@ -246,6 +251,7 @@ mod tests {
             target_mean: vec![0.0; targets],
             target_std: vec![1.0; targets],
             labels: None,
+            input: None,
             categorical: Vec::new(),
         }
     }

@@ -182,6 +182,22 @@ pub fn set_grad(tensor: &mut Tensor, grad: &Tensor) -> Result<()> {
     check(unsafe { ffi::tf_tensor_set_grad(tensor.as_mut_ptr() as *mut c_void, grad.as_ptr() as *const c_void) })
 }
 
+/// Has autograd call `callback(ctx, index)` each time it has accumulated a gradient into
+/// `tensor`'s `.grad`.
+///
+/// # Safety
+/// `ctx` must stay valid, and `callback` callable with it, for as long as a backward pass
+/// may reach `tensor`; `callback` must not unwind.
+pub unsafe fn on_grad(
+    tensor: &mut Tensor,
+    callback: extern "C" fn(*mut c_void, usize),
+    ctx: *mut c_void,
+    index: usize,
+) -> Result<()> {
+    // SAFETY: a live tensor; the caller vouches for ctx and callback.
+    check(unsafe { ffi::tf_tensor_on_grad(tensor.as_mut_ptr() as *mut c_void, callback as *mut c_void, ctx, index) })
+}
+
 /// Turns bf16 autocast on or off for the CPU or CUDA, in this thread.
 pub fn autocast_bf16(cuda: bool, on: bool) -> Result<()> {
     // SAFETY: no pointers.

@@ -29,6 +29,7 @@ mod init;
 mod input;
 mod mixed;
 mod mlp;
+mod ready;
 mod script;
 mod scripted;
 mod trainable;

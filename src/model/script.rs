@@ -9,7 +9,7 @@ use super::dense::child_name;
 use super::dense::Dense;
 use super::input::{Input, EMBEDDINGS};
 use crate::config::Loss;
-use crate::data::{self, Preprocessing};
+use crate::data::{self, ArrayDtype, Preprocessing};
 use crate::shim::ScriptModule;
 
 /// TorchScript source for the exported module: `logits` (raw features in, the network's
@@ -87,7 +87,14 @@ pub(super) fn user_module(module: &ScriptModule, preprocessing: &Preprocessing, 
     root.register_module(USER_MODULE, &net)?;
     register_preprocessing(&mut root, preprocessing)?;
     let input = Input::of(preprocessing);
-    let mut src = preprocess_source(&input, preprocessing);
+    // Arrays go to the module as stored: float32, or int64 token ids.
+    let mut src = match &preprocessing.input {
+        Some(array) => {
+            let cast = if array.dtype == ArrayDtype::Int64 { "long" } else { "float" };
+            format!("def logits(self, x: Tensor) -> Tensor:\n    x = x.{cast}()\n")
+        }
+        None => preprocess_source(&input, preprocessing),
+    };
     let args = if input.is_numeric_only() { "x" } else { "x, codes" };
     src += &format!("    return self.{USER_MODULE}.forward({args})\n\n");
     src += &prediction_source(preprocessing, loss);

@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
+use super::ready::GradHooks;
 use super::Segment;
 use super::{init, trainable, Model, Tape};
 use crate::config::{Loss, ModelConfig, ParamGroup, Precision};
@@ -35,6 +36,8 @@ pub struct Scripted {
     low: bool,
     /// The module's training flag as last set, so that a pass switches it only when needed.
     training: Cell<bool>,
+    /// Tells the gradient sum which ranges of `grads` are final during a backward pass.
+    hooks: GradHooks,
 }
 
 impl Scripted {
@@ -89,7 +92,7 @@ impl Scripted {
         }
         let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
         let assignment = trainable::assign(&names, &cfg.freeze, groups)?;
-        let (flat, grads, segments) = flatten(&params, &assignment, device)?;
+        let (flat, grads, segments, leaves) = flatten(&params, &assignment, device)?;
         let input = Input::of(pre);
         let model = Scripted {
             path: path.to_path_buf(),
@@ -101,6 +104,7 @@ impl Scripted {
             numeric: (!input.is_numeric_only()).then_some(input.numeric as i64),
             low: false,
             training: Cell::new(false),
+            hooks: GradHooks::new(leaves)?,
         };
         if let Some(probe) = probe {
             model.check_forward(probe, pre)?;
@@ -163,19 +167,20 @@ impl Scripted {
     }
 }
 
+/// The flat parameters, their gradients, the optimizer's segments, and each trainable
+/// parameter (a leaf) with its range.
+type Flat = (Tensor, Tensor, Vec<Segment>, Vec<(Tensor, (i64, i64))>);
+
 /// Makes the trainable parameters views into one flat buffer, ordered by parameter group
 /// (parameters in no group first), and their `.grad`s views into a second; freezes the rest.
-fn flatten(
-    params: &[(String, Tensor)],
-    assignment: &trainable::Assignment,
-    device: Device,
-) -> Result<(Tensor, Tensor, Vec<Segment>)> {
+fn flatten(params: &[(String, Tensor)], assignment: &trainable::Assignment, device: Device) -> Result<Flat> {
     let mut order: Vec<usize> = (0..params.len()).filter(|&i| !assignment.frozen[i]).collect();
     order.sort_by_key(|&i| assignment.group[i].map_or(0, |g| g + 1));
     let total: i64 = order.iter().map(|&i| params[i].1.numel() as i64).sum();
     let flat = Tensor::f_zeros([total], (Kind::Float, device))?;
     let grads = Tensor::f_zeros([total], (Kind::Float, device))?;
     let mut ranges = vec![(0, 0); params.len()];
+    let mut leaves = Vec::with_capacity(order.len());
     let mut offset = 0;
     for &i in &order {
         let (_, p) = &params[i];
@@ -186,6 +191,7 @@ fn flatten(
         let mut leaf = p.shallow_clone();
         leaf.f_set_data(&view)?;
         crate::shim::set_grad(&mut leaf, &grads.narrow(0, offset, n).view(shape.as_slice()))?;
+        leaves.push((leaf, (offset, n)));
         ranges[i] = (offset, n);
         offset += n;
     }
@@ -202,7 +208,7 @@ fn flatten(
         frozen: vec![false; by_offset.len()],
         group: by_offset.iter().map(|&i| assignment.group[i]).collect(),
     };
-    Ok((flat, grads, trainable::segments(&sorted_ranges, &sorted)))
+    Ok((flat, grads, trainable::segments(&sorted_ranges, &sorted), leaves))
 }
 
 impl Model for Scripted {
@@ -268,15 +274,12 @@ impl Model for Scripted {
     ) -> Result<()> {
         let Tape::Graph(out) = tape else { bail!("a TorchScript module is trained through autograd") };
         let _ = self.grads.zero_();
-        (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>).f_backward()?;
-        for (start, len) in self.gradient_ranges() {
-            ready(start, len)?;
-        }
-        Ok(())
+        let loss = (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>);
+        self.hooks.around(ready, || Ok(loss.f_backward()?))
     }
 
     fn gradient_ranges(&self) -> Vec<(i64, i64)> {
-        vec![(0, self.params.numel() as i64)]
+        self.hooks.ranges()
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {

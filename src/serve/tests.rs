@@ -55,6 +55,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         target_mean: vec![0.0],
         target_std: vec![1.0],
         labels: None,
+        input: None,
         categorical: features.into_iter().collect(),
     };
     let path = dir.join("model.pt");
