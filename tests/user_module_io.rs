@@ -259,13 +259,19 @@ fn array_runs_predict_export_and_agree_with_pytorch() {
     let flat = d.join("flat.npy");
     Tensor::zeros([4, 64], (Kind::Float, tch::Device::Cpu)).write_npy(&flat).unwrap();
     let out = torchfit(d, &["predict", images_arg, flat.to_str().unwrap()]);
-    assert_fails_with(&out, &["flat.npy", "[4, 64]", "float32 arrays [batch, 1, 8, 8]"]);
+    assert_fails_with(
+        &out,
+        &["flat.npy", "the model takes arrays [N, 1, 8, 8] (float32), this one is [4, 64] (float32)"],
+    );
     let floats = d.join("floats.npy");
     Tensor::zeros([4, 6], (Kind::Float, tch::Device::Cpu)).write_npy(&floats).unwrap();
     let out = torchfit(d, &["predict", tokens_arg, floats.to_str().unwrap()]);
-    assert_fails_with(&out, &["floats.npy", "float32 values", "int64 arrays [batch, 6]"]);
+    assert_fails_with(&out, &["floats.npy", "the model takes arrays [N, 6] (int64), this one is [4, 6] (float32)"]);
     let out = torchfit(d, &["predict", tokens_arg, repo_file("data/housing.csv").to_str().unwrap()]);
     assert_fails_with(&out, &["housing.csv", "pass a .npy file"]);
+
+    let out = torchfit(d, &["evaluate", images_arg, repo_file("data/penguins.csv").to_str().unwrap()]);
+    assert_fails_with(&out, &["trained on float32 arrays [batch, 1, 8, 8]", "torchfit predict"]);
 
     // Triton: INPUT__0 is the recorded sample shape and type.
     let script = repo_file("tests/python/triton_config.py");

@@ -22,9 +22,9 @@ pub fn predict(model: &Path, input: &Path, output: Option<&Path>, proba: bool, s
     if let Some(array) = predictor.array() {
         let file = input.display();
         if !input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-            bail!("{file}: {} takes {}: pass a .npy file", predictor.path().display(), array.describe());
+            bail!("{file}: {} takes {}: pass a .npy file", predictor.path().display(), super::array::describe(array));
         }
-        let x = super::array::read_npy(input)?;
+        let x = data::read_array("input", input, array)?;
         let prediction = predictor.predict_array(&x, proba).with_context(|| file.to_string())?;
         return write_csv(&to_csv(&prediction, predictor.labels())?, output, stdout);
     }

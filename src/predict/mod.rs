@@ -2,7 +2,7 @@
 //! predictions), `torchfit predict` on CSV and NPY files, and `torchfit evaluate` of a run on
 //! new labelled data.
 
-mod array;
+pub mod array;
 mod evaluate;
 mod io;
 mod predictor;

@@ -12,7 +12,7 @@ use crate::export::{self, ExtraFiles};
 use crate::rundir;
 use crate::shim::first_line;
 
-use super::array::ArrayInput;
+use super::array::{self, ArrayInput};
 
 /// A torchfit model: the TorchScript module (the preprocessing is inside it) and what its
 /// extra files say about it: the feature names in input order, the class labels, the config.
@@ -63,7 +63,7 @@ impl Predictor {
         // TorchScript that torchfit did not write has none of them.
         let mut extra = ExtraFiles::open(&path)?;
         let not_ours = |name: &str| anyhow!("{file} is not a torchfit model (it has no extra/{name})");
-        let array = extra.read("input.json")?.map(|bytes| ArrayInput::parse(&bytes, &file.to_string())).transpose()?;
+        let array = extra.read("input.json")?.map(|bytes| array::parse(&bytes, &file.to_string())).transpose()?;
         // An array model's input is input.json's; features.json, if any, names nothing it reads.
         let features = match (extra.read("features.json")?, &array) {
             (_, Some(_)) => Vec::new(),
@@ -142,8 +142,8 @@ impl Predictor {
     /// the input, which the caller knows.
     pub fn predict(&self, x: &Tensor, text: &[TextColumn], proba: bool) -> Result<Prediction> {
         let model = self.path.display();
-        if let Some(array) = &self.array {
-            bail!("{model} takes {}, not rows of features", array.describe());
+        if let Some(input) = &self.array {
+            bail!("{model} takes {}, not rows of features", array::describe(input));
         }
         let expected = self.features.len();
         if x.dim() != 2 {
@@ -181,10 +181,10 @@ impl Predictor {
     /// what `x` is: "x.npy: has shape ...".
     pub fn predict_array(&self, x: &Tensor, proba: bool) -> Result<Prediction> {
         let model = self.path.display();
-        let Some(array) = &self.array else {
+        let Some(input) = &self.array else {
             bail!("{model} takes rows of features ({}), not arrays", self.features.join(", "));
         };
-        let x = array.check(x)?;
+        let x = input.convert("input", x)?;
         if proba && self.labels.is_none() {
             bail!("{model} is a regression: it has no class probabilities");
         }

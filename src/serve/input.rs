@@ -10,6 +10,7 @@
 use anyhow::{bail, Result};
 
 use crate::config::Missing;
+use crate::predict::array::{describe, sample_len};
 use crate::predict::{Dtype, Predictor};
 
 /// Rows of one request: the numeric features row by row, and each categorical feature's
@@ -39,7 +40,7 @@ impl Rows {
         let features = predictor.features();
         let categorical = predictor.categorical();
         if let Some(array) = predictor.array() {
-            bail!("the model takes {}, not rows of features", array.describe());
+            bail!("the model takes {}, not rows of features", describe(array));
         }
         if count == 0 {
             bail!("the batch is empty: send at least one row");
@@ -86,17 +87,17 @@ impl Rows {
             ArrayValues::I64(v) => (v.len(), Dtype::Int64),
         };
         if dtype != array.dtype {
-            bail!("{} values were given, but the model takes {}", dtype.name(), array.describe());
+            bail!("{} values were given, but the model takes {}", dtype.name(), describe(array));
         }
-        if count.checked_mul(array.sample_len()) != Some(len) {
-            bail!("{len} values are not {count} samples of shape {:?} ({})", array.shape, array.describe());
+        if count.checked_mul(sample_len(array)) != Some(len) {
+            bail!("{len} values are not {count} samples of shape {:?} ({})", array.shape, describe(array));
         }
         Ok(match values {
             ArrayValues::F32(numeric) => {
                 if let Some(k) = numeric.iter().position(|v| !v.is_finite()) {
                     bail!(
                         "sample {} has a value that is NaN or infinite; only finite values are accepted",
-                        k / array.sample_len() + 1
+                        k / sample_len(array) + 1
                     );
                 }
                 Rows { count, numeric, ints: Vec::new(), text: Vec::new() }

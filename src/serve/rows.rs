@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::input::{ArrayValues, Rows};
 use crate::cell::{is_missing, parse_cell, Cell};
+use crate::predict::array::describe;
 use crate::predict::{ArrayInput, Dtype, Predictor};
 
 /// The body's rows, checked against the model's features.
@@ -20,8 +21,8 @@ pub fn parse(body: &Value, predictor: &Predictor) -> Result<Rows> {
     if let Some(array) = predictor.array() {
         return match (fields.get("instances"), fields.get("rows")) {
             (Some(instances), None) => array_instances(instances, array, predictor),
-            (_, Some(_)) => bail!("`rows` names columns, but the model takes {}: send `instances`", array.describe()),
-            (None, None) => bail!("the body has no `instances` (the model takes {})", array.describe()),
+            (_, Some(_)) => bail!("`rows` names columns, but the model takes {}: send `instances`", describe(array)),
+            (None, None) => bail!("the body has no `instances` (the model takes {})", describe(array)),
         };
     }
     match (fields.get("instances"), fields.get("rows")) {
@@ -82,12 +83,12 @@ fn array_instances(instances: &Value, array: &ArrayInput, predictor: &Predictor)
     for (i, item) in items.iter().enumerate() {
         let mut flat = Vec::new();
         let shape = nested_shape(item, 0, &mut flat)
-            .ok_or_else(|| anyhow!("instances[{i}] is not a list of shape {:?} ({})", array.shape, array.describe()))?;
+            .ok_or_else(|| anyhow!("instances[{i}] is not a list of shape {:?} ({})", array.shape, describe(array)))?;
         if shape != array.shape {
             bail!(
                 "instances[{i}] has shape {shape:?}, but the model takes samples of shape {:?} ({})",
                 array.shape,
-                array.describe()
+                describe(array)
             );
         }
         for (k, value) in flat.into_iter().enumerate() {

@@ -18,6 +18,7 @@ use super::batcher::Predicted;
 use super::input::{ArrayValues, Rows};
 use super::rows::{finite, text};
 use crate::data::clip;
+use crate::predict::array::v2_datatype;
 use crate::predict::{ArrayInput, Dtype, Predictor};
 
 pub const INPUT: &str = "input";
@@ -27,7 +28,7 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
     let mut inputs = match predictor.array() {
         Some(array) => {
             let shape: Vec<i64> = std::iter::once(-1).chain(array.shape.iter().copied()).collect();
-            vec![json!({"name": INPUT, "datatype": array.dtype.v2(), "shape": shape})]
+            vec![json!({"name": INPUT, "datatype": v2_datatype(array.dtype), "shape": shape})]
         }
         None => vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})],
     };
@@ -126,7 +127,7 @@ impl Request {
     /// An array model's one input, `input`: its datatype and shape `[batch, ...dims]` as the
     /// model's, its values as many as the shape holds.
     fn array_rows(&self, inputs: &[Value], array: &ArrayInput, predictor: &Predictor) -> Result<Rows> {
-        let want = || format!("{} {}", array.dtype.v2(), array.batch_shape());
+        let want = || format!("{} {}", v2_datatype(array.dtype), array.batch_shape("batch"));
         let [input] = inputs else {
             bail!("the model takes one input, `{INPUT}` ({}); {} were given", want(), inputs.len());
         };
@@ -134,7 +135,7 @@ impl Request {
         if tensor.name != INPUT {
             bail!("the model has no input `{}` (its input is `{INPUT}`, {})", tensor.name, want());
         }
-        if tensor.datatype != array.dtype.v2() {
+        if tensor.datatype != v2_datatype(array.dtype) {
             bail!("input `{INPUT}` has datatype {}, but the model takes {}", tensor.datatype, want());
         }
         let dims: Vec<i64> = tensor.shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
