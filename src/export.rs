@@ -183,7 +183,7 @@ pub fn export_run(
                 bail!(
                     "{}: torchfit cannot export a user module (model.kind: torchscript) to ONNX, \
                      since libtorch has no ONNX exporter; export it from Python instead: \
-                     torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\") \
+                     torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
                      (model.pt's `net` is the trained module; its `forward` adds the preprocessing)",
                     run.display(),
                     trained.dir.file(rundir::MODEL).display()
