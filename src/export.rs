@@ -184,7 +184,7 @@ pub fn export_run(
                     "{}: torchfit cannot export a user module (model.kind: torchscript) to ONNX, \
                      since libtorch has no ONNX exporter; export it from Python instead: \
                      torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
-                     (model.pt's `net` is the trained module; its `forward` adds the preprocessing)",
+                     (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
                     run.display(),
                     trained.dir.file(rundir::MODEL).display()
                 );
