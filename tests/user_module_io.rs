@@ -244,7 +244,10 @@ fn array_runs_predict_export_and_agree_with_pytorch() {
     assert_eq!(input, json!({"shape": [1, 8, 8], "dtype": "float32"}));
     let images_x = d.join("images_x.npy");
     let tokens_x = d.join("tokens_x.npy");
-    predict(d, &images, &images_x, "images.csv", true);
+    let want = predict(d, &images, &images_x, "images.csv", true);
+    // A TorchScript export carries input.json too, and predicts as the run's model.pt.
+    assert_ok(&torchfit(d, &["export", images.to_str().unwrap(), "--output", "again.pt"]));
+    assert_eq!(predict(d, &d.join("again.pt"), &images_x, "again.csv", true), want);
     predict(d, &tokens, &tokens_x, "tokens.csv", false);
     let script = repo_file("tests/python/user_module_io.py");
     let mut args = vec![script.display().to_string(), "check".into()];
