@@ -307,6 +307,7 @@ fn serving_array_user_modules() {
     let (status, meta) = server.json("GET", "/v2/models/images", "");
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]));
+    assert_eq!(meta["parameters"]["input"], json!({"shape": [1, 8, 8], "dtype": "float32"}));
     let good = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1, 8, 8], "data": data}]});
     let (status, first) = infer(&server, "images", &good);
     assert_eq!(status, 200, "{first}");

@@ -43,8 +43,12 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
         ],
         None => vec![json!({"name": "predictions", "datatype": "FP32", "shape": [-1, targets]})],
     };
-    // Beyond the protocol's fields: what `input`'s columns are, and the classes' labels.
-    let parameters = json!({"features": predictor.features(), "labels": predictor.labels()});
+    // Beyond the protocol's fields: what `input`'s columns are (an array model's input.json
+    // instead), and the classes' labels.
+    let parameters = match predictor.array() {
+        Some(array) => json!({"input": array, "labels": predictor.labels()}),
+        None => json!({"features": predictor.features(), "labels": predictor.labels()}),
+    };
     json!({"name": name, "versions": ["1"], "platform": "torchfit", "inputs": inputs, "outputs": outputs, "parameters": parameters})
 }
 
