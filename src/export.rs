@@ -229,16 +229,14 @@ mod tests {
     use crate::model::{script_source, Categorical, Input, Mlp};
     use tch::{CModule, IValue, Kind};
 
+    /// An MLP with hidden layers [6, 5] on `input`, PyTorch's initialisation.
+    fn mlp(activation: Activation, input: &Input, outputs: usize) -> Mlp {
+        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, ..ModelConfig::default() };
+        Mlp::new(&cfg, input, outputs, Device::Cpu).unwrap()
+    }
+
     fn model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig {
-            hidden: vec![6, 5],
-            activation,
-            init: Init::Torch,
-            dropout: 0.0,
-            init_from: None,
-            ..ModelConfig::default()
-        };
-        Mlp::new(&cfg, &Input::numeric_only(4), outputs, Device::Cpu).unwrap()
+        mlp(activation, &Input::numeric_only(4), outputs)
     }
 
     fn identity(targets: usize) -> Preprocessing {
@@ -345,17 +343,9 @@ mod tests {
 
     /// 2 numeric features, then a one-hot feature of 3 levels and an embedded one of 4.
     fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig {
-            hidden: vec![6, 5],
-            activation,
-            init: Init::Torch,
-            dropout: 0.0,
-            init_from: None,
-            ..ModelConfig::default()
-        };
         let categorical =
             vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
-        Mlp::new(&cfg, &Input { numeric: 2, categorical }, outputs, Device::Cpu).unwrap()
+        mlp(activation, &Input { numeric: 2, categorical }, outputs)
     }
 
     /// Preprocessing for the 2 numeric features of `categorical_model`.
