@@ -3,6 +3,7 @@
 // TorchScript source, and saving it with extra files; and libtorch's fused Adam
 // kernel, one dispatch for a whole update. Wrapped safely in src/shim.rs; every function
 // returns nullptr on success or an error message that the caller frees with tf_string_free.
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/script.h>
@@ -186,6 +187,16 @@ char* tf_tensor_on_grad(void* tensor, void* callback, void* ctx, size_t index) {
     auto fn = reinterpret_cast<ReadyHook::Fn>(callback);
     torch::autograd::impl::set_post_acc_grad_hooks(*static_cast<torch::Tensor*>(tensor),
                                                    std::make_unique<ReadyHook>(fn, ctx, index));
+  });
+}
+
+// Runs autograd's backward pass from `output` with `grad` as its gradient (output.backward(grad)),
+// accumulating into the leaves' .grad.
+char* tf_backward(const void* output, const void* grad) {
+  return guarded([&] {
+    const auto& out = *static_cast<const torch::Tensor*>(output);
+    const auto& g = *static_cast<const torch::Tensor*>(grad);
+    torch::autograd::backward({out}, {g.to(out.scalar_type())});
   });
 }
 

@@ -198,6 +198,13 @@ pub unsafe fn on_grad(
     check(unsafe { ffi::tf_tensor_on_grad(tensor.as_mut_ptr() as *mut c_void, callback as *mut c_void, ctx, index) })
 }
 
+/// `output.backward(grad)`: autograd's pass from a non-scalar output, given its gradient
+/// (cast to the output's dtype), accumulating into the leaves' `.grad`.
+pub fn backward(output: &Tensor, grad: &Tensor) -> Result<()> {
+    // SAFETY: both are live tch tensors.
+    check(unsafe { ffi::tf_backward(output.as_ptr() as *const c_void, grad.as_ptr() as *const c_void) })
+}
+
 /// Turns bf16 autocast on or off for the CPU or CUDA, in this thread.
 pub fn autocast_bf16(cuda: bool, on: bool) -> Result<()> {
     // SAFETY: no pointers.

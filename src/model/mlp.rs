@@ -475,8 +475,7 @@ impl super::Model for Mlp {
             }),
             super::Tape::Graph(output) => {
                 let _ = self.grads.zero_();
-                let kind = output.kind();
-                (output * grad_output.to_kind(kind)).sum(None::<Kind>).f_backward()?;
+                crate::shim::backward(&output, grad_output)?;
                 for (start, len) in self.gradient_ranges() {
                     self.zero_frozen(start, len);
                     ready(start, len)?;

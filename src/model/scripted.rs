@@ -280,8 +280,7 @@ impl Model for Scripted {
     ) -> Result<()> {
         let Tape::Graph(out) = tape else { bail!("a TorchScript module is trained through autograd") };
         let _ = self.grads.zero_();
-        let loss = (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>);
-        self.hooks.around(ready, || Ok(loss.f_backward()?))
+        self.hooks.around(ready, || crate::shim::backward(&out, grad_output))
     }
 
     fn gradient_ranges(&self) -> Vec<(i64, i64)> {

@@ -49,6 +49,7 @@ extern "C" {
     pub fn tf_tensor_set_grad(tensor: *mut c_void, grad: *const c_void) -> *mut c_char;
     pub fn tf_tensor_on_grad(tensor: *mut c_void, callback: *mut c_void, ctx: *mut c_void, index: usize)
         -> *mut c_char;
+    pub fn tf_backward(output: *const c_void, grad: *const c_void) -> *mut c_char;
     pub fn tf_autocast_bf16(cuda: c_int, on: c_int) -> *mut c_char;
     pub fn tf_fused_adam(
         param: *mut c_void,
