@@ -33,6 +33,15 @@ char* tf_module_register_module(void* module, const char* name, const void* chil
 char* tf_module_define(void* module, const char* source);
 char* tf_module_save(void* module, const char* path, const char* const* extra_names, const char* const* extra_values,
                      const size_t* extra_lengths, size_t n_extra);
+char* tf_module_load(const char* path, void** out);
+char* tf_module_deepcopy(const void* module, void** out);
+char* tf_module_named_tensors(const void* module, int buffers, char** names, void*** tensors, size_t* n);
+void tf_ptrs_free(void** ptrs);
+char* tf_module_set_training(void* module, int on);
+int tf_module_has_method(const void* module, const char* name);
+char* tf_module_run(void* module, const char* method, const void* const* inputs, size_t n_inputs, void** out);
+char* tf_tensor_set_grad(void* tensor, const void* grad);
+char* tf_autocast_bf16(int cuda, int on);
 char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step,
                     const void* lr_tensor, double lr, double beta1, double beta2, double eps);
 int tf_set_flush_denormal(int on);

@@ -5,8 +5,13 @@
 // returns nullptr on success or an error message that the caller frees with tf_string_free.
 #include <torch/script.h>
 
+#include <ATen/autocast_mode.h>
+
+#include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "guarded.h"
 #include "torchfit.h"
@@ -70,6 +75,107 @@ char* tf_module_save(void* module, const char* path, const char* const* extra_na
       extra[extra_names[i]] = std::string(extra_values[i], extra_lengths[i]);
     }
     static_cast<torch::jit::Module*>(module)->save(path, extra);
+  });
+}
+
+// Loads a TorchScript file (torch.jit.save's archive) onto the CPU.
+char* tf_module_load(const char* path, void** out) {
+  return guarded([&] {
+    auto module = std::make_unique<torch::jit::Module>(torch::jit::load(path, torch::kCPU));
+    *out = module.release();
+  });
+}
+
+// A deep copy of a module: its own parameters and buffers, the same methods.
+char* tf_module_deepcopy(const void* module, void** out) {
+  return guarded([&] {
+    auto copy = std::make_unique<torch::jit::Module>(static_cast<const torch::jit::Module*>(module)->deepcopy());
+    *out = copy.release();
+  });
+}
+
+// Every parameter (or, with buffers != 0, every buffer) of the module and its submodules,
+// in named_parameters() order: `names` gets them '\n'-separated (malloc'd, freed with
+// tf_string_free) and `tensors` a malloc'd array of new torch::Tensor* sharing each tensor
+// (tch takes ownership of each; the array is freed with tf_ptrs_free).
+char* tf_module_named_tensors(const void* module, int buffers, char** names, void*** tensors, size_t* n) {
+  return guarded([&] {
+    const auto* m = static_cast<const torch::jit::Module*>(module);
+    std::vector<std::pair<std::string, torch::Tensor>> found;
+    if (buffers != 0) {
+      for (const auto& item : m->named_buffers(/*recurse=*/true)) found.emplace_back(item.name, item.value);
+    } else {
+      for (const auto& item : m->named_parameters(/*recurse=*/true)) found.emplace_back(item.name, item.value);
+    }
+    std::string joined;
+    for (size_t i = 0; i < found.size(); ++i) joined += (i ? "\n" : "") + found[i].first;
+    auto* text = static_cast<char*>(std::malloc(joined.size() + 1));
+    auto* array = static_cast<void**>(std::malloc(sizeof(void*) * (found.size() + 1)));
+    if (text == nullptr || array == nullptr) {
+      std::free(text);
+      std::free(array);
+      throw std::bad_alloc();
+    }
+    std::memcpy(text, joined.c_str(), joined.size() + 1);
+    for (size_t i = 0; i < found.size(); ++i) array[i] = new torch::Tensor(found[i].second);
+    *names = text;
+    *tensors = array;
+    *n = found.size();
+  });
+}
+
+void tf_ptrs_free(void** ptrs) { std::free(ptrs); }
+
+// Sets the module's (and its submodules') training flag, as nn.Module.train(on) does.
+char* tf_module_set_training(void* module, int on) {
+  return guarded([&] { static_cast<torch::jit::Module*>(module)->train(on != 0); });
+}
+
+// Whether the module has a method `name`.
+int tf_module_has_method(const void* module, const char* name) {
+  try {
+    return static_cast<const torch::jit::Module*>(module)->find_method(name).has_value() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// Runs method `method` on tensor arguments; its result must be a tensor, returned as a new
+// torch::Tensor* (tch takes ownership).
+char* tf_module_run(void* module, const char* method, const void* const* inputs, size_t n_inputs, void** out) {
+  return guarded([&] {
+    auto* m = static_cast<torch::jit::Module*>(module);
+    std::vector<c10::IValue> args;
+    for (size_t i = 0; i < n_inputs; ++i) args.emplace_back(*static_cast<const torch::Tensor*>(inputs[i]));
+    auto result = m->get_method(method)(std::move(args));
+    if (!result.isTensor()) {
+      throw std::runtime_error(std::string(method) + " returned a " + result.tagKind() + ", not a Tensor");
+    }
+    *out = new torch::Tensor(result.toTensor());
+  });
+}
+
+// Makes `grad` the .grad of `tensor`, so that autograd accumulates into it in place (a view
+// of a flat buffer, as DDP's gradient_as_bucket_view does).
+char* tf_tensor_set_grad(void* tensor, const void* grad) {
+  return guarded([&] {
+    static_cast<torch::Tensor*>(tensor)->mutable_grad() = *static_cast<const torch::Tensor*>(grad);
+  });
+}
+
+// Turns autocast to bfloat16 on or off for the CPU (cuda == 0) or CUDA in this thread, as
+// `torch.autocast(device, dtype=torch.bfloat16)` does on entry and exit.
+char* tf_autocast_bf16(int cuda, int on) {
+  return guarded([&] {
+    auto device = cuda != 0 ? at::kCUDA : at::kCPU;
+    if (on != 0) {
+      at::autocast::set_autocast_dtype(device, at::kBFloat16);
+      at::autocast::set_autocast_enabled(device, true);
+      at::autocast::increment_nesting();
+    } else {
+      at::autocast::set_autocast_enabled(device, false);
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    }
   });
 }
 

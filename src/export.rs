@@ -12,110 +12,27 @@ use tch::{Device, Tensor};
 
 use crate::atomic;
 use crate::config::Loss;
-use crate::data::{self, Preprocessing};
-use crate::model::{child_name, Mlp, EMBEDDINGS};
+use crate::data::Preprocessing;
+use crate::model::Model;
 use crate::rundir::{self, TrainedRun};
-use crate::shim::ScriptModule;
-
-/// TorchScript source for the exported module: `logits` (raw features in, the network's
-/// output out: the same operations as `Mlp::forward` after the preprocessing, which applies
-/// to the numeric features only; categorical features come in as level indices), `forward`
-/// (what `torchfit predict` returns: values in the data's units, or class indices) and, for
-/// classification, `predict_proba`.
-pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> String {
-    let mut src = String::from("def logits(self, x: Tensor) -> Tensor:\n    x = x.float()\n");
-    src += &model.input.script_codes();
-    if preprocessing.input_fill.is_some() {
-        src += "    x = torch.where(torch.isnan(x), self.input_fill, x)\n";
-    }
-    src += "    x = (x - self.input_mean) / self.input_std\n";
-    src += &model.script();
-    src += "    return x\n\n";
-    src += match loss {
-        Loss::CrossEntropy => concat!(
-            "def forward(self, x: Tensor) -> Tensor:\n    return torch.argmax(self.logits(x), 1)\n\n",
-            "def predict_proba(self, x: Tensor) -> Tensor:\n    return torch.softmax(self.logits(x), 1)\n",
-        ),
-        Loss::Bce => concat!(
-            "def forward(self, x: Tensor) -> Tensor:\n    return (self.logits(x).squeeze(1) > 0.0).long()\n\n",
-            "def predict_proba(self, x: Tensor) -> Tensor:\n    p = torch.sigmoid(self.logits(x))\n",
-            "    return torch.cat([1.0 - p, p], 1)\n",
-        ),
-        Loss::Mse | Loss::Mae | Loss::Huber => {
-            "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n"
-        }
-    };
-    if !preprocessing.categorical.is_empty() {
-        src += "\n";
-        src += &data::categorical_script(&preprocessing.categorical, preprocessing.labels.is_some());
-    }
-    src
-}
-
-/// The module [`write_torchscript`] saves: parameters as `<2i>.weight` / `<2i>.bias` of child
-/// modules `"0"`, `"2"`, ..., embedding tables as `weight` of the children `"<j>"` of child
-/// `embeddings` (`j` the categorical feature's index), the preprocessing of the numeric
-/// features as buffers (`input_mean`, `input_std`, `input_fill`, `target_mean`,
-/// `target_std`), and the methods of [`script_source`], compiled.
-fn script_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
-    // The script would only fail on the first prediction, broadcasting one against the other.
-    if preprocessing.input_mean.len() != model.input.numeric {
-        bail!(
-            "the preprocessing has {} numeric features, the model {}",
-            preprocessing.input_mean.len(),
-            model.input.numeric
-        );
-    }
-    let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
-    for (i, layer) in model.layers.iter().enumerate() {
-        let child = child_name(i);
-        let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{child}"))?;
-        dense.register_tensor("weight", &layer.weight, false)?;
-        dense.register_tensor("bias", &layer.bias, false)?;
-        root.register_module(&child, &dense)?;
-    }
-    if model.embeddings.iter().any(Option::is_some) {
-        let mut embeddings = ScriptModule::new("__torch__.torchfit.Embeddings")?;
-        for (j, table) in model.embeddings.iter().enumerate() {
-            if let Some(table) = table {
-                let mut embedding = ScriptModule::new(&format!("__torch__.torchfit.Embedding{j}"))?;
-                embedding.register_tensor("weight", table, false)?;
-                embeddings.register_module(&j.to_string(), &embedding)?;
-            }
-        }
-        root.register_module(EMBEDDINGS, &embeddings)?;
-    }
-    let buffer = |values: &[f32]| Tensor::from_slice(values);
-    root.register_tensor("input_mean", &buffer(&preprocessing.input_mean), true)?;
-    root.register_tensor("input_std", &buffer(&preprocessing.input_std), true)?;
-    if let Some(fill) = &preprocessing.input_fill {
-        root.register_tensor("input_fill", &buffer(fill), true)?;
-    }
-    if preprocessing.labels.is_none() {
-        root.register_tensor("target_mean", &buffer(&preprocessing.target_mean), true)?;
-        root.register_tensor("target_std", &buffer(&preprocessing.target_std), true)?;
-    }
-    root.define(&script_source(model, preprocessing, loss)).context("compiling the TorchScript methods")?;
-    Ok(root)
-}
 
 /// Builds and compiles the module that [`write_torchscript`] would save, without saving it:
 /// training calls it first, so that a script error shows before the hours of training
 /// rather than after them.
-pub fn check_script(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<()> {
-    script_module(model, preprocessing, loss).map(drop)
+pub fn check_script(model: &dyn Model, preprocessing: &Preprocessing, loss: Loss) -> Result<()> {
+    model.export(preprocessing, loss).map(drop)
 }
 
 /// Writes `model.pt` atomically: the module of [`script_module`], with extra files
 /// `config.yaml`, `features.json` and, for classification, `labels.json`.
 pub fn write_torchscript(
-    model: &Mlp,
+    model: &dyn Model,
     preprocessing: &Preprocessing,
     loss: Loss,
     config_yaml: &str,
     path: &Path,
 ) -> Result<()> {
-    let root = script_module(model, preprocessing, loss)?;
+    let root = model.export(preprocessing, loss)?;
     let features = serde_json::to_vec(&preprocessing.feature_names)?;
     let mut extra: Vec<(&str, &[u8])> = vec![("config.yaml", config_yaml.as_bytes()), ("features.json", &features)];
     let labels = preprocessing.labels.as_ref().map(serde_json::to_vec).transpose()?;
@@ -253,10 +170,19 @@ pub fn export_run(
     match format {
         Format::Torchscript => {
             let config_yaml = trained.config.to_yaml()?;
-            write_torchscript(&trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
+            write_torchscript(&*trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
         }
-        Format::Safetensors => write_safetensors(&trained.model, &output)?,
-        Format::Onnx => crate::onnx::write(&trained.model, &trained.preprocessing, trained.config.loss(), &output)?,
+        Format::Safetensors => write_safetensors(&*trained.model, &output)?,
+        Format::Onnx => {
+            let Some(mlp) = trained.model.as_mlp() else {
+                bail!(
+                    "{}: ONNX export of a TorchScript module is not possible from torchfit (libtorch has no ONNX exporter); \
+                     export it from Python: torch.onnx.export(torch.jit.load(\"model.pt\"), ...)",
+                    run.display()
+                );
+            };
+            crate::onnx::write(mlp, &trained.preprocessing, trained.config.loss(), &output)?
+        }
     }
     if same_file(&output, &own) {
         // Rewritten from the run's own weights, checked against the manifest on loading.
@@ -270,10 +196,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }
 
-/// Writes `weights.safetensors` atomically, with `torch.nn.Sequential` names.
-pub fn write_safetensors(model: &Mlp, path: &Path) -> Result<()> {
+/// Writes `weights.safetensors` atomically: the model's state_dict (`torch.nn.Sequential`
+/// names for the MLP; a user module's own names, buffers included).
+pub fn write_safetensors(model: &dyn Model, path: &Path) -> Result<()> {
     let named: Vec<(String, Tensor)> =
-        model.named_parameters().into_iter().map(|(name, t)| (name, t.detach().to_device(Device::Cpu))).collect();
+        model.state_dict()?.into_iter().map(|(name, t)| (name, t.detach().to_device(Device::Cpu))).collect();
     atomic::write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(Into::into))
 }
 

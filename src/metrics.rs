@@ -7,7 +7,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::config::{Config, Loss, Metric};
 use crate::data::{Part, Preprocessing};
-use crate::model::Mlp;
+use crate::model::Model;
 
 /// An accumulator for `config`'s loss and metrics over a model with `outputs` outputs.
 pub fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device: Device) -> Accumulator {
@@ -18,14 +18,14 @@ pub fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device:
 }
 
 /// The loss and metrics of `model` on `part`, in chunks that bound memory on large parts.
-pub fn evaluate(model: &Mlp, part: &Part, config: &Config, pre: &Preprocessing) -> Result<(f64, Vec<f64>)> {
+pub fn evaluate(model: &dyn Model, part: &Part, config: &Config, pre: &Preprocessing) -> Result<(f64, Vec<f64>)> {
     const CHUNK: i64 = 8192;
     let mut acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
     let n = part.len() as i64;
     for start in (0..n).step_by(CHUNK as usize) {
         let len = CHUNK.min(n - start);
         let (x, y) = (part.x.narrow(0, start, len), part.y.narrow(0, start, len));
-        let output = model.forward(&x);
+        let output = model.forward(&x)?;
         let loss = loss_value(config.loss(), &output, &y);
         acc.add(&output, &y, &loss);
     }

@@ -12,11 +12,30 @@ use crate::checkpoint::take;
 use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, Schedule, Semantics};
 use crate::metrics::{Plateau, PlateauState};
 
-/// Adam or SGD over one flat parameter buffer (see `Mlp::params`): every update is a few
-/// element-wise ops on whole buffers, whatever the number of layers.
+/// A range of a model's flat parameter buffer that one optimizer parameter group updates:
+/// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own
+/// settings. Frozen parameters are in no segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: i64,
+    pub len: i64,
+    pub group: Option<usize>,
+}
+
+impl Segment {
+    /// The one segment of a buffer of `len` elements that trains whole with one setting.
+    pub fn whole(len: i64) -> Vec<Segment> {
+        vec![Segment { start: 0, len, group: None }]
+    }
+}
+
+/// Adam or SGD over one flat parameter buffer (see `model::Model::params`): every update is
+/// a few element-wise ops per parameter group on its range of the buffer, whatever the
+/// number of layers.
 pub struct Optimizer {
     cfg: OptimizerConfig,
-    /// The learning rate in force; a schedule changes it between epochs.
+    /// The learning rate in force (of parameters in no group); a schedule changes it between
+    /// epochs, and each group's in proportion.
     lr: f64,
     /// Updates taken so far; Adam's bias correction uses it.
     step: i64,
@@ -24,24 +43,47 @@ pub struct Optimizer {
     m: Tensor,
     /// Adam: second moments (empty for SGD).
     v: Tensor,
-    /// `step` as a float scalar tensor, as libtorch's fused Adam kernel reads it.
+    groups: Vec<Group>,
+}
+
+/// One segment's settings and per-step scalars.
+struct Group {
+    start: i64,
+    len: i64,
+    /// The group's rate over the optimizer's (1 for parameters in no group).
+    lr_scale: f64,
+    weight_decay: f64,
+    /// `step` as a float scalar tensor, as libtorch's fused Adam kernel reads (and advances) it.
     step_tensor: Tensor,
-    /// On CUDA: `lr` as a float scalar on the device, and the update is written so that every
-    /// value that changes between steps (rate, step count, the Keras eps correction) is read
-    /// from the device, as PyTorch's `capturable=True`, so that a CUDA graph can capture it
-    /// (`train::graph`); a replayed step advances the host's count by `count_replayed_step`.
-    /// The CPU keeps them on the host, as before.
+    /// On CUDA: the group's rate as a float scalar on the device, and the update is written
+    /// so that every value that changes between steps (rate, step count, the Keras eps
+    /// correction) is read from the device, as PyTorch's `capturable=True`, so that a CUDA
+    /// graph can capture it (`train::graph`); a replayed step advances the host's count by
+    /// `count_replayed_step`. The CPU keeps them on the host.
     lr_tensor: Option<Tensor>,
 }
 
 impl Optimizer {
-    /// An optimizer for a flat parameter buffer like `params`.
-    pub fn new(cfg: &OptimizerConfig, params: &Tensor) -> Optimizer {
+    /// An optimizer for a flat parameter buffer like `params`, updating `segments` of it.
+    pub fn new(cfg: &OptimizerConfig, params: &Tensor, segments: &[Segment]) -> Optimizer {
         let v = if cfg.kind == OptimizerKind::Sgd { params.zeros_like().narrow(0, 0, 0) } else { params.zeros_like() };
-        let step_tensor = Tensor::zeros([], (tch::Kind::Float, params.device()));
-        let lr_tensor =
-            params.device().is_cuda().then(|| Tensor::full([], cfg.lr, (tch::Kind::Float, params.device())));
-        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, step_tensor, lr_tensor }
+        let device = params.device();
+        let groups = segments
+            .iter()
+            .map(|s| {
+                let group = s.group.and_then(|g| cfg.param_groups.get(g));
+                let lr = group.and_then(|g| g.lr).unwrap_or(cfg.lr);
+                Group {
+                    start: s.start,
+                    len: s.len,
+                    lr_scale: lr / cfg.lr,
+                    weight_decay: group.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay()),
+                    step_tensor: Tensor::zeros([], (tch::Kind::Float, device)),
+                    lr_tensor: device.is_cuda().then(|| Tensor::full([], lr, (tch::Kind::Float, device))),
+                }
+            })
+            .collect();
+        Optimizer { cfg: cfg.clone(), lr: cfg.lr, step: 0, m: params.zeros_like(), v, groups }
     }
 
     /// Counts a step that a CUDA graph replayed (its device state advanced on its own).
@@ -55,8 +97,10 @@ impl Optimizer {
 
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
-        if let Some(lr_tensor) = &mut self.lr_tensor {
-            let _ = lr_tensor.fill_(lr);
+        for group in &mut self.groups {
+            if let Some(lr_tensor) = &mut group.lr_tensor {
+                let _ = lr_tensor.fill_(lr * group.lr_scale);
+            }
         }
     }
 
@@ -75,7 +119,9 @@ impl Optimizer {
     /// Restores what `state` saved.
     pub fn restore(&mut self, step: i64, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
         self.step = step;
-        let _ = self.step_tensor.fill_(step as f64);
+        for group in &mut self.groups {
+            let _ = group.step_tensor.fill_(step as f64);
+        }
         for (name, buffer) in [("optimizer.m", &mut self.m), ("optimizer.v", &mut self.v)] {
             let saved = take(tensors, name, &buffer.size())?;
             buffer.copy_(&saved.to_device(buffer.device()));
@@ -83,16 +129,29 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Applies one update to the flat parameters `p` from the flat gradient `g`. On the CPU
-    /// everything the update needs besides tensors (the rate, the step count and the Keras
-    /// eps correction that follows from it) is kept on the host; on CUDA those are device
-    /// scalars (`capturable`). Either way a step never waits to read a value back.
+    /// Applies one update to the flat parameters `p` from the flat gradient `g`, group by
+    /// group. On the CPU everything the update needs besides tensors (the rate, the step
+    /// count and the Keras eps correction that follows from it) is kept on the host; on CUDA
+    /// those are device scalars (`capturable`). Either way a step never waits to read a
+    /// value back.
     pub fn step(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
         self.step += 1;
-        let g = self.decay(p, g);
-        match self.cfg.kind {
-            OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(p, &g)?,
-            OptimizerKind::Sgd => self.sgd(p, &g),
+        let sgd = self.cfg.kind == OptimizerKind::Sgd;
+        for i in 0..self.groups.len() {
+            let group = &self.groups[i];
+            let (start, len) = (group.start, group.len);
+            let mut state = Slices {
+                p: p.narrow(0, start, len),
+                g: g.narrow(0, start, len),
+                m: self.m.narrow(0, start, len),
+                v: if sgd { self.v.shallow_clone() } else { self.v.narrow(0, start, len) },
+            };
+            let g = self.decay(group, &mut state.p, &state.g);
+            state.g = g;
+            match self.cfg.kind {
+                OptimizerKind::Adam | OptimizerKind::Adamw => self.adam(i, &mut state)?,
+                OptimizerKind::Sgd => self.sgd(&self.groups[i], &mut state),
+            }
         }
         Ok(())
     }
@@ -100,19 +159,19 @@ impl Optimizer {
     /// Weight decay as each rule defines it: Keras always decays the weights directly
     /// (w -= w * wd * lr, before the update), as does PyTorch's AdamW; PyTorch's Adam and
     /// SGD add wd * w to the gradient (L2).
-    fn decay(&self, p: &mut Tensor, g: &Tensor) -> Tensor {
-        let wd = self.cfg.weight_decay();
+    fn decay(&self, group: &Group, p: &mut Tensor, g: &Tensor) -> Tensor {
+        let wd = group.weight_decay;
         if wd == 0.0 {
             return g.shallow_clone();
         }
         let decoupled = self.cfg.semantics == Semantics::Keras || self.cfg.kind == OptimizerKind::Adamw;
         if decoupled {
-            match &self.lr_tensor {
+            match &group.lr_tensor {
                 Some(lr) => {
                     let _ = p.g_mul_(&(lr * -wd + 1.0));
                 }
                 None => {
-                    let _ = p.g_mul_scalar_(1.0 - wd * self.lr);
+                    let _ = p.g_mul_scalar_(1.0 - wd * self.lr * group.lr_scale);
                 }
             }
             g.shallow_clone()
@@ -121,57 +180,68 @@ impl Optimizer {
         }
     }
 
-    /// One Adam update with libtorch's fused kernel, which implements PyTorch's rule:
-    /// w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Keras's rule,
+    /// One Adam update of group `i` with libtorch's fused kernel, which implements PyTorch's
+    /// rule: w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Keras's rule,
     /// w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), is the same update with
     /// eps / sqrt(1 - b2^t) in place of eps (multiply PyTorch's through by sqrt(1 - b2^t)).
-    fn adam(&mut self, p: &mut Tensor, g: &Tensor) -> Result<()> {
+    fn adam(&mut self, i: usize, s: &mut Slices) -> Result<()> {
         let OptimizerConfig { beta1, beta2, semantics, .. } = self.cfg;
-        if let (Some(lr), Semantics::Keras) = (&self.lr_tensor, semantics) {
+        let eps = self.cfg.eps();
+        let lr = self.lr * self.groups[i].lr_scale;
+        let group = &mut self.groups[i];
+        if let (Some(lr), Semantics::Keras) = (&group.lr_tensor, semantics) {
             // The eps correction changes every step; the fused kernel takes eps as a number,
             // which a captured graph would freeze, so on CUDA Keras's rule is written out.
-            let _ = self.step_tensor.g_add_scalar_(1.0);
-            let _ = self.m.lerp_(g, 1.0 - beta1);
-            let _ = self.v.g_mul_scalar_(beta2).g_add_(&(g * g * (1.0 - beta2)));
-            let correction1 = -Tensor::pow_scalar(beta1, &self.step_tensor) + 1.0;
-            let correction2 = -Tensor::pow_scalar(beta2, &self.step_tensor) + 1.0;
+            let _ = group.step_tensor.g_add_scalar_(1.0);
+            let _ = s.m.lerp_(&s.g, 1.0 - beta1);
+            let _ = s.v.g_mul_scalar_(beta2).g_add_(&(&s.g * &s.g * (1.0 - beta2)));
+            let correction1 = -Tensor::pow_scalar(beta1, &group.step_tensor) + 1.0;
+            let correction2 = -Tensor::pow_scalar(beta2, &group.step_tensor) + 1.0;
             let step_size = lr * correction2.sqrt() / correction1;
-            let _ = p.g_sub_(&(&self.m / (self.v.sqrt() + self.cfg.eps()) * step_size));
+            let _ = s.p.g_sub_(&(&s.m / (s.v.sqrt() + eps) * step_size));
             return Ok(());
         }
         let eps = match semantics {
-            Semantics::Keras => self.cfg.eps() / (1.0 - beta2.powi(self.step as i32)).sqrt(),
-            Semantics::Torch => self.cfg.eps(),
+            Semantics::Keras => eps / (1.0 - beta2.powi(self.step as i32)).sqrt(),
+            Semantics::Torch => eps,
         };
-        let lr = self.lr_tensor.as_ref();
-        crate::shim::fused_adam(p, g, &mut self.m, &mut self.v, &mut self.step_tensor, lr, self.lr, (beta1, beta2), eps)
+        let lr_tensor = group.lr_tensor.as_ref();
+        crate::shim::fused_adam(&mut s.p, &s.g, &mut s.m, &mut s.v, &mut group.step_tensor, lr_tensor, lr, (beta1, beta2), eps)
     }
 
-    fn sgd(&mut self, p: &mut Tensor, g: &Tensor) {
+    fn sgd(&self, group: &Group, s: &mut Slices) {
         let OptimizerConfig { momentum, nesterov, .. } = self.cfg;
         let update = if momentum > 0.0 {
             // torch.optim.SGD: buf = momentum * buf + g (buf = g on the first step, which
             // this is, exactly, from buf = 0; no branch on the host's step count, so it can
             // be captured).
-            let _ = self.m.g_mul_scalar_(momentum).g_add_(g);
+            let _ = s.m.g_mul_scalar_(momentum).g_add_(&s.g);
             // Nesterov looks ahead along the momentum: g + momentum * buf.
             if nesterov {
-                g + &self.m * momentum
+                &s.g + &s.m * momentum
             } else {
-                self.m.shallow_clone()
+                s.m.shallow_clone()
             }
         } else {
-            g.shallow_clone()
+            s.g.shallow_clone()
         };
-        match &self.lr_tensor {
+        match &group.lr_tensor {
             Some(lr) => {
-                let _ = p.g_sub_(&(update * lr));
+                let _ = s.p.g_sub_(&(update * lr));
             }
             None => {
-                let _ = p.g_add_(&(update * -self.lr));
+                let _ = s.p.g_add_(&(update * -(self.lr * group.lr_scale)));
             }
         }
     }
+}
+
+/// One group's views of the parameters, gradient and moments.
+struct Slices {
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
 }
 
 /// What a checkpoint keeps of an `LrScheduler`.
@@ -276,7 +346,7 @@ mod tests {
     /// Minimises f(w) = w^2 (gradient 2w) from w = 1 for `steps` steps; returns w.
     fn run(cfg: &OptimizerConfig, steps: usize) -> f64 {
         let mut w = Tensor::from_slice(&[1.0f64]);
-        let mut opt = Optimizer::new(cfg, &w);
+        let mut opt = Optimizer::new(cfg, &w, &Segment::whole(1));
         for _ in 0..steps {
             let g = &w * 2.0;
             opt.step(&mut w, &g).unwrap();
@@ -364,14 +434,14 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let mut w = Tensor::ones([3], (Kind::Float, Device::Cpu));
-        let mut opt = Optimizer::new(&OptimizerConfig::default(), &w);
+        let mut opt = Optimizer::new(&OptimizerConfig::default(), &w, &Segment::whole(3));
         opt.step(&mut w, &Tensor::ones([3], (Kind::Float, Device::Cpu))).unwrap();
         let (steps, named) = opt.state();
-        let mut fresh = Optimizer::new(&OptimizerConfig::default(), &w);
+        let mut fresh = Optimizer::new(&OptimizerConfig::default(), &w, &Segment::whole(3));
         let mut map: HashMap<String, Tensor> = named.into_iter().map(|(n, t)| (n, t.copy())).collect();
         fresh.restore(steps, &mut map).unwrap();
         assert_eq!(fresh.steps(), 1);
-        assert_eq!(fresh.step_tensor.double_value(&[]), 1.0);
+        assert_eq!(fresh.groups[0].step_tensor.double_value(&[]), 1.0);
         assert!(fresh.m.equal(&opt.m) && fresh.v.equal(&opt.v));
     }
 

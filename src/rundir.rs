@@ -10,6 +10,7 @@
 //!       loss.png             the loss curves
 //!       weights.safetensors  the trained weights, torch.nn.Sequential names
 //!       model.pt             TorchScript, preprocessing inside
+//!       module.pt            model.kind: torchscript: the user's module as given
 //!       summary.json         status and results; `running` while training
 //!       manifest.json        SHA-256 of the artifacts, once training has ended (manifest.rs)
 //!       train.lock           held by the process that trains the run (lock.rs)
@@ -22,9 +23,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, ModelKind};
 use crate::data::Preprocessing;
-use crate::model::Mlp;
+use crate::model::{self, Model};
 
 mod lock;
 mod manifest;
@@ -39,6 +40,9 @@ pub const METRICS: &str = "metrics.csv";
 pub const LOSS_PLOT: &str = "loss.png";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const MODEL: &str = "model.pt";
+/// `model.kind: torchscript`: the user's module as the run started from it (`model.path`,
+/// copied), which a resume and a reload build on.
+pub const MODULE: &str = "module.pt";
 /// Written only by `torchfit export --format onnx` without `--output`; training does not.
 pub const ONNX: &str = "model.onnx";
 pub const SUMMARY: &str = "summary.json";
@@ -192,7 +196,7 @@ pub struct TrainedRun {
     pub dir: RunDir,
     pub config: Config,
     pub preprocessing: Preprocessing,
-    pub model: Mlp,
+    pub model: Box<dyn Model>,
 }
 
 impl TrainedRun {
@@ -233,10 +237,14 @@ impl TrainedRun {
         let config = dir.config(&[])?;
         let preprocessing = dir.preprocessing()?;
         let outputs = preprocessing.output_width(config.loss());
-        // The weights replace whatever the run started from (init_from need not exist any more).
-        let cfg = ModelConfig { init_from: None, ..config.model.clone() };
-        let mut model = Mlp::new(&cfg, &preprocessing.model_input(), outputs, Device::Cpu)?;
-        model.load_safetensors(&weights).with_context(|| source.clone())?;
+        // The weights replace whatever the run started from (init_from need not exist any
+        // more), and the module is the run's own copy.
+        let mut cfg = ModelConfig { init_from: None, freeze: Vec::new(), ..config.model.clone() };
+        if cfg.kind == ModelKind::Torchscript {
+            cfg.path = Some(dir.file(MODULE));
+        }
+        let model = model::build(&cfg, &preprocessing, outputs, Device::Cpu, None, &[])?;
+        model::load_weights(&*model, &weights).with_context(|| source.clone())?;
         Ok(TrainedRun { dir, config, preprocessing, model })
     }
 }

@@ -110,6 +110,82 @@ impl ScriptModule {
     }
 }
 
+impl ScriptModule {
+    /// Loads a TorchScript file (what `torch.jit.save` writes) onto the CPU.
+    pub fn load(path: &Path) -> Result<ScriptModule> {
+        let c = c_path(path)?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid C string and out-pointer.
+        check(unsafe { ffi::tf_module_load(c.as_ptr(), &mut ptr) })?;
+        Ok(ScriptModule { ptr })
+    }
+
+    /// A deep copy: its own parameters and buffers, the same methods.
+    pub fn deep_copy(&self) -> Result<ScriptModule> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: live module and out-pointer.
+        check(unsafe { ffi::tf_module_deepcopy(self.ptr, &mut ptr) })?;
+        Ok(ScriptModule { ptr })
+    }
+
+    /// The parameters (or buffers) of the module and its submodules, in `named_parameters()`
+    /// order, sharing the module's tensors.
+    pub fn named_tensors(&self, buffers: bool) -> Result<Vec<(String, Tensor)>> {
+        let (mut names, mut tensors, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0usize);
+        // SAFETY: live module, out-pointers; on success the shim hands over `names` and the
+        // array of `n` new tensor pointers.
+        check(unsafe { ffi::tf_module_named_tensors(self.ptr, c_int::from(buffers), &mut names, &mut tensors, &mut n) })?;
+        // SAFETY: `names` is a NUL-terminated malloc'd string, freed once here.
+        let joined = unsafe { CStr::from_ptr(names) }.to_string_lossy().into_owned();
+        unsafe { ffi::tf_string_free(names) };
+        // SAFETY: `tensors` holds `n` torch::Tensor* that we now own, each wrapped once.
+        let owned: Vec<Tensor> =
+            (0..n).map(|i| unsafe { Tensor::from_ptr(*tensors.add(i) as *mut torch_sys::C_tensor) }).collect();
+        unsafe { ffi::tf_ptrs_free(tensors) };
+        let names = if n == 0 { Vec::new() } else { joined.split('\n').map(str::to_string).collect() };
+        Ok(names.into_iter().zip(owned).collect())
+    }
+
+    /// `module.train(on)`: dropout and BatchNorm behave as in training, or as in evaluation.
+    pub fn set_training(&self, on: bool) -> Result<()> {
+        // SAFETY: live module.
+        check(unsafe { ffi::tf_module_set_training(self.ptr, c_int::from(on)) })
+    }
+
+    pub fn has_method(&self, name: &str) -> bool {
+        let Ok(name) = c_string(name) else { return false };
+        // SAFETY: live module, valid C string.
+        unsafe { ffi::tf_module_has_method(self.ptr, name.as_ptr()) != 0 }
+    }
+
+    /// Runs `method` on tensor arguments; its result must be a tensor.
+    pub fn run(&self, method: &str, inputs: &[&Tensor]) -> Result<Tensor> {
+        let method = c_string(method)?;
+        let ptrs: Vec<*const c_void> = inputs.iter().map(|t| t.as_ptr() as *const c_void).collect();
+        let mut out = std::ptr::null_mut();
+        // SAFETY: live module, tensor pointers alive for the call; on success `out` is a new
+        // torch::Tensor* that we own.
+        check(unsafe { ffi::tf_module_run(self.ptr, method.as_ptr(), ptrs.as_ptr(), ptrs.len(), &mut out) })?;
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+    }
+}
+
+// SAFETY: a torch::jit::Module is a handle onto heap objects with no thread affinity; the
+// wrapper is used by one thread at a time (it is not Sync).
+unsafe impl Send for ScriptModule {}
+
+/// Makes `grad` the `.grad` of `tensor`: autograd then accumulates into it in place.
+pub fn set_grad(tensor: &mut Tensor, grad: &Tensor) -> Result<()> {
+    // SAFETY: both are live tch tensors.
+    check(unsafe { ffi::tf_tensor_set_grad(tensor.as_mut_ptr() as *mut c_void, grad.as_ptr() as *const c_void) })
+}
+
+/// Turns bf16 autocast on or off for the CPU or CUDA, in this thread.
+pub fn autocast_bf16(cuda: bool, on: bool) -> Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { ffi::tf_autocast_bf16(c_int::from(cuda), c_int::from(on)) })
+}
+
 /// One Adam step (PyTorch's rule) on flat buffers with libtorch's fused kernel; `step` is a
 /// float scalar tensor that the call advances by one before the update. The rate is `lr`,
 /// or with `lr_tensor` a float scalar on the parameters' device, read when the kernel runs

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 mod data;
 mod load;
 mod locate;
+mod models;
 mod read;
 mod resolve;
 mod size;
@@ -24,6 +25,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
+pub use models::name_pattern;
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
@@ -105,9 +107,75 @@ pub struct ModelConfig {
     pub init: Init,
     /// Dropout probability after each hidden activation (training only).
     pub dropout: f64,
-    /// Initial weights, a safetensors file named like `torch.nn.Sequential`'s state_dict.
+    /// Initial weights matched by name: a safetensors file (a state_dict, or a torchfit
+    /// checkpoint) or a TorchScript file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// `mlp` (the layers above) or `torchscript` (a module of `path`).
+    #[serde(skip_serializing_if = "ModelKind::is_mlp")]
+    pub kind: ModelKind,
+    /// torchscript: the module, saved by `torch.jit.script(module).save(path)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// With `init_from`: false lets the file lack some of the model's tensors (a new head)
+    /// or hold others (an old head); each name that is present must have the right shape.
+    #[serde(skip_serializing_if = "is_true")]
+    pub strict: bool,
+    /// Glob patterns over parameter names (`encoder.*`): those parameters get no gradient
+    /// and no optimizer state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// mlp: `manual` (the hand-written backward pass, fast) or `autograd` (libtorch's, the
+    /// engine every other model uses; for checking the manual one). A TorchScript module
+    /// always trains through autograd.
+    #[serde(skip_serializing_if = "Backward::is_manual")]
+    pub backward: Backward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backward {
+    #[default]
+    Manual,
+    Autograd,
+}
+
+impl Backward {
+    fn is_manual(&self) -> bool {
+        *self == Backward::Manual
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Mlp,
+    Torchscript,
+}
+
+impl ModelKind {
+    fn is_mlp(&self) -> bool {
+        *self == ModelKind::Mlp
+    }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One of `training.optimizer.param_groups`, as a `torch.optim` param group: the parameters
+/// its patterns match train with its learning rate and weight decay (the optimizer's own
+/// where unset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// A glob pattern over parameter names, or a list of them.
+    pub params: Columns,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +346,10 @@ pub struct OptimizerConfig {
     /// SGD: Nesterov momentum.
     pub nesterov: bool,
     pub semantics: Semantics,
+    /// Per-group learning rate and weight decay (`torch.optim` param groups); parameters
+    /// in no group use the settings above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub param_groups: Vec<ParamGroup>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,7 +488,18 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { hidden: vec![10], activation: Activation::Relu, init: Init::Keras, dropout: 0.0, init_from: None }
+        ModelConfig {
+            hidden: vec![10],
+            activation: Activation::Relu,
+            init: Init::Keras,
+            dropout: 0.0,
+            init_from: None,
+            kind: ModelKind::Mlp,
+            path: None,
+            strict: true,
+            freeze: Vec::new(),
+            backward: Backward::Manual,
+        }
     }
 }
 
@@ -454,6 +537,7 @@ impl Default for OptimizerConfig {
             momentum: 0.0,
             nesterov: false,
             semantics: Semantics::Keras,
+            param_groups: Vec::new(),
         }
     }
 }

@@ -255,7 +255,7 @@ impl Config {
         // Real tables mix units (grams beside millimetres): file data is standardised unless
         // told otherwise; generated data keeps the Keras example as it was.
         d.standardize.get_or_insert(!d.kind.is_generated());
-        for path in [&mut d.path, &mut d.x, &mut d.y, &mut self.model.init_from].into_iter().flatten() {
+        for path in [&mut d.path, &mut d.x, &mut d.y, &mut self.model.init_from, &mut self.model.path].into_iter().flatten() {
             if let Ok(absolute) = std::path::absolute(&*path) {
                 *path = absolute;
             }

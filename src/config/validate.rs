@@ -174,6 +174,7 @@ impl Config {
         if !(0.0..1.0).contains(&self.model.dropout) {
             invalid!("model.dropout", "model.dropout must be in [0, 1), got {}", self.model.dropout);
         }
+        self.validate_model_kind()?;
         let t = &self.training;
         positive("training.epochs", t.epochs)?;
         positive("training.batch_size", t.batch_size)?;

@@ -38,17 +38,6 @@ impl Preprocessing {
         Ok(Tensor::f_cat(&[self.apply(numeric)?, codes.to_device(numeric.device())], 1)?)
     }
 
-    /// What the model's input holds: the numeric features, then one level code per
-    /// categorical feature.
-    pub fn model_input(&self) -> crate::model::Input {
-        let categorical = self
-            .categorical
-            .iter()
-            .map(|f| crate::model::Categorical { levels: f.levels.len(), embedding: f.embedding })
-            .collect();
-        crate::model::Input { numeric: self.feature_names.len(), categorical }
-    }
-
     /// Numeric features as the model sees them: missing values filled, then standardised.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.f_to_kind(Kind::Float)?;

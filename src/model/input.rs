@@ -49,6 +49,13 @@ impl Categorical {
 }
 
 impl Input {
+    /// The input a run's preprocessing produces.
+    pub fn of(pre: &crate::data::Preprocessing) -> Input {
+        let categorical =
+            pre.categorical.iter().map(|f| Categorical { levels: f.levels.len(), embedding: f.embedding }).collect();
+        Input { numeric: pre.feature_names.len(), categorical }
+    }
+
     pub fn numeric_only(numeric: usize) -> Input {
         Input { numeric, categorical: Vec::new() }
     }

@@ -1,398 +1,134 @@
-//! The multi-layer perceptron: an input stage (categorical features one-hot or embedded,
-//! see `input`), then `Linear, act, Linear, act, ..., Linear`, with parameters named and
-//! laid out as the equivalent `torch.nn.Sequential` has them (see `dense`). Each layer kind
-//! keeps its forward, backward, TorchScript and names in its own file.
+//! The model interface that training, checkpoints, early stopping, data-parallel training,
+//! evaluation and export go through, and its implementations:
 //!
-//! Training does not go through autograd. For an MLP the backward pass is a few matrix
-//! products, and computing it directly (with libtorch's own `*_backward` kernels for the
-//! activations) is several times cheaper per step than building and walking a graph. All
-//! parameters live in one flat buffer, and so do their gradients, so that the optimizer is a
-//! handful of tensor ops whatever the depth. `tests::manual_gradients_match_autograd` holds
-//! the backward pass to autograd's answer for every activation and loss.
+//! - `Mlp` (`mlp.rs`): the built-in multi-layer perceptron, whose backward pass is written by
+//!   hand (several times cheaper per step than building and walking an autograd graph for a
+//!   small MLP); `model.backward: autograd` trains the same network through libtorch
+//!   autograd instead, which `tests` hold to the hand-written pass.
+//! - `Scripted` (`scripted.rs`): a user's TorchScript module (`model.kind: torchscript`),
+//!   trained through libtorch autograd.
+//!
+//! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
+//! gradients in another laid out alike (`grads`): an autograd model's parameters are views
+//! into the first and its `.grad`s views into the second, as DDP's `gradient_as_bucket_view`
+//! does. So the optimizer is a few fused ops per parameter group, clipping one norm, and the
+//! data-parallel gradient sum works on ranges of one buffer.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use tch::{Device, Kind, Tensor};
+use anyhow::Result;
+use tch::{Device, Tensor};
 
-use crate::config::{Activation, Init, ModelConfig, Precision};
+use crate::config::{Loss, ModelConfig, ModelKind, Precision};
+use crate::data::Preprocessing;
+use crate::optim::Segment;
+use crate::shim::ScriptModule;
 
 mod activation;
 mod dense;
+mod init;
 mod input;
 mod mixed;
-use dense::views;
+mod mlp;
+mod script;
+mod scripted;
+mod trainable;
+
 pub use dense::{child_name, Dense};
 pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
-
-pub struct Mlp {
-    pub input: Input,
-    pub layers: Vec<Dense>,
-    /// Each categorical feature's embedding table (`[levels, width]`, a view into `params`
-    /// after the Dense layers), `None` for one-hot features.
-    pub embeddings: Vec<Option<Tensor>>,
-    pub activation: Activation,
-    /// Dropout probability after each hidden activation, applied in training only.
-    pub dropout: f64,
-    /// Every parameter, in `named_parameters` order; `layers` are views into it.
-    pub params: Tensor,
-    /// The gradient of the last `backward`, laid out as `params`.
-    pub grads: Tensor,
-    grad_layers: Vec<Dense>,
-    grad_embeddings: Vec<Option<Tensor>>,
-    /// With `training.precision: bf16`, the training step's bf16 weights and gradients.
-    low: Option<mixed::LowPrecision>,
-}
+pub use mlp::{Mlp, MlpTape};
+pub use scripted::{Scripted, USER_MODULE};
 
 /// What a training forward pass keeps for the backward pass.
-pub struct Tape {
-    /// Each layer's input.
-    inputs: Vec<Tensor>,
-    /// The level indices of the categorical features, when the input has any.
-    codes: Option<Tensor>,
-    /// Each hidden layer's pre-activation and activation.
-    pre: Vec<Tensor>,
-    post: Vec<Tensor>,
-    /// Each hidden layer's dropout mask (already scaled by 1 / (1 - p)).
-    masks: Vec<Option<Tensor>>,
-    /// Whether the pass ran in bf16 (`mixed`), so that backward does too.
-    low: bool,
+pub enum Tape {
+    /// The hand-written backward pass's record (`Mlp`).
+    Manual(MlpTape),
+    /// An autograd graph, from the output (before it was copied out) back to the parameters.
+    Graph(Tensor),
 }
 
-impl Mlp {
-    /// A freshly initialised model (or one loaded from `cfg.init_from`) on `device`.
-    /// Random draws come from libtorch's global CPU generator, which the caller seeds.
-    pub fn new(cfg: &ModelConfig, input: &Input, outputs: usize, device: Device) -> Result<Mlp> {
-        input.check()?;
-        let mut widths = vec![input.width()];
-        widths.extend(&cfg.hidden);
-        widths.push(outputs);
-        let mut initial = Vec::with_capacity(widths.len() - 1);
-        for pair in widths.windows(2) {
-            let (fan_in, fan_out) = (pair[0] as i64, pair[1] as i64);
-            let zeros = || Tensor::f_zeros([fan_out], (Kind::Float, Device::Cpu));
-            let (weight, bias) = match cfg.init {
-                Init::Keras => {
-                    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                    (uniform(&[fan_out, fan_in], limit)?, zeros()?)
-                }
-                Init::Torch => {
-                    let bound = 1.0 / (fan_in as f64).sqrt();
-                    (uniform(&[fan_out, fan_in], bound)?, uniform(&[fan_out], bound)?)
-                }
-                Init::KaimingUniform => (uniform(&[fan_out, fan_in], (6.0 / fan_in as f64).sqrt())?, zeros()?),
-                Init::KaimingNormal => {
-                    let std = (2.0 / fan_in as f64).sqrt();
-                    (Tensor::f_randn([fan_out, fan_in], (Kind::Float, Device::Cpu))? * std, zeros()?)
-                }
-            };
-            initial.push([weight, bias]);
-        }
-        let tables = input.init()?;
-        let shapes: Vec<Vec<i64>> = initial.iter().flatten().map(Tensor::size).collect();
-        let table_shapes = input.table_shapes();
-        let length = numel(&shapes) + table_shapes.iter().flatten().map(|[l, w]| l * w).sum::<i64>();
-        let params = Tensor::f_zeros([length], (Kind::Float, device))?;
-        let grads = params.zeros_like();
-        let (layers, embeddings) = layout(&params, &shapes, &table_shapes);
-        let (grad_layers, grad_embeddings) = layout(&grads, &shapes, &table_shapes);
-        for (layer, [weight, bias]) in layers.iter().zip(&initial) {
-            layer.weight.shallow_clone().copy_(weight);
-            layer.bias.shallow_clone().copy_(bias);
-        }
-        for (view, table) in embeddings.iter().zip(&tables) {
-            if let (Some(view), Some(table)) = (view, table) {
-                view.shallow_clone().copy_(table);
-            }
-        }
-        let mut model = Mlp {
-            input: input.clone(),
-            layers,
-            embeddings,
-            activation: cfg.activation,
-            dropout: cfg.dropout,
-            params,
-            grads,
-            grad_layers,
-            grad_embeddings,
-            low: None,
-        };
-        if let Some(path) = &cfg.init_from {
-            if !path.is_file() {
-                bail!("model.init_from: {}: no such file", path.display());
-            }
-            model.load_safetensors(path).with_context(|| format!("model.init_from: {}", path.display()))?;
-        }
-        Ok(model)
+/// A model torchfit trains: see the module's documentation.
+pub trait Model {
+    /// The trainable parameters, one flat float32 buffer (optimizer, clipping, broadcast).
+    fn params(&self) -> &Tensor;
+    /// Their gradients, laid out as `params`, written by `backward`.
+    fn grads(&self) -> &Tensor;
+    /// How `params` splits into optimizer parameter groups (frozen parameters in none).
+    fn segments(&self) -> &[Segment];
+    /// The output width.
+    fn outputs(&self) -> i64;
+    /// Trainable parameters (elements of `params`).
+    fn parameter_count(&self) -> i64 {
+        self.params().numel() as i64
     }
-
-    /// Sets the arithmetic of training steps (`forward_train_into`, `backward`); evaluation
-    /// and exports stay float32 either way.
-    pub fn set_precision(&mut self, precision: Precision) {
-        self.low = match precision {
-            Precision::Fp32 => None,
-            Precision::Bf16 => {
-                let shapes: Vec<Vec<i64>> = self.layers.iter().flat_map(|d| [d.weight.size(), d.bias.size()]).collect();
-                Some(mixed::LowPrecision::new(&self.params, &shapes))
-            }
-        };
+    /// Whether a training forward pass draws random numbers (dropout), so that each step is
+    /// seeded and a resumed run draws what an uninterrupted one would.
+    fn is_random(&self) -> bool;
+    /// Sets the arithmetic of training steps (`training.precision`); evaluation and exports
+    /// stay float32.
+    fn set_precision(&mut self, precision: Precision) -> Result<()>;
+    /// A training-mode forward pass (dropout on, batch statistics), writing the float32
+    /// output into `output` (`[batch, outputs]`).
+    fn forward_train(&mut self, x: &Tensor, output: &Tensor) -> Result<Tape>;
+    /// Writes into `grads` the gradient of the loss given its gradient with respect to the
+    /// output, telling `ready(start, len)` each time a range of `grads` is final.
+    fn backward(&mut self, tape: Tape, grad_output: &Tensor, ready: &mut dyn FnMut(i64, i64) -> Result<()>)
+        -> Result<()>;
+    /// The ranges of `grads`, in the order `backward` finishes them.
+    fn gradient_ranges(&self) -> Vec<(i64, i64)>;
+    /// The output in evaluation mode, without a graph.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Every parameter (frozen ones too) and buffer under its state_dict name, sharing the
+    /// model's tensors.
+    fn state_dict(&self) -> Result<Vec<(String, Tensor)>>;
+    /// The buffers alone (BatchNorm's running statistics, ...): what changes in training
+    /// besides `params`.
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
     }
-
-    /// The model's output in evaluation mode (no dropout).
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.forward_train(x, false).0
-    }
-
-    /// The model's output and what `backward` needs, in float32; `dropout` turns dropout
-    /// on. Dropout draws from libtorch's global generator, which the caller seeds.
-    pub fn forward_train(&self, x: &Tensor, dropout: bool) -> (Tensor, Tape) {
-        let output = Tensor::empty([x.size()[0], self.outputs()], (Kind::Float, self.params.device()));
-        let tape = self.forward_layers(x, dropout, &output, None);
-        (output, tape)
-    }
-
-    /// A training step's forward pass, in the precision `set_precision` chose, writing the
-    /// (float32) output into `output` (`[batch, outputs]`, e.g. a slice of an epoch's buffer).
-    pub fn forward_train_into(&self, x: &Tensor, dropout: bool, output: &Tensor) -> Tape {
-        self.forward_layers(x, dropout, output, self.low.as_ref())
-    }
-
-    fn forward_layers(&self, x: &Tensor, dropout: bool, output: &Tensor, low: Option<&mixed::LowPrecision>) -> Tape {
-        let last = self.layers.len() - 1;
-        let layers = match low {
-            Some(low) => {
-                low.refresh(&self.params);
-                &low.layers
-            }
-            None => &self.layers,
-        };
-        // A numeric-only input is x itself: no op is added to the models that need none.
-        let (mut h, codes) = if self.input.is_numeric_only() {
-            (x.shallow_clone(), None)
-        } else {
-            let (h0, codes) = self.input.forward(x, &self.embeddings);
-            (h0, Some(codes))
-        };
-        if low.is_some() {
-            h = h.to_kind(Kind::BFloat16);
-        }
-        let mut tape = Tape {
-            inputs: Vec::new(),
-            codes,
-            pre: Vec::new(),
-            post: Vec::new(),
-            masks: Vec::new(),
-            low: low.is_some(),
-        };
-        for (i, layer) in layers.iter().enumerate() {
-            if i == last {
-                if low.is_some() {
-                    // The output is float32, as autocast's outputs are once they reach the loss.
-                    output.shallow_clone().copy_(&layer.bias.addmm(&h, &layer.weight_t));
-                } else {
-                    let _ = layer.bias.addmm_out(output, &h, &layer.weight_t);
-                }
-                tape.inputs.push(h);
-                return tape;
-            }
-            let z = layer.bias.addmm(&h, &layer.weight_t);
-            tape.inputs.push(h);
-            let a = (activation::op(self.activation).forward)(&z);
-            let mask = (dropout && self.dropout > 0.0)
-                .then(|| a.empty_like().bernoulli_float_(1.0 - self.dropout) / (1.0 - self.dropout));
-            h = match &mask {
-                Some(mask) => &a * mask,
-                None => a.shallow_clone(),
-            };
-            tape.pre.push(z);
-            tape.post.push(a);
-            tape.masks.push(mask);
-        }
-        unreachable!("an Mlp has at least one layer")
-    }
-
-    /// Writes into `grads` the gradient of the loss with respect to every parameter, given
-    /// the forward pass's tape and the gradient of the loss with respect to the output.
-    pub fn backward(&self, tape: &Tape, grad_output: &Tensor) {
-        let _ = self.backward_with(tape, grad_output, |_, _| Ok(()));
-    }
-
-    /// `backward`, telling `ready(start, len)` each time a range of `grads` is final: each
-    /// layer's weight and bias (contiguous in the buffer), last layer first, then the
-    /// embedding tables. Data-parallel training starts summing a range across processes
-    /// while the backward pass goes on through the layers before it. In bf16 the Dense
-    /// gradients reach `grads` together, widened at the end, and are ready then.
-    pub fn backward_with(
-        &self,
-        tape: &Tape,
-        grad_output: &Tensor,
-        mut ready: impl FnMut(i64, i64) -> Result<()>,
-    ) -> Result<()> {
-        let ranges = self.gradient_ranges();
-        let low = self.low.as_ref().filter(|_| tape.low);
-        let (layers, grad_layers) = match low {
-            Some(low) => (&low.layers, &low.grad_layers),
-            None => (&self.layers, &self.grad_layers),
-        };
-        let mut dz = match low {
-            Some(_) => grad_output.to_kind(Kind::BFloat16),
-            None => grad_output.shallow_clone(),
-        };
-        for i in (0..layers.len()).rev() {
-            let g = &grad_layers[i];
-            // dW = dz^T a_(i-1) and db = the batch sum of dz, straight into the flat buffer.
-            let _ = dz.tr().mm_out(&g.weight, &tape.inputs[i]);
-            let _ = dz.sum_intlist_out(&g.bias, [0i64].as_slice(), false, None::<Kind>);
-            if low.is_none() {
-                let (start, len) = ranges[layers.len() - 1 - i];
-                ready(start, len)?;
-            }
-            if i == 0 {
-                // dh0 only matters to embeddings; one-hot and numeric columns have no
-                // parameters before them.
-                if let (Some(codes), true) = (&tape.codes, self.grad_embeddings.iter().any(Option::is_some)) {
-                    let dh0 = dz.mm(&layers[0].weight).to_kind(Kind::Float);
-                    self.input.backward(&dh0, codes, &self.grad_embeddings);
-                }
-                break;
-            }
-            let mut da = dz.mm(&layers[i].weight);
-            if let Some(mask) = &tape.masks[i - 1] {
-                da = da * mask;
-            }
-            dz = (activation::op(self.activation).backward)(&da, &tape.pre[i - 1], &tape.post[i - 1]);
-        }
-        if let Some(low) = low {
-            low.widen(&self.grads);
-            for &(start, len) in &ranges[..layers.len()] {
-                ready(start, len)?;
-            }
-        }
-        match ranges.get(self.layers.len()) {
-            Some(&(start, len)) => ready(start, len),
-            None => Ok(()),
-        }
-    }
-
-    /// The ranges of `grads` in the order `backward_with` finishes them: each layer's weight
-    /// and bias, last layer first, then the embedding tables (when there are any).
-    pub fn gradient_ranges(&self) -> Vec<(i64, i64)> {
-        let sizes: Vec<i64> = self.layers.iter().map(|d| d.weight.numel() as i64 + d.bias.numel() as i64).collect();
-        let dense: i64 = sizes.iter().sum();
-        let mut ranges: Vec<(i64, i64)> = (0..sizes.len()).rev().map(|i| (sizes[..i].iter().sum(), sizes[i])).collect();
-        let tables = self.grads.size()[0] - dense;
-        if tables > 0 {
-            ranges.push((dense, tables));
-        }
-        ranges
-    }
-
-    pub fn outputs(&self) -> i64 {
-        self.layers[self.layers.len() - 1].weight.size()[0]
-    }
-
-    /// Parameters in `torch.nn.Sequential` order and naming, then the embedding tables
-    /// (`embeddings.<j>.weight`): the order of `params`.
-    pub fn named_parameters(&self) -> Vec<(String, &Tensor)> {
-        let dense = self.layers.iter().enumerate().flat_map(|(i, d)| d.named_parameters(i));
-        dense.chain(named_tables(&self.embeddings)).collect()
-    }
-
-    /// The body of a TorchScript method computing `forward` from the variable `x` (the
-    /// numeric features, already preprocessed) and, when the input has categorical
-    /// features, `codes` (see `Input::script_codes`), leaving the network's output in `x`.
-    pub fn script(&self) -> String {
-        let last = self.layers.len() - 1;
-        let mut src = self.input.script();
-        for i in 0..self.layers.len() {
-            src += &Dense::script(i);
-            if let (true, Some(expr)) = (i < last, activation::op(self.activation).script) {
-                src += &format!("    x = {expr}\n");
-            }
-        }
-        src
-    }
-
-    /// Parameters in `named_parameters` order.
-    pub fn parameters(&self) -> Vec<&Tensor> {
-        self.named_parameters().into_iter().map(|(_, p)| p).collect()
-    }
-
-    /// Views of a buffer laid out like `params` (an optimizer moment, say), by parameter
-    /// name.
-    pub fn named_views(&self, flat: &Tensor) -> Vec<(String, Tensor)> {
-        let shapes: Vec<Vec<i64>> = self.layers.iter().flat_map(|d| [d.weight.size(), d.bias.size()]).collect();
-        let (layers, tables) = layout(flat, &shapes, &self.input.table_shapes());
-        let dense = layers.into_iter().enumerate().flat_map(|(i, d)| {
-            let [(w, _), (b, _)] = d.named_parameters(i);
-            [(w, d.weight.shallow_clone()), (b, d.bias.shallow_clone())]
-        });
-        dense.chain(named_tables(&tables).map(|(n, t)| (n, t.shallow_clone()))).collect()
-    }
-
-    /// Overwrites the parameters in place with `<prefix><name>` tensors of a loaded
+    /// Overwrites every state_dict tensor in place with `<prefix><name>` of a loaded
     /// checkpoint.
-    pub fn restore(&self, tensors: &mut HashMap<String, Tensor>, prefix: &str) -> Result<()> {
-        for (name, p) in self.named_parameters() {
-            let saved = crate::checkpoint::take(tensors, &format!("{prefix}{name}"), &p.size())?;
-            p.shallow_clone().copy_(&saved.to_device(p.device()));
-        }
-        Ok(())
-    }
-
-    pub fn parameter_count(&self) -> i64 {
-        self.params.numel() as i64
-    }
-
-    /// Replaces every parameter with the tensor of the same name in a safetensors file (or
-    /// a torchfit checkpoint, whose weights are stored under `model.`). The file must hold
-    /// exactly this model's names and shapes, as `load_state_dict(strict=True)`.
-    pub fn load_safetensors(&mut self, path: &Path) -> Result<()> {
-        let tensors = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("cannot read safetensors: {e}"))?;
-        let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
-        if by_name.contains_key("state.json") {
-            by_name =
-                by_name.into_iter().filter_map(|(n, t)| n.strip_prefix("model.").map(|n| (n.to_string(), t))).collect();
-        }
-        for (name, slot) in self.named_parameters() {
-            let Some(t) = by_name.remove(&name) else {
-                bail!("has no tensor `{name}` (expected shape {:?})", slot.size());
-            };
-            if t.size() != slot.size() {
-                bail!("`{name}` has shape {:?}, the model needs {:?}", t.size(), slot.size());
+    fn restore(&self, tensors: &mut HashMap<String, Tensor>, prefix: &str) -> Result<()> {
+        tch::no_grad(|| {
+            for (name, t) in self.state_dict()? {
+                let saved = crate::checkpoint::take(tensors, &format!("{prefix}{name}"), &t.size())?;
+                t.shallow_clone().f_copy_(&saved.to_device(t.device()))?;
             }
-            slot.shallow_clone().copy_(&t.f_to_kind(Kind::Float)?);
-        }
-        if let Some(extra) = by_name.keys().min() {
-            bail!("has a tensor `{extra}` that this model does not have");
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+    /// The TorchScript module `model.pt` holds: raw features in, predictions out (see
+    /// `export`), with the preprocessing inside.
+    fn export(&self, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule>;
+    /// The built-in MLP, for what only it supports (ONNX export).
+    fn as_mlp(&self) -> Option<&Mlp> {
+        None
     }
 }
 
-/// Views of a buffer laid out like `params`: the Dense layers' `[weight, bias]` pairs of
-/// `shapes` first (so numeric-only models keep the layout of the models before embeddings,
-/// and their checkpoints), then the embedding tables of `table_shapes`.
-fn layout(flat: &Tensor, shapes: &[Vec<i64>], table_shapes: &[Option<[i64; 2]>]) -> (Vec<Dense>, Vec<Option<Tensor>>) {
-    let dense = numel(shapes);
-    let tables = flat.narrow(0, dense, flat.size()[0] - dense);
-    (views(&flat.narrow(0, 0, dense), shapes), input::views(&tables, table_shapes))
+/// The model a config describes, freshly initialised (or from `model.init_from`), on
+/// `device`. `probe` is a few rows of training input, on which a user module's forward is
+/// checked before training starts.
+pub fn build(
+    cfg: &ModelConfig,
+    preprocessing: &Preprocessing,
+    outputs: usize,
+    device: Device,
+    probe: Option<&Tensor>,
+    groups: &[crate::config::ParamGroup],
+) -> Result<Box<dyn Model>> {
+    match cfg.kind {
+        ModelKind::Mlp => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
+        ModelKind::Torchscript => {
+            let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));
+            Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?))
+        }
+    }
 }
 
-fn numel(shapes: &[Vec<i64>]) -> i64 {
-    shapes.iter().map(|s| s.iter().product::<i64>()).sum()
+/// Replaces every state_dict tensor of `model` with the one of the same name in a
+/// safetensors file, a torchfit checkpoint or a TorchScript file, which must hold exactly the
+/// model's names and shapes (as `load_state_dict(strict=True)`).
+pub fn load_weights(model: &dyn Model, path: &std::path::Path) -> Result<()> {
+    init::apply(path, true, &model.state_dict()?)
 }
-
-/// The embedding tables under their parameter names, skipping one-hot features.
-fn named_tables(tables: &[Option<Tensor>]) -> impl Iterator<Item = (String, &Tensor)> {
-    tables.iter().enumerate().filter_map(|(j, t)| t.as_ref().map(|t| (embedding_name(j), t)))
-}
-
-/// `U(-limit, limit)` on the CPU, from the global generator.
-fn uniform(shape: &[i64], limit: f64) -> Result<Tensor> {
-    Ok(Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?.f_uniform_(-limit, limit)?)
-}
-
-#[cfg(test)]
-mod tests;

@@ -69,7 +69,7 @@ pub fn evaluate(
         Some(values) => pre.scale_targets(values),
         None => pre.encode_labels(&table.labels).with_context(|| file.to_string())?,
     };
-    let (loss, metrics) = metrics::evaluate(&model, &Part { x, y }, &config, &pre)?;
+    let (loss, metrics) = metrics::evaluate(&*model, &Part { x, y }, &config, &pre)?;
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
     Ok(out)

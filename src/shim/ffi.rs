@@ -27,6 +27,27 @@ extern "C" {
         extra_lengths: *const usize,
         n_extra: usize,
     ) -> *mut c_char;
+    pub fn tf_module_load(path: *const c_char, out: *mut *mut c_void) -> *mut c_char;
+    pub fn tf_module_deepcopy(module: *const c_void, out: *mut *mut c_void) -> *mut c_char;
+    pub fn tf_module_named_tensors(
+        module: *const c_void,
+        buffers: c_int,
+        names: *mut *mut c_char,
+        tensors: *mut *mut *mut c_void,
+        n: *mut usize,
+    ) -> *mut c_char;
+    pub fn tf_ptrs_free(ptrs: *mut *mut c_void);
+    pub fn tf_module_set_training(module: *mut c_void, on: c_int) -> *mut c_char;
+    pub fn tf_module_has_method(module: *const c_void, name: *const c_char) -> c_int;
+    pub fn tf_module_run(
+        module: *mut c_void,
+        method: *const c_char,
+        inputs: *const *const c_void,
+        n_inputs: usize,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    pub fn tf_tensor_set_grad(tensor: *mut c_void, grad: *const c_void) -> *mut c_char;
+    pub fn tf_autocast_bf16(cuda: c_int, on: c_int) -> *mut c_char;
     pub fn tf_fused_adam(
         param: *mut c_void,
         grad: *const c_void,

@@ -27,13 +27,16 @@ use crate::cuda::CudaGraph;
 pub const AUTO_MAX_WORK: i64 = 1 << 26;
 
 /// Why a run's step cannot be captured, if it cannot.
-fn obstacle(config: &Config, device: Device, world_size: usize) -> Option<String> {
+fn obstacle(config: &Config, device: Device, world_size: usize, autograd: bool) -> Option<String> {
     let training = &config.training;
     if !device.is_cuda() {
         return Some("CUDA graphs need a CUDA device (this run is on the CPU)".into());
     }
     if !CudaGraph::compiled() {
         return Some("this torchfit was built without CUDA graphs (see docs/cuda.md, Building)".into());
+    }
+    if autograd {
+        return Some("not with a model trained through autograd (model.kind: torchscript, model.backward: autograd)".into());
     }
     if world_size > 1 {
         return Some("not with several processes (their gradients are summed by collectives)".into());
@@ -77,12 +80,18 @@ pub enum Ran {
 
 /// Whether this run replays its step from a graph: `on` where it cannot is an error naming
 /// the key; `auto` where it cannot, or on a step too large to gain, is no graph.
-pub fn plan(config: &Config, device: Device, world_size: usize, parameters: i64) -> Result<Option<StepGraph>> {
+pub fn plan(
+    config: &Config,
+    device: Device,
+    world_size: usize,
+    parameters: i64,
+    autograd: bool,
+) -> Result<Option<StepGraph>> {
     let mode = config.training.cuda_graphs;
     if mode == CudaGraphs::Off {
         return Ok(None);
     }
-    if let Some(reason) = obstacle(config, device, world_size) {
+    if let Some(reason) = obstacle(config, device, world_size, autograd) {
         if mode == CudaGraphs::On {
             bail!("training.cuda_graphs: on, but {reason}; use auto or off");
         }

@@ -69,7 +69,7 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     let data = data::load(config)?;
     let mut trainer = Trainer::new(config, &data, device)?;
     // A TorchScript error fails now rather than after the last epoch.
-    export::check_script(&trainer.model, &data.preprocessing, config.loss())?;
+    export::check_script(&*trainer.model, &data.preprocessing, config.loss())?;
     trainer.set_threads(launch.local_world_size);
     trainer.plan_graphs(launch.world_size)?;
     let group = Group::join(launch, config, device)?;
@@ -82,7 +82,10 @@ pub fn train(config: &Config, options: &TrainOptions) -> Result<Outcome> {
     };
     // Every process starts from rank 0's weights (the same already, from the same seed or
     // checkpoint: this makes sure of it, as DDP does).
-    group.broadcast(&mut trainer.model.params)?;
+    group.broadcast(&mut trainer.model.params().shallow_clone())?;
+    for (_, mut buffer) in trainer.model.buffers()? {
+        group.broadcast(&mut buffer)?;
+    }
     let outcome = fit(&mut run, &mut trainer, &group, options.pause_after).and_then(|status| match status {
         Status::Paused => run.pause(&mut trainer),
         _ => run.finish(&mut trainer, &data, status),
@@ -136,5 +139,10 @@ pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
             );
         }
     }
-    dir.config(overrides)
+    let mut config = dir.config(overrides)?;
+    // A user module resumes from the run's own copy (see `rundir::MODULE`).
+    if config.model.path.is_some() && dir.file(rundir::MODULE).is_file() {
+        config.model.path = Some(dir.file(rundir::MODULE));
+    }
+    Ok(config)
 }

@@ -114,6 +114,7 @@ impl Run {
             // Until it ends again, the run's files change: a manifest would be stale.
             dir.remove_manifest()?;
             atomic::write(&dir.file(rundir::CONFIG), run.config_yaml.as_bytes())?;
+            copy_module(config, dir)?;
             report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
             report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
             let checkpoints = dir.file(rundir::CHECKPOINTS);
@@ -137,13 +138,13 @@ impl Run {
         }
         if improved {
             let best = self.dir.file(rundir::BEST_CHECKPOINT);
-            self.writer.submit(&best, trainer.checkpoint_job(&best, None, self.total_seconds(trainer)))?;
+            self.writer.submit(&best, trainer.checkpoint_job(&best, None, self.total_seconds(trainer))?)?;
         }
         let epoch = trainer.epoch;
         if stop || epoch % training.checkpoint_every == 0 || epoch == training.epochs {
             let last = self.dir.file(rundir::LAST_CHECKPOINT);
             let csv = Some(self.dir.file(rundir::METRICS));
-            self.writer.submit(&last, trainer.checkpoint_job(&last, csv, self.total_seconds(trainer)))?;
+            self.writer.submit(&last, trainer.checkpoint_job(&last, csv, self.total_seconds(trainer))?)?;
             trainer.checkpointed = Some(epoch);
         }
         Ok(())
@@ -159,7 +160,7 @@ impl Run {
         }
         if trainer.checkpointed != Some(trainer.epoch) {
             let last = self.dir.file(rundir::LAST_CHECKPOINT);
-            self.writer.submit(&last, trainer.checkpoint_job(&last, None, self.total_seconds(trainer)))?;
+            self.writer.submit(&last, trainer.checkpoint_job(&last, None, self.total_seconds(trainer))?)?;
             trainer.checkpointed = Some(trainer.epoch);
         }
         self.writer.finish()?;
@@ -176,7 +177,7 @@ impl Run {
             let saved = self
                 .writer
                 .finish()
-                .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))())
+                .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))?())
                 .and_then(|()| self.write_report(trainer, &self.summary(trainer, Status::Interrupted)));
             if let Err(err) = saved {
                 return err;
@@ -216,7 +217,7 @@ impl Run {
         // Waiting for the last checkpoint to reach the disk is not training: earlier writes
         // overlapped with it.
         self.writer.finish()?;
-        trainer.restore_best();
+        trainer.restore_best()?;
         if !self.leader {
             return Ok(self.summary(trainer, status));
         }
@@ -227,9 +228,9 @@ impl Run {
         };
         let title = format!("{}: model loss", config.name);
         trainer.history.plot_loss(&self.dir.file(rundir::LOSS_PLOT), &title, trainer.best_epoch())?;
-        export::write_safetensors(&trainer.model, &self.dir.file(rundir::WEIGHTS))?;
+        export::write_safetensors(&*trainer.model, &self.dir.file(rundir::WEIGHTS))?;
         let model_pt = self.dir.file(rundir::MODEL);
-        export::write_torchscript(&trainer.model, trainer.pre, config.loss(), &self.config_yaml, &model_pt)?;
+        export::write_torchscript(&*trainer.model, trainer.pre, config.loss(), &self.config_yaml, &model_pt)?;
         // Every artifact is written; summary.json, last, says the run ended.
         self.dir.write_manifest()?;
         let mut summary = self.summary(trainer, status);
@@ -420,4 +421,15 @@ fn note(err: anyhow::Error, what: &str, written: Result<()>) -> anyhow::Error {
         Ok(()) => err,
         Err(write_err) => anyhow::anyhow!("{err:#} (and {what} could not be written: {write_err:#})"),
     }
+}
+
+/// Keeps the user's module as the run started from it (`rundir::MODULE`): a resume and a
+/// reload build on the run's copy, whatever happens to `model.path` afterwards.
+fn copy_module(config: &Config, dir: &RunDir) -> Result<()> {
+    let (Some(path), copy) = (&config.model.path, dir.file(rundir::MODULE)) else { return Ok(()) };
+    if copy.is_file() && path.canonicalize().ok() == copy.canonicalize().ok() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model.path {}", path.display()))?;
+    atomic::write(&copy, &bytes)
 }

@@ -48,11 +48,11 @@ impl Trainer<'_> {
     /// A write of the trainer's whole state to `path` (and of the history to `csv`) that
     /// owns copies of everything, so it can run while training goes on. `total_seconds` is
     /// the run's wall time so far, every session included.
-    pub fn checkpoint_job(&self, path: &Path, csv: Option<PathBuf>, total_seconds: f64) -> checkpoint::Job {
+    pub fn checkpoint_job(&self, path: &Path, csv: Option<PathBuf>, total_seconds: f64) -> Result<checkpoint::Job> {
         let snapshot = |t: &Tensor| t.detach().to_device(Device::Cpu).copy();
         let (optimizer_steps, optimizer) = self.optimizer.state();
         let mut tensors: Vec<(String, Tensor)> = optimizer.iter().map(|(n, t)| (n.clone(), snapshot(t))).collect();
-        tensors.extend(self.model.named_parameters().into_iter().map(|(n, p)| (format!("model.{n}"), snapshot(p))));
+        tensors.extend(self.model.state_dict()?.iter().map(|(n, t)| (format!("model.{n}"), snapshot(t))));
         let skipped_steps = self.running.as_ref().map(|r| r.skipped.clone()).unwrap_or_default();
         let (step_in_epoch, epoch_seconds) = match &self.running {
             Some(running) => {
@@ -62,8 +62,13 @@ impl Trainer<'_> {
             }
             None => (0, 0.0),
         };
-        if let Some(best) = self.stopper.as_ref().and_then(|s| s.best_params.as_ref()) {
-            tensors.push(("early_stopping.best_params".into(), snapshot(best)));
+        if let Some(stopper) = &self.stopper {
+            if let Some(best) = &stopper.best_params {
+                tensors.push(("early_stopping.best_params".into(), snapshot(best)));
+            }
+            for (name, t) in &stopper.best_buffers {
+                tensors.push((format!("early_stopping.best_buffer.{name}"), snapshot(t)));
+            }
         }
         tensors.push(("history".into(), self.history_tensor()));
         let state = CheckpointState {
@@ -84,13 +89,13 @@ impl Trainer<'_> {
             skipped_batches: self.skipped_batches,
         };
         let (path, history) = (path.to_path_buf(), csv.map(|csv| (csv, self.history.clone())));
-        Box::new(move || {
+        Ok(Box::new(move || {
             checkpoint::save(&path, &state, &tensors)?;
             match history {
                 Some((csv, history)) => history.write_csv(&csv),
                 None => Ok(()),
             }
-        })
+        }))
     }
 
     /// Puts the trainer where a checkpoint left its run.
@@ -115,9 +120,14 @@ impl Trainer<'_> {
                 stopper.plateau.restore(&saved.plateau);
                 stopper.best_epoch = saved.best_epoch;
                 if stopper.cfg.restore_best && saved.best_epoch > 0 {
-                    let shape = trainer.model.params.size();
+                    let shape = trainer.model.params().size();
                     let best = checkpoint::take(&mut tensors, "early_stopping.best_params", &shape)?;
                     stopper.best_params = Some(best.to_device(trainer.device));
+                    stopper.best_buffers = Vec::new();
+                    for (name, t) in trainer.model.buffers()? {
+                        let saved = checkpoint::take(&mut tensors, &format!("early_stopping.best_buffer.{name}"), &t.size())?;
+                        stopper.best_buffers.push((name, saved.to_device(trainer.device)));
+                    }
                 }
             }
             let columns = trainer.history.columns.len() as i64 + 2;

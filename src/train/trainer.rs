@@ -19,7 +19,7 @@ use crate::config::{Config, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
 use crate::metrics::{self, sample_losses, weighted_loss_grad, weighted_loss_value, Accumulator};
-use crate::model::Mlp;
+use crate::model::{self, Model};
 use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
 use crate::report::{EpochRecord, History};
 
@@ -56,7 +56,7 @@ pub struct Trainer<'a> {
     pub(super) device: Device,
     pub(super) train: Part,
     validation: Option<Part>,
-    pub(super) model: Mlp,
+    pub(super) model: Box<dyn Model>,
     pub(super) outputs: usize,
     pub(super) optimizer: Optimizer,
     pub(super) schedule: LrScheduler,
@@ -90,10 +90,11 @@ impl<'a> Trainer<'a> {
     pub fn new(config: &'a Config, data: &'a Prepared, device: Device) -> Result<Trainer<'a>> {
         let pre = &data.preprocessing;
         let outputs = pre.output_width(config.loss());
-        let mut model = Mlp::new(&config.model, &pre.model_input(), outputs, device)?;
-        model.set_precision(config.training.precision);
         let training = &config.training;
-        let optimizer = Optimizer::new(&training.optimizer, &model.params);
+        let probe = data.train.x.narrow(0, 0, data.train.len().min(2) as i64).to_device(device);
+        let mut model = model::build(&config.model, pre, outputs, device, Some(&probe), &training.optimizer.param_groups)?;
+        model.set_precision(training.precision)?;
+        let optimizer = Optimizer::new(&training.optimizer, model.params(), model.segments());
         let class_weights = match (&training.class_weight, &pre.labels) {
             (Some(class_weight), Some(labels)) => {
                 Some(class_weight.weights(labels, &class_counts(&data.train, labels.len())?)?)
@@ -135,7 +136,10 @@ impl<'a> Trainer<'a> {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let share = (cores / processes.max(1)).max(1);
         let work = (self.config.training.batch_size / processes.max(1)) as i64 * self.model.parameter_count();
-        self.threads = self.config.training.threads.unwrap_or(if work < SMALL_STEP_WORK { 1 } else { share });
+        // Parameters measure an MLP's work per row; a convolution or a recurrence does far
+        // more per parameter, so other models take the cores.
+        let small = self.model.as_mlp().is_some() && work < SMALL_STEP_WORK;
+        self.threads = self.config.training.threads.unwrap_or(if small { 1 } else { share });
         tch::set_num_threads(self.threads as i32);
     }
 
@@ -146,7 +150,8 @@ impl<'a> Trainer<'a> {
     /// Decides whether training steps are replayed from a CUDA graph (`train::graph`), for
     /// a run of `world_size` processes.
     pub fn plan_graphs(&mut self, world_size: usize) -> Result<()> {
-        self.graph = graph::plan(self.config, self.device, world_size, self.model.parameter_count())?;
+        let autograd = self.model.as_mlp().is_none_or(|m| m.uses_autograd());
+        self.graph = graph::plan(self.config, self.device, world_size, self.model.parameter_count(), autograd)?;
         Ok(())
     }
 
@@ -192,7 +197,17 @@ impl<'a> Trainer<'a> {
         // A shard is empty when a last batch has fewer rows than there are processes: this
         // process then adds nothing to the sum of gradients, but still takes part in it.
         let empty = batch.x.size()[0] == 0;
-        let tape = (!empty).then(|| self.model.forward_train_into(&batch.x, true, &batch.output));
+        if group.world_size > 1 {
+            // As DDP: every process's buffers (BatchNorm's running statistics) are rank 0's
+            // before each forward pass.
+            for (_, mut buffer) in self.model.buffers()? {
+                group.broadcast(&mut buffer)?;
+            }
+        }
+        let tape = match empty {
+            true => None,
+            false => Some(self.model.forward_train(&batch.x, &batch.output)?),
+        };
         if training.on_nan == OnNan::SkipBatch {
             // The one host read inside an epoch, and only when asked for.
             let finite = empty || self.loss_value(&batch.output, &batch.y).double_value(&[]).is_finite();
@@ -201,29 +216,30 @@ impl<'a> Trainer<'a> {
             }
         }
         // The gradients' sum across processes starts while the backward pass goes on.
-        let mut sum = group.sum_gradients(&self.model.grads);
-        match &tape {
+        let mut sum = group.sum_gradients(self.model.grads());
+        match tape {
             Some(tape) => {
                 let mut grad = weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
                 if batch.share != 1.0 {
                     // The mean over the shard, weighed as the shard's part of the global mean.
                     let _ = grad.g_mul_scalar_(batch.share);
                 }
-                self.model.backward_with(tape, &grad, |start, len| sum.ready(start, len))?;
+                self.model.backward(tape, &grad, &mut |start, len| sum.ready(start, len))?;
             }
             None => {
                 // Nothing to add, in the same buckets as the others' (collectives must match).
-                let _ = self.model.grads.zero_();
+                let _ = self.model.grads().shallow_clone().zero_();
                 for (start, len) in self.model.gradient_ranges() {
                     sum.ready(start, len)?;
                 }
             }
         }
         sum.finish()?;
+        let (mut params, mut grads) = (self.model.params().shallow_clone(), self.model.grads().shallow_clone());
         if let Some(max_norm) = training.gradient_clip {
-            clip_grad_norm(&mut self.model.grads, max_norm);
+            clip_grad_norm(&mut grads, max_norm);
         }
-        self.optimizer.step(&mut self.model.params, &self.model.grads)?;
+        tch::no_grad(|| self.optimizer.step(&mut params, &grads))?;
         Ok(StepOutcome::Updated)
     }
 
@@ -251,7 +267,7 @@ impl<'a> Trainer<'a> {
         self.optimizer.set_lr(self.schedule.lr(epoch));
         let order = EpochOrder::new(&self.train, self.config.seed, epoch, training.shuffle, EpochOrder::COPY_LIMIT);
         let batch = training.batch_size as i64;
-        let dropout = self.model.dropout > 0.0;
+        let dropout = self.model.is_random();
         for (step, &size) in sizes.iter().enumerate().skip(first_step) {
             let (first, rows) = group.shard(size);
             let at = step as i64 * batch + first;
@@ -327,7 +343,7 @@ impl<'a> Trainer<'a> {
         let mut values = vec![train_loss];
         values.extend(train_metrics);
         if let Some(part) = &self.validation {
-            let (val_loss, val_metrics) = metrics::evaluate(&self.model, part, self.config, self.pre)?;
+            let (val_loss, val_metrics) = metrics::evaluate(&*self.model, part, self.config, self.pre)?;
             values.push(val_loss);
             values.extend(val_metrics);
         }
@@ -342,13 +358,14 @@ impl<'a> Trainer<'a> {
         }
         let Some(stopper) = &mut self.stopper else { return Ok((false, false)) };
         let value = self.history.value(&stopper.cfg.monitor);
-        let (improved, stop) = stopper.observe(self.epoch, value, &self.model);
+        let (improved, stop) = stopper.observe(self.epoch, value, &*self.model)?;
         Ok((improved, group.agree(stop)?))
     }
 
-    pub fn restore_best(&self) {
-        if let Some(stopper) = &self.stopper {
-            stopper.restore(&self.model);
+    pub fn restore_best(&self) -> Result<()> {
+        match &self.stopper {
+            Some(stopper) => stopper.restore(&*self.model),
+            None => Ok(()),
         }
     }
 
@@ -368,7 +385,7 @@ impl<'a> Trainer<'a> {
 
     /// The loss and metrics of the model on `part`, by name.
     pub fn metrics_on(&self, part: &Part) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let (loss, values) = metrics::evaluate(&self.model, part, self.config, self.pre)?;
+        let (loss, values) = metrics::evaluate(&*self.model, part, self.config, self.pre)?;
         let mut metrics = serde_json::Map::new();
         metrics.insert("loss".into(), loss.into());
         for (metric, value) in self.config.metrics().iter().zip(values) {

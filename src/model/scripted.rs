@@ -1,0 +1,295 @@
+//! A user's TorchScript module (`model: {kind: torchscript, path: net.pt}`), trained through
+//! libtorch autograd. Its trainable parameters are made views into one flat buffer and their
+//! `.grad`s views into another (`Model`), in the order of their optimizer parameter groups,
+//! so the optimizer, clipping and the data-parallel gradient sum work on it as on the MLP.
+//! Frozen parameters (`model.freeze`) keep their own storage and `requires_grad = False`.
+//!
+//! The input contract: for a table, `forward(x)` gets the preprocessed float features
+//! `[batch, numeric]` and, when the table has categorical features, their int64 level codes
+//! `[batch, categorical]` as a second argument; for arrays, the tensor as stored.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::input::Input;
+use super::{init, trainable, Model, Tape};
+use crate::config::{Loss, ModelConfig, ParamGroup, Precision};
+use crate::data::Preprocessing;
+use crate::optim::Segment;
+use crate::shim::{first_line, ScriptModule};
+
+/// The trained module's attribute name inside `model.pt`'s wrapper (`m.net` in Python).
+pub const USER_MODULE: &str = "net";
+
+pub struct Scripted {
+    path: PathBuf,
+    module: ScriptModule,
+    params: Tensor,
+    grads: Tensor,
+    segments: Vec<Segment>,
+    outputs: i64,
+    /// Tables with categorical features: the numeric columns of `x`, after which come the
+    /// level codes, passed as forward's second argument.
+    numeric: Option<i64>,
+    /// bf16 autocast around training forward passes.
+    low: bool,
+    /// The module's training flag as last set, so that a pass switches it only when needed.
+    training: Cell<bool>,
+}
+
+impl Scripted {
+    /// Loads `path`, applies `model.init_from`, `model.freeze` and the parameter groups,
+    /// moves it to `device`, and checks its forward on `probe` (a few training rows), when
+    /// given, in evaluation mode: every error is a one-line message before the first epoch.
+    pub fn new(
+        path: &Path,
+        cfg: &ModelConfig,
+        pre: &Preprocessing,
+        outputs: usize,
+        device: Device,
+        probe: Option<&Tensor>,
+        groups: &[ParamGroup],
+    ) -> Result<Scripted> {
+        let file = format!("model.path: {}", path.display());
+        if !path.is_file() {
+            bail!("{file}: no such file");
+        }
+        if !init::is_zip(path) {
+            bail!("{file} is not a TorchScript file (save one with torch.jit.script(module).save(path))");
+        }
+        let module = ScriptModule::load(path).map_err(|e| anyhow!("{file} cannot be loaded as TorchScript: {e}"))?;
+        module.set_training(false)?;
+        let params = module.named_tensors(false)?;
+        if params.is_empty() {
+            bail!("{file} has no parameters to train");
+        }
+        for (name, t) in &params {
+            if !t.requires_grad() {
+                bail!(
+                    "{file}: parameter `{name}` has requires_grad=False; save it trainable and freeze it with model.freeze: [\"{name}\"]"
+                );
+            }
+            if t.kind() != Kind::Float {
+                bail!("{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)", t.kind());
+            }
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (_, t) in params.iter().chain(&module.named_tensors(true)?) {
+                t.shallow_clone().f_set_data(&t.f_to_device(device)?)?;
+            }
+            Ok(())
+        })?;
+        let mut state: Vec<(String, Tensor)> = params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        state.extend(module.named_tensors(true)?);
+        if let Some(from) = &cfg.init_from {
+            init::apply(from, cfg.strict, &state).with_context(|| format!("model.init_from: {}", from.display()))?;
+        }
+        let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
+        let assignment = trainable::assign(&names, &cfg.freeze, groups)?;
+        let (flat, grads, segments) = flatten(&params, &assignment, device)?;
+        let input = Input::of(pre);
+        let model = Scripted {
+            path: path.to_path_buf(),
+            module,
+            params: flat,
+            grads,
+            segments,
+            outputs: outputs as i64,
+            numeric: (!input.is_numeric_only()).then_some(input.numeric as i64),
+            low: false,
+            training: Cell::new(false),
+        };
+        if let Some(probe) = probe {
+            model.check_forward(probe, pre)?;
+        }
+        Ok(model)
+    }
+
+    /// Runs forward on `probe` in evaluation mode and checks the output's shape.
+    fn check_forward(&self, probe: &Tensor, pre: &Preprocessing) -> Result<()> {
+        let file = format!("model.path: {}", self.path.display());
+        let rows = probe.size()[0];
+        let out = self.run(probe, false).map_err(|e| {
+            let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
+            anyhow!("{file}: {args} failed on a batch of shape {:?} ({:?}): {e}", self.inputs(probe)[0].size(), probe.kind())
+        })?;
+        let want = [rows, self.outputs];
+        if out.size() != want {
+            let what = match (pre.classes(), self.outputs) {
+                (Some(classes), 1) => format!("1 logit for {classes} classes with loss bce"),
+                (Some(classes), _) => format!("{classes} classes"),
+                (None, n) => format!("{n} target(s)"),
+            };
+            bail!(
+                "{file}: forward returns shape {:?} for a batch of {rows}, but the task needs {want:?} ({what})",
+                out.size()
+            );
+        }
+        Ok(())
+    }
+
+    /// The forward arguments for a batch of torchfit's input: `x`, or for a table with
+    /// categorical features, the numeric columns and the int64 codes.
+    fn inputs(&self, x: &Tensor) -> Vec<Tensor> {
+        match self.numeric {
+            Some(n) => {
+                let codes = x.narrow(1, n, x.size()[1] - n).to_kind(Kind::Int64);
+                vec![x.narrow(1, 0, n), codes]
+            }
+            None => vec![x.shallow_clone()],
+        }
+    }
+
+    /// forward, in training or evaluation mode; evaluation builds no graph.
+    fn run(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if self.training.get() != training {
+            self.module.set_training(training)?;
+            self.training.set(training);
+        }
+        let inputs = self.inputs(x);
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let out = match training {
+            true => self.module.run("forward", &refs),
+            false => tch::no_grad(|| self.module.run("forward", &refs)),
+        };
+        out.map_err(|e| anyhow!("{}", first_line(&e.to_string())))
+    }
+
+    /// The module itself (trained in place), for export.
+    pub fn module(&self) -> &ScriptModule {
+        &self.module
+    }
+}
+
+/// Makes the trainable parameters views into one flat buffer, ordered by parameter group
+/// (parameters in no group first), and their `.grad`s views into a second; freezes the rest.
+fn flatten(
+    params: &[(String, Tensor)],
+    assignment: &trainable::Assignment,
+    device: Device,
+) -> Result<(Tensor, Tensor, Vec<Segment>)> {
+    let mut order: Vec<usize> = (0..params.len()).filter(|&i| !assignment.frozen[i]).collect();
+    order.sort_by_key(|&i| assignment.group[i].map_or(0, |g| g + 1));
+    let total: i64 = order.iter().map(|&i| params[i].1.numel() as i64).sum();
+    let flat = Tensor::f_zeros([total], (Kind::Float, device))?;
+    let grads = Tensor::f_zeros([total], (Kind::Float, device))?;
+    let mut ranges = vec![(0, 0); params.len()];
+    let mut offset = 0;
+    for &i in &order {
+        let (_, p) = &params[i];
+        let n = p.numel() as i64;
+        let shape = p.size();
+        let view = flat.narrow(0, offset, n).view(shape.as_slice());
+        tch::no_grad(|| view.shallow_clone().f_copy_(p))?;
+        let mut leaf = p.shallow_clone();
+        leaf.f_set_data(&view)?;
+        crate::shim::set_grad(&mut leaf, &grads.narrow(0, offset, n).view(shape.as_slice()))?;
+        ranges[i] = (offset, n);
+        offset += n;
+    }
+    for (i, (_, p)) in params.iter().enumerate() {
+        if assignment.frozen[i] {
+            let _ = p.set_requires_grad(false);
+        }
+    }
+    // Segments follow the buffer's order, which `ranges` gives by parameter.
+    let mut by_offset: Vec<usize> = order.clone();
+    by_offset.sort_by_key(|&i| ranges[i].0);
+    let sorted_ranges: Vec<(i64, i64)> = by_offset.iter().map(|&i| ranges[i]).collect();
+    let sorted = trainable::Assignment {
+        frozen: vec![false; by_offset.len()],
+        group: by_offset.iter().map(|&i| assignment.group[i]).collect(),
+    };
+    Ok((flat, grads, trainable::segments(&sorted_ranges, &sorted)))
+}
+
+impl Model for Scripted {
+    fn params(&self) -> &Tensor {
+        &self.params
+    }
+
+    fn grads(&self) -> &Tensor {
+        &self.grads
+    }
+
+    fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    fn outputs(&self) -> i64 {
+        self.outputs
+    }
+
+    /// A module may hold dropout layers, which torchfit cannot see: every step is seeded.
+    fn is_random(&self) -> bool {
+        true
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.low = precision == Precision::Bf16;
+        Ok(())
+    }
+
+    fn forward_train(&mut self, x: &Tensor, output: &Tensor) -> Result<Tape> {
+        let cuda = self.params.device().is_cuda();
+        if self.low {
+            crate::shim::autocast_bf16(cuda, true)?;
+        }
+        let out = self.run(x, true);
+        if self.low {
+            crate::shim::autocast_bf16(cuda, false)?;
+        }
+        let out = out.with_context(|| format!("model.path: {}: forward failed in training", self.path.display()))?;
+        if out.size() != output.size() {
+            bail!(
+                "model.path: {}: forward returned shape {:?} for a batch of shape {:?}; expected {:?}",
+                self.path.display(),
+                out.size(),
+                x.size(),
+                output.size()
+            );
+        }
+        output.shallow_clone().f_copy_(&out.detach())?;
+        Ok(Tape::Graph(out))
+    }
+
+    fn backward(
+        &mut self,
+        tape: Tape,
+        grad_output: &Tensor,
+        ready: &mut dyn FnMut(i64, i64) -> Result<()>,
+    ) -> Result<()> {
+        let Tape::Graph(out) = tape else { bail!("a TorchScript module is trained through autograd") };
+        let _ = self.grads.zero_();
+        (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>).f_backward()?;
+        for (start, len) in self.gradient_ranges() {
+            ready(start, len)?;
+        }
+        Ok(())
+    }
+
+    fn gradient_ranges(&self) -> Vec<(i64, i64)> {
+        vec![(0, self.params.numel() as i64)]
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.run(x, false)?.to_kind(Kind::Float))
+    }
+
+    fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut state = self.module.named_tensors(false)?;
+        state.extend(self.buffers()?);
+        Ok(state)
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        self.module.named_tensors(true)
+    }
+
+    fn export(&self, pre: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
+        super::script::user_module(self, pre, loss)
+    }
+}
