@@ -357,6 +357,7 @@ def models_section(binary, work, repeats, samples, epochs, batch, threads):
     plain PyTorch loop on torch.jit.load of the same file and on the eager nn.Module with its
     weights, same threads, batch, epochs and Adam, interleaved. Returns Markdown lines."""
     programs = ["torchfit", "scripted", "eager"]
+    load_before = os.getloadavg()[0]
     lines = [
         f"## Your own PyTorch module ({samples:,} samples, batch {batch}, {epochs} epochs, {threads} thread{'s' * (threads != 1)}), CPU",
         "",
@@ -366,7 +367,9 @@ def models_section(binary, work, repeats, samples, epochs, batch, threads):
         "slice, zero_grad, forward, loss, backward, `torch.optim.Adam` step) on `torch.jit.load` of the same file and on "
         "the eager `nn.Module` with the same weights. Same data, batch, epochs and Adam; every program runs with "
         f"{threads} intra-op thread{'s' * (threads != 1)} (`training.threads`, `torch.set_num_threads`). Samples/s: samples x epochs over "
-        "the training loop's time (torchfit's `train_seconds`).",
+        f"the training loop's time (torchfit's `train_seconds`); medians of {repeats} interleaved rounds. torchfit's "
+        "own default for a user module is every core; one thread keeps a shared machine's noise out of the ratios "
+        "(`--model-threads N` measures N). Final loss: the last epoch's mean training loss (each program shuffles with its own generator).",
         "",
     ]
     for kind, (title, _, _, layers) in MODEL_WORKLOADS.items():
@@ -409,7 +412,10 @@ def models_section(binary, work, repeats, samples, epochs, batch, threads):
             else:
                 lines.append(f"- torchfit / {labels[ref]}: n/a ({'torchfit' if 'torchfit' not in rate else ref} failed).")
         lines.append("")
-    return lines[:-1]
+    lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+                 f"Load average (1 minute) when the section started and ended: {load_before:.1f}, {os.getloadavg()[0]:.1f}, "
+                 f"on {os.cpu_count()} cores: above the core count, other processes shared the machine.")
+    return lines
 
 
 def torchrun(procs, no_python=False):
