@@ -41,6 +41,7 @@ char* tf_module_set_training(void* module, int on);
 int tf_module_has_method(const void* module, const char* name);
 char* tf_module_run(void* module, const char* method, const void* const* inputs, size_t n_inputs, void** out);
 char* tf_tensor_set_grad(void* tensor, const void* grad);
+char* tf_tensor_on_grad(void* tensor, void* callback, void* ctx, size_t index);
 char* tf_autocast_bf16(int cuda, int on);
 char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step,
                     const void* lr_tensor, double lr, double beta1, double beta2, double eps);

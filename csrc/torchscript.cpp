@@ -3,6 +3,8 @@
 // TorchScript source, and saving it with extra files; and libtorch's fused Adam
 // kernel, one dispatch for a whole update. Wrapped safely in src/shim.rs; every function
 // returns nullptr on success or an error message that the caller frees with tf_string_free.
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/script.h>
 
 #include <ATen/autocast_mode.h>
@@ -160,6 +162,30 @@ char* tf_module_run(void* module, const char* method, const void* const* inputs,
 char* tf_tensor_set_grad(void* tensor, const void* grad) {
   return guarded([&] {
     static_cast<torch::Tensor*>(tensor)->mutable_grad() = *static_cast<const torch::Tensor*>(grad);
+  });
+}
+
+namespace {
+// Tells Rust that autograd has accumulated a parameter's gradient (see tf_tensor_on_grad).
+struct ReadyHook : torch::autograd::PostAccumulateGradHook {
+  using Fn = void (*)(void*, size_t);
+  ReadyHook(Fn fn, void* ctx, size_t index) : fn(fn), ctx(ctx), index(index) {}
+  void operator()(const torch::autograd::Variable&) override { fn(ctx, index); }
+  Fn fn;
+  void* ctx;
+  size_t index;
+};
+}  // namespace
+
+// Calls callback(ctx, index) (a `void (*)(void*, size_t)`, passed as void* so that the
+// declarations stay plain) each time autograd has accumulated a gradient into the tensor's
+// .grad, as Tensor.register_post_accumulate_grad_hook does; replaces an earlier such hook.
+// Data-parallel training starts summing a gradient bucket as soon as it is final.
+char* tf_tensor_on_grad(void* tensor, void* callback, void* ctx, size_t index) {
+  return guarded([&] {
+    auto fn = reinterpret_cast<ReadyHook::Fn>(callback);
+    torch::autograd::impl::set_post_acc_grad_hooks(*static_cast<torch::Tensor*>(tensor),
+                                                   std::make_unique<ReadyHook>(fn, ctx, index));
   });
 }
 

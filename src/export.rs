@@ -39,6 +39,11 @@ pub fn write_torchscript(
     if let Some(labels) = &labels {
         extra.push(("labels.json", labels));
     }
+    // Array runs: the per-sample shape and dtype that `predict` and `serve` check inputs by.
+    let input = preprocessing.input.as_ref().map(serde_json::to_vec).transpose()?;
+    if let Some(input) = &input {
+        extra.push(("input.json", input));
+    }
     let categorical = serde_json::to_vec(&preprocessing.categorical)?;
     if !preprocessing.categorical.is_empty() {
         extra.push(("categorical.json", &categorical));
@@ -218,11 +223,18 @@ pub fn expected_inputs(module: &tch::CModule) -> Result<Option<usize>> {
 mod tests {
     use super::*;
     use crate::config::{Activation, Init, ModelConfig};
-    use crate::model::{Categorical, Input};
+    use crate::model::{script_source, Categorical, Input, Mlp};
     use tch::{CModule, IValue, Kind};
 
     fn model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        let cfg = ModelConfig {
+            hidden: vec![6, 5],
+            activation,
+            init: Init::Torch,
+            dropout: 0.0,
+            init_from: None,
+            ..ModelConfig::default()
+        };
         Mlp::new(&cfg, &Input::numeric_only(4), outputs, Device::Cpu).unwrap()
     }
 
@@ -236,6 +248,7 @@ mod tests {
             target_mean: vec![0.0; targets],
             target_std: vec![1.0; targets],
             labels: None,
+            input: None,
             categorical: Vec::new(),
         }
     }
@@ -329,7 +342,14 @@ mod tests {
 
     /// 2 numeric features, then a one-hot feature of 3 levels and an embedded one of 4.
     fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
-        let cfg = ModelConfig { hidden: vec![6, 5], activation, init: Init::Torch, dropout: 0.0, init_from: None };
+        let cfg = ModelConfig {
+            hidden: vec![6, 5],
+            activation,
+            init: Init::Torch,
+            dropout: 0.0,
+            init_from: None,
+            ..ModelConfig::default()
+        };
         let categorical =
             vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
         Mlp::new(&cfg, &Input { numeric: 2, categorical }, outputs, Device::Cpu).unwrap()
@@ -431,7 +451,7 @@ mod tests {
             "def forward(self, x: Tensor) -> Tensor:\n    return self.logits(x) * self.target_std + self.target_mean\n",
         );
         let pre = Preprocessing { input_fill: Some(vec![0.0; 4]), ..identity(1) };
-        assert_eq!(script_source(&m, &pre, Loss::Mse), want);
+        assert_eq!(script_source(&m.input, &m.script(), &pre, Loss::Mse), want);
     }
 
     #[test]

@@ -11,23 +11,7 @@ use tch::Tensor;
 use crate::checkpoint::take;
 use crate::config::{LrSchedule, Mode, OptimizerConfig, OptimizerKind, Schedule, Semantics};
 use crate::metrics::{Plateau, PlateauState};
-
-/// A range of a model's flat parameter buffer that one optimizer parameter group updates:
-/// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own
-/// settings. Frozen parameters are in no segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub start: i64,
-    pub len: i64,
-    pub group: Option<usize>,
-}
-
-impl Segment {
-    /// The one segment of a buffer of `len` elements that trains whole with one setting.
-    pub fn whole(len: i64) -> Vec<Segment> {
-        vec![Segment { start: 0, len, group: None }]
-    }
-}
+pub use crate::model::Segment;
 
 /// Adam or SGD over one flat parameter buffer (see `model::Model::params`): every update is
 /// a few element-wise ops per parameter group on its range of the buffer, whatever the
@@ -206,7 +190,17 @@ impl Optimizer {
             Semantics::Torch => eps,
         };
         let lr_tensor = group.lr_tensor.as_ref();
-        crate::shim::fused_adam(&mut s.p, &s.g, &mut s.m, &mut s.v, &mut group.step_tensor, lr_tensor, lr, (beta1, beta2), eps)
+        crate::shim::fused_adam(
+            &mut s.p,
+            &s.g,
+            &mut s.m,
+            &mut s.v,
+            &mut group.step_tensor,
+            lr_tensor,
+            lr,
+            (beta1, beta2),
+            eps,
+        )
     }
 
     fn sgd(&self, group: &Group, s: &mut Slices) {
@@ -420,6 +414,46 @@ mod tests {
         // Nesterov, step 1: buf = 2, update = 2 + 0.9 * 2 = 3.8, w = 1 - 0.38 = 0.62.
         let nesterov = OptimizerConfig { nesterov: true, ..heavy };
         assert!((run(&nesterov, 1) - 0.62).abs() < 1e-12);
+    }
+
+    #[test]
+    fn param_groups_update_their_ranges_with_their_own_rate_and_decay() {
+        // SGD on f(w) = sum(w^2): one step is w -= lr * (2w + wd * w) (PyTorch's L2 decay).
+        let groups = vec![
+            crate::config::ParamGroup {
+                params: crate::config::Columns::One("a".into()),
+                lr: Some(0.2),
+                weight_decay: None,
+            },
+            crate::config::ParamGroup {
+                params: crate::config::Columns::One("b".into()),
+                lr: None,
+                weight_decay: Some(1.0),
+            },
+        ];
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            semantics: Semantics::Torch,
+            param_groups: groups,
+            ..OptimizerConfig::default()
+        };
+        let mut w = Tensor::ones([5], (Kind::Float, Device::Cpu));
+        // w[0..2] in no group, w[2..3] in group 0, w[3] frozen (in no segment), w[4] in group 1.
+        let segments = [
+            Segment { start: 0, len: 2, group: None },
+            Segment { start: 2, len: 1, group: Some(0) },
+            Segment { start: 4, len: 1, group: Some(1) },
+        ];
+        let mut opt = Optimizer::new(&cfg, &w, &segments);
+        opt.set_lr(0.05); // a schedule halves every group's rate
+        let g = &w * 2.0;
+        opt.step(&mut w, &g).unwrap();
+        let got = Vec::<f32>::try_from(&w).unwrap();
+        let want = [1.0 - 0.05 * 2.0, 1.0 - 0.05 * 2.0, 1.0 - 0.1 * 2.0, 1.0, 1.0 - 0.05 * 3.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
     }
 
     #[test]

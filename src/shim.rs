@@ -134,7 +134,9 @@ impl ScriptModule {
         let (mut names, mut tensors, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0usize);
         // SAFETY: live module, out-pointers; on success the shim hands over `names` and the
         // array of `n` new tensor pointers.
-        check(unsafe { ffi::tf_module_named_tensors(self.ptr, c_int::from(buffers), &mut names, &mut tensors, &mut n) })?;
+        check(unsafe {
+            ffi::tf_module_named_tensors(self.ptr, c_int::from(buffers), &mut names, &mut tensors, &mut n)
+        })?;
         // SAFETY: `names` is a NUL-terminated malloc'd string, freed once here.
         let joined = unsafe { CStr::from_ptr(names) }.to_string_lossy().into_owned();
         unsafe { ffi::tf_string_free(names) };
@@ -178,6 +180,22 @@ unsafe impl Send for ScriptModule {}
 pub fn set_grad(tensor: &mut Tensor, grad: &Tensor) -> Result<()> {
     // SAFETY: both are live tch tensors.
     check(unsafe { ffi::tf_tensor_set_grad(tensor.as_mut_ptr() as *mut c_void, grad.as_ptr() as *const c_void) })
+}
+
+/// Has autograd call `callback(ctx, index)` each time it has accumulated a gradient into
+/// `tensor`'s `.grad`.
+///
+/// # Safety
+/// `ctx` must stay valid, and `callback` callable with it, for as long as a backward pass
+/// may reach `tensor`; `callback` must not unwind.
+pub unsafe fn on_grad(
+    tensor: &mut Tensor,
+    callback: extern "C" fn(*mut c_void, usize),
+    ctx: *mut c_void,
+    index: usize,
+) -> Result<()> {
+    // SAFETY: a live tensor; the caller vouches for ctx and callback.
+    check(unsafe { ffi::tf_tensor_on_grad(tensor.as_mut_ptr() as *mut c_void, callback as *mut c_void, ctx, index) })
 }
 
 /// Turns bf16 autocast on or off for the CPU or CUDA, in this thread.

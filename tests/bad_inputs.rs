@@ -248,7 +248,7 @@ bad! {
     predict_corrupt_parquet: ["predict", "trained.pt", "corrupt.parquet"] => ["corrupt.parquet: not a readable Parquet file ("];
     predict_list_column: ["predict", "trained.pt", "tags.parquet"] => ["tags.parquet: column `tags` is a list"];
     npy_wrong_dtype: ["train", "npy_dtype.yaml"] => ["data.x: ", "strings.npy: cannot read as .npy"];
-    npy_wrong_rank: ["train", "npy_rank.yaml"] => ["data.x: ", "rank3.npy: must be 2-D [samples, features], got shape [4, 2, 2]"];
+    npy_array_for_the_mlp: ["train", "npy_rank.yaml"] => ["model.kind: mlp takes a table [samples, features]; data.x (", "rank3.npy) is an array [4, 2, 2] (float32)"];
     npy_garbage: ["train", "npy_garbage.yaml"] => ["garbage.npy: cannot read as .npy"];
     npy_without_y: ["train", "npy_half.yaml"] => ["kind npy takes either x and y (.npy files) or path"];
     init_from_not_safetensors: ["train", "init_from_garbage.yaml"] => ["model.init_from: ", "garbage.npy: cannot read safetensors"];

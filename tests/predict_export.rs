@@ -254,9 +254,9 @@ fn an_interrupted_run_exports_from_its_checkpoint() {
     let run = d.join("run");
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     let pre: Preprocessing = serde_json::from_slice(&std::fs::read(run.join("preprocessing.json")).unwrap()).unwrap();
-    let mut model =
+    let model =
         Mlp::new(&ModelConfig { init_from: None, ..config.model }, &Input::numeric_only(8), 2, Device::Cpu).unwrap();
-    model.load_safetensors(&last).unwrap();
+    torchfit::model::load_weights(&model, &last).unwrap();
     let scale = |v: &[f32]| Tensor::from_slice(v);
     let want = model.forward(&pre.apply(&x).unwrap()) * scale(&pre.target_std) + scale(&pre.target_mean);
     let want = Vec::<f32>::try_from(want.flatten(0, 1)).unwrap();

@@ -33,7 +33,8 @@ pub struct DataConfig {
     /// csv: the field delimiter, one character (default `,`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<String>,
-    /// npy: the features file `[samples, features]`.
+    /// npy: the features file: a table `[samples, features]` of floats, or an array passed to
+    /// the model as stored (`[samples, ...]` of any rank, or integers: token ids).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub x: Option<PathBuf>,
     /// npy: the targets file `[samples]` or `[samples, targets]`.
@@ -47,8 +48,9 @@ pub struct DataConfig {
     /// Fraction of rows held out for the final test, after the same shuffle.
     pub test_split: f64,
     /// Standardise each numeric feature with the training part's mean and std (inside
-    /// model.pt too). Defaults to true for file data (csv, parquet, npy), false for generated
-    /// data.
+    /// model.pt too). Defaults to true for file data (csv, parquet, npy tables), false for
+    /// generated data. An npy array x (any rank but 2, or integers) is never standardised:
+    /// unset, it stays unset, and `true` is an error when the file is read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standardize: Option<bool>,
     /// csv, parquet: columns to treat as categorical even though they hold numbers

@@ -14,16 +14,23 @@ impl Config {
             (ModelKind::Torchscript, None) => {
                 return fail(
                     "model.path",
-                    "model.kind: torchscript needs model.path, a file saved by torch.jit.script(module).save(path)".into(),
+                    "model.kind: torchscript needs model.path, a file saved by torch.jit.script(module).save(path)"
+                        .into(),
                 )
             }
             (ModelKind::Mlp, Some(_)) => {
-                return fail("model.path", "model.path applies to model.kind: torchscript (the mlp is built from model.hidden)".into())
+                return fail(
+                    "model.path",
+                    "model.path applies to model.kind: torchscript (the mlp is built from model.hidden)".into(),
+                )
             }
             _ => {}
         }
         if model.kind == ModelKind::Torchscript && model.dropout > 0.0 {
-            return fail("model.dropout", "model.dropout applies to model.kind: mlp; a TorchScript module has its own dropout layers".into());
+            return fail(
+                "model.dropout",
+                "model.dropout applies to model.kind: mlp; a TorchScript module has its own dropout layers".into(),
+            );
         }
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
@@ -58,7 +65,11 @@ pub fn name_pattern(pattern: &str) -> Result<glob::Pattern, glob::PatternError> 
 
 fn check_pattern(key: &str, pattern: &str) -> Result<()> {
     if let Err(e) = name_pattern(pattern) {
-        return Err(Invalid { key: key.to_string(), message: format!("{key}: {pattern:?} is not a glob pattern ({e})") }.into());
+        return Err(Invalid {
+            key: key.to_string(),
+            message: format!("{key}: {pattern:?} is not a glob pattern ({e})"),
+        }
+        .into());
     }
     Ok(())
 }

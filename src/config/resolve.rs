@@ -253,9 +253,15 @@ impl Config {
             d.min_frequency.get_or_insert(1);
         }
         // Real tables mix units (grams beside millimetres): file data is standardised unless
-        // told otherwise; generated data keeps the Keras example as it was.
-        d.standardize.get_or_insert(!d.kind.is_generated());
-        for path in [&mut d.path, &mut d.x, &mut d.y, &mut self.model.init_from, &mut self.model.path].into_iter().flatten() {
+        // told otherwise; generated data keeps the Keras example as it was. kind npy decides
+        // when the file is read: a table is standardised, an array (images, token ids) goes
+        // to the model as stored.
+        if d.kind != DataKind::Npy {
+            d.standardize.get_or_insert(!d.kind.is_generated());
+        }
+        for path in
+            [&mut d.path, &mut d.x, &mut d.y, &mut self.model.init_from, &mut self.model.path].into_iter().flatten()
+        {
             if let Ok(absolute) = std::path::absolute(&*path) {
                 *path = absolute;
             }

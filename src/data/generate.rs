@@ -60,5 +60,6 @@ pub fn generate(cfg: &DataConfig) -> Result<Table> {
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),
         target_names: (0..targets).map(|i| if targets == 1 { "y".to_string() } else { format!("y{i}") }).collect(),
+        input: None,
     })
 }

@@ -15,8 +15,11 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use self::csv::header;
-use crate::config::{Config, DataConfig, DataKind, Loss, Missing};
+use crate::config::{Config, DataConfig, DataKind, Loss, Missing, ModelKind};
 
+mod array;
+#[cfg(test)]
+mod array_tests;
 mod categorical;
 mod csv;
 mod features;
@@ -30,10 +33,12 @@ mod preprocessing;
 mod tests;
 mod text;
 
+pub use self::array::{ArrayDtype, ArrayInput};
 pub use self::csv::header::{clip, delimiter_hint, list as list_names};
 pub use self::csv::{
     classes_from_labels, read_csv, read_labelled_csv, CellError, Column, CsvData, LabelledCsv, Problem, Role,
 };
+pub use self::npy::read_array;
 pub use crate::cell::is_missing;
 // The one rule for a cell's text (the server reads JSON strings by it too).
 pub use categorical::{
@@ -49,7 +54,7 @@ pub use text::Text;
 /// A whole dataset as loaded, before splitting.
 pub struct Table {
     /// `[rows, numeric features]` float32; NaN marks a missing value (only with `missing:
-    /// mean`).
+    /// mean`). Array data: `[rows, ...]` as the model takes it (see `input`).
     pub x: Tensor,
     /// The categorical features, as read.
     pub categorical: Vec<TextColumn>,
@@ -57,6 +62,9 @@ pub struct Table {
     /// The numeric features' names: the columns of `x`.
     pub feature_names: Vec<String>,
     pub target_names: Vec<String>,
+    /// Array data (`x` of any rank but 2, or of integers): what each sample is. `x` is then
+    /// `[rows, ...]` float32 or int64, as the model takes it, and there are no feature names.
+    pub input: Option<ArrayInput>,
 }
 
 pub enum Target {
@@ -66,8 +74,9 @@ pub enum Target {
     Classes { index: Tensor, labels: Vec<String> },
 }
 
-/// One part of the split, ready for the model: standardised features and training-space
-/// targets (standardised values, or class indices).
+/// One part of the split, ready for the model: standardised features (or an array as
+/// stored, `[rows, ...]` float32 or int64) and training-space targets (standardised values,
+/// or class indices).
 pub struct Part {
     pub x: Tensor,
     pub y: Tensor,
@@ -154,7 +163,25 @@ pub fn load(config: &Config) -> Result<Prepared> {
         DataKind::Npy => npy::read_npy_table(&config.data, config.task())?,
         _ => generate(&config.data)?,
     };
+    if let (Some(input), ModelKind::Mlp) = (&table.input, config.model.kind) {
+        refuse_mlp(&config.data, input, table.x.size()[0])?;
+    }
     prepare(table, config)
+}
+
+/// Array data needs a module that takes it: the MLP takes a table.
+fn refuse_mlp(d: &DataConfig, input: &ArrayInput, samples: i64) -> Result<()> {
+    let x = match (&d.x, &d.path) {
+        (Some(x), _) => format!("data.x ({})", x.display()),
+        (None, Some(npz)) => format!("the x of data.path ({})", npz.display()),
+        _ => "x".to_string(),
+    };
+    bail!(
+        "model.kind: mlp takes a table [samples, features]; {x} is an array {}: use model.kind: torchscript \
+         with a PyTorch module whose forward takes {}",
+        input.describe(samples),
+        input.batch_shape("batch")
+    )
 }
 
 /// Splits a table with a seeded shuffle, checks every part is usable, and fits and applies
@@ -182,8 +209,11 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let columns: Vec<&Text> = table.categorical.iter().map(|c| &c.values).collect();
     // Nothing else holds `table.x` now (the training part was it, or a copy of its rows):
     // a numeric table is standardised in place, a table with text written once with its
-    // level codes.
-    let x_all = preprocessing.apply_with_codes(table.x.shallow_clone(), &columns)?;
+    // level codes. An array goes to the model as stored.
+    let x_all = match table.input {
+        Some(_) => table.x.shallow_clone(),
+        None => preprocessing.apply_with_codes(table.x.shallow_clone(), &columns)?,
+    };
     drop(columns);
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
@@ -233,26 +263,32 @@ fn select_rows(t: &Tensor, idx: &[usize]) -> Tensor {
 /// The preprocessing of the numeric features (fill and standardisation), fitted on the
 /// training part `train_x`; targets and categorical features are left for the caller.
 fn fit_inputs(table: &Table, train_x: &Tensor, d: &DataConfig, unsplit: bool) -> Result<Preprocessing> {
-    // Standardising a table taken whole begins with its column sums: finite ones also settle
-    // that it holds no NaN, without a pass to look for one.
-    let standardize = d.standardize.unwrap_or(false);
-    let rows_x = if standardize && unsplit { preprocessing::rows_of(&table.x) } else { None };
-    let sums = rows_x.as_ref().map(|r| r.sums()).filter(|s| s.iter().all(|v| v.is_finite()));
-    // Under `missing: mean` a table without NaN is known to be one here, once.
-    let nan = sums.is_none() && d.missing == Missing::Mean && has_nan(&table.x);
-    let input_fill = if nan { Some(fill_means(train_x, table, d)?) } else { None };
     let features = table.feature_names.len();
     let mut preprocessing = Preprocessing {
         feature_names: table.feature_names.clone(),
         target_names: table.target_names.clone(),
         input_mean: vec![0.0; features],
         input_std: vec![1.0; features],
-        input_fill,
+        input_fill: None,
         target_mean: Vec::new(),
         target_std: Vec::new(),
         labels: None,
         categorical: Vec::new(),
+        input: table.input.clone(),
     };
+    if table.input.is_some() {
+        // An array is neither filled (it holds no NaN) nor standardised.
+        return Ok(preprocessing);
+    }
+    // Standardising a table taken whole begins with its column sums: finite ones also settle
+    // that it holds no NaN, without a pass to look for one. kind npy leaves the default to
+    // the file: a table is standardised, an array is not.
+    let standardize = d.standardize.unwrap_or(d.kind == DataKind::Npy);
+    let rows_x = if standardize && unsplit { preprocessing::rows_of(&table.x) } else { None };
+    let sums = rows_x.as_ref().map(|r| r.sums()).filter(|s| s.iter().all(|v| v.is_finite()));
+    // Under `missing: mean` a table without NaN is known to be one here, once.
+    let nan = sums.is_none() && d.missing == Missing::Mean && has_nan(&table.x);
+    preprocessing.input_fill = if nan { Some(fill_means(train_x, table, d)?) } else { None };
     if let (Some(rows), Some(sums)) = (rows_x, sums) {
         // The training part is the table, which holds no NaN: nothing to fill.
         (preprocessing.input_mean, preprocessing.input_std) = to_f32(rows.mean_std(sums));

@@ -6,27 +6,49 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::csv::classes_from_labels;
-use super::{paths, Table, Target};
+use super::{array, paths, Table, Target};
 use crate::config::{DataConfig, Missing, Task};
 
 pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     let (x, y, x_source, source) = load_arrays(d)?;
     let y = check_shapes(&x, y, &x_source, &source)?;
-    let x = x.f_to_kind(Kind::Float)?;
     let y_values = y.f_to_kind(Kind::Double)?;
-    // Rows numbered as in the file: before any are dropped.
-    check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+    let (x, input) = match array::is_array(&x) {
+        true => {
+            let input = array::input_of(&x_source, &x)?;
+            if d.standardize == Some(true) {
+                bail!(
+                    "data.standardize: {x_source} is an array {}, which goes to the model as stored; \
+                     remove data.standardize (or set it to false) and normalise inside the module",
+                    input.describe(x.size()[0])
+                );
+            }
+            (input.convert(&x_source, &x)?, Some(input))
+        }
+        false => {
+            let x = x.f_to_kind(Kind::Float)?;
+            // Rows numbered as in the file: before any are dropped.
+            check_finite(&x_source, &x, |col| format!("{} (x{col})", col + 1))?;
+            (x, None)
+        }
+    };
     check_finite(&source, &y_values.f_to_kind(Kind::Float)?, |col| (col + 1).to_string())?;
-    let (x, y_values) = apply_missing(d.missing, &source, x, y_values)?;
+    // An array holds no NaN now; a table's NaN follows data.missing like an empty CSV cell.
+    let x_missing = match input {
+        Some(_) => Tensor::zeros([x.size()[0]], (Kind::Bool, x.device())),
+        None => x.isnan().any_dim(1, false),
+    };
+    let (x, y_values) = apply_missing(d.missing, &source, x, &x_missing, y_values)?;
     let targets = y_values.size()[1];
     let y = npy_target(task, &source, &y_values)?;
-    let f = x.size()[1];
+    let f = if input.is_some() { 0 } else { x.size()[1] };
     Ok(Table {
         categorical: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),
         target_names: (0..targets).map(|i| if targets == 1 { "y".to_string() } else { format!("y{i}") }).collect(),
+        input,
     })
 }
 
@@ -60,10 +82,13 @@ fn load_arrays(d: &DataConfig) -> Result<(Tensor, Tensor, String, String)> {
     }
 }
 
-/// Checks x is [samples, features] and returns y as [samples, targets] (a 1-D y is one target).
+/// Checks x has a sample axis and returns y as [samples, targets] (a 1-D y is one target).
 fn check_shapes(x: &Tensor, y: Tensor, x_source: &str, source: &str) -> Result<Tensor> {
-    if x.dim() != 2 {
-        bail!("{x_source}: must be 2-D [samples, features], got shape {:?}", x.size());
+    if x.dim() < 2 {
+        bail!(
+            "{x_source}: must be [samples, features] or an array [samples, ...] of at least 2 axes, got shape {:?}",
+            x.size()
+        );
     }
     let rows = x.size()[0];
     let y = if y.dim() == 1 { y.unsqueeze(1) } else { y };
@@ -73,9 +98,15 @@ fn check_shapes(x: &Tensor, y: Tensor, x_source: &str, source: &str) -> Result<T
     Ok(y)
 }
 
-/// NaN in x follows data.missing like an empty CSV cell.
-fn apply_missing(missing: Missing, source: &str, mut x: Tensor, mut y_values: Tensor) -> Result<(Tensor, Tensor)> {
-    let x_missing = x.isnan().any_dim(1, false);
+/// Rows with a NaN (`x_missing`: per row, in x; or in y) follow data.missing like an empty
+/// CSV cell.
+fn apply_missing(
+    missing: Missing,
+    source: &str,
+    mut x: Tensor,
+    x_missing: &Tensor,
+    mut y_values: Tensor,
+) -> Result<(Tensor, Tensor)> {
     let y_missing = y_values.isnan().any_dim(1, false);
     if x_missing.any().int64_value(&[]) == 0 && y_missing.any().int64_value(&[]) == 0 {
         return Ok((x, y_values));
@@ -131,6 +162,13 @@ pub(super) fn read_npy(key: &str, path: &Path) -> Result<Tensor> {
     parse_npy(&bytes).map_err(|e| anyhow!("{key}: {}: cannot read as .npy: {e}", path.display()))
 }
 
+/// Reads a `.npy` file of samples of `input` (prediction), converted to its dtype and
+/// checked: `key` names the file in errors.
+pub fn read_array(key: &str, path: &Path, input: &array::ArrayInput) -> Result<Tensor> {
+    let x = read_npy(key, path)?;
+    input.convert(&format!("{key}: {}", path.display()), &x)
+}
+
 /// The arrays of a `.npz` file (a zip of `.npy` files), by name without `.npy`, each checked
 /// as [`read_npy`] checks a file.
 fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -141,16 +179,51 @@ fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| anyhow!("entry {i}: {e}"))?;
         let name = entry.name().to_string();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| anyhow!("{name}: {e}"))?;
+        let bytes = read_bounded(&mut entry).map_err(|e| anyhow!("{name}: {e}"))?;
         let array = parse_npy(&bytes).map_err(|e| anyhow!("{name}: {e}"))?;
         arrays.push((name.strip_suffix(".npy").unwrap_or(&name).to_string(), array));
     }
     Ok(arrays)
 }
 
+/// The longest `.npy` header read, in bytes.
+const MAX_HEADER: usize = 1 << 20;
+
+/// What a `.npy` header says: the element type, the shape and layout, and where the data
+/// starts and how many bytes it takes.
+struct Header {
+    kind: Kind,
+    name: &'static str,
+    shape: Vec<i64>,
+    fortran: bool,
+    data_start: usize,
+    data_bytes: u64,
+}
+
 /// The array in the bytes of a `.npy` file (format versions 1 to 3).
 fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
+    let h = parse_header(bytes)?;
+    let (file_size, data_start, expected, shape) = (bytes.len(), h.data_start, h.data_bytes, &h.shape);
+    let data = &bytes[data_start..];
+    if data.len() as u64 != expected {
+        let why = if (data.len() as u64) < expected { "truncated" } else { "extra bytes after the array" };
+        bail!(
+            "{why}: expected {} bytes ({data_start} of header, then {expected} of data for shape {shape:?} of {}), the file has {file_size}",
+            data_start as u64 + expected,
+            h.name,
+        );
+    }
+    if !h.fortran {
+        return Ok(Tensor::f_from_data_size(data, shape, h.kind)?);
+    }
+    // Column-major: the reversed shape in row-major order, transposed back.
+    let reversed: Vec<i64> = shape.iter().rev().copied().collect();
+    let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
+    Ok(Tensor::f_from_data_size(data, &reversed, h.kind)?.f_permute(&dims)?.f_contiguous()?)
+}
+
+/// Where the header of a `.npy` file starts and how long it is, from its first 12 bytes.
+fn header_extent(bytes: &[u8]) -> Result<(usize, usize)> {
     let file_size = bytes.len();
     if file_size < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("not a .npy file (no \\x93NUMPY magic)");
@@ -165,9 +238,19 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
         Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
         _ => bail!("truncated: the file ends in its header ({file_size} bytes)"),
     };
+    // NumPy writes headers of tens of bytes (and np.load reads up to 10,000).
+    if header_len > MAX_HEADER {
+        bail!("the header says it is {header_len} bytes long; torchfit reads headers up to {MAX_HEADER}");
+    }
+    Ok((start, header_len))
+}
+
+/// The header of the `.npy` file whose first bytes (at least the whole header) are `bytes`.
+fn parse_header(bytes: &[u8]) -> Result<Header> {
+    let (start, header_len) = header_extent(bytes)?;
     let data_start = start + header_len;
     let Some(header) = bytes.get(start..data_start) else {
-        bail!("truncated: the header says it is {header_len} bytes long, the file has {file_size} bytes in all");
+        bail!("truncated: the header says it is {header_len} bytes long, the file has {} bytes in all", bytes.len());
     };
     let header = String::from_utf8_lossy(header);
     let descr = dict_value(&header, "descr").ok_or_else(|| anyhow!("the header has no 'descr'"))?;
@@ -186,25 +269,30 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
         .map(|d| d.parse::<i64>().ok().filter(|&d| d >= 0))
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow!("the header's shape {shape_text} is not a list of sizes"))?;
-    let expected = shape
+    if shape.len() > array::MAX_RANK {
+        bail!("the header's shape {shape:?} has {} axes; torchfit reads at most {}", shape.len(), array::MAX_RANK);
+    }
+    let data_bytes = shape
         .iter()
         .try_fold(size as u64, |n, &d| n.checked_mul(d as u64))
         .ok_or_else(|| anyhow!("the header's shape {shape:?} is too large"))?;
-    let data = &bytes[data_start..];
-    if data.len() as u64 != expected {
-        let why = if (data.len() as u64) < expected { "truncated" } else { "extra bytes after the array" };
-        bail!(
-            "{why}: expected {} bytes ({data_start} of header, then {expected} of data for shape {shape:?} of {name}), the file has {file_size}",
-            data_start as u64 + expected,
-        );
-    }
-    if !fortran {
-        return Ok(Tensor::f_from_data_size(data, &shape, kind)?);
-    }
-    // Column-major: the reversed shape in row-major order, transposed back.
-    let reversed: Vec<i64> = shape.iter().rev().copied().collect();
-    let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
-    Ok(Tensor::f_from_data_size(data, &reversed, kind)?.f_permute(&dims)?.f_contiguous()?)
+    Ok(Header { kind, name, shape, fortran, data_start, data_bytes })
+}
+
+/// The bytes of one `.npy` file from a stream (an `.npz` entry), reading no more than its
+/// header says the array takes, and one byte more to tell extra bytes: a compressed entry
+/// may expand to any size. A header that cannot be read is left for [`parse_npy`] to name.
+fn read_bounded(r: &mut impl std::io::Read) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    r.take(12).read_to_end(&mut bytes)?;
+    let Ok((start, header_len)) = header_extent(&bytes) else { return Ok(bytes) };
+    let rest = (start + header_len).saturating_sub(bytes.len());
+    r.take(rest as u64).read_to_end(&mut bytes)?;
+    let Ok(header) = parse_header(&bytes) else { return Ok(bytes) };
+    let wanted = (header.data_start as u64 + header.data_bytes + 1).saturating_sub(bytes.len() as u64);
+    r.take(wanted).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The text of `key`'s value in a .npy header, a Python dict literal such as

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::array::ArrayInput;
 use super::text::Text;
 use super::{categorical, clip, first_true, has_nan, list_names, CategoricalFeature, TextColumn};
 use crate::config::Loss;
@@ -28,6 +29,10 @@ pub struct Preprocessing {
     /// model's input.
     #[serde(default)]
     pub categorical: Vec<CategoricalFeature>,
+    /// Array data: each sample's shape and dtype, taken by the model as stored (no feature
+    /// names, means or stds then). Absent for tables, and in runs before array data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<ArrayInput>,
 }
 
 impl Preprocessing {

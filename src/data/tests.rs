@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::*;
 
-fn config(yaml: &str) -> Config {
+pub(super) fn config(yaml: &str) -> Config {
     let mut c = Config::parse(yaml, "t.yaml", &[]).unwrap();
     c.resolve();
     c.validate().unwrap();
@@ -221,6 +221,7 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
             CategoricalFeature::fit("t", &text, &(0..5000).collect::<Vec<_>>(), 1, None),
             CategoricalFeature::fit("o", &other, &(0..3).collect::<Vec<_>>(), 1, None),
         ],
+        input: None,
     };
     let columns = [&text, &other];
     let bits =
@@ -265,7 +266,7 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
 }
 
 /// The bytes of a version-1.0 .npy file with this header dict and data.
-fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+pub(super) fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
     while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');

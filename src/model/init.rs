@@ -53,7 +53,10 @@ pub(super) fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
         .map_err(|e| anyhow!("cannot read safetensors (or TorchScript): {}", first_line(&e.to_string())))?;
     let by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
     if by_name.contains_key("state.json") {
-        return Ok(by_name.into_iter().filter_map(|(n, t)| n.strip_prefix("model.").map(|n| (n.to_string(), t))).collect());
+        return Ok(by_name
+            .into_iter()
+            .filter_map(|(n, t)| n.strip_prefix("model.").map(|n| (n.to_string(), t)))
+            .collect());
     }
     Ok(by_name)
 }

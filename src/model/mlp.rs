@@ -16,9 +16,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::dense::{views, Dense};
 use super::input::{embedding_name, Input};
+use super::Segment;
 use super::{activation, init, mixed, trainable};
 use crate::config::{Activation, Backward, Init, ModelConfig, ParamGroup, Precision};
-use crate::optim::Segment;
 
 pub struct Mlp {
     pub input: Input,
@@ -416,6 +416,10 @@ impl super::Model for Mlp {
         &self.params
     }
 
+    fn parameter_count(&self) -> i64 {
+        self.params.numel() as i64 - self.frozen_count()
+    }
+
     fn grads(&self) -> &Tensor {
         &self.grads
     }
@@ -426,6 +430,10 @@ impl super::Model for Mlp {
 
     fn outputs(&self) -> i64 {
         Mlp::outputs(self)
+    }
+
+    fn frozen_count(&self) -> i64 {
+        self.frozen.iter().map(|(_, n)| n).sum()
     }
 
     fn is_random(&self) -> bool {
@@ -490,8 +498,18 @@ impl super::Model for Mlp {
         Ok(self.named_parameters().into_iter().map(|(n, t)| (n, t.shallow_clone())).collect())
     }
 
-    fn export(&self, preprocessing: &crate::data::Preprocessing, loss: crate::config::Loss) -> Result<crate::shim::ScriptModule> {
-        super::script::mlp_module(self, preprocessing, loss)
+    fn export(
+        &self,
+        preprocessing: &crate::data::Preprocessing,
+        loss: crate::config::Loss,
+    ) -> Result<crate::shim::ScriptModule> {
+        let parts = super::script::MlpParts {
+            input: &self.input,
+            layers: &self.layers,
+            embeddings: &self.embeddings,
+            network: self.script(),
+        };
+        super::script::mlp_module(parts, preprocessing, loss)
     }
 
     fn as_mlp(&self) -> Option<&Mlp> {

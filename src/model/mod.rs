@@ -21,7 +21,6 @@ use tch::{Device, Tensor};
 
 use crate::config::{Loss, ModelConfig, ModelKind, Precision};
 use crate::data::Preprocessing;
-use crate::optim::Segment;
 use crate::shim::ScriptModule;
 
 mod activation;
@@ -30,6 +29,7 @@ mod init;
 mod input;
 mod mixed;
 mod mlp;
+mod ready;
 mod script;
 mod scripted;
 mod trainable;
@@ -37,7 +37,25 @@ mod trainable;
 pub use dense::{child_name, Dense};
 pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
 pub use mlp::{Mlp, MlpTape};
-pub use scripted::{Scripted, USER_MODULE};
+pub use script::{script_source, USER_MODULE};
+pub use scripted::Scripted;
+
+/// A range of a model's flat parameter buffer that one optimizer parameter group updates:
+/// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own
+/// settings. Frozen parameters are in no segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: i64,
+    pub len: i64,
+    pub group: Option<usize>,
+}
+
+impl Segment {
+    /// The one segment of a buffer of `len` elements that trains whole with one setting.
+    pub fn whole(len: i64) -> Vec<Segment> {
+        vec![Segment { start: 0, len, group: None }]
+    }
+}
 
 /// What a training forward pass keeps for the backward pass.
 pub enum Tape {
@@ -61,6 +79,8 @@ pub trait Model {
     fn parameter_count(&self) -> i64 {
         self.params().numel() as i64
     }
+    /// Parameters that `model.freeze` keeps as they are (elements).
+    fn frozen_count(&self) -> i64;
     /// Whether a training forward pass draws random numbers (dropout), so that each step is
     /// seeded and a resumed run draws what an uninterrupted one would.
     fn is_random(&self) -> bool;
@@ -72,8 +92,12 @@ pub trait Model {
     fn forward_train(&mut self, x: &Tensor, output: &Tensor) -> Result<Tape>;
     /// Writes into `grads` the gradient of the loss given its gradient with respect to the
     /// output, telling `ready(start, len)` each time a range of `grads` is final.
-    fn backward(&mut self, tape: Tape, grad_output: &Tensor, ready: &mut dyn FnMut(i64, i64) -> Result<()>)
-        -> Result<()>;
+    fn backward(
+        &mut self,
+        tape: Tape,
+        grad_output: &Tensor,
+        ready: &mut dyn FnMut(i64, i64) -> Result<()>,
+    ) -> Result<()>;
     /// The ranges of `grads`, in the order `backward` finishes them.
     fn gradient_ranges(&self) -> Vec<(i64, i64)>;
     /// The output in evaluation mode, without a graph.

@@ -6,11 +6,10 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use super::dense::child_name;
+use super::dense::Dense;
 use super::input::{Input, EMBEDDINGS};
-use super::mlp::Mlp;
-use super::scripted::{Scripted, USER_MODULE};
 use crate::config::Loss;
-use crate::data::{self, Preprocessing};
+use crate::data::{self, ArrayDtype, Preprocessing};
 use crate::shim::ScriptModule;
 
 /// TorchScript source for the exported module: `logits` (raw features in, the network's
@@ -18,9 +17,9 @@ use crate::shim::ScriptModule;
 /// to the numeric features only; categorical features come in as level indices), `forward`
 /// (what `torchfit predict` returns: values in the data's units, or class indices) and, for
 /// classification, `predict_proba`.
-pub fn script_source(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> String {
-    let mut src = preprocess_source(&model.input, preprocessing);
-    src += &model.script();
+pub fn script_source(input: &Input, network: &str, preprocessing: &Preprocessing, loss: Loss) -> String {
+    let mut src = preprocess_source(input, preprocessing);
+    src += network;
     src += "    return x\n\n";
     src + &prediction_source(preprocessing, loss)
 }
@@ -59,12 +58,24 @@ fn prediction_source(preprocessing: &Preprocessing, loss: Loss) -> String {
     src
 }
 
+/// The trained module's attribute name inside `model.pt`'s wrapper (`m.net` in Python).
+pub const USER_MODULE: &str = "net";
+
+/// What an MLP's module is made of: its input stage, its layers' and embedding tables'
+/// parameters, and the TorchScript of its network (`Mlp::script`).
+pub(super) struct MlpParts<'a> {
+    pub input: &'a Input,
+    pub layers: &'a [Dense],
+    pub embeddings: &'a [Option<Tensor>],
+    pub network: String,
+}
+
 /// `model.pt` for a user module: a wrapper whose child `net` is (a CPU copy of) the trained
 /// module, its own methods kept, with the preprocessing as buffers and `logits` (preprocess,
 /// then `self.net`), `forward` and `predict_proba` as an MLP's model.pt has them, so
 /// everything that runs a model.pt runs it alike.
-pub(super) fn user_module(model: &Scripted, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
-    let net = model.module().deep_copy()?;
+pub(super) fn user_module(module: &ScriptModule, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
+    let net = module.deep_copy()?;
     tch::no_grad(|| -> Result<()> {
         for (_, t) in net.named_tensors(false)?.into_iter().chain(net.named_tensors(true)?) {
             t.shallow_clone().f_set_data(&t.f_to_device(tch::Device::Cpu)?)?;
@@ -76,7 +87,14 @@ pub(super) fn user_module(model: &Scripted, preprocessing: &Preprocessing, loss:
     root.register_module(USER_MODULE, &net)?;
     register_preprocessing(&mut root, preprocessing)?;
     let input = Input::of(preprocessing);
-    let mut src = preprocess_source(&input, preprocessing);
+    // Arrays go to the module as stored: float32, or int64 token ids.
+    let mut src = match &preprocessing.input {
+        Some(array) => {
+            let cast = if array.dtype == ArrayDtype::Int64 { "long" } else { "float" };
+            format!("def logits(self, x: Tensor) -> Tensor:\n    x = x.{cast}()\n")
+        }
+        None => preprocess_source(&input, preprocessing),
+    };
     let args = if input.is_numeric_only() { "x" } else { "x, codes" };
     src += &format!("    return self.{USER_MODULE}.forward({args})\n\n");
     src += &prediction_source(preprocessing, loss);
@@ -106,35 +124,32 @@ fn register_preprocessing(root: &mut ScriptModule, preprocessing: &Preprocessing
 /// `embeddings` (`j` the categorical feature's index), the preprocessing of the numeric
 /// features as buffers (`input_mean`, `input_std`, `input_fill`, `target_mean`,
 /// `target_std`), and the methods of [`script_source`], compiled.
-pub(super) fn mlp_module(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
+pub(super) fn mlp_module(mlp: MlpParts, preprocessing: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
+    let MlpParts { input, layers, embeddings, network } = mlp;
     // The script would only fail on the first prediction, broadcasting one against the other.
-    if preprocessing.input_mean.len() != model.input.numeric {
-        bail!(
-            "the preprocessing has {} numeric features, the model {}",
-            preprocessing.input_mean.len(),
-            model.input.numeric
-        );
+    if preprocessing.input_mean.len() != input.numeric {
+        bail!("the preprocessing has {} numeric features, the model {}", preprocessing.input_mean.len(), input.numeric);
     }
     let mut root = ScriptModule::new("__torch__.torchfit.Mlp")?;
-    for (i, layer) in model.layers.iter().enumerate() {
+    for (i, layer) in layers.iter().enumerate() {
         let child = child_name(i);
         let mut dense = ScriptModule::new(&format!("__torch__.torchfit.Linear{child}"))?;
         dense.register_tensor("weight", &layer.weight, false)?;
         dense.register_tensor("bias", &layer.bias, false)?;
         root.register_module(&child, &dense)?;
     }
-    if model.embeddings.iter().any(Option::is_some) {
-        let mut embeddings = ScriptModule::new("__torch__.torchfit.Embeddings")?;
-        for (j, table) in model.embeddings.iter().enumerate() {
+    if embeddings.iter().any(Option::is_some) {
+        let mut tables = ScriptModule::new("__torch__.torchfit.Embeddings")?;
+        for (j, table) in embeddings.iter().enumerate() {
             if let Some(table) = table {
                 let mut embedding = ScriptModule::new(&format!("__torch__.torchfit.Embedding{j}"))?;
                 embedding.register_tensor("weight", table, false)?;
-                embeddings.register_module(&j.to_string(), &embedding)?;
+                tables.register_module(&j.to_string(), &embedding)?;
             }
         }
-        root.register_module(EMBEDDINGS, &embeddings)?;
+        root.register_module(EMBEDDINGS, &tables)?;
     }
     register_preprocessing(&mut root, preprocessing)?;
-    root.define(&script_source(model, preprocessing, loss)).context("compiling the TorchScript methods")?;
+    root.define(&script_source(input, &network, preprocessing, loss)).context("compiling the TorchScript methods")?;
     Ok(root)
 }

@@ -15,14 +15,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
+use super::ready::GradHooks;
+use super::Segment;
 use super::{init, trainable, Model, Tape};
 use crate::config::{Loss, ModelConfig, ParamGroup, Precision};
 use crate::data::Preprocessing;
-use crate::optim::Segment;
 use crate::shim::{first_line, ScriptModule};
-
-/// The trained module's attribute name inside `model.pt`'s wrapper (`m.net` in Python).
-pub const USER_MODULE: &str = "net";
 
 pub struct Scripted {
     path: PathBuf,
@@ -38,6 +36,8 @@ pub struct Scripted {
     low: bool,
     /// The module's training flag as last set, so that a pass switches it only when needed.
     training: Cell<bool>,
+    /// Tells the gradient sum which ranges of `grads` are final during a backward pass.
+    hooks: GradHooks,
 }
 
 impl Scripted {
@@ -73,7 +73,10 @@ impl Scripted {
                 );
             }
             if t.kind() != Kind::Float {
-                bail!("{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)", t.kind());
+                bail!(
+                    "{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)",
+                    t.kind()
+                );
             }
         }
         tch::no_grad(|| -> Result<()> {
@@ -89,7 +92,7 @@ impl Scripted {
         }
         let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
         let assignment = trainable::assign(&names, &cfg.freeze, groups)?;
-        let (flat, grads, segments) = flatten(&params, &assignment, device)?;
+        let (flat, grads, segments, leaves) = flatten(&params, &assignment, device)?;
         let input = Input::of(pre);
         let model = Scripted {
             path: path.to_path_buf(),
@@ -101,6 +104,7 @@ impl Scripted {
             numeric: (!input.is_numeric_only()).then_some(input.numeric as i64),
             low: false,
             training: Cell::new(false),
+            hooks: GradHooks::new(leaves)?,
         };
         if let Some(probe) = probe {
             model.check_forward(probe, pre)?;
@@ -114,7 +118,11 @@ impl Scripted {
         let rows = probe.size()[0];
         let out = self.run(probe, false).map_err(|e| {
             let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
-            anyhow!("{file}: {args} failed on a batch of shape {:?} ({:?}): {e}", self.inputs(probe)[0].size(), probe.kind())
+            anyhow!(
+                "{file}: {args} failed on a batch of shape {:?} ({:?}): {e}",
+                self.inputs(probe)[0].size(),
+                probe.kind()
+            )
         })?;
         let want = [rows, self.outputs];
         if out.size() != want {
@@ -157,26 +165,22 @@ impl Scripted {
         };
         out.map_err(|e| anyhow!("{}", first_line(&e.to_string())))
     }
-
-    /// The module itself (trained in place), for export.
-    pub fn module(&self) -> &ScriptModule {
-        &self.module
-    }
 }
+
+/// The flat parameters, their gradients, the optimizer's segments, and each trainable
+/// parameter (a leaf) with its range.
+type Flat = (Tensor, Tensor, Vec<Segment>, Vec<(Tensor, (i64, i64))>);
 
 /// Makes the trainable parameters views into one flat buffer, ordered by parameter group
 /// (parameters in no group first), and their `.grad`s views into a second; freezes the rest.
-fn flatten(
-    params: &[(String, Tensor)],
-    assignment: &trainable::Assignment,
-    device: Device,
-) -> Result<(Tensor, Tensor, Vec<Segment>)> {
+fn flatten(params: &[(String, Tensor)], assignment: &trainable::Assignment, device: Device) -> Result<Flat> {
     let mut order: Vec<usize> = (0..params.len()).filter(|&i| !assignment.frozen[i]).collect();
     order.sort_by_key(|&i| assignment.group[i].map_or(0, |g| g + 1));
     let total: i64 = order.iter().map(|&i| params[i].1.numel() as i64).sum();
     let flat = Tensor::f_zeros([total], (Kind::Float, device))?;
     let grads = Tensor::f_zeros([total], (Kind::Float, device))?;
     let mut ranges = vec![(0, 0); params.len()];
+    let mut leaves = Vec::with_capacity(order.len());
     let mut offset = 0;
     for &i in &order {
         let (_, p) = &params[i];
@@ -187,6 +191,7 @@ fn flatten(
         let mut leaf = p.shallow_clone();
         leaf.f_set_data(&view)?;
         crate::shim::set_grad(&mut leaf, &grads.narrow(0, offset, n).view(shape.as_slice()))?;
+        leaves.push((leaf, (offset, n)));
         ranges[i] = (offset, n);
         offset += n;
     }
@@ -203,7 +208,7 @@ fn flatten(
         frozen: vec![false; by_offset.len()],
         group: by_offset.iter().map(|&i| assignment.group[i]).collect(),
     };
-    Ok((flat, grads, trainable::segments(&sorted_ranges, &sorted)))
+    Ok((flat, grads, trainable::segments(&sorted_ranges, &sorted), leaves))
 }
 
 impl Model for Scripted {
@@ -221,6 +226,11 @@ impl Model for Scripted {
 
     fn outputs(&self) -> i64 {
         self.outputs
+    }
+
+    fn frozen_count(&self) -> i64 {
+        let all: i64 = self.module.named_tensors(false).unwrap_or_default().iter().map(|(_, t)| t.numel() as i64).sum();
+        all - self.params.numel() as i64
     }
 
     /// A module may hold dropout layers, which torchfit cannot see: every step is seeded.
@@ -264,15 +274,12 @@ impl Model for Scripted {
     ) -> Result<()> {
         let Tape::Graph(out) = tape else { bail!("a TorchScript module is trained through autograd") };
         let _ = self.grads.zero_();
-        (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>).f_backward()?;
-        for (start, len) in self.gradient_ranges() {
-            ready(start, len)?;
-        }
-        Ok(())
+        let loss = (out * grad_output.to_kind(Kind::Float)).sum(None::<Kind>);
+        self.hooks.around(ready, || Ok(loss.f_backward()?))
     }
 
     fn gradient_ranges(&self) -> Vec<(i64, i64)> {
-        vec![(0, self.params.numel() as i64)]
+        self.hooks.ranges()
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -290,6 +297,6 @@ impl Model for Scripted {
     }
 
     fn export(&self, pre: &Preprocessing, loss: Loss) -> Result<ScriptModule> {
-        super::script::user_module(self, pre, loss)
+        super::script::user_module(&self.module, pre, loss)
     }
 }

@@ -1,10 +1,19 @@
 use super::activation::op;
 use super::*;
+use crate::config::Activation;
 use crate::config::Loss;
 use crate::metrics::{loss_grad, loss_value};
+use crate::model::input::Categorical;
 
 fn config(init: Init) -> ModelConfig {
-    ModelConfig { hidden: vec![20, 5], activation: Activation::Relu, init, dropout: 0.0, init_from: None }
+    ModelConfig {
+        hidden: vec![20, 5],
+        activation: Activation::Relu,
+        init,
+        dropout: 0.0,
+        init_from: None,
+        ..ModelConfig::default()
+    }
 }
 
 #[test]
@@ -153,8 +162,14 @@ fn manual_gradients_match_autograd() {
         for activation in Activation::ALL {
             for (loss, outputs, y) in &cases {
                 for dropout in [0.0, 0.3] {
-                    let cfg =
-                        ModelConfig { hidden: vec![8, 7], activation, init: Init::Torch, dropout, init_from: None };
+                    let cfg = ModelConfig {
+                        hidden: vec![8, 7],
+                        activation,
+                        init: Init::Torch,
+                        dropout,
+                        init_from: None,
+                        ..ModelConfig::default()
+                    };
                     let m = Mlp::new(&cfg, input, *outputs, Device::Cpu).unwrap();
                     // Stale values in the gradient buffer must not survive a backward pass.
                     let _ = m.grads.shallow_clone().fill_(f64::NAN);

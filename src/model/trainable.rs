@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Result};
 
+use super::Segment;
 use crate::config::{name_pattern, ParamGroup};
-use crate::optim::Segment;
 
 /// Each parameter's fate, in the model's parameter order.
 pub(super) struct Assignment {
@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn patterns_that_match_nothing_or_twice_are_errors() {
         let err = assign(&names(), &["decoder.*".into()], &[]).err().unwrap().to_string();
-        assert!(err.starts_with("model.freeze[0]: `decoder.*` matches no parameter (the model has: encoder.0.weight"), "{err}");
+        assert!(
+            err.starts_with("model.freeze[0]: `decoder.*` matches no parameter (the model has: encoder.0.weight"),
+            "{err}"
+        );
         let err = assign(&names(), &[], &[group("head.*"), group("*.bias")]).err().unwrap().to_string();
         assert!(err.contains("`head.bias` is in training.optimizer.param_groups[0] and [1]"), "{err}");
         let err = assign(&names(), &["*".into()], &[]).err().unwrap().to_string();

@@ -29,8 +29,14 @@ const CONFIG: &str = include_str!("../../configs/keras_example.yaml");
 /// out of the table, and libtorch fails inside the forward pass (a damaged model.pt).
 fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
     let _rng = crate::testing::seed(0);
-    let cfg =
-        ModelConfig { hidden: vec![6], activation: Activation::Relu, init: Init::Torch, dropout: 0.0, init_from: None };
+    let cfg = ModelConfig {
+        hidden: vec![6],
+        activation: Activation::Relu,
+        init: Init::Torch,
+        dropout: 0.0,
+        init_from: None,
+        ..ModelConfig::default()
+    };
     let categorical: Vec<Categorical> = levels.iter().map(|_| Categorical { levels: 3, embedding: Some(2) }).collect();
     let model = Mlp::new(&cfg, &Input { numeric: 4, categorical }, 1, Device::Cpu).unwrap();
     let features = levels.map(|n| CategoricalFeature {
@@ -49,6 +55,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         target_mean: vec![0.0],
         target_std: vec![1.0],
         labels: None,
+        input: None,
         categorical: features.into_iter().collect(),
     };
     let path = dir.join("model.pt");

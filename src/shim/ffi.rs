@@ -47,6 +47,8 @@ extern "C" {
         out: *mut *mut c_void,
     ) -> *mut c_char;
     pub fn tf_tensor_set_grad(tensor: *mut c_void, grad: *const c_void) -> *mut c_char;
+    pub fn tf_tensor_on_grad(tensor: *mut c_void, callback: *mut c_void, ctx: *mut c_void, index: usize)
+        -> *mut c_char;
     pub fn tf_autocast_bf16(cuda: c_int, on: c_int) -> *mut c_char;
     pub fn tf_fused_adam(
         param: *mut c_void,

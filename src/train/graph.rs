@@ -36,7 +36,9 @@ fn obstacle(config: &Config, device: Device, world_size: usize, autograd: bool) 
         return Some("this torchfit was built without CUDA graphs (see docs/cuda.md, Building)".into());
     }
     if autograd {
-        return Some("not with a model trained through autograd (model.kind: torchscript, model.backward: autograd)".into());
+        return Some(
+            "not with a model trained through autograd (model.kind: torchscript, model.backward: autograd)".into(),
+        );
     }
     if world_size > 1 {
         return Some("not with several processes (their gradients are summed by collectives)".into());

@@ -109,6 +109,9 @@ impl Run {
             backend: group.backend(),
             _lock: lock,
         };
+        if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
+            println!("{line}");
+        }
         if run.leader {
             let dir = &run.dir;
             // Until it ends again, the run's files change: a manifest would be stale.

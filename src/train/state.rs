@@ -125,7 +125,8 @@ impl Trainer<'_> {
                     stopper.best_params = Some(best.to_device(trainer.device));
                     stopper.best_buffers = Vec::new();
                     for (name, t) in trainer.model.buffers()? {
-                        let saved = checkpoint::take(&mut tensors, &format!("early_stopping.best_buffer.{name}"), &t.size())?;
+                        let saved =
+                            checkpoint::take(&mut tensors, &format!("early_stopping.best_buffer.{name}"), &t.size())?;
                         stopper.best_buffers.push((name, saved.to_device(trainer.device)));
                     }
                 }

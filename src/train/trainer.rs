@@ -15,7 +15,7 @@ use super::early_stopping::EarlyStopper;
 use super::graph::{self, Ran, StepGraph};
 use super::signals::{Signal, Signals};
 use super::step::{Batch, StepOutcome};
-use crate::config::{Config, OnNan};
+use crate::config::{Config, ModelKind, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
 use crate::metrics::{self, sample_losses, weighted_loss_grad, weighted_loss_value, Accumulator};
@@ -92,7 +92,8 @@ impl<'a> Trainer<'a> {
         let outputs = pre.output_width(config.loss());
         let training = &config.training;
         let probe = data.train.x.narrow(0, 0, data.train.len().min(2) as i64).to_device(device);
-        let mut model = model::build(&config.model, pre, outputs, device, Some(&probe), &training.optimizer.param_groups)?;
+        let mut model =
+            model::build(&config.model, pre, outputs, device, Some(&probe), &training.optimizer.param_groups)?;
         model.set_precision(training.precision)?;
         let optimizer = Optimizer::new(&training.optimizer, model.params(), model.segments());
         let class_weights = match (&training.class_weight, &pre.labels) {
@@ -141,6 +142,30 @@ impl<'a> Trainer<'a> {
         let small = self.model.as_mlp().is_some() && work < SMALL_STEP_WORK;
         self.threads = self.config.training.threads.unwrap_or(if small { 1 } else { share });
         tch::set_num_threads(self.threads as i32);
+    }
+
+    /// The start-of-run line about the model, when it is not the plain MLP: what trains,
+    /// what `model.freeze` keeps, and each parameter group's settings and size.
+    pub fn model_line(&self) -> Option<String> {
+        let (model, optimizer) = (&self.config.model, &self.config.training.optimizer);
+        if model.kind == ModelKind::Mlp && model.freeze.is_empty() && optimizer.param_groups.is_empty() {
+            return None;
+        }
+        let name = model.path.as_ref().map_or("mlp".to_string(), |p| p.display().to_string());
+        let mut line = format!("model: {name}, {} trainable parameters", self.model.parameter_count());
+        if !model.freeze.is_empty() {
+            line += &format!(", {} frozen ({})", self.model.frozen_count(), model.freeze.join(", "));
+        }
+        for (i, group) in optimizer.param_groups.iter().enumerate() {
+            let size: i64 = self.model.segments().iter().filter(|s| s.group == Some(i)).map(|s| s.len).sum();
+            let lr = group.lr.unwrap_or(optimizer.lr);
+            let wd = group.weight_decay.unwrap_or(optimizer.weight_decay());
+            line += &format!(
+                "; group {i} ({}): lr {lr}, weight_decay {wd}, {size} parameters",
+                group.params.names().join(", ")
+            );
+        }
+        Some(line)
     }
 
     pub fn threads(&self) -> usize {

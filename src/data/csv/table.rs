@@ -85,6 +85,7 @@ pub(in crate::data) fn read_table(d: &DataConfig, task: Task, format: Format) ->
         y,
         feature_names: labelled.feature_names,
         target_names: targets,
+        input: None,
     })
 }
 
