@@ -414,9 +414,10 @@ def models_section(binary, work, repeats, samples, epochs, batch, threads):
             else:
                 lines.append(f"- torchfit / {labels[ref]}: n/a ({'torchfit' if 'torchfit' not in rate else ref} failed).")
         lines.append("")
-    lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-                 f"Load average (1 minute) when the section started and ended: {load_before:.1f}, {os.getloadavg()[0]:.1f}, "
-                 f"on {os.cpu_count()} cores: above the core count, other processes shared the machine.")
+    load_after = os.getloadavg()[0]
+    busy = " (above the core count: other processes shared the machine)" if max(load_before, load_after) > os.cpu_count() else ""
+    lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Load average (1 minute) when the "
+                 f"section started and ended: {load_before:.1f}, {load_after:.1f}, on {os.cpu_count()} cores{busy}.")
     return lines
 
 
