@@ -181,9 +181,12 @@ pub fn export_run(
         Format::Onnx => {
             let Some(mlp) = trained.model.as_mlp() else {
                 bail!(
-                    "{}: ONNX export of a TorchScript module is not possible from torchfit (libtorch has no ONNX exporter); \
-                     export it from Python: torch.onnx.export(torch.jit.load(\"model.pt\"), ...)",
-                    run.display()
+                    "{}: torchfit cannot export a user module (model.kind: torchscript) to ONNX, \
+                     since libtorch has no ONNX exporter; export it from Python instead: \
+                     torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
+                     (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
+                    run.display(),
+                    trained.dir.file(rundir::MODEL).display()
                 );
             };
             crate::onnx::write(mlp, &trained.preprocessing, trained.config.loss(), &output)?

@@ -11,7 +11,9 @@
 //! `[batch, numeric features + categorical features]` (the categorical ones as level codes,
 //! see docs/serving.md), and `OUTPUT__0` is what `forward` returns: regression values in the
 //! data's units (FP32 `[batch, targets]`), or class indices (INT64 `[batch]`, presented as
-//! `[batch, 1]` through `reshape`, since Triton's batched dims cannot be empty).
+//! `[batch, 1]` through `reshape`, since Triton's batched dims cannot be empty). A model
+//! trained on arrays takes its samples as `INPUT__0`: `[batch, ...per-sample dims]`, FP32 or
+//! INT64 as model.pt's input.json records.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,7 @@ use tch::{Kind, Tensor};
 
 use crate::atomic;
 use crate::export::{self, Format};
-use crate::predict::Predictor;
+use crate::predict::{Dtype, Predictor};
 use crate::rundir;
 
 /// The largest batch Triton's dynamic batcher may form.
@@ -48,10 +50,31 @@ pub fn export_repository(run: &Path, weights: Option<&Path>, repo: &Path) -> Res
             atomic::write(&model, &bytes)?;
         }
     }
-    let width = predictor.features().len() + predictor.categorical().len();
-    let output = output_of(&model, width)?;
-    atomic::write(&folder.join("config.pbtxt"), config(&name, width, output).as_bytes())?;
+    let input = Input::of(&predictor);
+    let output = output_of(&model, &input)?;
+    atomic::write(&folder.join("config.pbtxt"), config(&name, &input, output).as_bytes())?;
     Ok(folder)
+}
+
+/// `INPUT__0`: its element type and the dims after the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub dtype: Dtype,
+    pub dims: Vec<i64>,
+}
+
+impl Input {
+    /// A table's model takes its encoded features as FP32; an array model its samples as
+    /// it was trained on them (input.json).
+    pub fn of(predictor: &Predictor) -> Input {
+        match predictor.array() {
+            Some(array) => Input { dtype: array.dtype, dims: array.shape.clone() },
+            None => Input {
+                dtype: Dtype::Float32,
+                dims: vec![(predictor.features().len() + predictor.categorical().len()) as i64],
+            },
+        }
+    }
 }
 
 /// What `forward` returns for a batch: its element type and the dims after the batch.
@@ -61,11 +84,12 @@ pub enum Output {
     Classes,
 }
 
-/// Runs `forward` on two rows of zeros (level 0 for categorical features) to see what it
-/// returns, rather than assume it.
-fn output_of(model: &Path, width: usize) -> Result<Output> {
+/// Runs `forward` on two samples of zeros (level 0 for categorical features, token 0 for
+/// token ids) to see what it returns, rather than assume it.
+fn output_of(model: &Path, input: &Input) -> Result<Output> {
     let module = crate::predict::load_module(model, tch::Device::Cpu)?;
-    let x = Tensor::zeros([2, width as i64], (Kind::Float, tch::Device::Cpu));
+    let shape: Vec<i64> = std::iter::once(2).chain(input.dims.iter().copied()).collect();
+    let x = Tensor::zeros(shape.as_slice(), (input.dtype.kind(), tch::Device::Cpu));
     let y = tch::no_grad(|| module.forward_ts(&[x])).with_context(|| format!("{}: forward failed", model.display()))?;
     match (y.kind(), y.size().as_slice()) {
         (Kind::Int64, [2]) => Ok(Output::Classes),
@@ -77,26 +101,42 @@ fn output_of(model: &Path, width: usize) -> Result<Output> {
 }
 
 /// The config.pbtxt text (protobuf text format of Triton's `ModelConfig`).
-pub fn config(name: &str, width: usize, output: Output) -> String {
+pub fn config(name: &str, input: &Input, output: Output) -> String {
     let output = match output {
         Output::Values(targets) => format!("    data_type: TYPE_FP32\n    dims: [ {targets} ]\n"),
         Output::Classes => "    data_type: TYPE_INT64\n    dims: [ 1 ]\n    reshape: { shape: [ ] }\n".to_string(),
     };
+    let data_type = match input.dtype {
+        Dtype::Float32 => "TYPE_FP32",
+        Dtype::Int64 => "TYPE_INT64",
+    };
+    // Triton's batched dims cannot be empty: a scalar sample is presented as [1].
+    let dims = match input.dims.as_slice() {
+        [] => "[ 1 ]\n    reshape: { shape: [ ] }".to_string(),
+        dims => format!("[ {} ]", dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let what = if input.dtype == Dtype::Float32 && input.dims.len() == 1 {
+        "the encoded features (numeric, then categorical level codes), or an array model's samples"
+    } else {
+        "the model's samples, as it was trained on them"
+    };
     format!(
         concat!(
-            "# Written by torchfit {version}. INPUT__0: the encoded features (numeric, then categorical level codes);\n",
+            "# Written by torchfit {version}. INPUT__0: {what};\n",
             "# OUTPUT__0: model.pt's forward (values in the data's units, or class indices).\n",
             "name: {name:?}\n",
             "backend: \"pytorch\"\n",
             "max_batch_size: {max_batch}\n",
-            "input [\n  {{\n    name: \"INPUT__0\"\n    data_type: TYPE_FP32\n    dims: [ {width} ]\n  }}\n]\n",
+            "input [\n  {{\n    name: \"INPUT__0\"\n    data_type: {data_type}\n    dims: {dims}\n  }}\n]\n",
             "output [\n  {{\n    name: \"OUTPUT__0\"\n{output}  }}\n]\n",
             "dynamic_batching {{ }}\n",
         ),
         version = env!("CARGO_PKG_VERSION"),
+        what = what,
         name = name,
         max_batch = MAX_BATCH,
-        width = width,
+        data_type = data_type,
+        dims = dims,
         output = output,
     )
 }

@@ -318,8 +318,10 @@ fn a_run_being_trained_cannot_be_resumed_until_its_trainer_is_gone() {
     assert_fails_with(&out, &["long is being trained by process", &child.id().to_string()]);
     child.kill().unwrap();
     child.wait().unwrap();
-    // kill -9: the lock is released with the process. Two epochs past its checkpoint.
-    let epochs = read_csv(&d.join("long/metrics.csv")).1.len() + 2;
+    // kill -9: the lock is released with the process. Two epochs past its checkpoint (whose
+    // own epoch counts: metrics.csv is written after it, and a kill between the two leaves
+    // the table behind).
+    let epochs = checkpoint_epoch(&d.join("long/checkpoint/last.safetensors")) + 2;
     let out = torchfit(d, &["train", "--resume", "long", "--quiet", "--set", &format!("training.epochs={epochs}")]);
     assert_ok(&out);
     assert_eq!(summary(&d.join("long"))["status"], "finished");
@@ -416,4 +418,12 @@ fn resume_rejects_what_is_not_a_resumable_run() {
     std::fs::write(d.join("run/summary.json"), serde_json::to_vec(&s).unwrap()).unwrap();
     let out = torchfit(d, &["train", "--resume", "run", "--set", "training.epochs=2"]);
     assert_fails_with(&out, &["last.safetensors is not a readable torchfit checkpoint"]);
+}
+
+/// The epochs a checkpoint holds, from its `state.json`.
+fn checkpoint_epoch(path: &Path) -> usize {
+    let tensors = tch::Tensor::read_safetensors(path).unwrap();
+    let (_, json) = tensors.into_iter().find(|(name, _)| name == "state.json").expect("a state.json");
+    let state: serde_json::Value = serde_json::from_slice(&Vec::<u8>::try_from(&json).unwrap()).unwrap();
+    state["epoch"].as_u64().unwrap() as usize
 }

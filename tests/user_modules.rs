@@ -251,3 +251,37 @@ fn modules_torchfit_cannot_train_fail_before_the_first_epoch() {
         assert!(!d.join(&run).join("metrics.csv").exists(), "{file}: no epoch trained");
     }
 }
+
+#[test]
+fn bf16_trains_a_user_module_as_torch_autocast_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(prepare("lstm", d));
+    assert_ok(&torchfit(d, &train_args(d, "run", &["training.precision=bf16"])));
+    assert_eq!(summary(&d.join("run"))["precision"], "bf16");
+    let run = d.join("run");
+    let out = python(&["check_bf16", "lstm", d.to_str().unwrap(), run.to_str().unwrap()]);
+    println!("{}", stdout(&out));
+    assert_python_ok(&out, "check_bf16");
+    assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_sweep_tries_a_user_module_with_each_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(prepare("lstm", d));
+    let sweep = "base: config.yaml\nmethod: grid\nparameters:\n  training.optimizer.lr: {values: [0.001, 0.01]}\n  \
+                 training.batch_size: {values: [16, 32]}\nmetric: loss\n";
+    std::fs::write(d.join("sweep.yaml"), sweep).unwrap();
+    let out = torchfit(d, &["sweep", "sweep.yaml", "--out", "sweep"]);
+    assert_ok(&out);
+    let mut reader = csv::Reader::from_path(d.join("sweep/results.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let loss = header.iter().position(|h| h == "best_loss").expect("a best_loss column");
+    let losses: Vec<f64> = reader.records().map(|r| r.unwrap()[loss].parse().unwrap()).collect();
+    assert_eq!(losses.len(), 4, "one row per trial");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // Different settings train differently: the trials are real runs of the module.
+    assert!(losses.iter().any(|l| (l - losses[0]).abs() > 1e-6), "{losses:?}");
+}

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{Columns, Config, Invalid, ModelKind};
+use super::{Columns, Config, Invalid, ModelConfig, ModelKind};
 
 impl Config {
     pub(super) fn validate_model_kind(&self) -> Result<()> {
@@ -26,11 +26,22 @@ impl Config {
             }
             _ => {}
         }
-        if model.kind == ModelKind::Torchscript && model.dropout > 0.0 {
-            return fail(
-                "model.dropout",
-                "model.dropout applies to model.kind: mlp; a TorchScript module has its own dropout layers".into(),
-            );
+        if model.kind == ModelKind::Torchscript {
+            // The MLP's keys would be silently ignored: say so instead.
+            let mlp = ModelConfig::default();
+            let set = [
+                ("model.hidden", model.hidden != mlp.hidden),
+                ("model.activation", model.activation != mlp.activation),
+                ("model.init", model.init != mlp.init),
+                ("model.dropout", model.dropout != mlp.dropout),
+                ("model.backward", model.backward != mlp.backward),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                return fail(
+                    key,
+                    format!("{key} applies to model.kind: mlp; a TorchScript module brings its own layers (and is trained through autograd)"),
+                );
+            }
         }
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());

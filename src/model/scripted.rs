@@ -60,7 +60,13 @@ impl Scripted {
         if !init::is_zip(path) {
             bail!("{file} is not a TorchScript file (save one with torch.jit.script(module).save(path))");
         }
-        let module = ScriptModule::load(path).map_err(|e| anyhow!("{file} cannot be loaded as TorchScript: {e}"))?;
+        let module = ScriptModule::load(path).map_err(|e| {
+            // libtorch's reason runs on (about zip internals); its start says enough.
+            let reason: String = e.to_string().chars().take(120).collect();
+            anyhow!(
+                "{file} cannot be loaded as TorchScript (save it with torch.jit.script(module).save(path)): {reason}"
+            )
+        })?;
         module.set_training(false)?;
         let params = module.named_tensors(false)?;
         if params.is_empty() {

@@ -22,6 +22,15 @@ pub fn evaluate(
     target: Option<&str>,
 ) -> Result<Vec<(String, f64)>> {
     let TrainedRun { config, preprocessing: pre, model, .. } = TrainedRun::load(run, weights, "--weights")?;
+    if let Some(input) = &pre.input {
+        bail!(
+            "{}: the run was trained on {}, and torchfit evaluate reads labelled tables (CSV or Parquet); \
+             for arrays, run `torchfit predict {} X.npy` and compare with the labels",
+            run.display(),
+            super::array::describe(input),
+            run.display()
+        );
+    }
     let targets = match target {
         Some(t) => vec![t.to_string()],
         None => pre.target_names.clone(),

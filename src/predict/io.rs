@@ -19,6 +19,15 @@ pub fn predict(model: &Path, input: &Path, output: Option<&Path>, proba: bool, s
     if proba && predictor.labels().is_none() {
         bail!("--proba needs a classification model; {} is a regression", predictor.path().display());
     }
+    if let Some(array) = predictor.array() {
+        let file = input.display();
+        if !input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            bail!("{file}: {} takes {}: pass a .npy file", predictor.path().display(), super::array::describe(array));
+        }
+        let x = data::read_array("input", input, array)?;
+        let prediction = predictor.predict_array(&x, proba).with_context(|| file.to_string())?;
+        return write_csv(&to_csv(&prediction, predictor.labels())?, output, stdout);
+    }
     let categorical = predictor.categorical_names();
     let (x, text, matched) = data::read_features(input, predictor.features(), &categorical, predictor.delimiter())?;
     let prediction = predictor.predict(&x, &text, proba).with_context(|| input.display().to_string())?;
@@ -36,9 +45,13 @@ pub fn predict(model: &Path, input: &Path, output: Option<&Path>, proba: bool, s
         ),
         ColumnMatch::ByName | ColumnMatch::Array => {}
     }
+    write_csv(&csv, output, stdout)
+}
+
+fn write_csv(csv: &[u8], output: Option<&Path>, stdout: &mut dyn Write) -> Result<()> {
     match output {
-        Some(path) => atomic::write(path, &csv),
-        None => Ok(stdout.write_all(&csv)?),
+        Some(path) => atomic::write(path, csv),
+        None => Ok(stdout.write_all(csv)?),
     }
 }
 

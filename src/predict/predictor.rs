@@ -12,6 +12,8 @@ use crate::export::{self, ExtraFiles};
 use crate::rundir;
 use crate::shim::first_line;
 
+use super::array::{self, ArrayInput};
+
 /// A torchfit model: the TorchScript module (the preprocessing is inside it) and what its
 /// extra files say about it: the feature names in input order, the class labels, the config.
 pub struct Predictor {
@@ -25,6 +27,9 @@ pub struct Predictor {
     /// numeric features in the model's input.
     categorical: Vec<CategoricalFeature>,
     labels: Option<Vec<String>>,
+    /// A model trained on arrays: what one sample is (extra/input.json); `None` for a
+    /// table's model.
+    array: Option<ArrayInput>,
 }
 
 /// What a model predicts for a batch of rows.
@@ -58,9 +63,14 @@ impl Predictor {
         // TorchScript that torchfit did not write has none of them.
         let mut extra = ExtraFiles::open(&path)?;
         let not_ours = |name: &str| anyhow!("{file} is not a torchfit model (it has no extra/{name})");
-        let features = extra.read("features.json")?.ok_or_else(|| not_ours("features.json"))?;
-        let features = json_names(&path, "features.json", &features)?;
-        if features.is_empty() {
+        let array = extra.read("input.json")?.map(|bytes| array::parse(&bytes, &file.to_string())).transpose()?;
+        // An array model's input is input.json's; features.json, if any, names nothing it reads.
+        let features = match (extra.read("features.json")?, &array) {
+            (_, Some(_)) => Vec::new(),
+            (Some(bytes), None) => json_names(&path, "features.json", &bytes)?,
+            (None, None) => return Err(not_ours("features.json")),
+        };
+        if features.is_empty() && array.is_none() {
             bail!("{file}: extra/features.json names no features");
         }
         let yaml = extra.read("config.yaml")?.ok_or_else(|| not_ours("config.yaml"))?;
@@ -73,11 +83,11 @@ impl Predictor {
             None => Vec::new(),
         };
         let module = load_module(&path, device)?;
-        let numeric_only = categorical.is_empty();
+        let numeric_only = categorical.is_empty() && array.is_none();
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, device, config, features, categorical, labels })
+        Ok(Predictor { path, module, device, config, features, categorical, labels, array })
     }
 
     /// The model.pt this was loaded from.
@@ -105,6 +115,12 @@ impl Predictor {
         self.labels.as_deref()
     }
 
+    /// A model trained on arrays: what one sample is. `None` for a table's model, whose
+    /// input [`Predictor::features`] and [`Predictor::categorical`] describe.
+    pub fn array(&self) -> Option<&ArrayInput> {
+        self.array.as_ref()
+    }
+
     /// Where the model runs.
     pub fn device(&self) -> Device {
         self.device
@@ -126,6 +142,9 @@ impl Predictor {
     /// the input, which the caller knows.
     pub fn predict(&self, x: &Tensor, text: &[TextColumn], proba: bool) -> Result<Prediction> {
         let model = self.path.display();
+        if let Some(input) = &self.array {
+            bail!("{model} takes {}, not rows of features", array::describe(input));
+        }
         let expected = self.features.len();
         if x.dim() != 2 {
             bail!("expected a 2-D array [rows, features], got shape {:?}", x.size());
@@ -152,6 +171,23 @@ impl Predictor {
             let codes = data::categorical_codes(&self.categorical, text, x.size()[0] as usize)?;
             Tensor::f_cat(&[x.f_to_kind(tch::Kind::Float)?, codes], 1)?
         };
+        let output = self.call("forward", &x)?;
+        let proba = if proba { Some(self.call("predict_proba", &x)?) } else { None };
+        Ok(Prediction { output, proba })
+    }
+
+    /// Predicts for `x`, samples of an array model's input ([`Predictor::array`]), checked
+    /// against it and converted to its dtype. Errors say what `x` is wrong in, the caller
+    /// what `x` is: "x.npy: has shape ...".
+    pub fn predict_array(&self, x: &Tensor, proba: bool) -> Result<Prediction> {
+        let model = self.path.display();
+        let Some(input) = &self.array else {
+            bail!("{model} takes rows of features ({}), not arrays", self.features.join(", "));
+        };
+        let x = input.convert("input", x)?;
+        if proba && self.labels.is_none() {
+            bail!("{model} is a regression: it has no class probabilities");
+        }
         let output = self.call("forward", &x)?;
         let proba = if proba { Some(self.call("predict_proba", &x)?) } else { None };
         Ok(Prediction { output, proba })

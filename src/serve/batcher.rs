@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::error::ApiError;
 use super::input::Rows;
 use crate::data::{Text, TextColumn};
-use crate::predict::Predictor;
+use crate::predict::{Dtype, Prediction, Predictor};
 
 /// What the model says about a request's rows.
 #[derive(Debug, Clone)]
@@ -129,20 +129,22 @@ fn answer(predictor: &Predictor, batch: Vec<Job>) {
 /// One forward pass over the rows of `parts`, in order; its answer has exactly their rows.
 fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
     let count: usize = parts.iter().map(|r| r.count()).sum();
-    let features = predictor.features().len();
-    let numeric: Vec<f32> = parts.iter().flat_map(|r| r.numeric().iter().copied()).collect();
-    let x = Tensor::f_from_slice(&numeric)?.f_view([count as i64, features as i64])?;
-    let text: Vec<TextColumn> = predictor
-        .categorical()
-        .iter()
-        .enumerate()
-        .map(|(j, f)| TextColumn {
-            name: f.name.clone(),
-            values: Text::from_values(parts.iter().flat_map(|r| r.text(j).iter().map(|v| v.as_deref()))),
-        })
-        .collect();
     let classifier = predictor.labels().is_some();
-    let prediction = predictor.predict(&x, &text, classifier)?;
+    let prediction = match predictor.array() {
+        Some(array) => {
+            let x = match array.dtype {
+                Dtype::Float32 => {
+                    Tensor::f_from_slice(&parts.iter().flat_map(|r| r.numeric().iter().copied()).collect::<Vec<f32>>())?
+                }
+                Dtype::Int64 => {
+                    Tensor::f_from_slice(&parts.iter().flat_map(|r| r.ints().iter().copied()).collect::<Vec<i64>>())?
+                }
+            };
+            let shape: Vec<i64> = std::iter::once(count as i64).chain(array.shape.iter().copied()).collect();
+            predictor.predict_array(&x.f_view(shape.as_slice())?, classifier)?
+        }
+        None => table_forward(predictor, parts, count, classifier)?,
+    };
     let predicted = match &prediction.proba {
         Some(proba) => {
             let index = Vec::<i64>::try_from(prediction.output.f_to_kind(Kind::Int64)?.flatten(0, -1))?;
@@ -161,6 +163,23 @@ fn forward(predictor: &Predictor, parts: &[&Rows]) -> Result<Predicted> {
         bail!("the model answered {:?} rows for {count}", predicted.rows());
     }
     Ok(predicted)
+}
+
+/// The forward pass of a table's model over `count` rows of `parts`.
+fn table_forward(predictor: &Predictor, parts: &[&Rows], count: usize, proba: bool) -> Result<Prediction> {
+    let features = predictor.features().len();
+    let numeric: Vec<f32> = parts.iter().flat_map(|r| r.numeric().iter().copied()).collect();
+    let x = Tensor::f_from_slice(&numeric)?.f_view([count as i64, features as i64])?;
+    let text: Vec<TextColumn> = predictor
+        .categorical()
+        .iter()
+        .enumerate()
+        .map(|(j, f)| TextColumn {
+            name: f.name.clone(),
+            values: Text::from_values(parts.iter().flat_map(|r| r.text(j).iter().map(|v| v.as_deref()))),
+        })
+        .collect();
+    predictor.predict(&x, &text, proba)
 }
 
 impl Predicted {

@@ -116,14 +116,26 @@ fn app(predictor: Arc<Predictor>, options: &Options, log: Option<AccessLog>) -> 
 /// One forward pass on a row of zeros (and missing categorical values) before serving: the
 /// first pass is the slow one, and it tells how many targets a regression predicts.
 fn probe(predictor: &Predictor) -> Result<usize> {
+    let output = match predictor.array() {
+        // Zeros are a valid sample of any array model, token ids included.
+        Some(array) => {
+            let shape: Vec<i64> = std::iter::once(1).chain(array.shape.iter().copied()).collect();
+            let x = Tensor::zeros(shape.as_slice(), (array.dtype.kind(), tch::Device::Cpu));
+            predictor.predict_array(&x, false).context("a trial prediction failed")?.output
+        }
+        None => probe_table(predictor)?,
+    };
+    Ok(if output.dim() == 2 { output.size()[1] as usize } else { 1 })
+}
+
+fn probe_table(predictor: &Predictor) -> Result<Tensor> {
     let x = Tensor::zeros([1, predictor.features().len() as i64], (tch::Kind::Float, tch::Device::Cpu));
     let text: Vec<TextColumn> = predictor
         .categorical()
         .iter()
         .map(|c| TextColumn { name: c.name.clone(), values: Text::from_values([None]) })
         .collect();
-    let output = predictor.predict(&x, &text, false).context("a trial prediction failed")?.output;
-    Ok(if output.dim() == 2 { output.size()[1] as usize } else { 1 })
+    Ok(predictor.predict(&x, &text, false).context("a trial prediction failed")?.output)
 }
 
 async fn run(app: Arc<App>, options: &Options) -> Result<()> {

@@ -3,18 +3,28 @@
 //! (by column name, as `torchfit predict` reads a CSV file's header). Text is read by the
 //! CSV reader's own cell rule (`cell::parse_cell`): numbers, numeric text, booleans (`true`,
 //! `yes`, ... as 1 and 0), and the missing markers (`""`, `NA`, `N/A`, `NaN`); JSON `null`
-//! is missing too. Errors name the row and column.
+//! is missing too. Errors name the row and column. An array model takes `{"instances":
+//! [sample, ...]}`, each sample nested lists of its input shape (numbers, or whole numbers
+//! for an int64 model).
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
-use super::input::Rows;
+use super::input::{ArrayValues, Rows};
 use crate::cell::{is_missing, parse_cell, Cell};
-use crate::predict::Predictor;
+use crate::predict::array::describe;
+use crate::predict::{ArrayInput, Dtype, Predictor};
 
 /// The body's rows, checked against the model's features.
 pub fn parse(body: &Value, predictor: &Predictor) -> Result<Rows> {
     let Value::Object(fields) = body else { bail!("the body must be a JSON object with `instances` or `rows`") };
+    if let Some(array) = predictor.array() {
+        return match (fields.get("instances"), fields.get("rows")) {
+            (Some(instances), None) => array_instances(instances, array, predictor),
+            (_, Some(_)) => bail!("`rows` names columns, but the model takes {}: send `instances`", describe(array)),
+            (None, None) => bail!("the body has no `instances` (the model takes {})", describe(array)),
+        };
+    }
     match (fields.get("instances"), fields.get("rows")) {
         (Some(_), Some(_)) => bail!("give either `instances` or `rows`, not both"),
         (Some(instances), None) => instances_rows(instances, predictor),
@@ -63,6 +73,68 @@ fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
         }
     }
     Rows::new(predictor, items.len(), numeric, text)
+}
+
+/// An array model's samples: each instance nested lists of exactly its input shape.
+fn array_instances(instances: &Value, array: &ArrayInput, predictor: &Predictor) -> Result<Rows> {
+    let items = list(instances, "instances")?;
+    let mut floats = Vec::new();
+    let mut ints = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut flat = Vec::new();
+        let shape = nested_shape(item, 0, &mut flat)
+            .ok_or_else(|| anyhow!("instances[{i}] is not a list of shape {:?} ({})", array.shape, describe(array)))?;
+        if shape != array.shape {
+            bail!(
+                "instances[{i}] has shape {shape:?}, but the model takes samples of shape {:?} ({})",
+                array.shape,
+                describe(array)
+            );
+        }
+        for (k, value) in flat.into_iter().enumerate() {
+            match array.dtype {
+                Dtype::Float32 => floats.push(
+                    value
+                        .as_f64()
+                        .map(|v| v as f32)
+                        .ok_or_else(|| anyhow!("instances[{i}] value {k} ({value}) is not a number"))?,
+                ),
+                Dtype::Int64 => ints.push(
+                    value
+                        .as_i64()
+                        .ok_or_else(|| anyhow!("instances[{i}] value {k} ({value}) is not a whole number"))?,
+                ),
+            }
+        }
+    }
+    let values = match array.dtype {
+        Dtype::Float32 => ArrayValues::F32(floats),
+        Dtype::Int64 => ArrayValues::I64(ints),
+    };
+    Rows::array(predictor, items.len(), values)
+}
+
+/// The shape of nested JSON lists (their leaves pushed to `flat`); `None` when ragged or
+/// deeper than any model's input.
+fn nested_shape<'a>(value: &'a Value, depth: usize, flat: &mut Vec<&'a Value>) -> Option<Vec<i64>> {
+    const DEEPEST: usize = 16;
+    let Value::Array(items) = value else {
+        flat.push(value);
+        return Some(Vec::new());
+    };
+    if depth >= DEEPEST {
+        return None;
+    }
+    let mut inner: Option<Vec<i64>> = None;
+    for item in items {
+        let shape = nested_shape(item, depth + 1, flat)?;
+        match &inner {
+            Some(seen) if *seen != shape => return None,
+            _ => inner = Some(shape),
+        }
+    }
+    // An empty list's inner shape is unknown; [0] is what numpy says of it.
+    Some(std::iter::once(items.len() as i64).chain(inner.unwrap_or_default()).collect())
 }
 
 fn named_rows(body: &Value, predictor: &Predictor) -> Result<Rows> {

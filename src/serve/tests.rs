@@ -280,3 +280,64 @@ async fn categorical_inputs_must_hold_as_many_rows_as_the_numeric_ones() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
     assert!(error_line(&answer).contains("more elements than its shape [1]"), "{}", answer.json);
 }
+
+/// An array model of int64 samples `[2, 3]` (token ids) whose answer is each sample's sum,
+/// so that every request can tell its own rows from another's.
+fn write_array_model(dir: &Path) -> std::path::PathBuf {
+    let mut module = crate::shim::ScriptModule::new("__torch__.Sums").unwrap();
+    module
+        .define("def forward(self, x: Tensor) -> Tensor:\n    return x.reshape([x.size(0), -1]).float().sum(1, keepdim=True)\n")
+        .unwrap();
+    let path = dir.join("model.pt");
+    let input = br#"{"shape": [2, 3], "dtype": "int64"}"#;
+    module.save(&path, &[("config.yaml", CONFIG.as_bytes()), ("input.json", input)]).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_samples_are_checked_and_batched_back_to_their_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = router(&write_array_model(dir.path()), Duration::from_millis(20));
+    let infer = "/v2/models/m/infer";
+    let int64 = |shape: Value, data: Value| {
+        json!({"inputs": [{"name": "input", "datatype": "INT64", "shape": shape, "data": data}]})
+            .to_string()
+            .into_bytes()
+    };
+    let cases = [
+        (
+            int64(json!([1, 3, 2]), json!([1, 2, 3, 4, 5, 6])),
+            "has shape [1, 3, 2], but the model takes INT64 [batch, 2, 3]",
+        ),
+        (int64(json!([1, 2, 3]), json!([1, 2, 3, 4, 5, 6.5])), "value 5 (6.5) is not a whole number"),
+        (int64(json!([2, 2, 3]), json!([1, 2, 3, 4, 5, 6])), "has 6 values, but its shape [2, 2, 3] holds 12"),
+        (
+            v2_json(json!([1, 2, 3]), json!([1, 2, 3, 4, 5, 6])),
+            "has datatype FP32, but the model takes INT64 [batch, 2, 3]",
+        ),
+    ];
+    for (body, expected) in cases {
+        let answer = call(&router, "POST", infer, &[], body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        assert!(error_line(&answer).contains(expected), "{}", answer.json);
+    }
+    let ragged = json!({"instances": [[[1, 2, 3], [4, 5]]]}).to_string().into_bytes();
+    let answer = call(&router, "POST", "/predict", &[], ragged).await;
+    assert!(error_line(&answer).contains("instances[0] is not a list of shape [2, 3]"), "{}", answer.json);
+    // Requests at once, batched together: each gets its own samples' sums.
+    let requests = (0..8i64).map(|k| {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let samples = k % 3 + 1;
+            let data: Vec<i64> = (0..samples * 6).map(|i| k * 100 + i).collect();
+            let answer = call(&router, "POST", infer, &[], int64(json!([samples, 2, 3]), json!(data))).await;
+            let want: Vec<f64> = data.chunks(6).map(|s| s.iter().sum::<i64>() as f64).collect();
+            (answer.status, answer.json["outputs"][0]["data"].clone(), json!(want))
+        })
+    });
+    for request in requests {
+        let (status, got, want) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got, want);
+    }
+}

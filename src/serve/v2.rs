@@ -8,22 +8,30 @@
 //! BYTES tensor `[batch]` (or `[batch, 1]`) named after its column. Outputs: `predictions`
 //! (regression: FP32 `[batch, targets]` in the data's units; classification: INT64 class
 //! indices `[batch]`), and for classifiers `labels` (BYTES `[batch]`) and `probabilities`
-//! (FP32 `[batch, classes]`).
+//! (FP32 `[batch, classes]`). An array model takes one input, `input`, `[batch, ...its
+//! per-sample dims]`, FP32 or INT64 as it was trained (model.pt's input.json).
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value};
 
 use super::batcher::Predicted;
-use super::input::Rows;
+use super::input::{ArrayValues, Rows};
 use super::rows::{finite, text};
 use crate::data::clip;
-use crate::predict::Predictor;
+use crate::predict::array::v2_datatype;
+use crate::predict::{ArrayInput, Dtype, Predictor};
 
 pub const INPUT: &str = "input";
 
 /// The model's metadata: `GET /v2/models/{name}`.
 pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
-    let mut inputs = vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})];
+    let mut inputs = match predictor.array() {
+        Some(array) => {
+            let shape: Vec<i64> = std::iter::once(-1).chain(array.shape.iter().copied()).collect();
+            vec![json!({"name": INPUT, "datatype": v2_datatype(array.dtype), "shape": shape})]
+        }
+        None => vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})],
+    };
     for feature in predictor.categorical() {
         inputs.push(json!({"name": feature.name, "datatype": "BYTES", "shape": [-1]}));
     }
@@ -35,8 +43,12 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
         ],
         None => vec![json!({"name": "predictions", "datatype": "FP32", "shape": [-1, targets]})],
     };
-    // Beyond the protocol's fields: what `input`'s columns are, and the classes' labels.
-    let parameters = json!({"features": predictor.features(), "labels": predictor.labels()});
+    // Beyond the protocol's fields: what `input`'s columns are (an array model's input.json
+    // instead), and the classes' labels.
+    let parameters = match predictor.array() {
+        Some(array) => json!({"input": array, "labels": predictor.labels()}),
+        None => json!({"features": predictor.features(), "labels": predictor.labels()}),
+    };
     json!({"name": name, "versions": ["1"], "platform": "torchfit", "inputs": inputs, "outputs": outputs, "parameters": parameters})
 }
 
@@ -69,6 +81,9 @@ impl Request {
     pub fn rows(&self, predictor: &Predictor) -> Result<Rows> {
         let Value::Object(fields) = &self.header else { bail!("the body must be a JSON object with `inputs`") };
         let Some(Value::Array(inputs)) = fields.get("inputs") else { bail!("the body has no `inputs` list") };
+        if let Some(array) = predictor.array() {
+            return self.array_rows(inputs, array, predictor);
+        }
         let features = predictor.features().len();
         let categorical = predictor.categorical();
         let mut numeric: Option<(usize, Vec<f32>)> = None;
@@ -113,6 +128,36 @@ impl Request {
         Rows::new(predictor, count, numeric, columns)
     }
 
+    /// An array model's one input, `input`: its datatype and shape `[batch, ...dims]` as the
+    /// model's, its values as many as the shape holds.
+    fn array_rows(&self, inputs: &[Value], array: &ArrayInput, predictor: &Predictor) -> Result<Rows> {
+        let want = || format!("{} {}", v2_datatype(array.dtype), array.batch_shape("batch"));
+        let [input] = inputs else {
+            bail!("the model takes one input, `{INPUT}` ({}); {} were given", want(), inputs.len());
+        };
+        let tensor = Tensor::of(input, 0)?;
+        if tensor.name != INPUT {
+            bail!("the model has no input `{}` (its input is `{INPUT}`, {})", tensor.name, want());
+        }
+        if tensor.datatype != v2_datatype(array.dtype) {
+            bail!("input `{INPUT}` has datatype {}, but the model takes {}", tensor.datatype, want());
+        }
+        let dims: Vec<i64> = tensor.shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
+        if dims.len() != array.shape.len() + 1 || dims[1..] != array.shape[..] {
+            bail!("input `{INPUT}` has shape {:?}, but the model takes {}", tensor.shape, want());
+        }
+        let mut offset = 0;
+        let data = tensor.data(&self.binary, &mut offset)?;
+        if offset != self.binary.len() {
+            bail!("the binary part has {} bytes, but the input's binary_data_size is {offset}", self.binary.len());
+        }
+        let values = match array.dtype {
+            Dtype::Float32 => ArrayValues::F32(tensor.floats(&data)?),
+            Dtype::Int64 => ArrayValues::I64(tensor.ints(&data)?),
+        };
+        Rows::array(predictor, tensor.shape[0], values)
+    }
+
     /// The outputs asked for (all of them by default), each with whether it is wanted as
     /// binary: checked before the request is queued.
     pub fn outputs(&self, predictor: &Predictor) -> Result<Vec<(&'static str, bool)>> {
@@ -141,6 +186,9 @@ impl Request {
 }
 
 fn input_names(predictor: &Predictor) -> String {
+    if predictor.array().is_some() {
+        return format!("`{INPUT}`");
+    }
     let names: Vec<String> = std::iter::once(format!("`{INPUT}`"))
         .chain(predictor.categorical().iter().map(|c| format!("`{}`", c.name)))
         .collect();
@@ -267,6 +315,37 @@ impl<'a> Tensor<'a> {
             finite(v).map_err(|e| anyhow!("input `{name}`: value {i}: {e}"))?;
         }
         Ok(values)
+    }
+
+    /// INT64 values, exactly as many as the shape holds: JSON whole numbers, or 8
+    /// little-endian bytes each.
+    fn ints(&self, data: &Data) -> Result<Vec<i64>> {
+        let name = &self.name;
+        let want = self.elements()?;
+        match data {
+            Data::Json(values) => {
+                self.count(values.len(), want)?;
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_i64().ok_or_else(|| {
+                            anyhow!("input `{name}`: value {i} ({}) is not a whole number", clip(&v.to_string()))
+                        })
+                    })
+                    .collect()
+            }
+            Data::Binary(bytes) => {
+                if want.checked_mul(8) != Some(bytes.len()) {
+                    bail!(
+                        "input `{name}`: binary_data_size is {} bytes, but its shape {:?} of INT64 takes {want} x 8 bytes",
+                        bytes.len(),
+                        self.shape
+                    );
+                }
+                Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
+            }
+        }
     }
 
     /// BYTES elements as text, exactly as many as the shape holds.

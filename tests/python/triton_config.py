@@ -33,10 +33,11 @@ for folder, run_model in zip(args[::2], args[1::2]):
     check(f"{name}: one input, one output", len(config.input) == 1 and len(config.output) == 1)
     inp, out = config.input[0], config.output[0]
     check(f"{name}: names", (inp.name, out.name) == ("INPUT__0", "OUTPUT__0"), f"{inp.name} {out.name}")
-    check(f"{name}: input type", inp.data_type == model_config_pb2.TYPE_FP32)
+    check(f"{name}: input type", inp.data_type in TYPES, inp.data_type)
     model = torch.jit.load(os.path.join(folder, "1", "model.pt"))
-    # Level codes 0 and 1 exist in every categorical feature; numbers anywhere are fine.
-    x = torch.randint(0, 2, (5, *inp.dims)).float()
+    # Level codes 0 and 1 exist in every categorical feature, token ids 0 and 1 in every
+    # vocabulary; numbers anywhere are fine. An array model's input is of its own type.
+    x = torch.randint(0, 2, (5, *inp.dims)).to(TYPES.get(inp.data_type, torch.float32))
     y = model(x)
     check(f"{name}: output type", TYPES.get(out.data_type) == y.dtype, f"{out.data_type} vs {y.dtype}")
     per_item = list(out.reshape.shape) if out.HasField("reshape") else list(out.dims)

@@ -8,6 +8,9 @@ usage: user_modules.py prepare CASE DIR     net.pt, x.npy, y.npy and config.yaml
                                             model.pt with RUN/predictions.csv (torchfit predict
                                             on x.npy, --proba when classifying); KEY (epochs, batch_size) as the
                                             run's --set changed it
+       user_modules.py check_bf16 CASE DIR RUN
+                                            RUN trained with precision bf16: its losses are
+                                            torch.autocast's (bfloat16) loop's
        user_modules.py bad DIR              modules torchfit must refuse before epoch 1
 
 CASEs: cnn (a CNN with BatchNorm on scikit-learn's digits), frozen and frozen_adam (the same
@@ -43,6 +46,9 @@ from checks import check, finish, require
 # Per-epoch losses and final weights agree within this, relative (weights: to their tensor's
 # largest magnitude, since a weight near 0 carries the rounding of the larger ones).
 TOLERANCE = 1e-5
+# bf16 rounds to 8 bits of mantissa: two programs taking the same autocast steps agree to
+# rounding, which training then carries on.
+BF16_TOLERANCE = 1e-3
 SKIP = 77
 DIGITS_CACHE = os.path.expanduser("~/.cache/torchfit/digits/digits.csv")
 
@@ -236,8 +242,9 @@ def loss_per_sample(kind, out, y):
     return nn.functional.mse_loss(out, y, reduction="none").mean(1)
 
 
-def reference(case, folder, overrides=()):
-    """The plain PyTorch loop on DIR/net.pt: (per-epoch losses, the trained module)."""
+def reference(case, folder, overrides=(), bf16=False):
+    """The plain PyTorch loop on DIR/net.pt: (per-epoch losses, the trained module). With
+    bf16, each forward pass runs under torch.autocast("cpu", dtype=torch.bfloat16)."""
     spec = dict(CASES[case])
     for override in overrides:
         key, value = override.split("=")
@@ -253,7 +260,9 @@ def reference(case, folder, overrides=()):
     for _ in range(spec["epochs"]):
         total = 0.0
         for start in range(0, n, batch):
-            per = loss_per_sample(spec["loss"], m(x[start:start + batch]), y[start:start + batch])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = m(x[start:start + batch])
+            per = loss_per_sample(spec["loss"], out.float(), y[start:start + batch])
             opt.zero_grad()
             per.mean().backward()
             opt.step()
@@ -337,6 +346,21 @@ def check_predictions(case, exported, x, path):
     check(f"{case}: model.pt's forward vs torchfit predict", diff <= 1e-6, f"largest difference {diff:.2e}")
 
 
+def check_bf16(case, folder, run):
+    """RUN trained with training.precision: bf16: its per-epoch losses are autocast's
+    (within BF16_TOLERANCE), and further from the float32 loop's than that."""
+    losses, _ = reference(case, folder, bf16=True)
+    fp32, _ = reference(case, folder)
+    with open(os.path.join(run, "metrics.csv")) as f:
+        got = [float(r["loss"]) for r in csv.DictReader(f)]
+    print(f"{case} bf16: torchfit {got}, torch.autocast {losses}, float32 {fp32}")
+    for epoch, (g, w) in enumerate(zip(got, losses), 1):
+        check(f"{case} bf16 epoch {epoch}", relative(g, w) <= BF16_TOLERANCE, f"torchfit {g} vs autocast {w}")
+    check(f"{case}: bf16 is not float32", max(relative(a, b) for a, b in zip(losses, fp32)) > BF16_TOLERANCE / 10,
+          f"autocast {losses} vs float32 {fp32}")
+    finish(f"{case} bf16: ")
+
+
 def spec_frozen(case, m):
     return [n for n, _ in m.named_parameters() if matches(n, CASES[case].get("freeze", []))]
 
@@ -375,6 +399,8 @@ def main(args):
         prepare(args[1], args[2])
     elif len(args) >= 4 and args[0] == "check":
         check_run(*args[1:])
+    elif len(args) == 4 and args[0] == "check_bf16":
+        check_bf16(*args[1:])
     elif len(args) == 2 and args[0] == "bad":
         bad(args[1])
     else:
