@@ -53,38 +53,7 @@ impl Scripted {
         probe: Option<&Tensor>,
         groups: &[ParamGroup],
     ) -> Result<Scripted> {
-        let file = format!("model.path: {}", path.display());
-        if !path.is_file() {
-            bail!("{file}: no such file");
-        }
-        if !init::is_zip(path) {
-            bail!("{file} is not a TorchScript file (save one with torch.jit.script(module).save(path))");
-        }
-        let module = ScriptModule::load(path).map_err(|e| {
-            // libtorch's reason runs on (about zip internals); its start says enough.
-            let reason: String = e.to_string().chars().take(120).collect();
-            anyhow!(
-                "{file} cannot be loaded as TorchScript (save it with torch.jit.script(module).save(path)): {reason}"
-            )
-        })?;
-        module.set_training(false)?;
-        let params = module.named_tensors(false)?;
-        if params.is_empty() {
-            bail!("{file} has no parameters to train");
-        }
-        for (name, t) in &params {
-            if !t.requires_grad() {
-                bail!(
-                    "{file}: parameter `{name}` has requires_grad=False; save it trainable and freeze it with model.freeze: [\"{name}\"]"
-                );
-            }
-            if t.kind() != Kind::Float {
-                bail!(
-                    "{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)",
-                    t.kind()
-                );
-            }
-        }
+        let (module, params) = load(path)?;
         tch::no_grad(|| -> Result<()> {
             for (_, t) in params.iter().chain(&module.named_tensors(true)?) {
                 t.shallow_clone().f_set_data(&t.f_to_device(device)?)?;
@@ -171,6 +140,42 @@ impl Scripted {
         };
         out.map_err(|e| anyhow!("{}", first_line(&e.to_string())))
     }
+}
+
+/// Loads `path` in evaluation mode with its parameters, which must all be trainable float32
+/// tensors (freezing is `model.freeze`'s job).
+fn load(path: &Path) -> Result<(ScriptModule, Vec<(String, Tensor)>)> {
+    let file = format!("model.path: {}", path.display());
+    if !path.is_file() {
+        bail!("{file}: no such file");
+    }
+    if !init::is_zip(path) {
+        bail!("{file} is not a TorchScript file (save one with torch.jit.script(module).save(path))");
+    }
+    let module = ScriptModule::load(path).map_err(|e| {
+        // libtorch's reason runs on (about zip internals); its start says enough.
+        let reason: String = e.to_string().chars().take(120).collect();
+        anyhow!("{file} cannot be loaded as TorchScript (save it with torch.jit.script(module).save(path)): {reason}")
+    })?;
+    module.set_training(false)?;
+    let params = module.named_tensors(false)?;
+    if params.is_empty() {
+        bail!("{file} has no parameters to train");
+    }
+    for (name, t) in &params {
+        if !t.requires_grad() {
+            bail!(
+                    "{file}: parameter `{name}` has requires_grad=False; save it trainable and freeze it with model.freeze: [\"{name}\"]"
+                );
+        }
+        if t.kind() != Kind::Float {
+            bail!(
+                "{file}: parameter `{name}` is {:?}; torchfit trains float32 modules (call .float() before saving)",
+                t.kind()
+            );
+        }
+    }
+    Ok((module, params))
 }
 
 /// The flat parameters, their gradients, the optimizer's segments, and each trainable
