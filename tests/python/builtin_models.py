@@ -26,9 +26,11 @@ programs, with `model.freeze`): every path from these biases to the loss goes th
 train-mode BatchNorm (the next blocks' `normalization`, and `output.normalization`), which
 subtracts the batch mean, so their gradient is 0 up to rounding (1e-8). Adam divides it by its
 own root mean square and steps by about lr whatever its size, so the rounding of two programs
-sends these biases (and, through them, the running means) apart: scaling PyTorch's own loss by
-(1 + 1e-7) moves them by 20-50% of their size in three epochs while the losses agree to 3e-8.
-Frozen, they stay where they are in both, which changes nothing else the network computes. The
+sends these biases (and, through them, the running means) apart. Measured: the regression
+case trained unfrozen by torchfit's autograd engine (`model.kind: torchscript` on the scripted
+rtdl ResNet) and by the loop here ends with these biases 8-18% of their size apart and the
+eval-mode logits 4e-3 apart, while the losses agree to 1e-7; in PyTorch alone, scaling the
+loss by (1 + 1e-7) moves them by 20-50% in three epochs. Frozen, they stay where they are in both, which changes nothing else the network computes. The
 sgd case trains every parameter: SGD steps in proportion to the gradient, so rounding stays
 rounding.
 """
