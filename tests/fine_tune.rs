@@ -98,6 +98,10 @@ fn fine_tuning_keys_are_checked_before_anything_runs() {
             &["`0.weight` is in training.optimizer.param_groups[0] and [1]"],
         ),
         (&["model.strict=false"], &["model.strict: false applies to model.init_from"]),
+        (&["model.n_blocks=3"], &["model.n_blocks does not apply to model.kind: mlp"]),
+        (&["model.kind=resnet", "model.hidden=[4]"], &["model.hidden does not apply to model.kind: resnet"]),
+        (&["model.kind=resnet", "model.dropout1=1.5"], &["model.dropout1 must be in [0, 1), got 1.5"]),
+        (&["model.kind=resnet", "model.d_block=0"], &["model.d_block must be between 1 and"]),
     ];
     for (i, (sets, words)) in cases.iter().enumerate() {
         let out = train(d, &format!("run{i}"), sets);

@@ -25,7 +25,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
-pub use models::name_pattern;
+pub use models::{name_pattern, RESNET_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
@@ -130,6 +130,22 @@ pub struct ModelConfig {
     /// always trains through autograd.
     #[serde(skip_serializing_if = "Backward::is_manual")]
     pub backward: Backward,
+    /// resnet: the residual blocks, as `rtdl_revisiting_models.ResNet` names its arguments
+    /// (defaults in `model::resnet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_blocks: Option<usize>,
+    /// resnet: the blocks' width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_block: Option<usize>,
+    /// resnet: a block's hidden width over `d_block`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_hidden_multiplier: Option<f64>,
+    /// resnet: the hidden dropout rate inside a block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout1: Option<f64>,
+    /// resnet: the dropout rate of a block's output, before the residual sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout2: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -152,6 +168,8 @@ pub enum ModelKind {
     #[default]
     Mlp,
     Torchscript,
+    /// The residual MLP of "Revisiting Deep Learning Models for Tabular Data" (2021).
+    Resnet,
 }
 
 impl ModelKind {
@@ -499,6 +517,11 @@ impl Default for ModelConfig {
             strict: true,
             freeze: Vec::new(),
             backward: Backward::Manual,
+            n_blocks: None,
+            d_block: None,
+            d_hidden_multiplier: None,
+            dropout1: None,
+            dropout2: None,
         }
     }
 }

@@ -10,6 +10,16 @@ impl Config {
     pub(super) fn validate_model_kind(&self) -> Result<()> {
         let model = &self.model;
         let fail = |key: &str, message: String| Err(Invalid { key: key.to_string(), message }.into());
+        let kind = super::yaml_name(&model.kind);
+        if let Some(key) = foreign_key(model) {
+            let what = match model.kind {
+                ModelKind::Torchscript => {
+                    "a TorchScript module brings its own layers (and is trained through autograd)"
+                }
+                _ => "each kind reads only its own keys (docs/models.md)",
+            };
+            return fail(key, format!("{key} does not apply to model.kind: {kind}; {what}"));
+        }
         match (model.kind, &model.path) {
             (ModelKind::Torchscript, None) => {
                 return fail(
@@ -18,30 +28,13 @@ impl Config {
                         .into(),
                 )
             }
-            (ModelKind::Mlp, Some(_)) => {
-                return fail(
-                    "model.path",
-                    "model.path applies to model.kind: torchscript (the mlp is built from model.hidden)".into(),
-                )
+            (ModelKind::Mlp | ModelKind::Resnet, Some(_)) => {
+                return fail("model.path", format!("model.path applies to model.kind: torchscript, not {kind}"))
             }
             _ => {}
         }
-        if model.kind == ModelKind::Torchscript {
-            // The MLP's keys would be silently ignored: say so instead.
-            let mlp = ModelConfig::default();
-            let set = [
-                ("model.hidden", model.hidden != mlp.hidden),
-                ("model.activation", model.activation != mlp.activation),
-                ("model.init", model.init != mlp.init),
-                ("model.dropout", model.dropout != mlp.dropout),
-                ("model.backward", model.backward != mlp.backward),
-            ];
-            if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
-                return fail(
-                    key,
-                    format!("{key} applies to model.kind: mlp; a TorchScript module brings its own layers (and is trained through autograd)"),
-                );
-            }
+        if model.kind == ModelKind::Resnet {
+            validate_resnet(model)?;
         }
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
@@ -90,4 +83,53 @@ impl Columns {
     pub fn matches(&self, name: &str) -> bool {
         self.names().iter().any(|p| name_pattern(p).is_ok_and(|p| p.matches(name)))
     }
+}
+
+/// The resnet kind's defaults, those of rtdl_revisiting_models' README and the paper's
+/// search space centre: two blocks of width 192, hidden width 2 x 192, hidden dropout 0.15.
+pub const RESNET_DEFAULTS: (usize, usize, f64, f64, f64) = (2, 192, 2.0, 0.15, 0.0);
+
+/// A key set that the model's kind does not read: the MLP's keys away from the MLP, the
+/// ResNet's away from the ResNet (unset or at their defaults count as not set for the MLP's,
+/// which always have values).
+fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
+    let mlp = ModelConfig::default();
+    let mlp_keys = [
+        ("model.hidden", model.hidden != mlp.hidden),
+        ("model.activation", model.activation != mlp.activation),
+        ("model.init", model.init != mlp.init),
+        ("model.dropout", model.dropout != mlp.dropout),
+        ("model.backward", model.backward != mlp.backward),
+    ];
+    let resnet_keys = [
+        ("model.n_blocks", model.n_blocks.is_some()),
+        ("model.d_block", model.d_block.is_some()),
+        ("model.d_hidden_multiplier", model.d_hidden_multiplier.is_some()),
+        ("model.dropout1", model.dropout1.is_some()),
+        ("model.dropout2", model.dropout2.is_some()),
+    ];
+    let foreign: &[(&'static str, bool)] = match model.kind {
+        ModelKind::Mlp => &resnet_keys,
+        ModelKind::Resnet => &mlp_keys,
+        ModelKind::Torchscript => &[mlp_keys.as_slice(), resnet_keys.as_slice()].concat(),
+    };
+    foreign.iter().find(|(_, set)| *set).map(|(key, _)| *key)
+}
+
+fn validate_resnet(model: &ModelConfig) -> Result<()> {
+    let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
+    for (key, value) in [("model.n_blocks", model.n_blocks), ("model.d_block", model.d_block)] {
+        if let Some(value) = value.filter(|v| *v == 0 || *v > super::MAX_COUNT) {
+            return fail(key, format!("{key} must be between 1 and {}, got {value}", super::MAX_COUNT));
+        }
+    }
+    if let Some(m) = model.d_hidden_multiplier.filter(|m| !(m.is_finite() && *m > 0.0 && *m <= 64.0)) {
+        return fail("model.d_hidden_multiplier", format!("model.d_hidden_multiplier must be in (0, 64], got {m}"));
+    }
+    for (key, p) in [("model.dropout1", model.dropout1), ("model.dropout2", model.dropout2)] {
+        if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+            return fail(key, format!("{key} must be in [0, 1), got {p}"));
+        }
+    }
+    Ok(())
 }

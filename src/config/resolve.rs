@@ -232,6 +232,15 @@ impl Config {
     /// exactly what ran; keys the kinds do not read stay unset. Relative paths become
     /// absolute, so a run directory's config still works from elsewhere.
     pub fn resolve(&mut self) {
+        if self.model.kind == super::ModelKind::Resnet {
+            let (n_blocks, d_block, multiplier, dropout1, dropout2) = super::models::RESNET_DEFAULTS;
+            let m = &mut self.model;
+            m.n_blocks.get_or_insert(n_blocks);
+            m.d_block.get_or_insert(d_block);
+            m.d_hidden_multiplier.get_or_insert(multiplier);
+            m.dropout1.get_or_insert(dropout1);
+            m.dropout2.get_or_insert(dropout2);
+        }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());
         self.training.metrics = Some(self.metrics());

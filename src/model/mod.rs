@@ -5,8 +5,9 @@
 //!   hand (several times cheaper per step than building and walking an autograd graph for a
 //!   small MLP); `model.backward: autograd` trains the same network through libtorch
 //!   autograd instead, which `tests` hold to the hand-written pass.
-//! - `Scripted` (`scripted.rs`): a user's TorchScript module (`model.kind: torchscript`),
-//!   trained through libtorch autograd.
+//! - `Scripted` (`scripted.rs`): a TorchScript module trained through libtorch autograd: a
+//!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
+//!   `resnet.rs`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -30,6 +31,7 @@ mod input;
 mod mixed;
 mod mlp;
 mod ready;
+mod resnet;
 mod script;
 mod scripted;
 mod trainable;
@@ -146,6 +148,12 @@ pub fn build(
         ModelKind::Torchscript => {
             let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));
             Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?))
+        }
+        ModelKind::Resnet => {
+            let module = resnet::module(cfg, &Input::of(preprocessing), outputs)?;
+            let label = "model.kind: resnet".to_string();
+            let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+            Ok(Box::new(scripted))
         }
     }
 }

@@ -9,7 +9,7 @@
 //! `[batch, categorical]` as a second argument; for arrays, the tensor as stored.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Kind, Tensor};
@@ -23,7 +23,8 @@ use crate::data::Preprocessing;
 use crate::shim::{first_line, ScriptModule};
 
 pub struct Scripted {
-    path: PathBuf,
+    /// Where the module came from, for errors (`model.path: net.pt`, `model.kind: resnet`).
+    label: String,
     module: ScriptModule,
     params: Tensor,
     grads: Tensor,
@@ -53,7 +54,26 @@ impl Scripted {
         probe: Option<&Tensor>,
         groups: &[ParamGroup],
     ) -> Result<Scripted> {
-        let (module, params) = load(path)?;
+        let module = load(path)?;
+        let label = format!("model.path: {}", path.display());
+        Scripted::from_module(module, label, cfg, pre, outputs, device, probe, groups)
+    }
+
+    /// `new` for a module already loaded or built; `label` says where it came from in
+    /// errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_module(
+        module: ScriptModule,
+        label: String,
+        cfg: &ModelConfig,
+        pre: &Preprocessing,
+        outputs: usize,
+        device: Device,
+        probe: Option<&Tensor>,
+        groups: &[ParamGroup],
+    ) -> Result<Scripted> {
+        module.set_training(false)?;
+        let params = module.named_tensors(false)?;
         tch::no_grad(|| -> Result<()> {
             for (_, t) in params.iter().chain(&module.named_tensors(true)?) {
                 t.shallow_clone().f_set_data(&t.f_to_device(device)?)?;
@@ -70,7 +90,7 @@ impl Scripted {
         let (flat, grads, segments, leaves) = flatten(&params, &assignment, device)?;
         let input = Input::of(pre);
         let model = Scripted {
-            path: path.to_path_buf(),
+            label,
             module,
             params: flat,
             grads,
@@ -89,7 +109,7 @@ impl Scripted {
 
     /// Runs forward on `probe` in evaluation mode and checks the output's shape.
     fn check_forward(&self, probe: &Tensor, pre: &Preprocessing) -> Result<()> {
-        let file = format!("model.path: {}", self.path.display());
+        let file = &self.label;
         let rows = probe.size()[0];
         let out = self.run(probe, false).map_err(|e| {
             let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
@@ -144,7 +164,7 @@ impl Scripted {
 
 /// Loads `path` in evaluation mode with its parameters, which must all be trainable float32
 /// tensors (freezing is `model.freeze`'s job).
-fn load(path: &Path) -> Result<(ScriptModule, Vec<(String, Tensor)>)> {
+fn load(path: &Path) -> Result<ScriptModule> {
     let file = format!("model.path: {}", path.display());
     if !path.is_file() {
         bail!("{file}: no such file");
@@ -175,7 +195,7 @@ fn load(path: &Path) -> Result<(ScriptModule, Vec<(String, Tensor)>)> {
             );
         }
     }
-    Ok((module, params))
+    Ok(module)
 }
 
 /// The flat parameters, their gradients, the optimizer's segments, and each trainable
@@ -263,11 +283,11 @@ impl Model for Scripted {
         if self.low {
             crate::shim::autocast_bf16(cuda, false)?;
         }
-        let out = out.with_context(|| format!("model.path: {}: forward failed in training", self.path.display()))?;
+        let out = out.with_context(|| format!("{}: forward failed in training", self.label))?;
         if out.size() != output.size() {
             bail!(
-                "model.path: {}: forward returned shape {:?} for a batch of shape {:?}; expected {:?}",
-                self.path.display(),
+                "{}: forward returned shape {:?} for a batch of shape {:?}; expected {:?}",
+                self.label,
                 out.size(),
                 x.size(),
                 output.size()
