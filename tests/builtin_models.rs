@@ -172,19 +172,26 @@ fn the_default_resnet_trains_on_a_table_with_a_text_column_and_predicts() {
     assert!(lines[1..].iter().all(|l| *l == "yes" || *l == "no"), "{lines:?}");
 }
 
-/// The MLP's knobs mean nothing to a ResNet: each is a one-line error naming it, exit 2,
-/// before any epoch.
+/// The MLP's knobs mean nothing to a ResNet, nor the ResNet's to the MLP: each is a one-line
+/// error naming it, exit 2, before any epoch.
 #[test]
 fn the_mlps_keys_are_errors_with_kind_resnet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     table(d);
-    let keys = ["model.hidden=[16]", "model.activation=relu", "model.init=torch", "model.dropout=0.1"];
-    for (i, set) in keys.iter().enumerate() {
+    let cases: [&[&str]; 6] = [
+        &["model.hidden=[16]"],
+        &["model.activation=tanh"],
+        &["model.init=torch"],
+        &["model.dropout=0.1"],
+        &["model.backward=autograd"],
+        &["model.kind=mlp", "model.n_blocks=3"],
+    ];
+    for (i, sets) in cases.iter().enumerate() {
         let run = format!("run{i}");
-        let out = train(d, &run, &[set]);
-        let key = set.split('=').next().unwrap();
+        let out = train(d, &run, sets);
+        let key = sets.last().unwrap().split('=').next().unwrap();
         assert_fails_with(&out, &[key]);
-        assert!(!d.join(&run).join("metrics.csv").exists(), "{set}: no epoch trained");
+        assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
     }
 }
