@@ -4,7 +4,7 @@
 //! PyTorch loop (rows in file order, `semantics: torch`); torchfit, started from the same
 //! file with `model.init_from`, must agree on the per-epoch losses, the final weights and
 //! BatchNorm buffers (num_batches_tracked exactly), model.pt's logits and `predict`, within
-//! 1e-5. Then: the default knobs on a table with a text column, and the MLP's keys refused.
+//! 1e-5; without init_from, the seed draws rtdl's initial weights. Then: the default knobs on a table with a text column, and the MLP's keys refused.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -73,6 +73,25 @@ fn a_resnet_classifier_trains_as_rtdl_resnet_does() {
 #[test]
 fn a_resnet_trained_with_sgd_matches_rtdl_in_every_parameter() {
     assert_trains_as_rtdl("sgd");
+}
+
+/// Without `model.init_from`, the config's seed draws the initial weights that
+/// `torch.manual_seed(seed)` and rtdl's constructor draw, bit for bit.
+#[test]
+fn a_seeded_resnet_starts_from_rtdl_resnets_initial_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = python(&["prepare", "init", d.to_str().unwrap()]);
+    if out.status.code() == Some(SKIP) {
+        println!("{}", stdout(&out).trim());
+        return;
+    }
+    assert_python_ok(&out, "prepare");
+    assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
+    let out = python(&["check_init", d.join("run").to_str().unwrap()]);
+    println!("{}", stdout(&out));
+    assert_python_ok(&out, "check_init");
+    assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));
 }
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.

@@ -9,7 +9,11 @@ usage: builtin_models.py prepare CASE DIR   x.npy, y.npy, init.safetensors (a se
                                             model.pt's logits, and RUN/predictions.csv
                                             (torchfit predict on x.npy, --proba when classifying)
 
-CASEs: regression and classification (Adam), sgd (classification with SGD and momentum).
+       builtin_models.py check_init RUN     RUN (prepared as case init) started from the weights
+                                            torch.manual_seed(seed) and rtdl's ResNet draw
+
+CASEs: regression and classification (Adam), sgd (classification with SGD and momentum),
+init (no init_from: torchfit's own initial weights).
 
 The reference package is installed on first use with
 `pip install --no-deps --target ~/.cache/torchfit/rtdl rtdl_revisiting_models==0.0.2` (it needs
@@ -67,7 +71,13 @@ CASES = {
                            optimizer=dict(kind="adam", lr=0.01), freeze=REDUNDANT_BIASES),
     "sgd": dict(task="classification", loss="cross_entropy", epochs=4, batch_size=64,
                 optimizer=dict(kind="sgd", lr=0.05, momentum=0.9), freeze=[]),
+    # No init_from: torchfit draws the initial weights itself, from the config's seed. One
+    # epoch with everything frozen but output.linear.bias (a run trains something) keeps them.
+    "init": dict(task="regression", loss="mse", epochs=1, batch_size=64, optimizer=dict(kind="adam", lr=0.01),
+                 freeze=["input_projection.*", "blocks.*", "output.normalization.*", "output.linear.weight"],
+                 seeded=True),
 }
+SEED = 1
 CLASSES = 3
 
 
@@ -130,11 +140,13 @@ def prepare(case, out):
     x, y = make_data(spec["task"])
     np.save(os.path.join(out, "x.npy"), x)
     np.save(os.path.join(out, "y.npy"), y)
-    model = dict(kind="resnet", **KNOBS, init_from=os.path.join(out, "init.safetensors"))
+    model = dict(kind="resnet", **KNOBS)
+    if not spec.get("seeded"):
+        model["init_from"] = os.path.join(out, "init.safetensors")
     if spec["freeze"]:
         model["freeze"] = spec["freeze"]
     config = {
-        "name": f"resnet_{case}", "seed": 1, "device": "cpu", "task": spec["task"],
+        "name": f"resnet_{case}", "seed": SEED, "device": "cpu", "task": spec["task"],
         "data": dict(kind="npy", x=os.path.join(out, "x.npy"), y=os.path.join(out, "y.npy"), standardize=False,
                      validation_split=0, test_split=0),
         "model": model,
@@ -263,11 +275,27 @@ def check_predictions(case, run, exported, x):
     check(f"{case}: model.pt's forward vs torchfit predict", diff <= 1e-6, f"largest difference {diff:.2e}")
 
 
+def check_init(run):
+    """RUN (case init) drew the parameters torch.manual_seed(SEED) and rtdl's constructor
+    draw, bit for bit."""
+    torch.manual_seed(SEED)
+    m = network("init")
+    stored = load_file(os.path.join(run, "weights.safetensors"))
+    for name, want in m.named_parameters():
+        if frozen(name, CASES["init"]["freeze"]):
+            check(f"init: {name} as torch.manual_seed({SEED}) and rtdl's ResNet draw it",
+                  name in stored and torch.equal(stored[name], want.detach()),
+                  f"largest difference {(stored[name] - want).abs().max().item():.2e}" if name in stored else "absent")
+    finish("init: ")
+
+
 def main(args):
     if len(args) == 3 and args[0] == "prepare" and args[1] in CASES:
         prepare(args[1], args[2])
     elif len(args) == 4 and args[0] == "check" and args[1] in CASES:
         check_run(*args[1:])
+    elif len(args) == 2 and args[0] == "check_init":
+        check_init(args[1])
     else:
         sys.exit(__doc__)
 
