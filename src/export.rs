@@ -181,11 +181,12 @@ pub fn export_run(
         Format::Onnx => {
             let Some(mlp) = trained.model.as_mlp() else {
                 bail!(
-                    "{}: torchfit cannot export a user module (model.kind: torchscript) to ONNX, \
-                     since libtorch has no ONNX exporter; export it from Python instead: \
+                    "{}: torchfit exports only model.kind: mlp to ONNX (this run's is {}), \
+                     and libtorch has no ONNX exporter; export it from Python instead: \
                      torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
                      (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
                     run.display(),
+                    crate::config::yaml_name(&trained.config.model.kind),
                     trained.dir.file(rundir::MODEL).display()
                 );
             };
