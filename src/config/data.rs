@@ -61,8 +61,10 @@ pub struct DataConfig {
     /// "other" level (default 1: every level seen counts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_frequency: Option<usize>,
-    /// csv, parquet: how the model takes categorical columns: `one_hot` (default),
-    /// `embedding`, or per column `{column: one_hot | embedding | WIDTH}`.
+    /// csv, parquet: how the model takes categorical columns: `one_hot`, `embedding`, or per
+    /// column `{column: one_hot | embedding | WIDTH}`. Unset (and for columns a per-column
+    /// map leaves out): one-hot up to 50 levels, `(other)` and `(missing)` included, and an
+    /// embedding above (`data::categorical::default_encoding`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub categorical_encoding: Option<CategoricalEncoding>,
     /// Regression: standardise the targets too; predictions come back in original units.
@@ -102,7 +104,7 @@ pub enum Encoding {
     /// One 0/1 input per level.
     OneHot,
     /// A learned vector per level, of width min(50, (levels + 1) / 2) as in entity
-    /// embeddings.
+    /// embeddings (`data::categorical::embedding_width`).
     Embedding,
 }
 

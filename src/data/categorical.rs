@@ -38,10 +38,36 @@ pub struct CategoricalFeature {
 pub const OTHER: &str = "(other)";
 pub const MISSING: &str = "(missing)";
 
+/// The most levels a column is one-hot encoded with when `data.categorical_encoding` leaves
+/// it to the default; a column with more is embedded. Levels count as the model sees them,
+/// `(other)` and `(missing)` included: the one-hot width. 50 is also the widest default
+/// embedding ([`MAX_EMBEDDING_WIDTH`]), so by default no categorical column takes more than
+/// 50 of the first layer's inputs, and the `[rows, levels]` one-hot block that the model
+/// builds for a column (at prediction too) is at most `[rows, 50]`: memory in proportion to
+/// rows and columns, whatever the number of levels.
+pub const ONE_HOT_MAX_LEVELS: usize = 50;
+
+/// The widest embedding the width rule gives.
+pub const MAX_EMBEDDING_WIDTH: usize = 50;
+
+/// The width rule of embedded columns: min(50, (levels + 1) / 2), the entity-embedding rule
+/// (Guo and Berkhahn 2016) that fastai used before its `emb_sz_rule`, 1.6 levels^0.56 capped
+/// at 600 (which gives 141 columns at 5,000 levels where this gives 50).
+pub fn embedding_width(levels: usize) -> usize {
+    ((levels + 1) / 2).clamp(1, MAX_EMBEDDING_WIDTH)
+}
+
+/// A column's encoding when the config does not choose it: `None` (one-hot) up to
+/// [`ONE_HOT_MAX_LEVELS`] levels, else an embedding of [`embedding_width`].
+pub fn default_encoding(levels: usize) -> Option<usize> {
+    (levels > ONE_HOT_MAX_LEVELS).then(|| embedding_width(levels))
+}
+
 impl CategoricalFeature {
     /// Learns a column's levels from the rows `train` of `values`: those seen at least
     /// `min_frequency` times, sorted (as numbers when they all are), then `(other)` for
     /// unseen and rare values, then `(missing)` when the training part has missing cells.
+    /// Encoded as `encoding` says for the column, else by [`default_encoding`].
     pub fn fit(
         name: &str,
         values: &Text,
@@ -65,13 +91,15 @@ impl CategoricalFeature {
             levels.push(MISSING.to_string());
             levels.len() - 1
         });
-        let auto = (levels.len() + 1) / 2;
+        let width = embedding_width(levels.len());
         let embedding = match encoding {
-            None | Some(CategoricalEncoding::All(Encoding::OneHot)) => None,
-            Some(CategoricalEncoding::All(Encoding::Embedding)) => Some(auto.min(50)),
+            None => default_encoding(levels.len()),
+            Some(CategoricalEncoding::All(Encoding::OneHot)) => None,
+            Some(CategoricalEncoding::All(Encoding::Embedding)) => Some(width),
             Some(CategoricalEncoding::PerColumn(columns)) => match columns.get(name) {
-                None | Some(ColumnEncoding::Kind(Encoding::OneHot)) => None,
-                Some(ColumnEncoding::Kind(Encoding::Embedding)) => Some(auto.min(50)),
+                None => default_encoding(levels.len()),
+                Some(ColumnEncoding::Kind(Encoding::OneHot)) => None,
+                Some(ColumnEncoding::Kind(Encoding::Embedding)) => Some(width),
                 Some(ColumnEncoding::Width(width)) => Some(*width),
             },
         };
@@ -160,8 +188,6 @@ fn quote(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// `[rows, columns]` level codes of `columns` (in `features`' order) as floats, the form the
-/// model takes them in after the numeric features.
 /// [`codes`] of the text columns named as `features` are, from any order; a feature without
 /// its column is an error naming it.
 pub fn codes_by_name(features: &[CategoricalFeature], text: &[TextColumn], rows: usize) -> Result<Tensor> {
@@ -175,6 +201,8 @@ pub fn codes_by_name(features: &[CategoricalFeature], text: &[TextColumn], rows:
     codes(features, &columns, rows)
 }
 
+/// `[rows, columns]` level codes of `columns` (in `features`' order) as floats, the form the
+/// model takes them in after the numeric features.
 pub fn codes(features: &[CategoricalFeature], columns: &[&Text], rows: usize) -> Result<Tensor> {
     let codes: Vec<Vec<f32>> = features.iter().zip(columns).map(|(f, values)| f.codes(values)).collect();
     super::csv::column_matrix(codes, rows)

@@ -337,3 +337,53 @@ fn an_npz_array_is_checked_like_an_npy_file_and_infinite_values_are_refused() {
     let err = load(&npz("")).err().unwrap().to_string();
     assert!(err.contains("xy.npz: x: row 1, column 2 (x1): inf is not a finite number"), "{err}");
 }
+
+#[test]
+fn embedding_width_rule_and_one_hot_threshold() {
+    use super::categorical::{default_encoding, embedding_width, ONE_HOT_MAX_LEVELS};
+    // min(50, (levels + 1) / 2), at least 1.
+    let widths: Vec<usize> = [1, 2, 3, 9, 51, 99, 100, 101, 3728, 5000].iter().map(|&l| embedding_width(l)).collect();
+    assert_eq!(widths, [1, 1, 2, 5, 26, 50, 50, 50, 50, 50]);
+    assert_eq!(ONE_HOT_MAX_LEVELS, 50);
+    // One-hot up to 50 levels, embedded above, at the rule's width.
+    assert_eq!(default_encoding(1), None);
+    assert_eq!(default_encoding(50), None);
+    assert_eq!(default_encoding(51), Some(26));
+    assert_eq!(default_encoding(3002), Some(50));
+}
+
+#[test]
+fn unset_encoding_embeds_columns_over_the_threshold_and_explicit_settings_win() {
+    use crate::config::{CategoricalEncoding, ColumnEncoding, Encoding};
+    // `n` distinct values in 2n training rows, each seen twice.
+    let column = |n: usize| {
+        let values: Vec<String> = (0..2 * n).map(|r| format!("v{}", r % n)).collect();
+        Text::from_values(values.iter().map(|v| Some(v.as_str())))
+    };
+    let fit = |n: usize, encoding: Option<&CategoricalEncoding>| {
+        CategoricalFeature::fit("c", &column(n), &(0..2 * n).collect::<Vec<_>>(), 1, encoding)
+    };
+    // 49 values + (other) = 50 levels: one-hot; 50 + (other) = 51: embedded, width 26.
+    assert_eq!((fit(49, None).levels.len(), fit(49, None).embedding), (50, None));
+    assert_eq!((fit(50, None).levels.len(), fit(50, None).embedding), (51, Some(26)));
+    let many = fit(3000, None);
+    assert_eq!((many.levels.len(), many.embedding), (3001, Some(50)));
+    // A min_frequency that folds rare values counts the levels left: 3000 values seen twice
+    // and min_frequency 3 leave (other) alone, one-hot.
+    let folded = CategoricalFeature::fit("c", &column(3000), &(0..6000).collect::<Vec<_>>(), 3, None);
+    assert_eq!((folded.levels.len(), folded.embedding), (1, None));
+
+    // Explicit settings are kept as they are, whatever the number of levels.
+    let one_hot = CategoricalEncoding::All(Encoding::OneHot);
+    assert_eq!(fit(3000, Some(&one_hot)).embedding, None);
+    let embedded = CategoricalEncoding::All(Encoding::Embedding);
+    assert_eq!(fit(5, Some(&embedded)).embedding, Some(3));
+    let per_column = |e: ColumnEncoding| CategoricalEncoding::PerColumn([("c".to_string(), e)].into());
+    assert_eq!(fit(3000, Some(&per_column(ColumnEncoding::Kind(Encoding::OneHot)))).embedding, None);
+    assert_eq!(fit(5, Some(&per_column(ColumnEncoding::Width(4)))).embedding, Some(4));
+    assert_eq!(fit(5, Some(&per_column(ColumnEncoding::Kind(Encoding::Embedding)))).embedding, Some(3));
+    // A column that a per-column map leaves out takes the default.
+    let other = CategoricalEncoding::PerColumn([("x".to_string(), ColumnEncoding::Width(4))].into());
+    assert_eq!(fit(3000, Some(&other)).embedding, Some(50));
+    assert_eq!(fit(5, Some(&other)).embedding, None);
+}
