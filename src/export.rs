@@ -178,11 +178,17 @@ pub fn export_run(
             write_torchscript(&*trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
         }
         Format::Safetensors => write_safetensors(&*trained.model, &output)?,
+        Format::Onnx if trained.config.model.kind == crate::config::ModelKind::Resnet => {
+            let (pre, loss) = (&trained.preprocessing, trained.config.loss());
+            let input = crate::model::Input::of(pre);
+            let state = trained.model.state_dict()?;
+            crate::onnx::write_resnet(state, &input, trained.model.outputs(), pre, loss, &output)?
+        }
         Format::Onnx => {
             let Some(mlp) = trained.model.as_mlp() else {
                 bail!(
-                    "{}: torchfit exports only model.kind: mlp to ONNX (this run's is {}), \
-                     and libtorch has no ONNX exporter; export it from Python instead: \
+                    "{}: torchfit exports model.kind mlp and resnet to ONNX, not {} (libtorch has no ONNX \
+                     exporter for a module of your own); export it from Python instead: \
                      torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
                      (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
                     run.display(),

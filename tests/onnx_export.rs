@@ -2,7 +2,8 @@
 //! tests/python/onnx_check.py (onnx and onnxruntime from the pip cache of scripts/libtorch.sh)
 //! on the interop test's models — a regression, a standardised regression with mean-filled
 //! missing cells, a softmax and a bce classifier, a model with one-hot and embedded
-//! categorical features — and on one model per activation; plus the CLI's bad inputs.
+//! categorical features, and the housing and titanic tables with `model.kind: resnet` — and on
+//! one model per activation; plus the CLI's bad inputs.
 
 use std::path::Path;
 use std::process::Command;
@@ -129,6 +130,26 @@ fn onnxruntime_agrees_with_torchfit_predict() {
         "titanic",
         "configs/titanic.yaml",
         &[&titanic, "training.epochs=3", "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}"],
+        Rows::Csv("data/titanic.csv"),
+    ));
+    // model.kind: resnet, BatchNormalization in evaluation mode, on the same tables.
+    args.extend(prepare(
+        d,
+        "resnet_housing",
+        "configs/housing.yaml",
+        &[&housing, "training.epochs=2", "model={kind: resnet, d_block: 32, n_blocks: 2}"],
+        Rows::Csv("data/housing.csv"),
+    ));
+    args.extend(prepare(
+        d,
+        "resnet_titanic",
+        "configs/titanic.yaml",
+        &[
+            &titanic,
+            "training.epochs=2",
+            "model={kind: resnet, d_block: 16, n_blocks: 1}",
+            "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}",
+        ],
         Rows::Csv("data/titanic.csv"),
     ));
     run_check(&args);

@@ -18,6 +18,7 @@
 //! equal libtorch's to rounding: Where(IsNaN) for the fill, Sub and Div for the
 //! standardisation, OneHot or Gather for the categorical features, Gemm per layer.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -27,7 +28,7 @@ use tch::{Device, Kind, Tensor};
 use crate::atomic;
 use crate::config::{Activation, Loss};
 use crate::data::Preprocessing;
-use crate::model::Mlp;
+use crate::model::{Input, Mlp, EMBEDDINGS};
 
 mod proto;
 use proto::*;
@@ -51,7 +52,82 @@ pub fn write(model: &Mlp, preprocessing: &Preprocessing, loss: Loss, path: &Path
 
 /// The graph, its inputs and outputs, and its metadata.
 fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ModelProto> {
-    let numeric = model.input.numeric;
+    let tables: Vec<Option<Tensor>> = model.embeddings.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
+    let (mut g, inputs, mut x) = input_stage(&model.input, &tables, preprocessing)?;
+    let last = model.layers.len() - 1;
+    for (i, layer) in model.layers.iter().enumerate() {
+        let weight = g.tensor(&format!("{}.weight", 2 * i), &layer.weight)?;
+        let bias = g.tensor(&format!("{}.bias", 2 * i), &layer.bias)?;
+        x = g.op("Gemm", &[&x, &weight, &bias], vec![int("transB", 1)]);
+        if i < last {
+            x = activation(&mut g, model.activation, &x);
+        }
+    }
+    finish(g, inputs, &x, model.outputs(), preprocessing, loss, "A torchfit MLP with its preprocessing")
+}
+
+/// Writes the ONNX model of a `model.kind: resnet` run (its state_dict `state`, input stage
+/// `input`, `outputs` outputs), as [`write`] does for the MLP: the network of
+/// `model::resnet` in evaluation mode (BatchNormalization with the running statistics).
+pub fn write_resnet(
+    state: Vec<(String, Tensor)>,
+    input: &Input,
+    outputs: i64,
+    preprocessing: &Preprocessing,
+    loss: Loss,
+    path: &Path,
+) -> Result<()> {
+    let state: HashMap<String, Tensor> = state.into_iter().collect();
+    let get = |name: &str| state.get(name).with_context(|| format!("the ResNet has no `{name}`"));
+    let tables = (0..input.categorical.len())
+        .map(|j| match input.categorical[j].embedding {
+            Some(_) => get(&format!("{EMBEDDINGS}.{j}.weight")).map(|t| Some(t.shallow_clone())),
+            None => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut g, inputs, mut x) = input_stage(input, &tables, preprocessing)?;
+    let linear = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
+        let (weight, bias) = (get(&format!("{m}.weight"))?, get(&format!("{m}.bias"))?);
+        let (weight, bias) = (g.tensor(&format!("{m}.weight"), weight)?, g.tensor(&format!("{m}.bias"), bias)?);
+        Ok(g.op("Gemm", &[x, &weight, &bias], vec![int("transB", 1)]))
+    };
+    x = linear(&mut g, &x, "input_projection")?;
+    let norm = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
+        let mut names = Vec::new();
+        for part in ["weight", "bias", "running_mean", "running_var"] {
+            names.push(g.tensor(&format!("{m}.{part}"), get(&format!("{m}.{part}"))?)?);
+        }
+        let refs: Vec<&str> = std::iter::once(x).chain(names.iter().map(String::as_str)).collect();
+        Ok(g.op("BatchNormalization", &refs, vec![float("epsilon", 1e-5)]))
+    };
+    for i in 0.. {
+        let block = format!("blocks.{i}");
+        if !state.contains_key(&format!("{block}.linear1.weight")) {
+            break;
+        }
+        let h = norm(&mut g, &x, &format!("{block}.normalization"))?;
+        let h = linear(&mut g, &h, &format!("{block}.linear1"))?;
+        let h = g.op("Relu", &[&h], vec![]);
+        let h = linear(&mut g, &h, &format!("{block}.linear2"))?;
+        x = g.op("Add", &[&x, &h], vec![]);
+    }
+    let h = norm(&mut g, &x, "output.normalization")?;
+    let h = g.op("Relu", &[&h], vec![]);
+    let x = linear(&mut g, &h, "output.linear")?;
+    let doc = "A torchfit ResNet (rtdl_revisiting_models) with its preprocessing";
+    let bytes = finish(g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
+    atomic::write(path, &bytes)
+}
+
+/// The graph's inputs and the network's input `h0` from them: the numeric features filled
+/// and standardised, then each categorical feature one-hot or looked up in its table
+/// (`tables[j]`, `None` for one-hot).
+fn input_stage(
+    input: &Input,
+    tables: &[Option<Tensor>],
+    preprocessing: &Preprocessing,
+) -> Result<(Graph, Vec<ValueInfoProto>, String)> {
+    let numeric = input.numeric;
     if preprocessing.input_mean.len() != numeric {
         bail!("the preprocessing has {} numeric features, the model {numeric}", preprocessing.input_mean.len());
     }
@@ -71,16 +147,16 @@ fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result
         let centred = g.op("Sub", &[&x, &mean], vec![]);
         parts.push(g.op("Div", &[&centred, &std], vec![]));
     }
-    let categorical = &model.input.categorical;
+    let categorical = &input.categorical;
     if !categorical.is_empty() {
         let doc = "level index of each categorical feature (categorical.json)";
         inputs.push(value_info("codes", INT64, &[None, Some(categorical.len() as i64)], doc));
-        for (j, (c, table)) in categorical.iter().zip(&model.embeddings).enumerate() {
+        for (j, (c, table)) in categorical.iter().zip(tables).enumerate() {
             let index = g.int64s(&format!("column_{j}"), &[], &[j as i64]);
             let code = g.op("Gather", &["codes", &index], vec![int("axis", 1)]);
             parts.push(match table {
                 Some(table) => {
-                    let table = g.tensor(&format!("embeddings.{j}.weight"), table)?;
+                    let table = g.tensor(&format!("{EMBEDDINGS}.{j}.weight"), table)?;
                     g.op("Gather", &[&table, &code], vec![int("axis", 0)])
                 }
                 None => {
@@ -91,7 +167,7 @@ fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result
             });
         }
     }
-    let mut x = match parts.len() {
+    let x = match parts.len() {
         0 => bail!("the model has no input features"),
         1 => parts.remove(0),
         _ => {
@@ -99,16 +175,20 @@ fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result
             g.op("Concat", &refs, vec![int("axis", 1)])
         }
     };
-    let last = model.layers.len() - 1;
-    for (i, layer) in model.layers.iter().enumerate() {
-        let weight = g.tensor(&format!("{}.weight", 2 * i), &layer.weight)?;
-        let bias = g.tensor(&format!("{}.bias", 2 * i), &layer.bias)?;
-        x = g.op("Gemm", &[&x, &weight, &bias], vec![int("transB", 1)]);
-        if i < last {
-            x = activation(&mut g, model.activation, &x);
-        }
-    }
-    let outputs = head(&mut g, &x, model.outputs(), preprocessing, loss);
+    Ok((g, inputs, x))
+}
+
+/// The model around the graph: the head on the network's output `x`, the metadata.
+fn finish(
+    mut g: Graph,
+    inputs: Vec<ValueInfoProto>,
+    x: &str,
+    outputs: i64,
+    preprocessing: &Preprocessing,
+    loss: Loss,
+    doc: &str,
+) -> Result<ModelProto> {
+    let outputs = head(&mut g, x, outputs, preprocessing, loss);
     let graph = GraphProto {
         node: g.nodes,
         name: Some("torchfit".into()),
@@ -128,7 +208,7 @@ fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
         producer_name: Some("torchfit".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        doc_string: Some("A torchfit MLP with its preprocessing; see docs/interop.md".into()),
+        doc_string: Some(format!("{doc}; see docs/interop.md")),
         graph: Some(graph),
         metadata_props: metadata
             .into_iter()
