@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use tch::{Device, Kind, Tensor};
@@ -65,16 +64,10 @@ fn the_mlp_refuses_images_and_token_ids_naming_their_shape() {
 /// Writes the images, token ids and scripted modules into `dir` and returns the plain PyTorch
 /// loop's per-epoch losses, `{"cnn": [...], "emb": [...]}`.
 fn reference(dir: &Path, epochs: usize, batch: usize, lr: f64) -> serde_json::Value {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    assert!(
-        Path::new(python_path).join("torch/__init__.py").is_file(),
-        "no torch Python package at {python_path}: build with the pip-installed libtorch (make test) to run this test"
-    );
     let script = repo_file("tests/python/arrays_reference.py");
-    let out = Command::new("python3")
+    let out = python_with_torch()
         .args([script.to_str().unwrap(), ".", &epochs.to_string(), &batch.to_string(), &lr.to_string()])
         .current_dir(dir)
-        .env("PYTHONPATH", python_path)
         .output()
         .expect("python3 runs");
     assert!(out.status.success(), "arrays_reference.py failed: {}", stderr(&out));

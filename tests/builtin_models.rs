@@ -7,7 +7,7 @@
 //! 1e-5; without init_from, the seed draws rtdl's initial weights. Then: the default knobs on a table with a text column, and the MLP's keys refused.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 use common::*;
@@ -17,17 +17,7 @@ const SKIP: i32 = 77;
 
 /// Runs tests/python/builtin_models.py ARGS with the torch package this build links.
 fn python(args: &[&str]) -> Output {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    assert!(
-        Path::new(python_path).join("torch/__init__.py").is_file(),
-        "no torch Python package at {python_path}: build with the pip-installed libtorch (make test) to run this test"
-    );
-    Command::new("python3")
-        .arg(repo_file("tests/python/builtin_models.py"))
-        .args(args)
-        .env("PYTHONPATH", python_path)
-        .output()
-        .expect("python3 runs")
+    python_with_torch().arg(repo_file("tests/python/builtin_models.py")).args(args).output().expect("python3 runs")
 }
 
 fn assert_python_ok(out: &Output, what: &str) {

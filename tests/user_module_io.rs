@@ -5,7 +5,6 @@
 //! scripted by tests/python/user_module_io.py with the torch of the libtorch this build links.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
@@ -15,12 +14,7 @@ use common::server::Server;
 use common::*;
 
 fn python(args: &[&str]) -> String {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    assert!(
-        Path::new(python_path).join("torch/__init__.py").is_file(),
-        "no torch Python package at {python_path}: build with the pip-installed libtorch (make test) to run this test"
-    );
-    let out = Command::new("python3").args(args).env("PYTHONPATH", python_path).output().expect("python3 runs");
+    let out = python_with_torch().args(args).output().expect("python3 runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{args:?} failed:\n{stdout}\n{stderr}");
     stdout.into_owned()

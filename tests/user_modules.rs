@@ -18,17 +18,7 @@ const SKIP: i32 = 77;
 
 /// Runs tests/python/user_modules.py ARGS with the torch package this build links.
 fn python(args: &[&str]) -> Output {
-    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
-    assert!(
-        Path::new(python_path).join("torch/__init__.py").is_file(),
-        "no torch Python package at {python_path}: build with the pip-installed libtorch (make test) to run this test"
-    );
-    Command::new("python3")
-        .arg(repo_file("tests/python/user_modules.py"))
-        .args(args)
-        .env("PYTHONPATH", python_path)
-        .output()
-        .expect("python3 runs")
+    python_with_torch().arg(repo_file("tests/python/user_modules.py")).args(args).output().expect("python3 runs")
 }
 
 fn assert_python_ok(out: &Output, what: &str) {

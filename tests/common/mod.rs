@@ -27,6 +27,18 @@ pub fn torchfit(dir: &Path, args: &[&str]) -> Output {
         .expect("the torchfit binary runs")
 }
 
+/// `python3` with the torch package this build links on PYTHONPATH (which must hold it).
+pub fn python_with_torch() -> Command {
+    let python_path = env!("TORCHFIT_TORCH_PYTHONPATH");
+    assert!(
+        Path::new(python_path).join("torch/__init__.py").is_file(),
+        "no torch Python package at {python_path}: build with the pip-installed libtorch (make test) to run this test"
+    );
+    let mut python = Command::new("python3");
+    python.env("PYTHONPATH", python_path);
+    python
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

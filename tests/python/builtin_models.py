@@ -49,9 +49,9 @@ import tempfile
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from checks import check, finish, require
+from fidelity import loss_per_sample, relative, yaml_value
 
 TOLERANCE = 1e-5
 SKIP = 77
@@ -120,19 +120,6 @@ def network(case):
     return rtdl().ResNet(d_in=FEATURES, d_out=d_out, **KNOBS)
 
 
-def yaml_value(v):
-    """A config value in YAML flow style (strings quoted: globs hold `*`)."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {yaml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(yaml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, bool):
-        return str(v).lower()
-    return repr(v)
-
-
 def prepare(case, out):
     spec = CASES[case]
     torch.manual_seed(3)
@@ -160,12 +147,6 @@ def prepare(case, out):
 def frozen(name, patterns):
     from fnmatch import fnmatchcase
     return any(fnmatchcase(name, p) for p in patterns)
-
-
-def loss_per_sample(kind, out, y):
-    if kind == "cross_entropy":
-        return nn.functional.cross_entropy(out, y, reduction="none")
-    return nn.functional.mse_loss(out, y, reduction="none").mean(1)
 
 
 def reference(case, folder):
@@ -196,10 +177,6 @@ def reference(case, folder):
             total += per.detach().double().sum().item()
         losses.append(total / n)
     return losses, m
-
-
-def relative(a, b):
-    return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
 def check_run(case, folder, run):

@@ -42,6 +42,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from checks import check, finish, require
+from fidelity import loss_per_sample, relative, yaml_value
 
 # Per-epoch losses and final weights agree within this, relative (weights: to their tensor's
 # largest magnitude, since a weight near 0 carries the rounding of the larger ones).
@@ -173,19 +174,6 @@ def make_data(kind):
     return x.reshape(n, STEPS * CHANNELS), y
 
 
-def yaml_value(v):
-    """A config value in YAML flow style (strings quoted: globs hold `*`)."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {yaml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(yaml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, bool):
-        return str(v).lower()
-    return repr(v)
-
-
 def prepare(case, out):
     spec = CASES[case]
     torch.manual_seed(3)
@@ -236,12 +224,6 @@ def make_optimizer(spec, m):
     return torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.0))
 
 
-def loss_per_sample(kind, out, y):
-    if kind == "cross_entropy":
-        return nn.functional.cross_entropy(out, y, reduction="none")
-    return nn.functional.mse_loss(out, y, reduction="none").mean(1)
-
-
 def reference(case, folder, overrides=(), bf16=False):
     """The plain PyTorch loop on DIR/net.pt: (per-epoch losses, the trained module). With
     bf16, each forward pass runs under torch.autocast("cpu", dtype=torch.bfloat16)."""
@@ -269,10 +251,6 @@ def reference(case, folder, overrides=(), bf16=False):
             total += per.detach().double().sum().item()
         losses.append(total / n)
     return losses, m
-
-
-def relative(a, b):
-    return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
 def check_run(case, folder, run, *overrides):
