@@ -301,14 +301,7 @@ impl<'a> Tensor<'a> {
                     .collect::<Result<_>>()?
             }
             Data::Binary(bytes) => {
-                if want.checked_mul(4) != Some(bytes.len()) {
-                    bail!(
-                        "input `{name}`: binary_data_size is {} bytes, but its shape {:?} of FP32 takes {want} x 4 bytes",
-                        bytes.len(),
-                        self.shape
-                    );
-                }
-                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+                self.binary(bytes, want, 4, "FP32")?.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
             }
         };
         for (i, &v) in values.iter().enumerate() {
@@ -335,17 +328,31 @@ impl<'a> Tensor<'a> {
                     })
                     .collect()
             }
-            Data::Binary(bytes) => {
-                if want.checked_mul(8) != Some(bytes.len()) {
-                    bail!(
-                        "input `{name}`: binary_data_size is {} bytes, but its shape {:?} of INT64 takes {want} x 8 bytes",
-                        bytes.len(),
-                        self.shape
-                    );
-                }
-                Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
-            }
+            Data::Binary(bytes) => Ok(self
+                .binary(bytes, want, 8, "INT64")?
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+                .collect()),
         }
+    }
+
+    /// The `width`-byte elements of a binary tensor of `datatype`, which must be exactly `want`
+    /// of them.
+    fn binary<'b>(
+        &self,
+        bytes: &'b [u8],
+        want: usize,
+        width: usize,
+        datatype: &str,
+    ) -> Result<std::slice::ChunksExact<'b, u8>> {
+        if want.checked_mul(width) != Some(bytes.len()) {
+            bail!(
+                "input `{}`: binary_data_size is {} bytes, but its shape {:?} of {datatype} takes {want} x {width} bytes",
+                self.name,
+                bytes.len(),
+                self.shape
+            );
+        }
+        Ok(bytes.chunks_exact(width))
     }
 
     /// BYTES elements as text, exactly as many as the shape holds.
