@@ -122,7 +122,7 @@ impl Mlp {
             segments: Vec::new(),
             frozen: Vec::new(),
         };
-        model.segments = Segment::whole(model.parameter_count());
+        model.segments = Segment::whole(model.params.numel() as i64);
         if let Some(path) = &cfg.init_from {
             let targets: Vec<(String, Tensor)> =
                 model.named_parameters().into_iter().map(|(n, t)| (n, t.shallow_clone())).collect();
@@ -362,10 +362,6 @@ impl Mlp {
             [(w, d.weight.shallow_clone()), (b, d.bias.shallow_clone())]
         });
         dense.chain(named_tables(&tables).map(|(n, t)| (n, t.shallow_clone()))).collect()
-    }
-
-    pub fn parameter_count(&self) -> i64 {
-        self.params.numel() as i64
     }
 
     /// Whether training steps run through autograd (`model.backward: autograd`).

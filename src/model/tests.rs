@@ -4,6 +4,7 @@ use crate::config::Activation;
 use crate::config::Loss;
 use crate::metrics::{loss_grad, loss_value};
 use crate::model::input::Categorical;
+use crate::model::Model;
 
 fn config(init: Init) -> ModelConfig {
     ModelConfig {
