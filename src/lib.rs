@@ -24,6 +24,7 @@ mod report;
 pub mod rundir;
 pub mod serve;
 mod shim;
+pub mod shortcut;
 pub mod sweep;
 pub mod train;
 pub mod triton;

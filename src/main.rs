@@ -93,11 +93,20 @@ enum LauncherArg {
 
 #[derive(Args)]
 struct ConfigArgs {
-    /// YAML config file; the embedded Keras example when omitted.
+    /// YAML config file; the embedded Keras example when omitted. A table file (.csv, .tsv,
+    /// .parquet, .pq) with --target instead trains the recommended default for tables
+    /// (configs/table.yaml) on it.
     config: Option<PathBuf>,
     /// Override a config key: a dotted path and a YAML value, e.g. training.epochs=5.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// With a table file: the column to predict.
+    #[arg(long, value_name = "COLUMN")]
+    target: Option<String>,
+    /// With a table file: classification or regression [default: from the target column:
+    /// text, booleans or at most 10 distinct whole numbers are classes].
+    #[arg(long, value_enum, requires = "target")]
+    task: Option<TaskArg>,
 }
 
 #[derive(Args)]
@@ -118,7 +127,7 @@ struct TrainArgs {
     quiet: bool,
     /// Continue the run in DIR from its last checkpoint, with its own config (--set may
     /// change training.* and device, e.g. training.epochs to train further).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "seed"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "out", "seed", "target"])]
     resume: Option<PathBuf>,
 }
 
@@ -248,9 +257,47 @@ fn parse_seed(text: &str) -> Result<u64, String> {
     text.trim().parse().map_err(|_| format!("the seed must be a whole number >= 0, got {text:?}"))
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TaskArg {
+    Classification,
+    Regression,
+}
+
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<Config> {
-        Config::load(self.config.as_deref(), &self.set)
+        let (config, note) = self.load_with(&self.set)?;
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        Ok(config)
+    }
+
+    /// The config, with `overrides` (`--set`s and their shorthands): a config file's, or the
+    /// table shortcut's for a table file and `--target`, with the line saying what the
+    /// shortcut decided.
+    fn load_with(&self, overrides: &[String]) -> anyhow::Result<(Config, Option<String>)> {
+        let table = self.config.as_deref().filter(|p| torchfit::shortcut::is_table(p));
+        match (table, &self.target) {
+            (Some(path), Some(target)) => {
+                let task = self.task.map(|t| match t {
+                    TaskArg::Classification => torchfit::config::Task::Classification,
+                    TaskArg::Regression => torchfit::config::Task::Regression,
+                });
+                let (config, note) = torchfit::shortcut::config(path, target, task, overrides)?;
+                Ok((config, Some(note)))
+            }
+            (Some(path), None) => Err(anyhow::anyhow!(
+                "{} is a table, not a config: name the column to predict with --target COLUMN",
+                path.display()
+            )),
+            (None, Some(_)) => Err(anyhow::anyhow!(
+                "--target applies to a table file (torchfit train data.csv --target COLUMN); a config names it as data.target"
+            )),
+            (None, None) => {
+                torchfit::data::note_config_file(self.config.as_deref());
+                Ok((Config::load(self.config.as_deref(), overrides)?, None))
+            }
+        }
     }
 }
 
@@ -270,8 +317,11 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
             let config = match &args.resume {
                 Some(run_dir) => torchfit::train::resume_config(run_dir, &overrides)?,
                 None => {
-                    torchfit::data::note_config_file(args.config.config.as_deref());
-                    Config::load(args.config.config.as_deref(), &overrides)?
+                    let (config, note) = args.config.load_with(&overrides)?;
+                    if let Some(note) = note.filter(|_| !args.quiet && launch.rank == 0) {
+                        eprintln!("{note}");
+                    }
+                    config
                 }
             };
             let resume = args.resume.is_some();

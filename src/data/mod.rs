@@ -47,7 +47,7 @@ pub use categorical::{
 pub use features::{or_list, read_features, ColumnMatch};
 pub use generate::generate;
 pub use numbers::Numbers;
-pub use paths::note_config_file;
+pub use paths::{check_file, note_config_file};
 pub use preprocessing::Preprocessing;
 pub use text::Text;
 
