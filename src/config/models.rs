@@ -151,7 +151,7 @@ pub fn kinds_reading(key: &str) -> Option<&'static [ModelKind]> {
 /// Whether a config of model kind `kind` reads the dotted config key `key`
 /// (`model.d_block`, `training.optimizer.lr`).
 pub fn kind_reads(kind: ModelKind, key: &str) -> bool {
-    kinds_reading(key).map_or(true, |kinds| kinds.contains(&kind))
+    kinds_reading(key).is_none_or(|kinds| kinds.contains(&kind))
 }
 
 fn validate_resnet(model: &ModelConfig) -> Result<()> {

@@ -56,7 +56,7 @@ pub fn strip_set(assignment: &str, kind: ModelKind) -> Option<String> {
 
 /// A `model` section without the keys `kind` does not read; `None` when it has none.
 fn strip_section(model: &Mapping, kind: ModelKind) -> Option<Mapping> {
-    let reads = |key: &Value| key.as_str().map_or(true, |k| kind_reads(kind, &format!("model.{k}")));
+    let reads = |key: &Value| key.as_str().is_none_or(|k| kind_reads(kind, &format!("model.{k}")));
     if model.keys().all(reads) {
         return None;
     }

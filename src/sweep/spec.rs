@@ -71,6 +71,7 @@ pub struct Sweep {
     pub epochs: usize,
     base_text: String,
     base_source: String,
+    base_tree: Mapping,
 }
 
 impl Sweep {
@@ -151,7 +152,8 @@ impl Sweep {
         spec.metric = Some(metric.clone());
         spec.mode = Some(mode);
         let epochs = base.training.epochs;
-        let sweep = Sweep { spec, parameters, metric, mode, epochs, base_text, base_source };
+        let base_tree = spec.config.clone().unwrap_or_default();
+        let sweep = Sweep { spec, parameters, metric, mode, epochs, base_text, base_source, base_tree };
         let trials = sweep.trials();
         sweep.check_values(&trials, source)?;
         // Every trial is a valid config with the metric among its columns, or nothing runs.
@@ -233,10 +235,9 @@ impl Sweep {
         Config::load_text(&text, &self.base_source, &overrides, false)
     }
 
-    /// The base config's tree (sweep.yaml's `config`).
+    /// The base config's tree (sweep.yaml's `config`, which both loads fill in).
     fn base(&self) -> &Mapping {
-        static EMPTY: std::sync::OnceLock<Mapping> = std::sync::OnceLock::new();
-        self.spec.config.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Mapping::new))
+        &self.base_tree
     }
 
     /// The model kind of a trial with these parameter values (see `kinds::kind_of`).
