@@ -25,6 +25,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
+pub use models::{kind_reads, kinds_reading, KIND_KEYS};
 pub use models::{name_pattern, RESNET_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};

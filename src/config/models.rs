@@ -116,6 +116,44 @@ fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
     foreign.iter().find(|(_, set)| *set).map(|(key, _)| *key)
 }
 
+// --- Which kinds read which `model` keys: one table, for code that must know it without a
+// --- config in hand (a sweep over `model.kind` leaves each trial only the keys its kind
+// --- reads). `foreign_key` above is the check of a config; keep the two in step (the test
+// --- at the end of this file holds them together).
+
+/// The `model` keys that only some kinds read, each with the kinds that read it, in the
+/// spelling of `--set` (`model.d_block`; a row's key covers its subkeys too, as
+/// `model.numeric_embedding` would `model.numeric_embedding.n_bins`). A `model` key of no row
+/// (`kind`, `init_from`, `strict`, `freeze`) and every key outside `model` is read by every
+/// kind. A new kind adds itself to the rows of the keys it reads and a row for each key of
+/// its own.
+pub const KIND_KEYS: &[(&str, &[ModelKind])] = &[
+    ("model.hidden", &[ModelKind::Mlp]),
+    ("model.activation", &[ModelKind::Mlp]),
+    ("model.init", &[ModelKind::Mlp]),
+    ("model.dropout", &[ModelKind::Mlp]),
+    ("model.backward", &[ModelKind::Mlp]),
+    ("model.path", &[ModelKind::Torchscript]),
+    ("model.n_blocks", &[ModelKind::Resnet]),
+    ("model.d_block", &[ModelKind::Resnet]),
+    ("model.d_hidden_multiplier", &[ModelKind::Resnet]),
+    ("model.dropout1", &[ModelKind::Resnet]),
+    ("model.dropout2", &[ModelKind::Resnet]),
+];
+
+/// The kinds that read the dotted config key `key`, when only some do (its row of
+/// `KIND_KEYS`, or the row of a section holding it); `None` when every kind reads it.
+pub fn kinds_reading(key: &str) -> Option<&'static [ModelKind]> {
+    let within = |row: &str| key.strip_prefix(row).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+    KIND_KEYS.iter().find(|(row, _)| within(row)).map(|(_, kinds)| *kinds)
+}
+
+/// Whether a config of model kind `kind` reads the dotted config key `key`
+/// (`model.d_block`, `training.optimizer.lr`).
+pub fn kind_reads(kind: ModelKind, key: &str) -> bool {
+    kinds_reading(key).is_none_or(|kinds| kinds.contains(&kind))
+}
+
 fn validate_resnet(model: &ModelConfig) -> Result<()> {
     let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
     for (key, value) in [("model.n_blocks", model.n_blocks), ("model.d_block", model.d_block)] {
@@ -132,4 +170,54 @@ fn validate_resnet(model: &ModelConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod kind_keys_tests {
+    use super::*;
+
+    /// A value other than the default for each key of `KIND_KEYS`: a key a kind does not
+    /// read is refused on a config of that kind, one it reads is not.
+    const SAMPLES: &[(&str, &str)] = &[
+        ("model.hidden", "[3]"),
+        ("model.activation", "tanh"),
+        ("model.init", "torch"),
+        ("model.dropout", "0.1"),
+        ("model.backward", "autograd"),
+        ("model.path", "m.pt"),
+        ("model.n_blocks", "1"),
+        ("model.d_block", "8"),
+        ("model.d_hidden_multiplier", "1.5"),
+        ("model.dropout1", "0.1"),
+        ("model.dropout2", "0.1"),
+    ];
+
+    #[test]
+    fn the_table_of_kind_keys_agrees_with_the_configs_own_check() {
+        let mut kinds: Vec<ModelKind> = vec![ModelKind::Mlp];
+        for kind in KIND_KEYS.iter().flat_map(|(_, kinds)| kinds.iter()) {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+        for (key, _) in KIND_KEYS {
+            let sample = SAMPLES.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+            let sample = sample.unwrap_or_else(|| panic!("add a sample value of {key} to SAMPLES"));
+            for &kind in &kinds {
+                let mut config = Config::default();
+                config.model.kind = kind;
+                // The other checks of a torchscript config want a module path.
+                if kind == ModelKind::Torchscript && *key != "model.path" {
+                    config.model.path = Some("m.pt".into());
+                }
+                let text = serde_yaml::to_string(&config).unwrap();
+                let set = format!("{key}={sample}");
+                let parsed = Config::parse(&text, "t", &[set]).unwrap();
+                let refused = parsed.validate_model_kind().err().and_then(|e| e.downcast::<Invalid>().ok());
+                let refused = refused.is_some_and(|e| e.key == *key);
+                assert_eq!(refused, !kind_reads(kind, key), "{key} on kind {}", crate::config::yaml_name(&kind));
+            }
+        }
+        assert!(kind_reads(ModelKind::Resnet, "training.optimizer.lr") && kind_reads(ModelKind::Mlp, "model.freeze"));
+    }
 }

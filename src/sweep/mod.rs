@@ -26,6 +26,7 @@ use crate::config::yaml_difference;
 
 mod asha;
 mod claims;
+mod kinds;
 mod local;
 mod plot;
 mod slurm;

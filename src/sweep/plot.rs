@@ -36,7 +36,12 @@ pub fn write(dir: &SweepDir, sweep: &Sweep, rows: &[Row]) -> Result<()> {
         let root = root.titled(&title, ("sans-serif", 20)).map_err(|e| anyhow!("{e}"))?;
         let panels = root.split_evenly((grid_rows, cols));
         for (p, (name, space)) in sweep.parameters.iter().enumerate() {
-            let at = |r: &Row| r.trial.values.get(p).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+            // A trial whose model kind does not read the parameter has no dot in its panel.
+            let scored: Vec<&Row> = scored.iter().copied().filter(|r| r.trial.value(name).is_some()).collect();
+            if scored.is_empty() {
+                continue;
+            }
+            let at = |r: &Row| r.trial.value(name).cloned().unwrap_or(Value::Null);
             let numeric = scored.iter().all(|r| at(r).as_f64().is_some());
             let (xs, labels): (Vec<f64>, Vec<String>) = if numeric {
                 (scored.iter().map(|r| at(r).as_f64().unwrap_or(0.0)).collect(), Vec::new())

@@ -32,7 +32,8 @@ pub enum Distribution {
     IntUniform,
 }
 
-/// One trial: its number and its parameter values, in the sweep file's order.
+/// One trial: its number and its parameter values, in the sweep file's order, less those
+/// its model kind does not read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trial {
     pub index: usize,
@@ -46,6 +47,11 @@ impl Trial {
     /// The trial's name, also its directory under `trials/`.
     pub fn name(&self) -> String {
         format!("{:04}", self.index)
+    }
+
+    /// The value of parameter `name`; `None` when the trial's model kind does not read it.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.values.iter().find(|(key, _)| key == name).map(|(_, value)| value)
     }
 
     /// The parameters as `--set` assignments.
@@ -88,9 +94,11 @@ const STEP_OVERHEAD: f64 = 350_000.0;
 
 /// A trial's training time up to a constant factor: epochs x (steps per sample x a step's
 /// fixed cost + multiply-adds per sample). The data's rows and features are the same for
-/// every trial of most sweeps and are left out.
+/// every trial of most sweeps and are left out, and so are the layers of kinds other than
+/// the MLP (only an order of trials depends on it).
 pub fn cost(config: &Config) -> f64 {
-    let hidden = &config.model.hidden;
+    let mlp = crate::config::kind_reads(config.model.kind, "model.hidden");
+    let hidden = if mlp { config.model.hidden.as_slice() } else { &[] };
     let inner: usize = hidden.windows(2).map(|w| w[0] * w[1]).sum();
     let outer = hidden.first().copied().unwrap_or(0) + hidden.last().copied().unwrap_or(0);
     let batch = config.training.batch_size.max(1) as f64;

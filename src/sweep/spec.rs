@@ -3,6 +3,8 @@
 //! runs: every parameter path is a config key, every grid value and every sampled trial is
 //! a valid config, the metric is a metrics.csv column of every trial.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -10,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
 use super::asha::{Asha, Mode};
+use super::kinds;
 use super::space::{self, Distribution, Method, Space, Trial};
-use crate::config::{self, Config, Metric};
+use crate::config::{self, Config, Metric, ModelKind};
 
 /// The most trials a sweep may have: every worker lists them all (and checks each one's
 /// config) before it starts, so a count beyond this would take hours or exhaust memory
@@ -68,6 +71,7 @@ pub struct Sweep {
     pub epochs: usize,
     base_text: String,
     base_source: String,
+    base_tree: Mapping,
 }
 
 impl Sweep {
@@ -113,21 +117,6 @@ impl Sweep {
         let base = Config::load_text(&base_text, &base_source, &spec.set, false)?;
         let parameters = parameters(&spec, source)?;
         count(&spec, &parameters, source)?;
-        // Each value on its own first, so that an error names the value rather than a trial.
-        for (name, space) in &parameters {
-            let values = match space {
-                Space::Values { values } => values.clone(),
-                Space::Distribution { distribution, min, max } => {
-                    vec![space::number(*distribution, *min), space::number(*distribution, *max)]
-                }
-            };
-            for value in values {
-                let mut overrides = spec.set.clone();
-                overrides.push(space::assignment(name, &value));
-                Config::load_text(&base_text, &base_source, &overrides, false)
-                    .map_err(|e| anyhow!("{source}: parameters.{name}: value {}: {e:#}", space::show(&value)))?;
-            }
-        }
         match (spec.method, spec.trials) {
             (Method::Grid, Some(_)) => {
                 bail!("{source}: trials: only method random samples a number of trials; a grid runs every combination")
@@ -163,10 +152,13 @@ impl Sweep {
         spec.metric = Some(metric.clone());
         spec.mode = Some(mode);
         let epochs = base.training.epochs;
-        let sweep = Sweep { spec, parameters, metric, mode, epochs, base_text, base_source };
+        let base_tree = spec.config.clone().unwrap_or_default();
+        let sweep = Sweep { spec, parameters, metric, mode, epochs, base_text, base_source, base_tree };
+        let trials = sweep.trials();
+        sweep.check_values(&trials, source)?;
         // Every trial is a valid config with the metric among its columns, or nothing runs.
-        for trial in sweep.trials() {
-            let config = sweep.trial_config(&trial).map_err(|e| anyhow!("{source}: trial {}: {e:#}", trial.name()))?;
+        for trial in &trials {
+            let config = sweep.trial_config(trial).map_err(|e| anyhow!("{source}: trial {}: {e:#}", trial.name()))?;
             if !config.monitorable().contains(&sweep.metric) {
                 bail!(
                     "{source}: metric: {:?} is not a metrics.csv column of trial {}; choose one of {}",
@@ -179,11 +171,86 @@ impl Sweep {
         Ok(sweep)
     }
 
+    /// Checks each parameter on its own, so that an error names the value rather than a
+    /// trial: some model kind of the sweep's trials reads its key, and each value (or a
+    /// range's ends) is valid there, under such a kind.
+    fn check_values(&self, trials: &[Trial], source: &str) -> Result<()> {
+        let mut kinds: Vec<ModelKind> = Vec::new();
+        for kind in trials.iter().filter_map(|t| self.kind(&t.values)) {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        let names = |kinds: &[ModelKind]| kinds.iter().map(config::yaml_name).collect::<Vec<_>>().join(", ");
+        for (name, space) in &self.parameters {
+            let reader = kinds.iter().copied().find(|&kind| config::kind_reads(kind, name));
+            if let (None, Some(readers), false) = (reader, config::kinds_reading(name), kinds.is_empty()) {
+                bail!(
+                    "{source}: parameters.{name}: no trial reads it: {name} applies to model.kind {}, and this sweep's trials are of kind {}",
+                    names(readers),
+                    names(&kinds)
+                );
+            }
+            let values = match space {
+                Space::Values { values } => values.clone(),
+                Space::Distribution { distribution, min, max } => {
+                    vec![space::number(*distribution, *min), space::number(*distribution, *max)]
+                }
+            };
+            for value in values {
+                let mut assigned = vec![(name.clone(), value.clone())];
+                // A key of some kinds is checked under one of them (the base may be another).
+                if let Some(kind) =
+                    reader.filter(|_| !self.kind(&assigned).is_some_and(|k| config::kind_reads(k, name)))
+                {
+                    assigned.insert(0, ("model.kind".to_string(), Value::from(config::yaml_name(&kind))));
+                }
+                self.config_of(&assigned)
+                    .map_err(|e| anyhow!("{source}: parameters.{name}: value {}: {e:#}", space::show(&value)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A trial's config: the base, the `--set` overrides, then the trial's parameters.
     pub fn trial_config(&self, trial: &Trial) -> Result<Config> {
-        let mut overrides = self.spec.set.clone();
-        overrides.extend(trial.assignments());
-        Config::load_text(&self.base_text, &self.base_source, &overrides, false)
+        self.config_of(&trial.values)
+    }
+
+    /// The base with the `--set` overrides and `values` applied, less the `model` keys of the
+    /// base and of `--set` that its model kind does not read (a trial that switches kind).
+    fn config_of(&self, values: &[(String, Value)]) -> Result<Config> {
+        let base = self.base();
+        let kind = self.kind(values);
+        let stripped = kind.and_then(|kind| kinds::strip_base(base, kind));
+        let text = match stripped {
+            Some(base) => Cow::Owned(serde_yaml::to_string(&base)?),
+            None => Cow::Borrowed(&self.base_text),
+        };
+        let mut overrides: Vec<String> = match kind {
+            Some(kind) => self.spec.set.iter().filter_map(|s| kinds::strip_set(s, kind)).collect(),
+            None => self.spec.set.clone(),
+        };
+        overrides.extend(values.iter().map(|(key, value)| space::assignment(key, value)));
+        Config::load_text(&text, &self.base_source, &overrides, false)
+    }
+
+    /// The base config's tree (sweep.yaml's `config`, which both loads fill in).
+    fn base(&self) -> &Mapping {
+        &self.base_tree
+    }
+
+    /// The model kind of a trial with these parameter values (see `kinds::kind_of`).
+    fn kind(&self, values: &[(String, Value)]) -> Option<ModelKind> {
+        kinds::kind_of(self.base(), &self.spec.set, values)
+    }
+
+    /// `values` less the parameters their trial's model kind does not read.
+    fn applicable(&self, mut values: Vec<(String, Value)>) -> Vec<(String, Value)> {
+        if let Some(kind) = self.kind(&values) {
+            values.retain(|(name, _)| config::kind_reads(kind, name));
+        }
+        values
     }
 
     /// The resolved sweep file, as sweep.yaml holds it.
@@ -200,19 +267,26 @@ impl Sweep {
         })
     }
 
-    /// The trials: every combination of the values (grid), or `trials` draws (random).
+    /// The trials: every combination of the values (grid), or `trials` draws (random), each
+    /// without the parameters its model kind does not read. Grid combinations that are then
+    /// the same are one trial (the first); random draws stay as drawn.
     pub fn trials(&self) -> Vec<Trial> {
         let values = match self.spec.method {
             Method::Grid => space::grid(&self.parameters),
             Method::Random => space::random(&self.parameters, self.spec.trials.unwrap_or(0), self.spec.seed),
         };
+        let mut seen = HashSet::new();
+        let values = values.into_iter().map(|values| self.applicable(values)).filter(|values| {
+            let assignments: Vec<String> = values.iter().map(|(k, v)| space::assignment(k, v)).collect();
+            self.spec.method == Method::Random || seen.insert(assignments)
+        });
         let trial = |(index, values)| {
             let mut trial = Trial { index, values, cost: 0.0 };
             // Configs were checked when the sweep was loaded; one that fails now goes last.
             trial.cost = self.trial_config(&trial).map(|config| space::cost(&config)).unwrap_or(0.0);
             trial
         };
-        values.into_iter().enumerate().map(trial).collect()
+        values.enumerate().map(trial).collect()
     }
 }
 

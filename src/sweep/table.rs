@@ -107,7 +107,8 @@ pub fn write(dir: &SweepDir, sweep: &Sweep, rows: &[Row]) -> Result<()> {
     let number = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for row in rows {
         let mut record = vec![row.trial.name()];
-        record.extend(row.trial.values.iter().map(|(_, v)| plain(v)));
+        // A parameter the trial's model kind does not read: an empty cell.
+        record.extend(sweep.parameters.iter().map(|(name, _)| row.trial.value(name).map(plain).unwrap_or_default()));
         record.extend([row.status.clone(), row.epochs.to_string(), number(row.best), number(row.last)]);
         record.extend([format!("{:.3}", row.train_seconds), format!("{:.3}", row.seconds)]);
         csv.write_record(&record)?;
@@ -168,7 +169,7 @@ pub fn text(sweep: &Sweep, rows: &[Row]) -> String {
     let number = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
     for row in rows {
         let mut l = vec![row.trial.name()];
-        l.extend(row.trial.values.iter().map(|(_, v)| plain(v)));
+        l.extend(sweep.parameters.iter().map(|(name, _)| row.trial.value(name).map_or("-".into(), plain)));
         l.extend([
             row.status.clone(),
             row.epochs.to_string(),
