@@ -238,6 +238,7 @@ def main():
     p.add_argument("--results", default=str(ROOT / "runs" / "tables" / "results.json"))
     p.add_argument("--write", help="put the comparison between the bench-tables markers of this Markdown file")
     p.add_argument("--render", help="no training: render this results.json")
+    p.add_argument("--merge", action="store_true", help="keep the other tables' results already in --results")
     args = p.parse_args()
     import render  # noqa: E402  (bench/render.py: the Markdown)
 
@@ -257,8 +258,11 @@ def main():
         if not Path(binary).exists():
             sys.exit(f"bench/table_bench.py: {binary} does not exist: build it first (make build)")
         results = {"_meta": {"seeds": seeds, "variants": [v for v, _ in variants], "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                             "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "threads": args.threads}}
+                             "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "threads": args.threads,
+                             "sets": dict(variants)}}
         out = Path(args.results)
+        if args.merge and out.exists():  # earlier tables kept, these ones measured again
+            results = dict(json.loads(out.read_text()), _meta=results["_meta"])
         out.parent.mkdir(parents=True, exist_ok=True)
         save = lambda: out.write_text(json.dumps(results, indent=1))
         start = time.perf_counter()
