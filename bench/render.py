@@ -85,10 +85,11 @@ def wall_section(results):
 
 
 def tally_section(results):
-    """Per variant: tables where its mean beats the plain MLP's and matches or beats HGB's
-    (accuracy or R²), and its wall time over HGB's."""
+    """Per variant: tables where its mean beats the plain MLP's, where it is at or above HGB's
+    (accuracy or R²; also counted with one standard deviation of its own seeds' spread in its
+    favour: HGB's is nil below 10,000 rows), and its wall time over HGB's."""
     variants = variant_names(results)
-    lines = ["| variant | tables run | beats mlp (mean) | >= HGB (mean) | within one HGB sd or better | wall / HGB: median, max |",
+    lines = ["| variant | tables run | beats mlp (mean) | >= HGB (mean) | >= HGB within its own sd | wall / HGB: median, max |",
              "| --- | --- | --- | --- | --- | --- |"]
     for v in variants:
         run, beats_mlp, ge_hgb, near_hgb, ratios = 0, 0, 0, 0, []
@@ -99,13 +100,13 @@ def tally_section(results):
             if not runs:
                 continue
             run += 1
-            m = mean_sd([r["metrics"][key] for r in runs])[0]
-            hgb_m, hgb_sd = mean_sd([r["metrics"][key] for r in entry["HGB"]])
+            m, sd = mean_sd([r["metrics"][key] for r in runs])
+            hgb_m = mean_sd([r["metrics"][key] for r in entry["HGB"]])[0]
             mlp_runs, _ = runs_of(entry, "mlp")
             if mlp_runs and v != "mlp":
                 beats_mlp += m > mean_sd([r["metrics"][key] for r in mlp_runs])[0]
             ge_hgb += m >= hgb_m
-            near_hgb += m >= hgb_m - hgb_sd
+            near_hgb += m + sd >= hgb_m
             ratios.append(wall(runs) / wall(entry["HGB"]))
         if not run:
             lines.append(f"| {v} | 0 | - | - | - | - |")

@@ -262,7 +262,9 @@ def main():
                              "sets": dict(variants)}}
         out = Path(args.results)
         if args.merge and out.exists():  # earlier tables kept, these ones measured again
-            results = dict(json.loads(out.read_text()), _meta=results["_meta"])
+            earlier = json.loads(out.read_text())
+            results = dict(earlier, _meta=dict(results["_meta"], started=earlier["_meta"]["started"],
+                                               earlier_seconds=earlier["_meta"].get("seconds", 0)))
         out.parent.mkdir(parents=True, exist_ok=True)
         save = lambda: out.write_text(json.dumps(results, indent=1))
         start = time.perf_counter()
@@ -270,7 +272,8 @@ def main():
             warm_up_hgb()
             for name in names:
                 bench_table(binary, name, variants, seeds, args.threads, work, results, save)
-        results["_meta"].update(seconds=time.perf_counter() - start, load_after=os.getloadavg()[0])
+        results["_meta"].update(seconds=time.perf_counter() - start + results["_meta"].pop("earlier_seconds", 0),
+                                load_after=os.getloadavg()[0])
         save()
     text = render.markdown(results, dict(VARIANTS))
     print(text)
