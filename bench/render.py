@@ -109,7 +109,8 @@ def tally_section(results):
             near_hgb += m + sd >= hgb_m
             ratios.append(wall(runs) / wall(entry["HGB"]))
         if not run:
-            lines.append(f"| {v} | 0 | - | - | - | - |")
+            why = next((why for n in table_names(results) for _, why in [runs_of(results[n], v)]), "not run")
+            lines.append(f"| {v} | 0 ({why}) | - | - | - | - |")
             continue
         mlp_cell = "-" if v == "mlp" else f"{beats_mlp} of {run}"
         lines.append(f"| {v} | {run} | {mlp_cell} | {ge_hgb} of {run} | {near_hgb} of {run} | "

@@ -196,14 +196,17 @@ def score(info, paths, pred):
     return tables.score(info["task"], truth, pred)
 
 
-def bench_table(binary, name, variants, seeds, threads, work, results, save):
+def bench_table(binary, name, variants, seeds, threads, work, results, save, keep_hgb=False):
     paths, info = split_table(name, work)
     entry = results.setdefault(name, {})
     entry["info"] = info
     print(f"{name}: {info['rows']} rows ({info['train']} train, {info['test']} test), "
           f"{len(info['numeric'])} numeric + {len(info['categorical'])} categorical", file=sys.stderr)
-    entry["HGB"] = []
-    for seed in seeds:
+    if keep_hgb and entry.get("HGB"):  # --merge: the baseline the earlier variants were measured with
+        seeds_hgb = []
+    else:
+        entry["HGB"], seeds_hgb = [], seeds
+    for seed in seeds_hgb:
         r = hgb_once(info, paths, seed, threads)
         entry["HGB"].append({"wall": r["wall"], "seed": seed, "metrics": score(info, paths, r["pred"])})
     for variant, variant_sets in variants:
@@ -238,7 +241,8 @@ def main():
     p.add_argument("--results", default=str(ROOT / "runs" / "tables" / "results.json"))
     p.add_argument("--write", help="put the comparison between the bench-tables markers of this Markdown file")
     p.add_argument("--render", help="no training: render this results.json")
-    p.add_argument("--merge", action="store_true", help="keep the other tables' results already in --results")
+    p.add_argument("--merge", action="store_true", help="add to the results already in --results: their other "
+                   "tables and variants, and HGB's runs, are kept")
     args = p.parse_args()
     import render  # noqa: E402  (bench/render.py: the Markdown)
 
@@ -263,15 +267,20 @@ def main():
         out = Path(args.results)
         if args.merge and out.exists():  # earlier tables kept, these ones measured again
             earlier = json.loads(out.read_text())
-            results = dict(earlier, _meta=dict(results["_meta"], started=earlier["_meta"]["started"],
-                                               earlier_seconds=earlier["_meta"].get("seconds", 0)))
+            meta = results["_meta"]
+            names_run = set(earlier["_meta"]["variants"]) | set(meta["variants"])
+            results = dict(earlier, _meta=dict(meta, started=earlier["_meta"]["started"],
+                                               earlier_seconds=earlier["_meta"].get("seconds", 0),
+                                               load_before=earlier["_meta"].get("load_before", meta["load_before"]),
+                                               variants=[v for v, _ in VARIANTS if v in names_run],
+                                               sets=dict(earlier["_meta"].get("sets", {}), **meta["sets"])))
         out.parent.mkdir(parents=True, exist_ok=True)
         save = lambda: out.write_text(json.dumps(results, indent=1))
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-tables-") as work:
             warm_up_hgb()
             for name in names:
-                bench_table(binary, name, variants, seeds, args.threads, work, results, save)
+                bench_table(binary, name, variants, seeds, args.threads, work, results, save, keep_hgb=args.merge)
         results["_meta"].update(seconds=time.perf_counter() - start + results["_meta"].pop("earlier_seconds", 0),
                                 load_after=os.getloadavg()[0])
         save()
