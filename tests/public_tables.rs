@@ -33,10 +33,8 @@ fn public_tables_are_eight_or_more_of_both_tasks_on_one_template() {
     files.sort();
     let configs: Vec<_> = files.iter().map(|p| (p, resolved(p))).collect();
     // The example tables (data/ in the repository) are extras; the public ones come from pip packages.
-    let public: Vec<_> = configs
-        .iter()
-        .filter(|(_, c)| !c["data"]["path"].as_str().unwrap_or("").starts_with("data/"))
-        .collect();
+    let public: Vec<_> =
+        configs.iter().filter(|(_, c)| !c["data"]["path"].as_str().unwrap_or("").starts_with("data/")).collect();
     assert!(public.len() >= 8, "only {} public tables in configs/public", public.len());
     for task in ["classification", "regression"] {
         assert!(public.iter().any(|(_, c)| c["task"].as_str() == Some(task)), "no public {task} table");
