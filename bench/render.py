@@ -29,7 +29,8 @@ def quality_cell(task, runs):
     key, second, _, second_label = PRIMARY[task]
     m, sd = mean_sd([r["metrics"][key] for r in runs])
     m2, _ = mean_sd([r["metrics"][second] for r in runs])
-    return f"{number(m)} ± {number(sd)} ({second_label} {number(m2)})"
+    spread = f" ± {number(sd)}" if len(runs) > 1 else ""
+    return f"{number(m)}{spread} ({second_label} {number(m2)})"
 
 
 def wall(runs):

@@ -26,7 +26,7 @@ the binary does not know (`torchfit config` says unknown value or key) are repor
     python3 bench/table_bench.py --variants mlp,resnet --tables males,hdma --seeds 2
     python3 bench/table_bench.py --render runs/tables/results.json   # the Markdown again
 
-Every result is kept in runs/tables/results.json (--results) as it comes, and the Markdown is
+Every result is kept in runs/tables/results.json (--quick: quick.json; --results) as it comes, and the Markdown is
 printed (and, with --write FILE, put between the markers of FILE's comparison section).
 Needs what bench/tables.py needs (`make bench-tables-deps`).
 """
@@ -238,7 +238,8 @@ def main():
                    help="threads of torchfit (training.threads) and of HGB (OpenMP, threadpoolctl); 0: each one's "
                         "default (all cores). Default 1: on a shared machine, 2 OpenMP threads that wait for each "
                         "other can make an epoch 10-50x slower")
-    p.add_argument("--results", default=str(ROOT / "runs" / "tables" / "results.json"))
+    p.add_argument("--results", help="where the results go as they come (default runs/tables/results.json; "
+                   "with --quick, runs/tables/quick.json)")
     p.add_argument("--write", help="put the comparison between the bench-tables markers of this Markdown file")
     p.add_argument("--render", help="no training: render this results.json")
     p.add_argument("--merge", action="store_true", help="add to the results already in --results: their other "
@@ -264,7 +265,7 @@ def main():
         results = {"_meta": {"seeds": seeds, "variants": [v for v, _ in variants], "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                              "cores": os.cpu_count(), "load_before": os.getloadavg()[0], "threads": args.threads,
                              "sets": dict(variants)}}
-        out = Path(args.results)
+        out = Path(args.results or ROOT / "runs" / "tables" / ("quick.json" if args.quick else "results.json"))
         if args.merge and out.exists():  # earlier tables kept, these ones measured again
             earlier = json.loads(out.read_text())
             meta = results["_meta"]
