@@ -225,3 +225,47 @@ fn a_killed_tabm_run_resumes_to_the_uninterrupted_result() {
     assert!(read("straight") == read("killed"), "the resumed run's weights are the uninterrupted run's");
     assert_eq!(metrics_without_seconds(&d.join("straight")), metrics_without_seconds(&d.join("killed")));
 }
+
+/// Two processes under torchrun (Gloo) train what one process trains with the same global
+/// batch: the members' loss gradient is summed across processes as any other (dropout 0: each
+/// process draws its own masks).
+#[test]
+fn torchrun_two_processes_train_a_tabm_as_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    table(d);
+    let args = [
+        "train",
+        "t.yaml",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "model={kind: tabm, k: 4, d_block: 32, dropout: 0}",
+        "--set",
+        "training.epochs=3",
+        "--out",
+    ];
+    let one: Vec<&str> = args.iter().copied().chain(["one"]).collect();
+    assert_ok(&torchfit(d, &one));
+    let two: Vec<&str> = [BIN].iter().chain(&args).copied().chain(["two"]).collect();
+    let out = torchrun(2, d, &two, &[], std::time::Duration::from_secs(300)).unwrap();
+    assert_ok(&out);
+    let (m1, m2) = (metrics_without_seconds(&d.join("one")), metrics_without_seconds(&d.join("two")));
+    assert_eq!(m1.len(), m2.len());
+    for (a, b) in m1.iter().flatten().zip(m2.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-6), "metrics.csv: {m1:?} vs {m2:?}");
+    }
+    let load = |run: &str| {
+        let mut w = tch::Tensor::read_safetensors(d.join(run).join("weights.safetensors")).unwrap();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    let (w1, w2) = (load("one"), load("two"));
+    assert_eq!(w1.len(), w2.len());
+    for ((name, a), (other, b)) in w1.iter().zip(&w2) {
+        assert_eq!(name, other);
+        let diff = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]).max(1e-12);
+        assert!(diff <= 1e-5, "{name}: 1 vs 2 processes differ by {diff:.2e} of its largest magnitude");
+    }
+}
