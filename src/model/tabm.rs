@@ -72,6 +72,17 @@ impl Front {
         d_features.extend(input.categorical.iter().map(|c| c.width()));
         Front { script: input.script(), d_features }
     }
+
+    /// With numeric embeddings: `lines` (TorchScript) turn the standardised numeric features
+    /// `x` into `[batch, numeric * d_embedding]`, feature by feature (rtdl_num_embeddings'
+    /// `[batch, numeric, d_embedding]` flattened, as TabM's `column_stack` does), before the
+    /// categorical features join them.
+    #[allow(dead_code)] // for model.numeric_embedding (src/model/numeric.rs)
+    pub fn embedded(input: &Input, lines: &str, d_embedding: usize) -> Front {
+        let mut d_features = vec![d_embedding; input.numeric];
+        d_features.extend(input.categorical.iter().map(|c| c.width()));
+        Front { script: format!("{lines}{}", input.script()), d_features }
+    }
 }
 
 /// TabM.make's defaults that depend on whether numeric embeddings are used.
@@ -93,6 +104,9 @@ impl Defaults {
 /// The TorchScript module of a TabM for `input` with `outputs` outputs.
 pub(super) fn module(cfg: &ModelConfig, input: &Input, outputs: usize, combine: Combine) -> Result<ScriptModule> {
     let mut root = ScriptModule::new("__torch__.torchfit.TabM")?;
+    // The numeric embeddings' hook: register their module on `root` here (before the
+    // backbone's draws), then `Front::embedded(input, their_lines, d_embedding)` and
+    // `Defaults::new(true)`; config::resolve must then fill n_blocks with 2, not 3.
     let front = Front::plain(input);
     let defaults = Defaults::new(false);
     module_with(&mut root, cfg, &front, defaults, outputs)?;
