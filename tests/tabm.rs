@@ -5,7 +5,8 @@
 //! torchfit, started from the same file with `model.init_from`, must agree on the per-epoch
 //! losses, the final weights, model.pt's prediction with those weights in TabM, and `predict`,
 //! within 1e-5. Without init_from, the seed draws TabM.make's initial weights bit for bit.
-//! Then: the paper's defaults from `model: {kind: tabm}` alone, bad knobs, resume.
+//! Then: the paper's defaults from `model: {kind: tabm}` alone, bad knobs, resume, two
+//! processes under torchrun, an embedded text column and `serve`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -268,4 +269,42 @@ fn torchrun_two_processes_train_a_tabm_as_one_does() {
         let diff = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]).max(1e-12);
         assert!(diff <= 1e-5, "{name}: 1 vs 2 processes differ by {diff:.2e} of its largest magnitude");
     }
+}
+
+/// A text column embedded (as the MLP embeds high-cardinality ones): its table is
+/// `embeddings.0.weight` and its width one feature of the first scaling's; `serve` answers
+/// what `predict` answers, from the members' mean.
+#[test]
+fn a_tabm_with_an_embedded_column_serves_what_predict_answers() {
+    use common::server::{predict_csv, Server};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    table(d);
+    let sets = ["model={kind: tabm, k: 4, d_block: 32}", "data.categorical_encoding={colour: embedding}"];
+    assert_ok(&train(d, "run", &sets));
+    let w = shapes(&d.join("run"));
+    let shape = |name: &str| w.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).expect(name);
+    let table_shape = shape("embeddings.0.weight");
+    assert_eq!(table_shape[0], 4, "colour's 3 levels and (other): {w:?}");
+    assert_eq!(shape("backbone.blocks.0.0.r"), vec![4, 2 + table_shape[1]], "x0, x1 and colour's embedding");
+
+    let csv = "colour,x0,x1\nred,1.0,3\nblue,9.0,50\npurple,4.5,10\n";
+    let want = predict_csv(d, "run", csv, true);
+    let server = Server::start(d, Path::new("run"), &["--quiet"]);
+    let rows = json!([
+        {"colour": "red", "x0": 1.0, "x1": 3},
+        {"colour": "blue", "x0": 9.0, "x1": 50},
+        {"colour": "purple", "x0": 4.5, "x1": 10},
+    ]);
+    let (status, got) = server.json("POST", "/predict", &json!({ "rows": rows }).to_string());
+    assert_eq!(status, 200, "{got}");
+    for (i, row) in want.iter().enumerate() {
+        assert_eq!(got["labels"][i], row[0], "{got}");
+        for (j, p) in row[1..].iter().enumerate() {
+            let (served, predicted) = (got["probabilities"][i][j].as_f64().unwrap(), p.parse::<f64>().unwrap());
+            assert!((served - predicted).abs() <= 1e-6, "{got} vs {row:?}");
+        }
+    }
+    server.terminate();
 }
