@@ -14,6 +14,7 @@ mod data;
 mod load;
 mod locate;
 mod models;
+mod numeric;
 mod read;
 mod resolve;
 mod size;
@@ -26,6 +27,7 @@ mod tests;
 pub use data::*;
 pub use load::nearest_name;
 pub use models::{name_pattern, RESNET_DEFAULTS};
+pub use numeric::{NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS, PIECEWISE_LINEAR_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
@@ -146,6 +148,9 @@ pub struct ModelConfig {
     /// resnet: the dropout rate of a block's output, before the residual sum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout2: Option<f64>,
+    /// mlp, tabm: embeddings of the numeric features (`numeric`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numeric_embedding: Option<NumericEmbedding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -522,6 +527,7 @@ impl Default for ModelConfig {
             d_hidden_multiplier: None,
             dropout1: None,
             dropout2: None,
+            numeric_embedding: None,
         }
     }
 }

@@ -36,6 +36,7 @@ impl Config {
         if model.kind == ModelKind::Resnet {
             validate_resnet(model)?;
         }
+        super::numeric::validate(model)?;
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
         }

@@ -241,6 +241,9 @@ impl Config {
             m.dropout1.get_or_insert(dropout1);
             m.dropout2.get_or_insert(dropout2);
         }
+        if let Some(e) = &mut self.model.numeric_embedding {
+            e.resolve();
+        }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());
         self.training.metrics = Some(self.metrics());

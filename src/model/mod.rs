@@ -7,7 +7,7 @@
 //!   autograd instead, which `tests` hold to the hand-written pass.
 //! - `Scripted` (`scripted.rs`): a TorchScript module trained through libtorch autograd: a
 //!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
-//!   `resnet.rs`).
+//!   `resnet.rs`; the MLP with `model.numeric_embedding`, `embedded_mlp.rs` and `numeric.rs`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -26,10 +26,12 @@ use crate::shim::ScriptModule;
 
 mod activation;
 mod dense;
+mod embedded_mlp;
 mod init;
 mod input;
 mod mixed;
 mod mlp;
+pub mod numeric;
 mod ready;
 mod resnet;
 mod script;
@@ -144,7 +146,16 @@ pub fn build(
     groups: &[crate::config::ParamGroup],
 ) -> Result<Box<dyn Model>> {
     match cfg.kind {
-        ModelKind::Mlp => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
+        ModelKind::Mlp => match &cfg.numeric_embedding {
+            None => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
+            Some(embedding) => {
+                let module = embedded_mlp::module(cfg, embedding, preprocessing, outputs)?;
+                let label = "model.kind: mlp".to_string();
+                let scripted =
+                    Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+                Ok(Box::new(scripted))
+            }
+        },
         ModelKind::Torchscript => {
             let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));
             Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?))
