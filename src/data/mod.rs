@@ -189,6 +189,9 @@ fn refuse_mlp(d: &DataConfig, input: &ArrayInput, samples: i64) -> Result<()> {
 /// the preprocessing on the training part.
 pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let d = &config.data;
+    if config.model.numeric_embedding.is_some() && (table.feature_names.is_empty() || table.input.is_some()) {
+        bail!("model.numeric_embedding needs numeric features; the data has none");
+    }
     let (split, order) = split_rows(table.x.size()[0] as usize, d, config.seed)?;
     let (n_test, n_val) = (split.test.len(), split.validation.len());
     let train_rows = &order[n_test + n_val..];
