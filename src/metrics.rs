@@ -109,6 +109,30 @@ pub fn weighted_loss_grad(
     }
 }
 
+/// The gradient of the mean of an ensemble's members' losses (`weighted_loss_value` of
+/// each member's output against the targets) with respect to `members`, their outputs
+/// `[batch, k, outputs]`: the loss over the `[batch * k]` member outputs against each target
+/// repeated k times (`y.repeat_interleave(k)`), class weights included.
+pub fn members_loss_grad(
+    loss: Loss,
+    members: &Tensor,
+    target: &Tensor,
+    one: &Tensor,
+    class_weight: Option<&Tensor>,
+) -> Tensor {
+    let size = members.size();
+    let (batch, k) = (size[0], size[1]);
+    let flat = members.detach().to_kind(Kind::Float).reshape([batch * k, size[2]]);
+    // expand and reshape repeat each row k times in place, with no host read (CUDA graphs).
+    let mut repeated = target.size();
+    repeated.insert(1, k);
+    let mut shape = repeated.clone();
+    shape.remove(0);
+    shape[0] = batch * k;
+    let target = target.unsqueeze(1).expand(repeated.as_slice(), false).reshape(shape.as_slice());
+    weighted_loss_grad(loss, &flat, &target, one, class_weight).reshape(size.as_slice())
+}
+
 /// Per-sample losses (the mean over targets for regression), to find where a loss turned
 /// non-finite.
 pub fn sample_losses(loss: Loss, output: &Tensor, target: &Tensor) -> Tensor {

@@ -4,7 +4,9 @@
 //! ..., version="B")` or `PeriodicEmbeddings`) with the run's bins and trained weights,
 //! followed by the same MLP in PyTorch, must give model.pt's logits and `torchfit predict`'s
 //! values within 1e-5, and preprocessing.json's bins must be `compute_bins` of the
-//! standardised training part. Then, without Python: the defaults, resume, and the errors.
+//! standardised training part. The same for `model.kind: tabm` against `tabm.TabM.make(...,
+//! num_embeddings=...)` (0.0.3), whose seeded initial weights torchfit draws bit for bit.
+//! Then, without Python: the defaults, resume, and the errors.
 
 use std::path::Path;
 use std::process::Output;
@@ -57,6 +59,27 @@ fn lite_periodic_embeddings_compute_what_rtdl_num_embeddings_does() {
 #[test]
 fn a_table_with_a_constant_and_a_binary_column_trains_with_piecewise_linear_embeddings() {
     assert_matches_rtdl_num_embeddings("constant");
+}
+
+/// `model.kind: tabm` behind the embeddings: TabM.make(..., num_embeddings=
+/// PiecewiseLinearEmbeddings(bins, 16, activation=False, version="B")) with the run's weights
+/// gives model.pt's and predict's values (TabM.make's n_blocks 2 with embeddings).
+#[test]
+fn tabm_with_piecewise_linear_embeddings_computes_what_tabm_make_does() {
+    assert_matches_rtdl_num_embeddings("tabm_piecewise_linear");
+}
+
+#[test]
+fn tabm_with_periodic_embeddings_computes_what_tabm_make_does() {
+    assert_matches_rtdl_num_embeddings("tabm_periodic");
+}
+
+/// Seeded, a TabM with embeddings starts from the weights torch.manual_seed(seed), the
+/// package's embedding module and TabM.make (start_scaling_init normal, one scaling chunk per
+/// embedded feature) draw, bit for bit.
+#[test]
+fn a_seeded_tabm_with_embeddings_starts_from_tabm_makes_initial_weights() {
+    assert_matches_rtdl_num_embeddings("tabm_init");
 }
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.

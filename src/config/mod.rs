@@ -26,7 +26,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
-pub use models::{name_pattern, RESNET_DEFAULTS};
+pub use models::{name_pattern, RESNET_DEFAULTS, TABM_DEFAULTS};
 pub use numeric::{NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS, PIECEWISE_LINEAR_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
@@ -107,8 +107,10 @@ pub struct ModelConfig {
     pub hidden: Vec<usize>,
     pub activation: Activation,
     pub init: Init,
-    /// Dropout probability after each hidden activation (training only).
-    pub dropout: f64,
+    /// Dropout probability after each hidden activation (training only): mlp (unset: 0) and
+    /// tabm (unset: 0.1, `model::tabm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
     /// Initial weights matched by name: a safetensors file (a state_dict, or a torchfit
     /// checkpoint) or a TorchScript file.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,11 +134,11 @@ pub struct ModelConfig {
     /// always trains through autograd.
     #[serde(skip_serializing_if = "Backward::is_manual")]
     pub backward: Backward,
-    /// resnet: the residual blocks, as `rtdl_revisiting_models.ResNet` names its arguments
-    /// (defaults in `model::resnet`).
+    /// resnet and tabm: the blocks, as `rtdl_revisiting_models.ResNet` and `tabm.TabM` name
+    /// their arguments (defaults per kind: `RESNET_DEFAULTS`, `TABM_DEFAULTS`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_blocks: Option<usize>,
-    /// resnet: the blocks' width.
+    /// resnet and tabm: the blocks' width.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub d_block: Option<usize>,
     /// resnet: a block's hidden width over `d_block`.
@@ -148,9 +150,25 @@ pub struct ModelConfig {
     /// resnet: the dropout rate of a block's output, before the residual sum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout2: Option<f64>,
+    /// tabm: the ensemble size (the number of implicit members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// tabm: `tabm` (BatchEnsemble layers) or `tabm-mini` (one per-member scaling at the
+    /// input, shared layers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch_type: Option<TabmArch>,
     /// mlp, tabm: embeddings of the numeric features (`numeric`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub numeric_embedding: Option<NumericEmbedding>,
+}
+
+/// `model.arch_type`, as `tabm.make_tabm_backbone` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TabmArch {
+    #[serde(rename = "tabm")]
+    Tabm,
+    #[serde(rename = "tabm-mini")]
+    TabmMini,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -175,6 +193,8 @@ pub enum ModelKind {
     Torchscript,
     /// The residual MLP of "Revisiting Deep Learning Models for Tabular Data" (2021).
     Resnet,
+    /// TabM, "Advancing Tabular Deep Learning with Parameter-Efficient Ensembling" (2025).
+    Tabm,
 }
 
 impl ModelKind {
@@ -515,7 +535,7 @@ impl Default for ModelConfig {
             hidden: vec![10],
             activation: Activation::Relu,
             init: Init::Keras,
-            dropout: 0.0,
+            dropout: None,
             init_from: None,
             kind: ModelKind::Mlp,
             path: None,
@@ -528,6 +548,8 @@ impl Default for ModelConfig {
             dropout1: None,
             dropout2: None,
             numeric_embedding: None,
+            k: None,
+            arch_type: None,
         }
     }
 }

@@ -28,13 +28,15 @@ impl Config {
                         .into(),
                 )
             }
-            (ModelKind::Mlp | ModelKind::Resnet, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Resnet | ModelKind::Tabm, Some(_)) => {
                 return fail("model.path", format!("model.path applies to model.kind: torchscript, not {kind}"))
             }
             _ => {}
         }
-        if model.kind == ModelKind::Resnet {
-            validate_resnet(model)?;
+        match model.kind {
+            ModelKind::Resnet => validate_resnet(model)?,
+            ModelKind::Tabm => validate_counts(model)?,
+            _ => {}
         }
         super::numeric::validate(model)?;
         if !model.strict && model.init_from.is_none() {
@@ -90,40 +92,54 @@ impl Columns {
 /// search space centre: two blocks of width 192, hidden width 2 x 192, hidden dropout 0.15.
 pub const RESNET_DEFAULTS: (usize, usize, f64, f64, f64) = (2, 192, 2.0, 0.15, 0.0);
 
+/// The tabm kind's defaults, `tabm.TabM.make`'s without numeric embeddings: k 32 members,
+/// 3 blocks of width 512, dropout 0.1 (with numeric embeddings the package's n_blocks is 2).
+pub const TABM_DEFAULTS: (usize, usize, usize, f64) = (32, 3, 512, 0.1);
+
 /// A key set that the model's kind does not read: the MLP's keys away from the MLP, the
-/// ResNet's away from the ResNet (unset or at their defaults count as not set for the MLP's,
-/// which always have values).
+/// ResNet's away from the ResNet, TabM's away from TabM (unset or at their defaults count as
+/// not set for the MLP's, which always have values). `dropout` is the MLP's and TabM's,
+/// `n_blocks` and `d_block` the ResNet's and TabM's.
 fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
     let mlp = ModelConfig::default();
     let mlp_keys = [
         ("model.hidden", model.hidden != mlp.hidden),
         ("model.activation", model.activation != mlp.activation),
         ("model.init", model.init != mlp.init),
-        ("model.dropout", model.dropout != mlp.dropout),
         ("model.backward", model.backward != mlp.backward),
     ];
+    let dropout = [("model.dropout", model.dropout.is_some())];
+    let blocks = [("model.n_blocks", model.n_blocks.is_some()), ("model.d_block", model.d_block.is_some())];
     let resnet_keys = [
-        ("model.n_blocks", model.n_blocks.is_some()),
-        ("model.d_block", model.d_block.is_some()),
         ("model.d_hidden_multiplier", model.d_hidden_multiplier.is_some()),
         ("model.dropout1", model.dropout1.is_some()),
         ("model.dropout2", model.dropout2.is_some()),
     ];
-    let foreign: &[(&'static str, bool)] = match model.kind {
-        ModelKind::Mlp => &resnet_keys,
-        ModelKind::Resnet => &mlp_keys,
-        ModelKind::Torchscript => &[mlp_keys.as_slice(), resnet_keys.as_slice()].concat(),
+    let tabm_keys = [("model.k", model.k.is_some()), ("model.arch_type", model.arch_type.is_some())];
+    let foreign: Vec<(&'static str, bool)> = match model.kind {
+        ModelKind::Mlp => [&blocks[..], &resnet_keys, &tabm_keys].concat(),
+        ModelKind::Resnet => [&mlp_keys[..], &dropout, &tabm_keys].concat(),
+        ModelKind::Tabm => [&mlp_keys[..], &resnet_keys].concat(),
+        ModelKind::Torchscript => [&mlp_keys[..], &dropout, &blocks, &resnet_keys, &tabm_keys].concat(),
     };
     foreign.iter().find(|(_, set)| *set).map(|(key, _)| *key)
 }
 
-fn validate_resnet(model: &ModelConfig) -> Result<()> {
-    let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
-    for (key, value) in [("model.n_blocks", model.n_blocks), ("model.d_block", model.d_block)] {
+/// n_blocks and d_block (resnet, tabm) and k (tabm): counts from 1.
+fn validate_counts(model: &ModelConfig) -> Result<()> {
+    let counts = [("model.n_blocks", model.n_blocks), ("model.d_block", model.d_block), ("model.k", model.k)];
+    for (key, value) in counts {
         if let Some(value) = value.filter(|v| *v == 0 || *v > super::MAX_COUNT) {
-            return fail(key, format!("{key} must be between 1 and {}, got {value}", super::MAX_COUNT));
+            let message = format!("{key} must be between 1 and {}, got {value}", super::MAX_COUNT);
+            return Err(Invalid { key: key.to_string(), message }.into());
         }
     }
+    Ok(())
+}
+
+fn validate_resnet(model: &ModelConfig) -> Result<()> {
+    let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
+    validate_counts(model)?;
     if let Some(m) = model.d_hidden_multiplier.filter(|m| !(m.is_finite() && *m > 0.0 && *m <= 64.0)) {
         return fail("model.d_hidden_multiplier", format!("model.d_hidden_multiplier must be in (0, 64], got {m}"));
     }

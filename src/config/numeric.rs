@@ -90,7 +90,7 @@ fn fail(key: &str, message: String) -> Result<()> {
 /// Checks `model.numeric_embedding` against the model's kind and each knob's range.
 pub(super) fn validate(model: &ModelConfig) -> Result<()> {
     let Some(e) = &model.numeric_embedding else { return Ok(()) };
-    if !matches!(model.kind, ModelKind::Mlp) && super::yaml_name(&model.kind) != "tabm" {
+    if !matches!(model.kind, ModelKind::Mlp | ModelKind::Tabm) {
         let kind = super::yaml_name(&model.kind);
         return fail(KEY, format!("{KEY} applies to model.kind mlp and tabm, not {kind}"));
     }

@@ -241,6 +241,22 @@ impl Config {
             m.dropout1.get_or_insert(dropout1);
             m.dropout2.get_or_insert(dropout2);
         }
+        match self.model.kind {
+            super::ModelKind::Mlp => {
+                self.model.dropout.get_or_insert(0.0);
+            }
+            super::ModelKind::Tabm => {
+                // With numeric embeddings TabM.make's n_blocks default is 2: see model::tabm.
+                let (k, n_blocks, d_block, dropout) = super::models::TABM_DEFAULTS;
+                let m = &mut self.model;
+                m.k.get_or_insert(k);
+                m.n_blocks.get_or_insert(if m.numeric_embedding.is_some() { 2 } else { n_blocks });
+                m.d_block.get_or_insert(d_block);
+                m.dropout.get_or_insert(dropout);
+                m.arch_type.get_or_insert(super::TabmArch::Tabm);
+            }
+            _ => {}
+        }
         if let Some(e) = &mut self.model.numeric_embedding {
             e.resolve();
         }

@@ -171,8 +171,8 @@ impl Config {
             }
             at_most(&format!("model.hidden[{i}]"), width, MAX_COUNT)?;
         }
-        if !(0.0..1.0).contains(&self.model.dropout) {
-            invalid!("model.dropout", "model.dropout must be in [0, 1), got {}", self.model.dropout);
+        if let Some(p) = self.model.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            invalid!("model.dropout", "model.dropout must be in [0, 1), got {p}");
         }
         self.validate_model_kind()?;
         let t = &self.training;

@@ -67,8 +67,8 @@ fn source(cfg: &ModelConfig, input: &Input, stage: &Stage, layers: usize) -> Str
             if let Some(expr) = activation::op(cfg.activation).script {
                 src += &format!("    x = {expr}\n");
             }
-            if cfg.dropout > 0.0 {
-                src += &format!("    x = torch.dropout(x, {:?}, self.training)\n", cfg.dropout);
+            if let Some(p) = cfg.dropout.filter(|p| *p > 0.0) {
+                src += &format!("    x = torch.dropout(x, {p:?}, self.training)\n");
             }
         }
     }

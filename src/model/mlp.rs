@@ -95,7 +95,7 @@ impl Mlp {
             layers,
             embeddings,
             activation: cfg.activation,
-            dropout: cfg.dropout,
+            dropout: cfg.dropout.unwrap_or(0.0),
             params,
             grads,
             grad_layers,
@@ -461,6 +461,7 @@ impl super::Model for Mlp {
                 }
                 Ok(())
             }
+            super::Tape::Members(_) => anyhow::bail!("the MLP has no ensemble members"),
         }
     }
 

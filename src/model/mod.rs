@@ -7,7 +7,9 @@
 //!   autograd instead, which `tests` hold to the hand-written pass.
 //! - `Scripted` (`scripted.rs`): a TorchScript module trained through libtorch autograd: a
 //!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
-//!   `resnet.rs`; the MLP with `model.numeric_embedding`, `embedded_mlp.rs` and `numeric.rs`).
+//!   `resnet.rs`; the MLP with `model.numeric_embedding`, `embedded_mlp.rs` and `numeric.rs`;
+//!   `model.kind: tabm`, `tabm.rs`, an ensemble of k members whose training forward returns
+//!   each member's output: `Tape::Members`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -36,6 +38,7 @@ mod ready;
 mod resnet;
 mod script;
 mod scripted;
+mod tabm;
 mod trainable;
 
 pub use dense::{child_name, Dense};
@@ -67,6 +70,10 @@ pub enum Tape {
     Manual(MlpTape),
     /// An autograd graph, from the output (before it was copied out) back to the parameters.
     Graph(Tensor),
+    /// An ensemble's autograd graph from its k members' outputs `[batch, k, outputs]`: the
+    /// loss is the mean of the members' losses, each against the batch's targets (the
+    /// output written by `forward_train` is their combined prediction).
+    Members(Tensor),
 }
 
 /// A model torchfit trains: see the module's documentation.
@@ -165,6 +172,18 @@ pub fn build(
             let label = "model.kind: resnet".to_string();
             let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
             Ok(Box::new(scripted))
+        }
+        ModelKind::Tabm => {
+            let combine = match (preprocessing.classes(), outputs) {
+                (None, _) => tabm::Combine::Mean,
+                (Some(_), 1) => tabm::Combine::Sigmoid,
+                (Some(_), _) => tabm::Combine::Softmax,
+            };
+            let stage = cfg.numeric_embedding.as_ref().map(|e| numeric::Stage::new(e, preprocessing)).transpose()?;
+            let module = tabm::module(cfg, &Input::of(preprocessing), stage.as_ref(), outputs, combine)?;
+            let label = "model.kind: tabm".to_string();
+            let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+            Ok(Box::new(scripted.with_members()))
         }
     }
 }

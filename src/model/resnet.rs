@@ -105,7 +105,7 @@ fn batch_norm(class: &str, width: i64) -> Result<ScriptModule> {
 }
 
 /// The categorical features' embedding tables, as the MLP names them (`embeddings.<j>.weight`,
-/// N(0, 1) as nn.Embedding draws them).
+/// N(0, 1) as nn.Embedding draws them), drawn after the network's parameters.
 pub(super) fn register_embeddings(root: &mut ScriptModule, input: &Input) -> Result<()> {
     let tables: Vec<(usize, [i64; 2])> =
         input.table_shapes().into_iter().enumerate().filter_map(|(j, s)| s.map(|s| (j, s))).collect();

@@ -39,6 +39,9 @@ pub struct Scripted {
     training: Cell<bool>,
     /// Tells the gradient sum which ranges of `grads` are final during a backward pass.
     hooks: GradHooks,
+    /// An ensemble (`model.kind: tabm`): its training forward returns the members' outputs
+    /// `[batch, k, outputs]`, its method `combine` makes them the prediction.
+    members: bool,
 }
 
 impl Scripted {
@@ -100,11 +103,17 @@ impl Scripted {
             low: false,
             training: Cell::new(false),
             hooks: GradHooks::new(leaves)?,
+            members: false,
         };
         if let Some(probe) = probe {
             model.check_forward(probe, pre)?;
         }
         Ok(model)
+    }
+
+    /// The module as an ensemble: see `members`.
+    pub fn with_members(self) -> Scripted {
+        Scripted { members: true, ..self }
     }
 
     /// Runs forward on `probe` in evaluation mode and checks the output's shape.
@@ -284,6 +293,11 @@ impl Model for Scripted {
             crate::shim::autocast_bf16(cuda, false)?;
         }
         let out = out.with_context(|| format!("{}: forward failed in training", self.label))?;
+        if self.members {
+            let combined = tch::no_grad(|| self.module.run("combine", &[&out.detach().to_kind(Kind::Float)]))?;
+            output.shallow_clone().f_copy_(&combined)?;
+            return Ok(Tape::Members(out));
+        }
         if out.size() != output.size() {
             bail!(
                 "{}: forward returned shape {:?} for a batch of shape {:?}; expected {:?}",
@@ -303,7 +317,9 @@ impl Model for Scripted {
         grad_output: &Tensor,
         ready: &mut dyn FnMut(i64, i64) -> Result<()>,
     ) -> Result<()> {
-        let Tape::Graph(out) = tape else { bail!("a TorchScript module is trained through autograd") };
+        let (Tape::Graph(out) | Tape::Members(out)) = tape else {
+            bail!("a TorchScript module is trained through autograd")
+        };
         let _ = self.grads.zero_();
         self.hooks.around(ready, || crate::shim::backward(&out, grad_output))
     }

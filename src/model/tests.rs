@@ -11,7 +11,7 @@ fn config(init: Init) -> ModelConfig {
         hidden: vec![20, 5],
         activation: Activation::Relu,
         init,
-        dropout: 0.0,
+        dropout: Some(0.0),
         init_from: None,
         ..ModelConfig::default()
     }
@@ -82,8 +82,9 @@ fn kaiming_inits_scale_by_fan_in() {
 #[test]
 fn dropout_acts_in_training_only_and_scales_what_it_keeps() {
     let _rng = crate::testing::seed(0);
-    let m = Mlp::new(&ModelConfig { dropout: 0.5, ..config(Init::Torch) }, &Input::numeric_only(10), 3, Device::Cpu)
-        .unwrap();
+    let m =
+        Mlp::new(&ModelConfig { dropout: Some(0.5), ..config(Init::Torch) }, &Input::numeric_only(10), 3, Device::Cpu)
+            .unwrap();
     let x = Tensor::ones([64, 10], (Kind::Float, Device::Cpu));
     assert!(m.forward(&x).equal(&m.forward(&x)));
     let (_, tape) = m.forward_train(&x, true);
@@ -167,7 +168,7 @@ fn manual_gradients_match_autograd() {
                         hidden: vec![8, 7],
                         activation,
                         init: Init::Torch,
-                        dropout,
+                        dropout: Some(dropout),
                         init_from: None,
                         ..ModelConfig::default()
                     };

@@ -33,7 +33,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         hidden: vec![6],
         activation: Activation::Relu,
         init: Init::Torch,
-        dropout: 0.0,
+        dropout: Some(0.0),
         init_from: None,
         ..ModelConfig::default()
     };

@@ -43,7 +43,7 @@ fn obstacle(config: &Config, device: Device, world_size: usize, autograd: bool) 
     if world_size > 1 {
         return Some("not with several processes (their gradients are summed by collectives)".into());
     }
-    if config.model.dropout > 0.0 {
+    if config.model.dropout.unwrap_or(0.0) > 0.0 {
         return Some("not with model.dropout (each step's masks are seeded from the host)".into());
     }
     if training.on_nan == OnNan::SkipBatch {

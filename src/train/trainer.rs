@@ -19,7 +19,7 @@ use crate::config::{Config, ModelKind, OnNan};
 use crate::data::{Part, Prepared, Preprocessing};
 use crate::dist::Group;
 use crate::metrics::{self, sample_losses, weighted_loss_grad, weighted_loss_value, Accumulator};
-use crate::model::{self, Model};
+use crate::model::{self, Model, Tape};
 use crate::optim::{clip_grad_norm, LrScheduler, Optimizer};
 use crate::report::{EpochRecord, History};
 
@@ -151,7 +151,7 @@ impl<'a> Trainer<'a> {
         if model.kind == ModelKind::Mlp && model.freeze.is_empty() && optimizer.param_groups.is_empty() {
             return None;
         }
-        let name = model.path.as_ref().map_or("mlp".to_string(), |p| p.display().to_string());
+        let name = model.path.as_ref().map_or(crate::config::yaml_name(&model.kind), |p| p.display().to_string());
         let mut line = format!("model: {name}, {} trainable parameters", self.model.parameter_count());
         if !model.freeze.is_empty() {
             line += &format!(", {} frozen ({})", self.model.frozen_count(), model.freeze.join(", "));
@@ -244,7 +244,11 @@ impl<'a> Trainer<'a> {
         let mut sum = group.sum_gradients(self.model.grads());
         match tape {
             Some(tape) => {
-                let mut grad = weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, self.class_weight.as_ref());
+                let weight = self.class_weight.as_ref();
+                let mut grad = match &tape {
+                    Tape::Members(members) => metrics::members_loss_grad(loss, members, &batch.y, &self.one, weight),
+                    _ => weighted_loss_grad(loss, &batch.output, &batch.y, &self.one, weight),
+                };
                 if batch.share != 1.0 {
                     // The mean over the shard, weighed as the shard's part of the global mean.
                     let _ = grad.g_mul_scalar_(batch.share);

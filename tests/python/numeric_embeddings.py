@@ -12,7 +12,10 @@ usage: numeric_embeddings.py prepare CASE DIR     t.csv (numeric and text column
 CASEs: piecewise_linear (PiecewiseLinearEmbeddings version B, ReLU on), periodic
 (PeriodicEmbeddings), periodic_lite (lite=True), constant (piecewise_linear on a table that also
 has a constant column and a 0/1 column: compute_bins refuses the first; torchfit gives it the
-single bin [v - 1, v + 1]).
+single bin [v - 1, v + 1]); tabm_piecewise_linear and tabm_periodic (model.kind: tabm: TabM.make(...,
+num_embeddings=the package's module), whose mean over members model.pt and predict must give;
+tabm is installed as tests/python/tabm_reference.py installs it), tabm_init (seeded: the initial
+weights are those torch.manual_seed, the embedding and TabM.make draw, bit for bit).
 
 The package is installed on first use with `pip install --no-deps --target
 ~/.cache/torchfit/rtdl_num_embeddings rtdl_num_embeddings==0.0.12` (it needs only torch); when
@@ -40,6 +43,8 @@ PACKAGE = "rtdl_num_embeddings==0.0.12"
 PACKAGE_DIR = os.path.expanduser("~/.cache/torchfit/rtdl_num_embeddings")
 ROWS = 400
 CITIES = 60  # more levels than torchfit one-hot encodes by default: `city` is embedded
+SEED = 3
+TABM_KNOBS = dict(k=4, d_block=32, dropout=0.0)  # n_blocks: TabM.make's 2 with embeddings
 
 # Each case: the embedding's knobs (not the defaults, so that each is seen to reach the
 # network) and the MLP's.
@@ -51,6 +56,13 @@ CASES = {
     "periodic_lite": dict(embedding=dict(kind="periodic", n_frequencies=7, frequency_init_scale=0.5, d_embedding=5,
                                          lite=True), hidden=[16], activation="gelu"),
     "constant": dict(embedding=dict(kind="piecewise_linear"), hidden=[16], activation="relu", constant=True),
+    # model.kind: tabm (TabM.make(..., num_embeddings=...)), the embedding's defaults. TabM
+    # one-hot encodes every categorical feature: no `city` column.
+    "tabm_piecewise_linear": dict(embedding=dict(kind="piecewise_linear"), tabm=TABM_KNOBS),
+    "tabm_periodic": dict(embedding=dict(kind="periodic", frequency_init_scale=0.1), tabm=TABM_KNOBS),
+    # No training to speak of: one epoch with all but output.bias frozen keeps the initial
+    # weights, which the seed draws as torch.manual_seed, the embedding and TabM.make do.
+    "tabm_init": dict(embedding=dict(kind="piecewise_linear"), tabm=TABM_KNOBS, seeded=True),
 }
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -92,23 +104,31 @@ def prepare(case, out):
         columns["const"] = np.full(ROWS, 2.5, dtype=np.float32)
         columns["flag"] = (rng.uniform(size=ROWS) < 0.2).astype(np.float32)
     colour = rng.choice(["red", "green", "blue"], size=ROWS)
-    city = np.array([f"c{i}" for i in rng.integers(0, CITIES, size=ROWS)])
+    city = [f"c{i}" for i in rng.integers(0, CITIES, size=ROWS)]
+    city = None if "tabm" in spec else city
     y = (np.sin(columns["x0"] * 2) + 0.05 * columns["x1"] + (columns["x2"] == 3) + (colour == "red")
          + 0.1 * rng.normal(size=ROWS))
     with open(os.path.join(out, "t.csv"), "w") as f:
         names = list(columns)
-        f.write(",".join(names[:2] + ["colour"] + names[2:] + ["city", "y"]) + "\n")
+        f.write(",".join(names[:2] + ["colour"] + names[2:] + (["city"] if city else []) + ["y"]) + "\n")
         for i in range(ROWS):
             values = [str(columns[n][i]) for n in names]
-            f.write(",".join(values[:2] + [colour[i]] + values[2:] + [city[i], f"{y[i]:.6f}"]) + "\n")
-    model = dict(hidden=spec["hidden"], activation=spec["activation"], init="torch", dropout=0.1,
-                 numeric_embedding=spec["embedding"])
+            f.write(",".join(values[:2] + [colour[i]] + values[2:] + ([city[i]] if city else []) + [f"{y[i]:.6f}"])
+                    + "\n")
+    training = dict(epochs=4, batch_size=32, loss="mse", metrics=[], threads=1, optimizer=dict(kind="adam", lr=0.01))
+    if "tabm" in spec:
+        model = dict(kind="tabm", **spec["tabm"], numeric_embedding=spec["embedding"])
+    else:
+        model = dict(hidden=spec["hidden"], activation=spec["activation"], init="torch", dropout=0.1,
+                     numeric_embedding=spec["embedding"])
+    if spec.get("seeded"):
+        model["freeze"] = ["num_module.*", "backbone.*", "output.weight"]
+        training["epochs"] = 1
     config = {
-        "name": f"numemb_{case}", "seed": 3, "device": "cpu", "task": "regression",
+        "name": f"numemb_{case}", "seed": SEED, "device": "cpu", "task": "regression",
         "data": dict(kind="csv", path=os.path.join(out, "t.csv"), target="y", validation_split=0.25, test_split=0),
         "model": model,
-        "training": dict(epochs=4, batch_size=32, loss="mse", metrics=[], threads=1,
-                         optimizer=dict(kind="adam", lr=0.01)),
+        "training": training,
     }
     with open(os.path.join(out, "config.yaml"), "w") as f:
         f.writelines(f"{k}: {yaml_value(v)}\n" for k, v in config.items())
@@ -204,6 +224,8 @@ def check_run(case, folder, run):
     x, codes = read_table(folder, pre)
     bins = check_bins(case, rne, pre, x, run) if spec["embedding"]["kind"] == "piecewise_linear" else None
 
+    if "tabm" in spec:
+        return check_tabm(case, rne, pre, bins, x, codes, run)
     torch.manual_seed(0)
     emb = num_module(rne, spec, bins, x.shape[1])
     stored = load_file(os.path.join(run, "weights.safetensors"))
@@ -234,15 +256,54 @@ def check_run(case, folder, run):
         want = m(standardised, codes)
         exported = torch.jit.load(os.path.join(run, "model.pt"))
         got = exported.logits(torch.cat([x, codes.float()], 1))
-    diff = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
-    print(f"{case}: model.pt's logits vs the package's module and the MLP: largest difference {diff:.2e}")
-    check(f"{case}: model.pt logits", got.shape == want.shape and diff <= TOLERANCE, f"{diff:.2e}")
+    compare_outputs(case, pre, run, got, want, "the package's module and the MLP")
 
+
+def tabm_package():
+    """tabm (0.0.3), installed as tests/python/tabm_reference.py installs it."""
+    from tabm_reference import tabm
+    return tabm()
+
+
+def check_tabm(case, rne, pre, bins, x, codes, run):
+    """TabM.make(..., num_embeddings=the package's module) with RUN's weights gives model.pt's
+    and predict's values (the members' mean); seeded, RUN's weights are its initial ones."""
+    spec = CASES[case]
+    tabm = tabm_package()
+    torch.manual_seed(SEED)
+    emb = num_module(rne, spec, bins, x.shape[1])
+    m = tabm.TabM.make(n_num_features=x.shape[1], cat_cardinalities=[len(c["levels"]) for c in pre["categorical"]],
+                       d_out=1, num_embeddings=emb, **spec["tabm"])
+    stored = load_file(os.path.join(run, "weights.safetensors"))
+    theirs = m.state_dict()
+    require(set(stored) == set(theirs), f"{case}: names {sorted(stored)} vs TabM's {sorted(theirs)}")
+    check(f"{case}: TabM.make's 2 blocks with num_embeddings", "backbone.blocks.1.0.weight" in stored
+          and "backbone.blocks.2.0.weight" not in stored)
+    if spec.get("seeded"):
+        for name, want in theirs.items():
+            if name != "output.bias":
+                check(f"{case}: {name} as torch.manual_seed({SEED}), the embedding and TabM.make draw it",
+                      torch.equal(stored[name], want), f"{(stored[name].float() - want.float()).abs().max():.2e}")
+        finish(f"{case}: ")
+    m.load_state_dict(stored, strict=True)
+    m.eval()
+    standardised = (x - torch.tensor(pre["input_mean"])) / torch.tensor(pre["input_std"])
+    with torch.no_grad():
+        want = m(standardised, codes).mean(1)
+        got = torch.jit.load(os.path.join(run, "model.pt")).logits(torch.cat([x, codes.float()], 1))
+    compare_outputs(case, pre, run, got, want, "TabM")
+
+
+def compare_outputs(case, pre, run, got, want, what):
+    """model.pt's logits `got` and RUN/predictions.csv against the reference's `want`."""
+    diff = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
+    print(f"{case}: model.pt's logits vs {what}: largest difference {diff:.2e}")
+    check(f"{case}: model.pt logits", got.shape == want.shape and diff <= TOLERANCE, f"{diff:.2e}")
     with open(os.path.join(run, "predictions.csv")) as f:
         predicted = torch.tensor([float(r[0]) for r in list(csv.reader(f))[1:]])
     values = want[:, 0] * pre["target_std"][0] + pre["target_mean"][0]
     diff = (predicted - values).abs().max().item() / max(values.abs().max().item(), 1e-12)
-    print(f"{case}: torchfit predict vs the package's module and the MLP: largest difference {diff:.2e}")
+    print(f"{case}: torchfit predict vs {what}: largest difference {diff:.2e}")
     check(f"{case}: torchfit predict", predicted.shape == values.shape and diff <= TOLERANCE, f"{diff:.2e}")
     finish(f"{case}: ")
 
