@@ -33,7 +33,7 @@ mod init;
 mod input;
 mod mixed;
 mod mlp;
-pub mod numeric;
+mod numeric;
 mod ready;
 mod resnet;
 mod script;
