@@ -184,6 +184,10 @@ pub fn export_run(
             let state = trained.model.state_dict()?;
             crate::onnx::write_resnet(state, &input, trained.model.outputs(), pre, loss, &output)?
         }
+        Format::Onnx if trained.config.model.numeric_embedding.is_some() => bail!(
+            "{}: torchfit has no ONNX export of model.numeric_embedding yet; export torchscript (model.pt) instead",
+            run.display()
+        ),
         Format::Onnx => {
             let Some(mlp) = trained.model.as_mlp() else {
                 bail!(
@@ -258,6 +262,7 @@ mod tests {
             labels: None,
             input: None,
             categorical: Vec::new(),
+            numeric_bins: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod data;
 mod load;
 mod locate;
 mod models;
+mod numeric;
 mod read;
 mod resolve;
 mod size;
@@ -27,6 +28,7 @@ pub use data::*;
 pub use load::nearest_name;
 pub use models::{kind_reads, kinds_reading, KIND_KEYS};
 pub use models::{name_pattern, RESNET_DEFAULTS, TABM_DEFAULTS};
+pub use numeric::{NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS, PIECEWISE_LINEAR_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
@@ -156,6 +158,9 @@ pub struct ModelConfig {
     /// input, shared layers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arch_type: Option<TabmArch>,
+    /// mlp, tabm: embeddings of the numeric features (`numeric`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numeric_embedding: Option<NumericEmbedding>,
 }
 
 /// `model.arch_type`, as `tabm.make_tabm_backbone` names them.
@@ -543,6 +548,7 @@ impl Default for ModelConfig {
             d_hidden_multiplier: None,
             dropout1: None,
             dropout2: None,
+            numeric_embedding: None,
             k: None,
             arch_type: None,
         }

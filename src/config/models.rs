@@ -38,6 +38,7 @@ impl Config {
             ModelKind::Tabm => validate_counts(model)?,
             _ => {}
         }
+        super::numeric::validate(model)?;
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
         }

@@ -250,12 +250,15 @@ impl Config {
                 let (k, n_blocks, d_block, dropout) = super::models::TABM_DEFAULTS;
                 let m = &mut self.model;
                 m.k.get_or_insert(k);
-                m.n_blocks.get_or_insert(n_blocks);
+                m.n_blocks.get_or_insert(if m.numeric_embedding.is_some() { 2 } else { n_blocks });
                 m.d_block.get_or_insert(d_block);
                 m.dropout.get_or_insert(dropout);
                 m.arch_type.get_or_insert(super::TabmArch::Tabm);
             }
             _ => {}
+        }
+        if let Some(e) = &mut self.model.numeric_embedding {
+            e.resolve();
         }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());

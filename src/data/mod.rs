@@ -20,6 +20,7 @@ use crate::config::{Config, DataConfig, DataKind, Loss, Missing, ModelKind};
 mod array;
 #[cfg(test)]
 mod array_tests;
+mod bins;
 mod categorical;
 mod csv;
 mod features;
@@ -188,6 +189,9 @@ fn refuse_mlp(d: &DataConfig, input: &ArrayInput, samples: i64) -> Result<()> {
 /// the preprocessing on the training part.
 pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     let d = &config.data;
+    if config.model.numeric_embedding.is_some() && (table.feature_names.is_empty() || table.input.is_some()) {
+        bail!("model.numeric_embedding needs numeric features; the data has none");
+    }
     let (split, order) = split_rows(table.x.size()[0] as usize, d, config.seed)?;
     let (n_test, n_val) = (split.test.len(), split.validation.len());
     let train_rows = &order[n_test + n_val..];
@@ -217,8 +221,13 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     drop(columns);
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
+    let train = part(train_rows);
+    if let Some(embedding) = &config.model.numeric_embedding {
+        let numeric = train.x.f_narrow(1, 0, preprocessing.feature_names.len() as i64)?;
+        preprocessing.numeric_bins = bins::for_embedding(embedding, &numeric)?;
+    }
     Ok(Prepared {
-        train: part(train_rows),
+        train,
         validation: (n_val > 0).then(|| part(&split.validation)),
         test: (n_test > 0).then(|| part(&split.test)),
         preprocessing,
@@ -275,6 +284,7 @@ fn fit_inputs(table: &Table, train_x: &Tensor, d: &DataConfig, unsplit: bool) ->
         labels: None,
         categorical: Vec::new(),
         input: table.input.clone(),
+        numeric_bins: None,
     };
     if table.input.is_some() {
         // An array is neither filled (it holds no NaN) nor standardised.

@@ -33,6 +33,10 @@ pub struct Preprocessing {
     /// names, means or stds then). Absent for tables, and in runs before array data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<ArrayInput>,
+    /// `model.numeric_embedding: {kind: piecewise_linear}`: each numeric feature's bin edges,
+    /// fitted on the training part (`bins`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numeric_bins: Option<Vec<Vec<f32>>>,
 }
 
 impl Preprocessing {

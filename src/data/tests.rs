@@ -222,6 +222,7 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
             CategoricalFeature::fit("o", &other, &(0..3).collect::<Vec<_>>(), 1, None),
         ],
         input: None,
+        numeric_bins: None,
     };
     let columns = [&text, &other];
     let bits =

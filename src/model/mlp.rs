@@ -71,24 +71,7 @@ impl Mlp {
         widths.push(outputs);
         let mut initial = Vec::with_capacity(widths.len() - 1);
         for pair in widths.windows(2) {
-            let (fan_in, fan_out) = (pair[0] as i64, pair[1] as i64);
-            let zeros = || Tensor::f_zeros([fan_out], (Kind::Float, Device::Cpu));
-            let (weight, bias) = match cfg.init {
-                Init::Keras => {
-                    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                    (uniform(&[fan_out, fan_in], limit)?, zeros()?)
-                }
-                Init::Torch => {
-                    let bound = 1.0 / (fan_in as f64).sqrt();
-                    (uniform(&[fan_out, fan_in], bound)?, uniform(&[fan_out], bound)?)
-                }
-                Init::KaimingUniform => (uniform(&[fan_out, fan_in], (6.0 / fan_in as f64).sqrt())?, zeros()?),
-                Init::KaimingNormal => {
-                    let std = (2.0 / fan_in as f64).sqrt();
-                    (Tensor::f_randn([fan_out, fan_in], (Kind::Float, Device::Cpu))? * std, zeros()?)
-                }
-            };
-            initial.push([weight, bias]);
+            initial.push(dense_init(cfg.init, pair[0] as i64, pair[1] as i64)?);
         }
         let tables = input.init()?;
         let shapes: Vec<Vec<i64>> = initial.iter().flatten().map(Tensor::size).collect();
@@ -534,6 +517,28 @@ fn named_tables(tables: &[Option<Tensor>]) -> impl Iterator<Item = (String, &Ten
 /// `U(-limit, limit)` on the CPU, from the global generator.
 fn uniform(shape: &[i64], limit: f64) -> Result<Tensor> {
     Ok(Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?.f_uniform_(-limit, limit)?)
+}
+
+/// A Dense layer's initial `[weight, bias]` on the CPU, drawn as `model.init` says (from the
+/// global generator, weight first).
+pub(super) fn dense_init(init: Init, fan_in: i64, fan_out: i64) -> Result<[Tensor; 2]> {
+    let zeros = || Tensor::f_zeros([fan_out], (Kind::Float, Device::Cpu));
+    let (weight, bias) = match init {
+        Init::Keras => {
+            let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+            (uniform(&[fan_out, fan_in], limit)?, zeros()?)
+        }
+        Init::Torch => {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            (uniform(&[fan_out, fan_in], bound)?, uniform(&[fan_out], bound)?)
+        }
+        Init::KaimingUniform => (uniform(&[fan_out, fan_in], (6.0 / fan_in as f64).sqrt())?, zeros()?),
+        Init::KaimingNormal => {
+            let std = (2.0 / fan_in as f64).sqrt();
+            (Tensor::f_randn([fan_out, fan_in], (Kind::Float, Device::Cpu))? * std, zeros()?)
+        }
+    };
+    Ok([weight, bias])
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //!   autograd instead, which `tests` hold to the hand-written pass.
 //! - `Scripted` (`scripted.rs`): a TorchScript module trained through libtorch autograd: a
 //!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
-//!   `resnet.rs`; `model.kind: tabm`, `tabm.rs`, an ensemble of k members whose training
-//!   forward returns each member's output: `Tape::Members`).
+//!   `resnet.rs`; the MLP with `model.numeric_embedding`, `embedded_mlp.rs` and `numeric.rs`;
+//!   `model.kind: tabm`, `tabm.rs`, an ensemble of k members whose training forward returns
+//!   each member's output: `Tape::Members`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -27,10 +28,12 @@ use crate::shim::ScriptModule;
 
 mod activation;
 mod dense;
+mod embedded_mlp;
 mod init;
 mod input;
 mod mixed;
 mod mlp;
+mod numeric;
 mod ready;
 mod resnet;
 mod script;
@@ -150,7 +153,16 @@ pub fn build(
     groups: &[crate::config::ParamGroup],
 ) -> Result<Box<dyn Model>> {
     match cfg.kind {
-        ModelKind::Mlp => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
+        ModelKind::Mlp => match &cfg.numeric_embedding {
+            None => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
+            Some(embedding) => {
+                let module = embedded_mlp::module(cfg, embedding, preprocessing, outputs)?;
+                let label = "model.kind: mlp".to_string();
+                let scripted =
+                    Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+                Ok(Box::new(scripted))
+            }
+        },
         ModelKind::Torchscript => {
             let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));
             Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?))
@@ -167,7 +179,8 @@ pub fn build(
                 (Some(_), 1) => tabm::Combine::Sigmoid,
                 (Some(_), _) => tabm::Combine::Softmax,
             };
-            let module = tabm::module(cfg, &Input::of(preprocessing), outputs, combine)?;
+            let stage = cfg.numeric_embedding.as_ref().map(|e| numeric::Stage::new(e, preprocessing)).transpose()?;
+            let module = tabm::module(cfg, &Input::of(preprocessing), stage.as_ref(), outputs, combine)?;
             let label = "model.kind: tabm".to_string();
             let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
             Ok(Box::new(scripted.with_members()))

@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
+use super::numeric::Stage;
 use crate::config::{ModelConfig, TabmArch, TABM_DEFAULTS};
 use crate::shim::ScriptModule;
 
@@ -45,7 +46,6 @@ enum ScalingInit {
     /// ±1 with probability 1/2 (without numeric embeddings).
     RandomSigns,
     /// N(0, 1) (TabM.make's default with numeric embeddings).
-    #[allow(dead_code)]
     Normal,
 }
 
@@ -73,15 +73,12 @@ impl Front {
         Front { script: input.script(), d_features }
     }
 
-    /// With numeric embeddings: `lines` (TorchScript) turn the standardised numeric features
-    /// `x` into `[batch, numeric * d_embedding]`, feature by feature (rtdl_num_embeddings'
-    /// `[batch, numeric, d_embedding]` flattened, as TabM's `column_stack` does), before the
-    /// categorical features join them.
-    #[allow(dead_code)] // for model.numeric_embedding (src/model/numeric.rs)
-    pub fn embedded(input: &Input, lines: &str, d_embedding: usize) -> Front {
-        let mut d_features = vec![d_embedding; input.numeric];
+    /// The numeric embedding stage, then torchfit's input stage: each numeric feature
+    /// `d_embedding` wide, each categorical feature its one-hot or embedding width.
+    pub fn embedded(input: &Input, stage: &Stage) -> Front {
+        let mut d_features = stage.widths();
         d_features.extend(input.categorical.iter().map(|c| c.width()));
-        Front { script: format!("{lines}{}", input.script()), d_features }
+        Front { script: stage.script() + &input.script(), d_features }
     }
 }
 
@@ -101,14 +98,25 @@ impl Defaults {
     }
 }
 
-/// The TorchScript module of a TabM for `input` with `outputs` outputs.
-pub(super) fn module(cfg: &ModelConfig, input: &Input, outputs: usize, combine: Combine) -> Result<ScriptModule> {
+/// The TorchScript module of a TabM for `input` with `outputs` outputs, behind the numeric
+/// embedding `stage` when there is one (`model.numeric_embedding`: TabM.make's
+/// `num_embeddings`, whose parameters are drawn first, as a module built before TabM is).
+pub(super) fn module(
+    cfg: &ModelConfig,
+    input: &Input,
+    stage: Option<&Stage>,
+    outputs: usize,
+    combine: Combine,
+) -> Result<ScriptModule> {
     let mut root = ScriptModule::new("__torch__.torchfit.TabM")?;
-    // The numeric embeddings' hook: register their module on `root` here (before the
-    // backbone's draws), then `Front::embedded(input, their_lines, d_embedding)` and
-    // `Defaults::new(true)`; config::resolve must then fill n_blocks with 2, not 3.
-    let front = Front::plain(input);
-    let defaults = Defaults::new(false);
+    let front = match stage {
+        None => Front::plain(input),
+        Some(stage) => {
+            stage.register(&mut root)?;
+            Front::embedded(input, stage)
+        }
+    };
+    let defaults = Defaults::new(stage.is_some());
     module_with(&mut root, cfg, &front, defaults, outputs)?;
     super::resnet::register_embeddings(&mut root, input)?;
     let source = source(cfg, &front, defaults, combine, !input.is_numeric_only());

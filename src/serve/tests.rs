@@ -57,6 +57,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         labels: None,
         input: None,
         categorical: features.into_iter().collect(),
+        numeric_bins: None,
     };
     let path = dir.join("model.pt");
     crate::export::write_torchscript(&model, &pre, Loss::Mse, CONFIG, &path).unwrap();
