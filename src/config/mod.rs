@@ -25,7 +25,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
-pub use models::{name_pattern, RESNET_DEFAULTS};
+pub use models::{name_pattern, FtTransformerKnobs, RESNET_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
@@ -130,11 +130,11 @@ pub struct ModelConfig {
     /// always trains through autograd.
     #[serde(skip_serializing_if = "Backward::is_manual")]
     pub backward: Backward,
-    /// resnet: the residual blocks, as `rtdl_revisiting_models.ResNet` names its arguments
-    /// (defaults in `model::resnet`).
+    /// resnet and ft_transformer: the blocks, as `rtdl_revisiting_models` names its
+    /// arguments (each kind's defaults in `config::models`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_blocks: Option<usize>,
-    /// resnet: the blocks' width.
+    /// resnet and ft_transformer: the blocks' width (ft_transformer: the token width).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub d_block: Option<usize>,
     /// resnet: a block's hidden width over `d_block`.
@@ -146,6 +146,17 @@ pub struct ModelConfig {
     /// resnet: the dropout rate of a block's output, before the residual sum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout2: Option<f64>,
+    /// ft_transformer: `FTTransformerBackbone`'s arguments of these names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_n_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_dropout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ffn_d_hidden_multiplier: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ffn_dropout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residual_dropout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -170,6 +181,8 @@ pub enum ModelKind {
     Torchscript,
     /// The residual MLP of "Revisiting Deep Learning Models for Tabular Data" (2021).
     Resnet,
+    /// The feature-tokenizer Transformer of the same paper.
+    FtTransformer,
 }
 
 impl ModelKind {
@@ -522,6 +535,11 @@ impl Default for ModelConfig {
             d_hidden_multiplier: None,
             dropout1: None,
             dropout2: None,
+            attention_n_heads: None,
+            attention_dropout: None,
+            ffn_d_hidden_multiplier: None,
+            ffn_dropout: None,
+            residual_dropout: None,
         }
     }
 }

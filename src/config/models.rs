@@ -28,13 +28,15 @@ impl Config {
                         .into(),
                 )
             }
-            (ModelKind::Mlp | ModelKind::Resnet, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Resnet | ModelKind::FtTransformer, Some(_)) => {
                 return fail("model.path", format!("model.path applies to model.kind: torchscript, not {kind}"))
             }
             _ => {}
         }
-        if model.kind == ModelKind::Resnet {
-            validate_resnet(model)?;
+        match model.kind {
+            ModelKind::Resnet => validate_resnet(model)?,
+            ModelKind::FtTransformer => validate_ft_transformer(model, self.data.categorical_encoding.is_some())?,
+            _ => {}
         }
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
@@ -90,8 +92,9 @@ impl Columns {
 pub const RESNET_DEFAULTS: (usize, usize, f64, f64, f64) = (2, 192, 2.0, 0.15, 0.0);
 
 /// A key set that the model's kind does not read: the MLP's keys away from the MLP, the
-/// ResNet's away from the ResNet (unset or at their defaults count as not set for the MLP's,
-/// which always have values).
+/// ResNet's away from the ResNet, the FT-Transformer's away from it (`n_blocks` and `d_block`
+/// are both of theirs; unset or at their defaults count as not set for the MLP's, which always
+/// have values).
 fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
     let mlp = ModelConfig::default();
     let mlp_keys = [
@@ -101,17 +104,24 @@ fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
         ("model.dropout", model.dropout != mlp.dropout),
         ("model.backward", model.backward != mlp.backward),
     ];
+    let block_keys = [("model.n_blocks", model.n_blocks.is_some()), ("model.d_block", model.d_block.is_some())];
     let resnet_keys = [
-        ("model.n_blocks", model.n_blocks.is_some()),
-        ("model.d_block", model.d_block.is_some()),
         ("model.d_hidden_multiplier", model.d_hidden_multiplier.is_some()),
         ("model.dropout1", model.dropout1.is_some()),
         ("model.dropout2", model.dropout2.is_some()),
     ];
-    let foreign: &[(&'static str, bool)] = match model.kind {
-        ModelKind::Mlp => &resnet_keys,
-        ModelKind::Resnet => &mlp_keys,
-        ModelKind::Torchscript => &[mlp_keys.as_slice(), resnet_keys.as_slice()].concat(),
+    let ft_keys = [
+        ("model.attention_n_heads", model.attention_n_heads.is_some()),
+        ("model.attention_dropout", model.attention_dropout.is_some()),
+        ("model.ffn_d_hidden_multiplier", model.ffn_d_hidden_multiplier.is_some()),
+        ("model.ffn_dropout", model.ffn_dropout.is_some()),
+        ("model.residual_dropout", model.residual_dropout.is_some()),
+    ];
+    let foreign: Vec<(&'static str, bool)> = match model.kind {
+        ModelKind::Mlp => [block_keys.as_slice(), &resnet_keys, &ft_keys].concat(),
+        ModelKind::Resnet => [mlp_keys.as_slice(), &ft_keys].concat(),
+        ModelKind::FtTransformer => [mlp_keys.as_slice(), &resnet_keys].concat(),
+        ModelKind::Torchscript => [mlp_keys.as_slice(), &block_keys, &resnet_keys, &ft_keys].concat(),
     };
     foreign.iter().find(|(_, set)| *set).map(|(key, _)| *key)
 }
@@ -127,6 +137,86 @@ fn validate_resnet(model: &ModelConfig) -> Result<()> {
         return fail("model.d_hidden_multiplier", format!("model.d_hidden_multiplier must be in (0, 64], got {m}"));
     }
     for (key, p) in [("model.dropout1", model.dropout1), ("model.dropout2", model.dropout2)] {
+        if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+            return fail(key, format!("{key} must be in [0, 1), got {p}"));
+        }
+    }
+    Ok(())
+}
+
+/// The ft_transformer kind's knobs, each as set or as `rtdl_revisiting_models.FTTransformer
+/// .get_default_kwargs(n_blocks)` has it (the paper's defaults; n_blocks 3 unless set, its
+/// table row 6 for deeper networks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FtTransformerKnobs {
+    pub n_blocks: usize,
+    pub d_block: usize,
+    pub attention_n_heads: usize,
+    pub attention_dropout: f64,
+    pub ffn_d_hidden_multiplier: f64,
+    pub ffn_dropout: f64,
+    pub residual_dropout: f64,
+}
+
+impl FtTransformerKnobs {
+    pub fn of(model: &ModelConfig) -> FtTransformerKnobs {
+        let n_blocks = model.n_blocks.unwrap_or(3);
+        let row = n_blocks.clamp(1, 6) - 1;
+        FtTransformerKnobs {
+            n_blocks,
+            d_block: model.d_block.unwrap_or([96, 128, 192, 256, 320, 384][row]),
+            attention_n_heads: model.attention_n_heads.unwrap_or(8),
+            attention_dropout: model.attention_dropout.unwrap_or([0.1, 0.15, 0.2, 0.25, 0.3, 0.35][row]),
+            ffn_d_hidden_multiplier: model.ffn_d_hidden_multiplier.unwrap_or(4.0 / 3.0),
+            ffn_dropout: model.ffn_dropout.unwrap_or([0.0, 0.05, 0.1, 0.15, 0.2, 0.25][row]),
+            residual_dropout: model.residual_dropout.unwrap_or(0.0),
+        }
+    }
+
+    /// The feed-forward hidden width, `int(d_block * ffn_d_hidden_multiplier)` as the
+    /// package computes it (the first linear layer is twice as wide, for ReGLU).
+    pub fn ffn_d_hidden(&self) -> usize {
+        (self.d_block as f64 * self.ffn_d_hidden_multiplier).floor() as usize
+    }
+}
+
+fn validate_ft_transformer(model: &ModelConfig, categorical_encoding: bool) -> Result<()> {
+    let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
+    if categorical_encoding {
+        let why = "it embeds every categorical column as a token of its own";
+        return fail(
+            "data.categorical_encoding",
+            format!("data.categorical_encoding does not apply to model.kind: ft_transformer; {why}"),
+        );
+    }
+    let counts = [
+        ("model.n_blocks", model.n_blocks),
+        ("model.d_block", model.d_block),
+        ("model.attention_n_heads", model.attention_n_heads),
+    ];
+    for (key, value) in counts {
+        if let Some(value) = value.filter(|v| *v == 0 || *v > super::MAX_COUNT) {
+            return fail(key, format!("{key} must be between 1 and {}, got {value}", super::MAX_COUNT));
+        }
+    }
+    let knobs = FtTransformerKnobs::of(model);
+    let (d, heads) = (knobs.d_block, knobs.attention_n_heads);
+    if d % heads != 0 {
+        // Name the key the user set: a d_block of theirs, else their head count.
+        let key = if model.d_block.is_some() { "model.d_block" } else { "model.attention_n_heads" };
+        return fail(key, format!("{key}: model.d_block ({d}) must be a multiple of model.attention_n_heads ({heads})"));
+    }
+    let m = knobs.ffn_d_hidden_multiplier;
+    if !(m.is_finite() && m > 0.0 && m <= 64.0) || knobs.ffn_d_hidden() == 0 {
+        let key = "model.ffn_d_hidden_multiplier";
+        return fail(key, format!("{key} must be in (0, 64] with int(d_block * {key}) >= 1, got {m}"));
+    }
+    let rates = [
+        ("model.attention_dropout", model.attention_dropout),
+        ("model.ffn_dropout", model.ffn_dropout),
+        ("model.residual_dropout", model.residual_dropout),
+    ];
+    for (key, p) in rates {
         if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
             return fail(key, format!("{key} must be in [0, 1), got {p}"));
         }

@@ -7,7 +7,7 @@
 //!   autograd instead, which `tests` hold to the hand-written pass.
 //! - `Scripted` (`scripted.rs`): a TorchScript module trained through libtorch autograd: a
 //!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
-//!   `resnet.rs`).
+//!   `resnet.rs`; `model.kind: ft_transformer`, `ft_transformer.rs`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -26,6 +26,7 @@ use crate::shim::ScriptModule;
 
 mod activation;
 mod dense;
+mod ft_transformer;
 mod init;
 mod input;
 mod mixed;
@@ -152,6 +153,12 @@ pub fn build(
         ModelKind::Resnet => {
             let module = resnet::module(cfg, &Input::of(preprocessing), outputs)?;
             let label = "model.kind: resnet".to_string();
+            let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+            Ok(Box::new(scripted))
+        }
+        ModelKind::FtTransformer => {
+            let module = ft_transformer::module(cfg, &Input::of(preprocessing), outputs)?;
+            let label = "model.kind: ft_transformer".to_string();
             let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
             Ok(Box::new(scripted))
         }
