@@ -204,7 +204,10 @@ fn validate_ft_transformer(model: &ModelConfig, categorical_encoding: bool) -> R
     if d % heads != 0 {
         // Name the key the user set: a d_block of theirs, else their head count.
         let key = if model.d_block.is_some() { "model.d_block" } else { "model.attention_n_heads" };
-        return fail(key, format!("{key}: model.d_block ({d}) must be a multiple of model.attention_n_heads ({heads})"));
+        return fail(
+            key,
+            format!("{key}: model.d_block ({d}) must be a multiple of model.attention_n_heads ({heads})"),
+        );
     }
     let m = knobs.ffn_d_hidden_multiplier;
     if !(m.is_finite() && m > 0.0 && m <= 64.0) || knobs.ffn_d_hidden() == 0 {

@@ -244,7 +244,8 @@ impl Config {
         if self.model.kind == super::ModelKind::FtTransformer {
             let k = super::FtTransformerKnobs::of(&self.model);
             let m = &mut self.model;
-            (m.n_blocks, m.d_block, m.attention_n_heads) = (Some(k.n_blocks), Some(k.d_block), Some(k.attention_n_heads));
+            (m.n_blocks, m.d_block, m.attention_n_heads) =
+                (Some(k.n_blocks), Some(k.d_block), Some(k.attention_n_heads));
             (m.attention_dropout, m.ffn_dropout) = (Some(k.attention_dropout), Some(k.ffn_dropout));
             m.ffn_d_hidden_multiplier = Some(k.ffn_d_hidden_multiplier);
             m.residual_dropout = Some(k.residual_dropout);
