@@ -5,7 +5,8 @@
 //! torch`); torchfit, started from the same file with `model.init_from`, must agree on the
 //! per-epoch losses, the final weights, model.pt's logits and `predict`, within 1e-5; without
 //! init_from, the seed draws the package's initial weights bit for bit. Then: the defaults on
-//! a table with a text column, bad knobs refused, and `serve` answering as `predict` does.
+//! a table with a text column, bad knobs refused, `serve` answering as `predict` does, and
+//! resume.
 
 use std::path::Path;
 use std::process::Output;
@@ -266,4 +267,19 @@ fn serve_answers_an_ft_transformer_as_predict_does() {
         }
     }
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// A run stopped after 2 epochs and resumed to 4 ends with the weights of 4 epochs in one go,
+/// dropout masks included (each step's draws are seeded).
+#[test]
+fn a_resumed_ft_transformer_ends_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    table(d);
+    let small = "model={kind: ft_transformer, n_blocks: 2, d_block: 16, attention_n_heads: 2}";
+    assert_ok(&train(d, "whole", &[small, "training.epochs=4"]));
+    assert_ok(&train(d, "halves", &[small, "training.epochs=2"]));
+    assert_ok(&torchfit(d, &["train", "--resume", "halves", "--set", "training.epochs=4", "--quiet"]));
+    let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
+    assert!(read("whole") == read("halves"), "resuming changes nothing");
 }
