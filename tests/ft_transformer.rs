@@ -184,6 +184,21 @@ fn the_default_ft_transformer_trains_on_a_table_with_a_text_column_and_predicts(
     assert_eq!(lines.len(), 4, "a header and one line per row: {lines:?}");
     assert!(lines[1..].iter().all(|l| *l == "yes" || *l == "no"), "{lines:?}");
 
+    // docs/models.md's param group for the paper's optimizer: embeddings, normalizations and
+    // biases (tests/python/ft_transformer.py holds the patterns to the package's group).
+    let groups = "training.optimizer={kind: adamw, lr: 0.0001, weight_decay: 0.00001, param_groups: [{params: \
+                  [\"cls_embedding.*\", \"cont_embeddings.*\", \"cat_embeddings.*\", \"*_normalization.*\", \
+                  \"*.bias\"], weight_decay: 0.0}]}";
+    let out = torchfit(
+        d,
+        &["train", "t.yaml", "--device", "cpu", "--out", "groups", "--set", groups, "--set", "training.epochs=1"],
+    );
+    assert_ok(&out);
+    // cls 192, cont 2 x 2 x 192, cat 4 x 192 + 192, norms (1 + 2 + 2) x 2 x 192 + 192, biases
+    // 3 x (4 x 192 + 512 + 192) + 2.
+    let size = 192 + 768 + 960 + 1920 + 192 + 3 * (768 + 512 + 192) + 2;
+    assert!(stdout(&out).contains(&format!("weight_decay 0, {size} parameters")), "{}", stdout(&out));
+
     // n_blocks alone takes the rest of get_default_kwargs(n_blocks)'s row: d_block 96 for 1.
     assert_ok(&train(d, "one", &["model.n_blocks=1"]));
     let one = shapes(&d.join("one"));

@@ -63,6 +63,8 @@ CASES = {
                          "backbone.output.normalization.*", "backbone.output.linear.weight"], seeded=True),
 }
 SEED = 5
+# docs/models.md's training.optimizer.param_groups[0].params (weight_decay 0).
+NO_DECAY = ["cls_embedding.*", "cont_embeddings.*", "cat_embeddings.*", "*_normalization.*", "*.bias"]
 LR = 0.003
 
 
@@ -223,6 +225,11 @@ def check_run(case, folder, run):
     check(f"{case}: model.pt logits", got_l.shape == want.shape and diff <= TOLERANCE,
           f"{list(got_l.shape)} vs {list(want.shape)}, {diff:.2e}")
     check_predictions(case_kind(case), run, exported, raw)
+    # docs/models.md's param group for the paper's optimizer names exactly the tensors that
+    # the package's make_parameter_groups() exempts from weight decay.
+    exempt = {id(p) for p in m.make_parameter_groups()[1]["params"]}
+    named = {n for n, p in m.named_parameters() if frozen(n, NO_DECAY) != (id(p) in exempt)}
+    check(f"{case}: docs' no-weight-decay group is the package's", not named, f"{sorted(named)}")
     finish(f"{case}: ")
 
 
