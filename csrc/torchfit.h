@@ -47,6 +47,7 @@ char* tf_autocast_bf16(int cuda, int on);
 char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, void* step,
                     const void* lr_tensor, double lr, double beta1, double beta2, double eps);
 int tf_set_flush_denormal(int on);
+void tf_set_graph_executor_optimize(int on);
 
 // cuda.cpp: CUDA facts, asked of the CUDA runtime libtorch loaded (no CUDA headers needed).
 int tf_cuda_device_name(int index, char* out, size_t out_len);

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
 
 #include <ATen/autocast_mode.h>
@@ -245,5 +246,10 @@ char* tf_fused_adam(void* param, const void* grad, void* exp_avg, void* exp_avg_
 // starts from now on (they inherit its floating-point mode), as TensorFlow does on the CPU;
 // 1 when the CPU has the mode, 0 when not (libtorch then changes nothing).
 int tf_set_flush_denormal(int on) { return at::globalContext().setFlushDenormal(on != 0) ? 1 : 0; }
+
+// Turns the TorchScript graph executor's optimisations (profiling, autodiff subgraphs) on or
+// off in this thread, as torch._C._set_graph_executor_optimize does: off, a method runs its
+// ops one by one and autograd records them as in eager PyTorch.
+void tf_set_graph_executor_optimize(int on) { torch::jit::setGraphExecutorOptimize(on != 0); }
 
 }  // extern "C"

@@ -184,6 +184,12 @@ pub fn export_run(
             let state = trained.model.state_dict()?;
             crate::onnx::write_resnet(state, &input, trained.model.outputs(), pre, loss, &output)?
         }
+        Format::Onnx if trained.config.model.kind == crate::config::ModelKind::FtTransformer => {
+            let (pre, loss) = (&trained.preprocessing, trained.config.loss());
+            let (input, state) = (crate::model::Input::of(pre), trained.model.state_dict()?);
+            let outputs = trained.model.outputs();
+            crate::onnx::write_ft_transformer(state, &trained.config.model, &input, outputs, pre, loss, &output)?
+        }
         Format::Onnx if trained.config.model.numeric_embedding.is_some() => bail!(
             "{}: torchfit has no ONNX export of model.numeric_embedding yet; export torchscript (model.pt) instead",
             run.display()
@@ -191,7 +197,7 @@ pub fn export_run(
         Format::Onnx => {
             let Some(mlp) = trained.model.as_mlp() else {
                 bail!(
-                    "{}: torchfit exports model.kind mlp and resnet to ONNX, not {} (libtorch has no ONNX \
+                    "{}: torchfit exports model.kind mlp, resnet and ft_transformer to ONNX, not {} (libtorch has no ONNX \
                      exporter for a module of your own); export it from Python instead: \
                      torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
                      (`net` is the trained module, without the preprocessing that model.pt's forward adds)",

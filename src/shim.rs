@@ -267,6 +267,12 @@ pub fn set_flush_denormal(on: bool) -> bool {
     unsafe { ffi::tf_set_flush_denormal(c_int::from(on)) != 0 }
 }
 
+/// Turns the TorchScript graph executor's optimisations on or off in the calling thread.
+pub fn set_graph_executor_optimize(on: bool) {
+    // SAFETY: no pointers.
+    unsafe { ffi::tf_set_graph_executor_optimize(c_int::from(on)) }
+}
+
 /// The CUDA runtime version of libtorch's registered CUDA backend, as `13.0`; `None` when
 /// libtorch has none (libtorch_cuda not loaded, or a CPU-only libtorch).
 pub fn cuda_backend_runtime() -> Option<String> {

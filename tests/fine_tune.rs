@@ -84,7 +84,7 @@ fn fine_tuning_keys_are_checked_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: &[(&[&str], &[&str])] = &[
-        (&["model.path=net.pt"], &["model.path applies to model.kind: torchscript"]),
+        (&["model.path=net.pt"], &["model.path applies to model.kind torchscript, not mlp"]),
         (&["model.kind=torchscript"], &["model.kind: torchscript needs model.path"]),
         (&["model.freeze=[\"[\"]"], &["model.freeze[0]", "is not a glob pattern"]),
         (&["model.freeze=[\"9.*\"]"], &["model.freeze[0]: `9.*` matches no parameter", "0.weight"]),
@@ -98,8 +98,8 @@ fn fine_tuning_keys_are_checked_before_anything_runs() {
             &["`0.weight` is in training.optimizer.param_groups[0] and [1]"],
         ),
         (&["model.strict=false"], &["model.strict: false applies to model.init_from"]),
-        (&["model.n_blocks=3"], &["model.n_blocks does not apply to model.kind: mlp"]),
-        (&["model.kind=resnet", "model.hidden=[4]"], &["model.hidden does not apply to model.kind: resnet"]),
+        (&["model.n_blocks=3"], &["model.n_blocks applies to model.kind resnet, tabm and ft_transformer, not mlp"]),
+        (&["model.kind=resnet", "model.hidden=[4]"], &["model.hidden applies to model.kind mlp, not resnet"]),
         (&["model.kind=resnet", "model.dropout1=1.5"], &["model.dropout1 must be in [0, 1), got 1.5"]),
         (&["model.kind=resnet", "model.d_block=0"], &["model.d_block must be between 1 and"]),
     ];

@@ -2,8 +2,8 @@
 //! tests/python/onnx_check.py (onnx and onnxruntime from the pip cache of scripts/libtorch.sh)
 //! on the interop test's models — a regression, a standardised regression with mean-filled
 //! missing cells, a softmax and a bce classifier, a model with one-hot and embedded
-//! categorical features, and the housing and titanic tables with `model.kind: resnet` — and on
-//! one model per activation; plus the CLI's bad inputs.
+//! categorical features, and the housing and titanic tables with `model.kind: resnet` and
+//! `ft_transformer` — and on one model per activation; plus the CLI's bad inputs.
 
 use std::path::Path;
 use std::process::Command;
@@ -152,6 +152,25 @@ fn onnxruntime_agrees_with_torchfit_predict() {
         ],
         Rows::Csv("data/titanic.csv"),
     ));
+    run_check(&args);
+}
+
+/// model.kind: ft_transformer (LayerNormalization, attention by MatMul and Softmax, ReGLU):
+/// housing (numeric columns, a text one; several heads, W_out) and titanic (text and numeric
+/// columns, missing cells; one head, no W_out).
+#[test]
+fn ft_transformer_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = |name: &str| format!("data.path={}", repo_file(name).display());
+    let (housing, titanic) = (data("data/housing.csv"), data("data/titanic.csv"));
+    let mut args = Vec::new();
+    let model = "model={kind: ft_transformer, d_block: 16, n_blocks: 2, attention_n_heads: 4}";
+    let sets = [housing.as_str(), "training.epochs=2", model];
+    args.extend(prepare(d, "ftt_housing", "configs/housing.yaml", &sets, Rows::Csv("data/housing.csv")));
+    let model = "model={kind: ft_transformer, d_block: 8, n_blocks: 1, attention_n_heads: 1}";
+    let sets = [titanic.as_str(), "training.epochs=2", model];
+    args.extend(prepare(d, "ftt_titanic", "configs/titanic.yaml", &sets, Rows::Csv("data/titanic.csv")));
     run_check(&args);
 }
 

@@ -10,32 +10,23 @@ impl Config {
     pub(super) fn validate_model_kind(&self) -> Result<()> {
         let model = &self.model;
         let fail = |key: &str, message: String| Err(Invalid { key: key.to_string(), message }.into());
-        let kind = super::yaml_name(&model.kind);
-        if let Some(key) = foreign_key(model) {
-            let what = match model.kind {
-                ModelKind::Torchscript => {
-                    "a TorchScript module brings its own layers (and is trained through autograd)"
-                }
+        if let Some((key, message)) = foreign_key(model) {
+            let why = match model.kind {
+                ModelKind::Torchscript => "a TorchScript module brings its own layers",
                 _ => "each kind reads only its own keys (docs/models.md)",
             };
-            return fail(key, format!("{key} does not apply to model.kind: {kind}; {what}"));
+            return fail(key, format!("{message}; {why}"));
         }
-        match (model.kind, &model.path) {
-            (ModelKind::Torchscript, None) => {
-                return fail(
-                    "model.path",
-                    "model.kind: torchscript needs model.path, a file saved by torch.jit.script(module).save(path)"
-                        .into(),
-                )
-            }
-            (ModelKind::Mlp | ModelKind::Resnet | ModelKind::Tabm, Some(_)) => {
-                return fail("model.path", format!("model.path applies to model.kind: torchscript, not {kind}"))
-            }
-            _ => {}
+        if model.kind == ModelKind::Torchscript && model.path.is_none() {
+            return fail(
+                "model.path",
+                "model.kind: torchscript needs model.path, a file saved by torch.jit.script(module).save(path)".into(),
+            );
         }
         match model.kind {
             ModelKind::Resnet => validate_resnet(model)?,
             ModelKind::Tabm => validate_counts(model)?,
+            ModelKind::FtTransformer => validate_ft_transformer(model, self.data.categorical_encoding.is_some())?,
             _ => {}
         }
         super::numeric::validate(model)?;
@@ -96,61 +87,76 @@ pub const RESNET_DEFAULTS: (usize, usize, f64, f64, f64) = (2, 192, 2.0, 0.15, 0
 /// 3 blocks of width 512, dropout 0.1 (with numeric embeddings the package's n_blocks is 2).
 pub const TABM_DEFAULTS: (usize, usize, usize, f64) = (32, 3, 512, 0.1);
 
-/// A key set that the model's kind does not read: the MLP's keys away from the MLP, the
-/// ResNet's away from the ResNet, TabM's away from TabM (unset or at their defaults count as
-/// not set for the MLP's, which always have values). `dropout` is the MLP's and TabM's,
-/// `n_blocks` and `d_block` the ResNet's and TabM's.
-fn foreign_key(model: &ModelConfig) -> Option<&'static str> {
-    let mlp = ModelConfig::default();
-    let mlp_keys = [
-        ("model.hidden", model.hidden != mlp.hidden),
-        ("model.activation", model.activation != mlp.activation),
-        ("model.init", model.init != mlp.init),
-        ("model.backward", model.backward != mlp.backward),
-    ];
-    let dropout = [("model.dropout", model.dropout.is_some())];
-    let blocks = [("model.n_blocks", model.n_blocks.is_some()), ("model.d_block", model.d_block.is_some())];
-    let resnet_keys = [
-        ("model.d_hidden_multiplier", model.d_hidden_multiplier.is_some()),
-        ("model.dropout1", model.dropout1.is_some()),
-        ("model.dropout2", model.dropout2.is_some()),
-    ];
-    let tabm_keys = [("model.k", model.k.is_some()), ("model.arch_type", model.arch_type.is_some())];
-    let foreign: Vec<(&'static str, bool)> = match model.kind {
-        ModelKind::Mlp => [&blocks[..], &resnet_keys, &tabm_keys].concat(),
-        ModelKind::Resnet => [&mlp_keys[..], &dropout, &tabm_keys].concat(),
-        ModelKind::Tabm => [&mlp_keys[..], &resnet_keys].concat(),
-        ModelKind::Torchscript => [&mlp_keys[..], &dropout, &blocks, &resnet_keys, &tabm_keys].concat(),
-    };
-    foreign.iter().find(|(_, set)| *set).map(|(key, _)| *key)
-}
-
-// --- Which kinds read which `model` keys: one table, for code that must know it without a
-// --- config in hand (a sweep over `model.kind` leaves each trial only the keys its kind
-// --- reads). `foreign_key` above is the check of a config; keep the two in step (the test
-// --- at the end of this file holds them together).
-
 /// The `model` keys that only some kinds read, each with the kinds that read it, in the
 /// spelling of `--set` (`model.d_block`; a row's key covers its subkeys too, as
-/// `model.numeric_embedding` would `model.numeric_embedding.n_bins`). A `model` key of no row
+/// `model.numeric_embedding` does `model.numeric_embedding.n_bins`). A `model` key of no row
 /// (`kind`, `init_from`, `strict`, `freeze`) and every key outside `model` is read by every
-/// kind. A new kind adds itself to the rows of the keys it reads and a row for each key of
-/// its own.
+/// kind. The one table of it: a config's check (`foreign_key`) and a sweep over `model.kind`
+/// (which leaves each trial only the keys its kind reads) both go by it. A new kind adds
+/// itself to the rows of the keys it reads, a row for each key of its own, and its keys to
+/// `is_set`.
 pub const KIND_KEYS: &[(&str, &[ModelKind])] = &[
     ("model.hidden", &[ModelKind::Mlp]),
     ("model.activation", &[ModelKind::Mlp]),
     ("model.init", &[ModelKind::Mlp]),
     ("model.dropout", &[ModelKind::Mlp, ModelKind::Tabm]),
     ("model.backward", &[ModelKind::Mlp]),
+    ("model.numeric_embedding", &[ModelKind::Mlp, ModelKind::Tabm]),
     ("model.path", &[ModelKind::Torchscript]),
-    ("model.n_blocks", &[ModelKind::Resnet, ModelKind::Tabm]),
-    ("model.d_block", &[ModelKind::Resnet, ModelKind::Tabm]),
+    ("model.n_blocks", &[ModelKind::Resnet, ModelKind::Tabm, ModelKind::FtTransformer]),
+    ("model.d_block", &[ModelKind::Resnet, ModelKind::Tabm, ModelKind::FtTransformer]),
     ("model.d_hidden_multiplier", &[ModelKind::Resnet]),
     ("model.dropout1", &[ModelKind::Resnet]),
     ("model.dropout2", &[ModelKind::Resnet]),
     ("model.k", &[ModelKind::Tabm]),
     ("model.arch_type", &[ModelKind::Tabm]),
+    ("model.attention_n_heads", &[ModelKind::FtTransformer]),
+    ("model.attention_dropout", &[ModelKind::FtTransformer]),
+    ("model.ffn_d_hidden_multiplier", &[ModelKind::FtTransformer]),
+    ("model.ffn_dropout", &[ModelKind::FtTransformer]),
+    ("model.residual_dropout", &[ModelKind::FtTransformer]),
 ];
+
+/// The first key of `KIND_KEYS` that `model` sets although its kind does not read it, with
+/// the message saying so.
+fn foreign_key(model: &ModelConfig) -> Option<(&'static str, String)> {
+    let (key, kinds) = KIND_KEYS.iter().find(|(key, kinds)| !kinds.contains(&model.kind) && is_set(model, key))?;
+    let names: Vec<String> = kinds.iter().map(super::yaml_name).collect();
+    let list = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Some((key, format!("{key} applies to model.kind {list}, not {}", super::yaml_name(&model.kind))))
+}
+
+/// Whether `model` sets `key`, a row of `KIND_KEYS`. The MLP's keys always have values: at
+/// their defaults they count as not set.
+fn is_set(model: &ModelConfig, key: &str) -> bool {
+    let mlp = ModelConfig::default();
+    match key {
+        "model.hidden" => model.hidden != mlp.hidden,
+        "model.activation" => model.activation != mlp.activation,
+        "model.init" => model.init != mlp.init,
+        "model.backward" => model.backward != mlp.backward,
+        "model.dropout" => model.dropout.is_some(),
+        "model.numeric_embedding" => model.numeric_embedding.is_some(),
+        "model.path" => model.path.is_some(),
+        "model.n_blocks" => model.n_blocks.is_some(),
+        "model.d_block" => model.d_block.is_some(),
+        "model.d_hidden_multiplier" => model.d_hidden_multiplier.is_some(),
+        "model.dropout1" => model.dropout1.is_some(),
+        "model.dropout2" => model.dropout2.is_some(),
+        "model.k" => model.k.is_some(),
+        "model.arch_type" => model.arch_type.is_some(),
+        "model.attention_n_heads" => model.attention_n_heads.is_some(),
+        "model.attention_dropout" => model.attention_dropout.is_some(),
+        "model.ffn_d_hidden_multiplier" => model.ffn_d_hidden_multiplier.is_some(),
+        "model.ffn_dropout" => model.ffn_dropout.is_some(),
+        "model.residual_dropout" => model.residual_dropout.is_some(),
+        _ => false,
+    }
+}
 
 /// The kinds that read the dotted config key `key`, when only some do (its row of
 /// `KIND_KEYS`, or the row of a section holding it); `None` when every kind reads it.
@@ -191,6 +197,89 @@ fn validate_resnet(model: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
+/// The ft_transformer kind's knobs, each as set or as `rtdl_revisiting_models.FTTransformer
+/// .get_default_kwargs(n_blocks)` has it (the paper's defaults; n_blocks 3 unless set, its
+/// table row 6 for deeper networks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FtTransformerKnobs {
+    pub n_blocks: usize,
+    pub d_block: usize,
+    pub attention_n_heads: usize,
+    pub attention_dropout: f64,
+    pub ffn_d_hidden_multiplier: f64,
+    pub ffn_dropout: f64,
+    pub residual_dropout: f64,
+}
+
+impl FtTransformerKnobs {
+    pub fn of(model: &ModelConfig) -> FtTransformerKnobs {
+        let n_blocks = model.n_blocks.unwrap_or(3);
+        let row = n_blocks.clamp(1, 6) - 1;
+        FtTransformerKnobs {
+            n_blocks,
+            d_block: model.d_block.unwrap_or([96, 128, 192, 256, 320, 384][row]),
+            attention_n_heads: model.attention_n_heads.unwrap_or(8),
+            attention_dropout: model.attention_dropout.unwrap_or([0.1, 0.15, 0.2, 0.25, 0.3, 0.35][row]),
+            ffn_d_hidden_multiplier: model.ffn_d_hidden_multiplier.unwrap_or(4.0 / 3.0),
+            ffn_dropout: model.ffn_dropout.unwrap_or([0.0, 0.05, 0.1, 0.15, 0.2, 0.25][row]),
+            residual_dropout: model.residual_dropout.unwrap_or(0.0),
+        }
+    }
+
+    /// The feed-forward hidden width, `int(d_block * ffn_d_hidden_multiplier)` as the
+    /// package computes it (the first linear layer is twice as wide, for ReGLU).
+    pub fn ffn_d_hidden(&self) -> usize {
+        (self.d_block as f64 * self.ffn_d_hidden_multiplier).floor() as usize
+    }
+}
+
+fn validate_ft_transformer(model: &ModelConfig, categorical_encoding: bool) -> Result<()> {
+    let fail = |key: &str, message: String| -> Result<()> { Err(Invalid { key: key.to_string(), message }.into()) };
+    if categorical_encoding {
+        let why = "it embeds every categorical column as a token of its own";
+        return fail(
+            "data.categorical_encoding",
+            format!("data.categorical_encoding does not apply to model.kind: ft_transformer; {why}"),
+        );
+    }
+    let counts = [
+        ("model.n_blocks", model.n_blocks),
+        ("model.d_block", model.d_block),
+        ("model.attention_n_heads", model.attention_n_heads),
+    ];
+    for (key, value) in counts {
+        if let Some(value) = value.filter(|v| *v == 0 || *v > super::MAX_COUNT) {
+            return fail(key, format!("{key} must be between 1 and {}, got {value}", super::MAX_COUNT));
+        }
+    }
+    let knobs = FtTransformerKnobs::of(model);
+    let (d, heads) = (knobs.d_block, knobs.attention_n_heads);
+    if d % heads != 0 {
+        // Name the key the user set: a d_block of theirs, else their head count.
+        let key = if model.d_block.is_some() { "model.d_block" } else { "model.attention_n_heads" };
+        return fail(
+            key,
+            format!("{key}: model.d_block ({d}) must be a multiple of model.attention_n_heads ({heads})"),
+        );
+    }
+    let m = knobs.ffn_d_hidden_multiplier;
+    if !(m.is_finite() && m > 0.0 && m <= 64.0) || knobs.ffn_d_hidden() == 0 {
+        let key = "model.ffn_d_hidden_multiplier";
+        return fail(key, format!("{key} must be in (0, 64] with int(d_block * {key}) >= 1, got {m}"));
+    }
+    let rates = [
+        ("model.attention_dropout", model.attention_dropout),
+        ("model.ffn_dropout", model.ffn_dropout),
+        ("model.residual_dropout", model.residual_dropout),
+    ];
+    for (key, p) in rates {
+        if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+            return fail(key, format!("{key} must be in [0, 1), got {p}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod kind_keys_tests {
     use super::*;
@@ -211,6 +300,12 @@ mod kind_keys_tests {
         ("model.dropout2", "0.1"),
         ("model.k", "4"),
         ("model.arch_type", "tabm-mini"),
+        ("model.numeric_embedding", "{kind: periodic}"),
+        ("model.attention_n_heads", "4"),
+        ("model.attention_dropout", "0.1"),
+        ("model.ffn_d_hidden_multiplier", "2.0"),
+        ("model.ffn_dropout", "0.1"),
+        ("model.residual_dropout", "0.1"),
     ];
 
     #[test]

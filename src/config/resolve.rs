@@ -260,6 +260,15 @@ impl Config {
         if let Some(e) = &mut self.model.numeric_embedding {
             e.resolve();
         }
+        if self.model.kind == super::ModelKind::FtTransformer {
+            let k = super::FtTransformerKnobs::of(&self.model);
+            let m = &mut self.model;
+            (m.n_blocks, m.d_block, m.attention_n_heads) =
+                (Some(k.n_blocks), Some(k.d_block), Some(k.attention_n_heads));
+            (m.attention_dropout, m.ffn_dropout) = (Some(k.attention_dropout), Some(k.ffn_dropout));
+            m.ffn_d_hidden_multiplier = Some(k.ffn_d_hidden_multiplier);
+            m.residual_dropout = Some(k.residual_dropout);
+        }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());
         self.training.metrics = Some(self.metrics());

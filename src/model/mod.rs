@@ -9,7 +9,7 @@
 //!   user's (`model.kind: torchscript`), or one torchfit builds (`model.kind: resnet`,
 //!   `resnet.rs`; the MLP with `model.numeric_embedding`, `embedded_mlp.rs` and `numeric.rs`;
 //!   `model.kind: tabm`, `tabm.rs`, an ensemble of k members whose training forward returns
-//!   each member's output: `Tape::Members`).
+//!   each member's output: `Tape::Members`; `model.kind: ft_transformer`, `ft_transformer.rs`).
 //!
 //! Whatever the model, its trainable parameters live in one flat buffer (`params`) and their
 //! gradients in another laid out alike (`grads`): an autograd model's parameters are views
@@ -29,6 +29,7 @@ use crate::shim::ScriptModule;
 mod activation;
 mod dense;
 mod embedded_mlp;
+mod ft_transformer;
 mod init;
 mod input;
 mod mixed;
@@ -152,27 +153,19 @@ pub fn build(
     probe: Option<&Tensor>,
     groups: &[crate::config::ParamGroup],
 ) -> Result<Box<dyn Model>> {
-    match cfg.kind {
+    let input = Input::of(preprocessing);
+    // Every kind but the plain MLP and a user's module is a TorchScript module torchfit
+    // generates, trained through autograd.
+    let module = match cfg.kind {
         ModelKind::Mlp => match &cfg.numeric_embedding {
-            None => Ok(Box::new(Mlp::for_training(cfg, &Input::of(preprocessing), outputs, device, groups)?)),
-            Some(embedding) => {
-                let module = embedded_mlp::module(cfg, embedding, preprocessing, outputs)?;
-                let label = "model.kind: mlp".to_string();
-                let scripted =
-                    Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
-                Ok(Box::new(scripted))
-            }
+            None => return Ok(Box::new(Mlp::for_training(cfg, &input, outputs, device, groups)?)),
+            Some(embedding) => embedded_mlp::module(cfg, embedding, preprocessing, outputs)?,
         },
         ModelKind::Torchscript => {
             let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));
-            Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?))
+            return Ok(Box::new(Scripted::new(path, cfg, preprocessing, outputs, device, probe, groups)?));
         }
-        ModelKind::Resnet => {
-            let module = resnet::module(cfg, &Input::of(preprocessing), outputs)?;
-            let label = "model.kind: resnet".to_string();
-            let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
-            Ok(Box::new(scripted))
-        }
+        ModelKind::Resnet => resnet::module(cfg, &input, outputs)?,
         ModelKind::Tabm => {
             let combine = match (preprocessing.classes(), outputs) {
                 (None, _) => tabm::Combine::Mean,
@@ -180,12 +173,21 @@ pub fn build(
                 (Some(_), _) => tabm::Combine::Softmax,
             };
             let stage = cfg.numeric_embedding.as_ref().map(|e| numeric::Stage::new(e, preprocessing)).transpose()?;
-            let module = tabm::module(cfg, &Input::of(preprocessing), stage.as_ref(), outputs, combine)?;
-            let label = "model.kind: tabm".to_string();
-            let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
-            Ok(Box::new(scripted.with_members()))
+            tabm::module(cfg, &input, stage.as_ref(), outputs, combine)?
         }
-    }
+        ModelKind::FtTransformer => {
+            // The executor's autodiff subgraphs cost this network about 12% a training step
+            // on the CPU over recording its ops as eager PyTorch does (measured, one thread).
+            crate::shim::set_graph_executor_optimize(false);
+            ft_transformer::module(cfg, &input, outputs)?
+        }
+    };
+    let label = format!("model.kind: {}", crate::config::yaml_name(&cfg.kind));
+    let scripted = Scripted::from_module(module, label, cfg, preprocessing, outputs, device, probe, groups)?;
+    Ok(match cfg.kind {
+        ModelKind::Tabm => Box::new(scripted.with_members()),
+        _ => Box::new(scripted),
+    })
 }
 
 /// Replaces every state_dict tensor of `model` with the one of the same name in a

@@ -82,11 +82,20 @@ fn norm(m: &str, x: &str, out: &str) -> String {
 
 /// nn.Linear(fan_in, fan_out) with its initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
 /// the weight, then the bias.
-fn linear(class: &str, fan_in: i64, fan_out: i64) -> Result<ScriptModule> {
+pub(super) fn linear(class: &str, fan_in: i64, fan_out: i64) -> Result<ScriptModule> {
+    linear_drawn(class, fan_in, fan_out, false)
+}
+
+/// `linear`, with the bias zeroed after its draw when `zero_bias` (as modules that
+/// re-initialise an nn.Linear's bias leave the generator).
+pub(super) fn linear_drawn(class: &str, fan_in: i64, fan_out: i64, zero_bias: bool) -> Result<ScriptModule> {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
     let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
     let weight = Tensor::f_empty([fan_out, fan_in], (Kind::Float, Device::Cpu))?.f_uniform_(-bound, bound)?;
-    let bias = Tensor::f_empty([fan_out], (Kind::Float, Device::Cpu))?.f_uniform_(-bound, bound)?;
+    let mut bias = Tensor::f_empty([fan_out], (Kind::Float, Device::Cpu))?.f_uniform_(-bound, bound)?;
+    if zero_bias {
+        bias = bias.f_zero_()?;
+    }
     m.register_tensor("weight", &weight, false)?;
     m.register_tensor("bias", &bias, false)?;
     Ok(m)

@@ -30,7 +30,9 @@ use crate::config::{Activation, Loss};
 use crate::data::Preprocessing;
 use crate::model::{Input, Mlp, EMBEDDINGS};
 
+mod ft_transformer;
 mod proto;
+pub use ft_transformer::write_ft_transformer;
 use proto::*;
 
 /// The ONNX operator set the graph is written for: 17 is the oldest the issue allows, and
@@ -135,25 +137,13 @@ fn input_stage(
     let mut inputs = Vec::new();
     let mut parts = Vec::new();
     if numeric > 0 {
-        inputs.push(value_info("numeric", FLOAT, &[None, Some(numeric as i64)], "numeric features, raw units"));
-        let mut x = "numeric".to_string();
-        if let Some(fill) = &preprocessing.input_fill {
-            let fill = g.floats("input_fill", &[numeric as i64], fill);
-            let nan = g.op("IsNaN", &[&x], vec![]);
-            x = g.op("Where", &[&nan, &fill, &x], vec![]);
-        }
-        let mean = g.floats("input_mean", &[numeric as i64], &preprocessing.input_mean);
-        let std = g.floats("input_std", &[numeric as i64], &preprocessing.input_std);
-        let centred = g.op("Sub", &[&x, &mean], vec![]);
-        parts.push(g.op("Div", &[&centred, &std], vec![]));
+        parts.push(numeric_stage(&mut g, &mut inputs, numeric, preprocessing));
     }
     let categorical = &input.categorical;
     if !categorical.is_empty() {
-        let doc = "level index of each categorical feature (categorical.json)";
-        inputs.push(value_info("codes", INT64, &[None, Some(categorical.len() as i64)], doc));
+        codes_input(&mut inputs, categorical.len());
         for (j, (c, table)) in categorical.iter().zip(tables).enumerate() {
-            let index = g.int64s(&format!("column_{j}"), &[], &[j as i64]);
-            let code = g.op("Gather", &["codes", &index], vec![int("axis", 1)]);
+            let code = code_column(&mut g, j);
             parts.push(match table {
                 Some(table) => {
                     let table = g.tensor(&format!("{EMBEDDINGS}.{j}.weight"), table)?;
@@ -176,6 +166,33 @@ fn input_stage(
         }
     };
     Ok((g, inputs, x))
+}
+
+/// The `numeric` input, filled and standardised as model.pt does.
+fn numeric_stage(g: &mut Graph, inputs: &mut Vec<ValueInfoProto>, numeric: usize, pre: &Preprocessing) -> String {
+    inputs.push(value_info("numeric", FLOAT, &[None, Some(numeric as i64)], "numeric features, raw units"));
+    let mut x = "numeric".to_string();
+    if let Some(fill) = &pre.input_fill {
+        let fill = g.floats("input_fill", &[numeric as i64], fill);
+        let nan = g.op("IsNaN", &[&x], vec![]);
+        x = g.op("Where", &[&nan, &fill, &x], vec![]);
+    }
+    let mean = g.floats("input_mean", &[numeric as i64], &pre.input_mean);
+    let std = g.floats("input_std", &[numeric as i64], &pre.input_std);
+    let centred = g.op("Sub", &[&x, &mean], vec![]);
+    g.op("Div", &[&centred, &std], vec![])
+}
+
+/// The `codes` input of `columns` categorical features.
+fn codes_input(inputs: &mut Vec<ValueInfoProto>, columns: usize) {
+    let doc = "level index of each categorical feature (categorical.json)";
+    inputs.push(value_info("codes", INT64, &[None, Some(columns as i64)], doc));
+}
+
+/// Categorical feature `j`'s codes, `[batch]`.
+fn code_column(g: &mut Graph, j: usize) -> String {
+    let index = g.int64s(&format!("column_{j}"), &[], &[j as i64]);
+    g.op("Gather", &["codes", &index], vec![int("axis", 1)])
 }
 
 /// The model around the graph: the head on the network's output `x`, the metadata.

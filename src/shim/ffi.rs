@@ -64,6 +64,7 @@ extern "C" {
         eps: f64,
     ) -> *mut c_char;
     pub fn tf_set_flush_denormal(on: c_int) -> c_int;
+    pub fn tf_set_graph_executor_optimize(on: c_int);
 
     // cuda.cpp
     pub fn tf_cuda_device_name(index: c_int, out: *mut c_char, out_len: usize) -> c_int;

@@ -151,7 +151,8 @@ impl<'a> Trainer<'a> {
         if model.kind == ModelKind::Mlp && model.freeze.is_empty() && optimizer.param_groups.is_empty() {
             return None;
         }
-        let name = model.path.as_ref().map_or(crate::config::yaml_name(&model.kind), |p| p.display().to_string());
+        let kind = crate::config::yaml_name(&model.kind);
+        let name = model.path.as_ref().map_or(kind, |p| p.display().to_string());
         let mut line = format!("model: {name}, {} trainable parameters", self.model.parameter_count());
         if !model.freeze.is_empty() {
             line += &format!(", {} frozen ({})", self.model.frozen_count(), model.freeze.join(", "));
