@@ -178,35 +178,20 @@ pub fn export_run(
             write_torchscript(&*trained.model, &trained.preprocessing, trained.config.loss(), &config_yaml, &output)?
         }
         Format::Safetensors => write_safetensors(&*trained.model, &output)?,
-        Format::Onnx if trained.config.model.kind == crate::config::ModelKind::Resnet => {
-            let (pre, loss) = (&trained.preprocessing, trained.config.loss());
-            let input = crate::model::Input::of(pre);
-            let state = trained.model.state_dict()?;
-            crate::onnx::write_resnet(state, &input, trained.model.outputs(), pre, loss, &output)?
+        Format::Onnx if trained.config.model.kind == crate::config::ModelKind::Torchscript => {
+            bail!(
+                "{}: torchfit exports its own model kinds to ONNX, not {} (libtorch has no ONNX exporter for a \
+                 module of your own); export it from Python instead: \
+                 torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
+                 (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
+                run.display(),
+                crate::config::yaml_name(&trained.config.model.kind),
+                trained.dir.file(rundir::MODEL).display()
+            )
         }
-        Format::Onnx if trained.config.model.kind == crate::config::ModelKind::FtTransformer => {
-            let (pre, loss) = (&trained.preprocessing, trained.config.loss());
-            let (input, state) = (crate::model::Input::of(pre), trained.model.state_dict()?);
-            let outputs = trained.model.outputs();
-            crate::onnx::write_ft_transformer(state, &trained.config.model, &input, outputs, pre, loss, &output)?
-        }
-        Format::Onnx if trained.config.model.numeric_embedding.is_some() => bail!(
-            "{}: torchfit has no ONNX export of model.numeric_embedding yet; export torchscript (model.pt) instead",
-            run.display()
-        ),
         Format::Onnx => {
-            let Some(mlp) = trained.model.as_mlp() else {
-                bail!(
-                    "{}: torchfit exports model.kind mlp, resnet and ft_transformer to ONNX, not {} (libtorch has no ONNX \
-                     exporter for a module of your own); export it from Python instead: \
-                     torch.onnx.export(torch.jit.load(\"{}\").net, (example_input,), \"model.onnx\", dynamo=False) \
-                     (`net` is the trained module, without the preprocessing that model.pt's forward adds)",
-                    run.display(),
-                    crate::config::yaml_name(&trained.config.model.kind),
-                    trained.dir.file(rundir::MODEL).display()
-                );
-            };
-            crate::onnx::write(mlp, &trained.preprocessing, trained.config.loss(), &output)?
+            let (pre, loss) = (&trained.preprocessing, trained.config.loss());
+            crate::onnx::write_model(&*trained.model, &trained.config.model, pre, loss, &output)?
         }
     }
     if same_file(&output, &own) {

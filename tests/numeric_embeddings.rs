@@ -142,9 +142,9 @@ fn the_defaults_are_spelled_out_and_a_resumed_run_ends_where_an_uninterrupted_on
     let out = torchfit(d, &["predict", "run", "new.csv"]);
     assert_ok(&out);
     assert_eq!(stdout(&out).lines().count(), 3, "a header and a value per row: {}", stdout(&out));
-    // No ONNX graph for the embeddings yet: said plainly.
+    // The ONNX graph (checked against predict by onnxruntime in tests/onnx_export.rs).
     let out = torchfit(d, &["export", "run", "--format", "onnx", "--output", "m.onnx"]);
-    assert_fails_with(&out, &["no ONNX export of model.numeric_embedding"]);
+    assert_ok(&out);
 }
 
 /// Each bad knob is a one-line error naming its key, exit 2, before any epoch.

@@ -3,7 +3,8 @@
 //! on the interop test's models — a regression, a standardised regression with mean-filled
 //! missing cells, a softmax and a bce classifier, a model with one-hot and embedded
 //! categorical features, and the housing and titanic tables with `model.kind: resnet` and
-//! `ft_transformer` — and on one model per activation; plus the CLI's bad inputs.
+//! `ft_transformer`, `tabm` and the numeric embeddings — and on one model per activation;
+//! plus the CLI's bad inputs.
 
 use std::path::Path;
 use std::process::Command;
@@ -171,6 +172,36 @@ fn ft_transformer_exports() {
     let model = "model={kind: ft_transformer, d_block: 8, n_blocks: 1, attention_n_heads: 1}";
     let sets = [titanic.as_str(), "training.epochs=2", model];
     args.extend(prepare(d, "ftt_titanic", "configs/titanic.yaml", &sets, Rows::Csv("data/titanic.csv")));
+    run_check(&args);
+}
+
+/// model.kind: tabm (the ensemble view by broadcasting, batched MatMuls, the members'
+/// combination: mean, logits of the mean softmax, logit of the mean sigmoid) and
+/// `model.numeric_embedding` (piecewise_linear with a one-bin feature, periodic, lite) on the
+/// MLP and on TabM.
+#[test]
+fn tabm_and_numeric_embeddings_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = |name: &str| format!("data.path={}", repo_file(name).display());
+    let (housing, titanic, penguins) = (data("data/housing.csv"), data("data/titanic.csv"), data("data/penguins.csv"));
+    let encoding = "data.categorical_encoding={sex: one_hot, embarked: embedding, deck: 3}";
+    let tabm = "model={kind: tabm, k: 4, d_block: 16, n_blocks: 2}";
+    let cases: [(&str, &str, &[&str], &str); 7] = [
+        ("tabm_housing", "configs/housing.yaml", &[&housing, tabm], "data/housing.csv"),
+        ("tabm_titanic", "configs/titanic.yaml", &[&titanic, tabm, encoding], "data/titanic.csv"),
+        ("tabm_bce", "configs/titanic.yaml", &[&titanic, "model={kind: tabm, k: 3, d_block: 8, arch_type: tabm-mini}", "training.loss=bce"], "data/titanic.csv"),
+        ("tabm_ple", "configs/penguins.yaml", &[&penguins, "model={kind: tabm, k: 4, d_block: 16, numeric_embedding: {kind: piecewise_linear, n_bins: 6, d_embedding: 4}}"], "data/penguins.csv"),
+        ("mlp_ple", "configs/titanic.yaml", &[&titanic, "model={hidden: [8], numeric_embedding: {kind: piecewise_linear, n_bins: 4, d_embedding: 3, activation: true}}", encoding], "data/titanic.csv"),
+        ("mlp_periodic", "configs/housing.yaml", &[&housing, "model={hidden: [8], activation: gelu, numeric_embedding: {kind: periodic, n_frequencies: 5, d_embedding: 4}}"], "data/housing.csv"),
+        ("tabm_lite", "configs/housing.yaml", &[&housing, "model={kind: tabm, k: 2, d_block: 8, numeric_embedding: {kind: periodic, n_frequencies: 3, d_embedding: 4, lite: true}}"], "data/housing.csv"),
+    ];
+    let mut args = Vec::new();
+    for (out, config, sets, rows) in cases {
+        let mut sets = sets.to_vec();
+        sets.push("training.epochs=2");
+        args.extend(prepare(d, out, config, &sets, Rows::Csv(rows)));
+    }
     run_check(&args);
 }
 

@@ -47,6 +47,7 @@ pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
 pub use mlp::{Mlp, MlpTape};
 pub use script::{script_source, USER_MODULE};
 pub use scripted::Scripted;
+pub use tabm::Combine;
 
 /// A range of a model's flat parameter buffer that one optimizer parameter group updates:
 /// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own
@@ -167,11 +168,7 @@ pub fn build(
         }
         ModelKind::Resnet => resnet::module(cfg, &input, outputs)?,
         ModelKind::Tabm => {
-            let combine = match (preprocessing.classes(), outputs) {
-                (None, _) => tabm::Combine::Mean,
-                (Some(_), 1) => tabm::Combine::Sigmoid,
-                (Some(_), _) => tabm::Combine::Softmax,
-            };
+            let combine = tabm::Combine::of(preprocessing, outputs);
             let stage = cfg.numeric_embedding.as_ref().map(|e| numeric::Stage::new(e, preprocessing)).transpose()?;
             tabm::module(cfg, &input, stage.as_ref(), outputs, combine)?
         }

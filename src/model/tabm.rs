@@ -40,6 +40,17 @@ pub enum Combine {
     Sigmoid,
 }
 
+impl Combine {
+    /// How a run with `pre`'s task and `outputs` outputs combines its members.
+    pub fn of(pre: &crate::data::Preprocessing, outputs: usize) -> Combine {
+        match (pre.classes(), outputs) {
+            (None, _) => Combine::Mean,
+            (Some(_), 1) => Combine::Sigmoid,
+            (Some(_), _) => Combine::Softmax,
+        }
+    }
+}
+
 /// The first scaling's initialisation, TabM.make's `start_scaling_init`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScalingInit {

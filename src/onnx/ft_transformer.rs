@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use prost::Message;
 use tch::Tensor;
 
-use super::{code_column, codes_input, finish, float, int, numeric_stage, Graph};
+use super::{code_column, codes_input, finish, float, int, ints, numeric_stage, Graph};
 use crate::atomic;
 use crate::config::{FtTransformerKnobs, Loss, ModelConfig};
 use crate::data::Preprocessing;
@@ -35,7 +35,7 @@ pub fn write_ft_transformer(
     // The batch size, for the CLS token: the first dimension of whichever input there is.
     let first = if input.numeric > 0 {
         let x = numeric_stage(&mut net.g, &mut inputs, input.numeric, preprocessing);
-        let axes = net.g.int64s("axis_2", &[1], &[2]);
+        let axes = net.g.axes(&[2]);
         let x = net.g.op("Unsqueeze", &[&x, &axes], vec![]);
         let weighted = net.param_op("Mul", &x, "cont_embeddings.weight")?;
         tokens.push(net.param_op("Add", &weighted, "cont_embeddings.bias")?);
@@ -45,7 +45,7 @@ pub fn write_ft_transformer(
     };
     if !input.categorical.is_empty() {
         codes_input(&mut inputs, input.categorical.len());
-        let axes = net.g.int64s("axis_1", &[1], &[1]);
+        let axes = net.g.axes(&[1]);
         let mut rows = Vec::new();
         for j in 0..input.categorical.len() {
             let code = code_column(&mut net.g, j);
@@ -105,7 +105,7 @@ impl Net {
         let weight = self.get("cls_embedding.weight")?.reshape([1, 1, d]);
         let weight = self.g.tensor("cls_embedding.weight", &weight)?;
         let shape = self.g.op("Shape", &[first], vec![]);
-        let (zero, one) = (self.g.int64s("start_0", &[1], &[0]), self.g.int64s("end_1", &[1], &[1]));
+        let (zero, one) = (self.g.axes(&[0]), self.g.axes(&[1]));
         let batch = self.g.op("Slice", &[&shape, &zero, &one], vec![]);
         let rest = self.g.int64s("cls_shape", &[2], &[1, d]);
         let shape = self.g.op("Concat", &[&batch, &rest], vec![int("axis", 0)]);
@@ -138,7 +138,7 @@ impl Net {
     fn tokens(&mut self, x: &str, from: i64, to: i64) -> String {
         let start = self.int64s(&format!("tokens_from_{from}"), &[1], &[from]);
         let end = self.int64s(&format!("tokens_to_{to}"), &[1], &[to]);
-        let axes = self.int64s("tokens_axis", &[1], &[1]);
+        let axes = self.g.axes(&[1]);
         self.g.op("Slice", &[x, &start, &end, &axes], vec![])
     }
 
@@ -199,14 +199,5 @@ impl Net {
             return self.linear(&h, &format!("{at}.attention.W_out"));
         }
         Ok(h)
-    }
-}
-
-fn ints(name: &str, values: &[i64]) -> super::AttributeProto {
-    super::AttributeProto {
-        name: Some(name.into()),
-        ints: values.to_vec(),
-        r#type: Some(super::proto::ATTRIBUTE_INTS),
-        ..Default::default()
     }
 }

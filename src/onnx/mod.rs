@@ -26,14 +26,21 @@ use prost::Message;
 use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
-use crate::config::{Activation, Loss};
+use crate::config::{Activation, Loss, ModelConfig, ModelKind};
 use crate::data::Preprocessing;
-use crate::model::{Input, Mlp, EMBEDDINGS};
+use crate::model::{Input, Mlp, Model, EMBEDDINGS};
 
 mod ft_transformer;
+mod numeric;
 mod proto;
-pub use ft_transformer::write_ft_transformer;
+mod resnet;
+mod tabm;
 use proto::*;
+
+pub use ft_transformer::write_ft_transformer;
+pub use numeric::write_embedded_mlp;
+pub use resnet::write_resnet;
+pub use tabm::write_tabm;
 
 /// The ONNX operator set the graph is written for: 17 is the oldest the issue allows, and
 /// the widest supported (onnxruntime since 1.11). Gelu is only an op from 20 on, so it is
@@ -43,6 +50,22 @@ pub const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 /// The free first dimension of every input and output.
 const BATCH: &str = "batch";
+
+/// Writes the ONNX model of a trained built-in model of kind `cfg.kind` (not a user's
+/// TorchScript module, whose layers torchfit cannot see) to `path`, atomically.
+pub fn write_model(model: &dyn Model, cfg: &ModelConfig, pre: &Preprocessing, loss: Loss, path: &Path) -> Result<()> {
+    if let Some(mlp) = model.as_mlp() {
+        return write(mlp, pre, loss, path);
+    }
+    let (input, outputs, state) = (Input::of(pre), model.outputs(), model.state_dict()?);
+    match cfg.kind {
+        ModelKind::Mlp => write_embedded_mlp(state, cfg, &input, outputs, pre, loss, path),
+        ModelKind::Resnet => write_resnet(state, &input, outputs, pre, loss, path),
+        ModelKind::Tabm => write_tabm(state, cfg, &input, outputs, pre, loss, path),
+        ModelKind::FtTransformer => write_ft_transformer(state, cfg, &input, outputs, pre, loss, path),
+        ModelKind::Torchscript => bail!("torchfit has no ONNX export of a TorchScript module of your own"),
+    }
+}
 
 /// Writes the ONNX model of `model` with `preprocessing` and the head of `loss` to `path`,
 /// atomically.
@@ -55,7 +78,7 @@ pub fn write(model: &Mlp, preprocessing: &Preprocessing, loss: Loss, path: &Path
 /// The graph, its inputs and outputs, and its metadata.
 fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ModelProto> {
     let tables: Vec<Option<Tensor>> = model.embeddings.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-    let (mut g, inputs, mut x) = input_stage(&model.input, &tables, preprocessing)?;
+    let (mut g, inputs, mut x) = input_stage(&model.input, &tables, preprocessing, None)?;
     let last = model.layers.len() - 1;
     for (i, layer) in model.layers.iter().enumerate() {
         let weight = g.tensor(&format!("{}.weight", 2 * i), &layer.weight)?;
@@ -68,57 +91,18 @@ fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result
     finish(g, inputs, &x, model.outputs(), preprocessing, loss, "A torchfit MLP with its preprocessing")
 }
 
-/// Writes the ONNX model of a `model.kind: resnet` run (its state_dict `state`, input stage
-/// `input`, `outputs` outputs), as [`write`] does for the MLP: the network of
-/// `model::resnet` in evaluation mode (BatchNormalization with the running statistics).
-pub fn write_resnet(
-    state: Vec<(String, Tensor)>,
-    input: &Input,
-    outputs: i64,
-    preprocessing: &Preprocessing,
-    loss: Loss,
-    path: &Path,
-) -> Result<()> {
-    let state: HashMap<String, Tensor> = state.into_iter().collect();
-    let get = |name: &str| state.get(name).with_context(|| format!("the ResNet has no `{name}`"));
-    let tables = (0..input.categorical.len())
+/// Each categorical feature's embedding table in a state_dict (`embeddings.<j>.weight`),
+/// `None` for a one-hot feature.
+fn tables(input: &Input, state: &HashMap<String, Tensor>) -> Result<Vec<Option<Tensor>>> {
+    (0..input.categorical.len())
         .map(|j| match input.categorical[j].embedding {
-            Some(_) => get(&format!("{EMBEDDINGS}.{j}.weight")).map(|t| Some(t.shallow_clone())),
             None => Ok(None),
+            Some(_) => {
+                let name = format!("{EMBEDDINGS}.{j}.weight");
+                state.get(&name).map(|t| Some(t.shallow_clone())).with_context(|| format!("the model has no `{name}`"))
+            }
         })
-        .collect::<Result<Vec<_>>>()?;
-    let (mut g, inputs, mut x) = input_stage(input, &tables, preprocessing)?;
-    let linear = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
-        let (weight, bias) = (get(&format!("{m}.weight"))?, get(&format!("{m}.bias"))?);
-        let (weight, bias) = (g.tensor(&format!("{m}.weight"), weight)?, g.tensor(&format!("{m}.bias"), bias)?);
-        Ok(g.op("Gemm", &[x, &weight, &bias], vec![int("transB", 1)]))
-    };
-    x = linear(&mut g, &x, "input_projection")?;
-    let norm = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
-        let mut names = Vec::new();
-        for part in ["weight", "bias", "running_mean", "running_var"] {
-            names.push(g.tensor(&format!("{m}.{part}"), get(&format!("{m}.{part}"))?)?);
-        }
-        let refs: Vec<&str> = std::iter::once(x).chain(names.iter().map(String::as_str)).collect();
-        Ok(g.op("BatchNormalization", &refs, vec![float("epsilon", 1e-5)]))
-    };
-    for i in 0.. {
-        let block = format!("blocks.{i}");
-        if !state.contains_key(&format!("{block}.linear1.weight")) {
-            break;
-        }
-        let h = norm(&mut g, &x, &format!("{block}.normalization"))?;
-        let h = linear(&mut g, &h, &format!("{block}.linear1"))?;
-        let h = g.op("Relu", &[&h], vec![]);
-        let h = linear(&mut g, &h, &format!("{block}.linear2"))?;
-        x = g.op("Add", &[&x, &h], vec![]);
-    }
-    let h = norm(&mut g, &x, "output.normalization")?;
-    let h = g.op("Relu", &[&h], vec![]);
-    let x = linear(&mut g, &h, "output.linear")?;
-    let doc = "A torchfit ResNet (rtdl_revisiting_models) with its preprocessing";
-    let bytes = finish(g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
-    atomic::write(path, &bytes)
+        .collect()
 }
 
 /// The graph's inputs and the network's input `h0` from them: the numeric features filled
@@ -128,6 +112,7 @@ fn input_stage(
     input: &Input,
     tables: &[Option<Tensor>],
     preprocessing: &Preprocessing,
+    embed: Option<&numeric::Embed>,
 ) -> Result<(Graph, Vec<ValueInfoProto>, String)> {
     let numeric = input.numeric;
     if preprocessing.input_mean.len() != numeric {
@@ -137,7 +122,11 @@ fn input_stage(
     let mut inputs = Vec::new();
     let mut parts = Vec::new();
     if numeric > 0 {
-        parts.push(numeric_stage(&mut g, &mut inputs, numeric, preprocessing));
+        let x = numeric_stage(&mut g, &mut inputs, numeric, preprocessing);
+        parts.push(match embed {
+            Some(embed) => embed.apply(&mut g, &x)?,
+            None => x,
+        });
     }
     let categorical = &input.categorical;
     if !categorical.is_empty() {
@@ -271,7 +260,7 @@ fn head(g: &mut Graph, x: &str, outputs: i64, preprocessing: &Preprocessing, los
             classifier_outputs(outputs)
         }
         Loss::Bce => {
-            let axes = g.int64s("squeeze_axes", &[1], &[1]);
+            let axes = g.axes(&[1]);
             let logit = g.op("Squeeze", &[x, &axes], vec![]);
             let zero = g.scalar(0.0);
             let positive = g.op("Greater", &[&logit, &zero], vec![]);
@@ -346,6 +335,19 @@ impl Graph {
         self.constant(name, dims, INT64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
+    /// A one-dimensional int64 constant (axes, slice bounds), one per value list: two
+    /// constants of equal value under two names, one used by an Unsqueeze and one by a
+    /// Squeeze, make onnxruntime's extended graph optimisations fail to load the model
+    /// ("Attempt to replace the existing tensor", onnxruntime 1.23).
+    fn axes(&mut self, values: &[i64]) -> String {
+        let spelt: Vec<String> = values.iter().map(|v| v.to_string().replace('-', "m")).collect();
+        let name = format!("axes_{}", spelt.join("_"));
+        if !self.initializers.iter().any(|t| t.name.as_deref() == Some(name.as_str())) {
+            self.int64s(&name, &[values.len() as i64], values);
+        }
+        name
+    }
+
     /// A float32 scalar constant under a fresh name.
     fn scalar(&mut self, value: f32) -> String {
         self.next += 1;
@@ -358,6 +360,15 @@ impl Graph {
         let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
         let values = Vec::<f32>::try_from(&flat).with_context(|| format!("reading parameter {name}"))?;
         Ok(self.floats(name, &t.size(), &values))
+    }
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        ints: values.to_vec(),
+        r#type: Some(ATTRIBUTE_INTS),
+        ..Default::default()
     }
 }
 
