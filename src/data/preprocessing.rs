@@ -55,7 +55,7 @@ impl Preprocessing {
             let Some(fill) = &self.input_fill else {
                 let (row, col) = first_true(&missing);
                 bail!(
-                    "row {} column `{}` is missing, and the model was trained with data.missing: error",
+                    "row {} column `{}` is missing, and the model has no value to fill it with (it fills missing values when trained with data.missing: mean)",
                     row + 1,
                     self.feature_names.get(col).map(String::as_str).unwrap_or("?")
                 );
