@@ -142,6 +142,7 @@ fn mean_fills_a_numeric_column_that_training_found_full() {
     std::fs::write(d.join("new.csv"), format!("size,colour,member\n,red,yes\n{fill},red,yes\n1200,,\n")).unwrap();
     let out = torchfit(d, &["predict", "run", "new.csv", "--proba"]);
     assert_ok(&out);
+    let predicted = out.clone();
     let rows: Vec<Vec<String>> =
         stdout(&out).lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
     let p = |r: &Vec<String>| -> Vec<f64> { r[1..].iter().map(|v| v.parse().unwrap()).collect() };
@@ -164,6 +165,19 @@ fn mean_fills_a_numeric_column_that_training_found_full() {
         assert!(served.iter().zip(p(&rows[0])).all(|(a, b)| (a - b).abs() < 1e-5), "{got}");
     }
     assert_eq!(server.terminate().code(), Some(0));
+
+    // A run from a torchfit that wrote no fill for a column training found full: evaluate
+    // and export fill with its standardisation mean, the training mean, as this run does.
+    let copied = std::process::Command::new("cp").args(["-r", "run", "old"]).current_dir(d).status().unwrap();
+    assert!(copied.success());
+    let mut old = pre.clone();
+    old["input_fill"] = serde_json::Value::Null;
+    std::fs::write(d.join("old/preprocessing.json"), old.to_string()).unwrap();
+    std::fs::remove_file(d.join("old/manifest.json")).unwrap();
+    let evaluated = |run: &str| stdout(&torchfit(d, &["evaluate", run, "--data", "eval.csv"]));
+    assert_eq!(evaluated("old"), evaluated("run"));
+    assert_ok(&torchfit(d, &["export", "old", "--output", "old.pt"]));
+    assert_eq!(stdout(&torchfit(d, &["predict", "old.pt", "new.csv", "--proba"])), stdout(&predicted));
 
     assert_ok(&train(d, "dropped", &["data.missing=drop_row"]));
     let out = torchfit(d, &["predict", "dropped", "new.csv"]);

@@ -103,7 +103,7 @@ impl Predictor {
         match (self.fills, self.config.data.missing) {
             (true, _) => None,
             (false, Missing::Mean) => Some(
-                "has no value to fill it with: it was trained on a table with none missing, by a torchfit that filled only columns with a missing value (retrain it)",
+                "has no value to fill it with: it was trained on a table with none missing, by a torchfit that filled only columns with a missing value (export the run again with `torchfit export RUN --output FILE.pt`, or retrain it)",
             ),
             (false, _) => Some("fills missing values only when trained with data.missing: mean"),
         }
