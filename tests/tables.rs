@@ -226,10 +226,22 @@ fn a_table_of_text_columns_only_trains_evaluates_and_predicts() {
     assert!((right - evaluated).abs() < 1e-6, "predict's accuracy {right} is evaluate's {evaluated}");
     assert!(evaluated >= 0.7, "colour decides most labels: {evaluated}");
     // The server answers as predict does.
-    let server = Server::start(d, Path::new("run"), &["--quiet"]);
+    let server = Server::start(d, Path::new("run"), &["--quiet", "--name", "t"]);
     let body = json!({"rows": [{"colour": "red", "shape": "flat"}, {"colour": "blue", "shape": "round"}]});
     let (status, got) = server.json("POST", "/predict", &body.to_string());
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["labels"], json!([predicted[0], predicted[1]]), "rows 1 and 2 of t.csv: {got}");
+    // V2 takes the text columns alone: no numeric `input`.
+    let (_, meta) = server.json("GET", "/v2/models/t", "");
+    let inputs: Vec<&str> = meta["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["colour", "shape"], "{meta}");
+    let body = json!({"inputs": [
+        {"name": "shape", "datatype": "BYTES", "shape": [2], "data": ["flat", "round"]},
+        {"name": "colour", "datatype": "BYTES", "shape": [2], "data": ["red", "blue"]},
+    ]});
+    let (status, got) = server.json("POST", "/v2/models/t/infer", &body.to_string());
+    assert_eq!(status, 200, "{got}");
+    let labels = got["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "labels").unwrap();
+    assert_eq!(labels["data"], json!([predicted[0], predicted[1]]), "{got}");
     assert_eq!(server.terminate().code(), Some(0));
 }
