@@ -73,6 +73,24 @@ impl ExtraFiles {
         Ok(ExtraFiles { path: path.to_path_buf(), prefix: format!("{top}/extra/"), zip })
     }
 
+    /// Whether the module's compiled code (`code/...py`) names `word`: what an archive's
+    /// extra files do not say about how it was built (whether it fills missing values).
+    pub fn code_mentions(&mut self, word: &str) -> Result<bool> {
+        let code = format!("{}code/", self.prefix.trim_end_matches("extra/"));
+        let names: Vec<String> =
+            self.zip.file_names().filter(|n| n.starts_with(&code) && n.ends_with(".py")).map(String::from).collect();
+        for name in names {
+            let mut text = String::new();
+            let mut entry =
+                self.zip.by_name(&name).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+            entry.read_to_string(&mut text).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+            if text.contains(word) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The bytes of `extra/<name>`: `None` when the archive has no such file, and an empty
     /// vector when it has an empty one.
     pub fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -235,7 +235,10 @@ impl TrainedRun {
         }
         dir.verify()?;
         let config = dir.config(&[])?;
-        let preprocessing = dir.preprocessing()?;
+        let mut preprocessing = dir.preprocessing()?;
+        // An older run's preprocessing.json may lack a fill `mean` promises (evaluate and
+        // the exports then fill as a run trained today does).
+        preprocessing.fill_from_means(config.data.missing);
         let outputs = preprocessing.output_width(config.loss());
         // The weights replace whatever the run started from (init_from need not exist any
         // more), and the module is the run's own copy.

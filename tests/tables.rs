@@ -1,11 +1,14 @@
 //! Tables as users bring them, end to end: text columns found by themselves or named,
 //! booleans as 1/0, rare and unseen levels, missing cells as a level, one-hot and embedded
-//! columns, standardisation by default for file data, and `evaluate`/`predict` on raw rows.
+//! columns, standardisation by default for file data, and `evaluate`/`predict`/`serve` on raw
+//! rows: missing numeric cells filled under `data.missing: mean`, tables of text columns only.
 
 use std::path::Path;
 
 mod common;
+use common::server::Server;
 use common::*;
+use serde_json::json;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -120,4 +123,125 @@ fn a_missing_text_cell_is_an_error_unless_the_policy_keeps_it() {
     assert_ok(&out);
     assert_eq!(json(&d.join("dropped/split.json"))["rows"], 270, "the 30 rows without a colour are dropped");
     assert!(json(&d.join("dropped/preprocessing.json"))["categorical"][0]["missing"].is_null());
+}
+
+/// `data.missing: mean` promises a fill for every numeric column, also one with no missing
+/// cell in training (`size` here): predict answers for a row missing it as for the training
+/// mean, and evaluate takes it, never NaN. Under drop_row, a missing cell at prediction is an
+/// error naming the file, row and column.
+#[test]
+fn mean_fills_a_numeric_column_that_training_found_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    table(d);
+    assert_ok(&train(d, "run", &[]));
+    let pre = json(&d.join("run/preprocessing.json"));
+    let (fill, mean) =
+        (pre["input_fill"][1].as_f64().expect("a fill for size"), pre["input_mean"][1].as_f64().unwrap());
+    assert!((fill - mean).abs() <= 1e-3 * mean, "the fill is the training mean: {pre}");
+    std::fs::write(d.join("new.csv"), format!("size,colour,member\n,red,yes\n{fill},red,yes\n1200,,\n")).unwrap();
+    let out = torchfit(d, &["predict", "run", "new.csv", "--proba"]);
+    assert_ok(&out);
+    let predicted = out.clone();
+    let rows: Vec<Vec<String>> =
+        stdout(&out).lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    let p = |r: &Vec<String>| -> Vec<f64> { r[1..].iter().map(|v| v.parse().unwrap()).collect() };
+    assert!(rows.iter().flat_map(p).all(f64::is_finite), "{}", stdout(&out));
+    assert_eq!(rows[0][0], rows[1][0], "{}", stdout(&out));
+    assert!(p(&rows[0]).iter().zip(p(&rows[1])).all(|(a, b)| (a - b).abs() < 1e-6), "{}", stdout(&out));
+    std::fs::write(d.join("eval.csv"), "size,colour,member,y\n,red,yes,a\n1200,blue,no,b\n").unwrap();
+    let out = torchfit(d, &["evaluate", "run", "--data", "eval.csv"]);
+    assert_ok(&out);
+    assert!(!stdout(&out).to_lowercase().contains("nan"), "{}", stdout(&out));
+    // The server too: `null` and an empty cell are missing, answered as predict answers.
+    let server = Server::start(d, Path::new("run"), &["--quiet"]);
+    let body = json!({"rows": [{"size": null, "colour": "red", "member": "yes"}, {"size": "", "colour": "red", "member": "yes"}]});
+    let (status, got) = server.json("POST", "/predict", &body.to_string());
+    assert_eq!(status, 200, "{got}");
+    for i in 0..2 {
+        assert_eq!(got["labels"][i], rows[0][0].as_str(), "{got}");
+        let served: Vec<f64> =
+            got["probabilities"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(served.iter().zip(p(&rows[0])).all(|(a, b)| (a - b).abs() < 1e-5), "{got}");
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // A run from a torchfit that wrote no fill for a column training found full: evaluate
+    // and export fill with its standardisation mean, the training mean, as this run does.
+    let copied = std::process::Command::new("cp").args(["-r", "run", "old"]).current_dir(d).status().unwrap();
+    assert!(copied.success());
+    let mut old = pre.clone();
+    old["input_fill"] = serde_json::Value::Null;
+    std::fs::write(d.join("old/preprocessing.json"), old.to_string()).unwrap();
+    std::fs::remove_file(d.join("old/manifest.json")).unwrap();
+    let evaluated = |run: &str| stdout(&torchfit(d, &["evaluate", run, "--data", "eval.csv"]));
+    assert_eq!(evaluated("old"), evaluated("run"));
+    assert_ok(&torchfit(d, &["export", "old", "--output", "old.pt"]));
+    assert_eq!(stdout(&torchfit(d, &["predict", "old.pt", "new.csv", "--proba"])), stdout(&predicted));
+
+    assert_ok(&train(d, "dropped", &["data.missing=drop_row"]));
+    let out = torchfit(d, &["predict", "dropped", "new.csv"]);
+    assert_fails_with(&out, &["new.csv: row 1 column `size` is missing", "data.missing: mean"]);
+    let server = Server::start(d, Path::new("dropped"), &["--quiet"]);
+    let (status, got) = server.json("POST", "/predict", &body.to_string());
+    assert_eq!(status, 400, "{got}");
+    assert!(got.to_string().contains("row 1 column `size` is missing"), "{got}");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// A table whose features are all text columns: no numeric feature at all, and predict,
+/// evaluate and training agree on it.
+#[test]
+fn a_table_of_text_columns_only_trains_evaluates_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("colour,shape,y\n");
+    for i in 0..200 {
+        let colour = ["red", "blue", "green", ""][i % 4];
+        let shape = ["square", "round", "flat"][i % 3];
+        let y = if colour == "red" || (shape == "flat" && i % 2 == 0) { "a" } else { "b" };
+        csv += &format!("{colour},{shape},{y}\n");
+    }
+    std::fs::write(d.join("t.csv"), &csv).unwrap();
+    std::fs::write(d.join("t.yaml"), "data: {kind: csv, path: t.csv, target: y}\nmodel: {hidden: [16]}\n").unwrap();
+    let out = train(d, "run", &[]);
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("Warning"), "no warning about the std of no column: {}", stderr(&out));
+    assert_eq!(json(&d.join("run/preprocessing.json"))["feature_names"], serde_json::json!([]));
+
+    let out = torchfit(d, &["evaluate", "run", "--data", "t.csv"]);
+    assert_ok(&out);
+    let accuracy = |text: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with("accuracy ")).unwrap_or_else(|| panic!("{text}"));
+        line["accuracy ".len()..].trim().parse().unwrap()
+    };
+    let evaluated = accuracy(&stdout(&out));
+    let out = torchfit(d, &["predict", "run", "t.csv", "--proba"]);
+    assert_ok(&out);
+    let predicted: Vec<String> =
+        stdout(&out).lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+    let truth: Vec<&str> = csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(predicted.len(), truth.len());
+    let right = predicted.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64;
+    assert!((right - evaluated).abs() < 1e-6, "predict's accuracy {right} is evaluate's {evaluated}");
+    assert!(evaluated >= 0.7, "colour decides most labels: {evaluated}");
+    // The server answers as predict does.
+    let server = Server::start(d, Path::new("run"), &["--quiet", "--name", "t"]);
+    let body = json!({"rows": [{"colour": "red", "shape": "flat"}, {"colour": "blue", "shape": "round"}]});
+    let (status, got) = server.json("POST", "/predict", &body.to_string());
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["labels"], json!([predicted[0], predicted[1]]), "rows 1 and 2 of t.csv: {got}");
+    // V2 takes the text columns alone: no numeric `input`.
+    let (_, meta) = server.json("GET", "/v2/models/t", "");
+    let inputs: Vec<&str> = meta["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["colour", "shape"], "{meta}");
+    let body = json!({"inputs": [
+        {"name": "shape", "datatype": "BYTES", "shape": [2], "data": ["flat", "round"]},
+        {"name": "colour", "datatype": "BYTES", "shape": [2], "data": ["red", "blue"]},
+    ]});
+    let (status, got) = server.json("POST", "/v2/models/t/infer", &body.to_string());
+    assert_eq!(status, 200, "{got}");
+    let labels = got["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "labels").unwrap();
+    assert_eq!(labels["data"], json!([predicted[0], predicted[1]]), "{got}");
+    assert_eq!(server.terminate().code(), Some(0));
 }

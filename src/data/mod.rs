@@ -308,7 +308,25 @@ fn fit_inputs(table: &Table, train_x: &Tensor, d: &DataConfig, unsplit: bool) ->
         let filled = if known_full { train_x.f_to_kind(Kind::Float)? } else { preprocessing.apply(train_x)? };
         (preprocessing.input_mean, preprocessing.input_std) = mean_std(&filled)?;
     }
+    if d.missing == Missing::Mean && !nan {
+        // `mean` promises to fill any missing value, also in a column that training found
+        // full: without a fill there, model.pt, predict and serve would answer NaN.
+        let means = if standardize { preprocessing.input_mean.clone() } else { column_means(train_x, table, d)? };
+        preprocessing.input_fill = Some(means);
+    }
     Ok(preprocessing)
+}
+
+/// Each column's mean over a training part that holds no NaN.
+fn column_means(train_x: &Tensor, table: &Table, d: &DataConfig) -> Result<Vec<f32>> {
+    match preprocessing::rows_of(train_x) {
+        Some(rows) => {
+            let n = train_x.size()[0] as f64;
+            Ok(rows.sums().into_iter().map(|s| (s / n) as f32).collect())
+        }
+        // Not a plain float32 matrix (or no rows, or no columns): the long way.
+        None => fill_means(train_x, table, d),
+    }
 }
 
 /// Each column's mean over the values present in the training part (`missing: mean`).
@@ -413,6 +431,11 @@ fn looks_continuous(labels: &[String]) -> Option<String> {
 fn mean_std(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     if let Some(stats) = preprocessing::column_mean_std(x) {
         return Ok(to_f32(stats));
+    }
+    if x.size().get(1) == Some(&0) {
+        // No numeric feature (a table of categorical ones): nothing to standardise, and
+        // libtorch warns about a std over no values.
+        return Ok((Vec::new(), Vec::new()));
     }
     let mean = x.f_mean_dim(0, false, Kind::Float)?;
     let std = x.f_std_dim(0, false, false)?;

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::array::ArrayInput;
 use super::text::Text;
 use super::{categorical, clip, first_true, has_nan, list_names, CategoricalFeature, TextColumn};
-use crate::config::Loss;
+use crate::config::{Loss, Missing};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
@@ -55,7 +55,7 @@ impl Preprocessing {
             let Some(fill) = &self.input_fill else {
                 let (row, col) = first_true(&missing);
                 bail!(
-                    "row {} column `{}` is missing, and the model was trained with data.missing: error",
+                    "row {} column `{}` is missing, and the model has no value to fill it with (it fills missing values when trained with data.missing: mean)",
                     row + 1,
                     self.feature_names.get(col).map(String::as_str).unwrap_or("?")
                 );
@@ -183,6 +183,16 @@ impl Preprocessing {
     pub(super) fn apply_then_codes(&self, x: Tensor, text: &[&Text]) -> Result<Tensor> {
         let codes = categorical::codes(&self.categorical, text, x.size()[0] as usize)?;
         Ok(Tensor::f_cat(&[self.apply_owned(x)?, codes], 1)?)
+    }
+
+    /// A run trained under `data.missing: mean` by a torchfit that filled only the columns
+    /// with a missing cell in training has no fill where its table had none. Standardised,
+    /// its means are the training means: the fill this version writes. Unstandardised it
+    /// stays without one, and a missing value is an error rather than NaN.
+    pub fn fill_from_means(&mut self, missing: Missing) {
+        if missing == Missing::Mean && self.input_fill.is_none() && self.input.is_none() && !self.is_identity() {
+            self.input_fill = Some(self.input_mean.clone());
+        }
     }
 
     /// Whether standardisation leaves features as they are (mean 0, std 1 everywhere).

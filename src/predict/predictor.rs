@@ -30,6 +30,8 @@ pub struct Predictor {
     /// A model trained on arrays: what one sample is (extra/input.json); `None` for a
     /// table's model.
     array: Option<ArrayInput>,
+    /// Whether model.pt fills a missing numeric value (see [`Predictor::no_fill`]).
+    fills: bool,
 }
 
 /// What a model predicts for a batch of rows.
@@ -70,7 +72,8 @@ impl Predictor {
             (Some(bytes), None) => json_names(&path, "features.json", &bytes)?,
             (None, None) => return Err(not_ours("features.json")),
         };
-        if features.is_empty() && array.is_none() {
+        // A table of categorical features only has no numeric ones to name.
+        if features.is_empty() && array.is_none() && extra.read("categorical.json")?.is_none() {
             bail!("{file}: extra/features.json names no features");
         }
         let yaml = extra.read("config.yaml")?.ok_or_else(|| not_ours("config.yaml"))?;
@@ -82,12 +85,28 @@ impl Predictor {
                 .with_context(|| format!("{file}: extra/categorical.json is not a list of categorical features"))?,
             None => Vec::new(),
         };
+        // Under data.missing: mean, model.pt fills where its code reads a fill: earlier
+        // versions left it out when the training table had no missing value.
+        let fills =
+            config.data.missing == Missing::Mean && (features.is_empty() || extra.code_mentions("input_fill")?);
         let module = load_module(&path, device)?;
         let numeric_only = categorical.is_empty() && array.is_none();
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, device, config, features, categorical, labels, array })
+        Ok(Predictor { path, module, device, config, features, categorical, labels, array, fills })
+    }
+
+    /// Why a missing numeric value cannot be predicted for (it would come out NaN), said
+    /// after "the model": `None` when model.pt fills it.
+    pub fn no_fill(&self) -> Option<&'static str> {
+        match (self.fills, self.config.data.missing) {
+            (true, _) => None,
+            (false, Missing::Mean) => Some(
+                "has no value to fill it with: it was trained on a table with none missing, by a torchfit that filled only columns with a missing value (export the run again with `torchfit export RUN --output FILE.pt`, or retrain it)",
+            ),
+            (false, _) => Some("fills missing values only when trained with data.missing: mean"),
+        }
     }
 
     /// The model.pt this was loaded from.
@@ -153,14 +172,10 @@ impl Predictor {
         if got != expected {
             bail!("has {got} feature column(s), but {model} expects {expected} ({})", self.features.join(", "));
         }
-        // model.pt fills missing values only when it was trained with data.missing: mean.
-        if self.config.data.missing != Missing::Mean && data::has_nan(x) {
+        // Unfilled, a missing value would make the row's prediction NaN.
+        if let Some(why) = self.no_fill().filter(|_| data::has_nan(x)) {
             let (row, col) = data::first_true(&x.isnan());
-            bail!(
-                "row {} column `{}` is missing, and {model} fills missing values only when trained with data.missing: mean",
-                row + 1,
-                self.features[col]
-            );
+            bail!("row {} column `{}` is missing, and {model} {why}", row + 1, self.features[col]);
         }
         if proba && self.labels.is_none() {
             bail!("{model} is a regression: it has no class probabilities");

@@ -9,7 +9,6 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::Missing;
 use crate::predict::array::{describe, sample_len};
 use crate::predict::{Dtype, Predictor};
 
@@ -56,7 +55,7 @@ impl Rows {
                 bail!("categorical column `{}` has {} values, but there are {count} rows", feature.name, column.len());
             }
         }
-        let fills = predictor.config().data.missing == Missing::Mean;
+        let no_fill = predictor.no_fill();
         for (k, v) in numeric.iter().enumerate() {
             let (row, column) = (k / features.len() + 1, &features[k % features.len()]);
             if v.is_infinite() {
@@ -64,10 +63,8 @@ impl Rows {
                     "row {row} column `{column}` is infinite (out of float32 range?); only finite values are accepted"
                 );
             }
-            if v.is_nan() && !fills {
-                bail!(
-                    "row {row} column `{column}` is missing, and the model fills missing values only when trained with data.missing: mean"
-                );
+            if let Some(why) = no_fill.filter(|_| v.is_nan()) {
+                bail!("row {row} column `{column}` is missing, and the model {why}");
             }
         }
         Ok(Rows { count, numeric, ints: Vec::new(), text })

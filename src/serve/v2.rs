@@ -30,6 +30,8 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
             let shape: Vec<i64> = std::iter::once(-1).chain(array.shape.iter().copied()).collect();
             vec![json!({"name": INPUT, "datatype": v2_datatype(array.dtype), "shape": shape})]
         }
+        // A model of text columns only takes no numeric input.
+        None if predictor.features().is_empty() => Vec::new(),
         None => vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})],
     };
     for feature in predictor.categorical() {
@@ -114,14 +116,20 @@ impl Request {
                 self.binary.len()
             );
         }
-        let (count, numeric) =
-            numeric.ok_or_else(|| anyhow!("input `{INPUT}` is missing (FP32 [batch, {features}])"))?;
+        // Without numeric features the first text column sets the batch's rows.
+        let (batch, (count, numeric)) = match (numeric, categorical.first()) {
+            (Some(numeric), _) => (INPUT, numeric),
+            (None, Some(first)) if features == 0 => {
+                (first.name.as_str(), (text[0].as_ref().map_or(0, |(rows, _)| *rows), Vec::new()))
+            }
+            (None, _) => bail!("input `{INPUT}` is missing (FP32 [batch, {features}])"),
+        };
         let mut columns = Vec::with_capacity(categorical.len());
         for (feature, column) in categorical.iter().zip(text) {
             let (rows, values) =
                 column.ok_or_else(|| anyhow!("input `{}` is missing (BYTES [batch])", feature.name))?;
             if rows != count {
-                bail!("input `{}` has {rows} rows, but `{INPUT}` has {count}", feature.name);
+                bail!("input `{}` has {rows} rows, but `{batch}` has {count}", feature.name);
             }
             columns.push(values);
         }
@@ -189,9 +197,9 @@ fn input_names(predictor: &Predictor) -> String {
     if predictor.array().is_some() {
         return format!("`{INPUT}`");
     }
-    let names: Vec<String> = std::iter::once(format!("`{INPUT}`"))
-        .chain(predictor.categorical().iter().map(|c| format!("`{}`", c.name)))
-        .collect();
+    let numeric = (!predictor.features().is_empty()).then(|| format!("`{INPUT}`"));
+    let names: Vec<String> =
+        numeric.into_iter().chain(predictor.categorical().iter().map(|c| format!("`{}`", c.name))).collect();
     names.join(", ")
 }
 
