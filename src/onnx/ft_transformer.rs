@@ -5,31 +5,24 @@
 //! ReGLU (two Slices, Relu, Mul) and the residual Adds; the last block on the CLS token only.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use prost::Message;
 use tch::Tensor;
 
-use super::{code_column, codes_input, finish, float, int, ints, numeric_stage, Graph};
-use crate::atomic;
-use crate::config::{FtTransformerKnobs, Loss, ModelConfig};
+use super::{code_column, codes_input, float, int, ints, numeric_stage, Graph, Network};
+use crate::config::{FtTransformerKnobs, ModelConfig};
 use crate::data::Preprocessing;
 use crate::model::Input;
 
-/// Writes the ONNX model of an ft_transformer run (its state_dict `state`, knobs `cfg`,
-/// input `input`, `outputs` outputs) to `path`, as `super::write` does for the MLP.
-pub fn write_ft_transformer(
-    state: Vec<(String, Tensor)>,
+/// The network of an ft_transformer run (its state_dict `state`, knobs `cfg`, input `input`).
+pub(super) fn network(
+    state: HashMap<String, Tensor>,
     cfg: &ModelConfig,
     input: &Input,
-    outputs: i64,
     preprocessing: &Preprocessing,
-    loss: Loss,
-    path: &Path,
-) -> Result<()> {
+) -> Result<Network> {
     let k = FtTransformerKnobs::of(cfg);
-    let mut net = Net { g: Graph::default(), state: state.into_iter().collect(), k };
+    let mut net = Net { g: Graph::default(), state, k };
     let mut inputs = Vec::new();
     let mut tokens = vec![];
     // The batch size, for the CLS token: the first dimension of whichever input there is.
@@ -70,9 +63,7 @@ pub fn write_ft_transformer(
     let x = net.g.op("Relu", &[&x], vec![]);
     let (weight, bias) = (net.param("backbone.output.linear.weight")?, net.param("backbone.output.linear.bias")?);
     let x = net.g.op("Gemm", &[&x, &weight, &bias], vec![int("transB", 1)]);
-    let doc = "A torchfit FT-Transformer (rtdl_revisiting_models) with its preprocessing";
-    let bytes = finish(net.g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
-    atomic::write(path, &bytes)
+    Ok((net.g, inputs, x, "A torchfit FT-Transformer (rtdl_revisiting_models) with its preprocessing"))
 }
 
 /// The graph being built, with the state_dict it reads.

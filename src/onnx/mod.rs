@@ -37,11 +37,6 @@ mod resnet;
 mod tabm;
 use proto::*;
 
-pub use ft_transformer::write_ft_transformer;
-pub use numeric::write_embedded_mlp;
-pub use resnet::write_resnet;
-pub use tabm::write_tabm;
-
 /// The ONNX operator set the graph is written for: 17 is the oldest the issue allows, and
 /// the widest supported (onnxruntime since 1.11). Gelu is only an op from 20 on, so it is
 /// spelt out with Erf.
@@ -51,20 +46,27 @@ const IR_VERSION: i64 = 8;
 /// The free first dimension of every input and output.
 const BATCH: &str = "batch";
 
+/// A kind's network as a graph: the graph, its inputs, the network's output and the model's
+/// description.
+type Network = (Graph, Vec<ValueInfoProto>, String, &'static str);
+
 /// Writes the ONNX model of a trained built-in model of kind `cfg.kind` (not a user's
 /// TorchScript module, whose layers torchfit cannot see) to `path`, atomically.
 pub fn write_model(model: &dyn Model, cfg: &ModelConfig, pre: &Preprocessing, loss: Loss, path: &Path) -> Result<()> {
     if let Some(mlp) = model.as_mlp() {
         return write(mlp, pre, loss, path);
     }
-    let (input, outputs, state) = (Input::of(pre), model.outputs(), model.state_dict()?);
-    match cfg.kind {
-        ModelKind::Mlp => write_embedded_mlp(state, cfg, &input, outputs, pre, loss, path),
-        ModelKind::Resnet => write_resnet(state, &input, outputs, pre, loss, path),
-        ModelKind::Tabm => write_tabm(state, cfg, &input, outputs, pre, loss, path),
-        ModelKind::FtTransformer => write_ft_transformer(state, cfg, &input, outputs, pre, loss, path),
+    let input = Input::of(pre);
+    let state: HashMap<String, Tensor> = model.state_dict()?.into_iter().collect();
+    let (g, inputs, x, doc) = match cfg.kind {
+        ModelKind::Mlp => numeric::embedded_mlp(&state, cfg, &input, pre)?,
+        ModelKind::Resnet => resnet::network(&state, &input, pre)?,
+        ModelKind::Tabm => tabm::network(&state, cfg, &input, pre)?,
+        ModelKind::FtTransformer => ft_transformer::network(state, cfg, &input, pre)?,
         ModelKind::Torchscript => bail!("torchfit has no ONNX export of a TorchScript module of your own"),
-    }
+    };
+    let bytes = finish(g, inputs, &x, model.outputs(), pre, loss, doc)?.encode_to_vec();
+    atomic::write(path, &bytes)
 }
 
 /// Writes the ONNX model of `model` with `preprocessing` and the head of `loss` to `path`,

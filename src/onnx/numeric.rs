@@ -12,15 +12,12 @@
 //! an optional Relu, and Flatten to `[batch, numeric * d_embedding]`.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
-use prost::Message;
 use tch::Tensor;
 
-use super::{activation, finish, input_stage, ints, Graph};
-use crate::atomic;
-use crate::config::{Loss, ModelConfig, NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS};
+use super::{activation, input_stage, ints, Graph, Network};
+use crate::config::{ModelConfig, NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS};
 use crate::data::Preprocessing;
 use crate::model::Input;
 
@@ -139,21 +136,17 @@ fn per_feature(g: &mut Graph, e: &str, weight: &str, bias: Option<&str>) -> Resu
     })
 }
 
-/// Writes the ONNX model of a `model.kind: mlp` run with `model.numeric_embedding`: the
-/// embedding, the categorical features, then the config's Dense layers ("0", "2", ...).
-pub fn write_embedded_mlp(
-    state: Vec<(String, Tensor)>,
+/// The network of a `model.kind: mlp` run with `model.numeric_embedding`: the embedding, the
+/// categorical features, then the config's Dense layers ("0", "2", ...).
+pub(super) fn embedded_mlp(
+    state: &HashMap<String, Tensor>,
     cfg: &ModelConfig,
     input: &Input,
-    outputs: i64,
     preprocessing: &Preprocessing,
-    loss: Loss,
-    path: &Path,
-) -> Result<()> {
-    let state: HashMap<String, Tensor> = state.into_iter().collect();
+) -> Result<Network> {
     let embedding = cfg.numeric_embedding.as_ref().context("the run has no model.numeric_embedding")?;
-    let embed = Embed { cfg: embedding, state: &state };
-    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, &state)?, preprocessing, Some(&embed))?;
+    let embed = Embed { cfg: embedding, state };
+    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, state)?, preprocessing, Some(&embed))?;
     let layers = (0..).take_while(|i| state.contains_key(&format!("{}.weight", 2 * i))).count();
     for i in 0..layers {
         let name = |part: &str| format!("{}.{part}", 2 * i);
@@ -164,7 +157,5 @@ pub fn write_embedded_mlp(
             x = activation(&mut g, cfg.activation, &x);
         }
     }
-    let doc = "A torchfit MLP with numeric embeddings (rtdl_num_embeddings) and its preprocessing";
-    let bytes = finish(g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
-    atomic::write(path, &bytes)
+    Ok((g, inputs, x, "A torchfit MLP with numeric embeddings (rtdl_num_embeddings) and its preprocessing"))
 }

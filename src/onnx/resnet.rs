@@ -2,32 +2,23 @@
 //! (BatchNormalization with the running statistics), op for op.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
-use prost::Message;
 use tch::Tensor;
 
-use super::{finish, float, input_stage, int, Graph};
-use crate::atomic;
-use crate::config::Loss;
+use super::{float, input_stage, int, Graph, Network};
 use crate::data::Preprocessing;
 use crate::model::Input;
 
-/// Writes the ONNX model of a `model.kind: resnet` run (its state_dict `state`, input stage
-/// `input`, `outputs` outputs), as [`write`] does for the MLP: the network of
-/// `model::resnet` in evaluation mode (BatchNormalization with the running statistics).
-pub fn write_resnet(
-    state: Vec<(String, Tensor)>,
+/// The network of a `model.kind: resnet` run (its state_dict `state`, input stage `input`):
+/// `model::resnet`'s in evaluation mode (BatchNormalization with the running statistics).
+pub(super) fn network(
+    state: &HashMap<String, Tensor>,
     input: &Input,
-    outputs: i64,
     preprocessing: &Preprocessing,
-    loss: Loss,
-    path: &Path,
-) -> Result<()> {
-    let state: HashMap<String, Tensor> = state.into_iter().collect();
+) -> Result<Network> {
     let get = |name: &str| state.get(name).with_context(|| format!("the ResNet has no `{name}`"));
-    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, &state)?, preprocessing, None)?;
+    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, state)?, preprocessing, None)?;
     let linear = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
         let (weight, bias) = (get(&format!("{m}.weight"))?, get(&format!("{m}.bias"))?);
         let (weight, bias) = (g.tensor(&format!("{m}.weight"), weight)?, g.tensor(&format!("{m}.bias"), bias)?);
@@ -56,7 +47,5 @@ pub fn write_resnet(
     let h = norm(&mut g, &x, "output.normalization")?;
     let h = g.op("Relu", &[&h], vec![]);
     let x = linear(&mut g, &h, "output.linear")?;
-    let doc = "A torchfit ResNet (rtdl_revisiting_models) with its preprocessing";
-    let bytes = finish(g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
-    atomic::write(path, &bytes)
+    Ok((g, inputs, x, "A torchfit ResNet (rtdl_revisiting_models) with its preprocessing"))
 }

@@ -5,43 +5,34 @@
 //! combination of the members' outputs (their mean, or the logits of their mean probability).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
-use prost::Message;
 use tch::Tensor;
 
 use super::numeric::Embed;
-use super::{finish, input_stage, int, ints, Graph};
-use crate::atomic;
-use crate::config::{Loss, ModelConfig, TabmArch};
+use super::{input_stage, int, ints, Graph, Network};
+use crate::config::{ModelConfig, TabmArch};
 use crate::data::Preprocessing;
 use crate::model::{Combine, Input};
 
-/// Writes the ONNX model of a `model.kind: tabm` run (its state_dict `state`, knobs `cfg`)
-/// to `path`, as `super::write` does for the MLP.
-pub fn write_tabm(
-    state: Vec<(String, Tensor)>,
+/// The network of a `model.kind: tabm` run (its state_dict `state`, knobs `cfg`).
+pub(super) fn network(
+    state: &HashMap<String, Tensor>,
     cfg: &ModelConfig,
     input: &Input,
-    outputs: i64,
     preprocessing: &Preprocessing,
-    loss: Loss,
-    path: &Path,
-) -> Result<()> {
-    let state: HashMap<String, Tensor> = state.into_iter().collect();
-    let embed = cfg.numeric_embedding.as_ref().map(|cfg| Embed { cfg, state: &state });
-    let tables = super::tables(input, &state)?;
+) -> Result<Network> {
+    let embed = cfg.numeric_embedding.as_ref().map(|cfg| Embed { cfg, state });
+    let tables = super::tables(input, state)?;
     let (mut g, inputs, x) = input_stage(input, &tables, preprocessing, embed.as_ref())?;
     let arch = cfg.arch_type.unwrap_or(TabmArch::Tabm);
-    let x = network(&mut g, &state, &x, arch, Combine::of(preprocessing, outputs as usize))?;
-    let doc = "A torchfit TabM (the tabm package) with its preprocessing";
-    let bytes = finish(g, inputs, &x, outputs, preprocessing, loss, doc)?.encode_to_vec();
-    atomic::write(path, &bytes)
+    let outputs = state.get("output.bias").map_or(1, |b| b.size()[1]) as usize;
+    let x = members(&mut g, state, &x, arch, Combine::of(preprocessing, outputs))?;
+    Ok((g, inputs, x, "A torchfit TabM (the tabm package) with its preprocessing"))
 }
 
 /// The network after the input stage: `x` `[batch, d_in]` to the combined `[batch, outputs]`.
-fn network(
+fn members(
     g: &mut Graph,
     state: &HashMap<String, Tensor>,
     x: &str,
