@@ -101,24 +101,6 @@ fn table(dir: &Path) {
     std::fs::write(dir.join("t.yaml"), config).unwrap();
 }
 
-fn train(dir: &Path, out: &str, sets: &[&str]) -> Output {
-    let mut args = vec!["train", "t.yaml", "--device", "cpu", "--quiet", "--out", out];
-    for s in sets {
-        args.extend(["--set", *s]);
-    }
-    torchfit(dir, &args)
-}
-
-fn weights(run: &Path) -> Vec<(String, Vec<i64>)> {
-    let mut w: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(run.join("weights.safetensors"))
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect();
-    w.sort();
-    w
-}
-
 /// `model: {kind: resnet}` alone: the paper's defaults (2 blocks of width 192, hidden 384,
 /// dropout1 0.15, dropout2 0), the text column reaching the network, and `predict` on raw
 /// rows.
@@ -127,9 +109,9 @@ fn the_default_resnet_trains_on_a_table_with_a_text_column_and_predicts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     table(d);
-    assert_ok(&train(d, "run", &[]));
+    assert_ok(&train_config(d, "t.yaml", "run", &[]));
 
-    let w = weights(&d.join("run"));
+    let w = weight_shapes(&d.join("run"));
     let shape = |name: &str| w.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
     let d_in = shape("input_projection.weight").expect("input_projection.weight")[1];
     assert!(d_in > 2, "the colour column reaches the network beside x0 and x1: d_in {d_in}");
@@ -165,10 +147,10 @@ fn the_default_resnet_trains_on_a_table_with_a_text_column_and_predicts() {
     // The defaults spelled out train the same network to the bit; dropout1 is in effect.
     let spelled = "model={kind: resnet, n_blocks: 2, d_block: 192, d_hidden_multiplier: 2.0, dropout1: 0.15, \
                    dropout2: 0.0}";
-    assert_ok(&train(d, "spelled", &[spelled]));
+    assert_ok(&train_config(d, "t.yaml", "spelled", &[spelled]));
     let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
     assert!(read("run") == read("spelled"), "model: {{kind: resnet}} is its defaults spelled out");
-    assert_ok(&train(d, "no_dropout", &["model.dropout1=0"]));
+    assert_ok(&train_config(d, "t.yaml", "no_dropout", &["model.dropout1=0"]));
     assert!(read("run") != read("no_dropout"), "dropout1 0.15 by default");
 
     // predict on raw rows, the text column as it is, an unseen colour included.
@@ -198,7 +180,7 @@ fn the_mlps_keys_are_errors_with_kind_resnet() {
     ];
     for (i, sets) in cases.iter().enumerate() {
         let run = format!("run{i}");
-        let out = train(d, &run, sets);
+        let out = train_config(d, "t.yaml", &run, sets);
         let key = sets.last().unwrap().split('=').next().unwrap();
         assert_fails_with(&out, &[key]);
         assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");

@@ -94,24 +94,6 @@ fn table(dir: &Path) {
     std::fs::write(dir.join("t.yaml"), config).unwrap();
 }
 
-fn train(dir: &Path, out: &str, sets: &[&str]) -> Output {
-    let mut args = vec!["train", "t.yaml", "--device", "cpu", "--quiet", "--out", out];
-    for s in sets {
-        args.extend(["--set", *s]);
-    }
-    torchfit(dir, &args)
-}
-
-fn shapes(run: &Path) -> Vec<(String, Vec<i64>)> {
-    let mut w: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(run.join("weights.safetensors"))
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect();
-    w.sort();
-    w
-}
-
 /// The package's state_dict of the default FTTransformer (get_default_kwargs(): 3 blocks of
 /// 192, ffn hidden 256) for 2 numeric features, a text column of `levels` levels and 2 classes.
 fn default_shapes(levels: i64) -> Vec<(String, Vec<i64>)> {
@@ -156,9 +138,9 @@ fn the_default_ft_transformer_trains_on_a_table_with_a_text_column_and_predicts(
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     table(d);
-    assert_ok(&train(d, "run", &[]));
+    assert_ok(&train_config(d, "t.yaml", "run", &[]));
     // colour: blue, green, red, then (other).
-    assert_eq!(shapes(&d.join("run")), default_shapes(4), "weights.safetensors is the package's state_dict");
+    assert_eq!(weight_shapes(&d.join("run")), default_shapes(4), "weights.safetensors is the package's state_dict");
 
     let (header, rows) = read_csv(&d.join("run/metrics.csv"));
     let col = |h: &str| header.iter().position(|x| x == h).unwrap_or_else(|| panic!("{h} in {header:?}"));
@@ -170,10 +152,10 @@ fn the_default_ft_transformer_trains_on_a_table_with_a_text_column_and_predicts(
     let spelled = "model={kind: ft_transformer, n_blocks: 3, d_block: 192, attention_n_heads: 8, \
                    attention_dropout: 0.2, ffn_d_hidden_multiplier: 1.3333333333333333, ffn_dropout: 0.1, \
                    residual_dropout: 0.0}";
-    assert_ok(&train(d, "spelled", &[spelled]));
+    assert_ok(&train_config(d, "t.yaml", "spelled", &[spelled]));
     let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
     assert!(read("run") == read("spelled"), "model: {{kind: ft_transformer}} is its defaults spelled out");
-    assert_ok(&train(d, "no_dropout", &["model.attention_dropout=0", "model.ffn_dropout=0"]));
+    assert_ok(&train_config(d, "t.yaml", "no_dropout", &["model.attention_dropout=0", "model.ffn_dropout=0"]));
     assert!(read("run") != read("no_dropout"), "dropout by default");
 
     std::fs::write(d.join("new.csv"), "colour,x0,x1\nred,1.0,3\nblue,9.0,50\npurple,4.5,10\n").unwrap();
@@ -200,8 +182,8 @@ fn the_default_ft_transformer_trains_on_a_table_with_a_text_column_and_predicts(
     assert!(stdout(&out).contains(&format!("weight_decay 0, {size} parameters")), "{}", stdout(&out));
 
     // n_blocks alone takes the rest of get_default_kwargs(n_blocks)'s row: d_block 96 for 1.
-    assert_ok(&train(d, "one", &["model.n_blocks=1"]));
-    let one = shapes(&d.join("one"));
+    assert_ok(&train_config(d, "t.yaml", "one", &["model.n_blocks=1"]));
+    let one = weight_shapes(&d.join("one"));
     assert!(one.contains(&("cls_embedding.weight".to_string(), vec![96])), "{one:?}");
 }
 
@@ -213,12 +195,12 @@ fn tables_of_one_kind_of_column_leave_the_other_embeddings_out() {
     let d = dir.path();
     table(d);
     let small = "model={kind: ft_transformer, n_blocks: 1, d_block: 16, attention_n_heads: 1}";
-    assert_ok(&train(d, "text", &[small, "data.features=[colour]"]));
-    let names: Vec<String> = shapes(&d.join("text")).into_iter().map(|(n, _)| n).collect();
+    assert_ok(&train_config(d, "t.yaml", "text", &[small, "data.features=[colour]"]));
+    let names: Vec<String> = weight_shapes(&d.join("text")).into_iter().map(|(n, _)| n).collect();
     assert!(names.iter().all(|n| !n.starts_with("cont_embeddings")), "{names:?}");
     assert!(names.iter().all(|n| !n.contains("W_out")), "one head, no W_out: {names:?}");
-    assert_ok(&train(d, "numbers", &[small, "data.features=[x0, x1]"]));
-    let names: Vec<String> = shapes(&d.join("numbers")).into_iter().map(|(n, _)| n).collect();
+    assert_ok(&train_config(d, "t.yaml", "numbers", &[small, "data.features=[x0, x1]"]));
+    let names: Vec<String> = weight_shapes(&d.join("numbers")).into_iter().map(|(n, _)| n).collect();
     assert!(names.iter().all(|n| !n.starts_with("cat_embeddings")), "{names:?}");
     assert!(names.contains(&"cont_embeddings.weight".to_string()), "{names:?}");
 }
@@ -246,7 +228,7 @@ fn bad_ft_transformer_knobs_are_one_line_errors() {
     ];
     for (i, (sets, key)) in cases.iter().enumerate() {
         let run = format!("run{i}");
-        let out = train(d, &run, sets);
+        let out = train_config(d, "t.yaml", &run, sets);
         assert_eq!(out.status.code(), Some(2), "{sets:?}: {}", stderr(&out));
         assert_fails_with(&out, &[key]);
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{sets:?}: one line: {}", stderr(&out));
@@ -262,7 +244,7 @@ fn serve_answers_an_ft_transformer_as_predict_does() {
     let d = dir.path();
     table(d);
     let small = "model={kind: ft_transformer, n_blocks: 1, d_block: 16, attention_n_heads: 2}";
-    assert_ok(&train(d, "run", &[small]));
+    assert_ok(&train_config(d, "t.yaml", "run", &[small]));
     let csv = "x0,colour,x1\n1.0,red,3\n9.0,purple,50\n4.5,,20\n";
     let want = predict_csv(d, "run", csv, true);
     let server = Server::start(d, Path::new("run"), &["--quiet"]);
@@ -292,8 +274,8 @@ fn a_resumed_ft_transformer_ends_as_an_uninterrupted_one() {
     let d = dir.path();
     table(d);
     let small = "model={kind: ft_transformer, n_blocks: 2, d_block: 16, attention_n_heads: 2}";
-    assert_ok(&train(d, "whole", &[small, "training.epochs=4"]));
-    assert_ok(&train(d, "halves", &[small, "training.epochs=2"]));
+    assert_ok(&train_config(d, "t.yaml", "whole", &[small, "training.epochs=4"]));
+    assert_ok(&train_config(d, "t.yaml", "halves", &[small, "training.epochs=2"]));
     assert_ok(&torchfit(d, &["train", "--resume", "halves", "--set", "training.epochs=4", "--quiet"]));
     let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
     assert!(read("whole") == read("halves"), "resuming changes nothing");

@@ -99,14 +99,6 @@ fn table(dir: &Path) {
     std::fs::write(dir.join("t.yaml"), config).unwrap();
 }
 
-fn train(dir: &Path, out: &str, sets: &[&str]) -> Output {
-    let mut args = vec!["train", "t.yaml", "--device", "cpu", "--quiet", "--out", out];
-    for s in sets {
-        args.extend(["--set", *s]);
-    }
-    torchfit(dir, &args)
-}
-
 /// `{kind: piecewise_linear}` alone: 48 bins, d_embedding 16, no activation, spelled out in the
 /// resolved config; the bins kept in preprocessing.json; and a run resumed from its
 /// checkpoint ends where an uninterrupted one does.
@@ -115,7 +107,7 @@ fn the_defaults_are_spelled_out_and_a_resumed_run_ends_where_an_uninterrupted_on
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     table(d);
-    assert_ok(&train(d, "run", &[]));
+    assert_ok(&train_config(d, "t.yaml", "run", &[]));
     let config = std::fs::read_to_string(d.join("run/config.yaml")).unwrap();
     for line in ["kind: piecewise_linear", "n_bins: 48", "d_embedding: 16", "activation: false"] {
         assert!(config.contains(line), "{line} in the resolved config:\n{config}");
@@ -130,7 +122,7 @@ fn the_defaults_are_spelled_out_and_a_resumed_run_ends_where_an_uninterrupted_on
     assert_eq!(shape("num_module.linear.weight"), Some(vec![2, 48, 16]));
     assert_eq!(shape("0.weight"), Some(vec![10, 2 * 16 + 4]), "x0, x1 embedded; colour one-hot (3 + other)");
 
-    assert_ok(&train(d, "part", &["training.epochs=3"]));
+    assert_ok(&train_config(d, "t.yaml", "part", &["training.epochs=3"]));
     assert_ok(&torchfit(d, &["train", "--resume", "part", "--quiet", "--set", "training.epochs=6"]));
     let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
     assert!(read("run") == read("part"), "the resumed run's weights are the uninterrupted run's");
@@ -173,12 +165,12 @@ fn bad_knobs_are_errors_naming_their_key() {
     ];
     for (i, (sets, words)) in cases.iter().enumerate() {
         let run = format!("run{i}");
-        let out = train(d, &run, sets);
+        let out = train_config(d, "t.yaml", &run, sets);
         assert_fails_with(&out, &[words]);
         assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
     }
     // A table whose only feature is text has nothing to embed.
     std::fs::write(d.join("text.csv"), "colour,y\nred,1\nblue,2\ngreen,3\nred,1.5\nblue,2.5\n").unwrap();
-    let out = train(d, "text", &["data.path=text.csv", "data.validation_split=0"]);
+    let out = train_config(d, "t.yaml", "text", &["data.path=text.csv", "data.validation_split=0"]);
     assert_fails_with(&out, &[e, "numeric features"]);
 }

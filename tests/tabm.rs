@@ -102,24 +102,6 @@ fn table(dir: &Path) {
     std::fs::write(dir.join("t.yaml"), config).unwrap();
 }
 
-fn train(dir: &Path, out: &str, sets: &[&str]) -> Output {
-    let mut args = vec!["train", "t.yaml", "--device", "cpu", "--quiet", "--out", out];
-    for s in sets {
-        args.extend(["--set", *s]);
-    }
-    torchfit(dir, &args)
-}
-
-fn shapes(run: &Path) -> Vec<(String, Vec<i64>)> {
-    let mut w: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(run.join("weights.safetensors"))
-        .unwrap()
-        .into_iter()
-        .map(|(name, t)| (name, t.size()))
-        .collect();
-    w.sort();
-    w
-}
-
 /// `model: {kind: tabm}` alone: the paper's defaults (k 32, 3 blocks of width 512, dropout
 /// 0.1, arch_type tabm), the text column reaching the network one-hot, and `predict` on raw
 /// rows.
@@ -128,7 +110,7 @@ fn the_default_tabm_trains_on_a_table_with_a_text_column_and_predicts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     table(d);
-    assert_ok(&train(d, "run", &[]));
+    assert_ok(&train_config(d, "t.yaml", "run", &[]));
     // x0, x1 and colour's 3 levels and "(other)".
     let d_in = 2 + 4;
     let mut expected: Vec<(String, Vec<i64>)> = Vec::new();
@@ -143,7 +125,7 @@ fn the_default_tabm_trains_on_a_table_with_a_text_column_and_predicts() {
     expected.push(("output.weight".into(), vec![32, 512, 2]));
     expected.push(("output.bias".into(), vec![32, 2]));
     expected.sort();
-    assert_eq!(shapes(&d.join("run")), expected, "weights.safetensors holds TabM.make's state_dict");
+    assert_eq!(weight_shapes(&d.join("run")), expected, "weights.safetensors holds TabM.make's state_dict");
 
     let (header, rows) = read_csv(&d.join("run/metrics.csv"));
     let col = |h: &str| header.iter().position(|x| x == h).unwrap_or_else(|| panic!("{h} in {header:?}"));
@@ -151,10 +133,10 @@ fn the_default_tabm_trains_on_a_table_with_a_text_column_and_predicts() {
 
     // The defaults spelled out train the same network to the bit; dropout 0.1 is in effect.
     let spelled = "model={kind: tabm, k: 32, n_blocks: 3, d_block: 512, dropout: 0.1, arch_type: tabm}";
-    assert_ok(&train(d, "spelled", &[spelled]));
+    assert_ok(&train_config(d, "t.yaml", "spelled", &[spelled]));
     let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
     assert!(read("run") == read("spelled"), "model: {{kind: tabm}} is its defaults spelled out");
-    assert_ok(&train(d, "no_dropout", &["model.dropout=0", "model.n_blocks=3"]));
+    assert_ok(&train_config(d, "t.yaml", "no_dropout", &["model.dropout=0", "model.n_blocks=3"]));
     assert!(read("run") != read("no_dropout"), "dropout 0.1 by default");
 
     // predict on raw rows, the text column as it is, an unseen colour included.
@@ -194,7 +176,7 @@ fn bad_tabm_knobs_are_one_line_errors_naming_the_key() {
     ];
     for (i, sets) in cases.iter().enumerate() {
         let run = format!("run{i}");
-        let out = train(d, &run, sets);
+        let out = train_config(d, "t.yaml", &run, sets);
         let key = sets.last().unwrap().split('=').next().unwrap();
         assert_fails_with(&out, &[key]);
         assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
@@ -209,7 +191,7 @@ fn a_killed_tabm_run_resumes_to_the_uninterrupted_result() {
     let d = dir.path();
     table(d);
     let sets = ["model={kind: tabm, k: 4, d_block: 32}", "training.epochs=4"];
-    assert_ok(&train(d, "straight", &sets));
+    assert_ok(&train_config(d, "t.yaml", "straight", &sets));
     let mut args = vec!["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "killed"];
     for s in &sets {
         args.extend(["--set", *s]);
@@ -282,8 +264,8 @@ fn a_tabm_with_an_embedded_column_serves_what_predict_answers() {
     let d = dir.path();
     table(d);
     let sets = ["model={kind: tabm, k: 4, d_block: 32}", "data.categorical_encoding={colour: embedding}"];
-    assert_ok(&train(d, "run", &sets));
-    let w = shapes(&d.join("run"));
+    assert_ok(&train_config(d, "t.yaml", "run", &sets));
+    let w = weight_shapes(&d.join("run"));
     let shape = |name: &str| w.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).expect(name);
     let table_shape = shape("embeddings.0.weight");
     assert_eq!(table_shape[0], 4, "colour's 3 levels and (other): {w:?}");

@@ -83,6 +83,26 @@ pub fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// `torchfit train CONFIG --device cpu --quiet --out OUT`, with `--set` each of `sets`, in `dir`.
+pub fn train_config(dir: &Path, config: &str, out: &str, sets: &[&str]) -> Output {
+    let mut args = vec!["train", config, "--device", "cpu", "--quiet", "--out", out];
+    for s in sets {
+        args.extend(["--set", *s]);
+    }
+    torchfit(dir, &args)
+}
+
+/// The tensors of a run's weights.safetensors, by name, with their shapes, sorted by name.
+pub fn weight_shapes(run: &Path) -> Vec<(String, Vec<i64>)> {
+    let mut w: Vec<(String, Vec<i64>)> = tch::Tensor::read_safetensors(run.join("weights.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.size()))
+        .collect();
+    w.sort();
+    w
+}
+
 pub fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
 }
