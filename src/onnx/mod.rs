@@ -340,7 +340,7 @@ impl Graph {
     /// A one-dimensional int64 constant (axes, slice bounds), one per value list: two
     /// constants of equal value under two names, one used by an Unsqueeze and one by a
     /// Squeeze, make onnxruntime's extended graph optimisations fail to load the model
-    /// ("Attempt to replace the existing tensor", onnxruntime 1.23).
+    /// ("Attempt to replace the existing tensor", onnxruntime 1.32).
     fn axes(&mut self, values: &[i64]) -> String {
         let spelt: Vec<String> = values.iter().map(|v| v.to_string().replace('-', "m")).collect();
         let name = format!("axes_{}", spelt.join("_"));
