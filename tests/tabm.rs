@@ -87,15 +87,7 @@ fn a_seeded_tabm_starts_from_tabm_makes_initial_weights() {
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.
 fn table(dir: &Path) {
-    let mut csv = String::from("x0,colour,x1,y\n");
-    for i in 0..200 {
-        let colour = ["red", "green", "blue"][i % 3];
-        let x0 = ((i * 37) % 101) as f64 / 10.0;
-        let x1 = ((i * 53) % 89) as f64;
-        let y = if (colour == "red") ^ (x0 > 5.0) { "yes" } else { "no" };
-        csv += &format!("{x0},{colour},{x1},{y}\n");
-    }
-    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    colour_table(dir, 200);
     let config = "seed: 4\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
                   test_split: 0}\nmodel: {kind: tabm}\ntraining: {epochs: 2, batch_size: 32, loss: \
                   cross_entropy, metrics: [accuracy], threads: 1}\n";

@@ -232,42 +232,40 @@ impl Config {
     /// exactly what ran; keys the kinds do not read stay unset. Relative paths become
     /// absolute, so a run directory's config still works from elsewhere.
     pub fn resolve(&mut self) {
-        if self.model.kind == super::ModelKind::Resnet {
-            let (n_blocks, d_block, multiplier, dropout1, dropout2) = super::models::RESNET_DEFAULTS;
-            let m = &mut self.model;
-            m.n_blocks.get_or_insert(n_blocks);
-            m.d_block.get_or_insert(d_block);
-            m.d_hidden_multiplier.get_or_insert(multiplier);
-            m.dropout1.get_or_insert(dropout1);
-            m.dropout2.get_or_insert(dropout2);
-        }
-        match self.model.kind {
+        let m = &mut self.model;
+        match m.kind {
             super::ModelKind::Mlp => {
-                self.model.dropout.get_or_insert(0.0);
+                m.dropout.get_or_insert(0.0);
+            }
+            super::ModelKind::Resnet => {
+                let (n_blocks, d_block, multiplier, dropout1, dropout2) = super::models::RESNET_DEFAULTS;
+                m.n_blocks.get_or_insert(n_blocks);
+                m.d_block.get_or_insert(d_block);
+                m.d_hidden_multiplier.get_or_insert(multiplier);
+                m.dropout1.get_or_insert(dropout1);
+                m.dropout2.get_or_insert(dropout2);
             }
             super::ModelKind::Tabm => {
                 // With numeric embeddings TabM.make's n_blocks default is 2: see model::tabm.
                 let (k, n_blocks, d_block, dropout) = super::models::TABM_DEFAULTS;
-                let m = &mut self.model;
                 m.k.get_or_insert(k);
                 m.n_blocks.get_or_insert(if m.numeric_embedding.is_some() { 2 } else { n_blocks });
                 m.d_block.get_or_insert(d_block);
                 m.dropout.get_or_insert(dropout);
                 m.arch_type.get_or_insert(super::TabmArch::Tabm);
             }
-            _ => {}
+            super::ModelKind::FtTransformer => {
+                let k = super::FtTransformerKnobs::of(m);
+                (m.n_blocks, m.d_block, m.attention_n_heads) =
+                    (Some(k.n_blocks), Some(k.d_block), Some(k.attention_n_heads));
+                (m.attention_dropout, m.ffn_dropout) = (Some(k.attention_dropout), Some(k.ffn_dropout));
+                m.ffn_d_hidden_multiplier = Some(k.ffn_d_hidden_multiplier);
+                m.residual_dropout = Some(k.residual_dropout);
+            }
+            super::ModelKind::Torchscript => {}
         }
-        if let Some(e) = &mut self.model.numeric_embedding {
+        if let Some(e) = &mut m.numeric_embedding {
             e.resolve();
-        }
-        if self.model.kind == super::ModelKind::FtTransformer {
-            let k = super::FtTransformerKnobs::of(&self.model);
-            let m = &mut self.model;
-            (m.n_blocks, m.d_block, m.attention_n_heads) =
-                (Some(k.n_blocks), Some(k.d_block), Some(k.attention_n_heads));
-            (m.attention_dropout, m.ffn_dropout) = (Some(k.attention_dropout), Some(k.ffn_dropout));
-            m.ffn_d_hidden_multiplier = Some(k.ffn_d_hidden_multiplier);
-            m.residual_dropout = Some(k.residual_dropout);
         }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());

@@ -83,6 +83,20 @@ pub fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Writes `dir/t.csv`: `rows` rows of `x0`, `x1` numbers and `colour` text, and a label `y`
+/// that follows colour and x0 together.
+pub fn colour_table(dir: &Path, rows: usize) {
+    let mut csv = String::from("x0,colour,x1,y\n");
+    for i in 0..rows {
+        let colour = ["red", "green", "blue"][i % 3];
+        let x0 = ((i * 37) % 101) as f64 / 10.0;
+        let x1 = ((i * 53) % 89) as f64;
+        let y = if (colour == "red") ^ (x0 > 5.0) { "yes" } else { "no" };
+        csv += &format!("{x0},{colour},{x1},{y}\n");
+    }
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+}
+
 /// `torchfit train CONFIG --device cpu --quiet --out OUT`, with `--set` each of `sets`, in `dir`.
 pub fn train_config(dir: &Path, config: &str, out: &str, sets: &[&str]) -> Output {
     let mut args = vec!["train", config, "--device", "cpu", "--quiet", "--out", out];
