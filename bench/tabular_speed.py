@@ -139,24 +139,30 @@ def default_vs_hgb_section(binary, work, variant, seeds, threads):
         + f") and scikit-learn's HistGradientBoosting on each table's fixed split, seed{'s' * (len(seeds) != 1)} "
         f"{', '.join(map(str, seeds))}, {threads or 'default'} thread{'s' * (threads != 1)} each. torchfit: `torchfit train` "
         "(early stopping) + `torchfit predict` on the test part, whole processes; HGB: reading both parts, fit and "
-        "predict in Python (imports not counted). Quality: docs/tables.md.",
+        "predict, as a process of its own (Python's start, the imports of pandas and scikit-learn, reading, "
+        "fitting, predicting, writing the predictions: what the goal compares) and inside an already started "
+        "Python (no start, no imports: the stricter view). Quality: docs/tables.md.",
         "",
-        "| table | HGB | torchfit | of which `predict` | torchfit / HGB | goal <= 3x |",
-        "|---|---|---|---|---|---|",
+        "| table | HGB, process | HGB, in Python | torchfit | of which `predict` | torchfit / HGB process | goal <= 3x "
+        "| torchfit / HGB in Python |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    ratios = []
+    ratios, strict = [], []
     for name in render.table_names(results):
         runs, why = render.runs_of(results[name], variant)
-        hgb = render.wall(results[name]["HGB"])
-        if not runs:
-            lines.append(f"| {name} | {hgb:.2f} s | {why} | - | - | - |")
+        hgb, process = render.wall(results[name]["HGB"]), render.process_wall(results[name]["HGB"])
+        if not runs or process is None:
+            lines.append(f"| {name} | - | {hgb:.2f} s | {why or 'HGB not timed as a process'} | - | - | - | - |")
             continue
-        ratio = render.wall(runs) / hgb
+        ratio = render.wall(runs) / process
         ratios.append(ratio)
+        strict.append(render.wall(runs) / hgb)
         predict = statistics.mean(r["predict_wall"] for r in runs)
-        lines.append(f"| {name} | {hgb:.2f} s | {render.wall(runs):.2f} s | {predict:.2f} s | {ratio:.2f}x | "
-                     f"{'met' if ratio <= 3 else 'not met'} |")
+        lines.append(f"| {name} | {process:.2f} s | {hgb:.2f} s | {render.wall(runs):.2f} s | {predict:.2f} s | "
+                     f"{ratio:.2f}x | {'met' if ratio <= 3 else 'not met'} | {strict[-1]:.2f}x |")
     met = sum(r <= 3 for r in ratios)
-    lines += ["", f"- Within 3x of HGB's wall time on **{met} of {len(ratios)}** tables (worst {max(ratios):.1f}x)." if ratios
+    lines += ["", f"- Within 3x of HGB's whole-process wall time on **{met} of {len(ratios)}** tables (worst "
+              f"{max(ratios):.2f}x); against HGB's fit and predict inside a started Python, within 3x on "
+              f"{sum(r <= 3 for r in strict)} of {len(strict)} (worst {max(strict):.1f}x)." if ratios
               else "- No table measured.", ""]
     return lines

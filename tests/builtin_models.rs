@@ -178,3 +178,21 @@ fn the_mlps_keys_are_errors_with_kind_resnet() {
         assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
     }
 }
+
+/// A run stopped after 2 epochs and resumed to 4 ends with the weights of 4 epochs in one go:
+/// BatchNorm's running statistics and step counts come back with the weights, and the
+/// dropout masks' generator with the checkpoint.
+#[test]
+fn a_resumed_resnet_ends_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    table(d);
+    let small = "model={kind: resnet, n_blocks: 1, d_block: 16}";
+    assert_ok(&train_config(d, "t.yaml", "whole", &[small, "training.epochs=4"]));
+    assert_ok(&train_config(d, "t.yaml", "halves", &[small, "training.epochs=2"]));
+    assert_ok(&torchfit(d, &["train", "--resume", "halves", "--set", "training.epochs=4", "--quiet"]));
+    let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
+    assert!(read("whole") == read("halves"), "resuming changes nothing");
+    let names: Vec<String> = weight_shapes(&d.join("whole")).into_iter().map(|(name, _)| name).collect();
+    assert!(names.iter().any(|n| n.ends_with("running_mean")), "{names:?}");
+}

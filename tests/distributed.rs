@@ -296,3 +296,39 @@ fn a_restart_of_a_finished_run_exits_0_saying_so() {
         .unwrap();
     assert_fails_with(&changed, &["restart 1: run holds a run whose training.epochs was 2, and the config now says 3"]);
 }
+
+/// The table kinds beyond the MLP, dropout off (each process draws its own masks): two
+/// processes train what one trains, through the generated TorchScript modules' autograd and
+/// the numeric embedding's bins (fitted on the whole training split by every rank). `W_k`'s
+/// bias is frozen: softmax takes away what it adds, so its gradient is rounding alone, and
+/// Adam scales that rounding (another for a sum over two processes) into full-size steps
+/// (docs/models.md).
+#[test]
+fn torchrun_two_processes_train_the_ft_transformer_and_an_embedded_mlp_as_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    colour_table(d, 120);
+    let config = "seed: 3\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
+                  test_split: 0}\ntraining: {epochs: 3, batch_size: 16, loss: cross_entropy, metrics: [accuracy], \
+                  threads: 1}\n";
+    std::fs::write(d.join("t.yaml"), config).unwrap();
+    let models = [
+        (
+            "ftt",
+            "model={kind: ft_transformer, n_blocks: 1, d_block: 16, attention_n_heads: 2, attention_dropout: 0, \
+                 ffn_dropout: 0, residual_dropout: 0, freeze: ['*.W_k.bias']}",
+        ),
+        ("ple", "model={hidden: [16], dropout: 0, numeric_embedding: {kind: piecewise_linear, n_bins: 8}}"),
+    ];
+    for (name, model) in models {
+        let (one, two) = (format!("{name}-one"), format!("{name}-two"));
+        let args = |out: &str| -> Vec<String> {
+            ["train", "t.yaml", "--quiet", "--device", "cpu", "--set", model, "--out", out].map(String::from).to_vec()
+        };
+        let (args1, args2) = (args(&one), args(&two));
+        assert_ok(&torchfit(d, &args1.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_ok(&torchrun_torchfit(d, 2, &args2.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(summary(&d.join(&two))["world_size"].as_u64(), Some(2));
+        assert_same_training(&d.join(&one), &d.join(&two), 1e-5);
+    }
+}
