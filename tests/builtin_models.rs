@@ -86,11 +86,7 @@ fn a_seeded_resnet_starts_from_rtdl_resnets_initial_weights() {
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.
 fn table(dir: &Path) {
-    colour_table(dir, 300);
-    let config = "seed: 4\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
-                  test_split: 0}\nmodel: {kind: resnet}\ntraining: {epochs: 12, batch_size: 32, loss: \
-                  cross_entropy, metrics: [accuracy], threads: 1}\n";
-    std::fs::write(dir.join("t.yaml"), config).unwrap();
+    colour_classifier(dir, 300, "kind: resnet", "epochs: 12, batch_size: 32");
 }
 
 /// `model: {kind: resnet}` alone: the paper's defaults (2 blocks of width 192, hidden 384,
@@ -188,11 +184,7 @@ fn a_resumed_resnet_ends_as_an_uninterrupted_one() {
     let d = dir.path();
     table(d);
     let small = "model={kind: resnet, n_blocks: 1, d_block: 16}";
-    assert_ok(&train_config(d, "t.yaml", "whole", &[small, "training.epochs=4"]));
-    assert_ok(&train_config(d, "t.yaml", "halves", &[small, "training.epochs=2"]));
-    assert_ok(&torchfit(d, &["train", "--resume", "halves", "--set", "training.epochs=4", "--quiet"]));
-    let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
-    assert!(read("whole") == read("halves"), "resuming changes nothing");
+    assert!(resumes_to_the_uninterrupted_weights(d, "t.yaml", &[small], 4), "resuming changes nothing");
     let names: Vec<String> = weight_shapes(&d.join("whole")).into_iter().map(|(name, _)| name).collect();
     assert!(names.iter().any(|n| n.ends_with("running_mean")), "{names:?}");
 }

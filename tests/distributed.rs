@@ -307,11 +307,7 @@ fn a_restart_of_a_finished_run_exits_0_saying_so() {
 fn torchrun_two_processes_train_the_ft_transformer_and_an_embedded_mlp_as_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    colour_table(d, 120);
-    let config = "seed: 3\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
-                  test_split: 0}\ntraining: {epochs: 3, batch_size: 16, loss: cross_entropy, metrics: [accuracy], \
-                  threads: 1}\n";
-    std::fs::write(d.join("t.yaml"), config).unwrap();
+    colour_classifier(d, 120, "", "epochs: 3, batch_size: 16");
     let models = [
         (
             "ftt",

@@ -79,11 +79,8 @@ fn a_seeded_ft_transformer_starts_from_rtdls_initial_weights() {
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.
 fn table(dir: &Path) {
-    colour_table(dir, 300);
-    let config = "seed: 4\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
-                  test_split: 0}\nmodel: {kind: ft_transformer}\ntraining: {epochs: 6, batch_size: 32, loss: \
-                  cross_entropy, metrics: [accuracy], threads: 1, optimizer: {kind: adamw, lr: 0.0003}}\n";
-    std::fs::write(dir.join("t.yaml"), config).unwrap();
+    let training = "epochs: 6, batch_size: 32, optimizer: {kind: adamw, lr: 0.0003}";
+    colour_classifier(dir, 300, "kind: ft_transformer", training);
 }
 
 /// The package's state_dict of the default FTTransformer (get_default_kwargs(): 3 blocks of
@@ -266,9 +263,5 @@ fn a_resumed_ft_transformer_ends_as_an_uninterrupted_one() {
     let d = dir.path();
     table(d);
     let small = "model={kind: ft_transformer, n_blocks: 2, d_block: 16, attention_n_heads: 2}";
-    assert_ok(&train_config(d, "t.yaml", "whole", &[small, "training.epochs=4"]));
-    assert_ok(&train_config(d, "t.yaml", "halves", &[small, "training.epochs=2"]));
-    assert_ok(&torchfit(d, &["train", "--resume", "halves", "--set", "training.epochs=4", "--quiet"]));
-    let read = |run: &str| std::fs::read(d.join(run).join("weights.safetensors")).unwrap();
-    assert!(read("whole") == read("halves"), "resuming changes nothing");
+    assert!(resumes_to_the_uninterrupted_weights(d, "t.yaml", &[small], 4), "resuming changes nothing");
 }

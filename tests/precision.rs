@@ -71,11 +71,7 @@ fn an_unknown_precision_is_an_error_naming_the_key() {
 fn every_table_kind_trains_in_bf16_near_its_float32_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    colour_table(d, 200);
-    let config = "seed: 4\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
-                  test_split: 0}\ntraining: {epochs: 3, batch_size: 32, loss: cross_entropy, metrics: [accuracy], \
-                  threads: 1}\n";
-    std::fs::write(d.join("t.yaml"), config).unwrap();
+    colour_classifier(d, 200, "", "epochs: 3, batch_size: 32");
     let models = [
         ("resnet", "model={kind: resnet, d_block: 32}"),
         ("tabm", "model={kind: tabm, k: 4, d_block: 32}"),

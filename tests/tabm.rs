@@ -87,11 +87,7 @@ fn a_seeded_tabm_starts_from_tabm_makes_initial_weights() {
 
 /// `x0`, `x1` numbers, `colour` text; `y` follows colour and x0.
 fn table(dir: &Path) {
-    colour_table(dir, 200);
-    let config = "seed: 4\ntask: classification\ndata: {kind: csv, path: t.csv, target: y, validation_split: 0.2, \
-                  test_split: 0}\nmodel: {kind: tabm}\ntraining: {epochs: 2, batch_size: 32, loss: \
-                  cross_entropy, metrics: [accuracy], threads: 1}\n";
-    std::fs::write(dir.join("t.yaml"), config).unwrap();
+    colour_classifier(dir, 200, "kind: tabm", "epochs: 2, batch_size: 32");
 }
 
 /// `model: {kind: tabm}` alone: the paper's defaults (k 32, 3 blocks of width 512, dropout

@@ -85,7 +85,7 @@ pub fn metrics_without_seconds(run: &Path) -> Vec<Vec<f64>> {
 
 /// Writes `dir/t.csv`: `rows` rows of `x0`, `x1` numbers and `colour` text, and a label `y`
 /// that follows colour and x0 together.
-pub fn colour_table(dir: &Path, rows: usize) {
+fn colour_table(dir: &Path, rows: usize) {
     let mut csv = String::from("x0,colour,x1,y\n");
     for i in 0..rows {
         let colour = ["red", "green", "blue"][i % 3];
@@ -95,6 +95,30 @@ pub fn colour_table(dir: &Path, rows: usize) {
         csv += &format!("{x0},{colour},{x1},{y}\n");
     }
     std::fs::write(dir.join("t.csv"), csv).unwrap();
+}
+
+/// `colour_table(dir, rows)` and `dir/t.yaml`, a classifier of it: seed 4, a fifth of the rows
+/// for validation, no test part, one thread, `model` and `training`'s other keys as given
+/// (YAML flow mappings' insides, e.g. `"epochs: 3, batch_size: 32"`).
+pub fn colour_classifier(dir: &Path, rows: usize, model: &str, training: &str) {
+    colour_table(dir, rows);
+    let config = format!(
+        "seed: 4\ntask: classification\ndata: {{kind: csv, path: t.csv, target: y, validation_split: 0.2, \
+         test_split: 0}}\nmodel: {{{model}}}\ntraining: {{loss: cross_entropy, metrics: [accuracy], threads: 1, \
+         {training}}}\n"
+    );
+    std::fs::write(dir.join("t.yaml"), config).unwrap();
+}
+
+/// Whether CONFIG (with `sets`) trained for `epochs` epochs in one go and for `epochs / 2`
+/// then resumed (`--resume`) to `epochs` ends with byte-identical weights.safetensors.
+pub fn resumes_to_the_uninterrupted_weights(dir: &Path, config: &str, sets: &[&str], epochs: usize) -> bool {
+    let (whole, half) = (format!("training.epochs={epochs}"), format!("training.epochs={}", epochs / 2));
+    assert_ok(&train_config(dir, config, "whole", &[sets, &[whole.as_str()]].concat()));
+    assert_ok(&train_config(dir, config, "halves", &[sets, &[half.as_str()]].concat()));
+    assert_ok(&torchfit(dir, &["train", "--resume", "halves", "--set", &whole, "--quiet"]));
+    let read = |run: &str| std::fs::read(dir.join(run).join("weights.safetensors")).unwrap();
+    read("whole") == read("halves")
 }
 
 /// `torchfit train CONFIG --device cpu --quiet --out OUT`, with `--set` each of `sets`, in `dir`.
