@@ -130,8 +130,10 @@ def markdown(results, variant_sets):
     meta = results["_meta"]
     seeds = meta["seeds"]
     took = f", {meta['seconds'] / 60:.0f} minutes in all" if "seconds" in meta else ""
+    busy = max(meta.get("load_before", 0), meta.get("load_after", 0)) > meta.get("cores", 1)
     load = (f" Load average (1 minute) at the start and end: {meta['load_before']:.1f}, {meta.get('load_after', 0):.1f} "
-            f"on {meta['cores']} cores (above the core count: other work shared the machine).") if "load_before" in meta else ""
+            f"on {meta['cores']} cores" + (" (above the core count: other work shared the machine)." if busy else ".")
+            ) if "load_before" in meta else ""
     threads = {0: "every program with its default threads", 1: "one thread"}.get(meta.get("threads"), f"{meta.get('threads')} threads")
     overrides = "; ".join(f"`{v}`: " + (" ".join(f"`--set {s}`" for s in variant_sets.get(v, [])) or "the config as it is")
                           for v in variant_names(results))
