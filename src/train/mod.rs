@@ -151,8 +151,8 @@ pub fn resume_config(run_dir: &Path, overrides: &[String]) -> Result<Config> {
 /// Keeps the memory a training step frees for the next step. glibc's malloc hands blocks
 /// above its mmap threshold, and the free top of its heap above the trim threshold, back to
 /// the kernel, so every step of a large model (TabM's [batch x k, 512] activations) took them
-/// back page fault by page fault: a fifth of a bf16 TabM step went to the kernel. The same
-/// reason PyTorch's CPU tuning guide recommends jemalloc or tcmalloc. A user's own
+/// back page fault by page fault (bf16 TabM epochs: docs/benchmarks.md). The same reason
+/// PyTorch's CPU tuning guide recommends jemalloc or tcmalloc. A user's own
 /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is left to decide.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
