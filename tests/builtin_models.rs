@@ -166,13 +166,7 @@ fn the_mlps_keys_are_errors_with_kind_resnet() {
         &["model.backward=autograd"],
         &["model.kind=mlp", "model.n_blocks=3"],
     ];
-    for (i, sets) in cases.iter().enumerate() {
-        let run = format!("run{i}");
-        let out = train_config(d, "t.yaml", &run, sets);
-        let key = sets.last().unwrap().split('=').next().unwrap();
-        assert_fails_with(&out, &[key]);
-        assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
-    }
+    assert_each_fails_naming_its_key(d, "t.yaml", &cases);
 }
 
 /// A run stopped after 2 epochs and resumed to 4 ends with the weights of 4 epochs in one go:

@@ -215,14 +215,7 @@ fn bad_ft_transformer_knobs_are_one_line_errors() {
         (&["model.kind=resnet", "model.attention_dropout=0.1"], "model.attention_dropout"),
         (&["data.categorical_encoding=embedding"], "data.categorical_encoding"),
     ];
-    for (i, (sets, key)) in cases.iter().enumerate() {
-        let run = format!("run{i}");
-        let out = train_config(d, "t.yaml", &run, sets);
-        assert_eq!(out.status.code(), Some(2), "{sets:?}: {}", stderr(&out));
-        assert_fails_with(&out, &[key]);
-        assert_eq!(stderr(&out).trim().lines().count(), 1, "{sets:?}: one line: {}", stderr(&out));
-        assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
-    }
+    assert_each_fails_with(d, "t.yaml", &cases);
 }
 
 /// `serve` answers raw rows (text, an unseen level, an empty text cell) as `predict --proba`

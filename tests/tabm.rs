@@ -162,13 +162,7 @@ fn bad_tabm_knobs_are_one_line_errors_naming_the_key() {
         &["model.kind=resnet", "model.arch_type=tabm"],
         &["model.kind=resnet", "model.dropout=0.1"],
     ];
-    for (i, sets) in cases.iter().enumerate() {
-        let run = format!("run{i}");
-        let out = train_config(d, "t.yaml", &run, sets);
-        let key = sets.last().unwrap().split('=').next().unwrap();
-        assert_fails_with(&out, &[key]);
-        assert!(!d.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
-    }
+    assert_each_fails_naming_its_key(d, "t.yaml", &cases);
 }
 
 /// A run killed in the middle of a checkpoint write (as kill -9 at that instant would) and

@@ -121,6 +121,24 @@ pub fn resumes_to_the_uninterrupted_weights(dir: &Path, config: &str, sets: &[&s
     read("whole") == read("halves")
 }
 
+/// Trains CONFIG with each case's `--set`s: each must fail with a one-line error holding its
+/// words (`assert_fails_with`), before any epoch.
+pub fn assert_each_fails_with(dir: &Path, config: &str, cases: &[(&[&str], &str)]) {
+    for (i, (sets, words)) in cases.iter().enumerate() {
+        let run = format!("run{i}");
+        let out = train_config(dir, config, &run, sets);
+        assert_fails_with(&out, &[words]);
+        assert!(!dir.join(&run).join("metrics.csv").exists(), "{sets:?}: no epoch trained");
+    }
+}
+
+/// `assert_each_fails_with`, each error naming the key of the case's last `--set`.
+pub fn assert_each_fails_naming_its_key(dir: &Path, config: &str, cases: &[&[&str]]) {
+    let named: Vec<(&[&str], &str)> =
+        cases.iter().map(|sets| (*sets, sets.last().and_then(|set| set.split('=').next()).expect("a key"))).collect();
+    assert_each_fails_with(dir, config, &named);
+}
+
 /// `torchfit train CONFIG --device cpu --quiet --out OUT`, with `--set` each of `sets`, in `dir`.
 pub fn train_config(dir: &Path, config: &str, out: &str, sets: &[&str]) -> Output {
     let mut args = vec!["train", config, "--device", "cpu", "--quiet", "--out", out];
