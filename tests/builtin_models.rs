@@ -7,33 +7,16 @@
 //! 1e-5; without init_from, the seed draws rtdl's initial weights. Then: the default knobs on a table with a text column, and the MLP's keys refused.
 
 use std::path::Path;
-use std::process::Output;
 
 mod common;
 use common::*;
 
-/// builtin_models.py's exit status when the reference package cannot be installed.
-const SKIP: i32 = 77;
-
-/// Runs tests/python/builtin_models.py ARGS with the torch package this build links.
-fn python(args: &[&str]) -> Output {
-    python_with_torch().arg(repo_file("tests/python/builtin_models.py")).args(args).output().expect("python3 runs")
-}
-
-fn assert_python_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "builtin_models.py {what} failed:\n{}\n{}", stdout(out), stderr(out));
-}
+const PY: PythonCheck = PythonCheck("builtin_models.py");
 
 /// Trains CASE (builtin_models.py's CASES) in torchfit and in PyTorch and compares them.
 fn assert_trains_as_rtdl(case: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = PY.prepare(case) else { return };
     let d = dir.path();
-    let out = python(&["prepare", case, d.to_str().unwrap()]);
-    if out.status.code() == Some(SKIP) {
-        println!("{}", stdout(&out).trim());
-        return;
-    }
-    assert_python_ok(&out, "prepare");
     assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
     let mut predict = vec!["predict", "run", "x.npy", "--output", "run/predictions.csv"];
     if case != "regression" {
@@ -41,10 +24,10 @@ fn assert_trains_as_rtdl(case: &str) {
     }
     assert_ok(&torchfit(d, &predict));
     let run = d.join("run");
-    let out = python(&["check", case, d.to_str().unwrap(), run.to_str().unwrap()]);
+    let out = PY.run(&["check", case, d.to_str().unwrap(), run.to_str().unwrap()]);
     // The measured differences, visible with --nocapture.
     println!("{}", stdout(&out));
-    assert_python_ok(&out, "check");
+    PY.assert_ok(&out, "check");
     assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));
 }
 
@@ -69,18 +52,12 @@ fn a_resnet_trained_with_sgd_matches_rtdl_in_every_parameter() {
 /// `torch.manual_seed(seed)` and rtdl's constructor draw, bit for bit.
 #[test]
 fn a_seeded_resnet_starts_from_rtdl_resnets_initial_weights() {
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = PY.prepare("init") else { return };
     let d = dir.path();
-    let out = python(&["prepare", "init", d.to_str().unwrap()]);
-    if out.status.code() == Some(SKIP) {
-        println!("{}", stdout(&out).trim());
-        return;
-    }
-    assert_python_ok(&out, "prepare");
     assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
-    let out = python(&["check_init", d.join("run").to_str().unwrap()]);
+    let out = PY.run(&["check_init", d.join("run").to_str().unwrap()]);
     println!("{}", stdout(&out));
-    assert_python_ok(&out, "check_init");
+    PY.assert_ok(&out, "check_init");
     assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));
 }
 

@@ -17,27 +17,16 @@ mod common;
 use common::server::{predict_csv, Server};
 use common::*;
 
-/// ft_transformer.py's exit status when the reference package cannot be installed.
-const SKIP: i32 = 77;
-
-fn python(args: &[&str]) -> Output {
-    python_with_torch().arg(repo_file("tests/python/ft_transformer.py")).args(args).output().expect("python3 runs")
-}
+const PY: PythonCheck = PythonCheck("ft_transformer.py");
 
 fn assert_python_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "ft_transformer.py {what} failed:\n{}\n{}", stdout(out), stderr(out));
+    PY.assert_ok(out, what);
     assert!(stdout(out).contains(" passed, 0 failed"), "{}", stdout(out));
 }
 
 /// Prepares CASE in a new directory and trains it; `None` when the package is unavailable.
 fn prepared(case: &str) -> Option<tempfile::TempDir> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = python(&["prepare", case, dir.path().to_str().unwrap()]);
-    if out.status.code() == Some(SKIP) {
-        println!("{}", stdout(&out).trim());
-        return None;
-    }
-    assert!(out.status.success(), "prepare {case}: {}", stderr(&out));
+    let dir = PY.prepare(case)?;
     assert_ok(&torchfit(dir.path(), &["train", "config.yaml", "--quiet", "--out", "run"]));
     Some(dir)
 }
@@ -51,7 +40,7 @@ fn assert_trains_as_rtdl(case: &str) {
         predict.push("--proba");
     }
     assert_ok(&torchfit(d, &predict));
-    let out = python(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
+    let out = PY.run(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
     println!("{}", stdout(&out));
     assert_python_ok(&out, "check");
 }
@@ -72,7 +61,7 @@ fn an_ft_transformer_classifier_trains_as_rtdl_does() {
 fn a_seeded_ft_transformer_starts_from_rtdls_initial_weights() {
     let Some(dir) = prepared("init") else { return };
     let d = dir.path();
-    let out = python(&["check_init", d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
+    let out = PY.run(&["check_init", d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
     println!("{}", stdout(&out));
     assert_python_ok(&out, "check_init");
 }

@@ -9,31 +9,19 @@
 //! Then, without Python: the defaults, resume, and the errors.
 
 use std::path::Path;
-use std::process::Output;
 
 mod common;
 use common::*;
 
-/// numeric_embeddings.py's exit status when the reference package cannot be installed.
-const SKIP: i32 = 77;
-
-fn python(args: &[&str]) -> Output {
-    python_with_torch().arg(repo_file("tests/python/numeric_embeddings.py")).args(args).output().expect("python3 runs")
-}
+const PY: PythonCheck = PythonCheck("numeric_embeddings.py");
 
 /// Trains CASE (numeric_embeddings.py's CASES), predicts on its table, and compares.
 fn assert_matches_rtdl_num_embeddings(case: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let Some(dir) = PY.prepare(case) else { return };
     let d = dir.path();
-    let out = python(&["prepare", case, d.to_str().unwrap()]);
-    if out.status.code() == Some(SKIP) {
-        println!("{}", stdout(&out).trim());
-        return;
-    }
-    assert!(out.status.success(), "prepare {case}:\n{}\n{}", stdout(&out), stderr(&out));
     assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
     assert_ok(&torchfit(d, &["predict", "run", "t.csv", "--output", "run/predictions.csv"]));
-    let out = python(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
+    let out = PY.run(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
     println!("{}", stdout(&out));
     assert!(out.status.success(), "check {case}:\n{}\n{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));

@@ -14,33 +14,16 @@ use std::process::{Command, Output};
 mod common;
 use common::*;
 
-/// tabm_reference.py's exit status when the reference package cannot be installed.
-const SKIP: i32 = 77;
-
-fn python(args: &[&str]) -> Output {
-    python_with_torch().arg(repo_file("tests/python/tabm_reference.py")).args(args).output().expect("python3 runs")
-}
+const PY: PythonCheck = PythonCheck("tabm_reference.py");
 
 fn assert_python_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "tabm_reference.py {what} failed:\n{}\n{}", stdout(out), stderr(out));
+    PY.assert_ok(out, what);
     assert!(stdout(out).contains(" passed, 0 failed"), "{}", stdout(out));
-}
-
-/// Prepares CASE in a new folder; None (the reason printed) when the package is unavailable.
-fn prepare(case: &str) -> Option<tempfile::TempDir> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = python(&["prepare", case, dir.path().to_str().unwrap()]);
-    if out.status.code() == Some(SKIP) {
-        println!("{}", stdout(&out).trim());
-        return None;
-    }
-    assert!(out.status.success(), "prepare {case}: {}{}", stdout(&out), stderr(&out));
-    Some(dir)
 }
 
 /// Trains CASE in torchfit and in PyTorch and compares them.
 fn assert_trains_as_tabm(case: &str, proba: bool) {
-    let Some(dir) = prepare(case) else { return };
+    let Some(dir) = PY.prepare(case) else { return };
     let d = dir.path();
     assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
     let mut predict = vec!["predict", "run", "x.csv", "--output", "run/predictions.csv"];
@@ -48,7 +31,7 @@ fn assert_trains_as_tabm(case: &str, proba: bool) {
         predict.push("--proba");
     }
     assert_ok(&torchfit(d, &predict));
-    let out = python(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
+    let out = PY.run(&["check", case, d.to_str().unwrap(), d.join("run").to_str().unwrap()]);
     // The measured differences, visible with --nocapture.
     println!("{}", stdout(&out));
     assert_python_ok(&out, "check");
@@ -76,10 +59,10 @@ fn a_binary_tabm_mini_trains_as_the_tabm_package_does() {
 #[test]
 fn a_seeded_tabm_starts_from_tabm_makes_initial_weights() {
     for case in ["init", "init_mini"] {
-        let Some(dir) = prepare(case) else { return };
+        let Some(dir) = PY.prepare(case) else { return };
         let d = dir.path();
         assert_ok(&torchfit(d, &["train", "config.yaml", "--quiet", "--out", "run"]));
-        let out = python(&["check_init", case, d.join("run").to_str().unwrap()]);
+        let out = PY.run(&["check_init", case, d.join("run").to_str().unwrap()]);
         println!("{}", stdout(&out));
         assert_python_ok(&out, "check_init");
     }

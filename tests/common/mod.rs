@@ -139,6 +139,42 @@ pub fn assert_each_fails_naming_its_key(dir: &Path, config: &str, cases: &[&[&st
     assert_each_fails_with(dir, config, &named);
 }
 
+/// A check script in tests/python that holds torchfit to a reference package, run with the
+/// torch this build links. `prepare CASE DIR` writes a case; the script exits `SKIP` when the
+/// reference package cannot be installed.
+pub struct PythonCheck(pub &'static str);
+
+impl PythonCheck {
+    pub const SKIP: i32 = 77;
+
+    /// `python3 tests/python/SCRIPT ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        python_with_torch()
+            .arg(repo_file(&format!("tests/python/{}", self.0)))
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    }
+
+    /// Fails unless `out` (of the script's `what`) exited 0.
+    pub fn assert_ok(&self, out: &Output, what: &str) {
+        assert!(out.status.success(), "{} {what} failed:\n{}\n{}", self.0, stdout(out), stderr(out));
+    }
+
+    /// `prepare CASE` in a new folder; None, the reason printed, when the reference package is
+    /// unavailable.
+    pub fn prepare(&self, case: &str) -> Option<tempfile::TempDir> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = self.run(&["prepare", case, dir.path().to_str().unwrap()]);
+        if out.status.code() == Some(Self::SKIP) {
+            println!("{}", stdout(&out).trim());
+            return None;
+        }
+        self.assert_ok(&out, &format!("prepare {case}"));
+        Some(dir)
+    }
+}
+
 /// `torchfit train CONFIG --device cpu --quiet --out OUT`, with `--set` each of `sets`, in `dir`.
 pub fn train_config(dir: &Path, config: &str, out: &str, sets: &[&str]) -> Output {
     let mut args = vec!["train", config, "--device", "cpu", "--quiet", "--out", out];
