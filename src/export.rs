@@ -48,6 +48,17 @@ pub fn write_torchscript(
     if !preprocessing.categorical.is_empty() {
         extra.push(("categorical.json", &categorical));
     }
+    // Text runs: the text columns (extra/text.json) and the tokenizer that makes their ids,
+    // which Python's `tokenizers.Tokenizer.from_str` reads as it is.
+    let text = preprocessing
+        .text
+        .as_ref()
+        .map(|t| Ok::<_, anyhow::Error>((serde_json::to_vec(&t.summary())?, t.tokenizer_json()?)))
+        .transpose()?;
+    if let Some((summary, tokenizer)) = &text {
+        extra.push(("text.json", summary));
+        extra.push(("tokenizer.json", tokenizer.as_bytes()));
+    }
     atomic::write_with(path, |tmp| root.save(tmp, &extra))
 }
 
@@ -89,6 +100,11 @@ impl ExtraFiles {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the archive has `extra/<name>`.
+    pub fn has(&mut self, name: &str) -> bool {
+        self.zip.by_name(&format!("{}{name}", self.prefix)).is_ok()
     }
 
     /// The bytes of `extra/<name>`: `None` when the archive has no such file, and an empty
@@ -272,6 +288,7 @@ mod tests {
             input: None,
             categorical: Vec::new(),
             numeric_bins: None,
+            text: None,
         }
     }
 

@@ -69,6 +69,13 @@ pub struct DataConfig {
     pub categorical_encoding: Option<CategoricalEncoding>,
     /// Regression: standardise the targets too; predictions come back in original units.
     pub standardize_target: bool,
+    /// csv, parquet: free-text columns (a review, a title), tokenised (`tokenizer`) and
+    /// encoded by the model (`model.text`), rather than taken as categories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<Vec<String>>,
+    /// With `text`: how the text becomes token ids (`config::text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<super::TokenizerConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

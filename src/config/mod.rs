@@ -17,6 +17,7 @@ mod numeric;
 mod read;
 mod resolve;
 mod size;
+mod text;
 mod validate;
 mod yaml;
 
@@ -30,6 +31,9 @@ pub use models::{kind_reads, kinds_reading, KIND_KEYS};
 pub use models::{name_pattern, FtTransformerKnobs, RESNET_DEFAULTS, TABM_DEFAULTS};
 pub use numeric::{NumericEmbedding, NumericEmbeddingKind, PERIODIC_DEFAULTS, PIECEWISE_LINEAR_DEFAULTS};
 pub use read::{prepare as prepare_yaml, read_file, read_yaml_file, MAX_CONFIG_BYTES, MAX_NESTING};
+pub use text::{
+    TextEncoder, TextEncoderKind, TokenizerConfig, TokenizerKind, MAX_LENGTH, TEXT_DEFAULTS, TOKENIZER_DEFAULTS,
+};
 pub use validate::{Invalid, MAX_COUNT, MAX_NAME_BYTES, MAX_THREADS};
 pub use yaml::{yaml_difference, yaml_name};
 
@@ -364,6 +368,8 @@ impl Default for DataConfig {
             min_frequency: None,
             categorical_encoding: None,
             standardize_target: false,
+            text: None,
+            tokenizer: None,
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct ModelConfig {
     /// mlp, tabm: embeddings of the numeric features (`numeric`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub numeric_embedding: Option<NumericEmbedding>,
+    /// With `data.text`: how each text column's token ids become a vector (`config::text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<super::TextEncoder>,
 }
 
 /// `model.arch_type`, as `tabm.make_tabm_backbone` names them.
@@ -208,6 +211,7 @@ impl Default for ModelConfig {
             ffn_d_hidden_multiplier: None,
             ffn_dropout: None,
             residual_dropout: None,
+            text: None,
         }
     }
 }

@@ -115,6 +115,7 @@ pub const KIND_KEYS: &[(&str, &[ModelKind])] = &[
     ("model.ffn_d_hidden_multiplier", &[ModelKind::FtTransformer]),
     ("model.ffn_dropout", &[ModelKind::FtTransformer]),
     ("model.residual_dropout", &[ModelKind::FtTransformer]),
+    ("model.text", &[ModelKind::Mlp, ModelKind::Resnet, ModelKind::Tabm, ModelKind::FtTransformer]),
 ];
 
 /// The first key of `KIND_KEYS` that `model` sets although its kind does not read it, with
@@ -154,6 +155,7 @@ fn is_set(model: &ModelConfig, key: &str) -> bool {
         "model.ffn_d_hidden_multiplier" => model.ffn_d_hidden_multiplier.is_some(),
         "model.ffn_dropout" => model.ffn_dropout.is_some(),
         "model.residual_dropout" => model.residual_dropout.is_some(),
+        "model.text" => model.text.is_some(),
         _ => false,
     }
 }

@@ -267,6 +267,12 @@ impl Config {
         if let Some(e) = &mut m.numeric_embedding {
             e.resolve();
         }
+        if self.data.text.as_ref().is_some_and(|t| !t.is_empty()) {
+            self.data.tokenizer.get_or_insert_with(Default::default).resolve();
+            if self.model.kind != super::ModelKind::Torchscript {
+                self.model.text.get_or_insert_with(super::TextEncoder::default_for_text).resolve();
+            }
+        }
         self.task = Some(self.task());
         self.training.loss = Some(self.loss());
         self.training.metrics = Some(self.metrics());
@@ -294,9 +300,10 @@ impl Config {
         if d.kind != DataKind::Npy {
             d.standardize.get_or_insert(!d.kind.is_generated());
         }
-        for path in
-            [&mut d.path, &mut d.x, &mut d.y, &mut self.model.init_from, &mut self.model.path].into_iter().flatten()
-        {
+        let tokenizer = d.tokenizer.as_mut().map(|t| &mut t.path);
+        let files = [Some(&mut d.path), Some(&mut d.x), Some(&mut d.y), tokenizer];
+        let model_files = [&mut self.model.init_from, &mut self.model.path];
+        for path in files.into_iter().flatten().chain(model_files).flatten() {
             if let Ok(absolute) = std::path::absolute(&*path) {
                 *path = absolute;
             }

@@ -41,12 +41,14 @@ pub enum Role {
     Target,
     /// A class label: text, never filled.
     Label,
+    /// Free text (`data.text`): a missing cell is an empty text, whatever the policy.
+    FreeText,
 }
 
 impl Role {
     /// Whether the column's present cells are all kept as text.
     pub fn is_text(self) -> bool {
-        matches!(self, Role::Text | Role::Label)
+        matches!(self, Role::Text | Role::Label | Role::FreeText)
     }
 }
 
@@ -100,7 +102,7 @@ enum Reading {
 impl Reading {
     fn new(role: Role) -> Reading {
         match role {
-            Role::Text | Role::Label => Reading::Text(TextBuilder::default()),
+            Role::Text | Role::Label | Role::FreeText => Reading::Text(TextBuilder::default()),
             role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
         }
     }

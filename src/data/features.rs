@@ -35,16 +35,19 @@ pub enum ColumnMatch {
 /// `categorical`, when the header (or Parquet schema) has them all, and a header with only
 /// some of them is an error naming the others; for a model without categorical features a
 /// header with none of them, or a CSV file without a header, means every column is a
-/// feature, in order. Missing cells become NaN (or `None` in a text column).
+/// feature, in order. Missing cells become NaN (or `None` in a text column). The free-text
+/// columns `text` (`data.text`) come back with the categorical ones, by name.
 pub fn read_features(
     path: &Path,
     numeric: &[String],
     categorical: &[String],
+    text: &[String],
     delimiter: u8,
 ) -> Result<(Tensor, Vec<TextColumn>, ColumnMatch)> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        if !categorical.is_empty() {
-            bail!("{}: a .npy array has no column names; this model takes text columns too ({}): use a CSV or Parquet file", path.display(), categorical.join(", "));
+        if !categorical.is_empty() || !text.is_empty() {
+            let names: Vec<&str> = categorical.iter().chain(text).map(String::as_str).collect();
+            bail!("{}: a .npy array has no column names; this model takes text columns too ({}): use a CSV or Parquet file", path.display(), names.join(", "));
         }
         let t = read_npy("input", path)?;
         if t.dim() != 2 {
@@ -58,10 +61,11 @@ pub fn read_features(
         check_finite(&path.display().to_string(), &x, name)?;
         return Ok((x, Vec::new(), ColumnMatch::Array));
     }
-    let names: Vec<&String> = numeric.iter().chain(categorical).collect();
+    let names: Vec<&String> = numeric.iter().chain(categorical).chain(text).collect();
     let by_name = || -> Vec<(String, Role)> {
         let numbers = numeric.iter().map(|n| (n.clone(), Role::Number));
-        numbers.chain(categorical.iter().map(|n| (n.clone(), Role::Text))).collect()
+        let categories = categorical.iter().map(|n| (n.clone(), Role::Text));
+        numbers.chain(categories).chain(text.iter().map(|n| (n.clone(), Role::FreeText))).collect()
     };
     let mut matched = ColumnMatch::ByName;
     let format = Format::of(path, delimiter);
@@ -73,7 +77,7 @@ pub fn read_features(
             return Ok((by_name(), None));
         }
         let all = list(names.iter().map(|n| n.as_str()));
-        if absent.len() < names.len() || !categorical.is_empty() {
+        if absent.len() < names.len() || !categorical.is_empty() || !text.is_empty() {
             bail!("{}: no column {} (the model's features are {all})", path.display(), or_list(&absent));
         }
         let by_position = |columns: &[String]| columns.iter().map(|c| (c.clone(), Role::Number)).collect();

@@ -56,6 +56,7 @@ pub fn generate(cfg: &DataConfig) -> Result<Table> {
     };
     Ok(Table {
         categorical: Vec::new(),
+        text: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),

@@ -33,6 +33,7 @@ mod preprocessing;
 #[cfg(test)]
 mod tests;
 mod text;
+mod tokens;
 
 pub use self::array::{ArrayDtype, ArrayInput};
 pub use self::csv::header::{clip, delimiter_hint, list as list_names};
@@ -51,6 +52,7 @@ pub use numbers::Numbers;
 pub use paths::{check_file, note_config_file};
 pub use preprocessing::Preprocessing;
 pub use text::Text;
+pub use tokens::TextFeatures;
 
 /// A whole dataset as loaded, before splitting.
 pub struct Table {
@@ -59,6 +61,8 @@ pub struct Table {
     pub x: Tensor,
     /// The categorical features, as read.
     pub categorical: Vec<TextColumn>,
+    /// The free-text features (`data.text`), as read.
+    pub text: Vec<TextColumn>,
     pub y: Target,
     /// The numeric features' names: the columns of `x`.
     pub feature_names: Vec<String>,
@@ -219,6 +223,16 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
         None => preprocessing.apply_with_codes(table.x.shallow_clone(), &columns)?,
     };
     drop(columns);
+    let x_all = match &config.data.tokenizer {
+        Some(tokenizer) if !table.text.is_empty() => {
+            let text = TextFeatures::fit(&table.text, train_rows, tokenizer)?;
+            let columns: Vec<&Text> = table.text.iter().map(|c| &c.values).collect();
+            let ids = text.encode(&text.tokenizer()?, &columns, x_all.size()[0] as usize)?;
+            preprocessing.text = Some(text);
+            Tensor::f_cat(&[x_all, ids], 1)?
+        }
+        _ => x_all,
+    };
     drop(table);
     let part = |idx: &[usize]| Part { x: select(&x_all, idx), y: select(&y_all, idx) };
     let train = part(train_rows);
@@ -285,6 +299,7 @@ fn fit_inputs(table: &Table, train_x: &Tensor, d: &DataConfig, unsplit: bool) ->
         categorical: Vec::new(),
         input: table.input.clone(),
         numeric_bins: None,
+        text: None,
     };
     if table.input.is_some() {
         // An array is neither filled (it holds no NaN) nor standardised.

@@ -44,6 +44,7 @@ pub(super) fn read_npy_table(d: &DataConfig, task: Task) -> Result<Table> {
     let f = if input.is_some() { 0 } else { x.size()[1] };
     Ok(Table {
         categorical: Vec::new(),
+        text: Vec::new(),
         x,
         y,
         feature_names: (0..f).map(|i| format!("x{i}")).collect(),

@@ -289,7 +289,7 @@ impl Buffer {
     fn new(role: Role, data_type: &DataType) -> Buffer {
         let text = |auto| Buffer::Text { text: TextBuilder::default(), auto, keys: Vec::new() };
         match role {
-            Role::Text | Role::Label => text(false),
+            Role::Text | Role::Label | Role::FreeText => text(false),
             Role::Auto if is_text(data_type) => text(true),
             _ => Buffer::Numbers(Vec::new()),
         }

@@ -37,6 +37,10 @@ pub struct Preprocessing {
     /// fitted on the training part (`bins`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numeric_bins: Option<Vec<Vec<f32>>>,
+    /// `data.text`: the text columns and their tokenizer, whose ids follow the categorical
+    /// level codes in the model's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<super::TextFeatures>,
 }
 
 impl Preprocessing {

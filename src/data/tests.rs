@@ -129,12 +129,12 @@ fn read_features_picks_columns_by_name_and_npy_must_be_2d() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "x.csv", "y,b,a\n9,2,1\n9,4,3\n");
     let names = ["a".to_string(), "b".to_string()];
-    let (x, _, matched) = read_features(&path, &names, &[], b',').unwrap();
+    let (x, _, matched) = read_features(&path, &names, &[], &[], b',').unwrap();
     assert_eq!(Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
     assert_eq!(matched, ColumnMatch::ByName);
     let npy = dir.path().join("x.npy");
     Tensor::from_slice(&[1.0f32, 2.0, 3.0]).write_npy(&npy).unwrap();
-    assert!(read_features(&npy, &names, &[], b',').unwrap_err().to_string().contains("expected a 2-D array"));
+    assert!(read_features(&npy, &names, &[], &[], b',').unwrap_err().to_string().contains("expected a 2-D array"));
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn read_features_takes_columns_in_order_only_when_no_name_matches() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a".to_string(), "b".to_string(), "c".to_string()];
     let values = |path: &Path| {
-        let (x, _, matched) = read_features(path, &names, &[], b';').unwrap();
+        let (x, _, matched) = read_features(path, &names, &[], &[], b';').unwrap();
         (Vec::<f32>::try_from(x.flatten(0, 1)).unwrap(), matched)
     };
     // No header: the first row is data, not lost.
@@ -155,15 +155,15 @@ fn read_features_takes_columns_in_order_only_when_no_name_matches() {
     assert_eq!(values(&other), (vec![1.0, 2.0, 3.0], ColumnMatch::ByPosition));
     // Some names but not all: an error naming the absent ones, not a silent fallback.
     let partial = write(dir.path(), "partial.csv", "a;x_c;y\n1;2;3\n");
-    let err = read_features(&partial, &names, &[], b';').unwrap_err().to_string();
+    let err = read_features(&partial, &names, &[], &[], b';').unwrap_err().to_string();
     assert!(err.contains("partial.csv: no column `b` or `c` (the model's features are a, b, c)"), "{err}");
     // A name the header repeats is ambiguous, not the first of them.
     let twice = write(dir.path(), "twice.csv", "a;b;c;a\n1;2;3;4\n");
-    let err = read_features(&twice, &names, &[], b';').unwrap_err().to_string();
+    let err = read_features(&twice, &names, &[], &[], b';').unwrap_err().to_string();
     assert!(err.contains("twice.csv: the header has more than one column `a`"), "{err}");
     // A headerless row that is not all numbers further down names the column by feature.
     let text = write(dir.path(), "text.csv", "1;2;3\n4;x;6\n");
-    let err = read_features(&text, &names, &[], b';').unwrap_err().to_string();
+    let err = read_features(&text, &names, &[], &[], b';').unwrap_err().to_string();
     assert!(err.contains("text.csv: row 2 (line 2), column `b`: \"x\" is not a number"), "{err}");
 }
 
@@ -178,7 +178,7 @@ fn crlf_files_report_the_lines_that_editors_show() {
         let err = load(&cfg).err().unwrap().to_string();
         assert!(err.contains(&format!("{name}: row 2 (line 4), column `y`: \"x\" is not a number")), "{err}");
         let bare = write(dir.path(), name, &["1,2", "3,x", ""].join(newline));
-        let err = read_features(&bare, &["a".into(), "b".into()], &[], b',').unwrap_err().to_string();
+        let err = read_features(&bare, &["a".into(), "b".into()], &[], &[], b',').unwrap_err().to_string();
         assert!(err.contains(&format!("{name}: row 2 (line 2), column `b`")), "{err}");
     }
 }
@@ -223,6 +223,7 @@ fn codes_written_with_the_standardised_features_match_the_long_way() {
         ],
         input: None,
         numeric_bins: None,
+        text: None,
     };
     let columns = [&text, &other];
     let bits =

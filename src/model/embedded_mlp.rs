@@ -25,20 +25,26 @@ use crate::config::{ModelConfig, NumericEmbedding};
 use crate::data::Preprocessing;
 use crate::shim::ScriptModule;
 
-/// The TorchScript module of the MLP with numeric embedding `embedding`, for `outputs`
-/// outputs.
+/// The TorchScript module of the MLP with numeric embedding `embedding` (when given) and the
+/// text encoders of `model.text` (when the data has text), for `outputs` outputs.
 pub(super) fn module(
     cfg: &ModelConfig,
-    embedding: &NumericEmbedding,
+    embedding: Option<&NumericEmbedding>,
     pre: &Preprocessing,
     outputs: usize,
 ) -> Result<ScriptModule> {
-    let input = Input::of(pre);
+    let input = Input::for_model(pre, cfg);
     input.check()?;
-    let stage = Stage::new(embedding, pre)?;
+    let stage = embedding.map(|e| Stage::new(e, pre)).transpose()?;
     let mut root = ScriptModule::new("__torch__.torchfit.EmbeddedMlp")?;
-    stage.register(&mut root)?;
-    let mut widths = vec![stage.width() + input.width() - input.numeric];
+    let numeric_width = match &stage {
+        Some(stage) => {
+            stage.register(&mut root)?;
+            stage.width()
+        }
+        None => input.numeric,
+    };
+    let mut widths = vec![numeric_width + input.width() - input.numeric];
     widths.extend(&cfg.hidden);
     widths.push(outputs);
     for (i, pair) in widths.windows(2).enumerate() {
@@ -49,17 +55,18 @@ pub(super) fn module(
         root.register_module(&child_name(i), &dense)?;
     }
     super::resnet::register_embeddings(&mut root, &input)?;
-    root.define(&source(cfg, &input, &stage, widths.len() - 1)).context("compiling the MLP's forward")?;
+    root.define(&source(cfg, &input, stage.as_ref(), widths.len() - 1)).context("compiling the MLP's forward")?;
     root.set_training(false)?;
     Ok(root)
 }
 
 /// `forward`: the stage, the categorical features, then `layers` Dense layers with the
 /// activation and dropout after each but the last.
-fn source(cfg: &ModelConfig, input: &Input, stage: &Stage, layers: usize) -> String {
-    let args = if input.is_numeric_only() { "x: Tensor" } else { "x: Tensor, codes: Tensor" };
-    let mut src = format!("def forward(self, {args}) -> Tensor:\n");
-    src += &stage.script();
+fn source(cfg: &ModelConfig, input: &Input, stage: Option<&Stage>, layers: usize) -> String {
+    let mut src = format!("def forward(self, {}) -> Tensor:\n", input.signature());
+    if let Some(stage) = stage {
+        src += &stage.script();
+    }
     src += &input.script();
     for i in 0..layers {
         src += &Dense::script(i);

@@ -13,14 +13,18 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::text::TextInput;
+
 /// What the model's input is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Input {
     /// The numeric features: `x`'s first columns, standardised.
     pub numeric: usize,
     /// The categorical features, in the order of their level-index columns after the
     /// numeric ones.
     pub categorical: Vec<Categorical>,
+    /// The free-text columns' token ids, after the categorical codes (`text`).
+    pub text: Option<TextInput>,
 }
 
 /// How one categorical feature enters the model.
@@ -53,25 +57,56 @@ impl Input {
     pub fn of(pre: &crate::data::Preprocessing) -> Input {
         let categorical =
             pre.categorical.iter().map(|f| Categorical { levels: f.levels.len(), embedding: f.embedding }).collect();
-        Input { numeric: pre.feature_names.len(), categorical }
+        let text = pre.text.as_ref().map(TextInput::of);
+        Input { numeric: pre.feature_names.len(), categorical, text }
+    }
+
+    /// The input of a built-in model of `cfg`: its text encoded by `model.text`.
+    pub fn for_model(pre: &crate::data::Preprocessing, cfg: &crate::config::ModelConfig) -> Input {
+        let mut input = Input::of(pre);
+        if let Some(text) = &mut input.text {
+            text.encoder = cfg.text.clone();
+        }
+        input
     }
 
     pub fn numeric_only(numeric: usize) -> Input {
-        Input { numeric, categorical: Vec::new() }
+        Input { numeric, categorical: Vec::new(), text: None }
     }
 
     /// The width of `h0`: the first Dense layer's fan-in.
     pub fn width(&self) -> usize {
-        self.numeric + self.categorical.iter().map(Categorical::width).sum::<usize>()
+        let text = self.text.as_ref().map_or(0, TextInput::width);
+        self.numeric + self.categorical.iter().map(Categorical::width).sum::<usize>() + text
     }
 
-    /// The width of the encoded input `x`: one column per feature.
+    /// The width of the encoded input `x`: one column per numeric or categorical feature,
+    /// and `max_length` per text column.
     pub fn columns(&self) -> usize {
-        self.numeric + self.categorical.len()
+        self.numeric + self.categorical.len() + self.text.as_ref().map_or(0, TextInput::ids)
     }
 
     pub fn is_numeric_only(&self) -> bool {
-        self.categorical.is_empty()
+        self.categorical.is_empty() && self.text.is_none()
+    }
+
+    /// forward's arguments (`Scripted`'s input contract): `x`, with categorical features
+    /// `x, codes`, with text `x, codes, ids` (codes `[batch, 0]` when there are none).
+    pub fn signature(&self) -> &'static str {
+        match (self.text.is_some(), self.categorical.is_empty()) {
+            (true, _) => "x: Tensor, codes: Tensor, ids: Tensor",
+            (false, true) => "x: Tensor",
+            (false, false) => "x: Tensor, codes: Tensor",
+        }
+    }
+
+    /// The names of forward's arguments, as [`Input::signature`] has them.
+    pub fn arguments(&self) -> &'static str {
+        match (self.text.is_some(), self.categorical.is_empty()) {
+            (true, _) => "x, codes, ids",
+            (false, true) => "x",
+            (false, false) => "x, codes",
+        }
     }
 
     /// Refuses what no data can fill: a feature without levels, an embedding without
@@ -153,7 +188,13 @@ impl Input {
             return String::new();
         }
         let n = self.numeric;
-        format!("    codes = x[:, {n}:].long()\n    x = x[:, :{n}]\n")
+        match &self.text {
+            None => format!("    codes = x[:, {n}:].long()\n    x = x[:, :{n}]\n"),
+            Some(_) => {
+                let c = n + self.categorical.len();
+                format!("    codes = x[:, {n}:{c}].long()\n    ids = x[:, {c}:].long()\n    x = x[:, :{n}]\n")
+            }
+        }
     }
 
     /// TorchScript building `h0` in `x` from the preprocessed numeric features `x` and
@@ -162,7 +203,7 @@ impl Input {
         if self.is_numeric_only() {
             return String::new();
         }
-        let parts: Vec<String> = self
+        let mut parts: Vec<String> = self
             .categorical
             .iter()
             .enumerate()
@@ -173,7 +214,12 @@ impl Input {
                 None => format!("torch.one_hot(codes[:, {j}], {}).float()", c.levels),
             })
             .collect();
-        format!("    x = torch.cat([x, {}], 1)\n", parts.join(", "))
+        let mut src = String::new();
+        if let Some(text) = &self.text {
+            src += &text.script();
+            parts.extend(text.vectors());
+        }
+        src + &format!("    x = torch.cat([x, {}], 1)\n", parts.join(", "))
     }
 }
 

@@ -66,6 +66,9 @@ impl Mlp {
     /// Random draws come from libtorch's global CPU generator, which the caller seeds.
     pub fn new(cfg: &ModelConfig, input: &Input, outputs: usize, device: Device) -> Result<Mlp> {
         input.check()?;
+        if input.text.is_some() {
+            anyhow::bail!("the hand-written MLP takes no text columns (an MLP with text is a generated module)");
+        }
         let mut widths = vec![input.width()];
         widths.extend(&cfg.hidden);
         widths.push(outputs);

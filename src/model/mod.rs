@@ -40,6 +40,7 @@ mod resnet;
 mod script;
 mod scripted;
 mod tabm;
+mod text;
 mod trainable;
 
 pub use dense::{child_name, Dense};
@@ -154,13 +155,14 @@ pub fn build(
     probe: Option<&Tensor>,
     groups: &[crate::config::ParamGroup],
 ) -> Result<Box<dyn Model>> {
-    let input = Input::of(preprocessing);
+    let input = Input::for_model(preprocessing, cfg);
     // Every kind but the plain MLP and a user's module is a TorchScript module torchfit
-    // generates, trained through autograd.
+    // generates, trained through autograd; so is the MLP with a stage its hand-written
+    // backward pass has no room for (numeric embeddings, text encoders).
     let module = match cfg.kind {
-        ModelKind::Mlp => match &cfg.numeric_embedding {
-            None => return Ok(Box::new(Mlp::for_training(cfg, &input, outputs, device, groups)?)),
-            Some(embedding) => embedded_mlp::module(cfg, embedding, preprocessing, outputs)?,
+        ModelKind::Mlp => match (&cfg.numeric_embedding, &input.text) {
+            (None, None) => return Ok(Box::new(Mlp::for_training(cfg, &input, outputs, device, groups)?)),
+            (embedding, _) => embedded_mlp::module(cfg, embedding.as_ref(), preprocessing, outputs)?,
         },
         ModelKind::Torchscript => {
             let path = cfg.path.as_deref().unwrap_or(std::path::Path::new(""));

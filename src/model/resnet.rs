@@ -54,8 +54,7 @@ pub(super) fn module(cfg: &ModelConfig, input: &Input, outputs: usize) -> Result
 
 /// `forward`: torchfit's input stage, then the network above.
 fn source(input: &Input, n_blocks: usize, dropout1: f64, dropout2: f64) -> String {
-    let args = if input.is_numeric_only() { "x: Tensor" } else { "x: Tensor, codes: Tensor" };
-    let mut src = format!("def forward(self, {args}) -> Tensor:\n");
+    let mut src = format!("def forward(self, {}) -> Tensor:\n", input.signature());
     src += &input.script();
     src += "    x = torch.linear(x, self.input_projection.weight, self.input_projection.bias)\n";
     for i in 0..n_blocks {
@@ -114,8 +113,17 @@ fn batch_norm(class: &str, width: i64) -> Result<ScriptModule> {
 }
 
 /// The categorical features' embedding tables, as the MLP names them (`embeddings.<j>.weight`,
-/// N(0, 1) as nn.Embedding draws them), drawn after the network's parameters.
+/// N(0, 1) as nn.Embedding draws them), drawn after the network's parameters, then the text
+/// encoders (`text`).
 pub(super) fn register_embeddings(root: &mut ScriptModule, input: &Input) -> Result<()> {
+    register_tables(root, input)?;
+    match &input.text {
+        Some(text) => text.register(root),
+        None => Ok(()),
+    }
+}
+
+fn register_tables(root: &mut ScriptModule, input: &Input) -> Result<()> {
     let tables: Vec<(usize, [i64; 2])> =
         input.table_shapes().into_iter().enumerate().filter_map(|(j, s)| s.map(|s| (j, s))).collect();
     if tables.is_empty() {

@@ -95,8 +95,7 @@ pub(super) fn user_module(module: &ScriptModule, preprocessing: &Preprocessing, 
         }
         None => preprocess_source(&input, preprocessing),
     };
-    let args = if input.is_numeric_only() { "x" } else { "x, codes" };
-    src += &format!("    return self.{USER_MODULE}.forward({args})\n\n");
+    src += &format!("    return self.{USER_MODULE}.forward({})\n\n", input.arguments());
     src += &prediction_source(preprocessing, loss);
     root.define(&src).context("compiling the TorchScript methods around the module")?;
     root.set_training(false)?;

@@ -30,9 +30,12 @@ pub struct Scripted {
     grads: Tensor,
     segments: Vec<Segment>,
     outputs: i64,
-    /// Tables with categorical features: the numeric columns of `x`, after which come the
-    /// level codes, passed as forward's second argument.
-    numeric: Option<i64>,
+    /// Tables with categorical or text features: the numeric columns of `x`, then the
+    /// categorical codes' (forward's second argument), and whether token ids follow them
+    /// (its third); `None` passes `x` alone.
+    layout: Option<(i64, i64, bool)>,
+    /// forward's arguments, for errors.
+    arguments: &'static str,
     /// bf16 autocast around training forward passes.
     low: bool,
     /// The module's training flag as last set, so that a pass switches it only when needed.
@@ -99,7 +102,12 @@ impl Scripted {
             grads,
             segments,
             outputs: outputs as i64,
-            numeric: (!input.is_numeric_only()).then_some(input.numeric as i64),
+            layout: (!input.is_numeric_only()).then_some((
+                input.numeric as i64,
+                input.categorical.len() as i64,
+                input.text.is_some(),
+            )),
+            arguments: input.arguments(),
             low: false,
             training: Cell::new(false),
             hooks: GradHooks::new(leaves)?,
@@ -121,9 +129,9 @@ impl Scripted {
         let file = &self.label;
         let rows = probe.size()[0];
         let out = self.run(probe, false).map_err(|e| {
-            let args = if self.numeric.is_some() { "forward(x, codes)" } else { "forward(x)" };
+            let args = self.arguments;
             anyhow!(
-                "{file}: {args} failed on a batch of shape {:?} ({:?}): {e}",
+                "{file}: forward({args}) failed on a batch of shape {:?} ({:?}): {e}",
                 self.inputs(probe)[0].size(),
                 probe.kind()
             )
@@ -144,12 +152,17 @@ impl Scripted {
     }
 
     /// The forward arguments for a batch of torchfit's input: `x`, or for a table with
-    /// categorical features, the numeric columns and the int64 codes.
+    /// categorical or text features, the numeric columns, the int64 codes and, with text,
+    /// the int64 token ids.
     fn inputs(&self, x: &Tensor) -> Vec<Tensor> {
-        match self.numeric {
-            Some(n) => {
-                let codes = x.narrow(1, n, x.size()[1] - n).to_kind(Kind::Int64);
-                vec![x.narrow(1, 0, n), codes]
+        match self.layout {
+            Some((n, c, text)) => {
+                let rest = if text { c } else { x.size()[1] - n };
+                let mut inputs = vec![x.narrow(1, 0, n), x.narrow(1, n, rest).to_kind(Kind::Int64)];
+                if text {
+                    inputs.push(x.narrow(1, n + c, x.size()[1] - n - c).to_kind(Kind::Int64));
+                }
+                inputs
             }
             None => vec![x.shallow_clone()],
         }

@@ -81,6 +81,7 @@ impl Front {
     pub fn plain(input: &Input) -> Front {
         let mut d_features = vec![1; input.numeric];
         d_features.extend(input.categorical.iter().map(|c| c.width()));
+        d_features.extend(text_widths(input));
         Front { script: input.script(), d_features }
     }
 
@@ -89,8 +90,14 @@ impl Front {
     pub fn embedded(input: &Input, stage: &Stage) -> Front {
         let mut d_features = stage.widths();
         d_features.extend(input.categorical.iter().map(|c| c.width()));
+        d_features.extend(text_widths(input));
         Front { script: stage.script() + &input.script(), d_features }
     }
+}
+
+/// Each text column's width in `x`: one feature each (`model.text`'s vector).
+fn text_widths(input: &Input) -> Vec<usize> {
+    input.text.as_ref().map_or(Vec::new(), |t| vec![t.d_embedding(); t.columns])
 }
 
 /// TabM.make's defaults that depend on whether numeric embeddings are used.
@@ -130,7 +137,7 @@ pub(super) fn module(
     let defaults = Defaults::new(stage.is_some());
     module_with(&mut root, cfg, &front, defaults, outputs)?;
     super::resnet::register_embeddings(&mut root, input)?;
-    let source = source(cfg, &front, defaults, combine, !input.is_numeric_only());
+    let source = source(cfg, &front, defaults, combine, input.signature());
     root.define(&source).context("compiling TabM's forward")?;
     root.set_training(false)?;
     Ok(root)
@@ -189,9 +196,9 @@ fn module_with(
 
 /// `forward` (the front, the ensemble view, the backbone, the output layer, and in
 /// evaluation mode `combine`) and `combine`.
-fn source(cfg: &ModelConfig, front: &Front, defaults: Defaults, combine: Combine, codes: bool) -> String {
+fn source(cfg: &ModelConfig, front: &Front, defaults: Defaults, combine: Combine, signature: &str) -> String {
     let (k, n_blocks, _, dropout, arch) = knobs(cfg, defaults);
-    let args = if codes { "x: Tensor, codes: Tensor" } else { "x: Tensor" };
+    let args = signature;
     let mut src = format!("def forward(self, {args}) -> Tensor:\n");
     src += &front.script;
     // The ensemble view: [batch, 1, d_in] broadcasts against each member's [k, d_in]

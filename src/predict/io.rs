@@ -28,8 +28,9 @@ pub fn predict(model: &Path, input: &Path, output: Option<&Path>, proba: bool, s
         let prediction = predictor.predict_array(&x, proba).with_context(|| file.to_string())?;
         return write_csv(&to_csv(&prediction, predictor.labels())?, output, stdout);
     }
-    let categorical = predictor.categorical_names();
-    let (x, text, matched) = data::read_features(input, predictor.features(), &categorical, predictor.delimiter())?;
+    let (categorical, free) = (predictor.categorical_names(), predictor.text_names());
+    let (x, text, matched) =
+        data::read_features(input, predictor.features(), &categorical, &free, predictor.delimiter())?;
     let prediction = predictor.predict(&x, &text, proba).with_context(|| input.display().to_string())?;
     let csv = to_csv(&prediction, predictor.labels())?;
     // Said only once the predictions exist, so that a failure stays one line.

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tch::{CModule, Device, IValue, Tensor};
 
 use crate::config::{Config, Missing};
-use crate::data::{self, CategoricalFeature, TextColumn};
+use crate::data::{self, CategoricalFeature, TextColumn, TextFeatures};
 use crate::export::{self, ExtraFiles};
 use crate::rundir;
 use crate::shim::first_line;
@@ -32,6 +32,9 @@ pub struct Predictor {
     array: Option<ArrayInput>,
     /// Whether model.pt fills a missing numeric value (see [`Predictor::no_fill`]).
     fills: bool,
+    /// A model with free-text columns: what they are (extra/text.json) and the tokenizer
+    /// that turns them into the ids the model takes (extra/tokenizer.json).
+    text: Option<(TextFeatures, torchfit_tokenize::TextTokenizer)>,
 }
 
 /// What a model predicts for a batch of rows.
@@ -72,8 +75,9 @@ impl Predictor {
             (Some(bytes), None) => json_names(&path, "features.json", &bytes)?,
             (None, None) => return Err(not_ours("features.json")),
         };
-        // A table of categorical features only has no numeric ones to name.
-        if features.is_empty() && array.is_none() && extra.read("categorical.json")?.is_none() {
+        // A table of categorical or text features only has no numeric ones to name.
+        let other = ["categorical.json", "text.json"];
+        if features.is_empty() && array.is_none() && other.iter().all(|f| !extra.has(f)) {
             bail!("{file}: extra/features.json names no features");
         }
         let yaml = extra.read("config.yaml")?.ok_or_else(|| not_ours("config.yaml"))?;
@@ -89,12 +93,13 @@ impl Predictor {
         // versions left it out when the training table had no missing value.
         let fills =
             config.data.missing == Missing::Mean && (features.is_empty() || extra.code_mentions("input_fill")?);
+        let text = read_text(&mut extra, &file.to_string())?;
         let module = load_module(&path, device)?;
-        let numeric_only = categorical.is_empty() && array.is_none();
+        let numeric_only = categorical.is_empty() && array.is_none() && text.is_none();
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, device, config, features, categorical, labels, array, fills })
+        Ok(Predictor { path, module, device, config, features, categorical, labels, array, fills, text })
     }
 
     /// Why a missing numeric value cannot be predicted for (it would come out NaN), said
@@ -127,6 +132,12 @@ impl Predictor {
     /// The categorical features' names.
     pub fn categorical_names(&self) -> Vec<String> {
         self.categorical.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The free-text columns' names (`data.text`), whose token ids the model takes after the
+    /// categorical codes.
+    pub fn text_names(&self) -> Vec<String> {
+        self.text.as_ref().map_or(Vec::new(), |(t, _)| t.columns.clone())
     }
 
     /// Classification: the class labels, in class-index order.
@@ -180,12 +191,23 @@ impl Predictor {
         if proba && self.labels.is_none() {
             bail!("{model} is a regression: it has no class probabilities");
         }
-        let x = if self.categorical.is_empty() {
-            x.shallow_clone()
-        } else {
-            let codes = data::categorical_codes(&self.categorical, text, x.size()[0] as usize)?;
-            Tensor::f_cat(&[x.f_to_kind(tch::Kind::Float)?, codes], 1)?
-        };
+        let rows = x.size()[0] as usize;
+        let mut parts = vec![x.f_to_kind(tch::Kind::Float)?];
+        if !self.categorical.is_empty() {
+            parts.push(data::categorical_codes(&self.categorical, text, rows)?);
+        }
+        if let Some((features, tokenizer)) = &self.text {
+            let columns: Vec<&data::Text> = features
+                .columns
+                .iter()
+                .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    anyhow!("no text column {}", data::or_list(&features.columns.iter().collect::<Vec<_>>()))
+                })?;
+            parts.push(features.encode(tokenizer, &columns, rows)?);
+        }
+        let x = if parts.len() == 1 { x.shallow_clone() } else { Tensor::f_cat(&parts, 1)? };
         let output = self.call("forward", &x)?;
         let proba = if proba { Some(self.call("predict_proba", &x)?) } else { None };
         Ok(Prediction { output, proba })
@@ -229,6 +251,20 @@ pub fn load_module(path: &Path, device: Device) -> Result<CModule> {
         let reason: String = reason.chars().take(200).collect();
         anyhow!("{} is not a TorchScript archive that libtorch can load (damaged?): {reason}", path.display())
     })
+}
+
+/// A text model's extra/text.json and extra/tokenizer.json; `None` for a model without text.
+fn read_text(extra: &mut ExtraFiles, file: &str) -> Result<Option<(TextFeatures, torchfit_tokenize::TextTokenizer)>> {
+    let Some(bytes) = extra.read("text.json")? else { return Ok(None) };
+    let features: TextFeatures = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{file}: extra/text.json does not describe text columns"))?;
+    let json = extra
+        .read("tokenizer.json")?
+        .ok_or_else(|| anyhow!("{file}: has extra/text.json but no extra/tokenizer.json"))?;
+    let json = String::from_utf8(json).map_err(|_| anyhow!("{file}: extra/tokenizer.json is not UTF-8 text"))?;
+    let tokenizer = torchfit_tokenize::TextTokenizer::from_json(&json, features.max_length)
+        .with_context(|| format!("{file}: extra/tokenizer.json"))?;
+    Ok(Some((features, tokenizer)))
 }
 
 fn json_names(path: &Path, name: &str, bytes: &[u8]) -> Result<Vec<String>> {

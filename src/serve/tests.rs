@@ -58,6 +58,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         input: None,
         categorical: features.into_iter().collect(),
         numeric_bins: None,
+        text: None,
     };
     let path = dir.join("model.pt");
     crate::export::write_torchscript(&model, &pre, Loss::Mse, CONFIG, &path).unwrap();

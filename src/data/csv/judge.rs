@@ -43,6 +43,7 @@ pub(in crate::data) fn judge(cell: &Cell, role: Role, missing: Missing) -> Resul
             Missing::Error if role == Role::Label => Err(Problem::MissingLabel),
             Missing::Error => Err(Problem::Missing),
         },
+        (Cell::Missing, Role::FreeText) => Ok(Keep::Row),
         (Cell::Missing, _) => match missing {
             Missing::DropRow => Ok(Keep::Drop),
             Missing::Mean => Ok(Keep::Row),

@@ -22,6 +22,8 @@ pub(in crate::data) fn read_table(d: &DataConfig, task: Task, format: Format) ->
     let targets = d.target.as_ref().map(|t| t.names()).unwrap_or_default();
     let forced_list = d.categorical.clone().unwrap_or_default();
     let forced: HashSet<&String> = forced_list.iter().collect();
+    let free_list = d.text.clone().unwrap_or_default();
+    let free: HashSet<&String> = free_list.iter().collect();
     let file = path.display();
     let labelled = read_labelled_csv(path, format, d.missing, task, &targets, |header| {
         // Sets of names: a header may have tens of thousands of columns.
@@ -61,10 +63,22 @@ pub(in crate::data) fn read_table(d: &DataConfig, task: Task, format: Format) ->
                 list(features.iter().map(String::as_str))
             );
         }
+        if let Some(unknown) = free_list.iter().find(|c| !feature_set.contains(c)) {
+            let why = if columns.contains(unknown) { "is not a feature" } else { "is not a column" };
+            bail!(
+                "data.text: `{}` {why} of {file} (features: {})",
+                clip(unknown),
+                list(features.iter().map(String::as_str))
+            );
+        }
         Ok(features
             .into_iter()
             .map(|f| {
-                let role = if forced.contains(&f) { Role::Text } else { Role::Auto };
+                let role = match (forced.contains(&f), free.contains(&f)) {
+                    (_, true) => Role::FreeText,
+                    (true, false) => Role::Text,
+                    (false, false) => Role::Auto,
+                };
                 (f, role)
             })
             .collect())
@@ -82,6 +96,7 @@ pub(in crate::data) fn read_table(d: &DataConfig, task: Task, format: Format) ->
     Ok(Table {
         x: labelled.x,
         categorical: labelled.categorical,
+        text: labelled.text,
         y,
         feature_names: labelled.feature_names,
         target_names: targets,
@@ -97,6 +112,8 @@ pub struct LabelledCsv {
     pub x: Tensor,
     /// The categorical features, as read.
     pub categorical: Vec<TextColumn>,
+    /// The free-text features (read with [`Role::FreeText`]), as read.
+    pub text: Vec<TextColumn>,
     /// Regression: the target columns, `[rows, targets]`.
     pub values: Option<Tensor>,
     /// Classification: the label column (empty for regression).
@@ -116,8 +133,10 @@ pub fn read_labelled_csv(
     targets: &[String],
     features: impl FnOnce(&[String]) -> Result<Vec<(String, Role)>>,
 ) -> Result<LabelledCsv> {
+    let mut free = HashSet::new();
     let data = format.read(path, missing, |header| {
         let mut wanted = features(header)?;
+        free = wanted.iter().filter(|(_, role)| *role == Role::FreeText).map(|(name, _)| name.clone()).collect();
         let role = if task == Task::Classification { Role::Label } else { Role::Target };
         wanted.extend(targets.iter().map(|t| (t.clone(), role)));
         Ok(wanted)
@@ -128,13 +147,14 @@ pub fn read_labelled_csv(
     names.truncate(names.len() - targets.len());
     let mut columns = data.columns;
     let target_columns = columns.split_off(names.len());
-    let (mut feature_names, mut numeric, mut categorical) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut feature_names, mut numeric, mut categorical, mut text) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (name, column) in names.into_iter().zip(columns) {
         match column {
             Column::Numbers(values) => {
                 feature_names.push(name);
                 numeric.push(values);
             }
+            Column::Text(values) if free.contains(&name) => text.push(TextColumn { name, values }),
             Column::Text(values) => categorical.push(TextColumn { name, values }),
         }
     }
@@ -150,5 +170,5 @@ pub fn read_labelled_csv(
         }
     }
     let values = (task == Task::Regression).then(|| column_matrix(values, rows)).transpose()?;
-    Ok(LabelledCsv { feature_names, x, categorical, values, labels, unlabelled: data.unlabelled })
+    Ok(LabelledCsv { feature_names, x, categorical, text, values, labels, unlabelled: data.unlabelled })
 }

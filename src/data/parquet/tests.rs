@@ -257,12 +257,12 @@ fn predict_inputs_match_by_name_or_position_and_the_extension_picks_the_format()
         ("colour", array(colour)),
     ];
     write_parquet(&path, columns, 2);
-    let (x, text, matched) = read_features(&path, &["a".into(), "b".into()], &["colour".into()], b';').unwrap();
+    let (x, text, matched) = read_features(&path, &["a".into(), "b".into()], &["colour".into()], &[], b';').unwrap();
     assert_eq!(matched, ColumnMatch::ByName);
     let x = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
     assert!(x[3].is_nan() && x[..3] == [1.0, 2.0, 3.0] && x[4..] == [5.0, 6.0]);
     assert_eq!(text[0].values.iter().collect::<Vec<_>>(), [Some("red"), None, Some("blue")]);
-    let err = read_features(&path, &["a".into(), "zz".into()], &[], b',').unwrap_err().to_string();
+    let err = read_features(&path, &["a".into(), "zz".into()], &[], &[], b',').unwrap_err().to_string();
     assert!(err.contains("no column `zz`"), "{err}");
 
     // Names that read as numbers are still names: a Parquet file always has its header.
@@ -272,7 +272,7 @@ fn predict_inputs_match_by_name_or_position_and_the_extension_picks_the_format()
         vec![("1", array(Float64Array::from(vec![4.0]))), ("2", array(Float64Array::from(vec![5.0])))],
         2,
     );
-    let (x, _, matched) = read_features(&numbered, &["a".into(), "b".into()], &[], b',').unwrap();
+    let (x, _, matched) = read_features(&numbered, &["a".into(), "b".into()], &[], &[], b',').unwrap();
     assert_eq!((matched, Vec::<f32>::try_from(x.flatten(0, -1)).unwrap()), (ColumnMatch::ByPosition, vec![4.0, 5.0]));
 
     assert_eq!(Format::of(Path::new("x.parquet"), b';'), Format::Parquet);

@@ -1,0 +1,204 @@
+//! The text encoders (`model.text`): each free-text column's token ids (`[batch,
+//! max_length]`, padded with the tokenizer's padding id) become one vector of `d_embedding`
+//! that joins the other features before the model's body. A generated TorchScript piece, as
+//! the numeric embeddings are: a child module `text` holding one encoder per column
+//! (`text.<j>.…`), and lines that leave column `j`'s vector in `t<j>`.
+//!
+//! - `bag`: `torch.embedding_bag` in mean mode with the padding id excluded, as
+//!   `nn.EmbeddingBag(vocab, d, mode="mean", padding_idx=pad)` computes it on 2-D ids
+//!   (fastText's model): `text.<j>.embedding.weight`. An empty text gives zeros.
+//! - `transformer`: token embeddings plus learned position embeddings, a learned `[CLS]`
+//!   vector in front, `n_blocks` pre-norm blocks (self-attention whose keys are the [CLS] and
+//!   the text's own tokens, never padding; a GELU feed-forward of twice the width), and a
+//!   final LayerNorm of the [CLS] output. The [CLS] is always there to attend to, so an empty
+//!   text gives a vector too, not NaN. Names: `embedding.weight`, `position.weight`,
+//!   `cls`, `blocks.<i>.{attention_norm, qkv, out, ffn_norm, linear1, linear2}.{weight,bias}`,
+//!   `norm.{weight,bias}`.
+//!
+//! Embeddings are drawn N(0, 1) as nn.Embedding draws them (the padding row zeroed, as
+//! `padding_idx` does), linear layers as nn.Linear, from the global generator the caller
+//! seeds, column by column.
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::resnet::linear;
+use crate::config::{TextEncoder, TextEncoderKind};
+use crate::data::TextFeatures;
+use crate::shim::ScriptModule;
+
+/// The child module holding the encoders, in `model.pt` and in parameter names.
+pub const TEXT: &str = "text";
+
+/// The text part of a model's input: `columns` columns of `max_length` ids each, after the
+/// numeric features and the categorical codes; `encoder` says how a built-in model encodes
+/// them (`None` where only the layout matters, or for a user's module, which takes the ids).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextInput {
+    pub columns: usize,
+    pub max_length: usize,
+    pub vocab_size: usize,
+    pub pad_id: i64,
+    pub encoder: Option<TextEncoder>,
+}
+
+const FLOAT: (Kind, Device) = (Kind::Float, Device::Cpu);
+
+impl TextInput {
+    pub fn of(text: &TextFeatures) -> TextInput {
+        TextInput {
+            columns: text.columns.len(),
+            max_length: text.max_length,
+            vocab_size: text.vocab_size,
+            pad_id: i64::from(text.pad_id),
+            encoder: None,
+        }
+    }
+
+    /// The ids' columns in the encoded input.
+    pub fn ids(&self) -> usize {
+        self.columns * self.max_length
+    }
+
+    /// Each column's vector's width (0 without an encoder).
+    pub fn d_embedding(&self) -> usize {
+        self.encoder.as_ref().map_or(0, TextEncoder::width)
+    }
+
+    /// The columns the text takes in `h0`.
+    pub fn width(&self) -> usize {
+        self.columns * self.d_embedding()
+    }
+
+    /// The names of the vectors [`TextInput::script`] leaves, in column order.
+    pub fn vectors(&self) -> Vec<String> {
+        (0..self.columns).map(|j| format!("t{j}")).collect()
+    }
+
+    fn encoder(&self) -> Result<&TextEncoder> {
+        match &self.encoder {
+            Some(e) => Ok(e),
+            None => bail!("the model takes text columns but has no text encoder"),
+        }
+    }
+
+    /// Adds the encoders' parameters to `root` as its child `text`, drawn column by column.
+    pub fn register(&self, root: &mut ScriptModule) -> Result<()> {
+        let e = self.encoder()?;
+        let mut text = ScriptModule::new("__torch__.torchfit.TextEncoders")?;
+        for j in 0..self.columns {
+            let encoder = match e.encoder {
+                TextEncoderKind::Bag => self.bag(j, e)?,
+                TextEncoderKind::Transformer => self.transformer(j, e)?,
+            };
+            text.register_module(&j.to_string(), &encoder)?;
+        }
+        root.register_module(TEXT, &text)
+    }
+
+    /// nn.Embedding(vocab, d, padding_idx=pad): N(0, 1), the padding row zero.
+    fn embedding(&self, d: usize) -> Result<Tensor> {
+        let table = Tensor::f_randn([self.vocab_size as i64, d as i64], FLOAT)?;
+        if (0..self.vocab_size as i64).contains(&self.pad_id) {
+            let _ = table.get(self.pad_id).f_zero_()?;
+        }
+        Ok(table)
+    }
+
+    fn bag(&self, j: usize, e: &TextEncoder) -> Result<ScriptModule> {
+        let mut m = ScriptModule::new(&format!("__torch__.torchfit.TextBag{j}"))?;
+        m.register_module("embedding", &weight(&format!("TextBag{j}Embedding"), &self.embedding(e.width())?)?)?;
+        Ok(m)
+    }
+
+    fn transformer(&self, j: usize, e: &TextEncoder) -> Result<ScriptModule> {
+        let d = e.width() as i64;
+        let mut m = ScriptModule::new(&format!("__torch__.torchfit.TextTransformer{j}"))?;
+        m.register_module("embedding", &weight(&format!("Text{j}Embedding"), &self.embedding(e.width())?)?)?;
+        let position = Tensor::f_randn([self.max_length as i64, d], FLOAT)?;
+        m.register_module("position", &weight(&format!("Text{j}Position"), &position)?)?;
+        m.register_tensor("cls", &Tensor::f_randn([d], FLOAT)?, false)?;
+        let mut blocks = ScriptModule::new(&format!("__torch__.torchfit.Text{j}Blocks"))?;
+        for i in 0..e.n_blocks.unwrap_or(crate::config::TEXT_DEFAULTS.2) {
+            let name = |part: &str| format!("Text{j}Block{i}{part}");
+            let mut block = ScriptModule::new(&format!("__torch__.torchfit.{}", name("")))?;
+            block.register_module("attention_norm", &layer_norm(&name("AttentionNorm"), d)?)?;
+            block.register_module("qkv", &linear(&name("Qkv"), d, 3 * d)?)?;
+            block.register_module("out", &linear(&name("Out"), d, d)?)?;
+            block.register_module("ffn_norm", &layer_norm(&name("FfnNorm"), d)?)?;
+            block.register_module("linear1", &linear(&name("Linear1"), d, 2 * d)?)?;
+            block.register_module("linear2", &linear(&name("Linear2"), 2 * d, d)?)?;
+            blocks.register_module(&i.to_string(), &block)?;
+        }
+        m.register_module("blocks", &blocks)?;
+        m.register_module("norm", &layer_norm(&format!("Text{j}Norm"), d)?)?;
+        Ok(m)
+    }
+
+    /// TorchScript lines (in a method with the ids `ids`, int64 `[batch, columns *
+    /// max_length]`) leaving each column's vector in `t<j>`; nothing without an encoder
+    /// (which `register` refuses).
+    pub fn script(&self) -> String {
+        let Some(e) = &self.encoder else { return String::new() };
+        let (length, pad) = (self.max_length, self.pad_id);
+        let mut src = String::new();
+        for j in 0..self.columns {
+            let (from, to) = (j * length, (j + 1) * length);
+            src += &format!("    e = getattr(self.{TEXT}, \"{j}\")\n    i = ids[:, {from}:{to}]\n");
+            src += &match e.encoder {
+                TextEncoderKind::Bag => format!(
+                    "    offsets = torch.arange(i.size(0), device=i.device) * {length}\n    \
+                     t{j} = torch.embedding_bag(e.embedding.weight, i.reshape(-1), offsets, False, 1, False, None, False, {pad})[0]\n"
+                ),
+                TextEncoderKind::Transformer => transformer_script(j, e, length, pad),
+            };
+        }
+        src
+    }
+}
+
+/// Column `j`'s transformer, from its ids `i` and module `e` into `t<j>`.
+fn transformer_script(j: usize, e: &TextEncoder, length: usize, pad: i64) -> String {
+    let (_, _, n_blocks, n_heads, dropout) = crate::config::TEXT_DEFAULTS;
+    let d = e.width();
+    let heads = e.n_heads.unwrap_or(n_heads);
+    let (p, tokens, d_head) = (e.dropout.unwrap_or(dropout), length + 1, d / heads.max(1));
+    let norm = |m: &str, x: &str| format!("torch.layer_norm({x}, [{d}], {m}.weight, {m}.bias, 1e-05, True)");
+    let drop = |x: &str| format!("torch.dropout({x}, {p:?}, self.training)");
+    let mut src = String::from("    keep = (i != ");
+    src += &format!("{pad}).unsqueeze(1).unsqueeze(1)\n");
+    src += "    keep = torch.cat([torch.ones_like(keep[:, :, :, :1]), keep], 3)\n";
+    src += &format!("    h = torch.embedding(e.embedding.weight, i, {pad}) + e.position.weight\n");
+    src += "    h = torch.cat([e.cls.expand(h.size(0), 1, -1), h], 1)\n";
+    for b in 0..e.n_blocks.unwrap_or(n_blocks) {
+        src += &format!("    b = getattr(e.blocks, \"{b}\")\n");
+        src += &format!("    a = {}\n", norm("b.attention_norm", "h"));
+        src += &format!(
+            "    qkv = torch.linear(a, b.qkv.weight, b.qkv.bias).reshape(-1, {tokens}, 3, {heads}, {d_head}).permute(2, 0, 3, 1, 4)\n"
+        );
+        src += &format!(
+            "    a = torch.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], keep, {p:?} if self.training else 0.0)\n"
+        );
+        src +=
+            &format!("    a = torch.linear(a.transpose(1, 2).reshape(-1, {tokens}, {d}), b.out.weight, b.out.bias)\n");
+        src += &format!("    h = h + {}\n", drop("a"));
+        src += &format!("    a = {}\n", norm("b.ffn_norm", "h"));
+        src += "    a = torch.linear(torch.gelu(torch.linear(a, b.linear1.weight, b.linear1.bias)), b.linear2.weight, b.linear2.bias)\n";
+        src += &format!("    h = h + {}\n", drop("a"));
+    }
+    src + &format!("    t{j} = {}\n", norm("e.norm", "h[:, 0]"))
+}
+
+fn weight(class: &str, w: &Tensor) -> Result<ScriptModule> {
+    let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
+    m.register_tensor("weight", w, false)?;
+    Ok(m)
+}
+
+/// nn.LayerNorm(width): weight 1, bias 0.
+fn layer_norm(class: &str, width: i64) -> Result<ScriptModule> {
+    let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
+    m.register_tensor("weight", &Tensor::f_ones([width], FLOAT)?, false)?;
+    m.register_tensor("bias", &Tensor::f_zeros([width], FLOAT)?, false)?;
+    Ok(m)
+}
