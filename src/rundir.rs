@@ -36,6 +36,9 @@ pub use manifest::{sha256, MANIFEST};
 pub const CONFIG: &str = "config.yaml";
 pub const PREPROCESSING: &str = "preprocessing.json";
 pub const SPLIT: &str = "split.json";
+/// Text runs: the tokenizer of `data.text` (also inside preprocessing.json and model.pt),
+/// for Python's `tokenizers.Tokenizer.from_file`.
+pub const TOKENIZER: &str = "tokenizer.json";
 pub const METRICS: &str = "metrics.csv";
 pub const LOSS_PLOT: &str = "loss.png";
 pub const WEIGHTS: &str = "weights.safetensors";

@@ -45,10 +45,22 @@ pub struct Preprocessing {
 
 impl Preprocessing {
     /// The model's input for raw rows: the numeric features (`[rows, numeric]`) filled and
-    /// standardised, then the categorical columns' level codes.
-    pub fn encode(&self, numeric: &Tensor, categorical: &[TextColumn]) -> Result<Tensor> {
-        let codes = categorical::codes_by_name(&self.categorical, categorical, numeric.size()[0] as usize)?;
-        Ok(Tensor::f_cat(&[self.apply(numeric)?, codes.to_device(numeric.device())], 1)?)
+    /// standardised, then the categorical columns' level codes, then the free-text columns'
+    /// token ids (`text`, by name).
+    pub fn encode(&self, numeric: &Tensor, categorical: &[TextColumn], text: &[TextColumn]) -> Result<Tensor> {
+        let rows = numeric.size()[0] as usize;
+        let codes = categorical::codes_by_name(&self.categorical, categorical, rows)?;
+        let mut parts = vec![self.apply(numeric)?, codes.to_device(numeric.device())];
+        if let Some(features) = &self.text {
+            let columns = features
+                .columns
+                .iter()
+                .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
+                .collect::<Option<Vec<&Text>>>()
+                .with_context(|| format!("no text column {}", features.columns.join(", ")))?;
+            parts.push(features.encode(&features.tokenizer()?, &columns, rows)?.to_device(numeric.device()));
+        }
+        Ok(Tensor::f_cat(&parts, 1)?)
     }
 
     /// Numeric features as the model sees them: missing values filled, then standardised.

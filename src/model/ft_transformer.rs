@@ -20,6 +20,9 @@
 //! alone, which is what is done here (in that block only the keys and values remain per
 //! token: about two thirds less work).
 //!
+//! Each free-text column (`model.text`) is a token too: its encoder's vector through a
+//! linear layer `text_tokens.<j>` (d_embedding -> d_block), after the categorical tokens.
+//!
 //! Built as a TorchScript module and trained through autograd by `Scripted`, like `resnet`.
 //! Parameters are drawn from the global generator in the order the package's constructors
 //! draw them, discarded draws included (nn.Embedding's N(0, 1) before the package's uniform,
@@ -62,6 +65,16 @@ pub(super) fn module(cfg: &ModelConfig, input: &Input, outputs: usize) -> Result
     output.register_module("linear", &linear("FTOutputLinear", d, outputs as i64)?)?;
     backbone.register_module("output", &output)?;
     root.register_module("backbone", &backbone)?;
+    if let Some(text) = &input.text {
+        // Each text column's vector (`model.text`) becomes one more token.
+        text.register(&mut root)?;
+        let mut projections = ScriptModule::new("__torch__.torchfit.FTTextTokens")?;
+        for j in 0..text.columns {
+            projections
+                .register_module(&j.to_string(), &linear(&format!("FTTextToken{j}"), text.d_embedding() as i64, d)?)?;
+        }
+        root.register_module("text_tokens", &projections)?;
+    }
     root.define(&source(input, &k)).context("compiling the FT-Transformer's forward")?;
     root.set_training(false)?;
     Ok(root)
@@ -133,8 +146,7 @@ fn layer_norm(class: &str, width: i64) -> Result<ScriptModule> {
 /// `forward(x)` or `forward(x, codes)` (`Scripted`'s input contract): the tokens, the blocks,
 /// the output head.
 fn source(input: &Input, k: &FtTransformerKnobs) -> String {
-    let args = if input.is_numeric_only() { "x: Tensor" } else { "x: Tensor, codes: Tensor" };
-    let mut src = format!("def forward(self, {args}) -> Tensor:\n");
+    let mut src = format!("def forward(self, {}) -> Tensor:\n", input.signature());
     src += "    tokens = [self.cls_embedding.weight.expand(x.size(0), 1, -1)]\n";
     if input.numeric > 0 {
         src += "    tokens.append(x.unsqueeze(-1) * self.cont_embeddings.weight + self.cont_embeddings.bias)\n";
@@ -144,6 +156,19 @@ fn source(input: &Input, k: &FtTransformerKnobs) -> String {
             .map(|j| format!("torch.embedding(getattr(self.cat_embeddings.embeddings, \"{j}\").weight, codes[:, {j}])"))
             .collect();
         src += &format!("    tokens.append(torch.stack([{}], -2) + self.cat_embeddings.bias)\n", rows.join(", "));
+    }
+    if let Some(text) = &input.text {
+        src += &text.script();
+        let rows: Vec<String> = text
+            .vectors()
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                let m = format!("getattr(self.text_tokens, \"{j}\")");
+                format!("torch.linear({t}, {m}.weight, {m}.bias)")
+            })
+            .collect();
+        src += &format!("    tokens.append(torch.stack([{}], 1))\n", rows.join(", "));
     }
     src += "    x = torch.cat(tokens, 1)\n";
     let d = k.d_block;

@@ -49,6 +49,7 @@ pub use mlp::{Mlp, MlpTape};
 pub use script::{script_source, USER_MODULE};
 pub use scripted::Scripted;
 pub use tabm::Combine;
+pub use text::TextInput;
 
 /// A range of a model's flat parameter buffer that one optimizer parameter group updates:
 /// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own

@@ -26,7 +26,7 @@ use prost::Message;
 use tch::{Device, Kind, Tensor};
 
 use crate::atomic;
-use crate::config::{Activation, Loss, ModelConfig, ModelKind};
+use crate::config::{Activation, Loss, ModelConfig, ModelKind, TextEncoderKind};
 use crate::data::Preprocessing;
 use crate::model::{Input, Mlp, Model, EMBEDDINGS};
 
@@ -35,6 +35,7 @@ mod numeric;
 mod proto;
 mod resnet;
 mod tabm;
+mod text;
 use proto::*;
 
 /// The ONNX operator set the graph is written for: 17 is the oldest the issue allows, and
@@ -57,6 +58,15 @@ pub fn write_model(model: &dyn Model, cfg: &ModelConfig, pre: &Preprocessing, lo
         return write(mlp, pre, loss, path);
     }
     let input = Input::of(pre);
+    if let (Some(_), Some(encoder)) = (&input.text, &cfg.text) {
+        if encoder.encoder != TextEncoderKind::Bag || cfg.kind == ModelKind::FtTransformer {
+            bail!(
+                "torchfit has no ONNX export of model.text encoder {} with model.kind {} yet (the bag encoder exports with mlp, resnet and tabm); export TorchScript instead",
+                crate::config::yaml_name(&encoder.encoder),
+                crate::config::yaml_name(&cfg.kind)
+            );
+        }
+    }
     let state: HashMap<String, Tensor> = model.state_dict()?.into_iter().collect();
     let (g, inputs, x, doc) = match cfg.kind {
         ModelKind::Mlp => numeric::embedded_mlp(&state, cfg, &input, pre)?,
@@ -80,7 +90,7 @@ pub fn write(model: &Mlp, preprocessing: &Preprocessing, loss: Loss, path: &Path
 /// The graph, its inputs and outputs, and its metadata.
 fn model_proto(model: &Mlp, preprocessing: &Preprocessing, loss: Loss) -> Result<ModelProto> {
     let tables: Vec<Option<Tensor>> = model.embeddings.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-    let (mut g, inputs, mut x) = input_stage(&model.input, &tables, preprocessing, None)?;
+    let (mut g, inputs, mut x) = input_stage(&model.input, &tables, &[], preprocessing, None)?;
     let last = model.layers.len() - 1;
     for (i, layer) in model.layers.iter().enumerate() {
         let weight = g.tensor(&format!("{}.weight", 2 * i), &layer.weight)?;
@@ -109,10 +119,12 @@ fn tables(input: &Input, state: &HashMap<String, Tensor>) -> Result<Vec<Option<T
 
 /// The graph's inputs and the network's input `h0` from them: the numeric features filled
 /// and standardised, then each categorical feature one-hot or looked up in its table
-/// (`tables[j]`, `None` for one-hot).
+/// (`tables[j]`, `None` for one-hot), then each text column's bag of its embedding table
+/// (`text_tables[j]`).
 fn input_stage(
     input: &Input,
     tables: &[Option<Tensor>],
+    text_tables: &[Tensor],
     preprocessing: &Preprocessing,
     embed: Option<&numeric::Embed>,
 ) -> Result<(Graph, Vec<ValueInfoProto>, String)> {
@@ -147,6 +159,9 @@ fn input_stage(
                 }
             });
         }
+    }
+    if let Some(text) = &input.text {
+        parts.extend(text::bags(&mut g, &mut inputs, text, text_tables)?);
     }
     let x = match parts.len() {
         0 => bail!("the model has no input features"),
@@ -210,6 +225,10 @@ fn finish(
     }
     if !preprocessing.categorical.is_empty() {
         metadata.push(("categorical", serde_json::to_string(&preprocessing.categorical)?));
+    }
+    if let Some(text) = &preprocessing.text {
+        metadata.push(("text", serde_json::to_string(&text.summary())?));
+        metadata.push(("tokenizer", serde_json::to_string(&text.tokenizer)?));
     }
     Ok(ModelProto {
         ir_version: Some(IR_VERSION),

@@ -144,9 +144,10 @@ pub(super) fn embedded_mlp(
     input: &Input,
     preprocessing: &Preprocessing,
 ) -> Result<Network> {
-    let embedding = cfg.numeric_embedding.as_ref().context("the run has no model.numeric_embedding")?;
-    let embed = Embed { cfg: embedding, state };
-    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, state)?, preprocessing, Some(&embed))?;
+    // Without numeric embeddings this is the MLP of a run with text columns.
+    let embed = cfg.numeric_embedding.as_ref().map(|embedding| Embed { cfg: embedding, state });
+    let (tables, text) = (super::tables(input, state)?, super::text::tables(input, state)?);
+    let (mut g, inputs, mut x) = input_stage(input, &tables, &text, preprocessing, embed.as_ref())?;
     let layers = (0..).take_while(|i| state.contains_key(&format!("{}.weight", 2 * i))).count();
     for i in 0..layers {
         let name = |part: &str| format!("{}.{part}", 2 * i);

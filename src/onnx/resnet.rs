@@ -18,7 +18,8 @@ pub(super) fn network(
     preprocessing: &Preprocessing,
 ) -> Result<Network> {
     let get = |name: &str| state.get(name).with_context(|| format!("the ResNet has no `{name}`"));
-    let (mut g, inputs, mut x) = input_stage(input, &super::tables(input, state)?, preprocessing, None)?;
+    let (mut g, inputs, mut x) =
+        input_stage(input, &super::tables(input, state)?, &super::text::tables(input, state)?, preprocessing, None)?;
     let linear = |g: &mut Graph, x: &str, m: &str| -> Result<String> {
         let (weight, bias) = (get(&format!("{m}.weight"))?, get(&format!("{m}.bias"))?);
         let (weight, bias) = (g.tensor(&format!("{m}.weight"), weight)?, g.tensor(&format!("{m}.bias"), bias)?);

@@ -24,7 +24,8 @@ pub(super) fn network(
 ) -> Result<Network> {
     let embed = cfg.numeric_embedding.as_ref().map(|cfg| Embed { cfg, state });
     let tables = super::tables(input, state)?;
-    let (mut g, inputs, x) = input_stage(input, &tables, preprocessing, embed.as_ref())?;
+    let (mut g, inputs, x) =
+        input_stage(input, &tables, &super::text::tables(input, state)?, preprocessing, embed.as_ref())?;
     let arch = cfg.arch_type.unwrap_or(TabmArch::Tabm);
     let outputs = state.get("output.bias").map_or(1, |b| b.size()[1]) as usize;
     let x = members(&mut g, state, &x, arch, Combine::of(preprocessing, outputs))?;

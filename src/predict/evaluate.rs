@@ -41,7 +41,8 @@ pub fn evaluate(
     let task = config.task();
     let read = data::read_labelled_csv(data_path, format, config.data.missing, task, &targets, |header| {
         let categorical: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
-        let all: Vec<String> = pre.feature_names.iter().chain(&categorical).cloned().collect();
+        let free: Vec<String> = pre.text.as_ref().map_or(Vec::new(), |t| t.columns.clone());
+        let all: Vec<String> = pre.feature_names.iter().chain(&categorical).chain(&free).cloned().collect();
         let features = absent(&all, header);
         if !features.is_empty() {
             let hint = match format {
@@ -57,7 +58,8 @@ pub fn evaluate(
             bail!("{file}: no column {} for the target{hint}", or_list(&labels));
         }
         let numbers = pre.feature_names.iter().map(|n| (n.clone(), Role::Number));
-        Ok(numbers.chain(categorical.into_iter().map(|n| (n, Role::Text))).collect())
+        let categories = categorical.into_iter().map(|n| (n, Role::Text));
+        Ok(numbers.chain(categories).chain(free.into_iter().map(|n| (n, Role::FreeText))).collect())
     });
     // The run's task is settled: text in its target column is no class label to switch to.
     let table = read.map_err(|e| match e.downcast::<CellError>() {
@@ -70,7 +72,7 @@ pub fn evaluate(
             table.unlabelled
         );
     }
-    let x = pre.encode(&table.x, &table.categorical).with_context(|| file.to_string())?;
+    let x = pre.encode(&table.x, &table.categorical, &table.text).with_context(|| file.to_string())?;
     let y = match &table.values {
         Some(values) if values.size()[1] != pre.target_mean.len() as i64 => {
             bail!("--target: the run predicts {} target(s), got {}", pre.target_mean.len(), values.size()[1])

@@ -35,6 +35,9 @@ pub struct Predictor {
     /// A model with free-text columns: what they are (extra/text.json) and the tokenizer
     /// that turns them into the ids the model takes (extra/tokenizer.json).
     text: Option<(TextFeatures, torchfit_tokenize::TextTokenizer)>,
+    /// The names of the inputs that take text: the categorical columns, then the free-text
+    /// ones.
+    text_inputs: Vec<String>,
 }
 
 /// What a model predicts for a batch of rows.
@@ -99,7 +102,9 @@ impl Predictor {
         if let Some(width) = export::expected_inputs(&module)?.filter(|&w| numeric_only && w != features.len()) {
             bail!("{file}: extra/features.json names {} features, but the model takes {width}", features.len());
         }
-        Ok(Predictor { path, module, device, config, features, categorical, labels, array, fills, text })
+        let free = text.iter().flat_map(|(t, _)| t.columns.iter().cloned());
+        let text_inputs = categorical.iter().map(|c: &CategoricalFeature| c.name.clone()).chain(free).collect();
+        Ok(Predictor { path, module, device, config, features, categorical, labels, array, fills, text, text_inputs })
     }
 
     /// Why a missing numeric value cannot be predicted for (it would come out NaN), said
@@ -132,6 +137,12 @@ impl Predictor {
     /// The categorical features' names.
     pub fn categorical_names(&self) -> Vec<String> {
         self.categorical.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The names of the columns the model takes as text, in input order: the categorical
+    /// features, then the free-text columns (`data.text`).
+    pub fn text_inputs(&self) -> &[String] {
+        &self.text_inputs
     }
 
     /// The free-text columns' names (`data.text`), whose token ids the model takes after the

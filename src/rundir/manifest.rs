@@ -18,14 +18,15 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{RunDir, BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT, MODEL, PREPROCESSING, SPLIT, WEIGHTS};
+use super::{RunDir, BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT, MODEL, PREPROCESSING, SPLIT, TOKENIZER, WEIGHTS};
 use crate::atomic;
 
 pub const MANIFEST: &str = "manifest.json";
 
 /// The files a manifest covers, those of them the run has: what defines its model and what
 /// a resume continues from. metrics.csv, loss.png and summary.json are reports, not inputs.
-pub const COVERED: &[&str] = &[CONFIG, PREPROCESSING, SPLIT, WEIGHTS, MODEL, LAST_CHECKPOINT, BEST_CHECKPOINT];
+pub const COVERED: &[&str] =
+    &[CONFIG, PREPROCESSING, SPLIT, TOKENIZER, WEIGHTS, MODEL, LAST_CHECKPOINT, BEST_CHECKPOINT];
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {

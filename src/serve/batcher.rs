@@ -171,11 +171,11 @@ fn table_forward(predictor: &Predictor, parts: &[&Rows], count: usize, proba: bo
     let numeric: Vec<f32> = parts.iter().flat_map(|r| r.numeric().iter().copied()).collect();
     let x = Tensor::f_from_slice(&numeric)?.f_view([count as i64, features as i64])?;
     let text: Vec<TextColumn> = predictor
-        .categorical()
+        .text_inputs()
         .iter()
         .enumerate()
-        .map(|(j, f)| TextColumn {
-            name: f.name.clone(),
+        .map(|(j, name)| TextColumn {
+            name: name.clone(),
             values: Text::from_values(parts.iter().flat_map(|r| r.text(j).iter().map(|v| v.as_deref()))),
         })
         .collect();

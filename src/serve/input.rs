@@ -37,7 +37,7 @@ impl Rows {
     /// Checks a request's rows against the model; the error is the client's, one line.
     pub fn new(predictor: &Predictor, count: usize, numeric: Vec<f32>, text: Vec<Vec<Option<String>>>) -> Result<Rows> {
         let features = predictor.features();
-        let categorical = predictor.categorical();
+        let categorical = predictor.text_inputs();
         if let Some(array) = predictor.array() {
             bail!("the model takes {}, not rows of features", describe(array));
         }
@@ -52,7 +52,7 @@ impl Rows {
         }
         for (column, feature) in text.iter().zip(categorical) {
             if column.len() != count {
-                bail!("categorical column `{}` has {} values, but there are {count} rows", feature.name, column.len());
+                bail!("text column `{feature}` has {} values, but there are {count} rows", column.len());
             }
         }
         let no_fill = predictor.no_fill();

@@ -131,9 +131,9 @@ fn probe(predictor: &Predictor) -> Result<usize> {
 fn probe_table(predictor: &Predictor) -> Result<Tensor> {
     let x = Tensor::zeros([1, predictor.features().len() as i64], (tch::Kind::Float, tch::Device::Cpu));
     let text: Vec<TextColumn> = predictor
-        .categorical()
+        .text_inputs()
         .iter()
-        .map(|c| TextColumn { name: c.name.clone(), values: Text::from_values([None]) })
+        .map(|name| TextColumn { name: name.clone(), values: Text::from_values([None]) })
         .collect();
     Ok(predictor.predict(&x, &text, false).context("a trial prediction failed")?.output)
 }

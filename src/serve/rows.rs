@@ -45,12 +45,12 @@ fn list<'a>(value: &'a Value, field: &str) -> Result<&'a Vec<Value>> {
 /// body's own list bounds).
 fn columns(count: usize, predictor: &Predictor) -> (Vec<f32>, Vec<Vec<Option<String>>>) {
     let numeric = Vec::with_capacity(count.saturating_mul(predictor.features().len()));
-    (numeric, vec![Vec::with_capacity(count); predictor.categorical().len()])
+    (numeric, vec![Vec::with_capacity(count); predictor.text_inputs().len()])
 }
 
 fn instances_rows(instances: &Value, predictor: &Predictor) -> Result<Rows> {
     let features = predictor.features();
-    let categorical = predictor.categorical();
+    let categorical = predictor.text_inputs();
     let width = features.len() + categorical.len();
     let items = list(instances, "instances")?;
     let (mut numeric, mut text) = columns(items.len(), predictor);
@@ -146,8 +146,8 @@ fn named_rows(body: &Value, predictor: &Predictor) -> Result<Rows> {
             let value = cell(row, i, name, predictor)?;
             numeric.push(number(value).map_err(|e| anyhow!("rows[{i}].{name}: {e}"))?);
         }
-        for (j, feature) in predictor.categorical().iter().enumerate() {
-            text[j].push(self::text(cell(row, i, &feature.name, predictor)?));
+        for (j, feature) in predictor.text_inputs().iter().enumerate() {
+            text[j].push(self::text(cell(row, i, feature, predictor)?));
         }
     }
     Rows::new(predictor, items.len(), numeric, text)
@@ -161,7 +161,7 @@ fn cell<'a>(row: &'a Map<String, Value>, i: usize, name: &str, predictor: &Predi
 /// The model's inputs in order, for messages.
 pub fn input_names(predictor: &Predictor) -> String {
     let numeric = predictor.features().iter().map(String::as_str);
-    let names: Vec<&str> = numeric.chain(predictor.categorical().iter().map(|c| c.name.as_str())).collect();
+    let names: Vec<&str> = numeric.chain(predictor.text_inputs().iter().map(String::as_str)).collect();
     names.join(", ")
 }
 

@@ -34,8 +34,8 @@ pub fn metadata(name: &str, predictor: &Predictor, targets: usize) -> Value {
         None if predictor.features().is_empty() => Vec::new(),
         None => vec![json!({"name": INPUT, "datatype": "FP32", "shape": [-1, predictor.features().len()]})],
     };
-    for feature in predictor.categorical() {
-        inputs.push(json!({"name": feature.name, "datatype": "BYTES", "shape": [-1]}));
+    for feature in predictor.text_inputs() {
+        inputs.push(json!({"name": feature, "datatype": "BYTES", "shape": [-1]}));
     }
     let outputs = match predictor.labels() {
         Some(labels) => vec![
@@ -87,7 +87,7 @@ impl Request {
             return self.array_rows(inputs, array, predictor);
         }
         let features = predictor.features().len();
-        let categorical = predictor.categorical();
+        let categorical = predictor.text_inputs();
         let mut numeric: Option<(usize, Vec<f32>)> = None;
         let mut text: Vec<Option<(usize, Vec<Option<String>>)>> = vec![None; categorical.len()];
         let mut offset = 0;
@@ -100,7 +100,7 @@ impl Request {
                 }
                 tensor.expect("FP32", features)?;
                 numeric = Some((tensor.shape[0], tensor.floats(&data)?));
-            } else if let Some(j) = categorical.iter().position(|c| c.name == tensor.name) {
+            } else if let Some(j) = categorical.iter().position(|c| *c == tensor.name) {
                 if text[j].is_some() {
                     bail!("input `{}` is given twice", tensor.name);
                 }
@@ -120,16 +120,15 @@ impl Request {
         let (batch, (count, numeric)) = match (numeric, categorical.first()) {
             (Some(numeric), _) => (INPUT, numeric),
             (None, Some(first)) if features == 0 => {
-                (first.name.as_str(), (text[0].as_ref().map_or(0, |(rows, _)| *rows), Vec::new()))
+                (first.as_str(), (text[0].as_ref().map_or(0, |(rows, _)| *rows), Vec::new()))
             }
             (None, _) => bail!("input `{INPUT}` is missing (FP32 [batch, {features}])"),
         };
         let mut columns = Vec::with_capacity(categorical.len());
         for (feature, column) in categorical.iter().zip(text) {
-            let (rows, values) =
-                column.ok_or_else(|| anyhow!("input `{}` is missing (BYTES [batch])", feature.name))?;
+            let (rows, values) = column.ok_or_else(|| anyhow!("input `{feature}` is missing (BYTES [batch])"))?;
             if rows != count {
-                bail!("input `{}` has {rows} rows, but `{batch}` has {count}", feature.name);
+                bail!("input `{feature}` has {rows} rows, but `{batch}` has {count}");
             }
             columns.push(values);
         }
@@ -199,7 +198,7 @@ fn input_names(predictor: &Predictor) -> String {
     }
     let numeric = (!predictor.features().is_empty()).then(|| format!("`{INPUT}`"));
     let names: Vec<String> =
-        numeric.into_iter().chain(predictor.categorical().iter().map(|c| format!("`{}`", c.name))).collect();
+        numeric.into_iter().chain(predictor.text_inputs().iter().map(|c| format!("`{c}`"))).collect();
     names.join(", ")
 }
 

@@ -119,6 +119,9 @@ impl Run {
             atomic::write(&dir.file(rundir::CONFIG), run.config_yaml.as_bytes())?;
             copy_module(config, dir)?;
             report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
+            if let Some(text) = &data.preprocessing.text {
+                atomic::write(&dir.file(rundir::TOKENIZER), text.tokenizer_json()?.as_bytes())?;
+            }
             report::write_json(&dir.file(rundir::SPLIT), &data.split)?;
             let checkpoints = dir.file(rundir::CHECKPOINTS);
             std::fs::create_dir_all(&checkpoints)

@@ -169,7 +169,10 @@ impl TextTokenizer {
     pub fn encode_into(&self, texts: &[&str], out: &mut [i64], stride: usize, offset: usize) -> Result<()> {
         const CHUNK: usize = 4096;
         let length = self.max_length;
-        if offset + length > stride || out.len() < texts.len().saturating_sub(1) * stride + offset + length {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        if offset + length > stride || out.len() < (texts.len() - 1) * stride + offset + length {
             bail!("the ids buffer does not fit {} texts of {length} ids", texts.len());
         }
         for (c, chunk) in texts.chunks(CHUNK).enumerate() {
