@@ -26,6 +26,9 @@ enum Command {
     Predict(PredictArgs),
     /// Report a run's loss and metrics on a new labelled CSV or Parquet file.
     Evaluate(EvaluateArgs),
+    /// Write the token ids a text model (data.text) takes for a file's text columns, as an
+    /// int64 .npy array [rows, text columns * max_length].
+    Tokenize(TokenizeArgs),
     /// Re-export a run, or other weights of its shapes, as TorchScript, safetensors or ONNX, or
     /// as a Triton model repository.
     Export(ExportArgs),
@@ -148,6 +151,17 @@ struct PredictArgs {
     /// Classification: also write each class's probability (columns p_<label>).
     #[arg(long)]
     proba: bool,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// The model: a run directory or a model.pt of a run with data.text.
+    model: PathBuf,
+    /// A CSV (read with the model's data.delimiter) or Parquet file with the text columns.
+    input: PathBuf,
+    /// The .npy file to write.
+    #[arg(long, short, value_name = "FILE")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -336,6 +350,10 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
         Command::Config(args) => write!(out, "{}", args.load()?.to_yaml()?)?,
         Command::Predict(args) => {
             torchfit::predict::predict(&args.model, &args.input, args.output.as_deref(), args.proba, &mut out)?
+        }
+        Command::Tokenize(args) => {
+            let [rows, width] = torchfit::predict::tokenize(&args.model, &args.input, &args.output)?;
+            eprintln!("torchfit: wrote {} ({rows} rows x {width} ids)", args.output.display());
         }
         Command::Evaluate(args) => {
             // clap has made sure that one of the two is given.

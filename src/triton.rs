@@ -71,7 +71,7 @@ impl Input {
             Some(array) => Input { dtype: array.dtype, dims: array.shape.clone() },
             None => Input {
                 dtype: Dtype::Float32,
-                dims: vec![(predictor.features().len() + predictor.categorical().len()) as i64],
+                dims: vec![predictor.encoded_width() as i64],
             },
         }
     }

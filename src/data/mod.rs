@@ -229,7 +229,7 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
             let columns: Vec<&Text> = table.text.iter().map(|c| &c.values).collect();
             let ids = text.encode(&text.tokenizer()?, &columns, x_all.size()[0] as usize)?;
             preprocessing.text = Some(text);
-            Tensor::f_cat(&[x_all, ids], 1)?
+            Tensor::f_cat(&[x_all, ids.f_to_kind(Kind::Float)?], 1)?
         }
         _ => x_all,
     };

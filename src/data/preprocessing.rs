@@ -58,7 +58,8 @@ impl Preprocessing {
                 .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
                 .collect::<Option<Vec<&Text>>>()
                 .with_context(|| format!("no text column {}", features.columns.join(", ")))?;
-            parts.push(features.encode(&features.tokenizer()?, &columns, rows)?.to_device(numeric.device()));
+            let ids = features.encode(&features.tokenizer()?, &columns, rows)?;
+            parts.push(ids.f_to_kind(Kind::Float)?.to_device(numeric.device()));
         }
         Ok(Tensor::f_cat(&parts, 1)?)
     }

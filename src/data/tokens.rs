@@ -89,7 +89,7 @@ impl TextFeatures {
         TextFeatures { tokenizer: serde_json::Value::Null, ..self.clone() }
     }
 
-    /// Every row's ids, `[rows, columns * max_length]` float32: `text` holds the columns in
+    /// Every row's ids, `[rows, columns * max_length]` int64: `text` holds the columns in
     /// [`TextFeatures::columns`]' order. Each distinct text is encoded once.
     pub fn encode(&self, tokenizer: &TextTokenizer, text: &[&super::Text], rows: usize) -> Result<Tensor> {
         let (length, width) = (self.max_length, self.width());
@@ -109,7 +109,7 @@ impl TextFeatures {
                 }
             }
         }
-        Ok(Tensor::from_slice(&ids).view([rows as i64, width as i64]).to_kind(tch::Kind::Float))
+        Ok(Tensor::from_slice(&ids).view([rows as i64, width as i64]))
     }
 }
 

@@ -6,8 +6,10 @@ pub mod array;
 mod evaluate;
 mod io;
 mod predictor;
+mod tokenize;
 
 pub use array::{ArrayInput, Dtype};
 pub use evaluate::evaluate;
 pub use io::predict;
+pub use tokenize::tokenize;
 pub use predictor::{load_module, Prediction, Predictor};

@@ -145,6 +145,13 @@ impl Predictor {
         &self.text_inputs
     }
 
+    /// The columns of model.pt's input `x` for a table's model: the numeric features, the
+    /// categorical codes, and each text column's ids (`max_length` each).
+    pub fn encoded_width(&self) -> usize {
+        let ids = self.text.as_ref().map_or(0, |(t, _)| t.width());
+        self.features.len() + self.categorical.len() + ids
+    }
+
     /// The free-text columns' names (`data.text`), whose token ids the model takes after the
     /// categorical codes.
     pub fn text_names(&self) -> Vec<String> {
@@ -207,16 +214,8 @@ impl Predictor {
         if !self.categorical.is_empty() {
             parts.push(data::categorical_codes(&self.categorical, text, rows)?);
         }
-        if let Some((features, tokenizer)) = &self.text {
-            let columns: Vec<&data::Text> = features
-                .columns
-                .iter()
-                .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
-                .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    anyhow!("no text column {}", data::or_list(&features.columns.iter().collect::<Vec<_>>()))
-                })?;
-            parts.push(features.encode(tokenizer, &columns, rows)?);
+        if self.text.is_some() {
+            parts.push(self.token_ids(text)?.f_to_kind(tch::Kind::Float)?);
         }
         let x = if parts.len() == 1 { x.shallow_clone() } else { Tensor::f_cat(&parts, 1)? };
         let output = self.call("forward", &x)?;
@@ -239,6 +238,20 @@ impl Predictor {
         let output = self.call("forward", &x)?;
         let proba = if proba { Some(self.call("predict_proba", &x)?) } else { None };
         Ok(Prediction { output, proba })
+    }
+
+    /// The token ids of the free-text columns among `text` (by name), int64 `[rows, text
+    /// columns * max_length]`: model.pt's input after the categorical codes.
+    pub fn token_ids(&self, text: &[TextColumn]) -> Result<Tensor> {
+        let Some((features, tokenizer)) = &self.text else { bail!("{} has no text columns", self.path.display()) };
+        let columns: Vec<&data::Text> = features
+            .columns
+            .iter()
+            .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
+            .collect::<Option<_>>()
+            .ok_or_else(|| anyhow!("no text column {}", data::or_list(&features.columns.iter().collect::<Vec<_>>())))?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        features.encode(tokenizer, &columns, rows)
     }
 
     fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
