@@ -84,7 +84,7 @@ def torchfit_train(binary, sets, workdir, config=None, check=True, launcher=()):
         raise Failed(f"no summary.json in --out {out_dir}")
     summary = json.loads(path.read_text())
     return {"train": summary["train_seconds"], "total": summary["total_seconds"], "wall": wall, "rss": rss,
-            "loss": summary["final_metrics"]["loss"], "world_size": summary.get("world_size")}
+            "loss": summary["final_metrics"]["loss"], "world_size": summary.get("world_size"), "out": out_dir}
 
 
 def torch_reference(args):
