@@ -134,15 +134,9 @@ def split_table(name, work):
             "test": n_test, "numeric": numeric, "categorical": categorical,
             "missing": int(df[features].isna().sum().sum())}
     if text:
-        words = texts(df, text).str.split().str.len()
+        words = tables.texts(df, text).str.split().str.len()
         info.update(text=text, classes=int(df[target].nunique()), median_words=float(words.median()))
     return paths, info
-
-
-def texts(part, columns):
-    """The text columns of a table part as one string per row (several joined by a space;
-    missing cells as empty text)."""
-    return part[columns].fillna("").astype(str).agg(" ".join, axis=1)
 
 
 def run(cmd):
@@ -257,11 +251,11 @@ def tfidf_timed(info, paths, validation):
     predicting."""
     start = time.perf_counter()
     train, test = tables.read_table(paths["train"]), tables.read_table(paths["test"])
-    x, y = texts(train, info["text"]), tables.targets(info["task"], train, info["target"])
+    x, y = tables.texts(train, info["text"]), tables.targets(info["task"], train, info["target"])
     held = set(validation)
     fit = [i for i in range(len(train)) if i not in held]
     r = tables.fit_tfidf(x.iloc[fit].tolist(), y[fit], x.iloc[validation].tolist(), y[validation],
-                         texts(test, info["text"]).tolist())
+                         tables.texts(test, info["text"]).tolist())
     return dict(r, wall=time.perf_counter() - start)
 
 

@@ -15,6 +15,11 @@ left out, as torchfit only uses them for early stopping and plateaus):
 It prints one Markdown table row: test accuracy and F1 (macro, as torchfit computes it) for
 classification, R^2 and MAE for regression, with torchfit's own `test_metrics` from summary.json.
 
+For a run with free-text columns (data.text, or --text), the baseline is instead TF-IDF +
+logistic regression on the text alone (fit_tfidf: word and char_wb n-grams, C 1 and 10), fitted
+on the training rows, each analyzer's C and the better analyzer picked on the run's validation
+rows, scored on its test rows; its row has columns of its own (TEXT_HEADER).
+
     python3 bench/tables.py --header RUN_DIR [RUN_DIR ...]      # table, path, target, task from
                                                                 # each run's config.yaml
     python3 bench/tables.py RUN_DIR --csv data/x.csv --target y --task classification
@@ -276,6 +281,8 @@ def show(task, metrics):
 HEADER = ("| table | task | rows train / val / test | features (numeric + categorical) "
           "| torchfit | scikit-learn MLP (one-hot) | scikit-learn HGB (native categorical) |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
+TEXT_HEADER = ("| table | rows train / val / test | text columns | torchfit | TF-IDF+LR word | TF-IDF+LR char "
+               "| best on validation |\n| --- | --- | --- | --- | --- | --- | --- |")
 
 
 def compare(args, run):
@@ -293,14 +300,17 @@ def compare(args, run):
     if task not in ("classification", "regression"):
         sys.exit("bench/tables.py: give --task classification or regression")
     df = read_table(path, data.get("delimiter") or args.delimiter)
+    text = args.text or names(data.get("text"))
+    if text and task != "classification":
+        sys.exit("bench/tables.py: the text baseline (TF-IDF + logistic regression) is for classification")
     features = args.features or (data.get("features") if isinstance(data.get("features"), list) else None)
-    features = features or [c for c in df.columns if c != target]
-    unknown = [c for c in features + [target] if c not in df.columns]
+    features = features or [c for c in df.columns if c != target and c not in text]
+    unknown = [c for c in features + text + [target] if c not in df.columns]
     if unknown:
         sys.exit(f"bench/tables.py: {path} has no column {', '.join(unknown)}")
     forced = set(args.categorical or names(data.get("categorical")))
     numeric, categorical = column_kinds(df, features, forced)
-    used = features + [target]
+    used = features + text + [target]
 
     if split is not None:
         if data.get("missing") == "drop_row":
@@ -326,16 +336,37 @@ def compare(args, run):
     if test.empty:
         sys.exit("bench/tables.py: no test rows (data.test_split is 0)")
 
+    name = args.name or config.get("name") or Path(path).stem
+    if text:
+        return "text", text_row(name, task, df, text, target, train_rows, val_rows, test_rows, summary)
     hidden = args.hidden or config.get("model", {}).get("hidden") or [64, 32]
     batch_size = args.batch_size or config.get("training", {}).get("batch_size") or 32
     results = fit_and_score(task, train, test, numeric, categorical, target, hidden, batch_size, seed)
-    name = args.name or config.get("name") or Path(path).stem
     row = (f"| {name} | {task} | {len(train_rows)} / {len(val_rows)} / {len(test_rows)} "
            f"| {len(numeric)} + {len(categorical)} | {show(task, summary.get('test_metrics'))} "
            f"| {show(task, results['MLP'])} | {show(task, results['HGB'])} |")
     if args.verbose:
         print(f"{name}: numeric {numeric}, categorical {categorical}", file=sys.stderr)
-    return row
+    return "table", row
+
+
+def texts(part, columns):
+    """The text columns of a table part as one string per row (several joined by a space;
+    missing cells as empty text)."""
+    return part[columns].fillna("").astype(str).agg(" ".join, axis=1)
+
+
+def text_row(name, task, df, text, target, train_rows, val_rows, test_rows, summary):
+    """fit_tfidf on the run's training rows, its choices made on the run's validation rows;
+    one Markdown row of TEXT_HEADER. Other feature columns are left out: the baseline sees the
+    text alone."""
+    x, y = texts(df, text), targets(task, df, target)
+    r = fit_tfidf(x.iloc[train_rows].tolist(), y[train_rows], x.iloc[val_rows].tolist(), y[val_rows],
+                  x.iloc[test_rows].tolist())
+    truth = y[test_rows]
+    cells = [f"{show(task, score(task, truth, r[a]['pred']))} (C {r[a]['C']:g})" for a in TFIDF]
+    return (f"| {name} | {len(train_rows)} / {len(val_rows)} / {len(test_rows)} | {', '.join(text)} "
+            f"| {show(task, summary.get('test_metrics'))} | " + " | ".join(cells) + f" | {r['best']} |")
 
 
 def public_text(name):
@@ -426,6 +457,8 @@ def main():
     ap.add_argument("--target", help="the target column; default: the run's data.target")
     ap.add_argument("--task", choices=["classification", "regression"], help="default: the run's task")
     ap.add_argument("--features", nargs="+", help="feature columns; default: the run's data.features, or all but the target")
+    ap.add_argument("--text", nargs="+", help="free-text columns (then the baseline is TF-IDF + logistic "
+                    "regression on them alone); default: the run's data.text")
     ap.add_argument("--categorical", nargs="+", help="columns to treat as categorical even if numeric; default: the run's data.categorical")
     ap.add_argument("--delimiter", default=",")
     ap.add_argument("--hidden", type=int, nargs="+", help="MLP hidden layers; default: the run's model.hidden")
@@ -436,10 +469,13 @@ def main():
     ap.add_argument("--header", action="store_true", help="print the Markdown table header first")
     ap.add_argument("-v", "--verbose", action="store_true", help="say which columns are numeric and categorical")
     args = ap.parse_args()
-    if args.header:
-        print(HEADER)
+    last = None
     for run in args.runs or [None]:
-        print(compare(args, run), flush=True)
+        kind, row = compare(args, run)
+        if args.header and kind != last:  # a text table's row has columns of its own
+            print(TEXT_HEADER if kind == "text" else HEADER)
+        last = kind
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
