@@ -239,9 +239,9 @@ def hgb_job(path):
 def validation_rows(seed, train_rows):
     """Where no torchfit run gave its validation rows: as many (data.validation_split of the
     training part, as sets_for asks of torchfit), drawn from the seed."""
-    n = round(train_rows * VALIDATION_FRACTION / (1 - TEST_FRACTION))
     import numpy as np
 
+    n = round(train_rows * VALIDATION_FRACTION / (1 - TEST_FRACTION))
     return sorted(np.random.default_rng(seed).permutation(train_rows)[:n].tolist())
 
 
@@ -361,7 +361,7 @@ def main():
                    + ",".join(v for v, _ in VARIANTS + TEXT_VARIANTS) + ". A table none of whose variants "
                    "is chosen is left out")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds 0..N-1 (default 3)")
-    p.add_argument("--quick", action="store_true", help=f"1 seed, tables {','.join(QUICK)}")
+    p.add_argument("--quick", action="store_true", help=f"1 seed, tables {','.join(QUICK)} (with --text: the text tables)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads of torchfit (training.threads) and of HGB (OpenMP, threadpoolctl); 0: each one's "
                         "default (all cores). Default 1: on a shared machine, 2 OpenMP threads that wait for each "
@@ -385,7 +385,7 @@ def main():
     if args.render:
         results = json.loads(Path(args.render).read_text())
     else:
-        names = args.tables.split(",") if args.tables else (QUICK if args.quick else tables.TEXT if args.text else TABLES)
+        names = args.tables.split(",") if args.tables else (tables.TEXT if args.text else QUICK if args.quick else TABLES)
         unknown = [n for n in names if n not in TABLES]
         if unknown:
             sys.exit(f"bench/table_bench.py: unknown table {', '.join(unknown)}; known: {', '.join(TABLES)}")
