@@ -5,13 +5,15 @@ same ids as `torchfit tokenize`.
 usage: tokenizers_package.py corpus FILE.csv        a CSV with a `text` column of hard cases
                                                      (Unicode, punctuation, emoji, whitespace)
                                                      and a `label` column
-       tokenizers_package.py check TOKENIZER.json FILE.csv IDS.npy COLUMN [COLUMN ...]
-                                                     Tokenizer.from_file(TOKENIZER.json)'s
-                                                     encode_batch on each COLUMN (padding and
-                                                     truncation as the file says), the columns'
-                                                     ids side by side, held to IDS.npy (int64
-                                                     [rows, columns * max_length]: what
+       tokenizers_package.py check TOKENIZER FILE.csv IDS.npy COLUMN [COLUMN ...]
+                                                     the tokenizer's encode_batch on each COLUMN
+                                                     (padding and truncation as it says), the
+                                                     columns' ids side by side, held to IDS.npy
+                                                     (int64 [rows, columns * max_length]: what
                                                      `torchfit tokenize` writes) exactly
+
+TOKENIZER is a tokenizer.json (Tokenizer.from_file) or a model.pt, whose extra file
+tokenizer.json is read with torch.jit.load(..., _extra_files=...) (Tokenizer.from_str).
 
 The package is installed on first use with `pip install --no-deps --target
 ~/.cache/torchfit/tokenizers tokenizers==0.23.3` (Tokenizer.from_file needs no other package;
@@ -86,22 +88,36 @@ def write_corpus(path):
         w.writerows([text, "ab"[i % 2]] for i, text in enumerate(CORPUS))
 
 
-def encode_columns(tokenizer_json, csv_path, columns):
+def load(path):
+    """The tokenizer of a tokenizer.json, or the one a model.pt carries as its extra file."""
+    if not path.endswith(".pt"):
+        return tokenizers().Tokenizer.from_file(path)
+    import torch
+
+    extra = {"tokenizer.json": ""}
+    torch.jit.load(path, _extra_files=extra)
+    spec = extra["tokenizer.json"]
+    require(spec, f"{path} has no extra file tokenizer.json")
+    # torch.jit.load fills _extra_files with bytes (str in older releases)
+    return tokenizers().Tokenizer.from_str(spec.decode() if isinstance(spec, bytes) else spec)
+
+
+def encode_columns(tokenizer_path, csv_path, columns):
     """The ids `torchfit tokenize` should write: each column's encode_batch, side by side."""
-    tokenizer = tokenizers().Tokenizer.from_file(tokenizer_json)
+    tokenizer = load(tokenizer_path)
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     parts = []
     for column in columns:
         encodings = tokenizer.encode_batch([row[column] for row in rows])
         lengths = {len(e.ids) for e in encodings}
-        require(len(lengths) == 1, f"{tokenizer_json} does not pad {column} to one length: lengths {sorted(lengths)}")
+        require(len(lengths) == 1, f"{tokenizer_path} does not pad {column} to one length: lengths {sorted(lengths)}")
         parts.append(np.array([e.ids for e in encodings], dtype=np.int64))
     return rows, np.hstack(parts)
 
 
-def compare(tokenizer_json, csv_path, ids_path, columns):
-    rows, want = encode_columns(tokenizer_json, csv_path, columns)
+def compare(tokenizer_path, csv_path, ids_path, columns):
+    rows, want = encode_columns(tokenizer_path, csv_path, columns)
     got = np.load(ids_path)
     require(got.dtype == np.int64 and got.shape == want.shape,
             f"{ids_path} is {got.dtype} {list(got.shape)}; the package gives int64 {list(want.shape)}")
