@@ -82,9 +82,12 @@ def bag_section(binary, work, rows, epochs, batch, threads, repeats):
         return lines + [f"This binary does not train a text column yet ({why.replace(str(config), 'its config')}), "
                         "so nothing was measured; bench/reference_text.py is the reference it will be set against.", ""]
     # The reference trains on the ids of torchfit's own tokenizer, so both see the same tokens.
-    first = torchfit_train(binary, [], work, config=config, check=False)
     ids = Path(work, "bag-ids.npy")
-    torchfit_tokenize(binary, first["out"], table, ids)
+    try:
+        first = torchfit_train(binary, [], work, config=config, check=False)
+        torchfit_tokenize(binary, first["out"], table, ids)
+    except Failed as e:
+        return lines + [f"Not measured: the first `torchfit train` and `torchfit tokenize` failed ({e}).", ""]
     tokenizer_json = Path(first["out"], "tokenizer.json")
     lines += [
         "`torchfit train` with `model.text: {encoder: bag}` (BPE, 8,000 tokens, 128 tokens a text, bag of "
@@ -150,7 +153,10 @@ def tokenize_section(binary, work, texts, repeats):
     if why:
         return lines + [f"This binary does not take a text column yet ({why.replace(str(config), 'its config')}), "
                         "so nothing was measured; bench/reference_tokenizers.py is the reference.", ""]
-    run = torchfit_train(binary, [], work, config=config, check=False)["out"]
+    try:
+        run = torchfit_train(binary, [], work, config=config, check=False)["out"]
+    except Failed as e:
+        return lines + [f"Not measured: `torchfit train` for the tokenizer failed ({e}).", ""]
     tokenizer_json = Path(run, "tokenizer.json")
     lines += [
         f"`torchfit tokenize RUN FILE.csv --output IDS.npy` (a whole process: start, reading the CSV, tokenising, "
