@@ -87,7 +87,7 @@ def bag_section(binary, work, rows, epochs, batch, threads, repeats):
         first = torchfit_train(binary, [], work, config=config, check=False)
         torchfit_tokenize(binary, first["out"], table, ids)
     except Failed as e:
-        return lines + [f"Not measured: the first `torchfit train` and `torchfit tokenize` failed ({e}).", ""]
+        return lines + [f"Not measured: the first `torchfit train`, or `torchfit tokenize` on its run, failed ({e}).", ""]
     tokenizer_json = Path(first["out"], "tokenizer.json")
     lines += [
         "`torchfit train` with `model.text: {encoder: bag}` (BPE, 8,000 tokens, 128 tokens a text, bag of "
