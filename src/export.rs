@@ -383,7 +383,7 @@ mod tests {
     fn categorical_model(activation: Activation, outputs: usize) -> Mlp {
         let categorical =
             vec![Categorical { levels: 3, embedding: None }, Categorical { levels: 4, embedding: Some(2) }];
-        mlp(activation, &Input { numeric: 2, categorical }, outputs)
+        mlp(activation, &Input { numeric: 2, categorical, text: None }, outputs)
     }
 
     /// Preprocessing for the 2 numeric features of `categorical_model`.

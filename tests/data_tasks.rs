@@ -89,7 +89,7 @@ fn csv_regression_with_missing_values_standardisation_and_raw_prediction() {
     let config = Config::load(Some(&run.join("config.yaml")), &[]).unwrap();
     let model_cfg = torchfit::config::ModelConfig { init_from: Some(run.join("weights.safetensors")), ..config.model };
     let model = Mlp::new(&model_cfg, &Input::numeric_only(5), 1, Device::Cpu).unwrap();
-    let (raw, _, _) = torchfit::data::read_features(&data, &pre.feature_names, &[], b',').unwrap();
+    let (raw, _, _) = torchfit::data::read_features(&data, &pre.feature_names, &[], &[], b',').unwrap();
     let want = model.forward(&pre.apply(&raw).unwrap()) * pre.target_std[0] as f64 + pre.target_mean[0] as f64;
     let want = Vec::<f64>::try_from(want.to_kind(Kind::Double).flatten(0, 1)).unwrap();
     for (i, (p, w)) in predicted.iter().zip(&want).enumerate() {

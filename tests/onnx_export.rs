@@ -56,7 +56,7 @@ fn prepare(dir: &Path, out: &str, config: &str, sets: &[&str], rows: Rows) -> [S
         Rows::Csv(file) => {
             let names: Vec<String> = pre.categorical.iter().map(|c| c.name.clone()).collect();
             let (x, text, _) =
-                torchfit::data::read_features(&repo_file(file), &pre.feature_names, &names, b',').unwrap();
+                torchfit::data::read_features(&repo_file(file), &pre.feature_names, &names, &[], b',').unwrap();
             x.write_npy(&numeric_npy).unwrap();
             if !pre.categorical.is_empty() {
                 let codes = torchfit::data::categorical_codes(&pre.categorical, &text, x.size()[0] as usize).unwrap();

@@ -29,7 +29,7 @@ fn prepare(dir: &Path, out: &str, config: &str, sets: &[&str], input: Input, pro
     let x = match input {
         Input::Csv(file, columns) => {
             let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-            torchfit::data::read_features(&repo_file(file), &names, &[], b',').unwrap().0
+            torchfit::data::read_features(&repo_file(file), &names, &[], &[], b',').unwrap().0
         }
         Input::Random(features) => Tensor::randn([33, features], (Kind::Float, tch::Device::Cpu)),
     };

@@ -76,7 +76,7 @@ fn predict(dir: &Path, run: &Path, input: &Path, out: &str, proba: bool) -> Stri
 /// forward takes.
 fn features_npy(dir: &Path, csv: &str, columns: &[&str], name: &str) -> PathBuf {
     let names: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-    let x = torchfit::data::read_features(&repo_file(csv), &names, &[], b',').unwrap().0;
+    let x = torchfit::data::read_features(&repo_file(csv), &names, &[], &[], b',').unwrap().0;
     let path = dir.join(name);
     x.write_npy(&path).unwrap();
     path

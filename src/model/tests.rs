@@ -155,9 +155,9 @@ fn manual_gradients_match_autograd() {
     let inputs = [
         Input::numeric_only(6),
         // One-hot, then two embeddings of 5 and 2 levels over 16 rows: rows share levels.
-        Input { numeric: 3, categorical: vec![categorical(3, None), categorical(5, Some(4)), categorical(2, Some(1))] },
+        Input { numeric: 3, categorical: vec![categorical(3, None), categorical(5, Some(4)), categorical(2, Some(1))], text: None },
         // Categorical features only, the embedding first.
-        Input { numeric: 0, categorical: vec![categorical(4, Some(3)), categorical(6, None)] },
+        Input { numeric: 0, categorical: vec![categorical(4, Some(3)), categorical(6, None)], text: None },
     ];
     for input in &inputs {
         let x = encoded(input, 16);
@@ -196,7 +196,7 @@ fn manual_gradients_match_autograd() {
 #[test]
 fn categorical_features_are_one_hot_or_embedded_after_the_numeric_ones() {
     let _rng = crate::testing::seed(0);
-    let input = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(2))] };
+    let input = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(2))], text: None };
     assert_eq!((input.width(), input.columns()), (2 + 3 + 2, 4));
     let m = Mlp::new(&config(Init::Keras), &input, 1, Device::Cpu).unwrap();
     let named: Vec<(String, Vec<i64>)> = m.named_parameters().into_iter().map(|(n, t)| (n, t.size())).collect();
@@ -233,7 +233,7 @@ fn a_numeric_only_input_is_x_itself() {
 #[test]
 fn embeddings_start_standard_normal() {
     let _rng = crate::testing::seed(0);
-    let input = Input { numeric: 1, categorical: vec![categorical(1000, Some(20))] };
+    let input = Input { numeric: 1, categorical: vec![categorical(1000, Some(20))] , text: None };
     let m = Mlp::new(&config(Init::Keras), &input, 1, Device::Cpu).unwrap();
     let table = m.embeddings[0].as_ref().unwrap();
     // 20 000 draws: the mean's standard error is 0.007 and the std's 0.005.
@@ -244,10 +244,10 @@ fn embeddings_start_standard_normal() {
 #[test]
 fn inputs_no_data_can_fill_are_refused() {
     let cfg = config(Init::Keras);
-    let empty = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(0, None)] };
+    let empty = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(0, None)] , text: None };
     let err = Mlp::new(&cfg, &empty, 1, Device::Cpu).err().unwrap();
     assert_eq!(err.to_string(), "categorical feature 1 has no levels");
-    let narrow = Input { numeric: 2, categorical: vec![categorical(3, Some(0))] };
+    let narrow = Input { numeric: 2, categorical: vec![categorical(3, Some(0))] , text: None };
     let err = Mlp::new(&cfg, &narrow, 1, Device::Cpu).err().unwrap();
     assert_eq!(err.to_string(), "categorical feature 0 has an embedding of width 0");
 }
@@ -257,13 +257,13 @@ fn init_from_covers_embeddings() {
     let _rng = crate::testing::seed(0);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
-    let input = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(2))] };
+    let input = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(2))], text: None };
     let a = Mlp::new(&config(Init::Keras), &input, 1, Device::Cpu).unwrap();
     Tensor::write_safetensors(&a.named_parameters(), &path).unwrap();
     let cfg = ModelConfig { init_from: Some(path.clone()), ..config(Init::Keras) };
     let b = Mlp::new(&cfg, &input, 1, Device::Cpu).unwrap();
     assert!(a.params.equal(&b.params));
-    let wider = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(3))] };
+    let wider = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(3))] , text: None };
     let err = Mlp::new(&cfg, &wider, 1, Device::Cpu).err().unwrap();
     assert!(format!("{err:#}").contains("`0.weight` has shape [20, 7], the model needs [20, 8]"), "{err:#}");
     let err = Mlp::new(&cfg, &Input::numeric_only(7), 1, Device::Cpu).err().unwrap();

@@ -38,7 +38,7 @@ fn write_model(dir: &Path, levels: Option<usize>) -> std::path::PathBuf {
         ..ModelConfig::default()
     };
     let categorical: Vec<Categorical> = levels.iter().map(|_| Categorical { levels: 3, embedding: Some(2) }).collect();
-    let model = Mlp::new(&cfg, &Input { numeric: 4, categorical }, 1, Device::Cpu).unwrap();
+    let model = Mlp::new(&cfg, &Input { numeric: 4, categorical, text: None }, 1, Device::Cpu).unwrap();
     let features = levels.map(|n| CategoricalFeature {
         name: "color".into(),
         levels: (0..n).map(|i| format!("c{i}")).chain(["(other)".to_string()]).collect(),

@@ -11,6 +11,14 @@ usage: tokenizers_package.py corpus FILE.csv        a CSV with a `text` column o
                                                      columns' ids side by side, held to IDS.npy
                                                      (int64 [rows, columns * max_length]: what
                                                      `torchfit tokenize` writes) exactly
+       tokenizers_package.py model MODEL.pt FILE.csv PREDICTIONS.csv
+                                                     torch.jit.load's predict_proba on the numeric
+                                                     columns (features.json) and the package's ids
+                                                     of the text columns (text.json), held to
+                                                     `torchfit predict --proba`'s within 1e-5
+       tokenizers_package.py onnx MODEL.onnx FILE.csv PREDICTIONS.csv
+                                                     the same with onnxruntime, the tokenizer and
+                                                     the text columns from the model's metadata
 
 TOKENIZER is a tokenizer.json (Tokenizer.from_file) or a model.pt, whose extra file
 tokenizer.json is read with torch.jit.load(..., _extra_files=...) (Tokenizer.from_str).
@@ -130,8 +138,75 @@ def compare(tokenizer_path, csv_path, ids_path, columns):
     finish("tokenizer ids: ")
 
 
+def extra_files(model_path, names):
+    """model.pt's extra files, as text."""
+    import torch
+
+    extra = {name: "" for name in names}
+    module = torch.jit.load(model_path, _extra_files=extra)
+    return module, {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items()}
+
+
+def read_rows(csv_path):
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def predictions(path):
+    """The p_<label> columns of `torchfit predict --proba`'s CSV."""
+    rows = read_rows(path)
+    return np.array([[float(v) for k, v in row.items() if k.startswith("p_")] for row in rows])
+
+
+def numeric_columns(rows, features):
+    return np.array([[float(row[f]) for f in features] for row in rows], dtype=np.float32).reshape(len(rows), len(features))
+
+
+def compare_model(model_path, csv_path, predictions_path):
+    """model.pt called by hand: x is the numeric features, then the text columns' ids as floats."""
+    import json
+    import torch
+
+    module, extra = extra_files(model_path, ["features.json", "text.json"])
+    features, text = json.loads(extra["features.json"]), json.loads(extra["text.json"])
+    rows, ids = encode_columns(model_path, csv_path, text["columns"])
+    x = torch.cat([torch.from_numpy(numeric_columns(rows, features)), torch.from_numpy(ids).float()], 1)
+    got = module.predict_proba(x).detach().numpy()
+    want = predictions(predictions_path)
+    require(got.shape == want.shape, f"predict_proba gives {got.shape}, torchfit predict {want.shape}")
+    worst = float(np.abs(got - want).max())
+    check("model.pt on the package's ids", worst <= 1e-5, f"differs from torchfit predict by {worst}")
+    finish(f"model.pt (largest difference {worst:.2e}): ")
+
+
+def compare_onnx(onnx_path, csv_path, predictions_path):
+    """The ONNX model on the package's ids, the tokenizer read from the model's metadata."""
+    import json
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_path)
+    meta = session.get_modelmeta().custom_metadata_map
+    features, text = json.loads(meta["features"]), json.loads(meta["text"])
+    tokenizer = tokenizers().Tokenizer.from_str(meta["tokenizer"])
+    rows = read_rows(csv_path)
+    ids = np.hstack([np.array([e.ids for e in tokenizer.encode_batch([r[c] for r in rows])], dtype=np.int64)
+                     for c in text["columns"]])
+    feeds = {"ids": ids}
+    if features:
+        feeds["numeric"] = numeric_columns(rows, features)
+    got = session.run(["probabilities"], feeds)[0]
+    want = predictions(predictions_path)
+    worst = float(np.abs(got - want).max())
+    check("onnxruntime on the package's ids", worst <= 1e-5, f"differs from torchfit predict by {worst}")
+    finish(f"ONNX (largest difference {worst:.2e}): ")
+
+
 def main():
     args = sys.argv[1:]
+    if len(args) == 4 and args[0] == "model":
+        return compare_model(args[1], args[2], args[3])
+    if len(args) == 4 and args[0] == "onnx":
+        return compare_onnx(args[1], args[2], args[3])
     if len(args) == 2 and args[0] == "corpus":
         return write_corpus(args[1])
     if len(args) >= 5 and args[0] == "check":
