@@ -30,6 +30,7 @@ impl Config {
             _ => {}
         }
         super::numeric::validate(model)?;
+        super::text::validate(self)?;
         if !model.strict && model.init_from.is_none() {
             return fail("model.strict", "model.strict: false applies to model.init_from, which is not set".into());
         }

@@ -67,6 +67,13 @@ pub struct TextEncoder {
     /// transformer: dropout on attention weights and on each block's outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
+    /// bag: also the runs of 2 (or 3) consecutive tokens, each hashed into one of `buckets`
+    /// rows of its own (fastText's word n-grams); 1: the tokens alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<usize>,
+    /// bag with ngrams > 1: the rows the n-grams are hashed into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +88,9 @@ pub enum TextEncoderKind {
 
 /// `model.text`'s defaults: bag, d_embedding 64; transformer: 2 blocks of 4 heads, dropout 0.1.
 pub const TEXT_DEFAULTS: (TextEncoderKind, usize, usize, usize, f64) = (TextEncoderKind::Bag, 64, 2, 4, 0.1);
+
+/// The bag's defaults: tokens and their bigrams, hashed into 2^16 rows.
+pub const BAG_DEFAULTS: (usize, usize) = (2, 1 << 16);
 
 /// The most tokens a text may be given (`data.tokenizer.max_length`): an attention block's
 /// memory grows with its square.
@@ -123,17 +133,32 @@ impl TextEncoder {
     pub(super) fn resolve(&mut self) {
         let (_, d, n_blocks, n_heads, dropout) = TEXT_DEFAULTS;
         self.d_embedding.get_or_insert(d);
-        if self.encoder == TextEncoderKind::Transformer {
-            self.n_blocks.get_or_insert(n_blocks);
-            self.n_heads.get_or_insert(n_heads);
-            self.dropout.get_or_insert(dropout);
+        match self.encoder {
+            TextEncoderKind::Transformer => {
+                self.n_blocks.get_or_insert(n_blocks);
+                self.n_heads.get_or_insert(n_heads);
+                self.dropout.get_or_insert(dropout);
+            }
+            TextEncoderKind::Bag => {
+                let ngrams = *self.ngrams.get_or_insert(BAG_DEFAULTS.0);
+                if ngrams > 1 {
+                    self.buckets.get_or_insert(BAG_DEFAULTS.1);
+                }
+            }
         }
     }
 
     /// The encoder of a config with text columns but no `model.text`.
     pub fn default_for_text() -> TextEncoder {
-        let mut e =
-            TextEncoder { encoder: TEXT_DEFAULTS.0, d_embedding: None, n_blocks: None, n_heads: None, dropout: None };
+        let mut e = TextEncoder {
+            encoder: TEXT_DEFAULTS.0,
+            d_embedding: None,
+            n_blocks: None,
+            n_heads: None,
+            dropout: None,
+            ngrams: None,
+            buckets: None,
+        };
         e.resolve();
         e
     }
@@ -141,6 +166,18 @@ impl TextEncoder {
     /// The width of each text column's vector.
     pub fn width(&self) -> usize {
         self.d_embedding.unwrap_or(TEXT_DEFAULTS.1)
+    }
+
+    /// bag: the longest token runs embedded, and the rows they are hashed into (0 for
+    /// tokens alone).
+    pub fn ngrams(&self) -> (usize, usize) {
+        match self.encoder {
+            TextEncoderKind::Transformer => (1, 0),
+            TextEncoderKind::Bag => match self.ngrams.unwrap_or(BAG_DEFAULTS.0) {
+                n if n > 1 => (n, self.buckets.unwrap_or(BAG_DEFAULTS.1)),
+                n => (n, 0),
+            },
+        }
     }
 }
 
@@ -229,15 +266,22 @@ fn validate_tokenizer(t: &TokenizerConfig) -> Result<()> {
 
 fn validate_encoder(e: &TextEncoder) -> Result<()> {
     const KEY: &str = "model.text";
-    if e.encoder == TextEncoderKind::Bag {
-        let foreign =
-            [("n_blocks", e.n_blocks.is_some()), ("n_heads", e.n_heads.is_some()), ("dropout", e.dropout.is_some())];
-        if let Some((name, _)) = foreign.iter().find(|(_, set)| *set) {
-            return fail(
-                &format!("{KEY}.{name}"),
-                format!("{KEY}.{name} applies to {KEY}.encoder: transformer, not bag"),
-            );
-        }
+    let bag = e.encoder == TextEncoderKind::Bag;
+    let foreign = [
+        ("n_blocks", e.n_blocks.is_some() && bag, "transformer"),
+        ("n_heads", e.n_heads.is_some() && bag, "transformer"),
+        ("dropout", e.dropout.is_some() && bag, "transformer"),
+        ("ngrams", e.ngrams.is_some() && !bag, "bag"),
+        ("buckets", e.buckets.is_some() && !bag, "bag"),
+    ];
+    if let Some((name, _, kind)) = foreign.iter().find(|(_, set, _)| *set) {
+        let other = if bag { "bag" } else { "transformer" };
+        return fail(&format!("{KEY}.{name}"), format!("{KEY}.{name} applies to {KEY}.encoder: {kind}, not {other}"));
+    }
+    range(&format!("{KEY}.ngrams"), e.ngrams, 1, 3)?;
+    range(&format!("{KEY}.buckets"), e.buckets, 1, torchfit_tokenize::MAX_VOCABULARY)?;
+    if e.ngrams == Some(1) && e.buckets.is_some() {
+        return fail(&format!("{KEY}.buckets"), format!("{KEY}.buckets applies with {KEY}.ngrams 2 or 3"));
     }
     range(&format!("{KEY}.d_embedding"), e.d_embedding, 1, super::MAX_COUNT)?;
     range(&format!("{KEY}.n_blocks"), e.n_blocks, 1, 64)?;

@@ -162,7 +162,6 @@ impl Config {
             );
         }
         self.validate_data()?;
-        super::text::validate(self)?;
         for (i, &width) in self.model.hidden.iter().enumerate() {
             if width == 0 {
                 invalid!(

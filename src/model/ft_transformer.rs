@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::Input;
-use super::resnet::{linear, linear_drawn};
+use super::layers::{layer_norm, linear, linear_drawn};
 use crate::config::{FtTransformerKnobs, ModelConfig};
 use crate::shim::ScriptModule;
 
@@ -132,15 +132,6 @@ fn block(i: usize, k: &FtTransformerKnobs) -> Result<ScriptModule> {
         block.register_module("attention_normalization", &layer_norm(&format!("FTBlock{i}AttentionNorm"), d)?)?;
     }
     Ok(block)
-}
-
-/// nn.LayerNorm(width): weight 1, bias 0.
-fn layer_norm(class: &str, width: i64) -> Result<ScriptModule> {
-    let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
-    let float = (Kind::Float, Device::Cpu);
-    m.register_tensor("weight", &Tensor::f_ones([width], float)?, false)?;
-    m.register_tensor("bias", &Tensor::f_zeros([width], float)?, false)?;
-    Ok(m)
 }
 
 /// `forward(x)` or `forward(x, codes)` (`Scripted`'s input contract): the tokens, the blocks,

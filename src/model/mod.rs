@@ -32,6 +32,7 @@ mod embedded_mlp;
 mod ft_transformer;
 mod init;
 mod input;
+mod layers;
 mod mixed;
 mod mlp;
 mod numeric;
@@ -49,7 +50,7 @@ pub use mlp::{Mlp, MlpTape};
 pub use script::{script_source, USER_MODULE};
 pub use scripted::Scripted;
 pub use tabm::Combine;
-pub use text::TextInput;
+pub use text::{TextInput, NGRAM_PRIME};
 
 /// A range of a model's flat parameter buffer that one optimizer parameter group updates:
 /// `group` indexes `training.optimizer.param_groups`, `None` for the optimizer's own

@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::input::{Input, EMBEDDINGS};
+use super::layers::linear;
 use crate::config::{ModelConfig, RESNET_DEFAULTS};
 use crate::shim::ScriptModule;
 
@@ -77,27 +78,6 @@ fn norm(m: &str, x: &str, out: &str) -> String {
         "    if self.training:\n        {m}.num_batches_tracked.add_(1)\n    \
          {out} = torch.batch_norm({x}, {m}.weight, {m}.bias, {m}.running_mean, {m}.running_var, self.training, 0.1, 1e-05, False)\n"
     )
-}
-
-/// nn.Linear(fan_in, fan_out) with its initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-/// the weight, then the bias.
-pub(super) fn linear(class: &str, fan_in: i64, fan_out: i64) -> Result<ScriptModule> {
-    linear_drawn(class, fan_in, fan_out, false)
-}
-
-/// `linear`, with the bias zeroed after its draw when `zero_bias` (as modules that
-/// re-initialise an nn.Linear's bias leave the generator).
-pub(super) fn linear_drawn(class: &str, fan_in: i64, fan_out: i64, zero_bias: bool) -> Result<ScriptModule> {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
-    let weight = Tensor::f_empty([fan_out, fan_in], (Kind::Float, Device::Cpu))?.f_uniform_(-bound, bound)?;
-    let mut bias = Tensor::f_empty([fan_out], (Kind::Float, Device::Cpu))?.f_uniform_(-bound, bound)?;
-    if zero_bias {
-        bias = bias.f_zero_()?;
-    }
-    m.register_tensor("weight", &weight, false)?;
-    m.register_tensor("bias", &bias, false)?;
-    Ok(m)
 }
 
 /// nn.BatchNorm1d(width): weight 1, bias 0, running statistics 0 and 1, no batches yet.

@@ -6,7 +6,9 @@
 //!
 //! - `bag`: `torch.embedding_bag` in mean mode with the padding id excluded, as
 //!   `nn.EmbeddingBag(vocab, d, mode="mean", padding_idx=pad)` computes it on 2-D ids
-//!   (fastText's model): `text.<j>.embedding.weight`. An empty text gives zeros.
+//!   (fastText's model): `text.<j>.embedding.weight`. An empty text gives zeros. With
+//!   `ngrams` 2 or 3 (fastText's word n-grams) the runs of consecutive tokens are hashed into
+//!   `buckets` more rows of the same table and averaged with the tokens.
 //! - `transformer`: token embeddings plus learned position embeddings, a learned `[CLS]`
 //!   vector in front, `n_blocks` pre-norm blocks (self-attention whose keys are the [CLS] and
 //!   the text's own tokens, never padding; a GELU feed-forward of twice the width), and a
@@ -22,7 +24,7 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::resnet::linear;
+use super::layers::{layer_norm, linear};
 use crate::config::{TextEncoder, TextEncoderKind};
 use crate::data::TextFeatures;
 use crate::shim::ScriptModule;
@@ -96,25 +98,29 @@ impl TextInput {
         root.register_module(TEXT, &text)
     }
 
-    /// nn.Embedding(vocab, d, padding_idx=pad): N(0, 1), the padding row zero.
-    fn embedding(&self, d: usize) -> Result<Tensor> {
-        let table = Tensor::f_randn([self.vocab_size as i64, d as i64], FLOAT)?;
-        if (0..self.vocab_size as i64).contains(&self.pad_id) {
+    /// nn.Embedding(rows, d, padding_idx=pad): N(0, 1), the padding row zero.
+    fn embedding(&self, rows: usize, d: usize) -> Result<Tensor> {
+        let table = Tensor::f_randn([rows as i64, d as i64], FLOAT)?;
+        if (0..rows as i64).contains(&self.pad_id) {
             let _ = table.get(self.pad_id).f_zero_()?;
         }
         Ok(table)
     }
 
+    /// The bag's one table: the tokens' rows, then the n-grams' buckets.
     fn bag(&self, j: usize, e: &TextEncoder) -> Result<ScriptModule> {
         let mut m = ScriptModule::new(&format!("__torch__.torchfit.TextBag{j}"))?;
-        m.register_module("embedding", &weight(&format!("TextBag{j}Embedding"), &self.embedding(e.width())?)?)?;
+        let (_, buckets) = e.ngrams();
+        let table = self.embedding(self.vocab_size + buckets, e.width())?;
+        m.register_module("embedding", &weight(&format!("TextBag{j}Embedding"), &table)?)?;
         Ok(m)
     }
 
     fn transformer(&self, j: usize, e: &TextEncoder) -> Result<ScriptModule> {
         let d = e.width() as i64;
         let mut m = ScriptModule::new(&format!("__torch__.torchfit.TextTransformer{j}"))?;
-        m.register_module("embedding", &weight(&format!("Text{j}Embedding"), &self.embedding(e.width())?)?)?;
+        let table = self.embedding(self.vocab_size, e.width())?;
+        m.register_module("embedding", &weight(&format!("Text{j}Embedding"), &table)?)?;
         let position = Tensor::f_randn([self.max_length as i64, d], FLOAT)?;
         m.register_module("position", &weight(&format!("Text{j}Position"), &position)?)?;
         m.register_tensor("cls", &Tensor::f_randn([d], FLOAT)?, false)?;
@@ -146,15 +152,44 @@ impl TextInput {
             let (from, to) = (j * length, (j + 1) * length);
             src += &format!("    e = getattr(self.{TEXT}, \"{j}\")\n    i = ids[:, {from}:{to}]\n");
             src += &match e.encoder {
-                TextEncoderKind::Bag => format!(
-                    "    offsets = torch.arange(i.size(0), device=i.device) * {length}\n    \
-                     t{j} = torch.embedding_bag(e.embedding.weight, i.reshape(-1), offsets, False, 1, False, None, False, {pad})[0]\n"
-                ),
+                TextEncoderKind::Bag => bag_script(j, e, self.vocab_size, pad),
                 TextEncoderKind::Transformer => transformer_script(j, e, length, pad),
             };
         }
         src
     }
+}
+
+/// The multiplier of the n-gram hash: a prime, so that `(a * P + b) mod buckets` spreads
+/// pairs of ids below 2^24 without overflowing int64.
+pub const NGRAM_PRIME: i64 = 1_000_003;
+
+/// Column `j`'s bag, from its ids `i` and module `e` into `t<j>`: with n-grams, each run of
+/// 2 (and 3) tokens without padding is hashed to `vocab + (hash mod buckets)` and joins the
+/// tokens in the bag; a run with padding is padding.
+fn bag_script(j: usize, e: &TextEncoder, vocab: usize, pad: i64) -> String {
+    let (n, buckets) = e.ngrams();
+    let mut src = String::new();
+    let mut parts = vec!["i".to_string()];
+    for k in 2..=n {
+        // The k-gram starting at each position that has k tokens: columns [s, s + L - k].
+        let column = |s: usize| format!("i[:, {s}:i.size(1) - {}]", k - 1 - s);
+        let mut hash = column(0);
+        let mut padded = format!("({} == {pad})", column(0));
+        for s in 1..k {
+            hash = format!("(({hash}) * {NGRAM_PRIME} + {}) % {buckets}", column(s));
+            padded = format!("{padded} | ({} == {pad})", column(s));
+        }
+        src += &format!("    g{k} = ({hash} + {vocab}).masked_fill({padded}, {pad})\n");
+        parts.push(format!("g{k}"));
+    }
+    if parts.len() > 1 {
+        src += &format!("    i = torch.cat([{}], 1)\n", parts.join(", "));
+    }
+    src + &format!(
+        "    offsets = torch.arange(i.size(0), device=i.device) * i.size(1)\n    \
+         t{j} = torch.embedding_bag(e.embedding.weight, i.reshape(-1), offsets, False, 1, False, None, False, {pad})[0]\n"
+    )
 }
 
 /// Column `j`'s transformer, from its ids `i` and module `e` into `t<j>`.
@@ -192,13 +227,5 @@ fn transformer_script(j: usize, e: &TextEncoder, length: usize, pad: i64) -> Str
 fn weight(class: &str, w: &Tensor) -> Result<ScriptModule> {
     let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
     m.register_tensor("weight", w, false)?;
-    Ok(m)
-}
-
-/// nn.LayerNorm(width): weight 1, bias 0.
-fn layer_norm(class: &str, width: i64) -> Result<ScriptModule> {
-    let mut m = ScriptModule::new(&format!("__torch__.torchfit.{class}"))?;
-    m.register_tensor("weight", &Tensor::f_ones([width], FLOAT)?, false)?;
-    m.register_tensor("bias", &Tensor::f_zeros([width], FLOAT)?, false)?;
     Ok(m)
 }

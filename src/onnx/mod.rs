@@ -57,7 +57,7 @@ pub fn write_model(model: &dyn Model, cfg: &ModelConfig, pre: &Preprocessing, lo
     if let Some(mlp) = model.as_mlp() {
         return write(mlp, pre, loss, path);
     }
-    let input = Input::of(pre);
+    let input = Input::for_model(pre, cfg);
     if let (Some(_), Some(encoder)) = (&input.text, &cfg.text) {
         if encoder.encoder != TextEncoderKind::Bag || cfg.kind == ModelKind::FtTransformer {
             bail!(
