@@ -69,10 +69,7 @@ impl Input {
     pub fn of(predictor: &Predictor) -> Input {
         match predictor.array() {
             Some(array) => Input { dtype: array.dtype, dims: array.shape.clone() },
-            None => Input {
-                dtype: Dtype::Float32,
-                dims: vec![predictor.encoded_width() as i64],
-            },
+            None => Input { dtype: Dtype::Float32, dims: vec![predictor.encoded_width() as i64] },
         }
     }
 }

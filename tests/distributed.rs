@@ -328,3 +328,33 @@ fn torchrun_two_processes_train_the_ft_transformer_and_an_embedded_mlp_as_one_do
         assert_same_training(&d.join(&one), &d.join(&two), 1e-5);
     }
 }
+
+/// A model with a text column (`data.text`) trains under torchrun as in one process: the bag's
+/// and the transformer's embedding gradients (rows looked up in each process's part of the
+/// batch) summed over two processes; dropout 0, as each process draws its own masks. The
+/// transformer's `qkv.bias` is frozen, as the FT-Transformer's `W_k.bias` above: its key part's
+/// gradient is rounding alone (softmax takes away what it adds), which Adam scales up.
+#[test]
+fn torchrun_two_processes_train_a_text_model_as_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    review_classifier(d, 160);
+    let transformer = "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1, dropout: 0}";
+    let models: [(&str, &[&str]); 2] = [
+        ("bag", &["model.text={encoder: bag, d_embedding: 8, ngrams: 2, buckets: 64}"]),
+        ("transformer", &[transformer, "model.freeze=['text.*.qkv.bias']"]),
+    ];
+    for (name, sets) in models {
+        let (one, two) = (format!("{name}-one"), format!("{name}-two"));
+        let args = |out: &str| -> Vec<String> {
+            let mut args = vec!["train", "reviews.yaml", "--quiet", "--device", "cpu", "--out", out];
+            args.extend(sets.iter().chain(&["training.epochs=3"]).flat_map(|s| ["--set", *s]));
+            args.into_iter().map(String::from).collect()
+        };
+        let (args1, args2) = (args(&one), args(&two));
+        assert_ok(&torchfit(d, &args1.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_ok(&torchrun_torchfit(d, 2, &args2.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(summary(&d.join(&two))["world_size"].as_u64(), Some(2));
+        assert_same_training(&d.join(&one), &d.join(&two), 1e-5);
+    }
+}

@@ -96,3 +96,30 @@ fn every_table_kind_trains_in_bf16_near_its_float32_run() {
         assert!(weights.iter().any(|k| k == "F32"), "{name}: {weights:?}");
     }
 }
+
+/// A text model (each encoder) trains in bf16 near its float32 run, its weights float32.
+#[test]
+fn text_models_train_in_bf16_near_their_float32_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    review_classifier(d, 300);
+    let models = [
+        ("bag", "model.text={encoder: bag, d_embedding: 8, ngrams: 2, buckets: 256}"),
+        ("transformer", "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}"),
+    ];
+    for (name, model) in models {
+        let run = |precision: &str| {
+            let out = format!("{name}-{precision}");
+            let sets = [model, "training.epochs=3", &format!("training.precision={precision}")];
+            assert_ok(&train_config(d, "reviews.yaml", &out, &sets));
+            d.join(out)
+        };
+        let (fp32, bf16) = (run("fp32"), run("bf16"));
+        assert_eq!(summary(&bf16)["precision"], "bf16", "{name}");
+        let (a, b) = (final_loss(&fp32), final_loss(&bf16));
+        assert!((a - b).abs() / a < 5e-2, "{name}: bf16 loss {b} vs fp32 {a}");
+        assert_ne!(a, b, "{name}: the bf16 run rounded nothing");
+        let weights = dtypes(&bf16.join("weights.safetensors"));
+        assert!(weights.iter().all(|k| k == "F32"), "{name}: {weights:?}");
+    }
+}

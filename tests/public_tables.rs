@@ -1,6 +1,7 @@
 //! The configs of `make bench-tables` (configs/public/, bench/table_bench.py): the binary takes
-//! each one, they hold at least eight public tables of both tasks, and they share one template
-//! (docs/tables.md: no per-table tuning), so a tuned table cannot slip into the comparison.
+//! each one, they hold at least eight public tables of both tasks and two of free text, and the
+//! tables of each sort share one template (docs/tables.md: no per-table tuning), so a tuned
+//! table cannot slip into the comparison.
 
 mod common;
 
@@ -33,20 +34,26 @@ fn public_tables_are_eight_or_more_of_both_tasks_on_one_template() {
     files.sort();
     let configs: Vec<_> = files.iter().map(|p| (p, resolved(p))).collect();
     // The example tables (data/ in the repository) are extras; the public ones come from pip packages.
-    let public: Vec<_> =
-        configs.iter().filter(|(_, c)| !c["data"]["path"].as_str().unwrap_or("").starts_with("data/")).collect();
+    let public: Vec<_> = configs
+        .iter()
+        .filter(|(_, c)| !c["data"]["path"].as_str().unwrap_or("").starts_with("data/") && c["data"]["text"].is_null())
+        .collect();
     assert!(public.len() >= 8, "only {} public tables in configs/public", public.len());
     for task in ["classification", "regression"] {
         assert!(public.iter().any(|(_, c)| c["task"].as_str() == Some(task)), "no public {task} table");
     }
-    let (first_path, first) = &configs[0];
-    for (path, config) in &configs[1..] {
-        assert_eq!(
-            template_part(config),
-            template_part(first),
-            "{} and {} differ in model or training",
-            path.display(),
-            first_path.display()
-        );
+    let (text, tables): (Vec<_>, Vec<_>) = configs.iter().partition(|(_, c)| !c["data"]["text"].is_null());
+    assert!(text.len() >= 2, "only {} text tables in configs/public", text.len());
+    for sort in [text, tables] {
+        let (first_path, first) = sort[0];
+        for (path, config) in &sort[1..] {
+            assert_eq!(
+                template_part(config),
+                template_part(first),
+                "{} and {} differ in model or training",
+                path.display(),
+                first_path.display()
+            );
+        }
     }
 }

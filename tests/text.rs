@@ -16,41 +16,6 @@ use common::*;
 
 const PY: PythonCheck = PythonCheck("tokenizers_package.py");
 
-/// Words that decide a review's label, and words that do not.
-const GOOD: &[&str] = &["great", "excellent", "délicieux", "love", "perfect", "tasty", "😍", "wonderful"];
-const BAD: &[&str] = &["awful", "stale", "broken", "bland", "terrible", "disgusting", "👎", "poor"];
-const FILLER: &[&str] = &[
-    "the", "coffee", "tea", "box", "arrived", "and", "it", "was", "very", "price", "café", "東京",
-    "snack", "with", "a", "taste", "!", "?!", "...", "order", "Ünïcode", "shipping", "👍🏽",
-];
-
-/// `reviews.csv`: `text` (a review, some empty), `stars` (noise) and `label` (great/other, by
-/// the review's words), `rows` rows from a fixed generator.
-fn reviews(dir: &Path, rows: usize) {
-    let mut state = 12345u64;
-    let mut next = |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) % n as u64) as usize
-    };
-    let mut csv = String::from("text,stars,label\n");
-    for i in 0..rows {
-        let good = next(2) == 0;
-        let mut words: Vec<&str> = (0..3 + next(12)).map(|_| FILLER[next(FILLER.len())]).collect();
-        for _ in 0..1 + next(2) {
-            let side = if good { GOOD } else { BAD };
-            words.insert(next(words.len() + 1), side[next(side.len())]);
-        }
-        let text = if i % 50 == 7 { String::new() } else { words.join(" ") };
-        csv += &format!("\"{text}\",{},{}\n", next(5) + 1, if good { "great" } else { "other" });
-    }
-    std::fs::write(dir.join("reviews.csv"), csv).unwrap();
-    let config = "name: reviews\nseed: 3\ndata:\n  kind: csv\n  path: reviews.csv\n  target: label\n  text: [text]\n  \
-                  validation_split: 0.2\n  tokenizer: {vocab_size: 300, max_length: 24}\nmodel:\n  hidden: [16]\n  \
-                  text: {encoder: bag, d_embedding: 8}\ntraining:\n  epochs: 8\n  batch_size: 32\n  \
-                  optimizer: {kind: adam, lr: 0.02}\n";
-    std::fs::write(dir.join("reviews.yaml"), config).unwrap();
-}
-
 /// Texts a tokenizer's normalisation must agree on byte for byte, with a `stars` column: the
 /// package's own hard cases and more.
 fn corpus(dir: &Path) -> std::path::PathBuf {
@@ -91,14 +56,23 @@ fn val_accuracy(run: &Path) -> f64 {
 fn python_tokenizes_as_torchfit_and_model_pt_on_those_ids_predicts_as_torchfit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    reviews(d, 600);
+    review_classifier(d, 600);
     let corpus = corpus(d);
     let transformer = "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}";
     let cases: &[(&str, &[&str], bool)] = &[
         ("bag", &[], true),
         ("transformer", &[transformer], false),
         ("resnet", &["model={kind: resnet, n_blocks: 1, d_block: 16, text: {encoder: bag, d_embedding: 8}}"], true),
-        ("ftt", &["model={kind: ft_transformer, n_blocks: 1, d_block: 16, attention_n_heads: 2}", transformer, "training.epochs=20", "training.optimizer.lr=0.003"], false),
+        (
+            "ftt",
+            &[
+                "model={kind: ft_transformer, n_blocks: 1, d_block: 16, attention_n_heads: 2}",
+                transformer,
+                "training.epochs=20",
+                "training.optimizer.lr=0.003",
+            ],
+            false,
+        ),
         ("tabm", &["model={kind: tabm, k: 4, n_blocks: 1, d_block: 16, text: {encoder: bag, d_embedding: 8}}"], true),
     ];
     for (name, sets, onnx) in cases {
@@ -133,7 +107,7 @@ fn python_tokenizes_as_torchfit_and_model_pt_on_those_ids_predicts_as_torchfit()
 fn serve_answers_raw_text_as_predict_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    reviews(d, 400);
+    review_classifier(d, 400);
     let transformer = "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}";
     assert_ok(&train_config(d, "reviews.yaml", "run", &[transformer]));
     let texts = ["this coffee was great and tasty 😍", "stale box, awful!!", "", "東京 café ?!"];
@@ -177,7 +151,7 @@ fn serve_answers_raw_text_as_predict_does() {
 fn text_runs_are_reproducible_and_resume_to_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    reviews(d, 300);
+    review_classifier(d, 300);
     assert_ok(&train_config(d, "reviews.yaml", "one", &[]));
     assert_ok(&train_config(d, "reviews.yaml", "two", &[]));
     for file in ["tokenizer.json", "weights.safetensors"] {
@@ -194,7 +168,7 @@ fn text_runs_are_reproducible_and_resume_to_the_uninterrupted_weights() {
 fn bad_text_input_is_one_line_and_empty_text_is_padding() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    reviews(d, 200);
+    review_classifier(d, 200);
     let cases: &[(&[&str], &str)] = &[
         (&["data.text=[nope]"], "data.text"),
         (&["data.text=[text, text]"], "data.text"),
@@ -227,4 +201,28 @@ fn bad_text_input_is_one_line_and_empty_text_is_padding() {
     assert_eq!(empty.len(), 3);
     assert!(empty[0] == empty[1] && empty[1] == empty[2], "empty, missing and blank text alike: {empty:?}");
     assert!(empty.iter().all(|r| r[1..].iter().all(|p| p.parse::<f64>().is_ok_and(f64::is_finite))), "{empty:?}");
+}
+
+/// A sweep over the text encoder (whole `model.text` sections as choices) and a knob of it:
+/// every trial trains, and its config has the encoder it was given.
+#[test]
+fn a_sweep_chooses_between_text_encoders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    review_classifier(d, 200);
+    let sweep = "base: reviews.yaml\nmethod: grid\nparameters:\n  \
+                 model.text: {values: [{encoder: bag, d_embedding: 8}, {encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}]}\n  \
+                 training.epochs: {values: [2]}\n  data.tokenizer.max_length: {values: [8, 16]}\n";
+    std::fs::write(d.join("sweep.yaml"), sweep).unwrap();
+    assert_ok(&torchfit(d, &["sweep", "sweep.yaml", "--out", "s", "--jobs", "1"]));
+    let results = std::fs::read_to_string(d.join("s/results.csv")).unwrap();
+    assert_eq!(results.lines().count(), 5, "{results}");
+    assert_eq!(results.matches("finished").count(), 4, "{results}");
+    for (trial, encoder, length) in [("0000", "bag", 8), ("0003", "transformer", 16)] {
+        let config: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(d.join("s/trials").join(trial).join("config.yaml")).unwrap())
+                .unwrap();
+        assert_eq!(config["model"]["text"]["encoder"], encoder, "{config:?}");
+        assert_eq!(config["data"]["tokenizer"]["max_length"], length, "{config:?}");
+    }
 }

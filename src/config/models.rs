@@ -309,6 +309,7 @@ mod kind_keys_tests {
         ("model.ffn_d_hidden_multiplier", "2.0"),
         ("model.ffn_dropout", "0.1"),
         ("model.residual_dropout", "0.1"),
+        ("model.text", "{encoder: bag}"),
     ];
 
     #[test]
@@ -328,6 +329,11 @@ mod kind_keys_tests {
                 // The other checks of a torchscript config want a module path.
                 if kind == ModelKind::Torchscript && *key != "model.path" {
                     config.model.path = Some("m.pt".into());
+                }
+                // model.text encodes the text columns of a table.
+                if *key == "model.text" {
+                    config.data.kind = crate::config::DataKind::Csv;
+                    config.data.text = Some(vec!["review".into()]);
                 }
                 let text = serde_yaml::to_string(&config).unwrap();
                 let set = format!("{key}={sample}");

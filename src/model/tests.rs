@@ -155,7 +155,11 @@ fn manual_gradients_match_autograd() {
     let inputs = [
         Input::numeric_only(6),
         // One-hot, then two embeddings of 5 and 2 levels over 16 rows: rows share levels.
-        Input { numeric: 3, categorical: vec![categorical(3, None), categorical(5, Some(4)), categorical(2, Some(1))], text: None },
+        Input {
+            numeric: 3,
+            categorical: vec![categorical(3, None), categorical(5, Some(4)), categorical(2, Some(1))],
+            text: None,
+        },
         // Categorical features only, the embedding first.
         Input { numeric: 0, categorical: vec![categorical(4, Some(3)), categorical(6, None)], text: None },
     ];
@@ -233,7 +237,7 @@ fn a_numeric_only_input_is_x_itself() {
 #[test]
 fn embeddings_start_standard_normal() {
     let _rng = crate::testing::seed(0);
-    let input = Input { numeric: 1, categorical: vec![categorical(1000, Some(20))] , text: None };
+    let input = Input { numeric: 1, categorical: vec![categorical(1000, Some(20))], text: None };
     let m = Mlp::new(&config(Init::Keras), &input, 1, Device::Cpu).unwrap();
     let table = m.embeddings[0].as_ref().unwrap();
     // 20 000 draws: the mean's standard error is 0.007 and the std's 0.005.
@@ -244,10 +248,10 @@ fn embeddings_start_standard_normal() {
 #[test]
 fn inputs_no_data_can_fill_are_refused() {
     let cfg = config(Init::Keras);
-    let empty = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(0, None)] , text: None };
+    let empty = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(0, None)], text: None };
     let err = Mlp::new(&cfg, &empty, 1, Device::Cpu).err().unwrap();
     assert_eq!(err.to_string(), "categorical feature 1 has no levels");
-    let narrow = Input { numeric: 2, categorical: vec![categorical(3, Some(0))] , text: None };
+    let narrow = Input { numeric: 2, categorical: vec![categorical(3, Some(0))], text: None };
     let err = Mlp::new(&cfg, &narrow, 1, Device::Cpu).err().unwrap();
     assert_eq!(err.to_string(), "categorical feature 0 has an embedding of width 0");
 }
@@ -263,7 +267,7 @@ fn init_from_covers_embeddings() {
     let cfg = ModelConfig { init_from: Some(path.clone()), ..config(Init::Keras) };
     let b = Mlp::new(&cfg, &input, 1, Device::Cpu).unwrap();
     assert!(a.params.equal(&b.params));
-    let wider = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(3))] , text: None };
+    let wider = Input { numeric: 2, categorical: vec![categorical(3, None), categorical(4, Some(3))], text: None };
     let err = Mlp::new(&cfg, &wider, 1, Device::Cpu).err().unwrap();
     assert!(format!("{err:#}").contains("`0.weight` has shape [20, 7], the model needs [20, 8]"), "{err:#}");
     let err = Mlp::new(&cfg, &Input::numeric_only(7), 1, Device::Cpu).err().unwrap();

@@ -68,7 +68,8 @@ fn ngrams(g: &mut Graph, text: &TextInput, ids: &str, pad: &str) -> Result<Strin
     }
     let length = text.max_length as i64;
     let axis = g.axes(&[1]);
-    let (prime, buckets, vocab) = (g.axes(&[NGRAM_PRIME]), g.axes(&[buckets as i64]), g.axes(&[text.vocab_size as i64]));
+    let (prime, buckets, vocab) =
+        (g.axes(&[NGRAM_PRIME]), g.axes(&[buckets as i64]), g.axes(&[text.vocab_size as i64]));
     let mut parts = vec![ids.to_string()];
     for k in 2..=n as i64 {
         let mut hash: Option<String> = None;

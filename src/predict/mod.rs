@@ -11,5 +11,5 @@ mod tokenize;
 pub use array::{ArrayInput, Dtype};
 pub use evaluate::evaluate;
 pub use io::predict;
-pub use tokenize::tokenize;
 pub use predictor::{load_module, Prediction, Predictor};
+pub use tokenize::tokenize;

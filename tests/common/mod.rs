@@ -198,3 +198,59 @@ pub fn weight_shapes(run: &Path) -> Vec<(String, Vec<i64>)> {
 pub fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
 }
+
+/// Words that decide a review's label, and words that do not.
+const GOOD: &[&str] = &["great", "excellent", "délicieux", "love", "perfect", "tasty", "😍", "wonderful"];
+const BAD: &[&str] = &["awful", "stale", "broken", "bland", "terrible", "disgusting", "👎", "poor"];
+const FILLER: &[&str] = &[
+    "the",
+    "coffee",
+    "tea",
+    "box",
+    "arrived",
+    "and",
+    "it",
+    "was",
+    "very",
+    "price",
+    "café",
+    "東京",
+    "snack",
+    "with",
+    "a",
+    "taste",
+    "!",
+    "?!",
+    "...",
+    "order",
+    "Ünïcode",
+    "shipping",
+    "👍🏽",
+];
+
+/// `reviews.csv` and `reviews.yaml` (an MLP with the bag encoder, 8 epochs): `text` (a review, some empty), `stars` (noise) and `label` (great/other, by
+/// the review's words), `rows` rows from a fixed generator.
+pub fn review_classifier(dir: &Path, rows: usize) {
+    let mut state = 12345u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    let mut csv = String::from("text,stars,label\n");
+    for i in 0..rows {
+        let good = next(2) == 0;
+        let mut words: Vec<&str> = (0..3 + next(12)).map(|_| FILLER[next(FILLER.len())]).collect();
+        for _ in 0..1 + next(2) {
+            let side = if good { GOOD } else { BAD };
+            words.insert(next(words.len() + 1), side[next(side.len())]);
+        }
+        let text = if i % 50 == 7 { String::new() } else { words.join(" ") };
+        csv += &format!("\"{text}\",{},{}\n", next(5) + 1, if good { "great" } else { "other" });
+    }
+    std::fs::write(dir.join("reviews.csv"), csv).unwrap();
+    let config = "name: reviews\nseed: 3\ndata:\n  kind: csv\n  path: reviews.csv\n  target: label\n  text: [text]\n  \
+                  validation_split: 0.2\n  tokenizer: {vocab_size: 300, max_length: 24}\nmodel:\n  hidden: [16]\n  \
+                  text: {encoder: bag, d_embedding: 8}\ntraining:\n  epochs: 8\n  batch_size: 32\n  \
+                  optimizer: {kind: adam, lr: 0.02}\n";
+    std::fs::write(dir.join("reviews.yaml"), config).unwrap();
+}
