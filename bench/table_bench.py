@@ -78,7 +78,7 @@ VARIANTS = [
 # The text tables' variants: each encoder with its own defaults (the whole of model.text set).
 TEXT_VARIANTS = [
     ("bag", ["model.text={encoder: bag}"]),
-    ("bag_bigrams", ["model.text={encoder: bag, ngrams: 2, buckets: 262144}"]),
+    ("bag_bigrams", ["model.text={encoder: bag, ngrams: 2}"]),
     ("transformer", ["model.text={encoder: transformer}"]),
 ]
 # The public tables (bench/tables.py's PUBLIC, copied out of their pip packages) and the two

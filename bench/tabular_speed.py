@@ -44,6 +44,20 @@ def kind_config(kind, work, samples, features, batch, threads):
     return config
 
 
+def interleave(programs, repeats, what):
+    """Runs each program once per round; returns ({name: its results}, {name: why it failed})."""
+    runs, failed = {name: [] for name in programs}, {}
+    for i in range(repeats):
+        print(f"{what}: round {i + 1}/{repeats}", file=sys.stderr)
+        for name, program in programs.items():
+            if name not in failed:
+                try:
+                    runs[name].append(program())
+                except Failed as e:
+                    failed[name] = str(e)
+    return runs, failed
+
+
 def refused(binary, config):
     """The binary's one-line refusal of the config (an unknown model.kind), or None."""
     got = subprocess.run([binary, "config", str(config)], capture_output=True, text=True)
@@ -87,15 +101,7 @@ def kind_section(binary, work, kind, samples, features, batch, threads, repeats)
         "torchfit": lambda: torchfit_train(binary, [], work, config=config, check=False),
         "reference": lambda: reference(kind, samples, features, batch, threads),
     }
-    runs, failed = {name: [] for name in programs}, {}
-    for i in range(repeats):
-        print(f"{kind}: round {i + 1}/{repeats}", file=sys.stderr)
-        for name, program in programs.items():
-            if name not in failed:
-                try:
-                    runs[name].append(program())
-                except Failed as e:
-                    failed[name] = str(e)
+    runs, failed = interleave(programs, repeats, kind)
     labels = {"torchfit": f"torchfit, `model.kind: {kind}`", "reference": f"PyTorch loop, bench/{script}"}
     rate = {}
     for name in programs:

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from reference_text import CLASSES, synthetic_texts, write_synthetic  # noqa: E402
 from run import Failed, fmt, measure, torchfit_train  # noqa: E402  (bench/run.py)
-from tabular_speed import refused  # noqa: E402
+from tabular_speed import interleave, refused  # noqa: E402
 
 SKIP = 77  # bench/refpkgs.py: the reference package could not be installed
 # The model both sides train: the tables' template's body without dropout (the two programs'
@@ -115,20 +115,6 @@ def bag_section(binary, work, rows, epochs, batch, threads, repeats):
                      f"{statistics.median(r['rate'] for r in runs[name]):,.0f} | "
                      f"{statistics.median(r['loss'] for r in runs[name]):.4f} |")
     return lines + [""] + goal_line(runs, failed, 1.3, "samples/s") + [""]
-
-
-def interleave(programs, repeats, what):
-    """Runs each program once per round; returns ({name: its results}, {name: why it failed})."""
-    runs, failed = {name: [] for name in programs}, {}
-    for i in range(repeats):
-        print(f"{what}: round {i + 1}/{repeats}", file=sys.stderr)
-        for name, program in programs.items():
-            if name not in failed:
-                try:
-                    runs[name].append(program())
-                except Failed as e:
-                    failed[name] = str(e)
-    return runs, failed
 
 
 def goal_line(runs, failed, goal, unit, reference="reference"):

@@ -51,7 +51,7 @@ fn val_accuracy(run: &Path) -> f64 {
 
 /// Each model: the package's ids from the run's tokenizer.json and from model.pt's extra file
 /// are `torchfit tokenize`'s, model.pt on them answers as `torchfit predict` does, and so
-/// does the ONNX export of the bag encoder.
+/// does the ONNX export of the bag encoder (its hashed n-grams included).
 #[test]
 fn python_tokenizes_as_torchfit_and_model_pt_on_those_ids_predicts_as_torchfit() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,6 +61,7 @@ fn python_tokenizes_as_torchfit_and_model_pt_on_those_ids_predicts_as_torchfit()
     let transformer = "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}";
     let cases: &[(&str, &[&str], bool)] = &[
         ("bag", &[], true),
+        ("trigrams", &["model.text={encoder: bag, d_embedding: 8, ngrams: 3, buckets: 97}"], true),
         ("transformer", &[transformer], false),
         ("resnet", &["model={kind: resnet, n_blocks: 1, d_block: 16, text: {encoder: bag, d_embedding: 8}}"], true),
         (

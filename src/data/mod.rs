@@ -225,9 +225,9 @@ pub fn prepare(table: Table, config: &Config) -> Result<Prepared> {
     drop(columns);
     let x_all = match &config.data.tokenizer {
         Some(tokenizer) if !table.text.is_empty() => {
-            let text = TextFeatures::fit(&table.text, train_rows, tokenizer)?;
+            let (text, tokenizer) = TextFeatures::fit(&table.text, train_rows, tokenizer)?;
             let columns: Vec<&Text> = table.text.iter().map(|c| &c.values).collect();
-            let ids = text.encode(&text.tokenizer()?, &columns, x_all.size()[0] as usize)?;
+            let ids = text.encode(&tokenizer, &columns, x_all.size()[0] as usize)?;
             preprocessing.text = Some(text);
             Tensor::f_cat(&[x_all, ids.f_to_kind(Kind::Float)?], 1)?
         }

@@ -52,13 +52,7 @@ impl Preprocessing {
         let codes = categorical::codes_by_name(&self.categorical, categorical, rows)?;
         let mut parts = vec![self.apply(numeric)?, codes.to_device(numeric.device())];
         if let Some(features) = &self.text {
-            let columns = features
-                .columns
-                .iter()
-                .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
-                .collect::<Option<Vec<&Text>>>()
-                .with_context(|| format!("no text column {}", features.columns.join(", ")))?;
-            let ids = features.encode(&features.tokenizer()?, &columns, rows)?;
+            let ids = features.encode_named(&features.tokenizer()?, text)?;
             parts.push(ids.f_to_kind(Kind::Float)?.to_device(numeric.device()));
         }
         Ok(Tensor::f_cat(&parts, 1)?)

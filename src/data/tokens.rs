@@ -35,8 +35,12 @@ pub struct TextFeatures {
 
 impl TextFeatures {
     /// The tokenizer of `config`: read from its `path`, or trained on the text of
-    /// `train_rows` of every column.
-    pub fn fit(columns: &[TextColumn], train_rows: &[usize], config: &TokenizerConfig) -> Result<TextFeatures> {
+    /// `train_rows` of every column; with it, ready to encode.
+    pub fn fit(
+        columns: &[TextColumn],
+        train_rows: &[usize],
+        config: &TokenizerConfig,
+    ) -> Result<(TextFeatures, TextTokenizer)> {
         let max_length = config.length();
         let tokenizer = match &config.path {
             Some(path) => {
@@ -55,7 +59,8 @@ impl TextFeatures {
                 TextTokenizer::train(&texts, &training(config), max_length)?
             }
         };
-        TextFeatures::of(&tokenizer, columns.iter().map(|c| c.name.clone()).collect())
+        let features = TextFeatures::of(&tokenizer, columns.iter().map(|c| c.name.clone()).collect())?;
+        Ok((features, tokenizer))
     }
 
     fn of(tokenizer: &TextTokenizer, columns: Vec<String>) -> Result<TextFeatures> {
@@ -110,6 +115,23 @@ impl TextFeatures {
             }
         }
         Ok(Tensor::from_slice(&ids).view([rows as i64, width as i64]))
+    }
+
+    /// [`TextFeatures::encode`] of the columns among `text` named as this model's text
+    /// columns (`[rows, columns * max_length]` int64); a column missing is an error naming it.
+    pub fn encode_named(&self, tokenizer: &TextTokenizer, text: &[TextColumn]) -> Result<Tensor> {
+        let columns = self
+            .columns
+            .iter()
+            .map(|name| {
+                text.iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| &c.values)
+                    .with_context(|| format!("no text column `{name}`"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        self.encode(tokenizer, &columns, rows)
     }
 }
 

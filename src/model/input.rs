@@ -9,6 +9,10 @@
 //! (after the Dense layers), named `embeddings.<j>.weight` with `j` the categorical
 //! feature's index, as an `nn.ModuleList` named `embeddings` would name them with a
 //! parameterless module in the place of each one-hot feature.
+//!
+//! With free-text columns, `x` ends with their token ids (`max_length` per column) and each
+//! column enters `h0` as its text encoder's vector (`text`); only the generated TorchScript
+//! models take text (the hand-written MLP's forward and backward here do not).
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -181,8 +185,8 @@ impl Input {
     }
 
     /// TorchScript run on the raw input `x` (as float) before the preprocessing: it moves the
-    /// level indices to `codes` and leaves the numeric features in `x`. Nothing for a
-    /// numeric-only input.
+    /// level indices to `codes` (and the token ids to `ids`) and leaves the numeric features
+    /// in `x`. Nothing for a numeric-only input.
     pub fn script_codes(&self) -> String {
         if self.is_numeric_only() {
             return String::new();
@@ -197,8 +201,9 @@ impl Input {
         }
     }
 
-    /// TorchScript building `h0` in `x` from the preprocessed numeric features `x` and
-    /// `codes`, exactly as `forward` does. Nothing for a numeric-only input.
+    /// TorchScript building `h0` in `x` from the preprocessed numeric features `x`, `codes`
+    /// (exactly as `forward` does) and the text encoders' vectors of `ids`. Nothing for a
+    /// numeric-only input.
     pub fn script(&self) -> String {
         if self.is_numeric_only() {
             return String::new();

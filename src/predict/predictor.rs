@@ -244,14 +244,7 @@ impl Predictor {
     /// columns * max_length]`: model.pt's input after the categorical codes.
     pub fn token_ids(&self, text: &[TextColumn]) -> Result<Tensor> {
         let Some((features, tokenizer)) = &self.text else { bail!("{} has no text columns", self.path.display()) };
-        let columns: Vec<&data::Text> = features
-            .columns
-            .iter()
-            .map(|name| text.iter().find(|c| &c.name == name).map(|c| &c.values))
-            .collect::<Option<_>>()
-            .ok_or_else(|| anyhow!("no text column {}", data::or_list(&features.columns.iter().collect::<Vec<_>>())))?;
-        let rows = columns.first().map_or(0, |c| c.len());
-        features.encode(tokenizer, &columns, rows)
+        features.encode_named(tokenizer, text)
     }
 
     fn call(&self, method: &str, x: &Tensor) -> Result<Tensor> {
