@@ -79,6 +79,8 @@ VARIANTS = [
 TEXT_VARIANTS = [
     ("bag", ["model.text={encoder: bag}"]),
     ("bag_bigrams", ["model.text={encoder: bag, ngrams: 2}"]),
+    # The bag regularised as strongly as TF-IDF+LR's best C suggests (docs/text.md).
+    ("bag_wd1", ["model.text={encoder: bag}", "training.optimizer.weight_decay=1.0"]),
     ("transformer", ["model.text={encoder: transformer}"]),
 ]
 # The public tables (bench/tables.py's PUBLIC, copied out of their pip packages) and the two
