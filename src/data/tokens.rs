@@ -91,7 +91,14 @@ impl TextFeatures {
 
     /// This without the tokenizer: `extra/text.json`.
     pub fn summary(&self) -> TextFeatures {
-        TextFeatures { tokenizer: serde_json::Value::Null, ..self.clone() }
+        let TextFeatures { columns, max_length, pad_id, vocab_size, .. } = self;
+        TextFeatures {
+            columns: columns.clone(),
+            max_length: *max_length,
+            pad_id: *pad_id,
+            vocab_size: *vocab_size,
+            tokenizer: serde_json::Value::Null,
+        }
     }
 
     /// Every row's ids, `[rows, columns * max_length]` int64: `text` holds the columns in
@@ -104,8 +111,7 @@ impl TextFeatures {
                 bail!("text column {} has {} rows, not {rows}", self.columns[j], column.len());
             }
             let distinct: Vec<&str> = column.distinct().iter().map(String::as_str).collect();
-            let mut encoded = vec![0i64; distinct.len() * length];
-            tokenizer.encode_into(&distinct, &mut encoded, length, 0)?;
+            let encoded = tokenizer.encode(&distinct)?;
             for (row, &code) in column.codes().iter().enumerate() {
                 if code != super::text::MISSING {
                     let from = code as usize * length;

@@ -162,32 +162,22 @@ impl TextTokenizer {
         out.to_string(true).map_err(err)
     }
 
-    /// Writes each text's ids into its `max_length` slots of `out` (row `i` of a
-    /// `[texts, max_length]` matrix whose rows are `stride` apart, at column `offset`),
-    /// the rest padding. Texts are encoded on every core, in chunks, so that the library's
+    /// Each text's ids in `max_length` slots, the rest padding: a `[texts, max_length]`
+    /// matrix, row-major. Texts are encoded on every core, in chunks, so that the library's
     /// per-text records (tokens, offsets) never exist for more than a chunk at once.
-    pub fn encode_into(&self, texts: &[&str], out: &mut [i64], stride: usize, offset: usize) -> Result<()> {
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<i64>> {
         const CHUNK: usize = 4096;
         let length = self.max_length;
-        if texts.is_empty() {
-            return Ok(());
-        }
-        if offset + length > stride || out.len() < (texts.len() - 1) * stride + offset + length {
-            bail!("the ids buffer does not fit {} texts of {length} ids", texts.len());
-        }
-        for (c, chunk) in texts.chunks(CHUNK).enumerate() {
+        let mut out = vec![i64::from(self.pad_id); texts.len() * length];
+        for (rows, chunk) in out.chunks_mut(CHUNK * length).zip(texts.chunks(CHUNK)) {
             let encodings = self.inner.encode_batch_fast(chunk.to_vec(), true).map_err(err)?;
-            for (i, encoding) in encodings.iter().enumerate() {
-                let row = (c * CHUNK + i) * stride + offset;
-                let slots = &mut out[row..row + length];
-                let ids = encoding.get_ids();
-                for (slot, &id) in slots.iter_mut().zip(ids) {
+            for (slots, encoding) in rows.chunks_mut(length).zip(&encodings) {
+                for (slot, &id) in slots.iter_mut().zip(encoding.get_ids()) {
                     *slot = i64::from(id);
                 }
-                slots[ids.len().min(length)..].fill(i64::from(self.pad_id));
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
 
