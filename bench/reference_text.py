@@ -13,7 +13,8 @@ table both sides train on.
         tokenizer.json (or --vocab-size and --pad-id)
 
 `train` is what a PyTorch user writes: per text column `nn.EmbeddingBag(vocab, d_embedding,
-mode="mean", padding_idx=pad)` on the 2-D ids (the mean over the tokens that are not padding),
+mode="mean", padding_idx=pad)` drawn U(-1/d, 1/d) as torchfit draws it, on the 2-D ids (the
+mean over the tokens that are not padding),
 the columns' means concatenated, then Linear/ReLU(/Dropout) per hidden layer and a Linear to
 the classes; AdamW, cross-entropy (the mean over the batch), each epoch a new shuffle of all
 rows in batches of --batch-size (the last one smaller, none dropped), --threads torch threads.
@@ -107,6 +108,10 @@ def bag_model(vocab_size, pad_id, columns, d_embedding, hidden, classes, dropout
             super().__init__()
             self.bags = nn.ModuleList(nn.EmbeddingBag(vocab_size, d_embedding, mode="mean", padding_idx=pad_id)
                                       for _ in range(columns))
+            for bag in self.bags:  # torchfit's bag draws its table as fastText does: U(-1/d, 1/d)
+                nn.init.uniform_(bag.weight, -1 / d_embedding, 1 / d_embedding)
+                with torch.no_grad():
+                    bag.weight[pad_id].zero_()
             layers, width = [], columns * d_embedding
             for h in hidden:
                 layers += [nn.Linear(width, h), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])

@@ -17,9 +17,12 @@
 //!   `cls`, `blocks.<i>.{attention_norm, qkv, out, ffn_norm, linear1, linear2}.{weight,bias}`,
 //!   `norm.{weight,bias}`.
 //!
-//! Embeddings are drawn N(0, 1) as nn.Embedding draws them (the padding row zeroed, as
-//! `padding_idx` does), linear layers as nn.Linear, from the global generator the caller
-//! seeds, column by column.
+//! The bag's table is drawn U(-1/d, 1/d) as fastText draws its input vectors: small, so the
+//! first steps of the head see the tokens it learns rather than N(0, 1) noise, which a linear
+//! head on a short bag overfit within a few epochs (docs/text.md). The transformer's
+//! embeddings are drawn N(0, 1) as nn.Embedding draws them, linear layers as nn.Linear. The
+//! padding row is zero (as `padding_idx` makes it); everything comes from the global
+//! generator the caller seeds, column by column.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -100,8 +103,18 @@ impl TextInput {
 
     /// nn.Embedding(rows, d, padding_idx=pad): N(0, 1), the padding row zero.
     fn embedding(&self, rows: usize, d: usize) -> Result<Tensor> {
-        let table = Tensor::f_randn([rows as i64, d as i64], FLOAT)?;
-        if (0..rows as i64).contains(&self.pad_id) {
+        self.without_padding(Tensor::f_randn([rows as i64, d as i64], FLOAT)?)
+    }
+
+    /// fastText's input vectors: U(-1/d, 1/d), the padding row zero.
+    fn bag_table(&self, rows: usize, d: usize) -> Result<Tensor> {
+        let scale = 1.0 / d as f64;
+        let table = Tensor::f_rand([rows as i64, d as i64], FLOAT)?.f_mul_scalar(2.0 * scale)?.f_sub_scalar(scale)?;
+        self.without_padding(table)
+    }
+
+    fn without_padding(&self, table: Tensor) -> Result<Tensor> {
+        if (0..table.size()[0]).contains(&self.pad_id) {
             let _ = table.get(self.pad_id).f_zero_()?;
         }
         Ok(table)
@@ -111,7 +124,7 @@ impl TextInput {
     fn bag(&self, j: usize, e: &TextEncoder) -> Result<ScriptModule> {
         let mut m = ScriptModule::new(&format!("__torch__.torchfit.TextBag{j}"))?;
         let (_, buckets) = e.ngrams();
-        let table = self.embedding(self.vocab_size + buckets, e.width())?;
+        let table = self.bag_table(self.vocab_size + buckets, e.width())?;
         m.register_module("embedding", &weight(&format!("TextBag{j}Embedding"), &table)?)?;
         Ok(m)
     }
