@@ -242,3 +242,24 @@ fn weight(class: &str, w: &Tensor) -> Result<ScriptModule> {
     m.register_tensor("weight", w, false)?;
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bag_table_is_fasttexts_and_the_padding_row_is_zero() {
+        let _rng = crate::testing::seed(0);
+        let input = TextInput { columns: 1, max_length: 4, vocab_size: 1000, pad_id: 3, encoder: None };
+        let (rows, d) = (1000, 16);
+        let t = input.bag_table(rows, d).unwrap();
+        assert_eq!(t.size(), [rows as i64, d as i64]);
+        assert_eq!(t.get(3).abs().max().double_value(&[]), 0.0);
+        let bound = 1.0 / d as f64;
+        assert!(t.abs().max().double_value(&[]) <= bound);
+        // U(-a, a) has the std a / sqrt(3); N(0, 1) would be 1.
+        let std = t.std(false).double_value(&[]);
+        assert!((std - bound / 3f64.sqrt()).abs() < 0.05 * bound, "{std}");
+        assert!(t.mean(Kind::Float).double_value(&[]).abs() < 0.02 * bound);
+    }
+}
