@@ -2,7 +2,7 @@
 //! float32 run, says so in summary.json, config.yaml and on the terminal, and still writes
 //! float32 weights.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod common;
 use common::*;
@@ -64,6 +64,25 @@ fn an_unknown_precision_is_an_error_naming_the_key() {
     assert_fails_with(&out, &["training.precision"]);
 }
 
+/// Trains `config` with `sets` in fp32 and in bf16 (runs `<name>-fp32`, `<name>-bf16`): the
+/// bf16 run says so, and its final loss is within `rel` of the fp32 run's but not equal to
+/// it. Returns the bf16 run.
+fn bf16_near_fp32(d: &Path, config: &str, name: &str, sets: &[&str], rel: f64) -> PathBuf {
+    let run = |precision: &str| {
+        let out = format!("{name}-{precision}");
+        let precision = format!("training.precision={precision}");
+        let sets: Vec<&str> = sets.iter().copied().chain([precision.as_str()]).collect();
+        assert_ok(&train_config(d, config, &out, &sets));
+        d.join(out)
+    };
+    let (fp32, bf16) = (run("fp32"), run("bf16"));
+    assert_eq!(summary(&bf16)["precision"], "bf16", "{name}");
+    let (a, b) = (final_loss(&fp32), final_loss(&bf16));
+    assert!((a - b).abs() / a < rel, "{name}: bf16 loss {b} vs fp32 {a}");
+    assert_ne!(a, b, "{name}: the bf16 run rounded nothing");
+    bf16
+}
+
 /// Every built-in table kind trains in bf16 (the MLP with an embedding and the other kinds
 /// through the shim's CPU autocast): a loss near the float32 run's, not equal to it, and
 /// float32 weights.
@@ -79,17 +98,8 @@ fn every_table_kind_trains_in_bf16_near_its_float32_run() {
         ("ple", "model={hidden: [16], numeric_embedding: {kind: piecewise_linear}}"),
     ];
     for (name, model) in models {
-        let run = |precision: &str| {
-            let out = format!("{name}-{precision}");
-            assert_ok(&train_config(d, "t.yaml", &out, &[model, &format!("training.precision={precision}")]));
-            d.join(out)
-        };
-        let (fp32, bf16) = (run("fp32"), run("bf16"));
-        assert_eq!(summary(&bf16)["precision"], "bf16", "{name}");
-        let (a, b) = (final_loss(&fp32), final_loss(&bf16));
         // Measured: 1e-5 (tabm) to 8e-3 (resnet, BatchNorm's statistics) relative after 3 epochs.
-        assert!((a - b).abs() / a < 2e-2, "{name}: bf16 loss {b} vs fp32 {a}");
-        assert_ne!(a, b, "{name}: the bf16 run rounded nothing");
+        let bf16 = bf16_near_fp32(d, "t.yaml", name, &[model], 2e-2);
         // Floating tensors are float32; BatchNorm's step counts (resnet) are int64.
         let weights = dtypes(&bf16.join("weights.safetensors"));
         assert!(weights.iter().all(|k| k == "F32" || k == "I64"), "{name}: {weights:?}");
@@ -108,17 +118,7 @@ fn text_models_train_in_bf16_near_their_float32_run() {
         ("transformer", "model.text={encoder: transformer, d_embedding: 8, n_heads: 2, n_blocks: 1}"),
     ];
     for (name, model) in models {
-        let run = |precision: &str| {
-            let out = format!("{name}-{precision}");
-            let sets = [model, "training.epochs=3", &format!("training.precision={precision}")];
-            assert_ok(&train_config(d, "reviews.yaml", &out, &sets));
-            d.join(out)
-        };
-        let (fp32, bf16) = (run("fp32"), run("bf16"));
-        assert_eq!(summary(&bf16)["precision"], "bf16", "{name}");
-        let (a, b) = (final_loss(&fp32), final_loss(&bf16));
-        assert!((a - b).abs() / a < 5e-2, "{name}: bf16 loss {b} vs fp32 {a}");
-        assert_ne!(a, b, "{name}: the bf16 run rounded nothing");
+        let bf16 = bf16_near_fp32(d, "reviews.yaml", name, &[model, "training.epochs=3"], 5e-2);
         let weights = dtypes(&bf16.join("weights.safetensors"));
         assert!(weights.iter().all(|k| k == "F32"), "{name}: {weights:?}");
     }
