@@ -26,6 +26,7 @@ pub mod serve;
 mod shim;
 pub mod shortcut;
 pub mod sweep;
+mod track;
 pub mod train;
 pub mod triton;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod data;
 mod load;
 mod locate;
+mod logging;
 mod model;
 mod models;
 mod numeric;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use data::*;
 pub use load::nearest_name;
+pub use logging::{LoggingConfig, MlflowConfig, TensorBoard, MLFLOW_TRACKING_URI};
 pub use model::*;
 pub use models::{kind_reads, kinds_reading, KIND_KEYS};
 pub use models::{name_pattern, FtTransformerKnobs, RESNET_DEFAULTS, TABM_DEFAULTS};
@@ -58,6 +60,9 @@ pub struct Config {
     /// Data-parallel training, when a launcher (torchrun, Slurm's srun) starts several
     /// processes; a single process ignores it.
     pub distributed: DistributedConfig,
+    /// Where progress goes besides the run directory: TensorBoard, MLflow (`logging.rs`).
+    #[serde(skip_serializing_if = "LoggingConfig::is_off")]
+    pub logging: LoggingConfig,
 }
 
 /// `distributed`: how the processes of a data-parallel run talk (see docs/distributed.md).
@@ -343,6 +348,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             training: TrainingConfig::default(),
             distributed: DistributedConfig::default(),
+            logging: LoggingConfig::default(),
         }
     }
 }

@@ -175,6 +175,7 @@ impl Config {
             invalid!("model.dropout", "model.dropout must be in [0, 1), got {p}");
         }
         self.validate_model_kind()?;
+        self.validate_logging()?;
         let t = &self.training;
         positive("training.epochs", t.epochs)?;
         positive("training.batch_size", t.batch_size)?;

@@ -20,6 +20,7 @@ use crate::dist::Group;
 use crate::exit::Interrupted;
 use crate::report::{self, Progress};
 use crate::rundir::{self, RunDir, RunLock, Status};
+use crate::track::{self, Trackers};
 use crate::{atomic, export};
 
 pub struct Run {
@@ -36,6 +37,8 @@ pub struct Run {
     backend: Option<&'static str>,
     /// Rank 0's lock on the run directory, held while this process trains it.
     _lock: Option<RunLock>,
+    /// TensorBoard, MLflow: rank 0's alone.
+    trackers: Trackers,
 }
 
 /// What `Run::open` found: a run to train, or one that had already finished (this message).
@@ -97,7 +100,7 @@ impl Run {
             (RunDir::new(opened.run_dir), None)
         };
         let signals = Signals::install(group.is_leader().then(|| dir.clone()))?;
-        let run = Run {
+        let mut run = Run {
             dir,
             signals,
             writer: checkpoint::Writer::new(),
@@ -108,6 +111,7 @@ impl Run {
             world_size: group.world_size,
             backend: group.backend(),
             _lock: lock,
+            trackers: Trackers::default(),
         };
         if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
             println!("{line}");
@@ -126,7 +130,18 @@ impl Run {
             let checkpoints = dir.file(rundir::CHECKPOINTS);
             std::fs::create_dir_all(&checkpoints)
                 .with_context(|| format!("cannot create {}", checkpoints.display()))?;
-            run.write_summary(&run.summary(trainer, Status::Running))?;
+            let summary = run.summary(trainer, Status::Running);
+            run.write_summary(&summary)?;
+            run.trackers = Trackers::new(config);
+            run.trackers.start(&track::Started {
+                dir: &run.dir,
+                config,
+                config_yaml: &run.config_yaml,
+                epochs_done: trainer.epoch,
+                columns: &trainer.history.columns,
+                world_size: run.world_size,
+                device: &summary.device,
+            });
         }
         Ok(Start::Train(run))
     }
@@ -141,6 +156,7 @@ impl Run {
         let training = &trainer.config.training;
         if let Some(record) = trainer.history.last() {
             self.progress.epoch(record, training.epochs, &trainer.history.columns);
+            self.trackers.epoch(record);
         }
         if improved {
             let best = self.dir.file(rundir::BEST_CHECKPOINT);
@@ -180,11 +196,12 @@ impl Run {
         self.progress.abandon();
         let last = self.dir.file(rundir::LAST_CHECKPOINT);
         if self.leader {
+            let summary = self.summary(trainer, Status::Interrupted);
             let saved = self
                 .writer
                 .finish()
                 .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))?())
-                .and_then(|()| self.write_report(trainer, &self.summary(trainer, Status::Interrupted)));
+                .and_then(|()| self.write_report(trainer, &summary));
             if let Err(err) = saved {
                 return err;
             }
@@ -263,12 +280,25 @@ impl Run {
         report::write_json(&self.dir.file(rundir::SUMMARY), summary)
     }
 
-    /// `metrics.csv` and `summary.json`, the latter last.
-    fn write_report(&self, trainer: &Trainer, summary: &Summary) -> Result<()> {
+    /// `metrics.csv` and `summary.json`, the latter last; then the trackers hear how the
+    /// run ended.
+    fn write_report(&mut self, trainer: &Trainer, summary: &Summary) -> Result<()> {
         trainer.history.write_csv(&self.dir.file(rundir::METRICS))?;
-        self.write_summary(summary)
+        self.write_summary(summary)?;
+        self.trackers.end(&track::Ended {
+            status: summary.status,
+            dir: &self.dir,
+            history: &trainer.history,
+            best_epoch: summary.best_epoch,
+            test_metrics: &summary.test_metrics,
+            artifacts: ARTIFACTS.into_iter().filter(|name| self.dir.file(name).is_file()).collect(),
+        });
+        Ok(())
     }
 }
+
+/// The files of a run that trackers keep beside its numbers, when they exist.
+const ARTIFACTS: [&str; 5] = [rundir::CONFIG, rundir::LOSS_PLOT, rundir::MODEL, rundir::WEIGHTS, rundir::METRICS];
 
 /// What rank 0's `open_dir` found: the run directory, the message that it had already
 /// finished (if it had), and the lock on it.
