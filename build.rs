@@ -34,7 +34,11 @@ fn main() {
 
     // Three libraries, so that each file gets only the include folders and macros it needs.
     // The shim proper: TorchScript modules, fused Adam, CUDA device names.
-    cpp_build(&torch_root, &cxx11_abi).file("csrc/torchscript.cpp").file("csrc/cuda.cpp").compile("torchfit_shim");
+    cpp_build(&torch_root, &cxx11_abi)
+        .file("csrc/torchscript.cpp")
+        .file("csrc/layers.cpp")
+        .file("csrc/cuda.cpp")
+        .compile("torchfit_shim");
     // c10d's stores, the Gloo process group and the collectives. libtorch ships
     // ProcessGroupGloo.hpp but not the gloo headers it includes: csrc/gloo_decl declares the
     // few names it uses (its README says why that is safe), for this file only.

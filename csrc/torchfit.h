@@ -40,6 +40,9 @@ void tf_ptrs_free(void** ptrs);
 char* tf_module_set_training(void* module, int on);
 int tf_module_has_method(const void* module, const char* name);
 char* tf_module_run(void* module, const char* method, const void* const* inputs, size_t n_inputs, void** out);
+
+// layers.cpp: a module's children, their classes and output shapes (model.summary()).
+char* tf_module_layers(void* module, const void* const* inputs, size_t n_inputs, char** out);
 char* tf_tensor_set_grad(void* tensor, const void* grad);
 char* tf_tensor_on_grad(void* tensor, void* callback, void* ctx, size_t index);
 char* tf_backward(const void* output, const void* grad);

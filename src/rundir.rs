@@ -12,6 +12,7 @@
 //!       model.pt             TorchScript, preprocessing inside
 //!       module.pt            model.kind: torchscript: the user's module as given
 //!       summary.json         status and results; `running` while training
+//!       model_summary.txt    layers, parameters, data and device, as the run started
 //!       manifest.json        SHA-256 of the artifacts, once training has ended (manifest.rs)
 //!       train.lock           held by the process that trains the run (lock.rs)
 //!       checkpoint/last.safetensors, checkpoint/best.safetensors
@@ -49,6 +50,8 @@ pub const MODULE: &str = "module.pt";
 /// Written only by `torchfit export --format onnx` without `--output`; training does not.
 pub const ONNX: &str = "model.onnx";
 pub const SUMMARY: &str = "summary.json";
+/// What the run printed when it started: layers, parameters, data, device (`train::overview`).
+pub const MODEL_SUMMARY: &str = "model_summary.txt";
 pub const CHECKPOINTS: &str = "checkpoint";
 pub const LAST_CHECKPOINT: &str = "checkpoint/last.safetensors";
 pub const BEST_CHECKPOINT: &str = "checkpoint/best.safetensors";

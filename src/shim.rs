@@ -172,6 +172,39 @@ impl ScriptModule {
     }
 }
 
+/// A child module of a TorchScript module's root, as `ScriptModule::layers` finds it.
+pub struct ChildLayer {
+    pub name: String,
+    /// Its TorchScript class's qualified name (`__torch__.torch.nn.modules.linear.Linear`).
+    pub class: String,
+    /// The shape of what the root's forward got from it, when the call was seen.
+    pub output: Option<Vec<i64>>,
+}
+
+impl ScriptModule {
+    /// The root's children in order, each with its class and, run on `inputs`, the shape of
+    /// its output (see csrc/layers.cpp).
+    pub fn layers(&self, inputs: &[&Tensor]) -> Result<Vec<ChildLayer>> {
+        let ptrs: Vec<*const c_void> = inputs.iter().map(|t| t.as_ptr() as *const c_void).collect();
+        let mut text = std::ptr::null_mut();
+        // SAFETY: live module, tensor pointers alive for the call; on success `text` is a
+        // NUL-terminated malloc'd string, freed once here.
+        check(unsafe { ffi::tf_module_layers(self.ptr, ptrs.as_ptr(), ptrs.len(), &mut text) })?;
+        let lines = unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+        unsafe { ffi::tf_string_free(text) };
+        Ok(lines
+            .lines()
+            .map(|line| {
+                let mut fields = line.split('\t');
+                let (name, class, shape) =
+                    (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+                let output = (!shape.is_empty()).then(|| shape.split(',').filter_map(|d| d.parse().ok()).collect());
+                ChildLayer { name: name.to_string(), class: class.to_string(), output }
+            })
+            .collect())
+    }
+}
+
 // SAFETY: a torch::jit::Module is a handle onto heap objects with no thread affinity; the
 // wrapper is used by one thread at a time (it is not Sync).
 unsafe impl Send for ScriptModule {}

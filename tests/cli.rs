@@ -31,6 +31,7 @@ fn a_short_run_writes_every_artifact() {
         "model.pt",
         "weights.safetensors",
         "summary.json",
+        "model_summary.txt",
         "manifest.json",
         "train.lock",
     ];

@@ -497,6 +497,10 @@ impl super::Model for Mlp {
     fn as_mlp(&self) -> Option<&Mlp> {
         Some(self)
     }
+
+    fn layers(&self, _probe: &Tensor) -> Result<Vec<super::Layer>> {
+        Ok(super::summary::mlp_layers(&self.layers, &self.embeddings, self.activation, &self.frozen))
+    }
 }
 
 /// Views of a buffer laid out like `params`: the Dense layers' `[weight, bias]` pairs of

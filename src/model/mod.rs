@@ -40,6 +40,7 @@ mod ready;
 mod resnet;
 mod script;
 mod scripted;
+mod summary;
 mod tabm;
 mod text;
 mod trainable;
@@ -49,6 +50,7 @@ pub use input::{embedding_name, Categorical, Input, EMBEDDINGS};
 pub use mlp::{Mlp, MlpTape};
 pub use script::{script_source, USER_MODULE};
 pub use scripted::Scripted;
+pub use summary::{table as layer_table, Layer};
 pub use tabm::Combine;
 pub use text::{TextInput, NGRAM_PRIME};
 
@@ -144,6 +146,9 @@ pub trait Model {
     fn as_mlp(&self) -> Option<&Mlp> {
         None
     }
+    /// The model's layers for the run's summary, their output shapes from a forward pass on
+    /// `probe` (a few input rows) where the model can tell them.
+    fn layers(&self, probe: &Tensor) -> Result<Vec<Layer>>;
 }
 
 /// The model a config describes, freshly initialised (or from `model.init_from`), on

@@ -168,12 +168,18 @@ impl Scripted {
         }
     }
 
-    /// forward, in training or evaluation mode; evaluation builds no graph.
-    fn run(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+    /// Switches the module's training flag when it is not `training` already.
+    fn set_mode(&self, training: bool) -> Result<()> {
         if self.training.get() != training {
             self.module.set_training(training)?;
             self.training.set(training);
         }
+        Ok(())
+    }
+
+    /// forward, in training or evaluation mode; evaluation builds no graph.
+    fn run(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.set_mode(training)?;
         let inputs = self.inputs(x);
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let out = match training {
@@ -279,6 +285,15 @@ impl Model for Scripted {
 
     fn outputs(&self) -> i64 {
         self.outputs
+    }
+
+    fn layers(&self, probe: &Tensor) -> Result<Vec<super::Layer>> {
+        self.set_mode(false)?;
+        let rows = probe.size().first().copied().unwrap_or(0);
+        let (inputs, fewer) = (self.inputs(probe), self.inputs(&probe.narrow(0, 0, (rows - 1).max(0))));
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let fewer: Vec<&Tensor> = fewer.iter().collect();
+        super::summary::script_layers(&self.module, &refs, &fewer)
     }
 
     fn frozen_count(&self) -> i64 {

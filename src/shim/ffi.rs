@@ -46,6 +46,12 @@ extern "C" {
         n_inputs: usize,
         out: *mut *mut c_void,
     ) -> *mut c_char;
+    pub fn tf_module_layers(
+        module: *mut c_void,
+        inputs: *const *const c_void,
+        n_inputs: usize,
+        out: *mut *mut c_char,
+    ) -> *mut c_char;
     pub fn tf_tensor_set_grad(tensor: *mut c_void, grad: *const c_void) -> *mut c_char;
     pub fn tf_tensor_on_grad(tensor: *mut c_void, callback: *mut c_void, ctx: *mut c_void, index: usize)
         -> *mut c_char;

@@ -16,6 +16,7 @@ use crate::rundir::{self, RunDir, Status};
 
 mod early_stopping;
 mod graph;
+mod overview;
 mod run;
 mod signals;
 mod state;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use super::overview;
 use super::signals::{Signal, Signals};
 use super::summary::Summary;
 use super::trainer::Trainer;
@@ -113,6 +114,9 @@ impl Run {
             _lock: lock,
             trackers: Trackers::default(),
         };
+        if run.leader {
+            run.write_overview(trainer, data, options.quiet)?;
+        }
         if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
             println!("{line}");
         }
@@ -260,6 +264,21 @@ impl Run {
         summary.test_metrics = test_metrics;
         self.write_report(trainer, &summary)?;
         Ok(summary)
+    }
+
+    /// The run's summary (`overview`), on standard error unless quiet, and in
+    /// `model_summary.txt`; a model whose layers cannot be listed is a warning, not a reason
+    /// to stop.
+    fn write_overview(&self, trainer: &Trainer, data: &Prepared, quiet: bool) -> Result<()> {
+        let mut text = overview::overview(trainer, data, self.world_size).unwrap_or_else(|err| {
+            eprintln!("torchfit: warning: the model summary could not list the layers: {err:#}");
+            String::new()
+        });
+        text += &overview::resumed_at(trainer).unwrap_or_default();
+        if !quiet {
+            eprint!("{text}");
+        }
+        atomic::write(&self.dir.file(rundir::MODEL_SUMMARY), text.as_bytes())
     }
 
     fn total_seconds(&self, trainer: &Trainer) -> f64 {

@@ -299,7 +299,46 @@ def check_run(case, folder, run, *overrides):
     print(f"{case}: model.pt's logits vs PyTorch's eval-mode outputs: largest difference {diff:.2e}")
     check(f"{case}: model.pt logits", diff <= TOLERANCE, f"{diff:.2e}")
     check_predictions(case, exported, x, os.path.join(run, "predictions.csv"))
+    check_summary(case, x, os.path.join(run, "model_summary.txt"))
     finish(f"{case}: ")
+
+
+def check_summary(case, x, path):
+    """model_summary.txt's layer rows against the eager module's: each top-level child's
+    class, its output's shape as a forward hook sees it on a few rows (the batch dimension as
+    Keras's None; no shape where the output is not a tensor, as an LSTM's tuple), and its
+    parameters, frozen ones counted apart."""
+    spec = CASES[case]
+    m = spec["module"]().eval()
+    shapes = {}
+    for name, child in m.named_children():
+        def hook(_, __, out, name=name):
+            if isinstance(out, torch.Tensor):
+                shapes[name] = "(" + ", ".join(["None"] + [str(d) for d in out.shape[1:]]) + ")"
+        child.register_forward_hook(hook)
+    with torch.no_grad():
+        m(x[:3])
+    want = []
+    for name, child in m.named_children():
+        params = [(f"{name}.{n}", p.numel()) for n, p in child.named_parameters()]
+        frozen = sum(k for n, k in params if matches(n, spec.get("freeze", [])))
+        total = sum(k for _, k in params)
+        count = str(total) if frozen == 0 else f"{total} ({frozen} frozen)"
+        want.append(f"{name} ({type(child).__name__})|{shapes.get(name, '?')}|{count}")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    start = lines.index(next(line for line in lines if line.strip().startswith("Layer (type)"))) + 1
+    got = ["|".join(part.strip() for part in split_columns(line)) for line in lines[start:start + len(want)]]
+    check(f"{case}: model_summary.txt's layers", got == want, f"{got} vs {want}")
+    total = sum(p.numel() for p in m.parameters())
+    check(f"{case}: model_summary.txt's total", any(line.startswith(f"Parameters: {total} (") for line in lines),
+          f"{lines}")
+
+
+def split_columns(line):
+    """A table row's three columns, which are separated by two spaces or more."""
+    import re
+    return re.split(r"\s{2,}", line.strip())
 
 
 def check_predictions(case, exported, x, path):
