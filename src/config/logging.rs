@@ -149,3 +149,58 @@ impl Config {
 fn invalid(key: &str, message: &str) -> anyhow::Error {
     Invalid { key: key.to_string(), message: message.to_string() }.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::load_text(text, "t.yaml", &[], false)
+    }
+
+    #[test]
+    fn tensorboard_is_off_true_or_a_directory_and_round_trips() {
+        assert_eq!(parse("name: a\n").unwrap().logging, LoggingConfig::default());
+        for (yaml, want) in [
+            ("false", TensorBoard::Off),
+            ("true", TensorBoard::RunDir),
+            ("logs/tb", TensorBoard::Dir("logs/tb".into())),
+        ] {
+            let config = parse(&format!("logging: {{tensorboard: {yaml}}}\n")).unwrap();
+            assert_eq!(config.logging.tensorboard, want);
+            let again = parse(&config.to_yaml().unwrap()).unwrap();
+            assert_eq!(again.logging, config.logging, "{yaml}");
+        }
+        // Off is the default, and leaves the resolved config as it was before `logging`.
+        assert!(!parse("logging: {tensorboard: false}\n").unwrap().to_yaml().unwrap().contains("logging"));
+        let err = parse("logging: {tensorboard: 3}\n").unwrap_err().to_string();
+        assert!(err.contains("logging.tensorboard") && err.contains("true, false or a directory"), "{err}");
+        let err = parse("logging: {tensorboard: ''}\n").unwrap_err().to_string();
+        assert!(err.contains("logging.tensorboard must be true, false or a directory"), "{err}");
+    }
+
+    #[test]
+    fn mlflow_needs_an_http_server_and_names_that_fit() {
+        let ok = parse("logging: {mlflow: {tracking_uri: 'http://127.0.0.1:5000', experiment: e}}\n").unwrap();
+        let mlflow = ok.logging.mlflow.unwrap();
+        assert_eq!(mlflow.uri().as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(mlflow.experiment.as_deref(), Some("e"));
+        for (uri, words) in [
+            ("ftp://host", "must be an http:// or https:// address"),
+            ("http://", "must be an http:// or https:// address"),
+            ("127.0.0.1:5000", "must be an http:// or https:// address"),
+        ] {
+            let err = parse(&format!("logging: {{mlflow: {{tracking_uri: '{uri}'}}}}\n")).unwrap_err().to_string();
+            assert!(err.contains("logging.mlflow.tracking_uri") && err.contains(words), "{uri}: {err}");
+        }
+        let long = "x".repeat(300);
+        let err = parse(&format!("logging: {{mlflow: {{tracking_uri: 'http://h', experiment: {long}}}}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("logging.mlflow.experiment must be a non-empty name"), "{err}");
+        let err = parse("logging: {mlflow: {tracking_uri: 'http://h', run_name: ' '}}\n").unwrap_err().to_string();
+        assert!(err.contains("logging.mlflow.run_name"), "{err}");
+        let err = parse("logging: {mlflow: {tracking_ur: 'http://h'}}\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean `logging.mlflow.tracking_uri`"), "{err}");
+    }
+}
