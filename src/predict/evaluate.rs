@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::report::Confusion;
-use crate::config::Task;
+use crate::config::{Loss, Task};
 use crate::data::{self, or_list, CellError, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
@@ -22,11 +22,11 @@ pub struct Evaluation {
     pub confusion: Option<Confusion>,
 }
 
-/// The loss and metrics (and a classifier's confusion matrix) of a run's model on a labelled CSV file (read with the run's
-/// delimiter) or Parquet file (`.parquet`, `.pq`), preprocessed as in training. `run` is a
-/// run directory or its model.pt; `weights` replace the run's own (a checkpoint's, say: an
-/// unfinished run has no others); `target` names the label column when it differs from
-/// training's.
+/// The loss and metrics (and a classifier's confusion matrix) of a run's model on a labelled
+/// CSV file (read with the run's delimiter) or Parquet file (`.parquet`, `.pq`), preprocessed
+/// as in training. `run` is a run directory or its model.pt; `weights` replace the run's own
+/// (a checkpoint's, say: an unfinished run has no others); `target` names the label column
+/// when it differs from training's.
 pub fn evaluate(run: &Path, data_path: &Path, weights: Option<&Path>, target: Option<&str>) -> Result<Evaluation> {
     let TrainedRun { config, preprocessing: pre, model, .. } = TrainedRun::load(run, weights, "--weights")?;
     if let Some(input) = &pre.input {
@@ -87,20 +87,23 @@ pub fn evaluate(run: &Path, data_path: &Path, weights: Option<&Path>, target: Op
         Some(values) => pre.scale_targets(values),
         None => pre.encode_labels(&table.labels).with_context(|| file.to_string())?,
     };
+    // Every class the model knows, in its order, whether the file has it or not.
     let mut confusion = pre.labels.clone().map(Confusion::new);
-    let loss_kind = config.loss();
-    let mut count = |output: &Tensor, y: &Tensor| -> Result<()> {
-        if let Some(confusion) = &mut confusion {
-            let predicted = Vec::<i64>::try_from(metrics::predicted_classes(loss_kind, output).to_device(Device::Cpu))?;
-            let truth = Vec::<i64>::try_from(y.to_kind(Kind::Int64).to_device(Device::Cpu))?;
-            truth.iter().zip(&predicted).for_each(|(&t, &p)| confusion.add(t, p));
-        }
-        Ok(())
-    };
-    let (loss, metrics) = metrics::evaluate_each(&*model, &Part { x, y }, &config, &pre, &mut count)?;
+    let kind = config.loss();
+    let mut each = |output: &Tensor, y: &Tensor| confusion.as_mut().map_or(Ok(()), |c| count(c, kind, output, y));
+    let (loss, metrics) = metrics::evaluate_each(&*model, &Part { x, y }, &config, &pre, &mut each)?;
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
     Ok(Evaluation { metrics: out, confusion })
+}
+
+/// Adds a chunk's rows to `confusion`: the classes predicted from the model's raw `output`
+/// against the class indices `y`.
+fn count(confusion: &mut Confusion, loss: Loss, output: &Tensor, y: &Tensor) -> Result<()> {
+    let predicted = Vec::<i64>::try_from(metrics::predicted_classes(loss, output).to_device(Device::Cpu))?;
+    let truth = Vec::<i64>::try_from(y.to_kind(Kind::Int64).to_device(Device::Cpu))?;
+    truth.iter().zip(&predicted).for_each(|(&t, &p)| confusion.add(t, p));
+    Ok(())
 }
 
 /// Those of `names` that `header` lacks.
