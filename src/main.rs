@@ -151,6 +151,11 @@ struct PredictArgs {
     /// Classification: also write each class's probability (columns p_<label>).
     #[arg(long)]
     proba: bool,
+    /// Copy these input columns (an id, say) into the output, first and in the order given,
+    /// as the input holds them. Repeat the flag or separate names with commas: --keep id
+    /// --keep name, or --keep id,name.
+    #[arg(long, value_name = "COLUMN", value_delimiter = ',')]
+    keep: Vec<String>,
 }
 
 #[derive(Args)]
@@ -183,6 +188,17 @@ struct EvaluateArgs {
     /// shapes, such as checkpoint/best.safetensors); an unfinished run needs them.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// text: a `name value` line per metric, then for a classifier the confusion matrix
+    /// and a per-class report laid out as scikit-learn's classification_report. json: the
+    /// same as one JSON object (docs/tracking.md).
+    #[arg(long, value_enum, default_value = "text")]
+    format: ReportFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -349,7 +365,12 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
         }
         Command::Config(args) => write!(out, "{}", args.load()?.to_yaml()?)?,
         Command::Predict(args) => {
-            torchfit::predict::predict(&args.model, &args.input, args.output.as_deref(), args.proba, &mut out)?
+            let options = torchfit::predict::PredictOptions {
+                output: args.output.as_deref(),
+                proba: args.proba,
+                keep: &args.keep,
+            };
+            torchfit::predict::predict(&args.model, &args.input, &options, &mut out)?
         }
         Command::Tokenize(args) => {
             let [rows, width] = torchfit::predict::tokenize(&args.model, &args.input, &args.output)?;
@@ -358,10 +379,11 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
         Command::Evaluate(args) => {
             // clap has made sure that one of the two is given.
             let data = args.file.or(args.data).unwrap_or_default();
-            let metrics =
+            let evaluation =
                 torchfit::predict::evaluate(&args.run, &data, args.weights.as_deref(), args.target.as_deref())?;
-            for (name, value) in metrics {
-                writeln!(out, "{name} {value:.6}")?;
+            match args.format {
+                ReportFormat::Text => write!(out, "{}", evaluation.text())?,
+                ReportFormat::Json => writeln!(out, "{:#}", evaluation.json())?,
             }
         }
         Command::Export(args) if matches!(args.format, Some(FormatArg::Triton)) => {

@@ -19,6 +19,18 @@ pub fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device:
 
 /// The loss and metrics of `model` on `part`, in chunks that bound memory on large parts.
 pub fn evaluate(model: &dyn Model, part: &Part, config: &Config, pre: &Preprocessing) -> Result<(f64, Vec<f64>)> {
+    evaluate_each(model, part, config, pre, &mut |_, _| Ok(()))
+}
+
+/// [`evaluate`], handing `each` every chunk's raw outputs and targets as well (`torchfit
+/// evaluate`'s confusion matrix), so that the model runs once.
+pub fn evaluate_each(
+    model: &dyn Model,
+    part: &Part,
+    config: &Config,
+    pre: &Preprocessing,
+    each: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+) -> Result<(f64, Vec<f64>)> {
     const CHUNK: i64 = 8192;
     let mut acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
     let n = part.len() as i64;
@@ -28,8 +40,19 @@ pub fn evaluate(model: &dyn Model, part: &Part, config: &Config, pre: &Preproces
         let output = model.forward(&x)?;
         let loss = loss_value(config.loss(), &output, &y);
         acc.add(&output, &y, &loss);
+        each(&output, &y)?;
     }
     acc.finish()
+}
+
+/// A classifier's predicted class indices `[rows]` from its raw outputs: the sign of bce's
+/// one logit, else the largest output.
+pub fn predicted_classes(loss: Loss, output: &Tensor) -> Tensor {
+    if loss == Loss::Bce {
+        output.squeeze_dim(1).gt(0.0).to_kind(Kind::Int64)
+    } else {
+        output.argmax(1, false)
+    }
 }
 
 /// The mean loss of a batch, from the model's raw outputs and the training-space targets.
@@ -242,11 +265,7 @@ impl Accumulator {
     }
 
     fn add_classes(&mut self, output: &Tensor, target: &Tensor) {
-        let predicted = if self.loss == Loss::Bce {
-            output.squeeze_dim(1).gt(0.0).to_kind(Kind::Int64)
-        } else {
-            output.argmax(1, false)
-        };
+        let predicted = predicted_classes(self.loss, output);
         if self.metrics.contains(&Metric::Accuracy) {
             self.correct += predicted.eq_tensor(target).sum(Kind::Float);
         }

@@ -43,12 +43,35 @@ pub enum Role {
     Label,
     /// Free text (`data.text`): a missing cell is an empty text, whatever the policy.
     FreeText,
+    /// A column copied into the output as the file holds it (`torchfit predict --keep`):
+    /// every cell is its text, untrimmed, a missing marker (`NA`, empty) too; only a Parquet
+    /// null is missing.
+    Verbatim,
 }
 
 impl Role {
     /// Whether the column's present cells are all kept as text.
     pub fn is_text(self) -> bool {
-        matches!(self, Role::Text | Role::Label | Role::FreeText)
+        matches!(self, Role::Text | Role::Label | Role::FreeText | Role::Verbatim)
+    }
+
+    /// A CSV cell's text as this role reads it: trimmed, but a kept column's as it is.
+    pub(crate) fn text(self, raw: &str) -> &str {
+        if self == Role::Verbatim {
+            raw
+        } else {
+            trim(raw)
+        }
+    }
+
+    /// Parses a cell's text for this role ([`parse_cell`]); a kept column's every cell is
+    /// text, whatever it says.
+    pub(crate) fn parse(self, text: &str, as_text: bool) -> Cell {
+        if self == Role::Verbatim {
+            Cell::Text
+        } else {
+            parse_cell(text, as_text)
+        }
     }
 }
 
@@ -102,7 +125,7 @@ enum Reading {
 impl Reading {
     fn new(role: Role) -> Reading {
         match role {
-            Role::Text | Role::Label | Role::FreeText => Reading::Text(TextBuilder::default()),
+            Role::Text | Role::Label | Role::FreeText | Role::Verbatim => Reading::Text(TextBuilder::default()),
             role => Reading::Numbers { values: Vec::new(), numbers: false, booleans: false, auto: role == Role::Auto },
         }
     }
@@ -135,7 +158,7 @@ impl Reading {
         }
     }
 
-    /// Adds a cell; `text` is its trimmed text in the file.
+    /// Adds a cell; `text` is its text in the file, as its role reads it ([`Role::text`]).
     #[inline]
     fn push(&mut self, cell: &Cell, text: &str) {
         // Most cells: a number in a column of numbers, which no switch to text concerns.
@@ -308,8 +331,8 @@ fn read_streamed(
             unlabelled += usize::from(keep == Keep::Unlabelled);
             continue;
         }
-        for ((reading, cell), &col) in columns.iter_mut().zip(&cells).zip(layout.at) {
-            reading.push(cell, trim(record.get(col).unwrap_or("")));
+        for (((reading, cell), &col), role) in columns.iter_mut().zip(&cells).zip(layout.at).zip(layout.roles) {
+            reading.push(cell, role.text(record.get(col).unwrap_or("")));
         }
         rows += 1;
     }
@@ -331,8 +354,8 @@ fn judge_record(
     let mut keep = Keep::Row;
     cells.clear();
     for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(columns) {
-        let text = trim(record.get(col).unwrap_or(""));
-        let cell = parse_cell(text, reading.is_text() || role.is_text());
+        let text = role.text(record.get(col).unwrap_or(""));
+        let cell = role.parse(text, reading.is_text() || role.is_text());
         match judge(&cell, role, layout.missing) {
             Ok(Keep::Row) => {}
             Ok(other) => keep = other,

@@ -46,7 +46,7 @@ pub use crate::cell::is_missing;
 pub use categorical::{
     codes_by_name as categorical_codes, script as categorical_script, CategoricalFeature, TextColumn,
 };
-pub use features::{or_list, read_features, ColumnMatch};
+pub use features::{or_list, read_features, read_features_keeping, ColumnMatch, Features};
 pub use generate::generate;
 pub use numbers::Numbers;
 pub use paths::{check_file, note_config_file};

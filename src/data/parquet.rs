@@ -19,7 +19,7 @@ use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use crate::cell::{parse_cell, Cell};
+use crate::cell::Cell;
 
 use super::csv::{header, judge, CellError, Column, CsvData, Keep, Role};
 use super::text::{TextBuilder, MISSING};
@@ -170,12 +170,11 @@ fn is_text(data_type: &DataType) -> bool {
     }
 }
 
-/// One cell, as the CSV reader would parse it.
-/// A string cell of a column read as `role`, by the CSV reader's rules (`parse_cell`): a
+/// A string cell of a column read as `role`, by the CSV reader's rules ([`Role::parse`]): a
 /// missing marker, a number, a boolean word, or text; a text role keeps every present cell
 /// as text.
 fn text_cell(cell: &str, role: Role) -> Cell {
-    parse_cell(cell.trim(), role.is_text())
+    role.parse(cell.trim(), role.is_text())
 }
 
 /// One batch's column, in the form its role reads: numbers (NaN where missing), booleans,
@@ -259,15 +258,31 @@ impl<'a> Cells<'a> {
 
     /// Cell `i` as text, trimmed as the CSV reader trims cells; `None` where it is null.
     fn text(&self, i: usize) -> Option<Cow<'_, str>> {
+        self.text_as(i, Role::Text)
+    }
+
+    /// Cell `i` as text, as `role` reads it (trimmed, but a kept column's as it is); `None`
+    /// where it is null.
+    fn text_as(&self, i: usize, role: Role) -> Option<Cow<'_, str>> {
         match self {
             Cells::Numbers(v) => v.get(i).filter(|v| !v.is_nan()).map(|v| Cow::Owned(v.to_string())),
             Cells::Booleans(v) => v.get(i).copied().flatten().map(|b| Cow::Borrowed(if b { "true" } else { "false" })),
-            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map(|s| Cow::Borrowed(s.trim())),
+            Cells::Text(v) => v.get(i).and_then(Option::as_deref).map(|s| Cow::Borrowed(as_read(s, role))),
             Cells::Dictionary { values, keys, .. } => {
                 let key = keys.get(i).copied().flatten()?;
-                values.get(key).and_then(Option::as_deref).map(|s| Cow::Borrowed(s.trim()))
+                values.get(key).and_then(Option::as_deref).map(|s| Cow::Borrowed(as_read(s, role)))
             }
         }
+    }
+}
+
+/// A string as `role` reads it: trimmed, as the CSV reader trims cells, but a kept column's
+/// as it is.
+fn as_read(text: &str, role: Role) -> &str {
+    if role == Role::Verbatim {
+        text
+    } else {
+        text.trim()
     }
 }
 
@@ -277,19 +292,20 @@ enum Buffer {
     /// Text. `auto`: `Role::Auto` on a string column, kept as text until every row is in,
     /// then numbers when every value was a number (or every one a boolean word), as the CSV
     /// reader would type it. `keys`: a dictionary batch's code per key, [`MISSING`] until
-    /// a row has it.
+    /// a row has it. `role`: how a value's text is read ([`as_read`]).
     Text {
         text: TextBuilder,
         auto: bool,
         keys: Vec<u32>,
+        role: Role,
     },
 }
 
 impl Buffer {
     fn new(role: Role, data_type: &DataType) -> Buffer {
-        let text = |auto| Buffer::Text { text: TextBuilder::default(), auto, keys: Vec::new() };
+        let text = |auto| Buffer::Text { text: TextBuilder::default(), auto, keys: Vec::new(), role };
         match role {
-            Role::Text | Role::Label | Role::FreeText => text(false),
+            Role::Text | Role::Label | Role::FreeText | Role::Verbatim => text(false),
             Role::Auto if is_text(data_type) => text(true),
             _ => Buffer::Numbers(Vec::new()),
         }
@@ -314,7 +330,7 @@ impl Buffer {
                 Cell::Missing | Cell::Text => f32::NAN,
             }),
             Buffer::Text { text, .. } if *cell == Cell::Missing => text.push(None),
-            Buffer::Text { text, keys, .. } => {
+            Buffer::Text { text, keys, role, .. } => {
                 // A dictionary's value is looked up once per batch, then its code reused.
                 let key = match cells {
                     Cells::Dictionary { keys: rows, .. } => rows.get(i).copied().flatten().filter(|&k| k < keys.len()),
@@ -323,11 +339,11 @@ impl Buffer {
                 match key {
                     Some(k) if keys[k] != MISSING => text.push_code(keys[k]),
                     Some(k) => {
-                        let code = cells.text(i).map_or(MISSING, |v| text.intern(&v));
+                        let code = cells.text_as(i, *role).map_or(MISSING, |v| text.intern(&v));
                         keys[k] = code;
                         text.push_code(code);
                     }
-                    None => text.push(cells.text(i).as_deref()),
+                    None => text.push(cells.text_as(i, *role).as_deref()),
                 }
             }
         }

@@ -1,26 +1,33 @@
-//! `torchfit evaluate`: a run's loss and metrics on new labelled data.
+//! `torchfit evaluate`: a run's loss and metrics on new labelled data, and a classifier's
+//! confusion matrix.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
 
-use crate::config::Task;
+use super::report::Confusion;
+use crate::config::{Loss, Task};
 use crate::data::{self, or_list, CellError, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
 
-/// The loss and metrics of a run's model on a labelled CSV file (read with the run's
-/// delimiter) or Parquet file (`.parquet`, `.pq`), preprocessed as in training. `run` is a
-/// run directory or its model.pt; `weights` replace the run's own (a checkpoint's, say: an
-/// unfinished run has no others); `target` names the label column when it differs from
-/// training's.
-pub fn evaluate(
-    run: &Path,
-    data_path: &Path,
-    weights: Option<&Path>,
-    target: Option<&str>,
-) -> Result<Vec<(String, f64)>> {
+/// What `torchfit evaluate` reports.
+pub struct Evaluation {
+    /// The loss, then the run's metrics, by name.
+    pub metrics: Vec<(String, f64)>,
+    /// A classifier's confusion matrix over every class the model knows; `None` for a
+    /// regression.
+    pub confusion: Option<Confusion>,
+}
+
+/// The loss and metrics (and a classifier's confusion matrix) of a run's model on a labelled
+/// CSV file (read with the run's delimiter) or Parquet file (`.parquet`, `.pq`), preprocessed
+/// as in training. `run` is a run directory or its model.pt; `weights` replace the run's own
+/// (a checkpoint's, say: an unfinished run has no others); `target` names the label column
+/// when it differs from training's.
+pub fn evaluate(run: &Path, data_path: &Path, weights: Option<&Path>, target: Option<&str>) -> Result<Evaluation> {
     let TrainedRun { config, preprocessing: pre, model, .. } = TrainedRun::load(run, weights, "--weights")?;
     if let Some(input) = &pre.input {
         bail!(
@@ -80,10 +87,23 @@ pub fn evaluate(
         Some(values) => pre.scale_targets(values),
         None => pre.encode_labels(&table.labels).with_context(|| file.to_string())?,
     };
-    let (loss, metrics) = metrics::evaluate(&*model, &Part { x, y }, &config, &pre)?;
+    // Every class the model knows, in its order, whether the file has it or not.
+    let mut confusion = pre.labels.clone().map(Confusion::new);
+    let kind = config.loss();
+    let mut each = |output: &Tensor, y: &Tensor| confusion.as_mut().map_or(Ok(()), |c| count(c, kind, output, y));
+    let (loss, metrics) = metrics::evaluate_each(&*model, &Part { x, y }, &config, &pre, &mut each)?;
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
-    Ok(out)
+    Ok(Evaluation { metrics: out, confusion })
+}
+
+/// Adds a chunk's rows to `confusion`: the classes predicted from the model's raw `output`
+/// against the class indices `y`.
+fn count(confusion: &mut Confusion, loss: Loss, output: &Tensor, y: &Tensor) -> Result<()> {
+    let predicted = Vec::<i64>::try_from(metrics::predicted_classes(loss, output).to_device(Device::Cpu))?;
+    let truth = Vec::<i64>::try_from(y.to_kind(Kind::Int64).to_device(Device::Cpu))?;
+    truth.iter().zip(&predicted).for_each(|(&t, &p)| confusion.add(t, p));
+    Ok(())
 }
 
 /// Those of `names` that `header` lacks.
@@ -91,4 +111,29 @@ fn absent<'a>(names: &'a [String], header: &[String]) -> Vec<&'a String> {
     // A set: a header may have tens of thousands of names.
     let header: HashSet<&String> = header.iter().collect();
     names.iter().filter(|n| !header.contains(n)).collect()
+}
+
+impl Evaluation {
+    /// `name value` a line (six decimals), then for a classifier the confusion matrix and
+    /// the per-class report, each after a blank line.
+    pub fn text(&self) -> String {
+        let mut out: String = self.metrics.iter().map(|(name, value)| format!("{name} {value:.6}\n")).collect();
+        if let Some(confusion) = &self.confusion {
+            out += &format!("\n{}\n{}", confusion.matrix_text(), confusion.report_text());
+        }
+        out
+    }
+
+    /// `{"metrics": {name: value}}`, and for a classifier `confusion_matrix` (`labels`,
+    /// `matrix`) and `classification_report` (scikit-learn's `output_dict=True` keys).
+    pub fn json(&self) -> serde_json::Value {
+        let metrics: serde_json::Map<String, serde_json::Value> =
+            self.metrics.iter().map(|(name, value)| (name.clone(), serde_json::json!(value))).collect();
+        let mut out = serde_json::json!({ "metrics": metrics });
+        if let Some(confusion) = &self.confusion {
+            out["confusion_matrix"] = confusion.matrix_json();
+            out["classification_report"] = confusion.report_json();
+        }
+        out
+    }
 }

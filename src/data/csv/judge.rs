@@ -43,7 +43,8 @@ pub(in crate::data) fn judge(cell: &Cell, role: Role, missing: Missing) -> Resul
             Missing::Error if role == Role::Label => Err(Problem::MissingLabel),
             Missing::Error => Err(Problem::Missing),
         },
-        (Cell::Missing, Role::FreeText) => Ok(Keep::Row),
+        // Free text reads a missing cell as empty; a kept column copies it as it is.
+        (Cell::Missing, Role::FreeText | Role::Verbatim) => Ok(Keep::Row),
         (Cell::Missing, _) => match missing {
             Missing::DropRow => Ok(Keep::Drop),
             Missing::Mean => Ok(Keep::Row),

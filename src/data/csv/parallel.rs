@@ -1,6 +1,6 @@
 //! The parallel reader: the data rows of a CSV file without quotes, split into byte ranges
 //! that begin and end at record boundaries and parsed on every core with the sequential
-//! reader's cell rules ([`parse_cell`], [`judge`], [`Reading`]).
+//! reader's cell rules ([`Role::parse`], [`judge`], [`Reading`]).
 //!
 //! Without quotes a record ends at the first CR or LF, so a range can be cut anywhere a line
 //! ends. This reader only takes files it reads exactly as the csv crate does, and gives up
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{judge, Column, Keep, Numbers, Reading, Role, TextBuilder};
-use crate::cell::{parse_cell, trim, Cell};
+use crate::cell::Cell;
 use crate::config::Missing;
 
 /// Bytes read at a time: small enough to stay in cache while parsed, large enough that
@@ -340,8 +340,8 @@ fn parse_records(text: &str, layout: &Layout, chunk: &mut Chunk, fields: &mut Ve
         let mut keep = Keep::Row;
         for ((&col, &role), reading) in layout.at.iter().zip(layout.roles).zip(&chunk.readings) {
             let (a, b) = fields[col];
-            let cell_text = trim(line.get(a..b)?);
-            let cell = parse_cell(cell_text, reading.is_text() || role.is_text());
+            let cell_text = role.text(line.get(a..b)?);
+            let cell = role.parse(cell_text, reading.is_text() || role.is_text());
             match judge(&cell, role, layout.missing).ok()? {
                 Keep::Row => {}
                 k => keep = k,

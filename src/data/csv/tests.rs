@@ -249,3 +249,21 @@ fn each_byte_finds_every_delimiter_in_order() {
         }
     }
 }
+
+#[test]
+fn a_kept_column_is_its_cells_untrimmed_whatever_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.csv");
+    let cells = ["id-1", " padded ", "NA", "", "n/a", "1e400", "007", "x"];
+    let text: String = cells.iter().enumerate().map(|(i, c)| format!("{i},{c}\n")).collect();
+    std::fs::write(&path, format!("x,keep\n{text}")).unwrap();
+    for missing in [Missing::Error, Missing::DropRow, Missing::Mean] {
+        let roles = [Role::Number, Role::Verbatim];
+        let want = read(&path, &roles, missing, Split::Never).unwrap();
+        for split in [Split::Auto, Split::Bytes(3)] {
+            assert!(same(&read(&path, &roles, missing, split).unwrap(), &want), "{split:?}");
+        }
+        let Column::Text(kept) = &want.columns[1] else { panic!("a kept column is text") };
+        assert_eq!(kept.iter().map(|c| c.unwrap_or("<none>")).collect::<Vec<_>>(), cells, "{missing:?}");
+    }
+}

@@ -111,6 +111,28 @@ fn typed_columns_read_as_numbers_or_text_with_nulls_missing() {
 }
 
 #[test]
+fn kept_columns_are_every_value_as_text_untrimmed_with_nulls_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = typed_table(dir.path());
+    let names = ["i", "f", "h", "d", "b", "s", "w", "k", "kn"];
+    let data = read_parquet(&path, Missing::Error, roles(&names, Role::Verbatim)).unwrap();
+    assert_eq!(data.rows, 4);
+    let got: Vec<Vec<Option<&str>>> = data.columns.iter().map(text).collect();
+    let want: [[Option<&str>; 4]; 9] = [
+        [Some("1"), None, Some("3"), Some("16777217")],
+        [Some("0.5"), Some("1.25"), Some("NaN"), Some("-2")],
+        [Some("0.1"), Some("0.2"), Some("0.3"), None],
+        [Some("12.64"), Some("-0.05"), None, Some("1.00")],
+        [Some("true"), Some("false"), None, Some("true")],
+        [Some("a"), None, Some("NA"), Some(" b ")],
+        [Some("yes"), Some("no"), Some("T"), None],
+        [Some("x"), Some("y"), None, Some("x")],
+        [Some("7"), None, Some("8"), Some("7")],
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
 fn missing_values_follow_the_policy_across_row_groups_and_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("long.parquet");
