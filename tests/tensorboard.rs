@@ -149,3 +149,39 @@ fn a_logdir_that_cannot_be_made_is_a_warning() {
     assert!(err.contains("warning: tensorboard: cannot create file/boards/run"), "{err}");
     assert_eq!(summary(&d.path().join("run"))["status"], "finished");
 }
+
+#[test]
+fn an_interrupted_run_ends_unknown_and_its_resumption_succeeds() {
+    let d = tempfile::tempdir().unwrap();
+    colour_classifier(d.path(), 3000, "hidden: [64, 64]", "epochs: 8, batch_size: 8");
+    let (run, logdir) = (d.path().join("run"), d.path().join("run/tensorboard"));
+    let mut child = std::process::Command::new(BIN)
+        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run", "--set", "logging.tensorboard=true"])
+        .current_dir(d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut sizes = vec![];
+    // Interrupted once two epochs are in the event files (the header, then one record each).
+    while sizes.len() < 3 {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "no two epochs");
+        let size = train_events_size(&logdir);
+        if size > 0 && sizes.last() != Some(&size) {
+            sizes.push(size);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server::signal(child.id(), "INT");
+    assert!(!child.wait().unwrap().success());
+    assert_eq!(summary(&run)["status"], "interrupted");
+    if !check(&["hparams", path(&logdir), path(&run), "STATUS_UNKNOWN"]) {
+        return;
+    }
+    assert!(check(&["scalars", path(&logdir), path(&run)]));
+    assert_ok(&torchfit(d.path(), &["train", "--resume", "run", "--quiet"]));
+    assert_eq!(metrics_rows(&run), 8);
+    assert!(check(&["scalars", path(&logdir), path(&run)]));
+    assert!(check(&["hparams", path(&logdir), path(&run), "STATUS_SUCCESS"]));
+}
