@@ -19,6 +19,9 @@ usage: tensorboard_check.py scalars LOGDIR RUN
            the HParams plugin's own handlers (ListSessionGroups, GetExperiment) over
            `tensorboard --logdir DIR`: N sessions, each with its hyperparameters and its last
            validation epoch_loss, and the experiment's columns
+       tensorboard_check.py server DIR N
+           the same asked of `tensorboard --logdir DIR --load_fast true` over HTTP, as the
+           HParams tab asks it: N session groups, each with its last validation epoch_loss
 
 The packages (tensorboard==2.21.0, tbparse==0.0.9 and what they need) are installed on first
 use with `pip install --target ~/.cache/torchfit/tensorboard`; when that fails, every command
@@ -226,6 +229,49 @@ def check_sessions(directory, n):
     print(f"{len(sessions)} sessions: {sorted(s.name for s in sessions)}")
 
 
+def check_server(directory, n):
+    """`tensorboard --logdir DIR --load_fast true` (the Rust data server reads the files): its
+    HParams tab's request for session groups answers N sessions with the validation loss."""
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path[1:]))
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", directory, "--host", "127.0.0.1",
+                               "--port", str(port), "--load_fast", "true", "--reload_interval", "1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    body = json.dumps({"startIndex": 0, "sliceSize": 100, "aggregationType": "AGGREGATION_AVG",
+                       "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                       "colParams": [{"metric": {"group": "validation", "tag": "epoch_loss"}}]}).encode()
+    groups, deadline = [], time.monotonic() + 90
+    try:
+        while len(groups) < n and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(1)
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups", data=body,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    groups = json.load(response).get("sessionGroups", [])
+            except OSError:
+                continue
+            # The data server loads the runs over a few reloads: wait for every metric.
+            if any(not g.get("metricValues") for g in groups):
+                groups = []
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    require(len(groups) == n, f"{len(groups)} session groups from the server: {err.decode()[-2000:]}")
+    for group in groups:
+        values = [m["value"] for m in group["metricValues"] if m["name"] == {"group": "validation", "tag": "epoch_loss"}]
+        columns, _ = metrics(os.path.join(directory, os.path.dirname(group["name"])))
+        check(f"server {group['name']} val_loss", len(values) == 1 and same(values[0], columns["val_loss"][-1]),
+              f"{values} != {columns['val_loss'][-1]}")
+        check(f"server {group['name']} lr", "training.optimizer.lr" in group["hparams"], "")
+    print(f"tensorboard served {len(groups)} sessions: {sorted(g['name'] for g in groups)}")
+
+
 def main():
     install()
     command, args = sys.argv[1], sys.argv[2:]
@@ -239,6 +285,8 @@ def main():
         return
     elif command == "sessions":
         check_sessions(args[0], int(args[1]))
+    elif command == "server":
+        check_server(args[0], int(args[1]))
     else:
         sys.exit(f"unknown command {command}")
     finish()

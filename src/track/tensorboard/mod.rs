@@ -78,13 +78,7 @@ impl Tracker for TensorBoardTracker {
             let dir = logdir.join(group);
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let done = i64::try_from(run.epochs_done).unwrap_or(i64::MAX);
-        for group in ["train", "validation"] {
-            record::keep_steps_up_to(&logdir.join(group), done)?;
-        }
-        for old in record::event_files(&logdir)? {
-            std::fs::remove_file(&old).with_context(|| format!("cannot remove {}", old.display()))?;
-        }
+        forget_after(&logdir, run.epochs_done)?;
         let mut hparams_file = EventFile::create(&logdir)?;
         let now = record::now();
         let values = hparams::flatten(run.config_yaml)?;
@@ -130,6 +124,20 @@ impl Tracker for TensorBoardTracker {
         let step = run.history.last().map_or(0, |r| r.epoch as i64);
         session.hparams_file.write(&[summary_event(step, hparams::session_end(run.status, now), now)])
     }
+}
+
+/// Readies the logdir of a run resuming after `epochs_done` epochs (or starting anew, after
+/// none): the earlier sessions' epochs after it are trained again, so their values go, and so
+/// do their HParams summaries, which the new session's replace.
+fn forget_after(logdir: &Path, epochs_done: usize) -> Result<()> {
+    let done = i64::try_from(epochs_done).unwrap_or(i64::MAX);
+    for group in ["train", "validation"] {
+        record::keep_steps_up_to(&logdir.join(group), done)?;
+    }
+    for old in record::event_files(logdir)? {
+        std::fs::remove_file(&old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
 }
 
 /// Keras's tags for metrics.csv's columns: `epoch_<column>` in `train`, `epoch_<name>` in

@@ -80,7 +80,7 @@ impl EventFile {
     pub fn create(dir: &Path) -> Result<EventFile> {
         let secs = now() as u64;
         let (host, pid) = (hostname(), std::process::id());
-        for n in 0.. {
+        for n in 0..1000 {
             let path = dir.join(format!("{PREFIX}{secs}.{host}.{pid}.{n}"));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
@@ -94,7 +94,7 @@ impl EventFile {
                 Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
             }
         }
-        unreachable!("some count names no file yet")
+        anyhow::bail!("cannot create an event file in {}: 1000 names taken", dir.display())
     }
 
     /// Appends `events`.
