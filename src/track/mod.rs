@@ -4,6 +4,8 @@
 //! resumes), an epoch ends, the run ends — and a tracker's failure is a warning: a
 //! dashboard that cannot be written never costs a training run.
 
+mod tensorboard;
+
 use anyhow::Result;
 use serde_json::{Map, Value};
 
@@ -61,8 +63,10 @@ pub struct Trackers {
 impl Trackers {
     /// The trackers of `config.logging` (none by default).
     pub fn new(config: &Config) -> Trackers {
-        let trackers: Vec<Box<dyn Tracker>> = Vec::new();
-        let _ = &config.logging;
+        let mut trackers: Vec<Box<dyn Tracker>> = Vec::new();
+        if !config.logging.tensorboard.is_off() {
+            trackers.push(Box::new(tensorboard::TensorBoardTracker::new(config.logging.tensorboard.clone())));
+        }
         Trackers { trackers }
     }
 
