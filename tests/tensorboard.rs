@@ -65,8 +65,19 @@ fn a_tensorboard_directory_holds_the_run_under_its_name() {
     assert_ok(&train_config(d.path(), "r.yaml", "runs/reg-1", &["logging.tensorboard=boards"]));
     let (run, logdir) = (d.path().join("runs/reg-1"), d.path().join("boards/reg-1"));
     assert!(!run.join("tensorboard").exists());
+    // Another run of the same directory name logs beside it, leaving its files alone.
+    let sets = ["logging.tensorboard=boards", "training.epochs=3"];
+    assert_ok(&train_config(d.path(), "r.yaml", "elsewhere/reg-1", &sets));
+    let (other, other_logdir) = (d.path().join("elsewhere/reg-1"), d.path().join("boards/reg-1-2"));
     if check(&["scalars", path(&logdir), path(&run)]) {
         assert!(check(&["hparams", path(&logdir), path(&run), "STATUS_SUCCESS"]));
+        assert!(check(&["scalars", path(&other_logdir), path(&other)]));
+    }
+    // Resumed, each run finds its own.
+    assert_ok(&torchfit(d.path(), &["train", "--resume", "elsewhere/reg-1", "--set", "training.epochs=4", "-q"]));
+    if check(&["scalars", path(&other_logdir), path(&other)]) {
+        assert!(check(&["scalars", path(&logdir), path(&run)]));
+        assert!(!d.path().join("boards/reg-1-3").exists());
     }
 }
 

@@ -56,14 +56,41 @@ impl TensorBoardTracker {
         TensorBoardTracker { setting, session: None }
     }
 
-    /// The directory of the run's event files.
-    fn logdir(&self, run: &Path) -> PathBuf {
-        match &self.setting {
-            TensorBoard::Dir(dir) => dir.join(run.file_name().unwrap_or(run.as_os_str())),
-            _ => run.join("tensorboard"),
+    /// The directory of the run's event files. Under a shared `DIR`, the run's name with a
+    /// number after it (`-2`, `-3`, ...) when another run has the name there already: two
+    /// runs named alike (`--out run` in two places, two sweeps' trial `0000`) must not trim
+    /// each other's files. `OWNER` in each says whose it is.
+    fn logdir(&self, run: &Path) -> Result<PathBuf> {
+        let TensorBoard::Dir(dir) = &self.setting else { return Ok(run.join("tensorboard")) };
+        let ours = std::fs::canonicalize(run).with_context(|| format!("cannot resolve {}", run.display()))?;
+        let name = run.file_name().unwrap_or(run.as_os_str()).to_string_lossy().into_owned();
+        for n in 1..=MAX_NAMESAKES {
+            let logdir = dir.join(if n == 1 { name.clone() } else { format!("{name}-{n}") });
+            let owner = logdir.join(OWNER);
+            match std::fs::read_to_string(&owner) {
+                Ok(text) if Path::new(text.trim_end()) == ours => return Ok(logdir),
+                Ok(_) => continue,
+                Err(_) if logdir.exists() && std::fs::read_dir(&logdir).map_or(true, |mut d| d.next().is_some()) => {
+                    continue
+                }
+                Err(_) => {
+                    std::fs::create_dir_all(&logdir).with_context(|| format!("cannot create {}", logdir.display()))?;
+                    let text = format!("{}\n", ours.display());
+                    crate::atomic::write(&owner, text.as_bytes())?;
+                    return Ok(logdir);
+                }
+            }
         }
+        anyhow::bail!("{} holds {MAX_NAMESAKES} runs named {name} already", dir.display())
     }
 }
+
+/// In a shared `logging.tensorboard` directory, the file in each run's folder naming the run
+/// directory that writes there.
+const OWNER: &str = "torchfit-run.txt";
+
+/// Runs of one name a shared `logging.tensorboard` directory takes.
+const MAX_NAMESAKES: usize = 1000;
 
 impl Tracker for TensorBoardTracker {
     fn name(&self) -> &'static str {
@@ -71,7 +98,7 @@ impl Tracker for TensorBoardTracker {
     }
 
     fn start(&mut self, run: &Started) -> Result<()> {
-        let logdir = self.logdir(run.dir.path());
+        let logdir = self.logdir(run.dir.path())?;
         let (train, validation) = tags(run.columns);
         let groups: &[&str] = if validation.is_empty() { &["train"] } else { &["train", "validation"] };
         for group in groups {
