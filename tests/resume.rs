@@ -337,7 +337,7 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
     // More epochs at an absurd rate: the loss overflows in epoch 4.
     let out = torchfit(
         d,
-        &["train", "--resume", "run", "--set", "training.epochs=6", "--set", "training.optimizer.lr=1.0e+12"],
+        &["train", "--resume", "run", "--set", "training.epochs=6", "--set", "training.optimizer.lr=1.0e+12", "-q"],
     );
     assert_fails_with(&out, &["the loss became", "in epoch 4 at step ", "keeps epoch 3", "training.optimizer.lr"]);
     assert_eq!(std::fs::read(d.join("run/checkpoint/last.safetensors")).unwrap(), good, "the checkpoint is untouched");
@@ -355,7 +355,7 @@ fn a_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint() {
     assert_ok(&torchfit(d, &args("skip", &skip)));
     assert!(summary(&d.join("skip"))["skipped_batches"].as_u64().unwrap() > 0);
     // An epoch whose every batch is skipped has learned nothing: that is an error.
-    let hopeless = torchfit(d, &["train", "--resume", "skip", "--set", "training.epochs=2"]);
+    let hopeless = torchfit(d, &["train", "--resume", "skip", "--set", "training.epochs=2", "-q"]);
     assert_fails_with(&hopeless, &["every batch of epoch 2 had a non-finite loss and was skipped"]);
 
     // The optimizer's saved state only fits the same optimizer.

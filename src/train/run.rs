@@ -114,9 +114,6 @@ impl Run {
             _lock: lock,
             trackers: Trackers::default(),
         };
-        if run.leader {
-            run.write_overview(trainer, data, options.quiet)?;
-        }
         if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
             println!("{line}");
         }
@@ -124,6 +121,7 @@ impl Run {
             let dir = &run.dir;
             // Until it ends again, the run's files change: a manifest would be stale.
             dir.remove_manifest()?;
+            run.write_overview(trainer, data, options.quiet)?;
             atomic::write(&dir.file(rundir::CONFIG), run.config_yaml.as_bytes())?;
             copy_module(config, dir)?;
             report::write_json(&dir.file(rundir::PREPROCESSING), &data.preprocessing)?;
