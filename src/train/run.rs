@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::data::Prepared;
 use crate::dist::Group;
 use crate::exit::Interrupted;
-use crate::report::{self, Progress};
+use crate::report::{self, Marks, Progress};
 use crate::rundir::{self, RunDir, RunLock, Status};
 use crate::track::{self, Trackers};
 use crate::{atomic, export};
@@ -186,6 +186,7 @@ impl Run {
             trainer.checkpointed = Some(trainer.epoch);
         }
         self.writer.finish()?;
+        self.plot_or_warn(trainer, Status::Paused);
         self.write_report(trainer, &summary)?;
         Ok(summary)
     }
@@ -201,7 +202,10 @@ impl Run {
                 .writer
                 .finish()
                 .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))?())
-                .and_then(|()| self.write_report(trainer, &summary));
+                .and_then(|()| {
+                    self.plot_or_warn(trainer, Status::Interrupted);
+                    self.write_report(trainer, &summary)
+                });
             if let Err(err) = saved {
                 return err;
             }
@@ -228,6 +232,7 @@ impl Run {
         }
         self.progress.abandon();
         let err = note(err, "a checkpoint", self.writer.finish());
+        let err = note(err, rundir::LOSS_PLOT, self.plot(trainer, Status::Failed));
         let mut summary = self.summary(trainer, Status::Failed);
         summary.error = Some(format!("{err:#}"));
         note(err, "summary.json", self.write_report(trainer, &summary))
@@ -249,8 +254,7 @@ impl Run {
             Some(test) => trainer.metrics_on(&test.to_device(trainer.device))?,
             None => serde_json::Map::new(),
         };
-        let title = format!("{}: model loss", config.name);
-        trainer.history.plot_loss(&self.dir.file(rundir::LOSS_PLOT), &title, trainer.best_epoch())?;
+        self.plot(trainer, status)?;
         export::write_safetensors(&*trainer.model, &self.dir.file(rundir::WEIGHTS))?;
         let model_pt = self.dir.file(rundir::MODEL);
         export::write_torchscript(&*trainer.model, trainer.pre, config.loss(), &self.config_yaml, &model_pt)?;
@@ -260,6 +264,31 @@ impl Run {
         summary.test_metrics = test_metrics;
         self.write_report(trainer, &summary)?;
         Ok(summary)
+    }
+
+    /// `loss.png`, once there is an epoch to draw: the loss and metric curves, the best
+    /// epoch of early stopping, and where a run that did not train all its epochs stopped.
+    fn plot(&self, trainer: &Trainer, status: Status) -> Result<()> {
+        if trainer.history.epochs.is_empty() {
+            return Ok(());
+        }
+        let stopped = match status {
+            Status::StoppedEarly => Some("stopped early"),
+            Status::Paused => Some("paused"),
+            Status::Interrupted => Some("interrupted"),
+            Status::Failed => Some("failed"),
+            Status::Running | Status::Finished => None,
+        };
+        let marks = Marks { best_epoch: trainer.best_epoch(), stopped };
+        trainer.history.plot(&self.dir.file(rundir::LOSS_PLOT), &trainer.config.name, &marks)
+    }
+
+    /// `plot` for a run that stops short: its failure is a warning, since the run's
+    /// checkpoint and summary matter more than its picture.
+    fn plot_or_warn(&self, trainer: &Trainer, status: Status) {
+        if let Err(err) = self.plot(trainer, status) {
+            eprintln!("torchfit: warning: {}: {err:#}", self.dir.file(rundir::LOSS_PLOT).display());
+        }
     }
 
     fn total_seconds(&self, trainer: &Trainer) -> f64 {
