@@ -40,6 +40,12 @@ fn train_runs(d: &Path) {
         assert_ok(&train_config(&data, "t.yaml", &out, &[&format!("training.epochs={epochs}")]));
     }
     interrupted_run(d, &linear);
+    // A run that failed on resuming: its loss.png is drawn again, saying so.
+    assert_ok(&train_config(d, &linear, "runs/failed", &[&small[..], &["training.epochs=2"]].concat()));
+    std::fs::copy(d.join("runs/failed/loss.png"), d.join("failed-before.png")).unwrap();
+    let lr = "training.optimizer.lr=1.0e+30";
+    let out = torchfit(d, &["train", "--resume", "runs/failed", "--set", "training.epochs=4", "--set", lr, "--quiet"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 /// A run stopped by SIGINT once its first checkpoint is written.
@@ -64,7 +70,7 @@ fn interrupted_run(d: &Path, linear: &str) {
 }
 
 /// The run directories below `runs/`, by name.
-const RUNS: [&str; 6] = ["reg", "stopped", "noval", "cls", "group/cls_short", "interrupted"];
+const RUNS: [&str; 7] = ["reg", "stopped", "noval", "cls", "group/cls_short", "interrupted", "failed"];
 
 /// What a row must say, from the run's own files: (name, status, epochs, best, last,
 /// seconds, device, world size).
@@ -123,10 +129,8 @@ fn the_table_says_what_each_runs_files_say_best_first() {
     let expect = sorted(RUNS.iter().map(|r| expected(&d.join("runs").join(r), "val_loss", false)).collect(), false);
     assert_eq!(listed_csv(&[]), expect);
     let status = |name: &str| expect.iter().find(|r| r.0 == name).unwrap().1.clone();
-    assert_eq!(
-        (status("stopped"), status("interrupted"), status("reg")),
-        ("stopped_early".into(), "interrupted".into(), "finished".into())
-    );
+    let statuses = [status("stopped"), status("interrupted"), status("failed"), status("reg")];
+    assert_eq!(statuses, ["stopped_early", "interrupted", "failed", "finished"]);
     assert_eq!(expect.last().unwrap().0, "noval", "a run without val_loss comes last");
 
     // The same rows as aligned text and as JSON.
@@ -212,6 +216,9 @@ fn loss_png_has_a_panel_per_metric_and_unfinished_runs_have_it_too() {
     assert_eq!(size("reg"), (800, 1020), "loss, mae and rmse");
     assert_eq!(size("stopped"), (800, 1020));
     assert_eq!(size("interrupted"), (800, 1020), "an interrupted run has its plot");
+    assert_eq!(size("failed"), (800, 1020));
+    let before = decode(&fixture().join("failed-before.png"));
+    assert_ne!(decode(&d.join("failed/loss.png")).2, before.2, "a failed run's plot marks where it stopped");
 }
 
 /// A copy of the fixture's `reg` run at `to`.

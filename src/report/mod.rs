@@ -49,6 +49,11 @@ impl History {
         at.zip(self.last()).map(|(i, r)| r.values[i]).unwrap_or(f64::NAN)
     }
 
+    /// Whether `column` has a finite value (a loss that is NaN from the first epoch has none).
+    pub fn has_finite(&self, column: &str) -> bool {
+        self.series(column).is_some_and(|points| !points.is_empty())
+    }
+
     /// A column's finite values by epoch; `None` when there is no such column.
     fn series(&self, column: &str) -> Option<Vec<(f64, f64)>> {
         let i = self.columns.iter().position(|c| c == column)?;

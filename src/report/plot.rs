@@ -172,7 +172,7 @@ fn draw_panel<DB: DrawingBackend>(
         chart
             .draw_series(ends.into_iter().map(|at| Cross::new(at, 7, style)))
             .map_err(|e| anyhow!("{e}"))?
-            .label(format!("{how} at epoch {epoch:.0}"))
+            .label(format!("{how} after epoch {epoch:.0}"))
             .legend(move |(x, y)| Cross::new((x + 10, y), 5, style));
     }
     chart

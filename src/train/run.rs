@@ -39,6 +39,9 @@ pub struct Run {
     _lock: Option<RunLock>,
     /// TensorBoard, MLflow: rank 0's alone.
     trackers: Trackers,
+    /// `finish` tried to draw loss.png: a failure after it does not try again (its error
+    /// would be said twice).
+    plot_tried: bool,
 }
 
 /// What `Run::open` found: a run to train, or one that had already finished (this message).
@@ -112,6 +115,7 @@ impl Run {
             backend: group.backend(),
             _lock: lock,
             trackers: Trackers::default(),
+            plot_tried: false,
         };
         if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
             println!("{line}");
@@ -231,8 +235,10 @@ impl Run {
             return err;
         }
         self.progress.abandon();
-        let err = note(err, "a checkpoint", self.writer.finish());
-        let err = note(err, rundir::LOSS_PLOT, self.plot(trainer, Status::Failed));
+        let mut err = note(err, "a checkpoint", self.writer.finish());
+        if !self.plot_tried {
+            err = note(err, rundir::LOSS_PLOT, self.plot(trainer, Status::Failed));
+        }
         let mut summary = self.summary(trainer, Status::Failed);
         summary.error = Some(format!("{err:#}"));
         note(err, "summary.json", self.write_report(trainer, &summary))
@@ -254,6 +260,7 @@ impl Run {
             Some(test) => trainer.metrics_on(&test.to_device(trainer.device))?,
             None => serde_json::Map::new(),
         };
+        self.plot_tried = true;
         self.plot(trainer, status)?;
         export::write_safetensors(&*trainer.model, &self.dir.file(rundir::WEIGHTS))?;
         let model_pt = self.dir.file(rundir::MODEL);
@@ -268,8 +275,11 @@ impl Run {
 
     /// `loss.png`, once there is an epoch to draw: the loss and metric curves, the best
     /// epoch of early stopping, and where a run that did not train all its epochs stopped.
+    /// A run that did not finish may have no finite loss to draw (one that failed on NaN
+    /// from its first epoch): it gets no plot, without a word.
     fn plot(&self, trainer: &Trainer, status: Status) -> Result<()> {
-        if trainer.history.epochs.is_empty() {
+        let history = &trainer.history;
+        if history.epochs.is_empty() || (!status.is_done() && !history.has_finite("loss")) {
             return Ok(());
         }
         let stopped = match status {
@@ -280,7 +290,7 @@ impl Run {
             Status::Running | Status::Finished => None,
         };
         let marks = Marks { best_epoch: trainer.best_epoch(), stopped };
-        trainer.history.plot(&self.dir.file(rundir::LOSS_PLOT), &trainer.config.name, &marks)
+        history.plot(&self.dir.file(rundir::LOSS_PLOT), &trainer.config.name, &marks)
     }
 
     /// `plot` for a run that stops short: its failure is a warning, since the run's
