@@ -199,6 +199,17 @@ fn plot_draws_the_runs_curves_in_one_png() {
     assert_eq!((three.0, three.1), (1000, 600));
     assert_ne!(two.2, three.2, "a third run changes the picture");
 
+    // Of 13 runs, the 12 best are drawn, and the command says so.
+    let many = out_dir.path().join("many");
+    for i in 0..13 {
+        copy_run(&many.join(format!("r{i:02}")));
+    }
+    let out = torchfit(out_dir.path(), &["runs", "--plot", "val_loss", "many"]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("wrote runs.png (12 runs)"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("13 runs have val_loss; drawing the 12 best"), "{}", stderr(&out));
+    assert_eq!(decode(&out_dir.path().join("runs.png")).0, 1000);
+
     let out = torchfit(d, &["runs", "--plot", "val_acc", "-o", "x.png"]);
     assert_fails_with(&out, &["val_acc", "val_accuracy", "val_loss", "mae"]);
     assert!(!d.join("x.png").exists());

@@ -44,10 +44,13 @@ const COLOURS: [RGBColor; MAX_CURVES] = [
     RGBColor(0, 0, 128),
 ];
 
+/// A curve of `loss.png`'s: train or validation, its colour, its points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
 /// A panel of `loss.png`: the quantity's name and its train and validation curves.
 struct Panel {
     name: String,
-    curves: Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>,
+    curves: Vec<Line>,
 }
 
 impl History {
