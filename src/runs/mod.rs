@@ -15,7 +15,7 @@ use crate::rundir;
 mod read;
 mod table;
 
-pub use read::Run;
+pub use read::{printable, Run};
 
 /// How the table is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn runs(options: &Options, out: &mut dyn Write) -> Result<()> {
     found.retain(|path| seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())));
     let runs: Vec<Run> = found.iter().map(|path| Run::read(path, &mut warnings)).collect();
     for warning in &warnings {
-        eprintln!("torchfit: warning: {warning}");
+        eprintln!("torchfit: warning: {}", printable(warning));
     }
     let places = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
     if let Some(metric) = &options.plot {

@@ -190,10 +190,16 @@ fn pruned(run: &Path, name: &str) -> bool {
     reader.records().map_while(Result::ok).any(|r| r.get(trial) == Some(name) && r.get(status) == Some("pruned"))
 }
 
-/// Text from a file as it may be shown: control characters (a terminal's escapes) replaced,
-/// and cut to `MAX_TEXT` characters.
+/// Text as it may be printed: control characters (a terminal's escapes, in a file or a
+/// directory's name) replaced.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
+/// Text from a file as it may be shown: `printable`, cut to `MAX_TEXT` characters.
 pub fn clean(text: &str) -> String {
-    let mut out: String = text.chars().take(MAX_TEXT).map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect();
+    let cut: String = text.chars().take(MAX_TEXT).collect();
+    let mut out = printable(&cut);
     if text.chars().nth(MAX_TEXT).is_some() {
         out.push('…');
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
-use super::{Format, Row};
+use super::{printable, Format, Row};
 
 pub fn write(rows: &[Row], metric: &str, format: Format, out: &mut dyn Write) -> Result<()> {
     match format {
@@ -14,8 +14,11 @@ pub fn write(rows: &[Row], metric: &str, format: Format, out: &mut dyn Write) ->
         Format::Csv => out.write_all(&csv(rows, metric)?)?,
         Format::Json => {
             let objects: Vec<Value> = rows.iter().map(|row| object(row, metric)).collect();
-            serde_json::to_writer_pretty(&mut *out, &objects)?;
-            writeln!(out)?;
+            // Serialized first: written straight out, a reader that stops reading would be a
+            // serde_json error rather than the broken pipe that main lets pass.
+            let mut bytes = serde_json::to_vec_pretty(&objects)?;
+            bytes.push(b'\n');
+            out.write_all(&bytes)?;
         }
     }
     Ok(())
@@ -42,7 +45,7 @@ fn cells(row: &Row, number: impl Fn(f64) -> String, missing: &str) -> Vec<String
         or(run.seconds.map(|s| format!("{s:.1}"))),
         or(run.device.clone()),
         or(run.world_size.map(|n| n.to_string())),
-        run.path.display().to_string(),
+        printable(&run.path.display().to_string()),
     ]
 }
 
@@ -85,6 +88,6 @@ fn object(row: &Row, metric: &str) -> Value {
         "seconds": run.seconds,
         "device": run.device,
         "world_size": run.world_size,
-        "path": run.path,
+        "path": printable(&run.path.display().to_string()),
     })
 }
