@@ -22,6 +22,7 @@ mod optim;
 pub mod predict;
 mod report;
 pub mod rundir;
+pub mod runs;
 pub mod serve;
 mod shim;
 pub mod shortcut;

@@ -37,6 +37,9 @@ enum Command {
     /// Search hyperparameters: grid or random trials of a base config, optionally with
     /// ASHA early termination, on this machine or as a Slurm job array.
     Sweep(SweepArgs),
+    /// List runs in a table (status, epochs, best and last of a metric, time, device),
+    /// best first; or, with --plot, draw their curves of one metric in one PNG.
+    Runs(RunsArgs),
     /// Show torchfit and libtorch versions, CUDA devices, cuDNN and threads.
     Info,
 }
@@ -68,6 +71,33 @@ struct SweepArgs {
     /// With --launcher slurm: write DIR/sweep.sbatch without submitting it.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+struct RunsArgs {
+    /// Run directories, directories holding runs, or sweep directories, searched 4 levels
+    /// down [default: runs].
+    dirs: Vec<PathBuf>,
+    /// The metric (a metrics.csv column) whose best and last values the table shows and
+    /// sorts by [default: val_loss when a run has it, else loss].
+    #[arg(long, value_name = "NAME")]
+    metric: Option<String>,
+    /// How to print the table.
+    #[arg(long, value_enum, default_value = "table")]
+    format: RunsFormat,
+    /// Instead of the table, draw this metric per epoch of every run (the 12 best) in one PNG.
+    #[arg(long, value_name = "METRIC", conflicts_with_all = ["metric", "format"])]
+    plot: Option<String>,
+    /// With --plot: the PNG to write.
+    #[arg(long, short, value_name = "FILE", requires = "plot", default_value = "runs.png")]
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RunsFormat {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -438,6 +468,20 @@ fn run(cli: Cli, launch: Launch, started: Instant) -> anyhow::Result<()> {
                 torchfit::sweep::run(&options, &mut out)?
             }
         },
+        Command::Runs(args) => torchfit::runs::runs(
+            &torchfit::runs::Options {
+                dirs: args.dirs,
+                metric: args.metric,
+                format: match args.format {
+                    RunsFormat::Table => torchfit::runs::Format::Table,
+                    RunsFormat::Csv => torchfit::runs::Format::Csv,
+                    RunsFormat::Json => torchfit::runs::Format::Json,
+                },
+                plot: args.plot,
+                output: Some(args.output),
+            },
+            &mut out,
+        )?,
         Command::Info => writeln!(out, "{}", torchfit::device::info())?,
     }
     Ok(())

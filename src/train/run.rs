@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::data::Prepared;
 use crate::dist::Group;
 use crate::exit::Interrupted;
-use crate::report::{self, Progress};
+use crate::report::{self, Marks, Progress};
 use crate::rundir::{self, RunDir, RunLock, Status};
 use crate::track::{self, Trackers};
 use crate::{atomic, export};
@@ -40,6 +40,9 @@ pub struct Run {
     _lock: Option<RunLock>,
     /// TensorBoard, MLflow: rank 0's alone.
     trackers: Trackers,
+    /// `finish` tried to draw loss.png: a failure after it does not try again (its error
+    /// would be said twice).
+    plot_tried: bool,
 }
 
 /// What `Run::open` found: a run to train, or one that had already finished (this message).
@@ -113,6 +116,7 @@ impl Run {
             backend: group.backend(),
             _lock: lock,
             trackers: Trackers::default(),
+            plot_tried: false,
         };
         if let (true, false, Some(line)) = (run.leader, options.quiet, trainer.model_line()) {
             println!("{line}");
@@ -188,6 +192,7 @@ impl Run {
             trainer.checkpointed = Some(trainer.epoch);
         }
         self.writer.finish()?;
+        self.plot_or_warn(trainer, Status::Paused);
         self.write_report(trainer, &summary)?;
         Ok(summary)
     }
@@ -203,7 +208,10 @@ impl Run {
                 .writer
                 .finish()
                 .and_then(|()| trainer.checkpoint_job(&last, None, self.total_seconds(trainer))?())
-                .and_then(|()| self.write_report(trainer, &summary));
+                .and_then(|()| {
+                    self.plot_or_warn(trainer, Status::Interrupted);
+                    self.write_report(trainer, &summary)
+                });
             if let Err(err) = saved {
                 return err;
             }
@@ -229,7 +237,10 @@ impl Run {
             return err;
         }
         self.progress.abandon();
-        let err = note(err, "a checkpoint", self.writer.finish());
+        let mut err = note(err, "a checkpoint", self.writer.finish());
+        if !self.plot_tried {
+            err = note(err, rundir::LOSS_PLOT, self.plot(trainer, Status::Failed));
+        }
         let mut summary = self.summary(trainer, Status::Failed);
         summary.error = Some(format!("{err:#}"));
         note(err, "summary.json", self.write_report(trainer, &summary))
@@ -251,8 +262,8 @@ impl Run {
             Some(test) => trainer.metrics_on(&test.to_device(trainer.device))?,
             None => serde_json::Map::new(),
         };
-        let title = format!("{}: model loss", config.name);
-        trainer.history.plot_loss(&self.dir.file(rundir::LOSS_PLOT), &title, trainer.best_epoch())?;
+        self.plot_tried = true;
+        self.plot(trainer, status)?;
         export::write_safetensors(&*trainer.model, &self.dir.file(rundir::WEIGHTS))?;
         let model_pt = self.dir.file(rundir::MODEL);
         export::write_torchscript(&*trainer.model, trainer.pre, config.loss(), &self.config_yaml, &model_pt)?;
@@ -277,6 +288,34 @@ impl Run {
             eprint!("{text}");
         }
         atomic::write(&self.dir.file(rundir::MODEL_SUMMARY), text.as_bytes())
+    }
+
+    /// `loss.png`, once there is an epoch to draw: the loss and metric curves, the best
+    /// epoch of early stopping, and where a run that did not train all its epochs stopped.
+    /// A run that did not finish may have no finite loss to draw (one that failed on NaN
+    /// from its first epoch): it gets no plot, without a word.
+    fn plot(&self, trainer: &Trainer, status: Status) -> Result<()> {
+        let history = &trainer.history;
+        if history.epochs.is_empty() || (!status.is_done() && !history.has_finite("loss")) {
+            return Ok(());
+        }
+        let stopped = match status {
+            Status::StoppedEarly => Some("stopped early"),
+            Status::Paused => Some("paused"),
+            Status::Interrupted => Some("interrupted"),
+            Status::Failed => Some("failed"),
+            Status::Running | Status::Finished => None,
+        };
+        let marks = Marks { best_epoch: trainer.best_epoch(), stopped };
+        history.plot(&self.dir.file(rundir::LOSS_PLOT), &trainer.config.name, &marks)
+    }
+
+    /// `plot` for a run that stops short: its failure is a warning, since the run's
+    /// checkpoint and summary matter more than its picture.
+    fn plot_or_warn(&self, trainer: &Trainer, status: Status) {
+        if let Err(err) = self.plot(trainer, status) {
+            eprintln!("torchfit: warning: {}: {err:#}", self.dir.file(rundir::LOSS_PLOT).display());
+        }
     }
 
     fn total_seconds(&self, trainer: &Trainer) -> f64 {

@@ -7,10 +7,13 @@ use std::sync::Once;
 
 use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::atomic;
+
+mod plot;
+
+pub use plot::{plot_runs, Curve, Marks, MAX_CURVES};
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,9 +49,15 @@ impl History {
         at.zip(self.last()).map(|(i, r)| r.values[i]).unwrap_or(f64::NAN)
     }
 
+    /// Whether `column` has a finite value (a loss that is NaN from the first epoch has none).
+    pub fn has_finite(&self, column: &str) -> bool {
+        self.series(column).is_some_and(|points| !points.is_empty())
+    }
+
+    /// A column's finite values by epoch; `None` when there is no such column.
     fn series(&self, column: &str) -> Option<Vec<(f64, f64)>> {
         let i = self.columns.iter().position(|c| c == column)?;
-        Some(self.epochs.iter().map(|r| (r.epoch as f64, r.values[i])).collect())
+        Some(self.epochs.iter().map(|r| (r.epoch as f64, r.values[i])).filter(|(_, y)| y.is_finite()).collect())
     }
 
     /// `epoch,<columns...>,lr,seconds`, written atomically.
@@ -67,84 +76,15 @@ impl History {
         let bytes = out.into_inner().map_err(|e| anyhow!("{e}"))?;
         atomic::write(path, &bytes)
     }
-
-    /// The loss per epoch, and the validation loss when there is one, like the Keras
-    /// tutorial's `plt.plot(history.history['loss'])`; with early stopping, a dashed line
-    /// marks the best epoch (the weights exported with `restore_best`).
-    pub fn plot_loss(&self, path: &Path, title: &str, best_epoch: Option<usize>) -> Result<()> {
-        register_font();
-        let curves: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", BLUE, "loss"), ("validation", RED, "val_loss")]
-            .into_iter()
-            .filter_map(|(label, color, column)| self.series(column).map(|points| (label, color, points)))
-            .collect();
-        let values = curves.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y));
-        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
-        if self.epochs.is_empty() || !lo.is_finite() || !hi.is_finite() {
-            return Err(anyhow!("cannot plot {}: no finite loss values", path.display()));
-        }
-        let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-12);
-        let last_epoch = self.epochs.len().max(2) as f64;
-        atomic::write_with(path, |tmp| {
-            let root = BitMapBackend::new(tmp, (800, 500)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 24))
-                .margin(16)
-                .x_label_area_size(48)
-                .y_label_area_size(72)
-                .build_cartesian_2d(1.0..last_epoch, (lo - pad)..(hi + pad))
-                .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_desc("loss")
-                .label_style(("sans-serif", 14))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            for (label, color, points) in &curves {
-                let color = *color;
-                chart
-                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                    .map_err(|e| anyhow!("{e}"))?
-                    .label(*label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            }
-            if let Some(best) = best_epoch {
-                let x = best as f64;
-                let style = BLACK.mix(0.6).stroke_width(1);
-                let steps = 40;
-                let dashes = (0..steps).step_by(2).map(|i| {
-                    let at = |k: i32| lo - pad + (hi - lo + 2.0 * pad) * k as f64 / steps as f64;
-                    PathElement::new(vec![(x, at(i)), (x, at(i + 1))], style)
-                });
-                chart
-                    .draw_series(dashes)
-                    .map_err(|e| anyhow!("{e}"))?
-                    .label(format!("best epoch {best}"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            root.present().map_err(|e| anyhow!("{e}"))?;
-            Ok(())
-        })
-    }
 }
 
 /// Plots use a font embedded in the binary, so they get labels on machines without fonts.
 pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        let bytes: &'static [u8] = include_bytes!("../../assets/DejaVuSans.ttf");
         // The bytes are a known-good TrueType file compiled into the binary.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, bytes);
+        let _ = plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes);
     });
 }
 
@@ -248,34 +188,5 @@ mod tests {
         assert_eq!(lr_text(1e-30), 1e-30f64.to_string());
         let cosine = 0.001 * 0.5 * (1.0 + (std::f64::consts::PI * 0.3).cos());
         assert!((lr_text(cosine).parse::<f64>().unwrap() - cosine).abs() < 1e-15);
-    }
-
-    #[test]
-    fn plot_is_a_png() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("loss.png");
-        history().plot_loss(&path, "model loss", None).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        assert!(bytes.len() > 5000, "{} bytes", bytes.len());
-    }
-
-    #[test]
-    fn plot_marks_the_best_epoch() {
-        let dir = tempfile::tempdir().unwrap();
-        let (plain, marked) = (dir.path().join("a.png"), dir.path().join("b.png"));
-        history().plot_loss(&plain, "t", None).unwrap();
-        history().plot_loss(&marked, "t", Some(2)).unwrap();
-        assert_ne!(std::fs::read(plain).unwrap(), std::fs::read(marked).unwrap());
-    }
-
-    #[test]
-    fn plot_refuses_non_finite_losses() {
-        let mut h = history();
-        for r in &mut h.epochs {
-            r.values[0] = f64::NAN;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        assert!(h.plot_loss(&dir.path().join("loss.png"), "t", None).is_err());
     }
 }
