@@ -234,7 +234,9 @@ fn every_subcommand_has_help() {
         ("train", &["--resume <DIR>", "--device <DEVICE>", "--seed <SEED>", "--quiet"]),
         ("config", &["--set <KEY=VALUE>", "Print the resolved config"]),
         ("predict", &["--output <FILE>", "--proba", "<MODEL>", "<INPUT>"]),
-        ("evaluate", &["--data <FILE>", "--target <COLUMN>", "<RUN>"]),
+        ("predict", &["--keep <COLUMN>"]),
+        ("evaluate", &["--data <FILE>", "--target <COLUMN>", "<RUN>", "--format <FORMAT>"]),
+        ("runs", &["--metric <NAME>", "--plot <METRIC>", "--format <FORMAT>", "[DIRS]..."]),
         ("export", &["--format <FORMAT>", "--weights <FILE>", "torchscript, safetensors"]),
         ("info", &["Show torchfit and libtorch versions, CUDA devices"]),
     ];
