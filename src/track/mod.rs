@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::report::{EpochRecord, History};
 use crate::rundir::{RunDir, Status};
 
+pub mod mlflow;
+
 /// A run starting, or resuming.
 pub struct Started<'a> {
     pub dir: &'a RunDir,
@@ -61,8 +63,10 @@ pub struct Trackers {
 impl Trackers {
     /// The trackers of `config.logging` (none by default).
     pub fn new(config: &Config) -> Trackers {
-        let trackers: Vec<Box<dyn Tracker>> = Vec::new();
-        let _ = &config.logging;
+        let mut trackers: Vec<Box<dyn Tracker>> = Vec::new();
+        if let Some(mlflow) = &config.logging.mlflow {
+            trackers.push(Box::new(mlflow::Mlflow::new(mlflow)));
+        }
         Trackers { trackers }
     }
 
@@ -91,6 +95,12 @@ impl Trackers {
             }
         }
     }
+}
+
+/// A run that had already finished was resumed: what its trackers could not deliver then
+/// (a server that was down) is sent now.
+pub fn deliver(config: &Config, dir: &RunDir) {
+    mlflow::deliver(config, dir);
 }
 
 fn warn(name: &str, err: &anyhow::Error) {

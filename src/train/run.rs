@@ -79,6 +79,7 @@ impl Run {
             }
             let (dir, finished, lock) = opened?;
             if let Some(finished) = finished {
+                track::deliver(config, &dir);
                 return Ok(Start::Finished(finished));
             }
             (dir, Some(lock))
