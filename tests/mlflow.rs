@@ -48,8 +48,11 @@ impl MlflowServer {
         panic!("mlflow server did not answer /health within 120 s (see {}/server-*.log)", dir.display());
     }
 
-    /// Kills the server and every process it started, and waits for it.
+    /// Kills the server and every process it started, and waits for it (once).
     fn stop(&mut self) {
+        if self.child.try_wait().is_ok_and(|status| status.is_some()) {
+            return;
+        }
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
@@ -90,6 +93,7 @@ fn config(dir: &Path, rows: usize, epochs: usize, uri: &str) {
 fn check_run(uri: &str, run: &Path) {
     let out = PY.run(&["run", uri, run.to_str().unwrap()]);
     PY.assert_ok(&out, "run");
+    println!("{}", stdout(&out).trim());
 }
 
 #[test]
@@ -117,6 +121,7 @@ fn a_sweep_logs_a_parent_run_and_its_trials_as_children() {
     assert_ok(&out);
     let out = PY.run(&["sweep", &server.uri, dir.path().join("sw").to_str().unwrap(), "4"]);
     PY.assert_ok(&out, "sweep");
+    println!("{}", stdout(&out).trim());
 }
 
 /// The server killed after a few epochs: training goes on and ends well (a warning), what
@@ -133,6 +138,7 @@ fn a_server_that_dies_mid_run_gets_the_rest_on_resume() {
         .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run"])
         .current_dir(dir.path())
         .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -150,6 +156,7 @@ fn a_server_that_dies_mid_run_gets_the_rest_on_resume() {
     assert_eq!(err.lines().filter(|l| l.contains("warning")).count(), 1, "one warning, not one per epoch: {err}");
     let held = std::fs::read_to_string(&state).unwrap();
     assert!(held.contains("\"FINISHED\""), "the end status waits in the outbox: {held}");
+    assert!(held.contains("\"log_batch\"") && held.contains("model.pt"), "epochs and artifacts wait too: {held}");
 
     let server = MlflowServer::start(&package, dir.path(), port);
     let out = torchfit(dir.path(), &["train", "--resume", "run", "--quiet"]);

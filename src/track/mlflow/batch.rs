@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn keys_and_values_keep_to_mlflows_limits() {
-        assert_eq!(key_of("data.columns.price (€)/m²"), "data.columns.price ___m_");
+        assert_eq!(key_of("data.columns.price (€)/m²"), "data.columns.price ____m_");
         assert_eq!(key_of(&"k".repeat(300)).len(), MAX_KEY);
         let long = "é".repeat(MAX_PARAM_VALUE);
         let p = param("x", &long);
