@@ -164,6 +164,47 @@ fn a_server_that_dies_mid_run_gets_the_rest_on_resume() {
     check_run(&server.uri, &dir.path().join("run"));
 }
 
+/// A run stopped by SIGINT after a few epochs (MLflow status KILLED) and resumed logs into
+/// the same MLflow run: the epochs it trains again after its checkpoint are not sent twice,
+/// and it ends FINISHED.
+#[test]
+fn an_interrupted_run_resumes_into_the_same_mlflow_run() {
+    let Some(package) = package() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = MlflowServer::start(&package, dir.path(), free_port());
+    config(dir.path(), 3000, 100, &server.uri);
+    let text = std::fs::read_to_string(dir.path().join("t.yaml")).unwrap();
+    std::fs::write(dir.path().join("t.yaml"), text.replace("batch_size: 16", "batch_size: 16, checkpoint_every: 2"))
+        .unwrap();
+    let training = Command::new(BIN)
+        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run"])
+        .current_dir(dir.path())
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("run/mlflow.json");
+    let started = Instant::now();
+    while last_epoch(&state) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no epoch 3 reached MLflow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server::signal(training.id(), "INT");
+    let out = training.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let before = last_epoch(&state);
+    assert!(before < 100, "the run ended before the signal");
+    let run_id = |state: &Path| {
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(state).unwrap()).unwrap()["run_id"].clone()
+    };
+    let id = run_id(&state);
+    let out = torchfit(dir.path(), &["train", "--resume", "run", "--quiet"]);
+    assert_ok(&out);
+    assert_eq!(run_id(&state), id);
+    check_run(&server.uri, &dir.path().join("run"));
+}
+
 fn last_epoch(state: &Path) -> u64 {
     let Ok(text) = std::fs::read_to_string(state) else { return 0 };
     let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return 0 };
