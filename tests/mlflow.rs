@@ -31,6 +31,8 @@ impl MlflowServer {
             .arg(dir.join("artifacts"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
             .env("PYTHONPATH", package)
+            // No job runner and its queue consumers (seven processes): half the start time.
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -215,4 +217,14 @@ fn last_epoch(state: &Path) -> u64 {
     } else {
         0
     }
+}
+
+/// https:// would need a TLS stack: refused when the config is read, in one line.
+#[test]
+fn an_https_tracking_uri_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), 50, 1, "https://mlflow.example.com");
+    let out = train_config(dir.path(), "t.yaml", "run", &[]);
+    assert_fails_with(&out, &["logging.mlflow.tracking_uri", "https://", "not supported"]);
+    assert!(!dir.path().join("run").exists());
 }

@@ -94,7 +94,6 @@ impl Tracker for Mlflow {
             session.push(Call::LogBatch { metrics, params: Vec::new() });
         }
         session.state.last_epoch = record.epoch;
-        session.save()?;
         session.send(EPOCH_BUDGET);
         Ok(())
     }
@@ -117,7 +116,6 @@ impl Tracker for Mlflow {
         }
         session.push(Call::SetStatus { status: mlflow_status(run.status).into(), end_time: Some(now) });
         session.state.ended = true;
-        session.save()?;
         session.send(END_BUDGET);
         Ok(())
     }

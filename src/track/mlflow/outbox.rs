@@ -161,11 +161,12 @@ impl Session {
     }
 
     /// Sends what the outbox holds, in order, for at most about `budget` (each request has
-    /// its own deadline too), and saves the state. Returns whether everything was sent. A
+    /// its own deadline too), and saves the state (whether or not anything was sent). Returns whether everything was sent. A
     /// server that does not answer is warned about once and left alone for a growing
     /// backoff; a call it refuses (4xx) is dropped with a warning, as resending cannot help.
     pub fn send(&mut self, budget: Duration) -> bool {
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            self.save_or_warn();
             return false;
         }
         let deadline = Instant::now() + budget;
@@ -191,10 +192,14 @@ impl Session {
             eprintln!("torchfit: mlflow: {} answers again; sent the {queued} calls kept meanwhile", self.client.uri());
             self.warned_down = false;
         }
+        self.save_or_warn();
+        delivered
+    }
+
+    fn save_or_warn(&self) {
         if let Err(err) = self.save() {
             eprintln!("torchfit: warning: mlflow: {err:#}");
         }
-        delivered
     }
 
     /// Makes the next call (creating the run first when it has no id yet). Ok(false) when
