@@ -121,6 +121,9 @@ fn a_sweep_logs_a_parent_run_and_its_trials_as_children() {
     std::fs::write(dir.path().join("s.yaml"), sweep).unwrap();
     let out = torchfit(dir.path(), &["sweep", "s.yaml", "--out", "sw", "--jobs", "2"]);
     assert_ok(&out);
+    // Continued (here with nothing left to do), the sweep keeps its parent: no second one.
+    let out = torchfit(dir.path(), &["sweep", "s.yaml", "--out", "sw", "--jobs", "2"]);
+    assert_ok(&out);
     let out = PY.run(&["sweep", &server.uri, dir.path().join("sw").to_str().unwrap(), "4"]);
     PY.assert_ok(&out, "sweep");
     println!("{}", stdout(&out).trim());

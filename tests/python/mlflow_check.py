@@ -11,8 +11,9 @@ usage: mlflow_check.py install          installs the package on first use; print
        mlflow_check.py sweep URI SWEEP_DIR TRIALS
                                          the sweep's parent run (SWEEP_DIR/mlflow.json): FINISHED,
                                          its search params and best metric; exactly TRIALS child
-                                         runs (tag mlflow.parentRunId), each the run of a trial
-                                         directory, checked as `run` checks it
+                                         runs (tag mlflow.parentRunId) and no other run in the
+                                         experiment, each the run of a trial directory, checked as
+                                         `run` checks it
 
 The package (mlflow 3.17.2: the registry mirror has no mlflow-tracing 3.18.0, which mlflow
 3.18.0 pins) is installed on first use with `pip install --target ~/.cache/torchfit/mlflow`
@@ -161,12 +162,18 @@ def check_sweep(c, sweep_dir, trials):
     check("parent best metric", f"best_{metric}" in parent.data.metrics, str(parent.data.metrics))
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     check("children", len(children) == trials, f"{len(children)} child runs, {trials} trials")
+    everything = c.search_runs([parent.info.experiment_id])
+    check("one parent", len(everything) == trials + 1, f"{len(everything)} runs in the experiment, {trials} trials")
     trial_dirs = sorted(os.listdir(os.path.join(sweep_dir, "trials")))
     ids = set()
     for trial in trial_dirs:
         run = check_run(c, os.path.join(sweep_dir, "trials", trial), parent=parent.info.run_id)
         ids.add(run.info.run_id)
     check("children are the trials", ids == {r.info.run_id for r in children}, "")
+    pick = min if params.get("mode") == "min" else max
+    bests = [pick(m.value for m in c.get_metric_history(i, metric)) for i in ids]
+    got = parent.data.metrics.get(f"best_{metric}")
+    check("parent's best is the children's", got == pick(bests), f"parent {got}, children's best {pick(bests)}")
 
 
 def main():
