@@ -8,7 +8,7 @@
 //! created, and it forks only a process with one thread.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -46,7 +46,14 @@ pub struct Client {
     /// The path the server is mounted under, without a trailing slash (usually empty).
     prefix: String,
     runtime: tokio::runtime::Runtime,
+    /// When the caller stops waiting: a JSON call's deadline is cut to it (never below
+    /// `SHORTEST`), so that a server that accepts connections and then hangs costs an epoch
+    /// no more than its budget.
+    deadline: Option<Instant>,
 }
+
+/// The least time a call is given, however little of the caller's budget is left.
+const SHORTEST: Duration = Duration::from_millis(500);
 
 impl Client {
     pub fn new(uri: &str) -> Result<Client> {
@@ -65,18 +72,28 @@ impl Client {
             "" => String::new(),
             p => format!("/{p}"),
         };
-        Ok(Client { uri: uri.to_string(), authority: authority.to_string(), prefix, runtime })
+        Ok(Client { uri: uri.to_string(), authority: authority.to_string(), prefix, runtime, deadline: None })
     }
 
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// `REQUEST_TIMEOUT`, or less when the deadline is nearer.
+    fn timeout(&self) -> Duration {
+        let left = self.deadline.map_or(REQUEST_TIMEOUT, |d| d.saturating_duration_since(Instant::now()));
+        left.clamp(SHORTEST, REQUEST_TIMEOUT)
+    }
+
     /// GET `/api/2.0/mlflow/<endpoint>?<query>`, the answer's JSON.
     pub fn get(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<Value> {
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent(v))).collect();
         let path = format!("/api/2.0/mlflow/{endpoint}?{}", query.join("&"));
-        let body = self.request(Method::GET, &path, "application/json", Bytes::new(), REQUEST_TIMEOUT)?;
+        let body = self.request(Method::GET, &path, "application/json", Bytes::new(), self.timeout())?;
         parse(&body)
     }
 
@@ -84,11 +101,12 @@ impl Client {
     pub fn post(&self, endpoint: &str, body: &Value) -> Result<Value> {
         let path = format!("/api/2.0/mlflow/{endpoint}");
         let body = Bytes::from(serde_json::to_vec(body)?);
-        let answer = self.request(Method::POST, &path, "application/json", body, REQUEST_TIMEOUT)?;
+        let answer = self.request(Method::POST, &path, "application/json", body, self.timeout())?;
         parse(&answer)
     }
 
-    /// Uploads `bytes` as `name` under a run's artifact URI, through the server's artifact
+    /// Uploads `bytes` as `name` under a run's artifact URI (with a deadline of its own, by
+    /// the size), through the server's artifact
     /// proxy (`mlflow server`'s default, --serve-artifacts): `mlflow-artifacts:/<exp>/<run>/
     /// artifacts` is `PUT /api/2.0/mlflow-artifacts/artifacts/<exp>/<run>/artifacts/<name>`,
     /// as mlflow/store/artifact/mlflow_artifacts_repo.py resolves it.
@@ -135,7 +153,7 @@ impl Client {
         let (status, body) = self
             .runtime
             .block_on(async { tokio::time::timeout(timeout, exchange).await })
-            .map_err(|_| anyhow!("no answer from http://{url} within {} s", timeout.as_secs()))?
+            .map_err(|_| anyhow!("no answer from http://{url} within {:.1} s", timeout.as_secs_f64()))?
             .with_context(|| format!("http://{url}"))?;
         if status.is_client_error() {
             return Err(Rejected { status: status.as_u16(), message: error_message(&body) }.into());

@@ -170,6 +170,7 @@ impl Session {
             return false;
         }
         let deadline = Instant::now() + budget;
+        self.client.set_deadline(deadline);
         let queued = self.state.outbox.len();
         let delivered = loop {
             if Instant::now() >= deadline {

@@ -147,3 +147,19 @@ fn a_refused_call_is_dropped_and_the_others_go_on() {
     assert!(seen.lock().unwrap().last().unwrap().contains("runs/update"));
     assert!(saved(dir.path()).outbox.is_empty());
 }
+
+#[test]
+fn a_server_that_hangs_costs_no_more_than_the_budget() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts connections, reads nothing, answers nothing.
+    std::thread::spawn(move || listener.incoming().map(std::mem::forget).count());
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = Session::create(dir.path(), &uri, new_run()).unwrap();
+    session.push(metrics(1));
+    let started = Instant::now();
+    assert!(!session.send(Duration::from_secs(1)));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(saved(dir.path()).outbox.len(), 1);
+}
