@@ -97,6 +97,7 @@ pub fn run(
         }
         bail!("{message}");
     }
+    super::mlflow::end_parent(dir, sweep, &rows);
     writeln!(out, "{}", summary_line(dir, sweep, &rows, complete))?;
     Ok(())
 }

@@ -28,6 +28,7 @@ mod asha;
 mod claims;
 mod kinds;
 mod local;
+mod mlflow;
 mod plot;
 mod slurm;
 mod space;
@@ -107,6 +108,9 @@ pub fn run(options: &SweepOptions, out: &mut dyn Write) -> Result<()> {
         Launcher::Slurm => trials,
     };
     let jobs = options.jobs.unwrap_or(default_jobs).min(trials).max(1);
+    if !options.dry_run {
+        mlflow::open_parent(&dir, &sweep);
+    }
     match options.launcher {
         Launcher::Local => local::run(&dir, &sweep, jobs, continued, &options.command, out),
         Launcher::Slurm => slurm::submit(&dir, jobs, &options.sbatch_args, options.dry_run, out),

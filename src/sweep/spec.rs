@@ -235,6 +235,11 @@ impl Sweep {
         Config::load_text(&text, &self.base_source, &overrides, false)
     }
 
+    /// The base config with the `--set` overrides (what every trial starts from).
+    pub fn base_config(&self) -> Result<Config> {
+        Config::load_text(&self.base_text, &self.base_source, &self.spec.set, false)
+    }
+
     /// The base config's tree (sweep.yaml's `config`, which both loads fill in).
     fn base(&self) -> &Mapping {
         &self.base_tree

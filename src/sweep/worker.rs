@@ -146,7 +146,7 @@ impl Worker {
         }
         let config = match resume {
             true => train::resume_config(&run_dir, &[]),
-            false => self.sweep.trial_config(trial),
+            false => self.sweep.trial_config(trial).map(|c| super::mlflow::with_parent(c, &self.dir)),
         };
         let pause_after = self.sweep.asha().map(|asha| asha.budgets()[claim.task.rung]);
         let outcome = config.and_then(|config| {

@@ -4,6 +4,7 @@
 //! resumes), an epoch ends, the run ends — and a tracker's failure is a warning: a
 //! dashboard that cannot be written never costs a training run.
 
+pub mod mlflow;
 mod tensorboard;
 
 use anyhow::Result;
@@ -35,7 +36,6 @@ pub struct Ended<'a> {
     pub dir: &'a RunDir,
     /// Every epoch the run has trained, earlier sessions included.
     pub history: &'a History,
-    pub best_epoch: Option<usize>,
     /// With a test split, on a run that finished: the exported model's loss and metrics.
     pub test_metrics: &'a Map<String, Value>,
     /// The files of the run directory worth keeping beside the numbers (model.pt,
@@ -67,6 +67,9 @@ impl Trackers {
         if !config.logging.tensorboard.is_off() {
             trackers.push(Box::new(tensorboard::TensorBoardTracker::new(config.logging.tensorboard.clone())));
         }
+        if let Some(mlflow) = &config.logging.mlflow {
+            trackers.push(Box::new(mlflow::Mlflow::new(mlflow)));
+        }
         Trackers { trackers }
     }
 
@@ -95,6 +98,12 @@ impl Trackers {
             }
         }
     }
+}
+
+/// A run that had already finished was resumed: what its trackers could not deliver then
+/// (a server that was down) is sent now.
+pub fn deliver(config: &Config, dir: &RunDir) {
+    mlflow::deliver(config, dir);
 }
 
 fn warn(name: &str, err: &anyhow::Error) {

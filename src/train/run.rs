@@ -83,6 +83,7 @@ impl Run {
             }
             let (dir, finished, lock) = opened?;
             if let Some(finished) = finished {
+                track::deliver(config, &dir);
                 return Ok(Start::Finished(finished));
             }
             (dir, Some(lock))
@@ -345,7 +346,6 @@ impl Run {
             status: summary.status,
             dir: &self.dir,
             history: &trainer.history,
-            best_epoch: summary.best_epoch,
             test_metrics: &summary.test_metrics,
             artifacts: ARTIFACTS.into_iter().filter(|name| self.dir.file(name).is_file()).collect(),
         });
