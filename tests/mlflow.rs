@@ -129,6 +129,26 @@ fn a_sweep_logs_a_parent_run_and_its_trials_as_children() {
     println!("{}", stdout(&out).trim());
 }
 
+/// Starts `torchfit train t.yaml --out run` in `dir` and waits until MLflow has epoch 3 of
+/// it: the training process and the run's mlflow.json.
+fn train_until_epoch_3_is_logged(dir: &Path) -> (Child, PathBuf) {
+    let training = Command::new(BIN)
+        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run"])
+        .current_dir(dir)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = dir.join("run/mlflow.json");
+    let started = Instant::now();
+    while last_epoch(&state) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no epoch 3 reached MLflow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (training, state)
+}
+
 /// The server killed after a few epochs: training goes on and ends well (a warning), what
 /// the server missed waits in mlflow.json, and `--resume` of the finished run, with the
 /// server back on its port and database, delivers it: one value per epoch, FINISHED.
@@ -139,20 +159,7 @@ fn a_server_that_dies_mid_run_gets_the_rest_on_resume() {
     let port = free_port();
     let mut server = MlflowServer::start(&package, dir.path(), port);
     config(dir.path(), 3000, 30, &server.uri);
-    let training = Command::new(BIN)
-        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run"])
-        .current_dir(dir.path())
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let state = dir.path().join("run/mlflow.json");
-    let started = Instant::now();
-    while last_epoch(&state) < 3 {
-        assert!(started.elapsed() < Duration::from_secs(300), "no epoch 3 reached MLflow");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (training, state) = train_until_epoch_3_is_logged(dir.path());
     server.stop();
     let out = training.wait_with_output().unwrap();
     assert_ok(&out);
@@ -181,20 +188,7 @@ fn an_interrupted_run_resumes_into_the_same_mlflow_run() {
     let text = std::fs::read_to_string(dir.path().join("t.yaml")).unwrap();
     std::fs::write(dir.path().join("t.yaml"), text.replace("batch_size: 16", "batch_size: 16, checkpoint_every: 2"))
         .unwrap();
-    let training = Command::new(BIN)
-        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run"])
-        .current_dir(dir.path())
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let state = dir.path().join("run/mlflow.json");
-    let started = Instant::now();
-    while last_epoch(&state) < 3 {
-        assert!(started.elapsed() < Duration::from_secs(300), "no epoch 3 reached MLflow");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (training, state) = train_until_epoch_3_is_logged(dir.path());
     server::signal(training.id(), "INT");
     let out = training.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));

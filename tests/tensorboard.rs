@@ -87,6 +87,17 @@ fn train_events_size(logdir: &Path) -> u64 {
     files.filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
 }
 
+/// `torchfit train t.yaml --out run` with TensorBoard logging, started in `dir`.
+fn spawn_training(dir: &Path) -> std::process::Child {
+    std::process::Command::new(BIN)
+        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run", "--set", "logging.tensorboard=true"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn metrics_rows(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |text| text.lines().count().saturating_sub(1))
 }
@@ -96,13 +107,7 @@ fn a_run_killed_and_resumed_has_one_value_per_epoch() {
     let d = tempfile::tempdir().unwrap();
     colour_classifier(d.path(), 3000, "hidden: [64, 64]", "epochs: 12, batch_size: 8, checkpoint_every: 3");
     let (run, logdir) = (d.path().join("run"), d.path().join("run/tensorboard"));
-    let mut child = std::process::Command::new(BIN)
-        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run", "--set", "logging.tensorboard=true"])
-        .current_dir(d.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_training(d.path());
     // Killed once an epoch after the first checkpoint (epoch 3) is in the event files: the
     // resumed run trains it again.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -169,13 +174,7 @@ fn an_interrupted_run_ends_unknown_and_its_resumption_succeeds() {
     let d = tempfile::tempdir().unwrap();
     colour_classifier(d.path(), 3000, "hidden: [64, 64]", "epochs: 8, batch_size: 8");
     let (run, logdir) = (d.path().join("run"), d.path().join("run/tensorboard"));
-    let mut child = std::process::Command::new(BIN)
-        .args(["train", "t.yaml", "--device", "cpu", "--quiet", "--out", "run", "--set", "logging.tensorboard=true"])
-        .current_dir(d.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_training(d.path());
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut sizes = vec![];
     // Interrupted once two epochs are in the event files (the header, then one record each).

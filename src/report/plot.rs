@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -131,21 +132,7 @@ fn draw_panel<DB: DrawingBackend>(
 ) -> Result<()> {
     let values = panel.curves.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y));
     let (lo, hi) = y_range(values).ok_or_else(|| anyhow!("{caption}: no finite values"))?;
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(x_range(last_epoch), lo..hi)
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .x_label_formatter(&epoch_label)
-        .y_desc(panel.name.as_str())
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut chart = epoch_chart(area, (caption, 24), &panel.name, last_epoch, (lo, hi))?;
     for (label, color, points) in &panel.curves {
         let color = *color;
         chart
@@ -178,12 +165,46 @@ fn draw_panel<DB: DrawingBackend>(
             .label(format!("{how} after epoch {epoch:.0}"))
             .legend(move |(x, y)| Cross::new((x + 10, y), 5, style));
     }
+    draw_legend(&mut chart, 14)
+}
+
+/// A chart of values per epoch in `area`: its caption (text and size), the axes (whole epochs
+/// on x, `y_desc` on y) and its grid, drawn.
+fn epoch_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    (caption, size): (&str, u32),
+    y_desc: &str,
+    last_epoch: f64,
+    (lo, hi): (f64, f64),
+) -> Result<EpochChart<'a, DB>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", size))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x_range(last_epoch), lo..hi)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&epoch_label)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(chart)
+}
+
+type EpochChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The chart's legend, in its upper right corner, in `font_size` text.
+fn draw_legend<DB: DrawingBackend>(chart: &mut EpochChart<DB>, font_size: u32) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .label_font(("sans-serif", 14))
+        .label_font(("sans-serif", font_size))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())
@@ -201,21 +222,7 @@ pub fn plot_runs(path: &Path, title: &str, metric: &str, curves: &[Curve], size:
     atomic::write_with(path, |tmp| {
         let root = BitMapBackend::new(tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(x_range(last_epoch), lo..hi)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .x_label_formatter(&epoch_label)
-            .y_desc(metric)
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = epoch_chart(&root, (title, 22), metric, last_epoch, (lo, hi))?;
         for ((name, points), &color) in curves.iter().zip(&COLOURS) {
             let style = color.stroke_width(2);
             let series =
@@ -228,14 +235,7 @@ pub fn plot_runs(path: &Path, title: &str, metric: &str, curves: &[Curve], size:
                     .map_err(|e| anyhow!("{e}"))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        draw_legend(&mut chart, 13)?;
         root.present().map_err(|e| anyhow!("{e}"))?;
         Ok(())
     })

@@ -53,15 +53,7 @@ fn cells(row: &Row, number: impl Fn(f64) -> String, missing: &str) -> Vec<String
 fn text(rows: &[Row], metric: &str) -> String {
     let mut lines = vec![header(metric)];
     lines.extend(rows.iter().map(|row| cells(row, |v| format!("{v:.6}"), "-")));
-    let widths: Vec<usize> =
-        (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out += cells.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
+    crate::report::aligned(&lines)
 }
 
 fn csv(rows: &[Row], metric: &str) -> Result<Vec<u8>> {

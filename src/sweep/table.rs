@@ -179,13 +179,5 @@ pub fn text(sweep: &Sweep, rows: &[Row]) -> String {
         ]);
         lines.push(l);
     }
-    let widths: Vec<usize> =
-        (0..lines[0].len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out += cells.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
+    crate::report::aligned(&lines)
 }
