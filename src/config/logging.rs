@@ -198,9 +198,10 @@ mod tests {
         assert_eq!(mlflow.uri().as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(mlflow.experiment.as_deref(), Some("e"));
         for (uri, words) in [
-            ("ftp://host", "must be an http:// or https:// address"),
-            ("http://", "must be an http:// or https:// address"),
-            ("127.0.0.1:5000", "must be an http:// or https:// address"),
+            ("ftp://host", "must be an http:// address"),
+            ("http://", "must be an http:// address"),
+            ("127.0.0.1:5000", "must be an http:// address"),
+            ("https://mlflow.example.com", "https:// is not supported"),
         ] {
             let err = parse(&format!("logging: {{mlflow: {{tracking_uri: '{uri}'}}}}\n")).unwrap_err().to_string();
             assert!(err.contains("logging.mlflow.tracking_uri") && err.contains(words), "{uri}: {err}");

@@ -198,7 +198,7 @@ fn epoch_chart<'a, DB: DrawingBackend>(
 type EpochChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The chart's legend, in its upper right corner, in `font_size` text.
-fn draw_legend<DB: DrawingBackend>(chart: &mut EpochChart<DB>, font_size: u32) -> Result<()> {
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut EpochChart<'a, DB>, font_size: u32) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
