@@ -265,6 +265,9 @@ fn unreadable_files_are_one_line_warnings_and_bad_arguments_errors() {
     let trial = all.join("sweep/trials/0001/summary.json");
     std::fs::write(&trial, std::fs::read_to_string(&trial).unwrap().replace("\"finished\"", "\"paused\"")).unwrap();
     std::fs::write(all.join("sweep/results.csv"), "trial,status,epochs\n0001,pruned,4\n").unwrap();
+    // A folder of configs is not a run, and a run below it is found.
+    copy_run(&all.join("configs/nested"));
+    std::fs::copy(all.join("configs/nested/config.yaml"), all.join("configs/config.yaml")).unwrap();
 
     let out = torchfit(d, &["runs", "all"]);
     assert_ok(&out);
@@ -276,7 +279,11 @@ fn unreadable_files_are_one_line_warnings_and_bad_arguments_errors() {
     assert!(warnings.iter().any(|w| w.contains("huge/summary.json: larger than 4 MiB")), "{err}");
     assert!(warnings.iter().any(|w| w.contains("junk/metrics.csv: row 3: loss is \"\u{fffd}[2J\"")), "{err}");
     let text = stdout(&out);
-    assert_eq!(text.lines().count(), 6, "every run is listed with what could be read:\n{text}");
+    assert_eq!(text.lines().count(), 7, "every run is listed with what could be read:\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("nested ")) && !text.lines().any(|l| l.starts_with("configs ")),
+        "{text}"
+    );
     let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap().to_string();
     assert!(line("half ").split_whitespace().nth(1) == Some("-"), "{text}");
     assert!(line("0001").contains(" pruned "), "{text}");

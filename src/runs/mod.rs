@@ -75,13 +75,13 @@ pub fn runs(options: &Options, out: &mut dyn Write) -> Result<()> {
     let places = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
     if let Some(metric) = &options.plot {
         if runs.is_empty() {
-            bail!("no runs in {places} (directories with {} or {})", rundir::SUMMARY, rundir::CONFIG);
+            bail!("no runs in {places} (directories with a {})", rundir::SUMMARY);
         }
         check_metric(&runs, metric)?;
         return plot(&runs, metric, options.output.as_deref().unwrap_or(Path::new("runs.png")), out);
     }
     if runs.is_empty() {
-        eprintln!("torchfit: no runs in {places} (directories with {} or {})", rundir::SUMMARY, rundir::CONFIG);
+        eprintln!("torchfit: no runs in {places} (directories with a {})", rundir::SUMMARY);
     }
     let metric = match &options.metric {
         Some(metric) => metric.clone(),
@@ -100,7 +100,10 @@ pub fn runs(options: &Options, out: &mut dyn Write) -> Result<()> {
 /// followed (a link to a parent would never end).
 fn find(dir: &Path, depth: usize, found: &mut Vec<PathBuf>, visited: &mut usize) {
     *visited += 1;
-    if dir.join(rundir::SUMMARY).is_file() || dir.join(rundir::CONFIG).is_file() {
+    // A folder of configs has a config.yaml too; a run writes config.yaml, preprocessing.json
+    // and then summary.json as it starts.
+    let run_files = [rundir::CONFIG, rundir::PREPROCESSING];
+    if dir.join(rundir::SUMMARY).is_file() || run_files.iter().all(|f| dir.join(f).is_file()) {
         found.push(dir.to_path_buf());
         return;
     }
