@@ -41,16 +41,13 @@ rounding.
 import csv
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 from fidelity import loss_per_sample, relative, yaml_value
 
 TOLERANCE = 1e-5
@@ -84,20 +81,7 @@ CLASSES = 3
 def rtdl():
     """The reference package, installed into RTDL_DIR on first use (tests run at once share
     it: the folder appears whole or not at all)."""
-    if not os.path.isfile(os.path.join(RTDL_DIR, "rtdl_revisiting_models.py")):
-        os.makedirs(os.path.dirname(RTDL_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="rtdl.", dir=os.path.dirname(RTDL_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", partial,
-                              PACKAGE], capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {PACKAGE} (the reference ResNet): {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, RTDL_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
+    pip_install_once(RTDL_DIR, "rtdl_revisiting_models.py", [PACKAGE], f"{PACKAGE} (the reference ResNet)")
     sys.path.insert(0, RTDL_DIR)
     import rtdl_revisiting_models
     return rtdl_revisiting_models

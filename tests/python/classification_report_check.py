@@ -19,12 +19,9 @@ when that fails the script exits 77 and the Rust side skips, saying why.
 import csv
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 
 SKIP = 77
 PACKAGES = ["scikit-learn==1.9.1", "scipy==1.17.1", "joblib==1.6.0", "threadpoolctl==3.8.0", "narwhals==2.28.0"]
@@ -34,21 +31,7 @@ SKLEARN_DIR = os.path.expanduser("~/.cache/torchfit/sklearn")
 def sklearn_metrics():
     """sklearn.metrics, installed into SKLEARN_DIR on first use (tests run at once share it:
     the folder appears whole or not at all); exits SKIP when pip cannot install it."""
-    if not os.path.isdir(os.path.join(SKLEARN_DIR, "sklearn")):
-        os.makedirs(os.path.dirname(SKLEARN_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="sklearn.", dir=os.path.dirname(SKLEARN_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", partial]
-                             + PACKAGES, capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install scikit-learn: {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, SKLEARN_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
-    sys.path.insert(0, SKLEARN_DIR)
+    sys.path.insert(0, pip_install_once(SKLEARN_DIR, "sklearn", PACKAGES, "scikit-learn"))
     import sklearn.metrics
     return sklearn.metrics
 

@@ -23,12 +23,10 @@ import csv
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 
 SKIP = 77
 PACKAGE = "mlflow==3.17.2"
@@ -38,21 +36,7 @@ MLFLOW_DIR = os.path.expanduser("~/.cache/torchfit/mlflow")
 def install():
     """MLFLOW_DIR with the package, installed on first use (tests run at once share it: the
     folder appears whole or not at all); exits SKIP when pip cannot install it."""
-    if not os.path.isdir(os.path.join(MLFLOW_DIR, "mlflow")):
-        os.makedirs(os.path.dirname(MLFLOW_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="mlflow.", dir=os.path.dirname(MLFLOW_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", partial, PACKAGE],
-                             capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {PACKAGE}: {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, MLFLOW_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
-    return MLFLOW_DIR
+    return pip_install_once(MLFLOW_DIR, "mlflow", [PACKAGE], PACKAGE, no_deps=False)
 
 
 def client(uri):

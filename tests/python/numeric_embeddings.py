@@ -24,17 +24,14 @@ that fails, both commands exit 77 and the Rust side skips, saying why.
 import csv
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 from safetensors.torch import load_file
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 from fidelity import yaml_value
 
 TOLERANCE = 1e-5
@@ -70,20 +67,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 def package():
     """rtdl_num_embeddings, installed into PACKAGE_DIR on first use (the folder appears whole or
     not at all, so tests run at once can share it)."""
-    if not os.path.isfile(os.path.join(PACKAGE_DIR, "rtdl_num_embeddings.py")):
-        os.makedirs(os.path.dirname(PACKAGE_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="rtdl_num_embeddings.", dir=os.path.dirname(PACKAGE_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", partial,
-                              PACKAGE], capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {PACKAGE} (the reference embeddings): {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, PACKAGE_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
+    pip_install_once(PACKAGE_DIR, "rtdl_num_embeddings.py", [PACKAGE], f"{PACKAGE} (the reference embeddings)")
     sys.path.insert(0, PACKAGE_DIR)
     import rtdl_num_embeddings
     return rtdl_num_embeddings

@@ -30,17 +30,14 @@ Rust side skips, saying why.
 import csv
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 from fidelity import relative, yaml_value
 
 TOLERANCE = 1e-5
@@ -69,20 +66,7 @@ EPOCHS, BATCH, LR = 4, 64, 0.01
 def tabm():
     """The reference package, installed into TABM_DIR on first use (tests run at once share it:
     the folder appears whole or not at all)."""
-    if not os.path.isfile(os.path.join(TABM_DIR, "tabm.py")):
-        os.makedirs(os.path.dirname(TABM_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="tabm.", dir=os.path.dirname(TABM_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", partial,
-                              *PACKAGES], capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {' '.join(PACKAGES)} (the reference TabM): {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, TABM_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
+    pip_install_once(TABM_DIR, "tabm.py", PACKAGES, f"{' '.join(PACKAGES)} (the reference TabM)")
     sys.path.insert(0, TABM_DIR)
     import tabm as package
     return package

@@ -32,16 +32,14 @@ import glob
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 
 import numpy as np
 import yaml
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 
 SKIP = 77
 PACKAGES = ["tensorboard==2.21.0", "tbparse==0.0.9"]
@@ -51,20 +49,7 @@ PACKAGES_DIR = os.path.expanduser("~/.cache/torchfit/tensorboard")
 def install():
     """The packages, installed into PACKAGES_DIR on first use (tests run at once share it: the
     folder appears whole or not at all); exits SKIP when pip cannot install them."""
-    if not os.path.isdir(os.path.join(PACKAGES_DIR, "tbparse")):
-        os.makedirs(os.path.dirname(PACKAGES_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="tensorboard.", dir=os.path.dirname(PACKAGES_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", partial] + PACKAGES,
-                             capture_output=True, text=True)
-        if got.returncode != 0 or not os.path.isdir(os.path.join(partial, "tbparse")):
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {' '.join(PACKAGES)}: {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, PACKAGES_DIR)
-        except OSError:  # another test installed them meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
+    pip_install_once(PACKAGES_DIR, "tbparse", PACKAGES, " ".join(PACKAGES), no_deps=False)
     # After torch's folder: its numpy and PyYAML are the ones this script was started with.
     sys.path.append(PACKAGES_DIR)
 

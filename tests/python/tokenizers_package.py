@@ -31,14 +31,11 @@ tokenizers` and `tokenizers()`.
 """
 import csv
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
-from checks import check, finish, require
+from checks import check, finish, pip_install_once, require
 
 SKIP = 77
 PACKAGE = "tokenizers==0.23.3"
@@ -69,20 +66,7 @@ CORPUS = [
 def tokenizers():
     """The package, installed into TOKENIZERS_DIR on first use (tests run at once share it: the
     folder appears whole or not at all); exits SKIP when pip cannot install it."""
-    if not os.path.isdir(os.path.join(TOKENIZERS_DIR, "tokenizers")):
-        os.makedirs(os.path.dirname(TOKENIZERS_DIR), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix="tokenizers.", dir=os.path.dirname(TOKENIZERS_DIR))
-        got = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", partial,
-                              PACKAGE], capture_output=True, text=True)
-        if got.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            why = (got.stderr.strip().splitlines() or ["pip failed"])[-1]
-            print(f"skipping: cannot install {PACKAGE} (the Python tokenizers): {why}")
-            sys.exit(SKIP)
-        try:
-            os.rename(partial, TOKENIZERS_DIR)
-        except OSError:  # another test installed it meanwhile
-            shutil.rmtree(partial, ignore_errors=True)
+    pip_install_once(TOKENIZERS_DIR, "tokenizers", [PACKAGE], f"{PACKAGE} (the Python tokenizers)")
     sys.path.insert(0, TOKENIZERS_DIR)
     import tokenizers as package
     return package
