@@ -19,20 +19,27 @@ pub fn accumulator(config: &Config, pre: &Preprocessing, outputs: usize, device:
 
 /// The loss and metrics of `model` on `part`, in chunks that bound memory on large parts.
 pub fn evaluate(model: &dyn Model, part: &Part, config: &Config, pre: &Preprocessing) -> Result<(f64, Vec<f64>)> {
-    evaluate_each(model, part, config, pre, &mut |_, _| Ok(()))
+    let acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
+    accumulate(model, part, config, acc)?.finish()
 }
 
-/// [`evaluate`], handing `each` every chunk's raw outputs and targets as well (`torchfit
-/// evaluate`'s confusion matrix), so that the model runs once.
-pub fn evaluate_each(
+/// [`evaluate`], and a classifier's confusion counts from the same pass (`torchfit
+/// evaluate`'s matrix): row-major, `true * classes + predicted`; `None` for a regression.
+pub fn evaluate_with_confusion(
     model: &dyn Model,
     part: &Part,
     config: &Config,
     pre: &Preprocessing,
-    each: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
-) -> Result<(f64, Vec<f64>)> {
+) -> Result<(f64, Vec<f64>, Option<Vec<i64>>)> {
+    let acc = accumulator(config, pre, model.outputs() as usize, part.x.device()).keep_confusion();
+    let acc = accumulate(model, part, config, acc)?;
+    let (loss, metrics) = acc.finish()?;
+    Ok((loss, metrics, acc.confusion()?))
+}
+
+/// `acc` with every row of `part` added, `model` run on chunks of it.
+fn accumulate(model: &dyn Model, part: &Part, config: &Config, mut acc: Accumulator) -> Result<Accumulator> {
     const CHUNK: i64 = 8192;
-    let mut acc = accumulator(config, pre, model.outputs() as usize, part.x.device());
     let n = part.len() as i64;
     for start in (0..n).step_by(CHUNK as usize) {
         let len = CHUNK.min(n - start);
@@ -40,14 +47,13 @@ pub fn evaluate_each(
         let output = model.forward(&x)?;
         let loss = loss_value(config.loss(), &output, &y);
         acc.add(&output, &y, &loss);
-        each(&output, &y)?;
     }
-    acc.finish()
+    Ok(acc)
 }
 
 /// A classifier's predicted class indices `[rows]` from its raw outputs: the sign of bce's
 /// one logit, else the largest output.
-pub fn predicted_classes(loss: Loss, output: &Tensor) -> Tensor {
+fn predicted_classes(loss: Loss, output: &Tensor) -> Tensor {
     if loss == Loss::Bce {
         output.squeeze_dim(1).gt(0.0).to_kind(Kind::Int64)
     } else {
@@ -191,8 +197,10 @@ pub struct Accumulator {
     y_sum: Tensor,
     y2_sum: Tensor,
     correct: Tensor,
-    /// Classification: confusion counts, `true * classes + predicted`.
+    /// Classification: confusion counts, `true * classes + predicted` (int64: exact at any
+    /// count), kept for f1 or when asked (`keep_confusion`).
     confusion: Tensor,
+    counts_confusion: bool,
     log_loss_sum: Tensor,
 }
 
@@ -222,8 +230,23 @@ impl Accumulator {
             y_sum: zeros(outputs),
             y2_sum: zeros(outputs),
             correct: zeros(1),
-            confusion: zeros(classes * classes),
+            confusion: Tensor::zeros([classes * classes], (Kind::Int64, device)),
+            counts_confusion: metrics.contains(&Metric::F1),
             log_loss_sum: zeros(1),
+        }
+    }
+
+    /// Also counts a classifier's confusion matrix, whatever the metrics (`confusion`).
+    pub fn keep_confusion(mut self) -> Accumulator {
+        self.counts_confusion = self.classes > 0;
+        self
+    }
+
+    /// The confusion counts (see `keep_confusion`), when they were kept.
+    pub fn confusion(&self) -> Result<Option<Vec<i64>>> {
+        match self.counts_confusion {
+            true => Ok(Some(Vec::<i64>::try_from(self.confusion.to_device(Device::Cpu))?)),
+            false => Ok(None),
         }
     }
 
@@ -269,9 +292,9 @@ impl Accumulator {
         if self.metrics.contains(&Metric::Accuracy) {
             self.correct += predicted.eq_tensor(target).sum(Kind::Float);
         }
-        if self.metrics.contains(&Metric::F1) {
+        if self.counts_confusion {
             let cells = target * self.classes + &predicted;
-            self.confusion += cells.bincount::<Tensor>(None, self.classes * self.classes).to_kind(Kind::Float);
+            self.confusion += cells.bincount::<Tensor>(None, self.classes * self.classes);
         }
         if self.metrics.contains(&Metric::LogLoss) {
             let batch = match self.loss {

@@ -5,10 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tch::{Device, Kind, Tensor};
 
 use super::report::Confusion;
-use crate::config::{Loss, Task};
+use crate::config::Task;
 use crate::data::{self, or_list, CellError, Part, Role};
 use crate::metrics;
 use crate::rundir::TrainedRun;
@@ -87,23 +86,12 @@ pub fn evaluate(run: &Path, data_path: &Path, weights: Option<&Path>, target: Op
         Some(values) => pre.scale_targets(values),
         None => pre.encode_labels(&table.labels).with_context(|| file.to_string())?,
     };
+    let (loss, metrics, counts) = metrics::evaluate_with_confusion(&*model, &Part { x, y }, &config, &pre)?;
     // Every class the model knows, in its order, whether the file has it or not.
-    let mut confusion = pre.labels.clone().map(Confusion::new);
-    let kind = config.loss();
-    let mut each = |output: &Tensor, y: &Tensor| confusion.as_mut().map_or(Ok(()), |c| count(c, kind, output, y));
-    let (loss, metrics) = metrics::evaluate_each(&*model, &Part { x, y }, &config, &pre, &mut each)?;
+    let confusion = pre.labels.clone().zip(counts).map(|(labels, counts)| Confusion::from_counts(labels, &counts));
     let mut out = vec![("loss".to_string(), loss)];
     out.extend(config.metrics().iter().map(|m| m.name().to_string()).zip(metrics));
     Ok(Evaluation { metrics: out, confusion })
-}
-
-/// Adds a chunk's rows to `confusion`: the classes predicted from the model's raw `output`
-/// against the class indices `y`.
-fn count(confusion: &mut Confusion, loss: Loss, output: &Tensor, y: &Tensor) -> Result<()> {
-    let predicted = Vec::<i64>::try_from(metrics::predicted_classes(loss, output).to_device(Device::Cpu))?;
-    let truth = Vec::<i64>::try_from(y.to_kind(Kind::Int64).to_device(Device::Cpu))?;
-    truth.iter().zip(&predicted).for_each(|(&t, &p)| confusion.add(t, p));
-    Ok(())
 }
 
 /// Those of `names` that `header` lacks.

@@ -38,19 +38,12 @@ fn divide(numerator: f64, denominator: f64) -> f64 {
 }
 
 impl Confusion {
-    /// An empty matrix over `labels`.
-    pub fn new(labels: Vec<String>) -> Confusion {
+    /// The matrix over `labels` of row-major `counts` (`true * classes + predicted`, as
+    /// `metrics::evaluate_with_confusion` counts them).
+    pub fn from_counts(labels: Vec<String>, counts: &[i64]) -> Confusion {
         let n = labels.len();
-        Confusion { labels, counts: vec![vec![0; n]; n] }
-    }
-
-    /// Counts a sample of class `truth` predicted as `predicted`; an index outside the
-    /// classes is not counted.
-    pub fn add(&mut self, truth: i64, predicted: i64) {
-        let (Ok(t), Ok(p)) = (usize::try_from(truth), usize::try_from(predicted)) else { return };
-        if let Some(cell) = self.counts.get_mut(t).and_then(|row| row.get_mut(p)) {
-            *cell += 1;
-        }
+        let row = |t: usize| (0..n).map(|p| counts.get(t * n + p).map_or(0, |&c| c.max(0) as u64)).collect();
+        Confusion { counts: (0..n).map(row).collect(), labels }
     }
 
     /// Each class's precision, recall, F1 and support, in label order. F1 is scikit-learn's
@@ -170,11 +163,11 @@ mod tests {
     /// scikit-learn 1.9's classification_report on y_true [a, b, c, c, c], y_pred
     /// [a, a, c, c, b] with labels [a, b, c, d] (d never seen) and zero_division=0.
     fn example() -> Confusion {
-        let mut confusion = Confusion::new(["a", "b", "c", "d"].map(String::from).to_vec());
+        let mut counts = vec![0; 16];
         for (t, p) in [(0, 0), (1, 0), (2, 2), (2, 2), (2, 1)] {
-            confusion.add(t, p);
+            counts[t * 4 + p] += 1;
         }
-        confusion
+        Confusion::from_counts(["a", "b", "c", "d"].map(String::from).to_vec(), &counts)
     }
 
     #[test]
