@@ -289,11 +289,18 @@ fn explain(err: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
 pub fn nearest_name(message: &str) -> Option<String> {
     let names = backticked(message);
     let (bad, expected) = names.split_first()?;
-    // Edit distance takes time in the product of the lengths; no key or value is this long.
-    if bad.len() > 64 {
+    nearest(bad, expected).cloned()
+}
+
+/// The one of `candidates` nearest `name` in edit distance. Edit distance takes time in the
+/// product of the lengths, and no key, value or column name a user mistypes is long: a name
+/// over 64 bytes has none, and candidates over twice that are passed over.
+pub fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a String> {
+    if name.len() > 64 {
         return None;
     }
-    expected.iter().min_by_key(|candidate| strsim::levenshtein(bad, candidate)).cloned()
+    let short = candidates.iter().filter(|candidate| candidate.len() <= 2 * 64);
+    short.min_by_key(|candidate| strsim::levenshtein(name, candidate))
 }
 
 fn backticked(message: &str) -> Vec<String> {

@@ -26,7 +26,7 @@ mod yaml;
 mod tests;
 
 pub use data::*;
-pub use load::nearest_name;
+pub use load::{nearest, nearest_name};
 pub use logging::{LoggingConfig, MlflowConfig, TensorBoard, MLFLOW_TRACKING_URI};
 pub use model::*;
 pub use models::{kind_reads, kinds_reading, KIND_KEYS};

@@ -196,13 +196,8 @@ fn check_kept(path: &Path, first: &[String], header: &HashSet<&String>, keep: &[
 
 /// The name of `names` nearest `name` in edit distance, when near enough to be a slip.
 fn nearest<'a>(name: &str, names: &'a [String]) -> Option<&'a String> {
-    // Edit distance takes time in the product of the lengths: long names are no slips.
-    if name.len() > 64 {
-        return None;
-    }
-    let distance = |n: &&String| strsim::levenshtein(name, n);
-    let best = names.iter().filter(|n| n.len() <= 2 * 64).min_by_key(distance)?;
-    (distance(&best) <= name.chars().count().max(2) / 2 + 1).then_some(best)
+    let best = crate::config::nearest(name, names)?;
+    (strsim::levenshtein(name, best) <= name.chars().count().max(2) / 2 + 1).then_some(best)
 }
 
 /// `` `a` ``, `` `a` or `b` ``, `` `a`, `b` or `c` ``: column names for a message (long
