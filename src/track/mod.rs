@@ -7,7 +7,7 @@
 pub mod mlflow;
 mod tensorboard;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -106,6 +106,49 @@ pub fn deliver(config: &Config, dir: &RunDir) {
     mlflow::deliver(config, dir);
 }
 
+/// The resolved config (config.yaml's text) as hyperparameters, in its order: one per leaf,
+/// named by its dotted path (`training.optimizer.lr`); a list (`model.hidden`) is one leaf.
+/// Absent keys (null) and empty mappings are left out.
+pub fn hyperparameters(config_yaml: &str) -> Result<Vec<(String, Value)>> {
+    let tree: Value = serde_yaml::from_str(config_yaml).context("cannot read config.yaml as hyperparameters")?;
+    let mut leaves = Vec::new();
+    walk(&tree, String::new(), &mut leaves);
+    Ok(leaves)
+}
+
+fn walk(value: &Value, key: String, leaves: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (name, child) in map {
+                let child_key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
+                walk(child, child_key, leaves);
+            }
+        }
+        Value::Null => {}
+        leaf => leaves.push((key, leaf.clone())),
+    }
+}
+
 fn warn(name: &str, err: &anyhow::Error) {
     eprintln!("torchfit: warning: {name}: {err:#}");
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_config_flattens_to_dotted_leaves_in_order() {
+        let yaml = "name: iris\nmodel: {hidden: [64, 32], dropout: 0.1, act: relu}\n\
+                    training: {epochs: 5, amp: false, nothing: null, empty: {}}\n";
+        let want = [
+            ("name", json!("iris")),
+            ("model.hidden", json!([64, 32])),
+            ("model.dropout", json!(0.1)),
+            ("model.act", json!("relu")),
+            ("training.epochs", json!(5)),
+            ("training.amp", json!(false)),
+        ];
+        assert_eq!(super::hyperparameters(yaml).unwrap(), want.map(|(k, v)| (k.to_string(), v)));
+    }
 }

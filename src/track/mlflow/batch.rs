@@ -44,28 +44,14 @@ impl Metric {
     }
 }
 
-/// A config tree (the resolved config, as config.yaml holds it) as `a.b.c = value` params,
-/// in the tree's order: a mapping's entries become keys joined with dots; a list or a
-/// scalar is one value (a list as compact JSON, `[64,32]`; a string as it is); null and
-/// empty mappings are left out.
-pub fn flatten(tree: &Value) -> Vec<Param> {
-    let mut params = Vec::new();
-    walk(tree, String::new(), &mut params);
-    params
-}
-
-fn walk(value: &Value, key: String, params: &mut Vec<Param>) {
-    match value {
-        Value::Object(map) => {
-            for (name, child) in map {
-                let child_key = if key.is_empty() { name.clone() } else { format!("{key}.{name}") };
-                walk(child, child_key, params);
-            }
-        }
-        Value::Null => {}
-        Value::String(s) => params.push(param(&key, s)),
-        other => params.push(param(&key, &other.to_string())),
-    }
+/// The config's hyperparameters (`track::hyperparameters`) as params: a string as it is,
+/// another value (a list: compact JSON, `[64,32]`) as its JSON text.
+pub fn params(leaves: &[(String, Value)]) -> Vec<Param> {
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    leaves.iter().map(|(key, value)| param(key, &text(value))).collect()
 }
 
 fn param(key: &str, value: &str) -> Param {
@@ -103,18 +89,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tree_flattens_to_dotted_keys_in_order() {
-        let tree = json!({"name": "iris", "model": {"hidden": [64, 32], "dropout": 0.1, "act": "relu"},
-                          "training": {"epochs": 5, "amp": false, "nothing": null, "empty": {}}});
-        let got: Vec<(String, String)> = flatten(&tree).into_iter().map(|p| (p.key, p.value)).collect();
-        let want = [
-            ("name", "iris"),
-            ("model.hidden", "[64,32]"),
-            ("model.dropout", "0.1"),
-            ("model.act", "relu"),
-            ("training.epochs", "5"),
-            ("training.amp", "false"),
-        ];
+    fn hyperparameters_become_params_with_strings_as_they_are() {
+        let leaves = [("model.hidden", json!([64, 32])), ("model.act", json!("relu")), ("training.amp", json!(false))];
+        let leaves: Vec<(String, Value)> = leaves.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let got: Vec<(String, String)> = params(&leaves).into_iter().map(|p| (p.key, p.value)).collect();
+        let want = [("model.hidden", "[64,32]"), ("model.act", "relu"), ("training.amp", "false")];
         assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
 use super::{Ended, Started, Tracker};
 use crate::config::{Config, MlflowConfig};
@@ -19,7 +18,7 @@ mod batch;
 mod client;
 mod outbox;
 
-pub use batch::{chunks, flatten, key_of, Metric, Param, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH};
+pub use batch::{chunks, key_of, Metric, Param, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH};
 pub use outbox::{now_ms, Call, NewRun, Session, MLFLOW_JSON};
 
 /// How long an epoch's end may wait on the server, all calls together.
@@ -66,8 +65,8 @@ impl Tracker for Mlflow {
             }
             None => {
                 let mut session = Session::create(dir, &self.uri, new_run(&self.config, run)?)?;
-                let tree: Value = serde_yaml::from_str(run.config_yaml).context("config.yaml")?;
-                for params in chunks(&flatten(&tree), MAX_PARAMS_PER_BATCH) {
+                let params = batch::params(&super::hyperparameters(run.config_yaml)?);
+                for params in chunks(&params, MAX_PARAMS_PER_BATCH) {
                     session.push(Call::LogBatch { metrics: Vec::new(), params });
                 }
                 session

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
 use prost::Message;
 use serde_json::Value;
 
@@ -16,34 +15,18 @@ pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
 pub const SESSION_START_INFO_TAG: &str = "_hparams_/session_start_info";
 pub const SESSION_END_INFO_TAG: &str = "_hparams_/session_end_info";
 
-/// The resolved config (config.yaml's text) as hyperparameters: one per leaf, named by its
-/// dotted path (`training.optimizer.lr`); numbers, strings and booleans as they are, a list
-/// (`model.hidden`) as its JSON text, since the plugin's values are scalars. Absent keys
-/// (null) are left out.
-pub fn flatten(config_yaml: &str) -> Result<BTreeMap<String, ProtoValue>> {
-    let config: Value = serde_yaml::from_str(config_yaml).context("cannot read the config as hyperparameters")?;
-    let mut hparams = BTreeMap::new();
-    add(&mut hparams, String::new(), &config);
-    Ok(hparams)
-}
-
-fn add(hparams: &mut BTreeMap<String, ProtoValue>, name: String, value: &Value) {
+/// The config's hyperparameters (`track::hyperparameters`) as the plugin's values: numbers,
+/// strings and booleans as they are, a list (`model.hidden`) as its JSON text, since the
+/// plugin's values are scalars.
+pub fn values(leaves: Vec<(String, Value)>) -> BTreeMap<String, ProtoValue> {
     let none = ProtoValue::default();
-    let leaf = match value {
-        Value::Object(map) => {
-            for (key, value) in map {
-                let name = if name.is_empty() { key.clone() } else { format!("{name}.{key}") };
-                add(hparams, name, value);
-            }
-            return;
-        }
-        Value::Null => return,
-        Value::Bool(b) => ProtoValue { bool_value: Some(*b), ..none },
-        Value::Number(n) => ProtoValue { number_value: n.as_f64(), ..none },
-        Value::String(s) => ProtoValue { string_value: Some(s.clone()), ..none },
-        Value::Array(_) => ProtoValue { string_value: Some(value.to_string()), ..none },
+    let value = |leaf: Value| match leaf {
+        Value::Bool(b) => ProtoValue { bool_value: Some(b), ..none.clone() },
+        Value::Number(n) => ProtoValue { number_value: n.as_f64(), ..none.clone() },
+        Value::String(s) => ProtoValue { string_value: Some(s), ..none.clone() },
+        other => ProtoValue { string_value: Some(other.to_string()), ..none.clone() },
     };
-    hparams.insert(name, leaf);
+    leaves.into_iter().map(|(name, leaf)| (name, value(leaf))).collect()
 }
 
 /// `_hparams_/experiment`: a column for each of `hparams`, and one for each scalar tag of the
@@ -126,7 +109,7 @@ mod tests {
     #[test]
     fn flattens_the_config_to_dotted_scalar_keys() {
         let yaml = "name: a\nmodel:\n  hidden: [64, 32]\ntraining:\n  optimizer:\n    lr: 0.001\n  shuffle: true\ntask: null\n";
-        let hparams = flatten(yaml).unwrap();
+        let hparams = values(crate::track::hyperparameters(yaml).unwrap());
         let keys: Vec<&str> = hparams.keys().map(String::as_str).collect();
         assert_eq!(keys, ["model.hidden", "name", "training.optimizer.lr", "training.shuffle"]);
         assert_eq!(hparams["model.hidden"].string_value.as_deref(), Some("[64,32]"));

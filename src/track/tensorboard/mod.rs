@@ -108,7 +108,7 @@ impl Tracker for TensorBoardTracker {
         forget_after(&logdir, run.epochs_done)?;
         let mut hparams_file = EventFile::create(&logdir)?;
         let now = record::now();
-        let values = hparams::flatten(run.config_yaml)?;
+        let values = hparams::values(super::hyperparameters(run.config_yaml)?);
         let names = |tags: &[(String, usize)]| tags.iter().map(|(tag, _)| tag.clone()).collect::<Vec<_>>();
         let mut train_tags = names(&train);
         train_tags.push(LEARNING_RATE.into());
